@@ -1,0 +1,41 @@
+# The README's two commands: `make run` (the whole system) and `make test` (every test).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint bench bench-gateway bench-services clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+legacy/node_modules/.installed: legacy/package.json legacy/package-lock.json
+	cd legacy && npm ci --no-audit --no-fund
+	touch $@
+
+install: $(STAMP) legacy/node_modules/.installed
+
+run: install
+	$(VENV)/bin/strangler run
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check proxy services tests bench
+	$(VENV)/bin/mypy
+
+bench: bench-gateway bench-services
+
+bench-gateway: install
+	$(PY) bench/gateway.py
+
+bench-services: install
+	$(PY) bench/services.py
+
+clean:
+	rm -rf $(VENV) legacy/node_modules .pytest_cache
