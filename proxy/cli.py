@@ -1,0 +1,86 @@
+"""`strangler`: a thin argparse front end; each subcommand's module is imported only when it runs.
+
+A subcommand whose module is missing (a feature not installed or not built yet) prints a clear
+"not available" message and exits 2 instead of breaking the whole CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from proxy.settings import SettingsError, add_proxy_arguments, settings_from
+
+# subcommand -> (module, function, help); the function takes the remaining argv and returns an exit code.
+DELEGATED: dict[str, tuple[str, str, str]] = {
+    "migrate": ("services.migrate", "main", "apply database migrations (the new service's schema)"),
+    "report": ("proxy.report", "main", "print the shadow-comparison report"),
+    "run": ("proxy.stack", "main", "run the whole system locally: databases, both services, the gateway"),
+}
+
+
+def _load(module: str, function: str, command: str) -> Callable[..., Any] | None:
+    """Import ``module.function`` or explain on stderr why ``command`` is not available."""
+    try:
+        found: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module.startswith(exc.name):
+            raise  # the module is there but a dependency of it is missing: show the real error
+        print(
+            f"strangler {command}: not available: module {module} is not installed in this build. "
+            "Install the full package (make install) or pick another command (strangler --help).",
+            file=sys.stderr,
+        )
+        return None
+    except AttributeError:
+        print(f"strangler {command}: not available: {module} has no {function}().", file=sys.stderr)
+        return None
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `strangler` parser (subcommands: proxy, routes check, migrate, report, run)."""
+    parser = argparse.ArgumentParser(
+        prog="strangler",
+        description="Migrate a Node.js backend to Python one endpoint at a time, behind a gateway.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    proxy = sub.add_parser("proxy", help="run the gateway", description="Run the gateway.")
+    add_proxy_arguments(proxy)
+    routes = sub.add_parser("routes", help="routes file tools (routes check FILE)")
+    routes_sub = routes.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
+    check = routes_sub.add_parser("check", help="validate a routes file and print the resolved table")
+    check.add_argument("file", help="the routes.yaml to check")
+    for name, (_, _, help_text) in DELEGATED.items():
+        delegated = sub.add_parser(name, help=help_text, add_help=False)
+        delegated.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `strangler` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # Delegated commands parse their own flags (including --help), so hand them the raw rest of argv.
+    if args_list and args_list[0] in DELEGATED:
+        module, function, _ = DELEGATED[args_list[0]]
+        run = _load(module, function, args_list[0])
+        return 2 if run is None else int(run(args_list[1:]) or 0)
+    args = build_parser().parse_args(args_list)
+    if args.command == "routes":
+        check_fn = _load("proxy.routes_cli", "check", "routes check")
+        return 2 if check_fn is None else int(check_fn(args.file, sys.stdout))
+    try:
+        settings = settings_from(args)
+    except SettingsError as exc:
+        print(f"strangler proxy: {exc}", file=sys.stderr)
+        return 2
+    from proxy.app import run_proxy  # imported late: it pulls in the event loop and the data path
+
+    return run_proxy(settings)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m proxy.cli`
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Structured logs: one JSON object per line, stdlib logging plus a small formatter.
+
+Loggers: ``strangler`` for events (start, reload, drain), ``strangler.access`` for one line per
+request. Pass fields with ``extra={"fields": {...}}``; they are merged into the JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+log = logging.getLogger("strangler")
+access_log = logging.getLogger("strangler.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a record as one JSON line: ts, level, logger, msg, pid, then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": record.process,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, separators=(",", ":"))
+
+
+def setup_logging(level: str = "info", access: bool = True, stream: TextIO | None = None) -> None:
+    """Send the ``strangler`` loggers to ``stream`` (stderr) as JSON lines, replacing earlier setup."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    for logger in (log, logging.getLogger("aiohttp")):
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+    log.setLevel(level.upper())
+    logging.getLogger("aiohttp").setLevel("WARNING")
+    # The access logger is a child of `strangler`; disabling it keeps the hot path to one level check.
+    access_log.setLevel(logging.INFO if access else logging.CRITICAL + 1)
+    access_log.disabled = not access
+
+
+def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event line with extra JSON fields."""
+    log.log(level, message, extra={"fields": fields})
+
+
+def access(
+    request_id: str, method: str, path: str, status: int, route: str, target: str, seconds: float
+) -> None:
+    """Log one access line (cheap no-op when the access log is off)."""
+    if access_log.disabled:
+        return
+    access_log.info(
+        "request",
+        extra={
+            "fields": {
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "route": route,
+                "target": target,
+                "duration_ms": round(seconds * 1000, 3),
+            }
+        },
+    )
+

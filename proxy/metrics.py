@@ -1,0 +1,183 @@
+"""Prometheus metrics for the gateway, cheap on the hot path and summed across worker processes.
+
+Request counts and latencies are the hot path (one call per request at tens of thousands a second), so
+:class:`RequestStats` keeps them in plain dicts of ints and floats (well under a microsecond a call) and a
+collector turns them into ``strangler_requests_total`` and ``strangler_request_duration_seconds`` at
+scrape time. With ``--workers N`` each worker writes a JSON snapshot of its stats into a private
+directory about once a second (and when it stops) and the parent's collector sums the snapshots.
+
+Everything else (reload results, the shadow helper's metrics) uses ordinary prometheus_client metrics on
+the default registry. With workers, :func:`enable_multiprocess` switches prometheus_client to its
+multiprocess mode before any worker starts, and the parent scrapes with a ``MultiProcessCollector``.
+Other modules register metrics the usual way (``Counter(...)`` on the default registry); gauges must pass
+a ``multiprocess_mode``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest, values
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+
+BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+SNAPSHOT_PREFIX = "requests-"
+
+RELOADS = Counter(
+    "strangler_reload", "Routes file reloads by result (success, failure).", ["result"], registry=REGISTRY
+)
+
+# (route, target) -> [count per bucket ... , count above the last bound, sum of seconds]
+Cells = dict[tuple[str, str], list[float]]
+# (route, target, status) -> count
+Counts = dict[tuple[str, str, int], int]
+
+
+class RequestStats:
+    """The request observer: counts by (route, target, status), latency buckets by (route, target)."""
+
+    __slots__ = ("_bounds", "cells", "counts")
+
+    def __init__(self) -> None:
+        self._bounds = BUCKETS
+        self.counts: Counts = {}
+        self.cells: Cells = {}
+
+    def observe(self, route: str, target: str, status: int, seconds: float) -> None:
+        """Record one finished request (the data path calls this once per request)."""
+        key = (route, target, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        cell = self.cells.get((route, target))
+        if cell is None:
+            cell = self.cells[(route, target)] = [0.0] * (len(self._bounds) + 2)
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le is inclusive).
+        cell[bisect.bisect_left(self._bounds, seconds)] += 1
+        cell[-1] += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of the stats (what a worker writes for the parent)."""
+        return {
+            "counts": [[r, t, s, n] for (r, t, s), n in self.counts.items()],
+            "cells": [[r, t, list(cell)] for (r, t), cell in self.cells.items()],
+        }
+
+    def write_snapshot(self, directory: Path) -> None:
+        """Atomically replace this process's snapshot file in ``directory``."""
+        final = directory / f"{SNAPSHOT_PREFIX}{os.getpid()}.json"
+        tmp = directory / f".{final.name}.tmp"
+        tmp.write_text(json.dumps(self.snapshot()))
+        os.replace(tmp, final)
+
+
+def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> tuple[Counts, Cells]:
+    """Sum snapshots from several processes."""
+    counts: Counts = {}
+    cells: Cells = {}
+    for snap in snapshots:
+        for r, t, s, n in snap["counts"]:
+            key = (r, t, int(s))
+            counts[key] = counts.get(key, 0) + int(n)
+        for r, t, cell in snap["cells"]:
+            have = cells.get((r, t))
+            cells[(r, t)] = list(cell) if have is None else [a + b for a, b in zip(have, cell, strict=True)]
+    return counts, cells
+
+
+def read_snapshots(directory: Path) -> list[dict[str, Any]]:
+    """Every worker snapshot in ``directory`` (a file being replaced is skipped until next scrape)."""
+    out = []
+    for path in sorted(directory.glob(f"{SNAPSHOT_PREFIX}*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+class RequestCollector(Collector):
+    """Expose request stats from ``source()`` (one process's stats or every worker's snapshots)."""
+
+    def __init__(self, source: Callable[[], tuple[Counts, Cells]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the request counter and the latency histogram."""
+        counts, cells = self._source()
+        requests = CounterMetricFamily(
+            "strangler_requests",
+            "Requests by route, target and status.",
+            labels=["route", "target", "status"],
+        )
+        for (route, target, status), n in sorted(counts.items()):
+            requests.add_metric([route, target, str(status)], n)
+        yield requests
+        duration = HistogramMetricFamily(
+            "strangler_request_duration_seconds",
+            "Request latency (first byte in to last byte out) by route and target.",
+            labels=["route", "target"],
+        )
+        for (route, target), cell in sorted(cells.items()):
+            cumulative: list[tuple[str, float]] = []
+            running = 0.0
+            for bound, hits in zip((*[repr(b) for b in BUCKETS], "+Inf"), cell[:-1], strict=True):
+                running += hits
+                cumulative.append((bound, running))
+            duration.add_metric([route, target], cumulative, cell[-1])
+        yield duration
+
+
+class _Chain(Collector):
+    """Yield every metric of another registry (so one scrape can add collectors without re-registering)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """Collect from the wrapped registry."""
+        yield from self._registry.collect()
+
+
+def enable_multiprocess(directory: Path) -> None:
+    """Switch prometheus_client to multiprocess mode, writing into ``directory`` (parent, before workers).
+
+    The env variable is inherited by workers; setting ``ValueClass`` covers metrics created later in this
+    process even though prometheus_client was imported before the variable was set.
+    """
+    (directory / "prom").mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory / "prom")
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # untyped library
+
+
+def local_registry(stats: RequestStats) -> CollectorRegistry:
+    """The scrape registry of a single-process gateway: its own stats plus the default registry."""
+    registry = CollectorRegistry(auto_describe=False)
+
+    def source() -> tuple[Counts, Cells]:
+        return dict(stats.counts), {k: list(v) for k, v in stats.cells.items()}
+
+    registry.register(RequestCollector(source))
+    registry.register(_Chain(REGISTRY))
+    return registry
+
+
+def multiprocess_registry(directory: Path) -> CollectorRegistry:
+    """The parent's scrape registry: every worker's snapshots plus prometheus multiprocess files."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RequestCollector(lambda: merge_snapshots(read_snapshots(directory))))
+    MultiProcessCollector(registry, path=str(directory / "prom"))  # type: ignore[no-untyped-call]  # untyped
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Prometheus text exposition of ``registry``."""
+    return generate_latest(registry)

@@ -1,0 +1,179 @@
+"""Settings for `strangler proxy`: parsed once from flags, then `STRANGLER_*` env, then defaults.
+
+Every value lands in one frozen :class:`Settings`. A bad value raises :class:`SettingsError` naming the
+flag and the env key it could have come from, so a failed start says exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A flag or env value is invalid; the message names the flag, the env key and the bad value."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """A host and port to listen on (port 0 asks the kernel for a free one)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway process needs to start, validated."""
+
+    routes: str = "routes.yaml"
+    listen: Address = Address("0.0.0.0", 8080)
+    admin: Address = Address("127.0.0.1", 8081)
+    workers: int = 1
+    trusted_hops: int = 0
+    log_level: str = "info"
+    access_log: bool = True
+    drain_timeout: float = 30.0
+    reload_interval: float = 1.0
+    health_timeout: float = 1.0
+
+    def to_json(self) -> str:
+        """Serialise for a worker process (the inverse of :meth:`from_json`)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """Rebuild settings that :meth:`to_json` wrote."""
+        raw: dict[str, Any] = json.loads(text)
+        raw["listen"] = Address(**raw["listen"])
+        raw["admin"] = Address(**raw["admin"])
+        return cls(**raw)
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``host:port`` or ``[v6]:port``; raise ValueError with the expected shape."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    host = host.strip("[]")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be between 0 and 65535")
+    return Address(host, port)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _log_level(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return lowered
+
+
+# field name -> (flag, parser); the env key is STRANGLER_<FIELD upper-cased>.
+_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "routes": ("--routes", str),
+    "listen": ("--listen", parse_address),
+    "admin": ("--admin", parse_address),
+    "workers": ("--workers", _positive_int),
+    "trusted_hops": ("--trusted-hops", _non_negative_int),
+    "log_level": ("--log-level", _log_level),
+    "access_log": ("--access-log", _bool),
+    "drain_timeout": ("--drain-timeout", _positive_float),
+    "reload_interval": ("--reload-interval", _positive_float),
+    "health_timeout": ("--health-timeout", _positive_float),
+}
+
+
+def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the `strangler proxy` flags; each defaults to None so env and defaults can fill in."""
+    defaults = Settings()
+    helps = {
+        "routes": "routes file to serve and watch",
+        "listen": "HOST:PORT the gateway listens on",
+        "admin": "HOST:PORT of the admin server (/healthz /readyz /routes /metrics)",
+        "workers": "worker processes sharing the listening port",
+        "trusted_hops": "proxies in front of the gateway trusted for X-Forwarded-For",
+        "log_level": "one of " + ", ".join(LOG_LEVELS),
+        "access_log": "log one JSON line per request (on/off)",
+        "drain_timeout": "seconds in-flight requests get to finish after SIGTERM",
+        "reload_interval": "seconds between checks of the routes file for changes",
+        "health_timeout": "seconds each upstream gets to answer a readiness check",
+    }
+    for name, (flag, _) in _FIELDS.items():
+        env = "STRANGLER_" + name.upper()
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            metavar="VALUE",
+            help=f"{helps[name]} (env {env}, default {getattr(defaults, name)})",
+        )
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_const",
+        const="off",
+        help="same as --access-log off",
+    )
+
+
+def settings_from(namespace: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from parsed flags, falling back to `STRANGLER_*` env, then defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for name, (flag, parse) in _FIELDS.items():
+        env_key = "STRANGLER_" + name.upper()
+        raw: Any = getattr(namespace, name, None)
+        source = flag
+        if raw is None:
+            raw = env.get(env_key)
+            source = f"env {env_key}"
+        if raw is None:
+            continue
+        try:
+            values[name] = parse(str(raw))
+        except ValueError as exc:
+            raise SettingsError(
+                f"{source}={raw!r} is invalid: {exc} (set with {flag} or env {env_key})"
+            ) from None
+    return Settings(**values)
