@@ -1,0 +1,169 @@
+"""Gateway data-path benchmark: strangler against nginx and node http-proxy, measured in one run.
+
+Variants, each one process in front of the same upstream (bench/upstream.py), interleaved round by round
+(A B C D, A B C D, ...) so drifting load on a shared machine hits them alike:
+
+* ``direct``            wrk -> upstream (the ceiling; CPU column is the upstream's own)
+* ``nginx``             nginx, worker_processes 1, keepalive upstream pool
+* ``node http-proxy``   http-proxy with a keepAlive agent (bench/node)
+* ``strangler``         ``strangler proxy --workers 1``
+* ``strangler+shadow``  the same with every GET shadowed to a second upstream and compared (issue 4)
+
+Targets: strangler >= 1.5x node http-proxy and >= 0.7x nginx throughput; shadowed >= 0.6x unshadowed
+throughput with primary p99 <= 1.5x. Run ``python -m bench.gateway --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python bench/gateway.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import gw_targets
+from bench.harness import BenchError, Fleet, cpu_seconds, ensure_apt_packages, log
+from bench.report import Check, machine_state, spread, table, utc_now, write_json
+from bench.wrk import Run, Summary, WrkParseError, paired_ratios, run_wrk
+
+PATH = "/api/v1/users/1"  # a declared route in strangler's table (matching is part of the cost)
+
+
+@dataclass
+class Variant:
+    """One thing to load: where it listens and whose CPU time to charge."""
+
+    name: str
+    port: int
+    pid: int
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see --help)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per variant (default 2)")
+    p.add_argument("--quick", action="store_true", help="2 rounds of 3 s: for development, not for figures")
+    p.add_argument("--no-shadow", action="store_true", help="skip the shadowing variant")
+    p.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.warmup = 3.0, 2, 1.0
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+        p.error("--rounds, --duration and --connections must be positive")
+    return args
+
+
+def measure(variants: list[Variant], args: argparse.Namespace,
+            after_run: Callable[[Variant, Run], None] | None = None) -> dict[str, Summary]:
+    """Warm every variant up, then run them interleaved for `args.rounds` rounds."""
+    summaries = {v.name: Summary(v.name) for v in variants}
+    for v in variants:
+        log(f"warm-up {v.name}")
+        run_wrk(f"http://127.0.0.1:{v.port}{PATH}", connections=args.connections, duration=args.warmup)
+    for rnd in range(args.rounds):
+        for v in variants:
+            try:
+                run = run_wrk(f"http://127.0.0.1:{v.port}{PATH}", connections=args.connections,
+                              duration=args.duration, cpu_of=v.cpu)
+            except WrkParseError as exc:
+                raise BenchError(f"{v.name}: {exc}") from exc
+            run.round = rnd
+            summaries[v.name].runs.append(run)
+            cpu = run.cpu_us_per_request
+            log(f"round {rnd + 1}/{args.rounds} {v.name:<18} {run.rps:8.0f} req/s  p50 {run.p50_ms:.2f} ms  "
+                f"p99 {run.p99_ms:.2f} ms  cpu {'-' if cpu is None else f'{cpu:.1f}'} us/req  "
+                f"errors {run.errors}")
+            if after_run is not None:
+                after_run(v, run)
+            time.sleep(0.5)  # let queued work (shadow copies) settle before the next variant's run
+    return summaries
+
+
+def checks(s: dict[str, Summary], shadow_note: str) -> list[Check]:
+    """The targets, as ratios of means with the per-round paired ratios as detail."""
+    out: list[Check] = []
+    strangler = s.get("strangler")
+    rps: Callable[[Run], float] = lambda r: r.rps  # noqa: E731  (a one-line accessor)
+    p99: Callable[[Run], float] = lambda r: r.p99_ms  # noqa: E731
+    for anchor, bound in (("node http-proxy", 1.5), ("nginx", 0.7)):
+        base = s.get(anchor)
+        if strangler and base and base.rps_mean > 0 and strangler.rps_mean > 0:
+            ratio = strangler.rps_mean / base.rps_mean
+            detail = spread(paired_ratios(strangler, base, rps))
+            out.append(Check(f"strangler / {anchor} throughput", ratio, ">=", bound, detail))
+        else:
+            out.append(Check(f"strangler / {anchor} throughput", None, ">=", bound, "not measured"))
+    shadow = s.get("strangler+shadow")
+    if strangler and shadow and strangler.rps_mean > 0:
+        out.append(Check("shadowed / unshadowed throughput", shadow.rps_mean / strangler.rps_mean, ">=", 0.6,
+                         spread(paired_ratios(shadow, strangler, rps))))
+        out.append(Check("shadowed / unshadowed primary p99", shadow.p99_ms / strangler.p99_ms, "<=", 1.5,
+                         spread(paired_ratios(shadow, strangler, p99))))
+    else:
+        for name, op, bound in (("shadowed / unshadowed throughput", ">=", 0.6),
+                                ("shadowed / unshadowed primary p99", "<=", 1.5)):
+            out.append(Check(name, None, op, bound, shadow_note or "not measured"))
+    for summary in s.values():
+        if summary.errors > summary.requests * 0.001:
+            rate = min(1.0, summary.errors / max(summary.requests, 1))
+            out.append(Check(f"{summary.name}: error rate", rate, "<=", 0.001,
+                             f"{summary.errors} non-2xx or socket errors", unit="%"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the report; write the JSON file."""
+    args = parse_args(argv)
+    ensure_apt_packages({"wrk": "wrk", "nginx": "nginx-light"})
+    wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+    started, load_before = utc_now(), machine_state()
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp:
+        fleet = Fleet(Path(tmp))
+        try:
+            variants, shadow_probe = gw_targets.start_all(fleet, Path(tmp), args, wanted, notes)
+            summaries = measure(variants, args, shadow_probe.after_run if shadow_probe else None)
+            if shadow_probe is not None:
+                notes.extend(shadow_probe.notes())
+        finally:
+            fleet.close()
+    ordered = [summaries[v.name] for v in variants]
+    results = checks(summaries, next((n for n in notes if n.startswith("shadow")), ""))
+    print(f"\nGateway benchmark, {started}: {args.rounds} rounds x {args.duration:.0f} s, wrk -t1 "
+          f"-c{args.connections}, GET {PATH} (70-byte JSON); p50/p99 are medians over rounds;\n"
+          f"CPU is the measured process's user+system time per request (for `direct`, the upstream's).")
+    print(table(ordered))
+    print("\nTargets (ratio of means; per-round paired ratios in the detail):")
+    for c in results:
+        print(c.line())
+    for note in notes:
+        print(f"  note: {note}")
+    payload: dict[str, Any] = {
+        "benchmark": "gateway", "started": started, "finished": utc_now(), "path": PATH,
+        "settings": {k: getattr(args, k) for k in ("duration", "rounds", "connections", "warmup", "quick")},
+        "machine_before": load_before, "machine_after": machine_state(),
+        "variants": [s.to_json() for s in ordered], "checks": [c.to_json() for c in results], "notes": notes,
+    }
+    print(f"\nJSON: {write_json('gateway', payload)}")
+    return 1 if args.check and any(c.verdict == "FAIL" for c in results) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench/gateway.py: {exc}", file=sys.stderr)
+        sys.exit(2)

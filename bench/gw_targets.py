@@ -1,0 +1,206 @@
+"""Start the gateway benchmark's processes: upstreams, nginx, node http-proxy, strangler (+shadow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.harness import BenchError, Fleet, ensure_npm_ci, find_binary, free_port, log, tail
+
+if TYPE_CHECKING:
+    from bench.gateway import Variant
+    from bench.wrk import Run
+
+BENCH = Path(__file__).resolve().parent
+STRANGLER = Path(sys.executable).parent / "strangler"
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  fastcgi_temp_path {tmp}/nginx-fastcgi;
+  uwsgi_temp_path {tmp}/nginx-uwsgi;
+  scgi_temp_path {tmp}/nginx-scgi;
+  upstream up {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+# Both upstreams answer identically, so shadow comparison finds matches (the realistic, common case).
+ROUTES = """\
+upstreams:
+  legacy:
+    url: http://127.0.0.1:{legacy}
+  new:
+    url: http://127.0.0.1:{new}
+routes:
+  - name: get-user
+    match: GET /api/v1/users/{{id}}
+    target: legacy
+{shadow}"""
+
+
+def start_upstream(fleet: Fleet, name: str) -> tuple[int, int]:
+    """Start one bench/upstream.py; return (port, pid)."""
+    port = free_port()
+    pid = fleet.start(name, [sys.executable, str(BENCH / "upstream.py"), str(port)], port=port)
+    return port, pid
+
+
+def upstream_count(port: int) -> int:
+    """Requests the upstream on `port` has answered so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__bench/count", timeout=5) as resp:
+        count: int = json.loads(resp.read())["served"]
+        return count
+
+
+def start_nginx(fleet: Fleet, tmp: Path, upstream: int) -> tuple[int, int]:
+    """nginx, one worker, keepalive pool to `upstream`; return (port, master pid; CPU counts its workers)."""
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream, port=port))
+    nginx = find_binary("nginx")
+    if nginx is None:
+        raise BenchError("nginx is not installed: apt-get install -y nginx-light")
+    pid = fleet.start("nginx", [nginx, "-e", "stderr", "-p", str(tmp), "-c", str(conf)], port=port)
+    return port, pid
+
+
+def start_node(fleet: Fleet, upstream: int) -> tuple[int, int]:
+    """node http-proxy, one process, keepAlive agent; return (port, pid)."""
+    ensure_npm_ci(BENCH / "node")
+    port = free_port()
+    pid = fleet.start("node-http-proxy", ["node", str(BENCH / "node" / "proxy.js"), str(port), str(upstream)],
+                      port=port)
+    return port, pid
+
+
+def strangler_missing() -> str | None:
+    """Why `strangler proxy` cannot run here, or None if its CLI answers."""
+    if not STRANGLER.exists():
+        return f"{STRANGLER} is missing: run `make install`"
+    done = subprocess.run([str(STRANGLER), "proxy", "--help"], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return f"`strangler proxy --help` failed ({done.returncode}): {(done.stderr or done.stdout)[-300:]}"
+    return None
+
+
+def start_strangler(fleet: Fleet, tmp: Path, name: str, routes: str, env: dict[str, str]) -> tuple[int, int]:
+    """`strangler proxy --workers 1` with `routes`; return (port, pid)."""
+    path = tmp / f"{name}-routes.yaml"
+    path.write_text(routes)
+    port, admin = free_port(), free_port()
+    cmd = [str(STRANGLER), "proxy", "--routes", str(path), "--listen", f"127.0.0.1:{port}",
+           "--admin", f"127.0.0.1:{admin}", "--workers", "1"]
+    pid = fleet.start(name, cmd, env={**os.environ, **env}, port=port, timeout=60)
+    return port, pid
+
+
+class ShadowProbe:
+    """Counts what reached the shadow upstream, to prove the shadowed variant really shadowed."""
+
+    def __init__(self, name: str, shadow_port: int) -> None:
+        self.name = name
+        self.shadow_port = shadow_port
+        self.last = upstream_count(shadow_port)
+        self.primary = 0
+        self.copies = 0
+
+    def after_run(self, variant: Variant, run: Run) -> None:
+        """Charge the shadow upstream's new requests to the shadowed variant's run."""
+        now = upstream_count(self.shadow_port)
+        if variant.name == self.name:
+            self.primary += run.requests
+            self.copies += now - self.last
+        self.last = now
+
+    def notes(self) -> list[str]:
+        share = self.copies / self.primary if self.primary else 0.0
+        return [f"shadow: {self.copies} of {self.primary} primary requests ({share:.1%}) reached the "
+                "shadow upstream during the shadowed runs (the rest were dropped or still queued)"]
+
+
+def start_all(fleet: Fleet, tmp: Path, args: argparse.Namespace, wanted: set[str],
+              notes: list[str]) -> tuple[list[Variant], ShadowProbe | None]:
+    """Start every wanted variant; strangler variants that cannot start become notes, not failures."""
+    from bench.gateway import Variant
+
+    def want(name: str) -> bool:
+        return not wanted or name in wanted
+
+    up_port, up_pid = start_upstream(fleet, "upstream")
+    variants: list[Variant] = []
+    if want("direct"):
+        variants.append(Variant("direct", up_port, up_pid))
+    if want("nginx"):
+        variants.append(Variant("nginx", *start_nginx(fleet, tmp, up_port)))
+    if want("node http-proxy"):
+        variants.append(Variant("node http-proxy", *start_node(fleet, up_port)))
+    probe: ShadowProbe | None = None
+    if not (want("strangler") or want("strangler+shadow")):
+        return variants, probe
+    if (why := strangler_missing()) is not None:
+        notes.append(f"strangler: not measured: {why}")
+        notes.append("shadow: not measured: strangler is not available")
+        return variants, probe
+    shadow_port, _ = start_upstream(fleet, "upstream-shadow")
+    plain = ROUTES.format(legacy=up_port, new=shadow_port, shadow="")
+    if want("strangler"):
+        try:
+            variants.append(Variant("strangler", *start_strangler(fleet, tmp, "strangler", plain, {})))
+        except BenchError as exc:
+            notes.append(f"strangler: did not start: {exc}")
+    if want("strangler+shadow") and not args.no_shadow:
+        probe = _start_shadowed(fleet, tmp, up_port, shadow_port, variants, notes)
+    return variants, probe
+
+
+def _start_shadowed(fleet: Fleet, tmp: Path, up_port: int, shadow_port: int, variants: list[Variant],
+                    notes: list[str]) -> ShadowProbe | None:
+    from bench.gateway import Variant
+
+    routes = ROUTES.format(legacy=up_port, new=shadow_port, shadow="    shadow: {sample: 1.0}\n")
+    try:
+        port, pid = start_strangler(fleet, tmp, "strangler-shadow", routes, {})
+    except BenchError as exc:
+        notes.append(f"shadow: not measured: strangler refused shadow routes: {exc}")
+        return None
+    # A shadowing gateway must deliver copies: send a few requests and look for them at the shadow upstream.
+    before = upstream_count(shadow_port)
+    for _ in range(20):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/users/1", timeout=5) as resp:
+            resp.read()
+    for _ in range(30):
+        if upstream_count(shadow_port) > before:
+            break
+        time.sleep(0.1)
+    else:
+        notes.append("shadow: not measured: shadowing isn't available yet (strangler accepted `shadow: "
+                     "{sample: 1.0}` but no copy reached the shadow upstream; log: "
+                     f"{tail(tmp / 'strangler-shadow.log', 5)!r})")
+        fleet.stop(pid)
+        return None
+    log("shadowing works: copies reach the shadow upstream")
+    variants.append(Variant("strangler+shadow", port, pid))
+    return ShadowProbe("strangler+shadow", shadow_port)
+
