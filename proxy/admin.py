@@ -42,6 +42,7 @@ class AdminState:
     health_timeout: float = 1.0
     draining: bool = False
     workers: int = 1
+    workers_alive: int = 1
     last_reload: ReloadStatus = field(default_factory=lambda: ReloadStatus("initial", time.time()))
     started_at: float = field(default_factory=time.time)
 
@@ -95,10 +96,11 @@ async def readyz(request: web.Request) -> web.Response:
         *(_check_upstream(table.upstreams[name], state.health_timeout) for name in names)
     )
     upstreams = dict(zip(names, results, strict=True))
-    ready = not state.draining and all(r["ok"] for r in results)
+    ready = not state.draining and state.workers_alive > 0 and all(r["ok"] for r in results)
     body = {
         "status": "ready" if ready else "not_ready",
         "draining": state.draining,
+        "workers": {"configured": state.workers, "alive": state.workers_alive},
         "upstreams": {name: ("ok" if r["ok"] else "failing") for name, r in upstreams.items()},
         "checks": upstreams,
     }
