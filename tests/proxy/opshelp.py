@@ -121,9 +121,9 @@ class GatewayProcess:
             with contextlib.suppress(ValueError):
                 self.lines.append(json.loads(text))
 
-    async def wait_for(self, msg: str, timeout: float = 15.0, after: int = 0) -> dict[str, Any]:
+    async def wait_for(self, msg: str, within: float = 15.0, after: int = 0) -> dict[str, Any]:
         """The first log line at index >= ``after`` whose msg is ``msg`` (bounded wait)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             for line in self.lines[after:]:
                 if line.get("msg") == msg:
@@ -136,12 +136,12 @@ class GatewayProcess:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    async def stop(self, timeout: float = 20.0) -> int:
+    async def stop(self, within: float = 20.0) -> int:
         """SIGTERM (if still running) and wait; SIGKILL if it does not exit in time."""
         if self.proc.returncode is None:
             self.signal(signal.SIGTERM)
         try:
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
+            code = await asyncio.wait_for(self.proc.wait(), within)
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from opshelp import INVALID_ROUTES, ROOT, routes_text
+
 from proxy import cli
 from proxy.settings import Address, Settings, SettingsError, add_proxy_arguments, settings_from
 
