@@ -1,0 +1,56 @@
+'use strict';
+/**
+ * The Express application factory. It receives its long-lived resources (pool, redis, logger,
+ * OpenAPI document) from server.js and creates none itself, so tests can build it around theirs.
+ */
+const express = require('express');
+const { requestId } = require('./middleware/requestId');
+const { accessLog } = require('./middleware/accessLog');
+const { notFound, errorHandler } = require('./middleware/errors');
+const { usersRepo } = require('./repo/users');
+const { postsRepo } = require('./repo/posts');
+const { refreshTokensRepo } = require('./repo/refreshTokens');
+const { healthRoutes } = require('./routes/health');
+const { authRoutes } = require('./routes/auth');
+const { usersRoutes } = require('./routes/users');
+const { postsRoutes } = require('./routes/posts');
+
+/**
+ * Build the app.
+ * @param {{config: object, pool: import('pg').Pool, redis: import('ioredis').Redis, logger: object, openapi: object}} deps
+ */
+function createApp({ config, pool, redis, logger, openapi }) {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  // Client IP for the login rate limit: the Nth X-Forwarded-For entry from the right (0: the socket).
+  app.set('trust proxy', config.trustedHops);
+  // Express defaults, spelled out because the gateway and the new service copy them.
+  app.set('case sensitive routing', false);
+  app.set('strict routing', false);
+
+  const ctx = {
+    config,
+    pool,
+    redis,
+    logger,
+    openapi,
+    users: usersRepo(pool),
+    posts: postsRepo(pool),
+    refreshTokens: refreshTokensRepo(pool),
+  };
+
+  app.use(requestId());
+  app.use(accessLog(logger));
+  // Express answers OPTIONS itself with an Allow list; the contract says no method is served there.
+  app.use((req, res, next) => (req.method === 'OPTIONS' ? notFound()(req, res, next) : next()));
+  app.use(healthRoutes(ctx));
+  app.use(authRoutes(ctx));
+  app.use(usersRoutes(ctx));
+  app.use(postsRoutes(ctx));
+  app.use(notFound());
+  app.use(errorHandler(logger));
+  return app;
+}
+
+module.exports = { createApp };

@@ -1,0 +1,64 @@
+'use strict';
+/** SQL for posts. Authors are attached by the routes from one batched users query. */
+
+const COLUMNS = 'id, author_id, title, body, created_at, updated_at';
+
+/** A posts row plus its author as the API renders it (key order of docs/API.md). */
+function toPost(row, author) {
+  return {
+    id: row.id,
+    author_id: row.author_id,
+    title: row.title,
+    body: row.body,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+    author,
+  };
+}
+
+function postsRepo(pool) {
+  return {
+    async findById(id) {
+      const { rows } = await pool.query(`SELECT ${COLUMNS} FROM posts WHERE id = $1`, [id]);
+      return rows[0] || null;
+    },
+
+    async create(authorId, { title, body }) {
+      const { rows } = await pool.query(
+        `INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`,
+        [authorId, title, body],
+      );
+      return rows[0];
+    },
+
+    /** One page by id descending, optionally for one author; limit+1 rows. */
+    async list(limit, offset, authorId = null) {
+      const { rows } = await pool.query(
+        `SELECT ${COLUMNS} FROM posts WHERE ($3::bigint IS NULL OR author_id = $3)
+         ORDER BY id DESC LIMIT $1 OFFSET $2`,
+        [limit + 1, offset, authorId],
+      );
+      return rows;
+    },
+
+    /** Update title/body; updated_at moves forward by at least 1 ms (see usersRepo.update). */
+    async update(id, { title, body }) {
+      const { rows } = await pool.query(
+        `UPDATE posts SET
+           title = COALESCE($2, title),
+           body = COALESCE($3, body),
+           updated_at = GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')
+         WHERE id = $1 RETURNING ${COLUMNS}`,
+        [id, title ?? null, body ?? null],
+      );
+      return rows[0] || null;
+    },
+
+    async remove(id) {
+      const { rowCount } = await pool.query('DELETE FROM posts WHERE id = $1', [id]);
+      return rowCount > 0;
+    },
+  };
+}
+
+module.exports = { postsRepo, toPost };

@@ -1,0 +1,21 @@
+'use strict';
+/** Page rendering shared by the list endpoints. */
+const { toPost } = require('../repo/posts');
+
+/** Build a Page from `rows` fetched with limit+1 (the extra row only says "there is more"). */
+function page(rows, limit, offset, render) {
+  return {
+    items: rows.slice(0, limit).map(render),
+    limit,
+    offset,
+    next_offset: rows.length > limit ? offset + limit : null,
+  };
+}
+
+/** Render post rows with their authors, loaded in one `WHERE id = ANY($1)` query. */
+async function renderPosts(users, rows) {
+  const authors = await users.authors(rows.map((row) => row.author_id));
+  return (row) => toPost(row, authors.get(row.author_id) ?? null);
+}
+
+module.exports = { page, renderPosts };

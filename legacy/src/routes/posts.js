@@ -1,0 +1,62 @@
+'use strict';
+/** /api/v1/posts: list, create, read, update (author), delete (author). */
+const express = require('express');
+const { errors } = require('../errors');
+const { jsonBody } = require('../middleware/jsonBody');
+const { requireAuth } = require('../middleware/auth');
+const { schemas, validateBody, validatePage, isId } = require('../lib/validate');
+const { toPost } = require('../repo/posts');
+const { page, renderPosts } = require('./pages');
+
+function postsRoutes(ctx) {
+  const { users, posts } = ctx;
+  const router = express.Router();
+  const auth = requireAuth(ctx);
+
+  /** The post row with path id `id`, or 404 (a malformed id is just an unknown one). */
+  async function existing(id) {
+    const post = isId(id) ? await posts.findById(id) : null;
+    if (post === null) throw errors.notFound('post');
+    return post;
+  }
+
+  async function render(row) {
+    return (await renderPosts(users, [row]))(row);
+  }
+
+  router.get('/api/v1/posts', async (req, res) => {
+    const { limit, offset, authorId } = validatePage(req.query, { withAuthor: true });
+    const rows = await posts.list(limit, offset, authorId);
+    res.json(page(rows, limit, offset, await renderPosts(users, rows)));
+  });
+
+  router.post('/api/v1/posts', auth, jsonBody(), async (req, res) => {
+    const input = validateBody(req.body, schemas.post);
+    const row = await posts.create(req.user.id, input);
+    res.status(201).json(toPost(row, { id: req.user.id, name: req.user.name }));
+  });
+
+  router.get('/api/v1/posts/:id', async (req, res) => {
+    res.json(await render(await existing(req.params.id)));
+  });
+
+  router.patch('/api/v1/posts/:id', auth, jsonBody(), async (req, res) => {
+    const input = validateBody(req.body, schemas.post, { partial: true });
+    const post = await existing(req.params.id);
+    if (post.author_id !== req.user.id) throw errors.forbidden('posts');
+    const updated = await posts.update(post.id, input);
+    if (updated === null) throw errors.notFound('post'); // deleted meanwhile
+    res.json(await render(updated));
+  });
+
+  router.delete('/api/v1/posts/:id', auth, async (req, res) => {
+    const post = await existing(req.params.id);
+    if (post.author_id !== req.user.id) throw errors.forbidden('posts');
+    await posts.remove(post.id);
+    res.status(204).end();
+  });
+
+  return router;
+}
+
+module.exports = { postsRoutes };

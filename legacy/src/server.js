@@ -1,0 +1,83 @@
+'use strict';
+/**
+ * Process entry: `node legacy/src/server.js`. Validates the environment (exit 2 naming the bad
+ * variable), opens the pool and Redis, serves, and drains on SIGTERM/SIGINT.
+ */
+const fs = require('node:fs');
+const { loadConfig, ConfigError } = require('./config');
+const { createLogger, errorFields } = require('./logger');
+const { createPool } = require('./db');
+const { createRedis } = require('./redis');
+const { createApp } = require('./app');
+
+const SHUTDOWN_DEADLINE_MS = 10000;
+
+function fail(message) {
+  process.stderr.write(`legacy: ${message}\n`);
+  process.exit(2);
+}
+
+function loadOpenapi(path) {
+  try {
+    return JSON.parse(fs.readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError('OPENAPI_PATH', `cannot be read as JSON at ${path} (${err.message}); ` +
+      'point it at services/openapi.json');
+  }
+}
+
+function main() {
+  let config;
+  let openapi;
+  try {
+    config = loadConfig();
+    openapi = loadOpenapi(config.openapiPath);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(`configuration error: ${err.message}`);
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  const pool = createPool(config, (err) => logger.warn('idle database client failed', errorFields(err)));
+  let lastRedisError = '';
+  const redis = createRedis(config, (err) => {
+    // ioredis reports every failed reconnect; one line per distinct error is enough.
+    if (err.message !== lastRedisError) logger.warn('redis error', errorFields(err));
+    lastRedisError = err.message;
+  });
+  redis.on('ready', () => { lastRedisError = ''; });
+
+  const app = createApp({ config, pool, redis, logger, openapi });
+  const server = app.listen(config.port, config.host, (err) => {
+    if (err) {
+      logger.error('cannot listen', { host: config.host, port: config.port, ...errorFields(err) });
+      process.exit(1);
+    }
+    const { port } = server.address();
+    logger.info('listening', { host: config.host, port, pid: process.pid });
+  });
+  // Longer than the gateway's idle timeout, so a pooled upstream connection is never closed under it.
+  server.keepAliveTimeout = 65000;
+  server.headersTimeout = 66000;
+
+  let stopping = false;
+  const shutdown = (signal) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('shutting down', { signal });
+    const force = setTimeout(() => {
+      logger.error('shutdown deadline passed, exiting');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    force.unref();
+    server.close(async () => {
+      await Promise.allSettled([pool.end(), redis.quit()]);
+      logger.info('stopped');
+      process.exit(0);
+    });
+    server.closeIdleConnections();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main();
