@@ -118,8 +118,39 @@ routes:
 
 # Targets built from pieces that the policy cares about, so the property explores the edges.
 _PIECES = st.sampled_from(
-    ["api", "API", "v1", "users", "Users", "1", "posts", "admin", "files", "a;b", ".", "..", "%2e", "%2E%2e",
-     "%2F", "%2f", "%5C", "%41", "%7e", "%c3%a9", "%00", "%", "%zz", "", ";", "x y", "#", "\\", "é", "~", "-"]
+    [
+        "api",
+        "API",
+        "v1",
+        "users",
+        "Users",
+        "1",
+        "posts",
+        "admin",
+        "files",
+        "a;b",
+        ".",
+        "..",
+        "%2e",
+        "%2E%2e",
+        "%2F",
+        "%2f",
+        "%5C",
+        "%41",
+        "%7e",
+        "%c3%a9",
+        "%00",
+        "%",
+        "%zz",
+        "",
+        ";",
+        "x y",
+        "#",
+        "\\",
+        "é",
+        "~",
+        "-",
+    ]
 )
 
 

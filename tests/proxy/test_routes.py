@@ -107,7 +107,12 @@ def test_defaults_and_values() -> None:
     assert (legacy.scheme, legacy.host, legacy.port, legacy.base_path) == ("http", "legacy.internal", 80, "")
     assert (legacy.connect_timeout, legacy.total_timeout, legacy.pool_size) == (1.0, 30.0, 64)
     assert (new.host, new.port, new.base_path, new.connect_timeout, new.total_timeout, new.pool_size) == (
-        "10.0.0.2", 8000, "/svc", 0.5, 10.0, 8
+        "10.0.0.2",
+        8000,
+        "/svc",
+        0.5,
+        10.0,
+        8,
     )
     assert t.default.target == "new" and t.default.line == 4
     assert t.shadow_settings == ShadowSettings(queue=5, timeout=3.0, redact=("pw",))
@@ -154,7 +159,13 @@ USERS = """\
         ("GET", "/api/v1/users/me", "users-me", {}, "/api/v1/users/me"),  # literal beats param
         ("GET", "/api/v1/users/ME/", "users-me", {}, "/api/v1/users/me"),
         ("PATCH", "/api/v1/users/1", "users-write", {"id": "1"}, "/api/v1/users/1"),
-        ("PATCH", "/api/v1/users/me", "users-write", {"id": "me"}, "/api/v1/users/me"),  # methods fall through
+        (
+            "PATCH",
+            "/api/v1/users/me",
+            "users-write",
+            {"id": "me"},
+            "/api/v1/users/me",
+        ),  # methods fall through
         ("POST", "/api/v1/users/1", "v1-any", {"what": "users", "id": "1"}, "/api/v1/users/1"),
         ("PUT", "/api/v1/users/1", "api-rest", {"rest": "v1/users/1"}, "/api/v1/users/1"),
         ("GET", "/api/v1/users/1/posts/", "users-posts", {"id": "1"}, "/api/v1/users/1/posts"),
@@ -167,7 +178,13 @@ USERS = """\
         ("POST", "/", "default", {}, "/"),
         ("GET", "/apix", "default", {}, "/apix"),
         ("GET", "/Other/Path/", "default", {}, "/Other/Path/"),  # the default forwards the path unchanged
-        ("GET", "/api/v1/users/1/posts/2", "api-rest", {"rest": "v1/users/1/posts/2"}, "/api/v1/users/1/posts/2"),
+        (
+            "GET",
+            "/api/v1/users/1/posts/2",
+            "api-rest",
+            {"rest": "v1/users/1/posts/2"},
+            "/api/v1/users/1/posts/2",
+        ),
         ("GET", "/api/v1/users/a;b", "users-get", {"id": "a;b"}, "/api/v1/users/a;b"),
         ("GET", "/api/v1/users/caf%C3%A9", "users-get", {"id": "caf%C3%A9"}, "/api/v1/users/caf%C3%A9"),
     ],
@@ -229,7 +246,8 @@ def test_param_matches_exactly_one_segment() -> None:
 def test_many_routes_index() -> None:
     """With many first segments, each request still finds its route (index buckets are right)."""
     body = "".join(
-        f'- {{name: r{i}, match: {{methods: [GET], path: "/s{i}/{{id}}/x{i}"}}, target: new}}\n' for i in range(40)
+        f'- {{name: r{i}, match: {{methods: [GET], path: "/s{i}/{{id}}/x{i}"}}, target: new}}\n'
+        for i in range(40)
     )
     t = table(body + '- {name: any, match: {path: "/{a}/{b}/{c}"}, target: new}\n')
     for i in range(40):
@@ -444,7 +462,11 @@ def test_error_string_format() -> None:
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
-        (UPSTREAMS + "routes:\n  - {name: a, match: {path: /u/{id}}, target: new}\n", 5, 'quote a path template'),
+        (
+            UPSTREAMS + "routes:\n  - {name: a, match: {path: /u/{id}}, target: new}\n",
+            5,
+            "quote a path template",
+        ),
         (UPSTREAMS + "routes: [\n", 5, "not valid YAML"),
         ("upstreams:\n  legacy: {url: x\n  new: 1\n", 3, "not valid YAML"),
         ("", 1, "the file is empty"),
@@ -469,24 +491,43 @@ def test_yaml_syntax_error_reports_its_line(text: str, line: int, fragment: str)
         (UPSTREAMS + "shadow: {queue: true}\n", [(4, "shadow.queue", "got true or false")]),
         (UPSTREAMS + "shadow: {queue: 1.5}\n", [(4, "shadow.queue", "must be an integer")]),
         (UPSTREAMS + "1: x\n", [(4, "", "keys must be plain names")]),
-        (UPSTREAMS + "routes:\n  - {name: a, match: {path: /a}, target: new, compare: {ignore: ['$.a[x]']}}\n",
-         [(5, "routes[0].compare.ignore[0]", "allowed segments are .name, [n] and [*]")]),
-        (UPSTREAMS + "routes:\n  - {name: default, match: {path: /a}, target: new}\n",
-         [(5, "routes[0].name", "reserved")]),
-        (UPSTREAMS + "routes:\n  - {name: a, match: {path: '/a/{x}/{x}'}, target: new}\n",
-         [(5, "routes[0].match.path", "uses the parameter name 'x' twice")]),
-        (UPSTREAMS + "routes:\n  - {name: a, match: {path: /a/../b}, target: new}\n",
-         [(5, "routes[0].match.path", "segment '..'")]),
-        (UPSTREAMS + "routes:\n  - {name: a, match: {path: '/a/{x}.json'}, target: new}\n",
-         [(5, "routes[0].match.path", "whole-segment")]),
-        (UPSTREAMS + "routes:\n  - {name: a, match: {path: /a, methods: [GET, GET]}, target: new}\n",
-         [(5, "routes[0].match.methods[1]", "duplicate entry 'GET'")]),
-        ("upstreams:\n  legacy: {url: 'http://u:p@h'}\n  new: {url: 'ftp://h'}\n",
-         [(2, "upstreams.legacy.url", "credentials"), (3, "upstreams.new.url", "must be an http:// URL")]),
-        ("upstreams:\n  legacy: {url: 'http://h/a?b'}\n  new: {url: 'http:///x'}\n",
-         [(2, "upstreams.legacy.url", "query"), (3, "upstreams.new.url", "has no host")]),
-        ("upstreams:\n  legacy: {url: 'http://h/a/../b'}\n  new: {url: 'http://h'}\n",
-         [(2, "upstreams.legacy.url", "dot segment")]),
+        (
+            UPSTREAMS
+            + "routes:\n  - {name: a, match: {path: /a}, target: new, compare: {ignore: ['$.a[x]']}}\n",
+            [(5, "routes[0].compare.ignore[0]", "allowed segments are .name, [n] and [*]")],
+        ),
+        (
+            UPSTREAMS + "routes:\n  - {name: default, match: {path: /a}, target: new}\n",
+            [(5, "routes[0].name", "reserved")],
+        ),
+        (
+            UPSTREAMS + "routes:\n  - {name: a, match: {path: '/a/{x}/{x}'}, target: new}\n",
+            [(5, "routes[0].match.path", "uses the parameter name 'x' twice")],
+        ),
+        (
+            UPSTREAMS + "routes:\n  - {name: a, match: {path: /a/../b}, target: new}\n",
+            [(5, "routes[0].match.path", "segment '..'")],
+        ),
+        (
+            UPSTREAMS + "routes:\n  - {name: a, match: {path: '/a/{x}.json'}, target: new}\n",
+            [(5, "routes[0].match.path", "whole-segment")],
+        ),
+        (
+            UPSTREAMS + "routes:\n  - {name: a, match: {path: /a, methods: [GET, GET]}, target: new}\n",
+            [(5, "routes[0].match.methods[1]", "duplicate entry 'GET'")],
+        ),
+        (
+            "upstreams:\n  legacy: {url: 'http://u:p@h'}\n  new: {url: 'ftp://h'}\n",
+            [(2, "upstreams.legacy.url", "credentials"), (3, "upstreams.new.url", "must be an http:// URL")],
+        ),
+        (
+            "upstreams:\n  legacy: {url: 'http://h/a?b'}\n  new: {url: 'http:///x'}\n",
+            [(2, "upstreams.legacy.url", "query"), (3, "upstreams.new.url", "has no host")],
+        ),
+        (
+            "upstreams:\n  legacy: {url: 'http://h/a/../b'}\n  new: {url: 'http://h'}\n",
+            [(2, "upstreams.legacy.url", "dot segment")],
+        ),
         ("upstreams:\n  legacy: {url: 'http://h'}\n", [(2, "upstreams", "missing required key 'new'")]),
     ],
 )
@@ -550,8 +591,10 @@ SCHEMA_AND_LOADER_REJECT = [
 
 # What only the loader can see: relations between routes and the writes/dry-run rule.
 LOADER_ONLY = [
-    UPSTREAMS + "routes: [{name: a, match: {path: /a}, target: new}, {name: a, match: {path: /b}, target: new}]\n",
-    UPSTREAMS + "routes: [{name: a, match: {path: /a}, target: new}, {name: b, match: {path: /A}, target: new}]\n",
+    UPSTREAMS
+    + "routes: [{name: a, match: {path: /a}, target: new}, {name: a, match: {path: /b}, target: new}]\n",
+    UPSTREAMS
+    + "routes: [{name: a, match: {path: /a}, target: new}, {name: b, match: {path: /A}, target: new}]\n",
     UPSTREAMS + "routes: [{name: a, match: {path: '/a/{x}/{x}'}, target: new}]\n",
     UPSTREAMS + "routes: [{name: a, match: {path: /a}, target: new, shadow: {writes: true}}]\n",
     "upstreams:\n  legacy: {url: 'http://h:99999'}\n  new: {url: 'http://h'}\n",
