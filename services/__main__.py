@@ -1,0 +1,58 @@
+"""``python -m services``: run the new service on HOST:PORT with uvloop until SIGTERM/SIGINT.
+
+A bad configuration prints the variable and the problem and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from services.app import create_app
+from services.logs import setup_logging
+from services.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("services")
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until a termination signal, then shut down gracefully."""
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        await site.start()
+        log.info("listening", extra={"host": settings.host, "port": settings.port})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def main() -> int:
+    """Entry point; returns the exit status."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"services: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        uvloop.run(serve(settings))
+    except OSError as exc:  # cannot bind, or PostgreSQL/Redis unreachable at start
+        log.error("failed to start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Auth: handlers (routes.py), SQL (repo.py), representations and validation (models.py)."""

@@ -1,0 +1,112 @@
+"""Auth endpoints: register, login (rate limited, bcrypt -> argon2id upgrade), refresh, logout, me."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from aiohttp import web
+
+from services import errors
+from services.auth import repo, tokens
+from services.auth.models import LOGIN, REFRESH, REGISTER, tokens_json
+from services.auth.passwords import hash_password, is_bcrypt, verify_password
+from services.cache import Hit
+from services.context import Ctx, json_response, no_content
+from services.users import repo as users_repo
+from services.users.models import user_json
+from services.users.routes import name_suffix
+from services.validation import validate
+
+
+def client_ip(request: web.Request, trusted_hops: int) -> str:
+    """The client address as Express computes it with ``trust proxy = trusted_hops``."""
+    peer = request.remote or ""
+    if trusted_hops == 0:
+        return peer
+    header = ",".join(request.headers.getall("X-Forwarded-For", []))
+    # proxy-addr: comma separated, spaces trimmed, empty entries dropped, read from the right.
+    forwarded = [part.strip(" ") for part in header.split(",")]
+    chain = [peer, *reversed([part for part in forwarded if part])]
+    return chain[min(trusted_hops, len(chain) - 1)]
+
+
+async def issue_tokens(ctx: Ctx, user_id: int) -> dict[str, Any]:
+    """A new access token and a stored refresh token for the user."""
+    ttl = ctx.settings.access_token_ttl
+    access = tokens.issue_access(ctx.settings.jwt_secret, user_id, ttl, int(time.time()))
+    refresh, refresh_hash = tokens.new_refresh_token()
+    await repo.store_refresh(ctx.db, user_id, refresh_hash, ctx.settings.refresh_token_ttl)
+    return tokens_json(access, ttl, refresh)
+
+
+async def register(ctx: Ctx) -> web.Response:
+    """POST /api/v1/auth/register"""
+    values = validate(await ctx.json_body(), REGISTER)
+    hashed = await hash_password(ctx.hash_pool, values["password"])
+    user = await users_repo.create(ctx.db, values["email"].lower(), values["name"], hashed)
+    issued = await issue_tokens(ctx, user["id"])
+    return json_response(201, {"user": user_json(user, name_suffix(ctx)), "tokens": issued})
+
+
+def _retry_after(hit: Hit, window: int) -> int:
+    return hit.ttl if hit.ttl >= 0 else window
+
+
+async def login(ctx: Ctx) -> web.Response:
+    """POST /api/v1/auth/login"""
+    values = validate(await ctx.json_body(), LOGIN)
+    settings = ctx.settings
+    email = values["email"].lower()
+    account = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()
+    ip = client_ip(ctx.request, settings.trusted_hops)
+    by_account, by_ip = await ctx.cache.login_hits(account, ip, settings.login_rate_window)
+    # Checked before the password, so a locked-out guesser learns nothing and costs no hashing.
+    if by_account.count > settings.login_rate_limit_account:
+        raise errors.RateLimited(_retry_after(by_account, settings.login_rate_window))
+    if by_ip.count > settings.login_rate_limit_ip:
+        raise errors.RateLimited(_retry_after(by_ip, settings.login_rate_window))
+    row = await users_repo.credentials(ctx.db, email)
+    stored: str | None = None if row is None else row["password_hash"]
+    if not await verify_password(ctx.hash_pool, stored, values["password"]) or row is None:
+        raise errors.InvalidCredentials()
+    if stored is not None and is_bcrypt(stored):
+        upgraded = await hash_password(ctx.hash_pool, values["password"])
+        await users_repo.upgrade_hash(ctx.db, row["id"], stored, upgraded)
+    return json_response(200, await issue_tokens(ctx, row["id"]))
+
+
+async def refresh(ctx: Ctx) -> web.Response:
+    """POST /api/v1/auth/refresh (rotation: the presented token is revoked)."""
+    values = validate(await ctx.json_body(), REFRESH)
+    user_id = await repo.rotate(ctx.db, tokens.refresh_hash(values["refresh_token"]))
+    if user_id is None:
+        raise errors.InvalidRefreshToken()
+    return json_response(200, await issue_tokens(ctx, user_id))
+
+
+async def logout(ctx: Ctx) -> web.Response:
+    """POST /api/v1/auth/logout: revoke this access token (Redis) and all the user's refresh tokens."""
+    me = await ctx.principal()
+    await ctx.cache.revoke(me.jti, me.exp - int(time.time()))
+    await repo.revoke_all(ctx.db, me.user_id)
+    return no_content()
+
+
+async def me(ctx: Ctx) -> web.Response:
+    """GET /api/v1/auth/me (a token whose user was deleted is 401)."""
+    principal = await ctx.principal()
+    row = await users_repo.get(ctx.db, principal.user_id)
+    if row is None:
+        raise errors.Unauthorized()
+    return json_response(200, user_json(row, name_suffix(ctx)))
+
+
+ROUTES = (
+    ("POST", "/api/v1/auth/register", register),
+    ("POST", "/api/v1/auth/login", login),
+    ("POST", "/api/v1/auth/refresh", refresh),
+    ("POST", "/api/v1/auth/logout", logout),
+    ("GET", "/api/v1/auth/me", me),
+)

@@ -1,0 +1,109 @@
+"""What a handler sees: :class:`Ctx` (request, path params, executor, cache view) and the app keys.
+
+The checks a request goes through are in the contract's order: route -> auth -> content-type -> size ->
+JSON parse -> validation; :meth:`Ctx.principal` and :meth:`Ctx.json_body` are the middle steps.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from services import errors
+from services.auth import tokens
+from services.cache import Cache, RequestCache
+from services.db import Executor
+from services.settings import Settings
+
+BODY_LIMIT = 102_400
+ID_RE = re.compile(r"[1-9][0-9]{0,17}")
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+CACHE = web.AppKey("cache", Cache)
+HASH_POOL = web.AppKey("hash_pool", ThreadPoolExecutor)
+STARTED = web.AppKey("started", float)
+DRY_RUN = web.RequestKey("dry_run", bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller: user id, and the token's id and expiry (for logout)."""
+
+    user_id: int
+    jti: str
+    exp: int
+
+
+class Ctx:
+    """One request's view of the service."""
+
+    __slots__ = ("cache", "db", "params", "request", "settings")
+
+    def __init__(self, request: web.Request, params: dict[str, str], db: Executor, cache: RequestCache,
+                 settings: Settings) -> None:
+        self.request = request
+        self.params = params
+        self.db = db
+        self.cache = cache
+        self.settings = settings
+
+    @property
+    def hash_pool(self) -> ThreadPoolExecutor:
+        """The thread pool password hashing runs in."""
+        return self.request.app[HASH_POOL]
+
+    def path_id(self, name: str = "id") -> int | None:
+        """The path parameter as an id, or None when it is not a valid id (then: 404 of the resource)."""
+        raw = self.params.get(name, "")
+        return int(raw) if ID_RE.fullmatch(raw) else None
+
+    async def principal(self) -> Principal:
+        """Verify ``Authorization: Bearer <access token>``; every failure is the same 401."""
+        header = self.request.headers.get("Authorization")
+        if not header:
+            raise errors.Unauthorized()
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise errors.Unauthorized()
+        claims = tokens.verify(self.settings.jwt_secret, token, int(time.time()))
+        if claims is None or await self.cache.is_revoked(claims.jti):
+            raise errors.Unauthorized()
+        return Principal(claims.user_id, claims.jti, claims.exp)
+
+    async def json_body(self) -> Any:
+        """Content-type (415), size (413) and JSON parse (400) checks; return the parsed value."""
+        request = self.request
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.partition(";")[0].strip().lower() != "application/json":
+            raise errors.UnsupportedMediaType()
+        length = request.content_length
+        if length is not None and length > BODY_LIMIT:
+            raise errors.PayloadTooLarge()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise errors.PayloadTooLarge() from None
+        if len(raw) > BODY_LIMIT:
+            raise errors.PayloadTooLarge()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.InvalidJson() from None
+
+
+def json_response(status: int, data: Any) -> web.Response:
+    """A compact JSON response with the contract's exact content type."""
+    return web.Response(status=status, body=orjson.dumps(data), headers={"Content-Type": errors.JSON_TYPE})
+
+
+def no_content() -> web.Response:
+    """A 204 with no body and no content type."""
+    return web.Response(status=204)

@@ -1,0 +1,80 @@
+"""PostgreSQL access: the pool, the executor type repos take, and value formatting.
+
+Repos never reach for the pool themselves: every repo function takes an :class:`Executor` from the
+request (the pool normally; one connection inside a transaction that is rolled back for a dry run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+log = logging.getLogger("services.db")
+
+ConnectionInit = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+class Executor(Protocol):
+    """What a repo needs: asyncpg's query methods (a Pool and a Connection both provide them)."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+
+async def create_pool(dsn: str, min_size: int, max_size: int,
+                      init: ConnectionInit | None = None) -> asyncpg.Pool:
+    """Open the service's pool; JIT is off because every query here is a small indexed lookup."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init,
+        server_settings={"jit": "off", "application_name": "strangler-services"},
+    )
+    return pool
+
+
+async def close_pool(pool: asyncpg.Pool, deadline: float = 5.0) -> None:
+    """Close gracefully within `deadline` seconds, else terminate (asyncpg's advice for shutdown)."""
+    try:
+        await asyncio.wait_for(pool.close(), deadline)
+    except (TimeoutError, asyncio.CancelledError):
+        pool.terminate()
+        raise
+    except Exception:  # a broken connection must not stop the rest of the cleanup
+        log.exception("pool close failed; terminating")
+        pool.terminate()
+
+
+def iso_ms(value: datetime) -> str:
+    """Render a timestamptz(3) like JavaScript's ``Date.toISOString()``: ``2026-11-21T06:04:00.123Z``."""
+    # asyncpg returns timestamptz in UTC; the columns hold milliseconds, so this loses nothing.
+    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+
+
+@contextlib.asynccontextmanager
+async def rolled_back(pool: asyncpg.Pool) -> Any:
+    """Yield one connection inside a transaction that is always rolled back (dry run)."""
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            yield conn
+        finally:
+            await tx.rollback()
+
+
+def ids(values: Sequence[int]) -> list[int]:
+    """Distinct ids in first-seen order, for an ``= ANY($1)`` parameter."""
+    return list(dict.fromkeys(values))

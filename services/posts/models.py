@@ -1,0 +1,26 @@
+"""Post representation and the request bodies posts endpoints accept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services import validation as v
+from services.db import iso_ms
+
+CREATE: v.Spec = (("title", v.title), ("body", v.text_body))
+PATCH: v.Spec = CREATE
+COLUMNS = "id, author_id, title, body, created_at, updated_at"
+
+
+def post_json(row: Any, author_name: str) -> dict[str, Any]:
+    """The contract's Post, with its author summary, in the contract's key order."""
+    author_id = row["author_id"]
+    return {
+        "id": row["id"],
+        "author_id": author_id,
+        "title": row["title"],
+        "body": row["body"],
+        "created_at": iso_ms(row["created_at"]),
+        "updated_at": iso_ms(row["updated_at"]),
+        "author": {"id": author_id, "name": author_name},
+    }

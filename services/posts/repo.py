@@ -1,0 +1,71 @@
+"""SQL for posts. Every statement is parameterised; authors of a page come from one ``= ANY($1)`` query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from services import errors
+from services.db import Executor, ids
+from services.posts.models import COLUMNS
+
+_WITH_AUTHOR = ("SELECT p.id, p.author_id, p.title, p.body, p.created_at, p.updated_at, "
+                "u.name AS author_name FROM p JOIN users u ON u.id = p.author_id")
+
+
+async def create(db: Executor, author_id: int, title: str, body: str) -> Any:
+    """Insert a post; return it with ``author_name``. A vanished author (deleted user) is Unauthorized."""
+    try:
+        return await db.fetchrow(
+            "WITH p AS (INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING *) "
+            + _WITH_AUTHOR,
+            author_id, title, body,
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise errors.Unauthorized() from None
+
+
+async def get(db: Executor, post_id: int) -> Any:
+    """The post with ``author_name``, or None."""
+    return await db.fetchrow(f"WITH p AS (SELECT * FROM posts WHERE id = $1) {_WITH_AUTHOR}", post_id)
+
+
+async def author_of(db: Executor, post_id: int) -> int | None:
+    """The post's author id, or None when there is no such post."""
+    author: int | None = await db.fetchval("SELECT author_id FROM posts WHERE id = $1", post_id)
+    return author
+
+
+async def update(db: Executor, post_id: int, title: str | None, body: str | None) -> Any:
+    """Change the given columns (None keeps the value), bump updated_at; the row with author, or None."""
+    return await db.fetchrow(
+        "WITH p AS (UPDATE posts SET title = COALESCE($2, title), body = COALESCE($3, body), "
+        "updated_at = now() WHERE id = $1 RETURNING *) " + _WITH_AUTHOR,
+        post_id, title, body,
+    )
+
+
+async def delete(db: Executor, post_id: int) -> bool:
+    """Delete the post; False if there was none."""
+    return await db.execute("DELETE FROM posts WHERE id = $1", post_id) != "DELETE 0"
+
+
+async def page(db: Executor, limit: int, offset: int, author_id: int | None = None) -> list[Any]:
+    """Up to `limit` posts by id descending from `offset`, optionally of one author (no author names)."""
+    if author_id is None:
+        return await db.fetch(f"SELECT {COLUMNS} FROM posts ORDER BY id DESC LIMIT $1 OFFSET $2",
+                              limit, offset)
+    return await db.fetch(
+        f"SELECT {COLUMNS} FROM posts WHERE author_id = $3 ORDER BY id DESC LIMIT $1 OFFSET $2",
+        limit, offset, author_id,
+    )
+
+
+async def author_names(db: Executor, rows: list[Any]) -> dict[int, str]:
+    """Names of the authors of `rows`, in ONE query (never one per row)."""
+    if not rows:
+        return {}
+    found = await db.fetch("SELECT id, name FROM users WHERE id = ANY($1::bigint[])",
+                           ids([row["author_id"] for row in rows]))
+    return {row["id"]: row["name"] for row in found}

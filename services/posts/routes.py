@@ -1,0 +1,100 @@
+"""Posts endpoints: list (+ by author, + by user), create, get, patch and delete (author only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services import errors
+from services.context import Ctx, Principal, json_response, no_content
+from services.posts import repo
+from services.posts.models import CREATE, PATCH, post_json
+from services.users import repo as users_repo
+from services.validation import page_query, validate
+
+
+def _page(rows: list[Any], names: dict[int, str], limit: int, offset: int) -> dict[str, Any]:
+    return {
+        "items": [post_json(row, names.get(row["author_id"], "")) for row in rows[:limit]],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + limit if len(rows) > limit else None,
+    }
+
+
+async def list_posts(ctx: Ctx) -> web.Response:
+    """GET /api/v1/posts"""
+    limit, offset, author_id = page_query(ctx.request.query, author=True)
+    rows = await repo.page(ctx.db, limit + 1, offset, author_id)
+    names = await repo.author_names(ctx.db, rows[:limit])
+    return json_response(200, _page(rows, names, limit, offset))
+
+
+async def list_user_posts(ctx: Ctx) -> web.Response:
+    """GET /api/v1/users/{id}/posts (404 when the user does not exist)."""
+    limit, offset, _ = page_query(ctx.request.query)
+    user_id = ctx.path_id()
+    user = None if user_id is None else await users_repo.get(ctx.db, user_id)
+    if user is None:
+        raise errors.NotFound(errors.USER_NOT_FOUND)
+    # The one author is already loaded: no author query at all.
+    rows = await repo.page(ctx.db, limit + 1, offset, user["id"])
+    return json_response(200, _page(rows, {user["id"]: user["name"]}, limit, offset))
+
+
+async def create_post(ctx: Ctx) -> web.Response:
+    """POST /api/v1/posts"""
+    me = await ctx.principal()
+    values = validate(await ctx.json_body(), CREATE)
+    row = await repo.create(ctx.db, me.user_id, values["title"], values["body"])
+    return json_response(201, post_json(row, row["author_name"]))
+
+
+async def get_post(ctx: Ctx) -> web.Response:
+    """GET /api/v1/posts/{id}"""
+    post_id = ctx.path_id()
+    row = None if post_id is None else await repo.get(ctx.db, post_id)
+    if row is None:
+        raise errors.NotFound(errors.POST_NOT_FOUND)
+    return json_response(200, post_json(row, row["author_name"]))
+
+
+async def _own_post(ctx: Ctx, me: Principal) -> int:
+    post_id = ctx.path_id()
+    author = None if post_id is None else await repo.author_of(ctx.db, post_id)
+    if post_id is None or author is None:
+        raise errors.NotFound(errors.POST_NOT_FOUND)
+    if author != me.user_id:
+        raise errors.Forbidden(errors.NOT_YOUR_POST)
+    return post_id
+
+
+async def patch_post(ctx: Ctx) -> web.Response:
+    """PATCH /api/v1/posts/{id}"""
+    me = await ctx.principal()
+    values = validate(await ctx.json_body(), PATCH, partial=True)
+    post_id = await _own_post(ctx, me)
+    row = await repo.update(ctx.db, post_id, values.get("title"), values.get("body"))
+    if row is None:
+        raise errors.NotFound(errors.POST_NOT_FOUND)
+    return json_response(200, post_json(row, row["author_name"]))
+
+
+async def delete_post(ctx: Ctx) -> web.Response:
+    """DELETE /api/v1/posts/{id}"""
+    me = await ctx.principal()
+    post_id = await _own_post(ctx, me)
+    if not await repo.delete(ctx.db, post_id):
+        raise errors.NotFound(errors.POST_NOT_FOUND)
+    return no_content()
+
+
+ROUTES = (
+    ("GET", "/api/v1/posts", list_posts),
+    ("POST", "/api/v1/posts", create_post),
+    ("GET", "/api/v1/posts/{id}", get_post),
+    ("PATCH", "/api/v1/posts/{id}", patch_post),
+    ("DELETE", "/api/v1/posts/{id}", delete_post),
+    ("GET", "/api/v1/users/{id}/posts", list_user_posts),
+)

@@ -1,0 +1,125 @@
+"""Request validation exactly as docs/API.md words it (field order, messages, one entry per field).
+
+A body spec is a tuple of ``(field, rule)``; a rule returns an error message or None. Lengths count
+Unicode code points (Python's ``len``), as the contract says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from multidict import MultiMapping
+
+from services.errors import FieldError, ValidationFailed
+
+Rule = Callable[[str], "str | None"]
+Spec = tuple[tuple[str, Rule], ...]
+
+# fullmatch, not `$`: Python's `$` also matches before a final newline, JavaScript's does not.
+_EMAIL_RE = re.compile(r"[!-?A-~]+@[!-?A-~]+\.[!-?A-~]+")
+_UINT_RE = re.compile(r"[0-9]{1,9}")
+_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def any_string(value: str) -> str | None:
+    """Only the required + string checks (login, refresh)."""
+    return None
+
+
+def email(value: str) -> str | None:
+    """A plausible email address of at most 254 characters."""
+    if len(value) > 254 or not _EMAIL_RE.fullmatch(value):
+        return "must be a valid email address"
+    return None
+
+
+def length(low: int, high: int) -> Rule:
+    """A rule: between `low` and `high` code points."""
+    message = f"must be between {low} and {high} characters"
+
+    def rule(value: str) -> str | None:
+        return None if low <= len(value) <= high else message
+
+    return rule
+
+
+password = length(8, 128)
+name = length(1, 100)
+title = length(1, 200)
+text_body = length(1, 10000)
+
+
+def _js_order(key: str) -> bytes:
+    # JavaScript sorts strings by UTF-16 code units; this key reproduces that order.
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def validate(body: Any, spec: Spec, *, partial: bool = False) -> dict[str, str]:
+    """Check a parsed JSON body against `spec`; return the valid values or raise ValidationFailed.
+
+    `partial` (PATCH): fields are optional, but at least one known field must be present.
+    """
+    if not isinstance(body, dict):
+        raise ValidationFailed([FieldError("body", "must be a JSON object")])
+    problems: list[FieldError] = []
+    values: dict[str, str] = {}
+    for field, rule in spec:
+        if field not in body:
+            if not partial:
+                problems.append(FieldError(field, "is required"))
+            continue
+        value = body[field]
+        if not isinstance(value, str):
+            problems.append(FieldError(field, "must be a string"))
+            continue
+        message = rule(value)
+        if message is not None:
+            problems.append(FieldError(field, message))
+        else:
+            values[field] = value
+    known = {field for field, _ in spec}
+    for key in sorted((k for k in body if k not in known), key=_js_order):
+        problems.append(FieldError(key, "unknown field"))
+    if problems:
+        raise ValidationFailed(problems)
+    if partial and not values:
+        raise ValidationFailed([FieldError("body", "must contain at least one field")])
+    return values
+
+
+def _one(query: MultiMapping[str], key: str) -> str | None:
+    values = query.getall(key, [])
+    if not values:
+        return None
+    # A repeated parameter arrives as an array in Express, which never matches the pattern.
+    return values[0] if len(values) == 1 else "\x00"
+
+
+def page_query(query: MultiMapping[str], *, author: bool = False) -> tuple[int, int, int | None]:
+    """Parse ``limit``, ``offset`` (and ``author_id``) from a query string; raise ValidationFailed."""
+    problems: list[FieldError] = []
+    limit, offset, author_id = 20, 0, None
+    raw = _one(query, "limit")
+    if raw is not None:
+        if _UINT_RE.fullmatch(raw) and 1 <= int(raw) <= 100:
+            limit = int(raw)
+        else:
+            problems.append(FieldError("limit", "must be an integer between 1 and 100"))
+    raw = _one(query, "offset")
+    if raw is not None:
+        if _UINT_RE.fullmatch(raw):
+            offset = int(raw)
+        else:
+            problems.append(FieldError("offset", "must be a non-negative integer"))
+    if author:
+        raw = _one(query, "author_id")
+        if raw is not None:
+            if _ID_RE.fullmatch(raw):
+                author_id = int(raw)
+            else:
+                problems.append(FieldError("author_id", "must be a positive integer"))
+    if problems:
+        raise ValidationFailed(problems)
+    return limit, offset, author_id
