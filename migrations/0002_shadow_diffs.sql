@@ -1,0 +1,24 @@
+-- Differing shadow-comparison samples written by the gateway (proxy/diffstore.py), read by reports.
+-- Everything here is redacted before it is written. Rows are capped per route and per diff signature
+-- and deleted after a retention period by the writer itself, so the table stays small.
+
+CREATE TABLE shadow_diffs (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    route            text NOT NULL,
+    signature        text NOT NULL,            -- sorted, space-separated normalised differing paths
+    method           text NOT NULL,
+    path             text NOT NULL,            -- path and query as forwarded, query redacted
+    primary_side     text NOT NULL,            -- which upstream served the client: legacy or new
+    control_status   integer,                  -- legacy; NULL when it failed (see control_error)
+    candidate_status integer,                  -- new
+    control_error    text,
+    candidate_error  text,
+    diff             jsonb NOT NULL,           -- [{"path","kind","control","candidate"}, ...]
+    control_body     text NOT NULL DEFAULT '', -- truncated, redacted
+    candidate_body   text NOT NULL DEFAULT '',
+    control_ms       double precision,
+    candidate_ms     double precision,
+    created_at       timestamptz(3) NOT NULL DEFAULT now()
+);
+CREATE INDEX shadow_diffs_route_sig_idx ON shadow_diffs (route, signature, created_at DESC);
+CREATE INDEX shadow_diffs_created_at_idx ON shadow_diffs (created_at);
