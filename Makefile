@@ -32,10 +32,10 @@ lint: install
 bench: bench-gateway bench-services
 
 bench-gateway: install
-	$(PY) bench/gateway.py
+	$(PY) -m bench.gateway $(BENCH_ARGS)
 
 bench-services: install
-	$(PY) bench/services.py
+	$(PY) -m bench.services $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) legacy/node_modules .pytest_cache

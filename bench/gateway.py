@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python bench/gateway.py`: make `bench` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as `python bench/gateway.py`: import from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (bench/ would shadow `services`)
 
 from bench import gw_targets
 from bench.harness import BenchError, Fleet, cpu_seconds, ensure_apt_packages, log
