@@ -79,6 +79,8 @@ class Reloader:
         self._apply = apply
         self._tried = hashlib.sha256(initial_raw).hexdigest()
         self._seen = fingerprint(path)
+        for result in ("success", "failure"):
+            RELOADS.labels(result)  # exported at 0 from the start, so alerts on rate() see the series
 
     def reload(self, reason: str) -> bool:
         """Try the file now; True if a new table is live. Never raises for a bad file."""
