@@ -1,0 +1,67 @@
+"""The data path's error vocabulary: upstream failures and the JSON error responses sent to clients.
+
+Every error the gateway itself produces has the same shape, always with the request id, so a client or
+an operator can find the matching access-log line:
+``{"error":{"code":"bad_gateway","message":"...","request_id":"..."}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+__all__ = ["ERROR_CODES", "UpstreamError", "UpstreamErrorKind", "error_response"]
+
+UpstreamErrorKind = Literal["connect", "timeout", "protocol"]
+
+# status -> (reason phrase, error code); the one table mapping gateway errors to HTTP.
+ERROR_CODES: dict[int, tuple[bytes, str]] = {
+    400: (b"Bad Request", "bad_request"),
+    405: (b"Method Not Allowed", "method_not_allowed"),
+    408: (b"Request Timeout", "request_timeout"),
+    414: (b"URI Too Long", "uri_too_long"),
+    431: (b"Request Header Fields Too Large", "header_too_large"),
+    502: (b"Bad Gateway", "bad_gateway"),
+    503: (b"Service Unavailable", "unavailable"),
+    504: (b"Gateway Timeout", "gateway_timeout"),
+    508: (b"Loop Detected", "loop_detected"),
+}
+
+
+class UpstreamError(Exception):
+    """A request to an upstream failed before a complete response was read.
+
+    ``kind`` is ``connect`` (refused, unreachable, reset before any response byte), ``timeout``
+    (connect or response-header deadline passed) or ``protocol`` (unparseable or ambiguous response).
+    """
+
+    def __init__(self, kind: UpstreamErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: UpstreamErrorKind = kind
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        """The status the gateway answers with: 504 for timeouts, 502 otherwise."""
+        return 504 if self.kind == "timeout" else 502
+
+
+def error_response(
+    status: int, message: str, request_id: bytes, *, request_id_header: bytes, close: bool
+) -> bytes:
+    """A complete HTTP/1.1 JSON error response (head and body) for the gateway's own errors."""
+    reason, code = ERROR_CODES.get(status, (b"Error", "error"))
+    body = json.dumps(
+        {"error": {"code": code, "message": message, "request_id": request_id.decode("ascii")}},
+        separators=(",", ":"),
+    ).encode()
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s: %s\r\n" % (
+        status,
+        reason,
+        len(body),
+        request_id_header,
+        request_id,
+    )
+    if close:
+        head += b"Connection: close\r\n"
+    return head + b"\r\n" + body

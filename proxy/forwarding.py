@@ -1,0 +1,235 @@
+"""Header rewriting for the data path: hop-by-hop removal, X-Forwarded-*, Via, request id. No I/O.
+
+Headers are lists of ``(name, value)`` bytes pairs exactly as parsed; each function makes one pass over
+them (this runs once per request on the hot path). Framing headers are taken out and re-made by the
+server, so a client can never smuggle a body past the gateway by naming them in ``Connection``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from proxy.gateway import GatewaySettings
+
+__all__ = [
+    "HOP_BY_HOP",
+    "Forwarder",
+    "FramingError",
+    "PreparedRequest",
+    "PreparedResponse",
+    "new_request_id",
+    "valid_request_id",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    )
+)
+_FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"))
+_REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+
+class FramingError(ValueError):
+    """The request's headers are ambiguous or invalid (answered 400; the connection is closed)."""
+
+
+def valid_request_id(value: bytes) -> bool:
+    """True for a sane client-sent request id: 1-128 characters of ``[A-Za-z0-9._-]``."""
+    return _REQUEST_ID_RE.fullmatch(value) is not None
+
+
+def new_request_id() -> bytes:
+    """A fresh request id (uuid4, 32 hex digits)."""
+    return uuid.uuid4().hex.encode("ascii")
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+class PreparedRequest:
+    """The outcome of `Forwarder.request`: what to send upstream, how the body is framed."""
+
+    __slots__ = ("chunked", "content_length", "headers", "loop", "request_id", "websocket")
+
+    def __init__(
+        self,
+        headers: Headers,
+        content_length: int | None,
+        chunked: bool,
+        request_id: bytes,
+        websocket: bool,
+        loop: bool,
+    ) -> None:
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+        self.request_id = request_id
+        self.websocket = websocket
+        self.loop = loop
+
+
+class PreparedResponse:
+    """The outcome of `Forwarder.response`: end-to-end headers and the upstream's framing."""
+
+    __slots__ = ("chunked", "content_length", "headers")
+
+    def __init__(self, headers: Headers, content_length: bytes | None, chunked: bool) -> None:
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+
+
+class Forwarder:
+    """Applies one `GatewaySettings` to request and response headers (precomputed bytes)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.trusted_hops = settings.trusted_hops
+        self.scheme = settings.scheme.encode("ascii")
+        self.via_token = settings.via_token.lower().encode("ascii")
+        self.via_entry = b"1.1 " + settings.via_token.encode("ascii")
+        self.request_id_name = settings.request_id_header.encode("ascii")
+        rid = self.request_id_name.lower()
+        self._request_special = HOP_BY_HOP | _FORWARDING | {b"host", b"content-length", b"via", rid}
+        self._response_drop = HOP_BY_HOP | {rid}
+        self.request_id_lower = rid
+
+    def request(self, raw: Headers, peer: bytes, http11: bool) -> PreparedRequest:
+        """Rewrite a client's headers for the upstream; raise `FramingError` if they are ambiguous.
+
+        Returned headers exclude Host and framing (the server adds them) and include, last, the
+        forwarding headers: X-Forwarded-For/-Proto/-Host, Via and the request id.
+        """
+        special = self._request_special
+        kept: Headers = []
+        host: bytes | None = None
+        lengths: list[bytes] = []
+        encodings: list[bytes] = []
+        connection: list[bytes] = []
+        upgrade: bytes | None = None
+        xff: list[bytes] = []
+        xfp: bytes | None = None
+        xfh: bytes | None = None
+        forwarded: list[bytes] = []
+        via: list[bytes] = []
+        request_id: bytes | None = None
+        for name, value in raw:
+            lname = name.lower()
+            if lname not in special:
+                kept.append((name, value))
+            elif lname == b"host":
+                if host is not None:
+                    raise FramingError("the request has more than one Host header")
+                host = value
+            elif lname == b"content-length":
+                lengths.append(value)
+            elif lname == b"transfer-encoding":
+                encodings.append(value)
+            elif lname == b"connection":
+                connection.extend(_tokens(value))
+            elif lname == b"upgrade":
+                upgrade = value
+            elif lname == b"via":
+                via.append(value)
+            elif lname == self.request_id_lower:
+                request_id = value
+            elif lname == b"x-forwarded-for":
+                xff.append(value)
+            elif lname == b"x-forwarded-proto":
+                xfp = value
+            elif lname == b"x-forwarded-host":
+                xfh = value
+            elif lname == b"forwarded":
+                forwarded.append(value)
+            # anything else in `special` is hop-by-hop: dropped
+
+        content_length: int | None = None
+        if lengths:
+            if len(lengths) > 1:
+                raise FramingError("the request has more than one Content-Length header")
+            if not lengths[0].isdigit():
+                raise FramingError("the request's Content-Length is not a number")
+            content_length = int(lengths[0])
+        chunked = False
+        if encodings:
+            if len(encodings) > 1 or encodings[0].strip().lower() != b"chunked":
+                raise FramingError("Transfer-Encoding must be exactly 'chunked'")
+            if content_length is not None:
+                raise FramingError("the request has both Content-Length and Transfer-Encoding")
+            chunked = True
+        if host is None and http11:
+            raise FramingError("an HTTP/1.1 request must carry a Host header")
+
+        if connection:
+            # Headers the client declared hop-by-hop; framing and forwarding headers are ours anyway.
+            named = frozenset(connection)
+            kept = [(k, v) for k, v in kept if k.lower() not in named]
+        websocket = (
+            upgrade is not None and upgrade.strip().lower() == b"websocket" and b"upgrade" in connection
+        )
+
+        loop = False
+        for value in via:
+            for entry in value.split(b","):
+                parts = entry.split()
+                if len(parts) >= 2 and parts[1].lower() == self.via_token:
+                    loop = True
+
+        if request_id is None or not valid_request_id(request_id):
+            request_id = new_request_id()
+
+        hops = self.trusted_hops
+        if hops:
+            chain = [e.strip() for v in xff for e in v.split(b",") if e.strip()][-hops:]
+            chain.append(peer)
+            out_xff = b", ".join(chain)
+            out_xfp = xfp.split(b",")[-1].strip() if xfp else self.scheme
+            out_xfh = xfh.split(b",")[-1].strip() if xfh else host
+            for value in forwarded:
+                kept.append((b"Forwarded", value))
+        else:
+            out_xff, out_xfp, out_xfh = peer, self.scheme, host
+        kept.append((b"X-Forwarded-For", out_xff))
+        kept.append((b"X-Forwarded-Proto", out_xfp or self.scheme))
+        if out_xfh:
+            kept.append((b"X-Forwarded-Host", out_xfh))
+        via.append(self.via_entry)
+        kept.append((b"Via", b", ".join(via)))
+        kept.append((self.request_id_name, request_id))
+        return PreparedRequest(kept, content_length, chunked, request_id, websocket, loop)
+
+    def response(self, raw: Headers) -> PreparedResponse:
+        """Drop hop-by-hop headers (and any named in ``Connection``) and the upstream's request id."""
+        drop = self._response_drop
+        kept: Headers = []
+        length: bytes | None = None
+        chunked = False
+        connection: list[bytes] | None = None
+        for name, value in raw:
+            lname = name.lower()
+            if lname in drop:
+                if lname == b"connection":
+                    connection = _tokens(value)
+                elif lname == b"transfer-encoding":
+                    chunked = True
+                continue
+            if lname == b"content-length":
+                length = value
+                continue
+            kept.append((name, value))
+        if connection:
+            named = frozenset(connection)
+            kept = [(k, v) for k, v in kept if k.lower() not in named]
+        return PreparedResponse(kept, length, chunked)

@@ -1,0 +1,733 @@
+"""The client side of the data path: an asyncio Protocol per connection, parsing with httptools (llhttp).
+
+One `ClientProtocol` reads requests, refuses ambiguous framing, routes each request once against the
+table current at its start, and streams it to a pooled upstream connection (`proxy.upstream`). The
+response streams back through the same object (it is the upstream connection's *sink*) with one
+``transport.write`` per upstream read. Backpressure pauses the other side's reading: a slow client stops
+the upstream being read; a slow upstream stops the client being read. Pipelined requests are answered in
+order (the next one waits, and reading pauses, while one is in flight). A WebSocket upgrade turns the
+connection into a byte tunnel after the upstream's 101.
+
+`GatewayServer` owns the listening socket, the connections, and the periodic sweep (client idle and
+header timeouts), and offers `drain` for a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+from typing import cast
+from collections.abc import Coroutine
+
+import httptools
+
+from proxy.errors import UpstreamError, error_response
+from proxy.exchange import Exchange
+from proxy.forwarding import Forwarder, FramingError, new_request_id
+from proxy.gateway import AccessRecord, Gateway
+from proxy.paths import BadPath, canonicalise
+from proxy.request import Refusal, Request
+from proxy.upstream import Headers, UpConn
+
+__all__ = ["ClientProtocol", "GatewayServer", "start_server"]
+
+log = logging.getLogger("strangler.server")
+
+FLUSH_AT = 64 * 1024  # write to the client early when this much response body is batched
+SWEEP_INTERVAL = 1.0
+_RETRYABLE = frozenset((b"GET", b"HEAD"))
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One client connection: HTTP/1.1 requests in, responses out, in order."""
+
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self.gateway = server.gateway
+        self.fwd = server.forwarder
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = b"unknown"
+        self.url: list[bytes] = []
+        self.url_size = 0
+        self.headers: Headers = []
+        self.header_size = 0
+        self.in_head = False
+        self.head_started = 0.0
+        self.head_raw = 0
+        self.last_io = server.clock
+        self.parsing: Request | None = None  # the request whose head/body is being parsed
+        self.cur: Request | None = None  # the request being answered
+        self.queue: collections.deque[Request] = collections.deque()
+        self.refusal: Refusal | None = None
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.resp_chunked = False
+        self.closed = False
+        self.broken = False  # no more requests are read (refused, upgraded or closing)
+        self.reading_paused = False
+        self.up_paused = False  # the upstream is not taking the request body fast enough
+        self.write_paused = False  # the client is not taking the response fast enough
+        self.upgrading: Request | None = None  # a WebSocket request awaiting the upstream's answer
+        self.tunnel: UpConn | None = None
+
+    # ---------------------------------------------------------------- client transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        high = self.gateway.settings.write_high_water
+        self.transport.set_write_buffer_limits(high=high, low=high // 4)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = str(peer[0]).encode("ascii")
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.abort(graceful=True)
+        rq = self.cur
+        if rq is not None:
+            self.cur = None
+            conn = rq.conn
+            if conn is not None and conn.sink is self:
+                conn.detach()  # the response was not finished: the connection cannot be reused
+            self._finish(rq, rq.status if rq.resp_done else 0)
+        self.queue.clear()
+        self.server.check_drained()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_io = self.server.clock
+        if self.tunnel is not None:
+            self.tunnel.send(data)
+            return
+        if self.upgrading is not None:  # bytes after a WebSocket request: the upstream's, unparsed
+            self._send_body(self.upgrading, data)
+            return
+        if self.broken:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._parser_upgraded(data[e.args[0] :])
+            return
+        except httptools.HttpParserError as e:
+            refusal = self.refusal or Refusal(400, f"malformed request: {e}")
+            self._refuse(refusal)
+            return
+        if self.in_head:
+            self.head_raw += len(data)
+            settings = self.gateway.settings
+            if self.head_raw > settings.max_header_bytes + settings.max_request_line:
+                self._refuse(Refusal(431, "the request head is too large"))
+
+    def eof_received(self) -> bool:
+        return False  # a client that half-closes is gone: close, abandoning its request
+
+    def pause_writing(self) -> None:  # the client is slow: stop reading the upstream
+        self.write_paused = True
+        conn = self.tunnel or (self.cur.conn if self.cur is not None else None)
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        conn = self.tunnel or (self.cur.conn if self.cur is not None else None)
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
+
+    def _update_reading(self) -> None:
+        pause = self.broken or bool(self.queue) or self.up_paused
+        if self.upgrading is not None or self.tunnel is not None:
+            pause = self.up_paused
+        if pause != self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after the write buffer drains (used by draining and the idle sweep)."""
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # ---------------------------------------------------------------- httptools request callbacks
+    def on_message_begin(self) -> None:
+        self.url = []
+        self.url_size = 0
+        self.headers = []
+        self.header_size = 0
+        self.in_head = True
+        self.head_raw = 0
+        self.head_started = self.server.clock
+
+    def on_url(self, url: bytes) -> None:
+        self.url.append(url)
+        self.url_size += len(url)
+        if self.url_size > self.gateway.settings.max_request_line:
+            self.refusal = Refusal(414, "the request target is too long")
+            raise self.refusal
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return  # chunked trailers: not forwarded (hop-by-hop framing)
+        self.headers.append((name, value))
+        self.header_size += len(name) + len(value) + 4
+        if self.header_size > self.gateway.settings.max_header_bytes:
+            self.refusal = Refusal(431, "the request headers are too large")
+            raise self.refusal
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        method = parser.get_method()
+        http11 = parser.get_http_version() == "1.1"
+        rq = Request(method, http11, parser.should_keep_alive(), self.loop.time())
+        self.parsing = rq
+        try:
+            self._route(rq, parser.should_upgrade())
+        except Refusal as refusal:
+            refusal.request_id = rq.request_id
+            self.refusal = refusal
+            raise
+        if self.cur is None:
+            self._start(rq)
+        else:  # pipelined: answered after the current one; read no further meanwhile
+            self.queue.append(rq)
+            self._update_reading()
+
+    def _route(self, rq: Request, upgrade: bool) -> None:
+        gateway = self.gateway
+        if rq.method == b"CONNECT":
+            raise Refusal(405, "CONNECT is not supported: this is a reverse proxy, not a forward proxy")
+        try:
+            prep = self.fwd.request(self.headers, self.peer, rq.http11)
+        except FramingError as e:
+            raise Refusal(400, str(e)) from None
+        rq.request_id = prep.request_id
+        if prep.loop:
+            raise Refusal(508, "the request already passed through this gateway (Via); check the routes")
+        has_body = prep.chunked or bool(prep.content_length)
+        if upgrade:
+            if has_body:
+                raise Refusal(400, "a request asking to upgrade the protocol cannot carry a body")
+            if prep.websocket and rq.method == b"GET":
+                rq.websocket = True
+                rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
+        try:
+            path, query = canonicalise(b"".join(self.url))
+        except BadPath as e:
+            raise Refusal(400, f"bad request path: {e}") from None
+        table = gateway.table  # read once: a reload does not affect a request in flight
+        rq.method_str = method_str = rq.method.decode("ascii")
+        match = table.match(method_str, path)
+        route = match.route
+        pool = gateway.pools.get(route.target)
+        if pool is None:  # pragma: no cover - the table validates its targets
+            raise Refusal(502, f"route {route.name} names an unknown upstream {route.target}")
+        rq.route = route
+        rq.pool = pool
+        rq.path = match.forward_path
+        rq.query = query
+        rq.headers = prep.headers
+        rq.chunked = prep.chunked
+        rq.body_done = not has_body
+        rq.is_head = rq.method == b"HEAD"
+        target = pool.base_path + match.forward_path.encode("utf-8")
+        if query:
+            target += b"?" + query.encode("utf-8")
+        parts = [rq.method, b" ", target, b" HTTP/1.1\r\nHost: ", pool.hostport, b"\r\n"]
+        for name, value in prep.headers:
+            parts += (name, b": ", value, b"\r\n")
+        if prep.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % prep.content_length)
+        elif prep.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if rq.websocket:
+            parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+        parts.append(b"\r\n")
+        rq.head = b"".join(parts)
+        shadow = gateway.shadow
+        if shadow is not None:
+            try:
+                if shadow.wants(route, method_str):
+                    rq.tee_cap = shadow.body_cap
+                    rq.tee_req = []
+            except Exception:
+                log.exception("shadow.wants failed")
+
+    def on_body(self, body: bytes) -> None:
+        rq = self.parsing
+        if rq is None:
+            return
+        rq.bytes_in += len(body)
+        tee = rq.tee_req
+        if tee is not None:
+            rq.tee_req_size += len(body)
+            if rq.tee_req_size <= rq.tee_cap:
+                tee.append(body)
+            else:
+                rq.tee_req = None
+                rq.tee_over = True
+        self._send_body(rq, b"%x\r\n%b\r\n" % (len(body), body) if rq.chunked else body)
+
+    def on_message_complete(self) -> None:
+        rq = self.parsing
+        self.parsing = None
+        if rq is None or rq.body_done:
+            return
+        if rq.chunked:
+            self._send_body(rq, b"0\r\n\r\n")
+        rq.body_done = True
+        conn = rq.conn
+        if conn is not None and conn.sink is self:
+            conn.end_request()
+
+    def _send_body(self, rq: Request, data: bytes) -> None:
+        conn = rq.conn
+        if conn is not None:
+            if conn.sink is self or conn.tunnel:
+                conn.send(data)
+        elif rq.pending is not None:  # upstream connection not open yet: buffer, bounded
+            rq.pending.append(data)
+            rq.pending_size += len(data)
+            if rq.pending_size > self.gateway.settings.pending_body_limit and not self.up_paused:
+                self.up_paused = True
+                self._update_reading()
+
+    def _parser_upgraded(self, rest: bytes) -> None:
+        rq = self.cur if self.cur is not None and self.cur.websocket else None
+        if rq is None and self.queue and self.queue[-1].websocket:
+            rq = self.queue[-1]
+        if rq is not None:
+            self.upgrading = rq
+            self._update_reading()
+            if rest:
+                self._send_body(rq, rest)
+            return
+        # An Upgrade we do not support (h2c...): the header was dropped, carry on as plain HTTP/1.1.
+        self.parser = httptools.HttpRequestParser(self)
+        if rest:
+            self.data_received(rest)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer a request we will not forward (after any in-flight one) and stop reading."""
+        self.refusal = None
+        self.broken = True
+        self._update_reading()
+        rq = self.parsing
+        self.parsing = None
+        if rq is not None and (rq is self.cur or rq in self.queue):
+            # Its head was accepted but its body is malformed: abandon it.
+            rq.error = refusal
+            rq.keep_alive = False
+            if rq is self.cur:
+                conn = rq.conn
+                if conn is not None and conn.sink is self:
+                    conn.detach()
+                rq.conn = None
+                if rq.resp_started:
+                    self._abort_client(rq)
+                else:
+                    self._respond_error(rq, refusal.status, refusal.message)
+            return
+        err = Request(b"-", True, False, self.loop.time())
+        err.request_id = refusal.request_id or new_request_id()
+        err.error = refusal
+        if self.cur is None:
+            self._start(err)
+        else:
+            self.queue.append(err)
+
+    # ---------------------------------------------------------------- upstream side
+    def _start(self, rq: Request) -> None:
+        self.cur = rq
+        self.server.active_requests += 1
+        if rq.error is not None:
+            self._respond_error(rq, rq.error.status, rq.error.message)
+            return
+        pool = rq.pool
+        assert pool is not None
+        conn = pool.acquire()
+        if conn is not None:
+            self._attach(rq, conn)
+        else:
+            self.server.spawn(self._connect(rq))
+
+    async def _connect(self, rq: Request) -> None:
+        pool = rq.pool
+        assert pool is not None
+        try:
+            conn = await pool.connect(pool.total_timeout)
+        except UpstreamError as e:
+            if self.cur is rq and not self.closed:
+                self._respond_error(rq, e.status, e.message)
+            return
+        if self.closed or self.cur is not rq:
+            pool._release(conn)
+            return
+        self._attach(rq, conn)
+
+    def _attach(self, rq: Request, conn: UpConn) -> None:
+        rq.conn = conn
+        pending = rq.pending
+        rq.pending = None
+        head = rq.head if not pending else b"".join([rq.head, *pending])
+        if self.up_paused:
+            self.up_paused = False
+            self._update_reading()
+        if self.write_paused and conn.transport is not None:
+            conn.transport.pause_reading()
+        conn.start(self, head, rq.is_head, rq.body_done, rq.websocket)
+
+    # ---------------------------------------------------------------- sink callbacks (from UpConn)
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        rq = self.cur
+        if rq is None or not rq.http11:
+            return
+        lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
+        for name, value in self.fwd.response(headers).headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        self.out.append(b"".join(lines))
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        rq = self.cur
+        if rq is None:
+            return
+        rq.status = status
+        rq.resp_started = True
+        prep = self.fwd.response(headers)
+        out = self.out
+        out.append(b"HTTP/1.1 %d %b\r\n" % (status, reason))
+        for name, value in prep.headers:
+            out += (name, b": ", value, b"\r\n")
+        out += (self.fwd.request_id_name, b": ", rq.request_id, b"\r\n")
+        self.resp_chunked = False
+        if status == 101:
+            out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            return
+        if prep.content_length is not None and not prep.chunked:
+            out += (b"Content-Length: ", prep.content_length, b"\r\n")
+        elif rq.is_head or status in (204, 304):
+            pass
+        elif rq.http11:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+            self.resp_chunked = True
+        else:
+            rq.keep_alive = False  # HTTP/1.0 client: the body ends when the connection does
+        if not rq.body_done or self.server.draining:
+            rq.keep_alive = False
+        out.append(b"\r\n" if rq.keep_alive else b"Connection: close\r\n\r\n")
+        if rq.tee_req is not None or rq.tee_over:
+            rq.resp_headers = list(headers)
+            rq.tee_resp = []
+
+    def on_resp_body(self, chunk: bytes) -> None:
+        rq = self.cur
+        if rq is None:
+            return
+        size = len(chunk)
+        if self.resp_chunked:
+            self.out += (b"%x\r\n" % size, chunk, b"\r\n")
+        else:
+            self.out.append(chunk)
+        rq.bytes_out += size
+        tee = rq.tee_resp
+        if tee is not None:
+            rq.tee_resp_size += size
+            if rq.tee_resp_size <= rq.tee_cap:
+                tee.append(chunk)
+            else:
+                rq.tee_resp = None
+                rq.tee_resp_over = True
+        self.out_size += size
+        if self.out_size > FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            if not self.closed and self.transport is not None:
+                self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+            self.out_size = 0
+
+    def on_resp_done(self) -> None:
+        rq = self.cur
+        if rq is None:
+            return
+        if self.resp_chunked:
+            self.out.append(b"0\r\n\r\n")
+        self.flush()
+        rq.resp_done = True
+        rq.conn = None
+        self._finish(rq, rq.status)
+        self._next(rq)
+
+    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
+        rq = self.cur
+        if rq is None:
+            return
+        rq.conn = None
+        if (
+            retryable
+            and not rq.retried
+            and rq.method in _RETRYABLE
+            and rq.body_done
+            and rq.bytes_in == 0
+            and not rq.resp_started
+        ):
+            # A pooled keep-alive connection the upstream had closed: nothing was processed, resend once.
+            rq.retried = True
+            self.server.spawn(self._connect(rq))
+            return
+        self.out.clear()
+        self.out_size = 0
+        if rq.resp_started:
+            self._abort_client(rq)  # a truncated response must not look complete
+        else:
+            self._respond_error(rq, exc.status, exc.message)
+
+    def on_upgrade(self, conn: UpConn, rest: bytes) -> None:
+        rq = self.cur
+        if rq is None or self.upgrading is not rq:
+            conn.detach()
+            return
+        self.upgrading = None
+        self.tunnel = conn
+        self.out.append(rest)
+        self.flush()
+        rq.resp_done = True
+        rq.conn = None
+        self._finish(rq, 101)
+        self._update_reading()
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def on_tunnel_closed(self) -> None:
+        self.tunnel = None
+        self.close()
+
+    def up_pause_writing(self) -> None:
+        if not self.up_paused:
+            self.up_paused = True
+            self._update_reading()
+
+    def up_resume_writing(self) -> None:
+        if self.up_paused:
+            self.up_paused = False
+            self._update_reading()
+
+    # ---------------------------------------------------------------- finishing
+    def _respond_error(self, rq: Request, status: int, message: str) -> None:
+        keep = rq.keep_alive and rq.body_done and rq.error is None and not self.server.draining
+        rq.keep_alive = keep
+        rq.status = status
+        if not self.closed and self.transport is not None:
+            self.transport.write(
+                error_response(
+                    status, message, rq.request_id, request_id_header=self.fwd.request_id_name, close=not keep
+                )
+            )
+        rq.resp_done = True
+        self._finish(rq, status)
+        self._next(rq)
+
+    def _abort_client(self, rq: Request) -> None:
+        self._finish(rq, rq.status)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _next(self, rq: Request) -> None:
+        if self.closed:
+            return
+        if not rq.keep_alive or not rq.body_done:
+            self.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+        if self.server.draining and self.cur is None:
+            self.close()
+            return
+        self._update_reading()
+
+    def _finish(self, rq: Request, status: int) -> None:
+        """Account for a request once: observer, access log, shadow; never raises."""
+        if rq.finished:
+            return
+        rq.finished = True
+        if self.cur is rq:
+            self.cur = None
+        self.server.active_requests -= 1
+        route = rq.route
+        if route is None:
+            if self.server.draining:
+                self.server.check_drained()
+            return
+        seconds = self.loop.time() - rq.started
+        gateway = self.gateway
+        gateway.observe(route.name, route.target, status, seconds)
+        if gateway.access_log is not None:
+            gateway.log_access(
+                AccessRecord(
+                    rq.request_id.decode("ascii"),
+                    rq.method_str,
+                    rq.path,
+                    route.name,
+                    route.target,
+                    status,
+                    seconds,
+                    rq.bytes_in,
+                    rq.bytes_out,
+                    self.peer.decode("ascii", "replace"),
+                )
+            )
+        if (rq.tee_req is not None or rq.tee_over) and rq.resp_done and status:
+            pool = rq.pool
+            assert pool is not None
+            req_body = b"".join(rq.tee_req) if rq.tee_req is not None else None
+            resp_body = b"".join(rq.tee_resp) if rq.tee_resp is not None and not rq.tee_resp_over else None
+            gateway.submit_shadow(
+                Exchange(
+                    route=route,
+                    method=rq.method_str,
+                    path=rq.path,
+                    query=rq.query,
+                    request_headers=rq.headers,
+                    request_body=req_body,
+                    primary=pool.name,
+                    status=status,
+                    response_headers=rq.resp_headers,
+                    response_body=resp_body,
+                    latency_s=seconds,
+                    request_id=rq.request_id.decode("ascii"),
+                )
+            )
+        if self.server.draining:
+            self.server.check_drained()
+
+
+class GatewayServer:
+    """The listening side: accepts connections for a `Gateway`, sweeps timeouts, drains on stop."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.forwarder = Forwarder(gateway.settings)
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time()
+        self.connections: set[ClientProtocol] = set()
+        self.active_requests = 0
+        self.draining = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drained = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def start(self, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Start accepting on ``sock`` (already bound and listening) or on ``host:port``."""
+        if sock is not None:
+            self._server = await self.loop.create_server(lambda: ClientProtocol(self), sock=sock)
+        else:
+            self._server = await self.loop.create_server(
+                lambda: ClientProtocol(self), host, port, backlog=1024, reuse_address=True
+            )
+        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    @property
+    def port(self) -> int:
+        """The port accepted on (useful after binding port 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def spawn(self, coro: Coroutine[None, None, None]) -> None:
+        """Run a coroutine as a task that is referenced until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _sweep(self) -> None:
+        self.clock = now = self.loop.time()
+        settings = self.gateway.settings
+        idle_before = now - settings.client_idle_timeout
+        head_before = now - settings.header_timeout
+        for conn in list(self.connections):
+            if conn.cur is not None or conn.tunnel is not None or conn.closed:
+                continue
+            if conn.in_head and conn.head_started < head_before:
+                conn._refuse(Refusal(408, "the request head took too long to arrive"))
+            elif not conn.in_head and conn.parsing is None and conn.last_io < idle_before:
+                conn.close()
+        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def start_draining(self) -> None:
+        """Stop accepting; close idle connections now and busy ones after their current response."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.cur is None and conn.tunnel is None and conn.parsing is None and not conn.in_head:
+                conn.close()
+        self.check_drained()
+
+    def check_drained(self) -> None:
+        """Set the drained event once draining and no request is in flight."""
+        if self.draining and self.active_requests <= 0:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        """Wait until every in-flight request has been answered (after `start_draining`)."""
+        await self._drained.wait()
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109  # a deadline, not a cancel scope
+        """Graceful stop: drain for up to ``timeout`` seconds, then close everything.
+
+        Returns True when every in-flight request finished in time.
+        """
+        self.start_draining()
+        finished = True
+        try:
+            async with asyncio.timeout(timeout):
+                await self.drained()
+        except TimeoutError:
+            finished = False
+        await self.close()
+        return finished
+
+    async def close(self) -> None:
+        """Stop now: close the listener, every connection and the sweep."""
+        if self._server is not None:
+            self._server.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def start_server(
+    gateway: Gateway, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0
+) -> GatewayServer:
+    """Create a `GatewayServer` for ``gateway`` and start accepting (on ``sock`` or ``host:port``)."""
+    server = GatewayServer(gateway)
+    await server.start(sock, host, port)
+    return server

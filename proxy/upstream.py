@@ -1,0 +1,512 @@
+"""`UpstreamPool`: pooled HTTP/1.1 keep-alive connections to one upstream (asyncio Protocol + httptools).
+
+The hot path is callback-only: a request takes an idle connection from a LIFO list (the most recently
+used socket is the warmest and the least likely to have been closed by the upstream), writes its head
+with one ``transport.write`` and receives the response through a *sink* (see `ResponseSink`). Only a
+new connection costs an ``await``. There is no timer per request: a periodic sweep per pool checks the
+response-header deadline of active connections and expires idle ones.
+
+`fetch` is the buffered variant of the same machinery, used by shadowing on a pool of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Protocol, cast
+
+import httptools
+
+from proxy.errors import UpstreamError
+from proxy.routes import UpstreamSpec
+
+__all__ = ["Headers", "ResponseSink", "UpConn", "UpstreamPool"]
+
+Headers = list[tuple[bytes, bytes]]
+
+SWEEP_INTERVAL = 0.1  # deadline precision; a sweep is a few attribute reads per active connection
+IDLE_TIMEOUT = 30.0  # below Node's and aiohttp's keep-alive defaults, so we rarely race their close
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_FETCH_DROP = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
+
+
+class ResponseSink(Protocol):
+    """Receives one response from an `UpConn` (implemented by the client protocol and by `fetch`)."""
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None: ...
+    def on_resp_body(self, chunk: bytes) -> None: ...
+    def on_resp_done(self) -> None: ...
+    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None: ...
+    def on_upgrade(self, conn: UpConn, rest: bytes) -> None: ...
+    def on_tunnel_data(self, data: bytes) -> None: ...
+    def on_tunnel_closed(self) -> None: ...
+    def flush(self) -> None: ...
+    def up_pause_writing(self) -> None: ...
+    def up_resume_writing(self) -> None: ...
+
+
+class UpConn(asyncio.Protocol):
+    """One upstream connection; carries one request at a time, then returns to its pool."""
+
+    __slots__ = (
+        "closed",
+        "deadline",
+        "eof_body",
+        "got_bytes",
+        "got_head",
+        "headers",
+        "idle_since",
+        "in_interim",
+        "is_head",
+        "last_io",
+        "parser",
+        "pool",
+        "reason",
+        "req_done",
+        "reused",
+        "sink",
+        "timeout",
+        "transport",
+        "tunnel",
+        "upgrade_ok",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.headers: Headers = []
+        self.reason = b""
+        self.is_head = False
+        self.got_bytes = False
+        self.got_head = False
+        self.reused = False
+        self.closed = False
+        self.eof_body = False
+        self.in_interim = False
+        self.tunnel = False
+        self.upgrade_ok = False
+        self.req_done = True
+        self.idle_since = 0.0
+        self.last_io = 0.0
+        self.deadline = 0.0
+        self.timeout = 0.0
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if self.tunnel:
+            if sink is not None:
+                sink.on_tunnel_data(data)
+            return
+        if sink is None:  # bytes on an idle connection: the upstream is confused, do not reuse
+            self.abort()
+            return
+        self.got_bytes = True
+        self.last_io = self.pool.clock
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade(data[e.args[0] :])
+            return
+        except httptools.HttpParserError as e:
+            self._fail(UpstreamError("protocol", f"upstream {self.pool.name} sent an invalid response: {e}"))
+            return
+        sink = self.sink
+        if sink is not None:
+            sink.flush()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: HTTP/1.1 upstreams do not half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.active.discard(self)
+        sink = self.sink
+        if sink is None:
+            return
+        self.sink = None
+        if self.tunnel:
+            sink.on_tunnel_closed()
+        elif self.eof_body and self.got_head:  # a body delimited by the connection's end ends here
+            self.eof_body = False
+            sink.on_resp_done()
+        else:
+            retryable = self.reused and not self.got_bytes
+            if self.got_bytes:
+                err = UpstreamError(
+                    "protocol", f"upstream {self.pool.name} closed the connection mid-response"
+                )
+            else:
+                err = UpstreamError(
+                    "connect", f"upstream {self.pool.name} closed the connection without answering"
+                )
+            sink.on_resp_error(err, retryable)
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.up_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.up_resume_writing()
+
+    # --- httptools callbacks
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.got_head or self.in_interim:  # after the head: trailers, which are dropped
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        sink = self.sink
+        if sink is None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            self.in_interim = True
+            sink.on_resp_interim(status, self.reason, self.headers)
+            return
+        self.in_interim = False
+        if status == 101 and not self.upgrade_ok:
+            raise _BadResponse("101 Switching Protocols to a request that did not ask to upgrade")
+        self.got_head = True
+        if status >= 200 and status not in (204, 304) and not self.is_head:
+            self.eof_body = True  # unless Content-Length or chunked says otherwise
+            for name, value in self.headers:
+                lname = name.lower()
+                if lname == b"content-length" or (
+                    lname == b"transfer-encoding" and value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+                ):
+                    self.eof_body = False
+                    break
+        sink.on_resp_head(status, self.reason, self.headers)
+        if self.is_head and self.sink is sink and status != 101:
+            # llhttp cannot be told "no body follows" from Python: end the message by hand.
+            keep_alive = self.parser.should_keep_alive()
+            self.parser = httptools.HttpResponseParser(self)
+            self._complete(keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.on_resp_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.in_interim:
+            self.in_interim = False
+            return
+        if self.sink is None or self.tunnel or not self.got_head:
+            return
+        self._complete(self.parser.should_keep_alive())
+
+    # --- internals
+    def _upgrade(self, rest: bytes) -> None:
+        sink = self.sink
+        if sink is None or not self.got_head:
+            self.abort()
+            return
+        self.tunnel = True
+        self.pool.active.discard(self)  # a tunnel has no deadline and never returns to the pool
+        sink.on_upgrade(self, rest)
+
+    def _complete(self, keep_alive: bool) -> None:
+        sink = self.sink
+        self.sink = None
+        self.eof_body = False
+        self.pool.active.discard(self)
+        if keep_alive and self.req_done and not self.closed:
+            self.pool._release(self)
+        else:
+            self.abort(graceful=True)
+        if sink is not None:
+            sink.on_resp_done()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        sink = self.sink
+        self.abort()
+        if sink is not None:
+            sink.on_resp_error(exc, False)
+
+    # --- used by callers
+    def start(self, sink: ResponseSink, head: bytes, is_head: bool, req_done: bool, upgrade: bool) -> None:
+        """Attach a sink and send a request head (plus any body bytes already at hand)."""
+        pool = self.pool
+        self.sink = sink
+        self.is_head = is_head
+        self.got_bytes = False
+        self.got_head = False
+        self.upgrade_ok = upgrade
+        self.req_done = req_done
+        self.last_io = pool.clock
+        self.timeout = pool.total_timeout
+        self.deadline = pool.clock + self.timeout
+        pool.active.add(self)
+        assert self.transport is not None
+        self.transport.write(head)
+
+    def send(self, data: bytes) -> None:
+        """Send request body bytes (the response-header deadline waits while the body flows)."""
+        self.last_io = self.pool.clock
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def end_request(self) -> None:
+        """The request body is complete: the response-header deadline starts now."""
+        self.req_done = True
+        self.deadline = self.pool.clock + self.timeout
+
+    def detach(self) -> None:
+        """Forget the sink (its client went away); the connection is closed, not reused."""
+        self.sink = None
+        self.abort()
+
+    def abort(self, graceful: bool = False) -> None:
+        """Close the connection now (graceful: after the write buffer drains)."""
+        self.pool.active.discard(self)
+        self.closed = True
+        self.sink = self.sink if self.tunnel else None
+        if self.transport is not None:
+            if graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()
+
+
+class _BadResponse(Exception):
+    """Raised inside a parser callback; surfaces as an HttpParserError (-> protocol error)."""
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream; ``spec.pool_size`` idle connections are kept at most."""
+
+    def __init__(self, spec: UpstreamSpec, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.spec = spec
+        self.name = spec.name
+        default_port = 443 if spec.scheme == "https" else 80
+        authority = spec.host if spec.port == default_port else f"{spec.host}:{spec.port}"
+        if ":" in spec.host and not spec.host.startswith("["):
+            authority = f"[{spec.host}]:{spec.port}"
+        self.hostport = authority.encode("idna")
+        self.base_path = spec.base_path.rstrip("/").encode("ascii")
+        self.total_timeout = spec.total_timeout
+        self.connect_timeout = spec.connect_timeout
+        self.max_idle = spec.pool_size
+        self.idle_timeout = idle_timeout
+        self.idle: list[UpConn] = []  # LIFO
+        self.active: set[UpConn] = set()
+        self.closed = False
+        self.clock = 0.0  # coarse loop time, refreshed by the sweep
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if spec.scheme == "https" else None
+
+    def __repr__(self) -> str:
+        return f"<UpstreamPool {self.name} {self.spec.url} idle={len(self.idle)} active={len(self.active)}>"
+
+    def acquire(self) -> UpConn | None:
+        """An idle connection, or None (then `connect`); synchronous, the hot path."""
+        if self._timer is None:
+            self._start_sweep()
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self, limit: float | None = None) -> UpConn:
+        """Open a new connection; raise `UpstreamError` ``connect`` or ``timeout``."""
+        if self._timer is None:
+            self._start_sweep()
+        loop = asyncio.get_running_loop()
+        limit = self.connect_timeout if limit is None else min(limit, self.connect_timeout)
+        spec = self.spec
+        try:
+            async with asyncio.timeout(limit):
+                _, conn = await loop.create_connection(
+                    lambda: UpConn(self),
+                    spec.host,
+                    spec.port,
+                    ssl=self._ssl,
+                    server_hostname=spec.host if self._ssl else None,
+                )
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout",
+                f"connecting to upstream {self.name} ({spec.host}:{spec.port}) took longer than {limit:g}s",
+            ) from None
+        except OSError as e:
+            raise UpstreamError(
+                "connect",
+                f"cannot connect to upstream {self.name} ({spec.host}:{spec.port}): {e.strerror or e}; "
+                "is it running?",
+            ) from None
+        return conn
+
+    def _release(self, conn: UpConn) -> None:
+        transport = conn.transport
+        assert transport is not None
+        if not transport.is_reading():  # paused for backpressure when the message ended
+            transport.resume_reading()
+        if self.closed or len(self.idle) >= self.max_idle:
+            conn.abort(graceful=True)
+            return
+        conn.idle_since = self.clock
+        self.idle.append(conn)
+
+    def _start_sweep(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self.clock = loop.time()
+        self._timer = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self.clock = now = loop.time()
+        if self.idle:
+            expired = now - self.idle_timeout
+            keep = [c for c in self.idle if not c.closed and c.idle_since > expired]
+            for conn in self.idle:
+                if not conn.closed and conn.idle_since <= expired:
+                    conn.abort(graceful=True)
+            self.idle[:] = keep
+        if self.active:
+            for conn in list(self.active):
+                if conn.got_head or conn.tunnel:
+                    continue
+                if conn.req_done:
+                    late = now > conn.deadline
+                else:  # still uploading: time out only if the body stopped flowing
+                    late = now - conn.last_io > conn.timeout
+                if late:
+                    conn._fail(
+                        UpstreamError(
+                            "timeout",
+                            f"upstream {self.name} sent no response within {conn.timeout:g}s",
+                        )
+                    )
+        if self.active or self.idle:
+            self._timer = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        else:
+            self._timer = None  # restarted by the next acquire/connect
+
+    def close(self) -> None:
+        """Retire the pool: idle connections close now, active ones when their response ends."""
+        self.closed = True
+        for conn in self.idle:
+            conn.abort(graceful=True)
+        self.idle.clear()
+
+    async def fetch(
+        self,
+        method: str,
+        path_qs: str,
+        headers: Headers,
+        body: bytes,
+        timeout: float,  # noqa: ASYNC109  # the documented contract; enforced with timeout_at below
+    ) -> tuple[int, Headers, bytes]:
+        """Send one buffered request and read the whole response.
+
+        ``path_qs`` is the path (the pool's base path is prefixed) plus ``?query``. ``headers`` may
+        carry Host/framing headers: they are replaced. A GET/HEAD/OPTIONS on a pooled connection that
+        dies before any response byte is retried once on a new one. Raises `UpstreamError`.
+        """
+        loop = asyncio.get_running_loop()
+        verb = method.upper().encode("ascii")
+        parts = [verb, b" ", self.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", self.hostport]
+        for name, value in headers:
+            if name.lower() not in _FETCH_DROP:
+                parts += (b"\r\n", name, b": ", value)
+        if body or verb not in _IDEMPOTENT:
+            parts.append(b"\r\nContent-Length: %d" % len(body))
+        parts.append(b"\r\n\r\n")
+        message = b"".join(parts) + body
+        end = loop.time() + timeout
+        for attempt in (0, 1):
+            conn = self.acquire()
+            if conn is None:
+                conn = await self.connect(max(0.0, end - loop.time()))
+            sink = _BufferSink(loop.create_future())
+            conn.start(sink, message, verb == b"HEAD", True, False)
+            conn.timeout = max(0.0, end - loop.time())
+            conn.deadline = self.clock + conn.timeout
+            try:
+                async with asyncio.timeout_at(end):
+                    return await sink.future
+            except _Retry as e:
+                if attempt or verb not in _IDEMPOTENT:
+                    raise e.error from None
+            except TimeoutError:
+                conn.detach()
+                raise UpstreamError(
+                    "timeout", f"upstream {self.name} sent no complete response within {timeout:g}s"
+                ) from None
+            except asyncio.CancelledError:
+                conn.detach()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Retry(Exception):
+    def __init__(self, error: UpstreamError) -> None:
+        self.error = error
+
+
+class _BufferSink:
+    """Collects one response for `UpstreamPool.fetch`."""
+
+    __slots__ = ("body", "future", "headers", "status")
+
+    def __init__(self, future: asyncio.Future[tuple[int, Headers, bytes]]) -> None:
+        self.future = future
+        self.status = 0
+        self.headers: Headers = []
+        self.body: list[bytes] = []
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        pass
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.status = status
+        self.headers = list(headers)
+
+    def on_resp_body(self, chunk: bytes) -> None:
+        self.body.append(chunk)
+
+    def on_resp_done(self) -> None:
+        if not self.future.done():
+            self.future.set_result((self.status, self.headers, b"".join(self.body)))
+
+    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
+        if not self.future.done():
+            self.future.set_exception(_Retry(exc) if retryable else exc)
+
+    def on_upgrade(self, conn: UpConn, rest: bytes) -> None:
+        conn.detach()
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def on_tunnel_closed(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def up_pause_writing(self) -> None:
+        pass
+
+    def up_resume_writing(self) -> None:
+        pass

@@ -1,0 +1,90 @@
+"""Fixtures for the data-path tests: loopback upstreams and an in-process gateway on an ephemeral port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from proxy.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
+from proxy.routes import parse_routes
+from proxy.server import GatewayServer, start_server
+from upstreams import EchoUpstream, Handler, RawUpstream
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway: its port, state and server."""
+
+    port: int
+    gateway: Gateway
+    server: GatewayServer
+
+
+def routes_yaml(legacy_port: int, new_port: int, *, legacy_opts: str = "", new_opts: str = "",
+                routes: str = "routes: []\n", legacy_base: str = "") -> str:  # fmt: skip
+    """A routes file with ``legacy`` and ``new`` on loopback ports (extra options inside the braces)."""
+    return (
+        "upstreams:\n"
+        f'  legacy: {{url: "http://127.0.0.1:{legacy_port}{legacy_base}"{legacy_opts}}}\n'
+        f'  new: {{url: "http://127.0.0.1:{new_port}"{new_opts}}}\n'
+        "default: legacy\n" + routes
+    )
+
+
+GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[EchoUpstream]:
+    """The echo upstream on a loopback port."""
+    upstream = await EchoUpstream().start()
+    yield upstream
+    await upstream.close()
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[Handler], Awaitable[RawUpstream]]]:
+    """Start raw upstreams running a given handler; all closed at the end."""
+    started: list[RawUpstream] = []
+
+    async def start(handler: Handler) -> RawUpstream:
+        upstream = await RawUpstream(handler).start()
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        await upstream.close()
+
+
+@pytest.fixture
+async def make_gateway() -> AsyncIterator[GatewayFactory]:
+    """Build and start gateways from routes YAML text; all stopped at the end."""
+    running: list[RunningGateway] = []
+
+    async def make(
+        yaml_text: str,
+        settings: GatewaySettings | None = None,
+        observer: RequestObserver | None = None,
+        shadow: ShadowSink | None = None,
+        access_log: Callable[..., None] | None = None,
+    ) -> RunningGateway:
+        table = parse_routes(yaml_text, "test.yaml")
+        gateway = Gateway(table, settings, observer=observer, shadow=shadow, access_log=access_log)
+        server = await start_server(gateway)
+        handle = RunningGateway(server.port, gateway, server)
+        running.append(handle)
+        return handle
+
+    yield make
+    for handle in running:
+        await handle.server.close()
+        handle.gateway.close()
+
+
+@pytest.fixture
+async def gw(make_gateway: GatewayFactory, echo: EchoUpstream) -> RunningGateway:
+    """A gateway whose both upstreams are the echo upstream."""
+    return await make_gateway(routes_yaml(echo.port, echo.port))
