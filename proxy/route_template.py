@@ -125,6 +125,13 @@ class _Compiled:
             "/" + "/".join(value for _, value in fixed) if not self.params and self.wild is None else None
         )
 
+    def literal_at(self, index: int) -> str | None:
+        """The lower-cased literal at segment ``index``, or None (param, wildcard, past the end)."""
+        if index < self.fixed:
+            literal = self.forward[index]
+            return literal.lower() if literal is not None else None
+        return None
+
     def match(self, segs: list[str]) -> Match | None:
         for i, lower in self.checks:
             if segs[i].lower() != lower:
@@ -151,23 +158,25 @@ class CompiledRoutes:
         compiled = [_Compiled(route, template) for _, (route, template) in ordered]
         firsts = {t.parts[0][1].lower() for _, t in routes if t.parts and t.parts[0][0] == LITERAL}
         self._cap = max((c.fixed for c in compiled), default=0) + 1
-        self._index: dict[tuple[int, str | None], tuple[_Compiled, ...]] = {}
+        self._index: dict[tuple[int, str | None], _Bucket] = {}
         for count in range(self._cap + 1):
             for first in (*firsts, None) if count else (None,):
                 bucket = tuple(c for c in compiled if _fits(c, count, first))
-                self._index[(count, first)] = bucket
+                self._index[(count, first)] = _Bucket.build(bucket, count)
 
     def match(self, method: str, path: str) -> Match:
         """Route ``method`` + canonical ``path``; falls back to the default route (never None)."""
         inner = path[1:-1] if path.endswith("/") and len(path) > 1 else path[1:]
         segs = inner.split("/") if inner else []
         count = len(segs)
-        first = segs[0].lower() if count else None
-        index = self._index
-        bucket = index.get((count if count < self._cap else self._cap, first))
-        if bucket is None:
-            bucket = index[(count if count < self._cap else self._cap, None)]
-        for compiled in bucket:
+        if count > self._cap:
+            count = self._cap
+        entry = self._index.get((count, segs[0].lower() if segs else None))
+        if entry is None:
+            entry = self._index[(count, None)]
+        at = entry.at
+        candidates = entry.other if at < 0 else entry.by_literal.get(segs[at].lower(), entry.other)
+        for compiled in candidates:
             methods = compiled.methods
             if methods is not None and method not in methods:
                 continue
@@ -191,6 +200,35 @@ class CompiledRoutes:
         else:
             paths.append("/" + "/".join(fixed))
         return [(method, path) for method in methods for path in paths]
+
+
+class _Bucket:
+    """Candidates for one (segment count, first segment), split on a second discriminating segment.
+
+    Tables like ``/api/v1/<resource>/...`` share their first segments, so the bucket picks the position
+    with the most distinct literals and keys its candidates by that segment; routes with a parameter or
+    wildcard there are in every sub-list (and in ``other``, used when the segment is no known literal).
+    """
+
+    __slots__ = ("at", "by_literal", "other")
+
+    def __init__(self, at: int, by_literal: dict[str, tuple[_Compiled, ...]], other: tuple[_Compiled, ...]):
+        self.at = at
+        self.by_literal = by_literal
+        self.other = other
+
+    @classmethod
+    def build(cls, bucket: tuple[_Compiled, ...], count: int) -> _Bucket:
+        best: tuple[int, set[str]] = (-1, set())
+        for at in range(1, count):
+            literals = {lit for c in bucket if (lit := c.literal_at(at)) is not None}
+            if len(literals) > max(1, len(best[1])):
+                best = (at, literals)
+        at, literals = best
+        if at < 0:
+            return cls(-1, {}, bucket)
+        by_literal = {lit: tuple(c for c in bucket if c.literal_at(at) in (None, lit)) for lit in literals}
+        return cls(at, by_literal, tuple(c for c in bucket if c.literal_at(at) is None))
 
 
 def _fits(compiled: _Compiled, count: int, first: str | None) -> bool:
