@@ -1,0 +1,211 @@
+"""Upstream failures: 502 for refused connections, 504 for timeouts, idempotent-only retry, truncation."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from conftest import GatewayFactory, routes_yaml
+from upstreams import Handler, RawClient, RawUpstream, read_request
+
+StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def full_backlog_port() -> Iterator[int]:
+    """A port whose accept queue is full: new connections hang in SYN-SENT (a connect timeout)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    time.sleep(0.05)
+    yield port
+    for filler in fillers:
+        filler.close()
+    listener.close()
+
+
+async def test_dead_port_502_quickly(make_gateway: GatewayFactory) -> None:
+    """Nothing listening upstream: 502 JSON with the request id, well under the connect timeout."""
+    port = free_port()
+    handle = await make_gateway(routes_yaml(port, port, legacy_opts=", connect_timeout: 5.0"))
+    client = await RawClient.open(handle.port)
+    started = time.monotonic()
+    response = await client.request("GET", "/x", {"X-Request-Id": "dead-1"})
+    assert time.monotonic() - started < 1.0
+    assert response.status == 502
+    error = response.json()["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "bad_gateway" and error["request_id"] == "dead-1"
+    assert "legacy" in str(error["message"])
+    assert response.header("X-Request-Id") == "dead-1"
+    # the request was complete: the client connection stays usable
+    assert (await client.request("GET", "/y")).status == 502
+    client.close()
+
+
+async def test_connect_timeout_504(make_gateway: GatewayFactory, full_backlog_port: int) -> None:
+    """An upstream that never accepts: 504 after about connect_timeout."""
+    port = full_backlog_port
+    handle = await make_gateway(routes_yaml(port, port, legacy_opts=", connect_timeout: 0.3"))
+    client = await RawClient.open(handle.port)
+    started = time.monotonic()
+    response = await client.request("GET", "/x")
+    elapsed = time.monotonic() - started
+    assert response.status == 504
+    assert 0.25 <= elapsed < 1.5
+    error = response.json()["error"]
+    assert isinstance(error, dict) and error["code"] == "gateway_timeout"
+    client.close()
+
+
+async def test_stalling_upstream_504_near_timeout(make_gateway: GatewayFactory, raw_upstream: StartRaw) -> None:
+    """An upstream that accepts but never answers: 504 after about the total timeout."""
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    upstream = await raw_upstream(stall)
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.5"))
+    client = await RawClient.open(handle.port)
+    started = time.monotonic()
+    response = await client.request("GET", "/slow")
+    elapsed = time.monotonic() - started
+    assert response.status == 504
+    assert 0.45 <= elapsed < 1.5
+    assert response.json()["error"]["code"] == "gateway_timeout"  # type: ignore[index]
+    client.close()
+
+
+def stale_after_first(seen: list[bytes]) -> Handler:
+    """Serve one keep-alive request per connection, then read the next and close without answering."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line, _, _ = await read_request(reader)
+        seen.append(line)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        line, _, _ = await read_request(reader)
+        seen.append(line)
+        writer.transport.abort()
+
+    return handler
+
+
+async def test_get_on_stale_connection_retried_once(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
+    """A GET whose pooled connection dies before any response byte is resent on a new connection."""
+    seen: list[bytes] = []
+    upstream = await raw_upstream(stale_after_first(seen))
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
+    client = await RawClient.open(handle.port)
+    assert (await client.request("GET", "/warm")).status == 200
+    response = await client.request("GET", "/again")
+    assert response.status == 200 and response.body == b"ok"
+    assert seen == [b"GET /warm HTTP/1.1", b"GET /again HTTP/1.1", b"GET /again HTTP/1.1"]
+    assert upstream.connections == 2
+    client.close()
+
+
+async def test_post_on_stale_connection_not_retried(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
+    """A POST whose pooled connection dies is never resent: the upstream sees it once; 502."""
+    seen: list[bytes] = []
+    upstream = await raw_upstream(stale_after_first(seen))
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
+    client = await RawClient.open(handle.port)
+    assert (await client.request("GET", "/warm")).status == 200
+    response = await client.request("POST", "/pay", body=b"amount=1")
+    assert response.status == 502
+    assert seen == [b"GET /warm HTTP/1.1", b"POST /pay HTTP/1.1"]
+    await asyncio.sleep(0.1)
+    assert upstream.connections == 1
+    client.close()
+
+
+async def test_get_retried_only_once(make_gateway: GatewayFactory, raw_upstream: StartRaw) -> None:
+    """If the retry's fresh connection also dies, the client gets a 502 (no retry loop)."""
+    seen: list[bytes] = []
+
+    async def always_die(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await read_request(reader))[0])
+        if len(seen) == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            seen.append((await read_request(reader))[0])
+        writer.transport.abort()
+
+    upstream = await raw_upstream(always_die)
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
+    client = await RawClient.open(handle.port)
+    assert (await client.request("GET", "/warm")).status == 200
+    assert (await client.request("GET", "/x")).status == 502
+    assert seen == [b"GET /warm HTTP/1.1", b"GET /x HTTP/1.1", b"GET /x HTTP/1.1"]
+    client.close()
+
+
+async def test_upstream_dies_mid_response_client_closed(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
+    """After the headers were sent, an upstream death closes the client connection (no fake end)."""
+
+    async def die_midway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.transport.abort()
+
+    upstream = await raw_upstream(die_midway)
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
+    client = await RawClient.open(handle.port)
+    await client.send(b"GET /x HTTP/1.1\r\nHost: g\r\n\r\n")
+    head = await client.reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    received = b""
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+        received = await client.reader.readexactly(1000)
+    assert len(received) < 1000
+    client.close()
+
+
+async def test_eof_delimited_upstream_body_rechunked(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
+    """A body delimited by the upstream closing is passed on complete, chunked for HTTP/1.1."""
+
+    async def eof_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"y" * 5000)
+        await writer.drain()
+        writer.close()
+
+    upstream = await raw_upstream(eof_body)
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
+    client = await RawClient.open(handle.port)
+    response = await client.request("GET", "/x")
+    assert response.status == 200 and response.chunked and response.body == b"y" * 5000
+    assert (await client.request("GET", "/y")).status == 200  # the client connection survives
+    client.close()
