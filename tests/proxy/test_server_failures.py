@@ -128,8 +128,9 @@ async def test_get_on_stale_connection_retried_once(
     client.close()
 
 
+@pytest.mark.parametrize("body", [b"", b"amount=1"], ids=["empty", "with-body"])
 async def test_post_on_stale_connection_not_retried(
-    make_gateway: GatewayFactory, raw_upstream: StartRaw
+    make_gateway: GatewayFactory, raw_upstream: StartRaw, body: bytes
 ) -> None:
     """A POST whose pooled connection dies is never resent: the upstream sees it once; 502."""
     seen: list[bytes] = []
@@ -137,7 +138,7 @@ async def test_post_on_stale_connection_not_retried(
     handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
     client = await RawClient.open(handle.port)
     assert (await client.request("GET", "/warm")).status == 200
-    response = await client.request("POST", "/pay", body=b"amount=1")
+    response = await client.request("POST", "/pay", body=body)
     assert response.status == 502
     assert seen == [b"GET /warm HTTP/1.1", b"POST /pay HTTP/1.1"]
     await asyncio.sleep(0.1)
