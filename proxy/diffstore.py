@@ -28,6 +28,7 @@ from prometheus_client import Counter as PromCounter
 
 __all__ = [
     "COUNTERS",
+    "DEFAULT_PREFIX",
     "Batch",
     "DiffStore",
     "MemoryStore",
@@ -45,6 +46,7 @@ COUNTERS: Final = (
     "errors_control", "errors_candidate",
 )  # fmt: skip
 SIDES: Final = ("control", "candidate")
+DEFAULT_PREFIX: Final = "strangler:shadow:"
 
 STORE_ERRORS = PromCounter("strangler_shadow_store_errors", "Shadow storage writes that failed.", ["part"])
 
@@ -270,7 +272,7 @@ class RedisPgStore(_Recording):
         self,
         redis: aioredis.Redis,
         pg: asyncpg.Pool | None,
-        prefix: str = "strangler:shadow:",
+        prefix: str = DEFAULT_PREFIX,
         *,
         per_signature: int = 20,
         per_route: int = 200,
@@ -287,7 +289,7 @@ class RedisPgStore(_Recording):
 
     @classmethod
     async def connect(
-        cls, redis_url: str, database_url: str | None, prefix: str = "strangler:shadow:", **caps: float
+        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: float
     ) -> RedisPgStore:
         """Open a Redis client and (with a database URL) a small PostgreSQL pool; ``aclose`` closes both."""
         client = aioredis.Redis.from_url(redis_url)

@@ -22,7 +22,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from proxy.diffstore import DiffStore, RouteStats, Sample
+from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RouteStats, Sample
 from proxy.routes import RoutesError, RouteTable, ShadowSettings, load_routes
 
 __all__ = ["Report", "RouteReport", "build_report", "gather", "main", "render", "suggest"]
@@ -33,7 +33,6 @@ NOT_ENOUGH: Final = "NOT ENOUGH DATA"
 # New may be this much slower at p99 (ratio, plus an absolute slack for the 15 % histogram buckets).
 P99_RATIO: Final = 1.25
 P99_SLACK_S: Final = 0.002
-DEFAULT_PREFIX: Final = "strangler:shadow:"
 
 
 @dataclass

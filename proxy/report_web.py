@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.diffstore import DiffStore, RedisPgStore
-from proxy.report import DEFAULT_PREFIX, NOT_ENOUGH, READY, Report, RouteReport, gather
+from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore
+from proxy.report import NOT_ENOUGH, READY, Report, RouteReport, gather
 
 __all__ = ["REPORT_STORE", "render_html", "setup"]
 

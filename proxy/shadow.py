@@ -18,23 +18,26 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import orjson
 from prometheus_client import Counter as PromCounter
 
 from proxy import dryrun
 from proxy.compare import Diff, Observed, compare, decode_body
-from proxy.diffstore import DiffStore, Sample
+from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore, Sample
 from proxy.errors import UpstreamError
 from proxy.exchange import Exchange, Headers
 from proxy.redact import Redactor
-from proxy.routes import Route, ShadowSettings
+from proxy.routes import Route, RouteTable, ShadowSettings
+from proxy.upstream import UpstreamPool
 
-__all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "DROPS", "Fetcher", "Shadower"]
+__all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "DROPS", "Fetcher", "Shadower", "open_sink"]
 
 log = logging.getLogger("strangler.shadow")
 
@@ -114,6 +117,7 @@ class Shadower:
         self._tasks: list[asyncio.Task[None]] = []
         self._noise: dict[str, tuple[float, set[str]]] = {}
         self._closed = False
+        self._own_pools: dict[str, UpstreamPool] = {}
 
     @property
     def body_cap(self) -> int:
@@ -121,9 +125,24 @@ class Shadower:
         return self.settings.body_cap
 
     def set_settings(self, settings: ShadowSettings) -> None:
-        """Adopt reloaded global settings (the queue size stays as started)."""
+        """Adopt reloaded global settings (the queue size and worker count stay as started)."""
         self.settings = settings
         self.redactor = Redactor(settings.redact)
+
+    def set_table(self, table: RouteTable) -> None:
+        """Adopt a reloaded routes table: its shadow settings, and new pools for changed upstreams."""
+        self.set_settings(table.shadow_settings)
+        if self._own_pools:
+            old = dict(self._own_pools)
+            fresh = {}
+            for name, spec in table.upstreams.items():
+                pool = old.get(name)
+                fresh[name] = pool if pool is not None and pool.spec == spec else UpstreamPool(spec)
+            for name, pool in old.items():
+                if fresh.get(name) is not pool:
+                    pool.close()
+            self._own_pools = fresh
+            self.pools = fresh
 
     # -- the data path's side: synchronous and cheap ------------------------------------------------
 
@@ -342,3 +361,42 @@ def _trim(diff: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, str) and len(value) > STORED_VALUE_CHARS:
             diff[side] = value[:STORED_VALUE_CHARS] + "…"
     return diff
+
+
+@contextlib.asynccontextmanager
+async def open_sink(
+    settings: object, table: RouteTable, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Shadower | None]:
+    """The gateway's shadow sink (``proxy.app.open_shadow`` calls this), or None without REDIS_URL.
+
+    Reads REDIS_URL (counters; required), DATABASE_URL (differing samples; optional),
+    STRANGLER_SHADOW_PREFIX (Redis key prefix) and STRANGLER_DRY_RUN_SECRET / DRY_RUN_SECRET (needed to
+    shadow writes). Shadow calls use pools of their own, separate from the data path's.
+    """
+    env = os.environ if env is None else env
+    redis_url = env.get("REDIS_URL")
+    if not redis_url:
+        log.warning("shadowing is off: REDIS_URL is unset (shadow counters live in Redis); set it, restart")
+        yield None
+        return
+    prefix = env.get("STRANGLER_SHADOW_PREFIX", DEFAULT_PREFIX)
+    try:
+        store = await RedisPgStore.connect(redis_url, env.get("DATABASE_URL"), prefix)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Samples are a nice-to-have: keep shadowing with counters only rather than refuse to start.
+        log.warning("shadow samples are off: cannot connect to DATABASE_URL (%s); counters go to Redis", exc)
+        store = await RedisPgStore.connect(redis_url, None, prefix)
+    pools = {name: UpstreamPool(spec) for name, spec in table.upstreams.items()}
+    shadower = Shadower(table.shadow_settings, pools, store, secret=dryrun.secret_from_env(env))
+    shadower._own_pools = pools  # ours to reconcile on reload and to close
+    await shadower.start()
+    try:
+        yield shadower
+    finally:
+        try:
+            await shadower.close()
+        finally:
+            for pool in shadower.pools.values():
+                if isinstance(pool, UpstreamPool):
+                    pool.close()
+            await store.aclose()

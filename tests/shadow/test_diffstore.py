@@ -1,0 +1,162 @@
+"""diffstore.py: counters, latency histograms, paths and samples, in memory and in Redis + PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.diffstore import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of, bucket_upper
+
+
+def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | None = None) -> Sample:
+    return Sample(
+        route=route, signature=signature, method="GET", path=f"/x/{n}", primary="legacy",
+        control_status=200, candidate_status=200,
+        diff=[{"path": "$.a", "kind": "changed", "control": 1, "candidate": 2}],
+        control_body='{"a":1}', candidate_body='{"a":2}', control_ms=1.5, candidate_ms=2.5,
+        at=time.time() if at is None else at,
+    )  # fmt: skip
+
+
+def test_buckets_are_monotonic_and_tight() -> None:
+    """Each latency lands in a bucket whose upper bound is >= it and within 15 %."""
+    for seconds in (0.00005, 0.0003, 0.0123, 0.5, 3.0, 42.0):
+        b = bucket_of(seconds)
+        assert bucket_upper(b) >= seconds * 0.999999
+        assert b == 0 or bucket_upper(b - 1) < seconds
+    assert bucket_of(0.010) < bucket_of(0.0116)
+
+
+def test_percentiles_from_histogram() -> None:
+    """p50/p99 come from the cumulative histogram."""
+    st = RouteStats("r", latency={"control": {bucket_of(0.01): 98, bucket_of(1.0): 2}})
+    assert st.percentile("control", 0.5) == pytest.approx(bucket_upper(bucket_of(0.01)))
+    assert st.percentile("control", 0.99) == pytest.approx(bucket_upper(bucket_of(1.0)))
+    assert st.percentile("candidate", 0.5) is None
+
+
+async def record_some(store: Any) -> None:
+    for _i in range(10):
+        store.count("r", "seen")
+        store.count("r", "compared")
+        store.latency("r", "control", 0.010)
+        store.latency("r", "candidate", 0.020)
+    store.count("r", "matched", 7)
+    store.count("r", "differed", 3)
+    store.differed("r", "$.a $.b[*]", ("$.a", "$.b[*]"))
+    store.differed("r", "$.a", ("$.a",))
+    store.noise("r", ("$.uptime_s",))
+    store.count("other", "dropped", 2)
+    await store.flush()
+
+
+async def check_stats(store: Any) -> None:
+    stats = await store.stats()
+    st = stats["r"]
+    assert st.counters == {"seen": 10, "compared": 10, "matched": 7, "differed": 3}
+    assert st.paths == {"$.a": 2, "$.b[*]": 1}
+    assert st.signatures == {"$.a $.b[*]": 1, "$.a": 1}
+    assert st.noise == {"$.uptime_s": 1}
+    assert st.percentile("candidate", 0.5) == pytest.approx(bucket_upper(bucket_of(0.020)))
+    assert stats["other"].counters == {"dropped": 2}
+    assert await store.noise_paths("r") == {"$.uptime_s"}
+
+
+async def test_memory_store_counts() -> None:
+    """The in-memory store sums what was recorded."""
+    store = MemoryStore()
+    await record_some(store)
+    await check_stats(store)
+
+
+async def test_memory_store_caps_samples() -> None:
+    """At most N samples per signature and M per route are kept (newest per route)."""
+    store = MemoryStore(per_signature=2, per_route=3)
+    for i in range(5):
+        store.sample(sample(signature="$.a", n=i, at=1000 + i))
+        store.sample(sample(signature="$.b", n=i, at=2000 + i))
+    await store.flush()
+    kept = await store.samples("r", 10)
+    assert len(kept) == 3
+    assert sum(s.signature == "$.a" for s in kept) <= 2
+
+
+@pytest.fixture
+async def real_store(redis_url: str, redis_prefix: str, shadow_db: str) -> AsyncIterator[RedisPgStore]:
+    store = await RedisPgStore.connect(redis_url, shadow_db, redis_prefix, per_signature=3, per_route=5)
+    async with store.pg.acquire() as conn:  # one database per module: start each test with an empty table
+        await conn.execute("TRUNCATE shadow_diffs")
+    yield store
+    await store.aclose()
+
+
+async def test_redis_store_counts_add_up_across_replicas(real_store: RedisPgStore, redis_url: str) -> None:
+    """Two stores on the same prefix (two replicas) add into one picture."""
+    await record_some(real_store)
+    twin = RedisPgStore(aioredis.Redis.from_url(redis_url), None, real_store.prefix)
+    try:
+        twin.count("r", "seen", 5)
+        twin.latency("r", "control", 0.010)
+        await twin.flush()
+    finally:
+        await twin.redis.aclose()
+    stats = await real_store.stats()
+    assert stats["r"].counters["seen"] == 15
+    assert sum(stats["r"].latency["control"].values()) == 11
+
+
+async def test_redis_store_matches_memory_store(real_store: RedisPgStore) -> None:
+    """The real store reads back exactly what was recorded (same checks as the in-memory one)."""
+    await record_some(real_store)
+    await check_stats(real_store)
+
+
+async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStore) -> None:
+    """Samples are stored with all columns, capped per signature (3) and per route (5)."""
+    for i in range(6):
+        real_store.sample(sample(signature="$.a", n=i))
+    await real_store.flush()
+    for sig in ("$.b", "$.c", "$.d"):
+        for i in range(2):
+            real_store.sample(sample(signature=sig, n=i))
+        await real_store.flush()
+    kept = await real_store.samples("r", 100)
+    assert len(kept) == 5
+    assert max(sum(1 for s in kept if s.signature == sig) for sig in ("$.a", "$.b", "$.c", "$.d")) <= 3
+    newest = kept[0]
+    assert newest.signature == "$.d"
+    assert newest.diff == [{"path": "$.a", "kind": "changed", "control": 1, "candidate": 2}]
+    assert (newest.control_status, newest.control_ms, newest.candidate_ms) == (200, 1.5, 2.5)
+
+
+async def test_pg_retention_deletes_old_rows(real_store: RedisPgStore) -> None:
+    """Rows older than the retention period are deleted by the writer."""
+    real_store.retention_days = 1.0
+    real_store.sample(sample(signature="$.old", at=time.time() - 3 * 86400))
+    real_store.sample(sample(signature="$.new"))
+    await real_store.flush()
+    assert [s.signature for s in await real_store.samples("r")] == ["$.new"]
+
+
+async def test_storage_failure_is_counted_not_raised(redis_prefix: str) -> None:
+    """With Redis and PostgreSQL unreachable, flush logs and drops the batch instead of raising."""
+    from proxy.embedded import free_port
+
+    port = free_port()
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    pool_url = f"postgresql://nobody@127.0.0.1:{port}/none"
+    store = RedisPgStore(client, None, redis_prefix)
+    try:
+        store.count("r", "seen")
+        store.sample(sample())
+        await store.flush()  # must not raise
+        assert not store.batch
+    finally:
+        await client.aclose()
+    with pytest.raises((OSError, asyncpg.PostgresError)):
+        await RedisPgStore.connect(f"redis://127.0.0.1:{port}/0", pool_url, redis_prefix)

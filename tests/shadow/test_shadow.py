@@ -1,0 +1,245 @@
+"""shadow.py through the real data path: sampling, control/candidate, writes as dry runs, noise, drops."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+
+import orjson
+from aiohttp import web
+from conftest import Backend, Rig, RigFactory, routes_text
+from prometheus_client import REGISTRY
+
+from proxy import dryrun
+from proxy.diffstore import MemoryStore
+from proxy.routes import CompareRules, Route, ShadowSettings, ShadowSpec
+from proxy.shadow import Shadower
+
+USERS = "  - {name: users, match: {methods: [GET], path: /users}, target: %s, shadow: {sample: 1.0}}\n"
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_identical_backends_match(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
+    """Every sampled GET is replayed to the other backend, compared and counted as matched."""
+    legacy, new = backends
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0"))
+    before = metric("strangler_shadow_comparisons_total", route="users", result="matched")
+    for _ in range(5):
+        status, _, body = await rig.get("/users")
+        assert status == 200 and orjson.loads(body)["name"] == "Alice"
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert (st.get("seen"), st.get("compared"), st.get("matched"), st.get("differed")) == (5, 5, 5, 0)
+    assert len(legacy.seen) == 5 and len(new.seen) == 5
+    assert sum(st.latency["control"].values()) == 5 and sum(st.latency["candidate"].values()) == 5
+    assert metric("strangler_shadow_comparisons_total", route="users", result="matched") == before + 5
+
+
+async def test_unsampled_and_unshadowed_routes(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """sample 0 and routes without shadow: never replayed."""
+    legacy, new = backends
+    routes = (
+        "  - {name: zero, match: {methods: [GET], path: /zero}, target: legacy, shadow: {sample: 0.0}}\n"
+        "  - {name: plain, match: {methods: [GET], path: /plain}, target: legacy}\n"
+    )
+    rig = await make_rig(routes_text(legacy, new, routes))
+    for path in ("/zero", "/plain", "/zero"):
+        assert (await rig.get(path))[0] == 200
+    await rig.shadower.drain()
+    assert new.seen == [] and await rig.store.stats() == {}
+
+
+async def test_difference_recorded_with_path(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
+    """A field difference is counted with its JSON path and stored as a sample."""
+    legacy, new = backends
+
+    async def renamed(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"id": 1, "name": "Alice!"})
+
+    new.handler = renamed
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0"))
+    status, _, body = await rig.get("/users?limit=1")
+    assert status == 200 and orjson.loads(body)["name"] == "Alice"  # the client gets legacy's answer
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert st.get("differed") == 1 and st.paths == {"$.name": 1} and st.signatures == {"$.name": 1}
+    (sample,) = await rig.store.samples("users")
+    assert sample.path == "/users?limit=1" and sample.primary == "legacy"
+    assert sample.diff == [{"path": "$.name", "kind": "changed", "control": "Alice", "candidate": "Alice!"}]
+    assert '"Alice!"' in sample.candidate_body
+
+
+async def test_legacy_is_control_after_flip(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
+    """With new serving, the copy goes to legacy and legacy is still the control."""
+    legacy, new = backends
+
+    async def created(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"id": 1, "name": "Alice"}, status=201)
+
+    new.handler = created
+    rig = await make_rig(routes_text(legacy, new, USERS % "new", "aa_sample: 0"))
+    assert (await rig.get("/users"))[0] == 201  # new serves
+    await rig.shadower.drain()
+    (sample,) = await rig.store.samples("users")
+    assert (sample.primary, sample.control_status, sample.candidate_status) == ("new", 200, 201)
+    assert len(legacy.seen) == 1
+
+
+async def test_writes_shadowed_only_as_signed_dry_run(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A write on an opted-in route goes to new once, with a valid dry-run signature; legacy gets one."""
+    legacy, new = backends
+    routes = "  - {name: w, match: {methods: [POST, GET], path: /users}, target: legacy, " \
+             "shadow: {sample: 1.0, writes: true}}\n"  # fmt: skip
+    rig = await make_rig(routes_text(legacy, new, routes, "aa_sample: 0"), secret=b"k3y")
+    status, _, _ = await rig.request("POST", "/users?x=1", data=b'{"name":"a"}',
+                                     headers={"Content-Type": "application/json",
+                                              "X-Strangler-Dry-Run": "t=1,sig=forged"})  # fmt: skip
+    assert status == 200
+    await rig.shadower.drain()
+    assert [r["method"] for r in legacy.seen] == ["POST"]
+    (copy,) = new.seen
+    assert copy["method"] == "POST" and copy["body"] == b'{"name":"a"}'
+    assert dryrun.verify(b"k3y", copy["headers"]["X-Strangler-Dry-Run"], "POST", "/users?x=1")
+    assert "forged" not in copy["headers"]["X-Strangler-Dry-Run"]
+    assert (await rig.store.stats())["w"].get("compared") == 1
+
+
+async def test_writes_not_shadowed_without_opt_in_or_secret(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """Without writes: true a POST is not copied; without a dry-run secret it is skipped and counted."""
+    legacy, new = backends
+    routes = ("  - {name: ro, match: {methods: [POST], path: /ro}, target: legacy, shadow: {sample: 1.0}}\n"
+              "  - {name: rw, match: {methods: [POST], path: /rw}, target: legacy, "
+              "shadow: {sample: 1.0, writes: true}}\n")  # fmt: skip
+    rig = await make_rig(routes_text(legacy, new, routes), secret=None)
+    assert (await rig.request("POST", "/ro", data=b"{}"))[0] == 200
+    assert (await rig.request("POST", "/rw", data=b"{}"))[0] == 200
+    await rig.shadower.drain()
+    assert new.seen == []
+    assert (await rig.store.stats())["rw"].get("skipped") == 1
+
+
+async def test_write_never_shadowed_to_legacy() -> None:
+    """A write on a route served by new is never copied (legacy has no dry run): counted as skipped."""
+    store = MemoryStore()
+    shadower = Shadower(ShadowSettings(), {}, store, secret=b"s")
+    route = Route("flipped", frozenset({"POST"}), "/x", "new", ShadowSpec(1.0, True, 1.0), CompareRules(), 1)
+    assert not shadower.wants(route, "POST")
+    assert shadower.wants(route, "GET")
+    await store.flush()
+    assert (await store.stats())["flipped"].get("skipped") == 1
+
+
+async def test_noise_learned_from_aa(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
+    """A field that changes on every call is learned as noise by A/A and not counted against new."""
+    legacy, new = backends
+    calls = iter(range(1000))
+
+    async def ticking(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", "uptime_s": next(calls)})
+
+    legacy.handler = new.handler = ticking
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 1.0"))
+    for _ in range(4):
+        await rig.get("/users")
+        await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert st.noise.get("$.uptime_s", 0) >= 3
+    assert st.get("compared") == 4 and st.get("noise") >= 3
+    assert len(legacy.seen) == 8  # the primary call plus the second control call each time
+
+
+async def test_compressed_and_capped_bodies(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
+    """gzip bodies compare decoded; bodies over body_cap compare by hash; the client gets bytes untouched."""
+    legacy, new = backends
+    doc = orjson.dumps({"items": list(range(50))})
+    big = b"x" * 5000
+
+    async def legacy_h(request: web.Request) -> web.StreamResponse:
+        if request.path == "/big":
+            return web.Response(body=big, content_type="text/plain")
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return web.Response(body=gzip.compress(doc), headers=headers)
+
+    async def new_h(request: web.Request) -> web.StreamResponse:
+        if request.path == "/big":
+            return web.Response(
+                body=big if request.query.get("same") else big[:-1] + b"y", content_type="text/plain"
+            )
+        return web.Response(body=doc, content_type="application/json")
+
+    legacy.handler, new.handler = legacy_h, new_h
+    big_route = "  - {name: big, match: {methods: [GET], path: /big}, target: legacy, shadow: {sample: 1}}\n"
+    routes = USERS % "legacy" + big_route
+    rig = await make_rig(routes_text(legacy, new, routes, "aa_sample: 0, body_cap: 1000"))
+    _status, headers, body = await rig.get("/users")
+    assert headers.get("Content-Encoding") == "gzip" and body == gzip.compress(doc)
+    await rig.get("/big?same=1")
+    await rig.get("/big")
+    await rig.shadower.drain()
+    stats = await rig.store.stats()
+    assert stats["users"].get("matched") == 1
+    assert stats["big"].get("matched") == 1 and stats["big"].paths == {"body": 1}
+
+
+async def test_queue_full_drops_and_counts(backends: tuple[Backend, Backend]) -> None:
+    """When the bounded queue is full, submissions are dropped and counted, never blocking."""
+    from proxy.exchange import Exchange
+
+    store = MemoryStore()
+    shadower = Shadower(ShadowSettings(queue=2, concurrency=1), {}, store)  # not started: nothing drains
+    route = Route("q", frozenset({"GET"}), "/q", "legacy", ShadowSpec(1.0, False, 1.0), CompareRules(), 1)
+    ex = Exchange(route, "GET", "/q", "", [], b"", "legacy", 200, [], b"{}", 0.001, "rid")
+    before = metric("strangler_shadow_dropped_total", route="q")
+    start = time.perf_counter()
+    for _ in range(10):
+        shadower.submit(ex)
+    assert time.perf_counter() - start < 0.05
+    await store.flush()
+    st = (await store.stats())["q"]
+    assert (st.get("seen"), st.get("dropped")) == (10, 8)
+    assert metric("strangler_shadow_dropped_total", route="q") == before + 8
+
+
+async def test_hanging_shadow_does_not_slow_primary(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """With the shadow backend hanging 10 s, the primary's responses and p99 stay as without shadowing."""
+    legacy, new = backends
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), 10)
+        return web.json_response({})
+
+    async def timed(rig: Rig, n: int = 200) -> list[float]:
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            status, _, body = await rig.get("/users")
+            out.append(time.perf_counter() - t)
+            assert status == 200 and orjson.loads(body) == {"id": 1, "name": "Alice"}
+        return sorted(out)
+
+    plain_text = routes_text(legacy, new, "  - {name: users, match: {methods: [GET], path: /users}, "
+                                          "target: legacy}\n")  # fmt: skip
+    rig = await make_rig(plain_text)
+    base = await timed(rig)
+    new.handler = hang
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "queue: 50, concurrency: 4, timeout: 10"))
+    shadowed = await timed(rig)
+    p99_base, p99_shadow = base[int(len(base) * 0.99) - 1], shadowed[int(len(shadowed) * 0.99) - 1]
+    assert p99_shadow <= max(3 * p99_base, p99_base + 0.05), (p99_base, p99_shadow)
+    await rig.store.flush()
+    st = (await rig.store.stats())["users"]
+    assert st.get("dropped") >= 100  # 4 hanging workers + 50 queued; the rest were dropped
+    release.set()
