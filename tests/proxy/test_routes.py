@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.jsonpath import WILDCARD, JsonPathError, parse_path
 from proxy.routes import (
@@ -647,3 +650,102 @@ def test_parse_path() -> None:
     for bad in ("", "items", "$.", "$..a", "$[01]", "$[-1]", "$['a']", "$.a.", "$a", "$[*", "$.1a"):
         with pytest.raises(JsonPathError):
             parse_path(bad)
+
+
+# --- the index against a naive reference ----------------------------------------------------------
+
+_SEGMENT = st.sampled_from(["a", "A", "b", "users", "{p}", "{q}", "{r}"])
+_PATH_SEGMENT = st.sampled_from(["a", "A", "b", "B", "users", "USERS", "x", "1"])
+
+
+def _reference(
+    routes: list[tuple[str, str, list[str] | None]], method: str, path: str
+) -> tuple[str, dict[str, str], str]:
+    """Linear scan in the documented specificity order, with one regex per template."""
+
+    def key(template: str) -> tuple[int, ...]:
+        kinds = [
+            3 if s.endswith("*}") or s == "*" else 1 if s.startswith("{") else 0
+            for s in template[1:].split("/")
+            if s
+        ]
+        return tuple(kinds) if kinds and kinds[-1] == 3 else (*kinds, 2)
+
+    order = sorted(range(len(routes)), key=lambda i: (key(routes[i][1]), i))
+    for i in order:
+        name, template, methods = routes[i]
+        effective = None if methods is None else set(methods) | ({"HEAD"} if "GET" in methods else set())
+        if effective is not None and method not in effective:
+            continue
+        pattern, wild = "", None
+        for s in (s for s in template[1:].split("/") if s):
+            if s.endswith("*}"):
+                wild = s[1:-2]
+                pattern += f"(?:/(?P<{wild}>.+?))?"
+            elif s.startswith("{"):
+                pattern += f"/(?P<{s[1:-1]}>[^/]+)"
+            else:
+                pattern += "/(?i:" + re.escape(s) + ")"
+        found = re.fullmatch(pattern + "/?", path)
+        if found is None:
+            continue
+        params = {k: v or "" for k, v in found.groupdict().items()}
+        pieces = [
+            params[s[1:-1]] if s.startswith("{") else s for s in template[1:].split("/") if s and "*" not in s
+        ]
+        if wild is not None and params[wild]:
+            pieces.append(params[wild])
+        return name, params, "/" + "/".join(pieces)
+    return "default", {}, path
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(_SEGMENT, max_size=3),
+            st.booleans(),
+            st.one_of(
+                st.none(),
+                st.lists(st.sampled_from(["GET", "POST", "HEAD"]), min_size=1, max_size=2, unique=True),
+            ),
+        ),
+        max_size=8,
+    ),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "HEAD", "POST", "PUT"]),
+            st.lists(_PATH_SEGMENT, max_size=5),
+            st.booleans(),
+        ),
+        max_size=12,
+    ),
+)
+def test_index_agrees_with_reference(
+    specs: list[tuple[list[str], bool, list[str] | None]], requests: list[tuple[str, list[str], bool]]
+) -> None:
+    """For random tables the loader accepts, the indexed matcher equals a naive linear regex scan."""
+    routes = []
+    for i, (segments, wildcard, methods) in enumerate(specs):
+        named = [s.replace("}", f"{j}}}") if s.startswith("{") else s for j, s in enumerate(segments)]
+        template = "/" + "/".join(named + (["{rest*}"] if wildcard else []))
+        routes.append((f"r{i}", template, methods))
+    text = (
+        UPSTREAMS
+        + "routes:\n"
+        + "".join(
+            f"  - {{name: {n}, match: {{path: '{t}'"
+            + (f", methods: [{', '.join(m)}]" if m else "")
+            + "}, target: new}\n"
+            for n, t, m in routes
+        )
+    )
+    try:
+        t = parse_routes(text, "random.yaml")
+    except RoutesError as exc:
+        assert all("ties with" in e.message or "unreachable" in e.message for e in exc.errors), exc
+        return
+    for method, segments, slash in requests:
+        path = "/" + "/".join(segments) + ("/" if slash and segments else "")
+        found = t.match(method, path)
+        assert (found.route.name, dict(found.params), found.forward_path) == _reference(routes, method, path)
