@@ -178,8 +178,10 @@ class UpConn(asyncio.Protocol):
             sink.on_resp_interim(status, self.reason, self.headers)
             return
         self.in_interim = False
-        if status == 101 and not self.upgrade_ok:
-            raise _BadResponse("101 Switching Protocols to a request that did not ask to upgrade")
+        if status == 101:
+            if not self.upgrade_ok:
+                raise _BadResponse("101 Switching Protocols to a request that did not ask to upgrade")
+            self.tunnel = True  # from here on the bytes are the upgraded protocol's (see _upgrade)
         self.got_head = True
         if status >= 200 and status not in (204, 304) and not self.is_head:
             self.eof_body = True  # unless Content-Length or chunked says otherwise
@@ -213,10 +215,9 @@ class UpConn(asyncio.Protocol):
     # --- internals
     def _upgrade(self, rest: bytes) -> None:
         sink = self.sink
-        if sink is None or not self.got_head:
+        if sink is None or not self.tunnel:
             self.abort()
             return
-        self.tunnel = True
         self.pool.active.discard(self)  # a tunnel has no deadline and never returns to the pool
         sink.on_upgrade(self, rest)
 

@@ -74,9 +74,11 @@ def echo_app(seen: Seen) -> web.Application:
     async def upload(request: web.Request) -> web.Response:
         """Reads a (possibly huge) body without keeping it; reports its size and hash."""
         digest = hashlib.sha256()
+        hashing = not request.query.get("nohash")
         size = 0
         async for chunk in request.content.iter_any():
-            digest.update(chunk)
+            if hashing:
+                digest.update(chunk)
             size += len(chunk)
         seen.requests.append({"method": request.method, "path": request.raw_path, "body_len": size})
         return web.json_response({"body_len": size, "body_sha256": digest.hexdigest()})
@@ -90,11 +92,14 @@ def echo_app(seen: Seen) -> web.Application:
         if request.query.get("cl"):
             response.content_length = total
         await response.prepare(request)
+        progress: dict[str, object] = {"path": request.raw_path, "sent": 0}
+        seen.requests.append(progress)
         sent = 0
         while sent < total:
             piece = block[: min(len(block), total - sent)]
             await response.write(piece)
             sent += len(piece)
+            progress["sent"] = sent
         await response.write_eof()
         return response
 

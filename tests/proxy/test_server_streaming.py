@@ -1,0 +1,174 @@
+"""Streaming: SSE unbuffered, WebSocket tunnelled, 100-continue, backpressure, 1 GiB with bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from conftest import RunningGateway, routes_yaml
+from upstreams import EchoUpstream, RawClient
+
+GIB = 1 << 30
+
+
+async def test_sse_first_event_arrives_before_upstream_finishes(gw: RunningGateway) -> None:
+    """Each server-sent event is flushed as it arrives: the first comes long before the stream ends."""
+    client = await RawClient.open(gw.port)
+    started = time.monotonic()
+    await client.send(b"GET /sse?gap=1.0 HTTP/1.1\r\nHost: g\r\nAccept: text/event-stream\r\n\r\n")
+    head = await client.reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    size = int(await client.reader.readuntil(b"\r\n"), 16)
+    first = await client.reader.readexactly(size)
+    assert first == b"id: 0\ndata: event 0\n\n"
+    assert time.monotonic() - started < 0.8  # the upstream needs 3 s to finish
+    client.close()
+
+
+async def test_websocket_upgrade_tunnelled(gw: RunningGateway) -> None:
+    """A WebSocket upgrade gets the upstream's 101 and then frames pass both ways."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as socket:
+            await socket.send_str("hello")
+            assert await socket.receive_str(timeout=5) == "echo:hello"
+            payload = os.urandom(100_000)
+            await socket.send_bytes(payload)
+            assert await socket.receive_bytes(timeout=5) == payload
+        assert socket.closed
+
+
+async def test_websocket_refused_upgrade_is_plain_response(gw: RunningGateway) -> None:
+    """An upgrade the upstream answers without 101 is an ordinary response, then the connection closes."""
+    client = await RawClient.open(gw.port)
+    response = await client.request(
+        "GET",
+        "/not-a-socket",
+        {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+         "Sec-WebSocket-Version": "13"},  # fmt: skip
+    )
+    assert response.status == 200
+    echoed = response.json()
+    names = {str(k).lower() for k, _ in echoed["headers"]}  # type: ignore[attr-defined]
+    assert "upgrade" in names and "sec-websocket-key" in names
+    assert await client.at_eof()
+    client.close()
+
+
+async def test_expect_100_continue(gw: RunningGateway) -> None:
+    """Expect: 100-continue: the upstream's 100 Continue reaches the client before it sends the body."""
+    client = await RawClient.open(gw.port)
+    await client.send(
+        b"POST /upload HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    interim = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100")
+    await client.send(b"hello")
+    response = await client.response()
+    assert response.status == 200 and response.json()["body_len"] == 5
+    client.close()
+
+
+async def test_slow_client_slows_upstream_reading(gw: RunningGateway, echo: EchoUpstream) -> None:
+    """A client that stops reading makes the gateway stop reading the upstream (bounded buffering)."""
+    total = 256 << 20
+    client = await RawClient.open(gw.port)
+    await client.send(b"GET /download?n=%d HTTP/1.1\r\nHost: g\r\n\r\n" % total)
+    await asyncio.sleep(1.5)  # not reading: socket buffers fill, then the upstream must be paused
+    sent = echo.seen.requests[-1]["sent"]
+    assert isinstance(sent, int) and sent < 64 << 20, f"upstream wrote {sent} bytes to a stalled client"
+    received = 0
+    head = await client.reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    while True:  # chunked: count payload bytes
+        size = int(await client.reader.readuntil(b"\r\n"), 16)
+        if size == 0:
+            break
+        received += len(await client.reader.readexactly(size))
+        await client.reader.readexactly(2)
+    assert received == total
+    client.close()
+
+
+GATEWAY_SCRIPT = """
+import asyncio, sys, uvloop
+from proxy.gateway import Gateway
+from proxy.routes import parse_routes
+from proxy.server import start_server
+
+async def main():
+    server = await start_server(Gateway(parse_routes(sys.stdin.read(), "test.yaml")))
+    print(server.port, flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+def rss_kib(pid: int, field: str) -> int:
+    """A memory figure (VmRSS, VmHWM) of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} not found")
+
+
+@pytest.fixture
+async def gateway_process(echo: EchoUpstream) -> AsyncIterator[tuple[int, int]]:
+    """The gateway in its own process (port, pid), so its memory can be measured alone."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", GATEWAY_SCRIPT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(routes_yaml(echo.port, echo.port).encode())
+    process.stdin.close()
+    port = int(await asyncio.wait_for(process.stdout.readline(), 20))
+    yield port, process.pid
+    process.terminate()
+    await process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_one_gib_download_bounded_memory(gateway_process: tuple[int, int]) -> None:
+    """A 1 GiB response streams through with the gateway's peak RSS growing by less than 64 MiB."""
+    port, pid = gateway_process
+    client = await RawClient.open(port)
+    assert (await client.request("GET", "/warm")).status == 200
+    before = rss_kib(pid, "VmRSS")
+    await client.send(b"GET /download?n=%d&cl=1 HTTP/1.1\r\nHost: g\r\n\r\n" % GIB)
+    head = await client.reader.readuntil(b"\r\n\r\n")
+    assert b"Content-Length: %d" % GIB in head
+    received = 0
+    while received < GIB:
+        received += len(await client.reader.read(1 << 20))
+    assert received == GIB
+    growth = rss_kib(pid, "VmHWM") - before
+    assert growth < 64 * 1024, f"gateway peak RSS grew by {growth} KiB"
+    client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_one_gib_upload_bounded_memory(gateway_process: tuple[int, int]) -> None:
+    """A 1 GiB request body streams to the upstream with the gateway's peak RSS growing < 64 MiB."""
+    port, pid = gateway_process
+    client = await RawClient.open(port)
+    assert (await client.request("GET", "/warm")).status == 200
+    before = rss_kib(pid, "VmRSS")
+    await client.send(b"POST /upload?nohash=1 HTTP/1.1\r\nHost: g\r\nContent-Length: %d\r\n\r\n" % GIB)
+    block = os.urandom(1 << 20)
+    for _ in range(GIB // len(block)):
+        client.writer.write(block)
+        await client.writer.drain()
+    response = await client.response()
+    assert response.status == 200 and json.loads(response.body)["body_len"] == GIB
+    growth = rss_kib(pid, "VmHWM") - before
+    assert growth < 64 * 1024, f"gateway peak RSS grew by {growth} KiB"
+    client.close()
