@@ -16,6 +16,7 @@ throughput with primary p99 <= 1.5x. Run ``python -m bench.gateway --help`` for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -67,12 +68,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def measure(variants: list[Variant], args: argparse.Namespace,
-            after_run: Callable[[Variant, Run], None] | None = None) -> dict[str, Summary]:
+            probe: gw_targets.ShadowProbe | None = None) -> dict[str, Summary]:
     """Warm every variant up, then run them interleaved for `args.rounds` rounds."""
     summaries = {v.name: Summary(v.name) for v in variants}
     for v in variants:
         log(f"warm-up {v.name}")
         run_wrk(f"http://127.0.0.1:{v.port}{PATH}", connections=args.connections, duration=args.warmup)
+    time.sleep(1.0)
+    if probe is not None:
+        probe.begin()
     for rnd in range(args.rounds):
         for v in variants:
             try:
@@ -86,9 +90,10 @@ def measure(variants: list[Variant], args: argparse.Namespace,
             log(f"round {rnd + 1}/{args.rounds} {v.name:<18} {run.rps:8.0f} req/s  p50 {run.p50_ms:.2f} ms  "
                 f"p99 {run.p99_ms:.2f} ms  cpu {'-' if cpu is None else f'{cpu:.1f}'} us/req  "
                 f"errors {run.errors}")
-            if after_run is not None:
-                after_run(v, run)
             time.sleep(0.5)  # let queued work (shadow copies) settle before the next variant's run
+    if probe is not None:
+        time.sleep(1.0)
+        probe.end()
     return summaries
 
 
@@ -131,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
     started, load_before = utc_now(), machine_state()
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp, contextlib.ExitStack() as stack:
         fleet = Fleet(Path(tmp))
-        try:
-            variants, shadow_probe = gw_targets.start_all(fleet, Path(tmp), args, wanted, notes)
-            summaries = measure(variants, args, shadow_probe.after_run if shadow_probe else None)
+        try:  # the fleet stops before `stack` drops the shadow storage it may still be writing to
+            variants, shadow_probe = gw_targets.start_all(fleet, Path(tmp), args, wanted, notes, stack)
+            summaries = measure(variants, args, shadow_probe)
             if shadow_probe is not None:
-                notes.extend(shadow_probe.notes())
+                notes.extend(shadow_probe.notes(summaries[shadow_probe.name].requests))
         finally:
             fleet.close()
     ordered = [summaries[v.name] for v in variants]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -12,11 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench import svc_setup
 from bench.harness import BenchError, Fleet, ensure_npm_ci, find_binary, free_port, log, tail
 
 if TYPE_CHECKING:
     from bench.gateway import Variant
-    from bench.wrk import Run
 
 BENCH = Path(__file__).resolve().parent
 STRANGLER = Path(sys.executable).parent / "strangler"
@@ -49,13 +50,12 @@ http {{
 # Both upstreams answer identically, so shadow comparison finds matches (the realistic, common case).
 ROUTES = """\
 upstreams:
-  legacy:
-    url: http://127.0.0.1:{legacy}
-  new:
-    url: http://127.0.0.1:{new}
+  legacy: {{url: "http://127.0.0.1:{legacy}", pool_size: 64}}
+  new: {{url: "http://127.0.0.1:{new}", pool_size: 64}}
+default: legacy
 routes:
-  - name: get-user
-    match: GET /api/v1/users/{{id}}
+  - name: users-get
+    match: {{methods: [GET], path: "/api/v1/users/{{id}}"}}
     target: legacy
 {shadow}"""
 
@@ -111,37 +111,39 @@ def start_strangler(fleet: Fleet, tmp: Path, name: str, routes: str, env: dict[s
     path.write_text(routes)
     port, admin = free_port(), free_port()
     cmd = [str(STRANGLER), "proxy", "--routes", str(path), "--listen", f"127.0.0.1:{port}",
-           "--admin", f"127.0.0.1:{admin}", "--workers", "1"]
+           "--admin", f"127.0.0.1:{admin}", "--workers", "1",
+           # nginx runs with access_log off and node logs nothing: compare data paths, not loggers.
+           "--access-log", "off", "--log-level", "warning"]
     pid = fleet.start(name, cmd, env={**os.environ, **env}, port=port, timeout=60)
     return port, pid
 
 
 class ShadowProbe:
-    """Counts what reached the shadow upstream, to prove the shadowed variant really shadowed."""
+    """Counts what reached the shadow upstream during the measured rounds (only shadow copies go there)."""
 
     def __init__(self, name: str, shadow_port: int) -> None:
         self.name = name
         self.shadow_port = shadow_port
-        self.last = upstream_count(shadow_port)
-        self.primary = 0
+        self.start = 0
         self.copies = 0
 
-    def after_run(self, variant: Variant, run: Run) -> None:
-        """Charge the shadow upstream's new requests to the shadowed variant's run."""
-        now = upstream_count(self.shadow_port)
-        if variant.name == self.name:
-            self.primary += run.requests
-            self.copies += now - self.last
-        self.last = now
+    def begin(self) -> None:
+        """Called once warm-up traffic has settled, before the first measured round."""
+        self.start = upstream_count(self.shadow_port)
 
-    def notes(self) -> list[str]:
-        share = self.copies / self.primary if self.primary else 0.0
-        return [f"shadow: {self.copies} of {self.primary} primary requests ({share:.1%}) reached the "
-                "shadow upstream during the shadowed runs (the rest were dropped or still queued)"]
+    def end(self) -> None:
+        """Called after the last round, once queued copies have had a moment to go out."""
+        self.copies = upstream_count(self.shadow_port) - self.start
+
+    def notes(self, primary: int) -> list[str]:
+        """What share of the `primary` requests served during the rounds got a shadow copy."""
+        share = self.copies / primary if primary else 0.0
+        return [f"shadow: {self.copies} of {primary} primary requests ({share:.1%}) were copied to the "
+                "shadow upstream during the measured rounds (the gateway drops copies its queue cannot hold)"]
 
 
-def start_all(fleet: Fleet, tmp: Path, args: argparse.Namespace, wanted: set[str],
-              notes: list[str]) -> tuple[list[Variant], ShadowProbe | None]:
+def start_all(fleet: Fleet, tmp: Path, args: argparse.Namespace, wanted: set[str], notes: list[str],
+              stack: contextlib.ExitStack) -> tuple[list[Variant], ShadowProbe | None]:
     """Start every wanted variant; strangler variants that cannot start become notes, not failures."""
     from bench.gateway import Variant
 
@@ -171,17 +173,27 @@ def start_all(fleet: Fleet, tmp: Path, args: argparse.Namespace, wanted: set[str
         except BenchError as exc:
             notes.append(f"strangler: did not start: {exc}")
     if want("strangler+shadow") and not args.no_shadow:
-        probe = _start_shadowed(fleet, tmp, up_port, shadow_port, variants, notes)
+        env = shadow_storage(stack, tmp)
+        probe = _start_shadowed(fleet, tmp, up_port, shadow_port, variants, notes, env)
     return variants, probe
 
 
+def shadow_storage(stack: contextlib.ExitStack, tmp: Path) -> dict[str, str]:
+    """Env for the shadow diff store: Redis (counters) and a migrated scratch database (samples), both
+    from REDIS_URL/DATABASE_URL or embedded, under a scratch key prefix; all removed when `stack` closes."""
+    pg_url, redis_url = stack.enter_context(svc_setup.servers(tmp))
+    database_url = stack.enter_context(svc_setup.scratch_database(pg_url))
+    prefix = stack.enter_context(svc_setup.scratch_prefix(redis_url, "shadow"))
+    return {"REDIS_URL": redis_url, "DATABASE_URL": database_url, "STRANGLER_SHADOW_PREFIX": prefix}
+
+
 def _start_shadowed(fleet: Fleet, tmp: Path, up_port: int, shadow_port: int, variants: list[Variant],
-                    notes: list[str]) -> ShadowProbe | None:
+                    notes: list[str], env: dict[str, str]) -> ShadowProbe | None:
     from bench.gateway import Variant
 
     routes = ROUTES.format(legacy=up_port, new=shadow_port, shadow="    shadow: {sample: 1.0}\n")
     try:
-        port, pid = start_strangler(fleet, tmp, "strangler-shadow", routes, {})
+        port, pid = start_strangler(fleet, tmp, "strangler-shadow", routes, env)
     except BenchError as exc:
         notes.append(f"shadow: not measured: strangler refused shadow routes: {exc}")
         return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import redis
 
 from bench.harness import ROOT, BenchError, Fleet, free_port, log, tail
@@ -71,31 +71,46 @@ def servers(tmp: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def scratch_world(admin_url: str, redis_url: str, users: int, posts: int) -> Iterator[World]:
-    """Create, migrate and seed a scratch database; drop it and the Redis prefix on exit."""
-    name = f"strangler_bench_{secrets.token_hex(4)}"
-    prefix = f"bench:{secrets.token_hex(4)}:"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    url = with_database(admin_url, name)
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new database on the server of `admin_url`, migrated; dropped (WITH FORCE) on exit."""
     try:
-        try:
-            from services.migrate import migrate
-        except ImportError as exc:
-            raise BenchError(f"services.migrate is not available ({exc}): the new service is not built yet; "
-                             "run `make install` on a checkout that has it") from None
+        from services.migrate import migrate
+    except ImportError as exc:
+        raise BenchError(f"services.migrate is not available ({exc}): the new service is not built yet; "
+                         "run `make install` on a checkout that has it") from None
+    name = f"strangler_bench_{secrets.token_hex(4)}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        url = with_database(admin_url, name)
         asyncio.run(migrate(url, ROOT / "migrations"))
-        log(f"seeding {users} users and {posts} posts into {name}")
-        first, last = asyncio.run(_seed(url, users, posts))
-        yield World(url, redis_url, prefix, first, last, users, posts)
+        yield url
     finally:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def scratch_prefix(redis_url: str, kind: str) -> Iterator[str]:
+    """A Redis key prefix of this run's own; its keys are deleted on exit."""
+    prefix = f"bench:{kind}:{secrets.token_hex(4)}:"
+    try:
+        yield prefix
+    finally:
         client = redis.Redis.from_url(redis_url)
         try:
             keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start:start + 1000])
         finally:
             client.close()
+
+
+@contextlib.contextmanager
+def scratch_world(admin_url: str, redis_url: str, users: int, posts: int) -> Iterator[World]:
+    """A scratch database with seeded users and posts, and a scratch Redis prefix."""
+    with scratch_database(admin_url) as url, scratch_prefix(redis_url, "svc") as prefix:
+        log(f"seeding {users} users and {posts} posts")
+        first, last = asyncio.run(_seed(url, users, posts))
+        yield World(url, redis_url, prefix, first, last, users, posts)
 
 
 async def _admin(url: str, sql: str) -> None:
