@@ -146,11 +146,13 @@ async def serve_data(
     listen: socket.socket,
     stopper: Stopper,
     on_draining: Callable[[], None] = lambda: None,
+    on_serving: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve the data port until ``stopper`` fires, then drain within ``settings.drain_timeout``."""
     from proxy.server import start_server  # the data path
 
     server = await start_server(gateway, listen)
+    on_serving()
     await stopper.event.wait()
     on_draining()
     event("draining", signal=stopper.signal_name, drain_timeout=settings.drain_timeout)

@@ -48,6 +48,7 @@ from proxy.settings import Settings
 WORKER_ENV = "STRANGLER_INTERNAL_WORKER"
 SNAPSHOT = "routes.snapshot"
 FLUSH_SECONDS = 1.0
+STARTUP_SECONDS = 60.0
 
 
 def _write_snapshot(directory: Path, raw: bytes) -> None:
@@ -62,7 +63,12 @@ def _read_snapshot(directory: Path, filename: str) -> RouteTable:
 
 
 class Workers:
-    """Start, watch, restart, signal and await the worker processes."""
+    """Start, watch, restart, signal and await the worker processes.
+
+    A worker says ``ready <sha256>`` on its stdout once it accepts connections. Only ready workers get
+    SIGHUP; a worker that became ready on an older snapshot than the live one is sent SIGHUP at once, so
+    a reload during a worker's start-up is never missed.
+    """
 
     def __init__(self, settings: Settings, listen: socket.socket, directory: Path, state: AdminState) -> None:
         self.settings = settings
@@ -70,16 +76,18 @@ class Workers:
         self.directory = directory
         self.state = state
         self.stopping = False
+        self.booted = False
+        self.ready: dict[int, asyncio.subprocess.Process] = {}
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.all_ready = asyncio.Event()
+        self.boot_failed = asyncio.Event()
         self._tasks: list[asyncio.Task[int]] = []
-        self.exit_codes: dict[int, int] = {}
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         conf = {
             "settings": self.settings.to_json(),
             "fd": self.listen.fileno(),
             "dir": str(self.directory),
-            "index": index,
             "parent": os.getpid(),
         }
         env = dict(os.environ, **{WORKER_ENV: json.dumps(conf)})
@@ -88,12 +96,23 @@ class Workers:
             "-c",
             "from proxy.supervisor import worker_main; worker_main()",
             pass_fds=(self.listen.fileno(),),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             env=env,
         )
         self.procs[index] = proc
-        self.state.workers_alive = len(self.procs)
         event("worker started", worker=index, worker_pid=proc.pid)
         return proc
+
+    def _became_ready(self, index: int, proc: asyncio.subprocess.Process, line: bytes) -> None:
+        self.ready[index] = proc
+        self.state.workers_alive = len(self.ready)
+        sha = line.split()[1].decode() if len(line.split()) > 1 else ""
+        if sha != self.state.table.sha256:  # a reload landed while it was starting
+            proc.send_signal(signal.SIGHUP)
+        if len(self.ready) == self.settings.workers:
+            self.booted = True
+            self.all_ready.set()
 
     async def _keep(self, index: int) -> int:
         """Run worker ``index``; restart it while the gateway is not stopping (backoff if it crash-loops)."""
@@ -101,13 +120,24 @@ class Workers:
         while True:
             proc = await self._spawn(index)
             started = time.monotonic()
+            assert proc.stdout is not None
+            line = await proc.stdout.readline()
+            if line.startswith(b"ready"):
+                self._became_ready(index, proc, line)
             code = await proc.wait()
-            del self.procs[index]
-            self.state.workers_alive = len(self.procs)
+            self.procs.pop(index, None)
+            self.ready.pop(index, None)
+            self.state.workers_alive = len(self.ready)
+            # A SIGTERM that arrives before the worker installed its handlers ends it by the signal: it was
+            # not serving anything, so that is a clean stop too.
+            clean = code in (0, -signal.SIGTERM)
             if self.stopping:
-                self.exit_codes[index] = code
-                event("worker exited", worker=index, worker_pid=proc.pid, code=code)
-                return code
+                event("worker exited", worker=index, worker_pid=proc.pid, code=0 if clean else code)
+                return 0 if clean else code
+            if not self.booted:
+                event("worker failed to start", logging.ERROR, worker=index, worker_pid=proc.pid, code=code)
+                self.boot_failed.set()
+                return code or 1
             event("worker died; restarting", logging.ERROR, worker=index, worker_pid=proc.pid, code=code)
             backoff = 0.2 if time.monotonic() - started > 10 else min(backoff * 2, 5.0)
             await asyncio.sleep(backoff)
@@ -117,9 +147,19 @@ class Workers:
         for index in range(self.settings.workers):
             self._tasks.append(asyncio.create_task(self._keep(index), name=f"worker-{index}"))
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to every live worker."""
-        for proc in list(self.procs.values()):
+    async def wait_booted(self, deadline: float, stop: asyncio.Event) -> bool:
+        """Wait until every worker is ready (True), or one failed to start, ``stop`` fired or ``deadline``
+        passed (False)."""
+        waits = [asyncio.create_task(e.wait()) for e in (self.all_ready, self.boot_failed, stop)]
+        await asyncio.wait(waits, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        return self.all_ready.is_set() and not self.boot_failed.is_set()
+
+    def signal(self, signum: int, only_ready: bool = False) -> None:
+        """Send ``signum`` to every live (or every ready) worker."""
+        for proc in list((self.ready if only_ready else self.procs).values()):
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signum)
 
@@ -147,11 +187,12 @@ async def supervise(settings: Settings, table: RouteTable, raw: bytes, listen: s
         _write_snapshot(directory, raw)
         state = AdminState(table, settings.routes, multiprocess_registry(directory), settings.health_timeout)
         state.workers = settings.workers
+        state.workers_alive = 0  # counted as each worker reports ready
         workers = Workers(settings, listen, directory, state)
 
         def apply(_table: RouteTable, new_raw: bytes) -> None:
             _write_snapshot(directory, new_raw)
-            workers.signal(signal.SIGHUP)
+            workers.signal(signal.SIGHUP, only_ready=True)
 
         reloader = Reloader(settings.routes, state, apply, raw)
         stopper = Stopper(asyncio.Event())
@@ -161,16 +202,22 @@ async def supervise(settings: Settings, table: RouteTable, raw: bytes, listen: s
         await web.SockSite(runner, admin).start()
         workers.start()
         watcher = asyncio.create_task(reloader.watch(settings.reload_interval), name="routes-watcher")
-        event(
-            "listening",
-            listen=sock_address(listen),
-            admin=sock_address(admin),
-            workers=settings.workers,
-            routes=settings.routes,
-            sha256=table.sha256,
-        )
+        failed_start = False
         try:
-            await stopper.event.wait()
+            if await workers.wait_booted(STARTUP_SECONDS, stopper.event):
+                event(
+                    "listening",
+                    listen=sock_address(listen),
+                    admin=sock_address(admin),
+                    workers=settings.workers,
+                    routes=settings.routes,
+                    sha256=table.sha256,
+                )
+                await stopper.event.wait()
+            elif not stopper.event.is_set():
+                failed_start = True
+                event("start failed: a worker did not start; see its log lines above", logging.ERROR)
+                print("strangler proxy: a worker process did not start; see the log above.", file=sys.stderr)
             state.draining = True
             event("draining", signal=stopper.signal_name, drain_timeout=settings.drain_timeout)
             listen.close()  # our copy: once the workers close theirs, new connections are refused
@@ -181,7 +228,7 @@ async def supervise(settings: Settings, table: RouteTable, raw: bytes, listen: s
                 await watcher
             await runner.cleanup()
         event("stopped", clean=clean)
-        return 0 if clean else 1
+        return 1 if failed_start or not clean else 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -218,8 +265,12 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
                     stopper.stop("parent exited")
 
         flusher = asyncio.create_task(flush(), name="metrics-flush")
+        def ready() -> None:
+            sys.stdout.write(f"ready {gateway.table.sha256}\n")
+            sys.stdout.flush()
+
         try:
-            await serve_data(settings, gateway, listen, stopper)
+            await serve_data(settings, gateway, listen, stopper, on_serving=ready)
         finally:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
