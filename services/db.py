@@ -32,6 +32,11 @@ class Executor(Protocol):
     async def execute(self, query: str, *args: Any) -> str: ...
 
 
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release RESET ALL round trip: this service never changes session state
+    (no SET, LISTEN, cursors or advisory locks); asyncpg still rolls back an open transaction."""
+
+
 async def create_pool(dsn: str, min_size: int, max_size: int,
                       init: ConnectionInit | None = None) -> asyncpg.Pool:
     """Open the service's pool; JIT is off because every query here is a small indexed lookup."""
@@ -40,6 +45,7 @@ async def create_pool(dsn: str, min_size: int, max_size: int,
         min_size=min_size,
         max_size=max_size,
         init=init,
+        reset=_no_session_reset,
         server_settings={"jit": "off", "application_name": "strangler-services"},
     )
     return pool
