@@ -1,0 +1,99 @@
+"""Header rewriting (pure): hop-by-hop removal, X-Forwarded-*, Via loops, request ids, framing checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.forwarding import Forwarder, FramingError, valid_request_id
+from proxy.gateway import GatewaySettings
+
+
+def forward(headers: list[tuple[bytes, bytes]], hops: int = 0, peer: bytes = b"10.0.0.9") -> dict[bytes, bytes]:
+    """Rewrite ``headers`` and return the result as a lower-cased dict (last value wins)."""
+    prepared = Forwarder(GatewaySettings(trusted_hops=hops)).request(headers, peer, True)
+    return {k.lower(): v for k, v in prepared.headers}
+
+
+def test_no_trusted_hops_discards_client_forwarding_headers() -> None:
+    """trusted_hops=0: X-Forwarded-* and Forwarded from the client are replaced by socket facts."""
+    out = forward([(b"Host", b"site.test"), (b"X-Forwarded-For", b"1.1.1.1, 2.2.2.2"),
+                   (b"X-Forwarded-Proto", b"https"), (b"X-Forwarded-Host", b"evil"), (b"Forwarded", b"for=x")])  # fmt: skip
+    assert out[b"x-forwarded-for"] == b"10.0.0.9"
+    assert out[b"x-forwarded-proto"] == b"http"
+    assert out[b"x-forwarded-host"] == b"site.test"
+    assert b"forwarded" not in out and b"host" not in out
+
+
+def test_trusted_hops_keep_last_entries_and_append_peer() -> None:
+    """trusted_hops=N keeps the last N X-Forwarded-For entries (across headers) and appends the peer."""
+    headers = [(b"Host", b"h"), (b"X-Forwarded-For", b"6.6.6.6, 1.1.1.1"), (b"X-Forwarded-For", b"2.2.2.2"),
+               (b"X-Forwarded-Proto", b"https"), (b"X-Forwarded-Host", b"public.test")]  # fmt: skip
+    out = forward(headers, hops=2)
+    assert out[b"x-forwarded-for"] == b"1.1.1.1, 2.2.2.2, 10.0.0.9"
+    assert out[b"x-forwarded-proto"] == b"https"
+    assert out[b"x-forwarded-host"] == b"public.test"
+    assert forward(headers, hops=1)[b"x-forwarded-for"] == b"2.2.2.2, 10.0.0.9"
+
+
+def test_connection_named_headers_dropped_but_framing_kept() -> None:
+    """Headers named in Connection are dropped; naming Content-Length cannot remove the framing."""
+    prepared = Forwarder(GatewaySettings()).request(
+        [(b"Host", b"h"), (b"Connection", b"X-A, content-length"), (b"X-A", b"1"), (b"X-B", b"2"),
+         (b"Content-Length", b"3")], b"1.2.3.4", True,
+    )  # fmt: skip
+    names = [k.lower() for k, _ in prepared.headers]
+    assert b"x-a" not in names and b"x-b" in names and b"connection" not in names
+    assert prepared.content_length == 3
+
+
+def test_via_appended_and_loop_detected() -> None:
+    """Via gets our entry appended; a request already listing our token is flagged as a loop."""
+    forwarder = Forwarder(GatewaySettings(via_token="gw1"))
+    prepared = forwarder.request([(b"Host", b"h"), (b"Via", b"1.0 cdn")], b"1.2.3.4", True)
+    assert dict(prepared.headers)[b"Via"] == b"1.0 cdn, 1.1 gw1"
+    assert not prepared.loop
+    assert forwarder.request([(b"Host", b"h"), (b"Via", b"1.0 cdn, 1.1 GW1")], b"1.2.3.4", True).loop
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(b"abc-123_X.y", True), (b"a" * 128, True), (b"a" * 129, False), (b"", False), (b"a b", False),
+     (b"a\xff", False), (b"a/b", False)],  # fmt: skip
+)
+def test_request_id_sanity(value: bytes, ok: bool) -> None:
+    """Request ids are kept only when 1-128 characters of [A-Za-z0-9._-]."""
+    assert valid_request_id(value) is ok
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"Content-Length", b"1"), (b"Transfer-Encoding", b"chunked")],
+        [(b"Content-Length", b"1"), (b"Content-Length", b"1")],
+        [(b"Content-Length", b"+1")],
+        [(b"Transfer-Encoding", b"gzip, chunked")],
+        [(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
+    ],
+)
+def test_ambiguous_framing_raises(headers: list[tuple[bytes, bytes]]) -> None:
+    """Ambiguous framing is refused even if the parser let it through."""
+    with pytest.raises(FramingError):
+        Forwarder(GatewaySettings()).request([(b"Host", b"h"), *headers], b"1.2.3.4", True)
+
+
+def test_response_headers_filtered() -> None:
+    """Hop-by-hop response headers and the upstream's request id are dropped; framing is reported."""
+    prepared = Forwarder(GatewaySettings()).response(
+        [(b"Connection", b"close, X-Hop"), (b"X-Hop", b"1"), (b"Transfer-Encoding", b"chunked"),
+         (b"X-Request-Id", b"up"), (b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]  # fmt: skip
+    )
+    assert prepared.headers == [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]
+    assert prepared.chunked and prepared.content_length is None
+
+
+def test_settings_validated() -> None:
+    """Bad settings fail fast naming the setting."""
+    with pytest.raises(ValueError, match="trusted_hops"):
+        GatewaySettings(trusted_hops=-1)
+    with pytest.raises(ValueError, match="via_token"):
+        GatewaySettings(via_token="a b")

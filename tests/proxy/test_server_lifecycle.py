@@ -1,0 +1,225 @@
+"""Gateway lifecycle: table swaps, pool reconciliation, draining, idle timeouts, and the request hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from conftest import GatewayFactory, RunningGateway, routes_yaml
+from upstreams import EchoUpstream, RawClient
+
+from proxy.exchange import Exchange
+from proxy.gateway import AccessRecord, GatewaySettings
+from proxy.routes import Route, parse_routes
+
+SHADOWED = 'routes:\n  - name: users\n    match: {path: "/users/{id}"}\n    target: new\n    shadow: {sample: 1.0}\n'
+
+
+class Observed:
+    """A RequestObserver that records its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int, float]] = []
+
+    def observe(self, route: str, target: str, status: int, seconds: float) -> None:
+        self.calls.append((route, target, status, seconds))
+
+
+class Shadow:
+    """A ShadowSink that records exchanges (and can be told to fail)."""
+
+    def __init__(self, body_cap: int = 1 << 20, fail: bool = False) -> None:
+        self.body_cap = body_cap
+        self.fail = fail
+        self.exchanges: list[Exchange] = []
+
+    def wants(self, route: Route, method: str) -> bool:
+        if self.fail:
+            raise RuntimeError("shadow wants failed")
+        return route.shadow is not None
+
+    def submit(self, exchange: Exchange) -> None:
+        if self.fail:
+            raise RuntimeError("shadow submit failed")
+        self.exchanges.append(exchange)
+
+
+async def test_observer_and_access_log_called_per_request(
+    make_gateway: GatewayFactory, echo: EchoUpstream
+) -> None:
+    """Each finished request reaches the observer and the access log, errors included."""
+    observed = Observed()
+    records: list[AccessRecord] = []
+    handle = await make_gateway(
+        routes_yaml(echo.port, echo.port, routes=SHADOWED), observer=observed, access_log=records.append
+    )
+    client = await RawClient.open(handle.port)
+    await client.request("POST", "/users/3?x=1", {"X-Request-Id": "req-1"}, body=b"12345")
+    await client.request("GET", "/other", {"Via": "1.1 strangler"})
+    assert [(r, t, s) for r, t, s, _ in observed.calls] == [("users", "new", 200)]
+    assert observed.calls[0][3] > 0
+    record = records[0]
+    assert (record.request_id, record.method, record.path, record.route, record.target, record.status) == (
+        "req-1", "POST", "/users/3", "users", "new", 200,
+    )  # fmt: skip
+    assert record.bytes_in == 5 and record.bytes_out > 0 and record.peer == "127.0.0.1"
+    client.close()
+
+
+async def test_shadow_receives_exchange_with_teed_bodies(
+    make_gateway: GatewayFactory, echo: EchoUpstream
+) -> None:
+    """A wanted request is handed to shadowing after the response, with both bodies and headers."""
+    shadow = Shadow()
+    handle = await make_gateway(routes_yaml(echo.port, echo.port, routes=SHADOWED), shadow=shadow)
+    client = await RawClient.open(handle.port)
+    response = await client.request("POST", "/Users/9?q=a", {"X-Request-Id": "sh-1"}, body=b"payload")
+    await client.request("GET", "/not-shadowed")
+    assert len(shadow.exchanges) == 1
+    exchange = shadow.exchanges[0]
+    assert (exchange.method, exchange.path, exchange.query, exchange.primary, exchange.status) == (
+        "POST", "/users/9", "q=a", "new", 200,
+    )  # fmt: skip
+    assert exchange.route.name == "users" and exchange.request_id == "sh-1"
+    assert exchange.request_body == b"payload"
+    assert exchange.response_body == response.body
+    assert (b"X-Request-Id", b"sh-1") in exchange.request_headers
+    assert not any(k.lower() in (b"host", b"content-length") for k, _ in exchange.request_headers)
+    assert any(k.lower() == b"content-type" for k, _ in exchange.response_headers)
+    assert exchange.latency_s > 0
+    client.close()
+
+
+async def test_shadow_bodies_over_cap_are_none(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
+    """Bodies larger than the shadow's body_cap are not teed: None in the exchange."""
+    shadow = Shadow(body_cap=100)
+    handle = await make_gateway(routes_yaml(echo.port, echo.port, routes=SHADOWED), shadow=shadow)
+    client = await RawClient.open(handle.port)
+    await client.request("POST", "/users/1", body=b"x" * 500)
+    assert shadow.exchanges[0].request_body is None
+    assert shadow.exchanges[0].response_body is None  # the echo JSON is over 100 bytes
+    client.close()
+
+
+async def test_hook_failures_never_reach_the_client(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
+    """Exceptions in the observer, access log or shadow are swallowed; the client gets its answer."""
+
+    class Broken:
+        def observe(self, route: str, target: str, status: int, seconds: float) -> None:
+            raise RuntimeError("observer failed")
+
+    def broken_log(record: AccessRecord) -> None:
+        raise RuntimeError("access log failed")
+
+    handle = await make_gateway(
+        routes_yaml(echo.port, echo.port, routes=SHADOWED),
+        observer=Broken(),
+        shadow=Shadow(fail=True),
+        access_log=broken_log,
+    )
+    client = await RawClient.open(handle.port)
+    for _ in range(2):
+        assert (await client.request("GET", "/users/1")).status == 200
+    client.close()
+
+
+async def test_set_table_swaps_routes_and_reconciles_pools(
+    make_gateway: GatewayFactory, echo: EchoUpstream
+) -> None:
+    """A new table applies to the next request; unchanged upstreams keep their pool, changed ones don't."""
+    other = await EchoUpstream().start()
+    try:
+        handle = await make_gateway(routes_yaml(echo.port, other.port))
+        gateway = handle.gateway
+        legacy_pool, new_pool = gateway.pools["legacy"], gateway.pools["new"]
+        client = await RawClient.open(handle.port)
+        await client.request("GET", "/users/1")
+        assert len(echo.seen.requests) == 1
+        flipped = routes_yaml(echo.port, other.port + 0, routes=SHADOWED, new_opts=", pool_size: 8")
+        gateway.set_table(parse_routes(flipped, "test.yaml"))
+        assert gateway.pools["legacy"] is legacy_pool
+        assert gateway.pools["new"] is not new_pool and new_pool.closed
+        await client.request("GET", "/users/1")
+        assert len(other.seen.requests) == 1
+        client.close()
+    finally:
+        await other.close()
+
+
+async def test_in_flight_request_keeps_its_table(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
+    """A request started before a swap finishes on the table (and pool) it started with."""
+    other = await EchoUpstream().start()
+    try:
+        handle = await make_gateway(routes_yaml(echo.port, echo.port))
+        client = await RawClient.open(handle.port)
+        await client.send(b"GET /sse?gap=0.3 HTTP/1.1\r\nHost: g\r\n\r\n")
+        await client.reader.readuntil(b"\r\n\r\n")
+        handle.gateway.set_table(parse_routes(routes_yaml(other.port, other.port), "test.yaml"))
+        while (size := int(await client.reader.readuntil(b"\r\n"), 16)) != 0:
+            await client.reader.readexactly(size + 2)
+        await client.reader.readexactly(2)
+        response = await client.request("GET", "/after")
+        assert response.status == 200 and len(other.seen.requests) == 1
+        client.close()
+    finally:
+        await other.close()
+
+
+async def test_drain_finishes_in_flight_then_closes(gw: RunningGateway) -> None:
+    """Draining refuses new connections, lets the in-flight response finish with Connection: close."""
+    busy = await RawClient.open(gw.port)
+    idle = await RawClient.open(gw.port)
+    assert (await idle.request("GET", "/x")).status == 200
+    await busy.send(b"GET /sse?gap=0.2 HTTP/1.1\r\nHost: g\r\n\r\n")
+    await busy.reader.readuntil(b"\r\n\r\n")
+    assert gw.server.active_requests == 1
+    drain = asyncio.create_task(gw.server.drain(5.0))
+    assert await idle.at_eof(1.0)
+    assert not drain.done()
+    body = await busy.reader.read()  # the rest of the stream, then the close
+    assert body.endswith(b"0\r\n\r\n")
+    assert await drain is True
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.close()
+        refused = False
+    except ConnectionError:
+        refused = True
+    assert refused
+    busy.close()
+    idle.close()
+
+
+async def test_drain_closes_keep_alive_after_response(gw: RunningGateway) -> None:
+    """A keep-alive connection whose response is in flight at drain time gets Connection: close."""
+    client = await RawClient.open(gw.port)
+    await client.send(b"GET /sse?gap=0.2 HTTP/1.1\r\nHost: g\r\n\r\n")
+    await asyncio.sleep(0.05)
+    gw.server.start_draining()
+    await asyncio.sleep(0.05)
+    assert (await client.response()).status == 200
+    assert await client.at_eof()
+    await gw.server.drained()
+    client.close()
+
+
+async def test_idle_client_connection_closed(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
+    """A keep-alive client idle longer than client_idle_timeout is disconnected."""
+    handle = await make_gateway(routes_yaml(echo.port, echo.port), GatewaySettings(client_idle_timeout=1.0))
+    client = await RawClient.open(handle.port)
+    assert (await client.request("GET", "/x")).status == 200
+    started = time.monotonic()
+    assert await client.at_eof(4.0)
+    assert 0.9 <= time.monotonic() - started < 3.5
+    client.close()
+
+
+async def test_slow_header_gets_408(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
+    """A request head that does not complete within header_timeout is answered 408 and closed."""
+    handle = await make_gateway(routes_yaml(echo.port, echo.port), GatewaySettings(header_timeout=1.0))
+    client = await RawClient.open(handle.port)
+    await client.send(b"GET /x HTTP/1.1\r\nHost: g\r\n")
+    response = await asyncio.wait_for(client.response(), 4.0)
+    assert response.status == 408
+    assert await client.at_eof()
+    client.close()

@@ -1,0 +1,123 @@
+"""`UpstreamPool.fetch`: the buffered call shadowing uses, on the same pooled machinery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable
+
+import pytest
+from upstreams import EchoUpstream, Handler, RawUpstream, read_request
+
+from proxy.errors import UpstreamError
+from proxy.routes import UpstreamSpec
+from proxy.upstream import UpstreamPool
+
+StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
+
+
+def pool_for(port: int, base_path: str = "", total_timeout: float = 5.0) -> UpstreamPool:
+    """A pool for a loopback upstream."""
+    spec = UpstreamSpec(
+        name="up", url=f"http://127.0.0.1:{port}{base_path}", scheme="http", host="127.0.0.1", port=port,
+        base_path=base_path, connect_timeout=1.0, total_timeout=total_timeout, pool_size=4,
+    )  # fmt: skip
+    return UpstreamPool(spec)
+
+
+async def test_fetch_returns_status_headers_body_and_reuses_connection(echo: EchoUpstream) -> None:
+    """fetch sends method, base path + path, headers and body; the connection is pooled afterwards."""
+    pool = pool_for(echo.port, base_path="/base")
+    headers = [(b"X-Test", b"1"), (b"Host", b"ignored"), (b"Content-Length", b"999")]
+    status, response_headers, body = await pool.fetch("POST", "/a?b=c", headers, b"hello", 5.0)
+    assert status == 200
+    assert (b"X-Upstream", b"echo") in response_headers
+    echoed = json.loads(body)
+    assert echoed["path"] == "/base/a?b=c" and echoed["body_len"] == 5
+    assert ["X-Test", "1"] in echoed["headers"]
+    assert ["Host", "127.0.0.1:%d" % echo.port] in echoed["headers"]
+    await pool.fetch("GET", "/again", [], b"", 5.0)
+    assert len(pool.idle) == 1
+    assert len({r["conn"] for r in echo.seen.requests}) == 1
+    pool.close()
+
+
+async def test_fetch_connect_error_kind() -> None:
+    """Nothing listening: UpstreamError kind 'connect'."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    pool = pool_for(port)
+    with pytest.raises(UpstreamError) as caught:
+        await pool.fetch("GET", "/", [], b"", 2.0)
+    assert caught.value.kind == "connect" and caught.value.status == 502
+
+
+async def test_fetch_timeout_kind(raw_upstream: StartRaw) -> None:
+    """An upstream that never answers: UpstreamError kind 'timeout' near the given timeout."""
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(10)
+
+    upstream = await raw_upstream(stall)
+    pool = pool_for(upstream.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(UpstreamError) as caught:
+        await pool.fetch("GET", "/", [], b"", 0.3)
+    assert caught.value.kind == "timeout" and caught.value.status == 504
+    assert 0.25 <= loop.time() - started < 1.5
+    pool.close()
+
+
+async def test_fetch_protocol_kind(raw_upstream: StartRaw) -> None:
+    """An unparseable response: UpstreamError kind 'protocol'."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    upstream = await raw_upstream(garbage)
+    pool = pool_for(upstream.port)
+    with pytest.raises(UpstreamError) as caught:
+        await pool.fetch("GET", "/", [], b"", 2.0)
+    assert caught.value.kind == "protocol"
+    pool.close()
+
+
+async def test_fetch_retries_idempotent_on_stale_connection_only(raw_upstream: StartRaw) -> None:
+    """A stale pooled connection: GET is resent once on a new connection, POST is not."""
+    seen: list[bytes] = []
+
+    async def one_then_stale(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await read_request(reader))[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        seen.append((await read_request(reader))[0])
+        writer.transport.abort()
+
+    upstream = await raw_upstream(one_then_stale)
+    pool = pool_for(upstream.port)
+    assert (await pool.fetch("GET", "/1", [], b"", 2.0))[2] == b"ok"
+    assert (await pool.fetch("GET", "/2", [], b"", 2.0))[2] == b"ok"
+    assert seen == [b"GET /1 HTTP/1.1", b"GET /2 HTTP/1.1", b"GET /2 HTTP/1.1"]
+    with pytest.raises(UpstreamError) as caught:
+        await pool.fetch("POST", "/3", [], b"x", 2.0)
+    assert caught.value.kind == "connect"
+    assert seen[-1] == b"POST /3 HTTP/1.1" and seen.count(b"POST /3 HTTP/1.1") == 1
+    pool.close()
+
+
+async def test_closed_pool_closes_connections_once_idle(echo: EchoUpstream) -> None:
+    """A retired pool keeps no idle connections: they close when their response ends."""
+    pool = pool_for(echo.port)
+    await pool.fetch("GET", "/", [], b"", 2.0)
+    assert len(pool.idle) == 1
+    pool.close()
+    assert pool.idle == []
+    await pool.fetch("GET", "/", [], b"", 2.0)
+    assert pool.idle == []
