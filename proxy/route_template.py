@@ -152,7 +152,8 @@ class CompiledRoutes:
     """Routes in priority order plus the index ``match`` uses; the default route catches the rest."""
 
     def __init__(self, routes: Sequence[tuple[Route, Template]], default: Route) -> None:
-        ordered = sorted(enumerate(routes), key=lambda item: (item[1][1].key, item[0]))
+        # Equal keys keep file order (line), so the table reads the same whichever way it was built.
+        ordered = sorted(enumerate(routes), key=lambda item: (item[1][1].key, item[1][0].line, item[0]))
         self.ordered: tuple[Route, ...] = tuple(route for _, (route, _) in ordered)
         self.default = default
         compiled = [_Compiled(route, template) for _, (route, template) in ordered]

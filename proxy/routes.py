@@ -73,7 +73,10 @@ class RouteTable:
     _compiled: CompiledRoutes | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self._compiled is None:
+        stale = self._compiled is not None and (
+            self._compiled.ordered != tuple(self.routes) or self._compiled.default is not self.default
+        )
+        if self._compiled is None or stale:  # built by hand or by dataclasses.replace()
             templates = [(route, parse_template(route.path)) for route in self.routes]
             object.__setattr__(self, "_compiled", CompiledRoutes(templates, self.default))
         assert self._compiled is not None
@@ -115,8 +118,9 @@ def _build(text: str, filename: str, sha256: str) -> RouteTable:
     )
     pairs = [(route, template) for route, template, _ in doc.routes]
     compiled = CompiledRoutes(pairs, default)
-    if not doc.reader.errors:
-        _cross_check(doc, compiled)
+    # Invalid routes are left out of the cross checks: that can hide a tie with a broken route, but never
+    # invent one, so ties and unreachable routes are reported together with every other error.
+    _cross_check(doc, compiled)
     if doc.reader.errors:
         raise RoutesError(sorted(doc.reader.errors, key=lambda e: e.line))
     return RouteTable(

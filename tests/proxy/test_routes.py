@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -749,3 +750,33 @@ def test_index_agrees_with_reference(
         path = "/" + "/".join(segments) + ("/" if slash and segments else "")
         found = t.match(method, path)
         assert (found.route.name, dict(found.params), found.forward_path) == _reference(routes, method, path)
+
+
+def test_ties_are_reported_with_other_errors() -> None:
+    """A tie is reported in the same load as an unrelated error elsewhere in the file."""
+    errors = errors_of(
+        "upstreams:\n  legacy: {url: 'http://h', pool_size: 0}\n  new: {url: 'http://h'}\nroutes:\n"
+        "  - {name: a, match: {path: /x}, target: new}\n"
+        "  - {name: b, match: {path: /x}, target: new}\n"
+    )
+    assert [(line, key) for line, key, _ in errors] == [
+        (2, "upstreams.legacy.pool_size"),
+        (6, "routes[1].match"),
+    ]
+
+
+def test_table_built_by_hand_or_replaced_recompiles() -> None:
+    """A RouteTable made directly or by dataclasses.replace matches its own routes, in priority order."""
+    base = table(USERS)
+    by_hand = RouteTable(
+        routes=tuple(reversed(base.routes)),
+        upstreams=base.upstreams,
+        default=base.default,
+        source="x",
+        sha256="0",
+    )
+    assert by_hand.routes == base.routes
+    assert route_of(by_hand, "GET", "/api/v1/users/me") == "users-me"
+    fewer = dataclasses.replace(base, routes=tuple(r for r in base.routes if r.name != "users-me"))
+    assert route_of(fewer, "GET", "/api/v1/users/me") == "users-get"
+    assert route_of(base, "GET", "/api/v1/users/me") == "users-me"
