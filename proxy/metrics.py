@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,13 @@ Counts = dict[tuple[str, str, int], int]
 class RequestStats:
     """The request observer: counts by (route, target, status), latency buckets by (route, target)."""
 
-    __slots__ = ("_bounds", "cells", "counts")
+    __slots__ = ("_bounds", "cells", "counts", "ident")
 
     def __init__(self) -> None:
         self._bounds = BUCKETS
+        # Names this process's snapshot file; the random part keeps a reused pid from overwriting the
+        # counts of a dead worker (counters must never go backwards).
+        self.ident = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.counts: Counts = {}
         self.cells: Cells = {}
 
@@ -73,7 +77,7 @@ class RequestStats:
 
     def write_snapshot(self, directory: Path) -> None:
         """Atomically replace this process's snapshot file in ``directory``."""
-        final = directory / f"{SNAPSHOT_PREFIX}{os.getpid()}.json"
+        final = directory / f"{SNAPSHOT_PREFIX}{self.ident}.json"
         tmp = directory / f".{final.name}.tmp"
         tmp.write_text(json.dumps(self.snapshot()))
         os.replace(tmp, final)

@@ -1,0 +1,125 @@
+"""--workers N: a supervisor and N real worker processes sharing the port, reloads and metrics summed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from opshelp import GatewayProcess, routes_text, start_gateway, upstream, write_atomically
+
+pytestmark = pytest.mark.slow
+
+
+async def spread_requests(gw: GatewayProcess, path: str, rounds: int = 10, per_round: int = 40) -> int:
+    """Send rounds of concurrent requests on fresh connections until two workers have served some."""
+    sent = 0
+    connector = aiohttp.TCPConnector(force_close=True, limit=per_round)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(rounds):
+
+            async def one() -> None:
+                async with session.get(gw.url + path) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+
+            await asyncio.gather(*(one() for _ in range(per_round)))
+            sent += per_round
+            await asyncio.sleep(0.1)  # let the access lines arrive
+            if len(served_by(gw)) >= 2:
+                break
+    return sent
+
+
+def served_by(gw: GatewayProcess) -> Counter[int]:
+    return Counter(line["pid"] for line in gw.lines if line.get("logger") == "strangler.access")
+
+
+async def metric(gw: GatewayProcess, pattern: str, want: float) -> float:
+    """Poll /metrics (bounded) until the sample matching ``pattern`` equals ``want``; return the last."""
+    value = -1.0
+    async with aiohttp.ClientSession() as session:
+        for _ in range(40):
+            text = await (await session.get(gw.admin_url + "/metrics")).text()
+            found = re.search(pattern + r" ([0-9.e+]+)", text)
+            value = float(found.group(1)) if found else -1.0
+            if value == want:
+                break
+            await asyncio.sleep(0.1)
+    return value
+
+
+async def test_metrics_add_up_across_workers_and_sighup_reaches_each(tmp_path: Path) -> None:
+    """Two workers both serve; /metrics on the parent shows their sum; a SIGHUP reload reaches both."""
+    async with upstream("legacy") as leg, upstream("new") as new:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes_text(leg.url, new.url, "legacy"))
+        gw = await start_gateway(path, "--workers", "2", "--reload-interval", "600")
+        try:
+            sent = await spread_requests(gw, "/items/1")
+            per_worker = served_by(gw)
+            assert len(per_worker) == 2, f"only one worker served {sent} requests: {per_worker}"
+            assert sum(per_worker.values()) == sent
+            series = r'strangler_requests_total\{route="items",status="200",target="legacy"\}'
+            assert await metric(gw, series, sent) == sent
+            count = r'strangler_request_duration_seconds_count\{route="items",target="legacy"\}'
+            assert await metric(gw, count, sent) == sent
+
+            write_atomically(path, routes_text(leg.url, new.url, "new"))
+            mark = len(gw.lines)
+            gw.signal(signal.SIGHUP)
+            for _ in range(100):
+                lines = gw.lines[mark:]
+                reloaded = {line["pid"] for line in lines if line.get("msg") == "worker routes reloaded"}
+                if len(reloaded) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert reloaded == set(per_worker)
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                for _ in range(20):
+                    async with session.get(gw.url + "/items/2") as resp:
+                        assert (await resp.json())["backend"] == "new"
+            assert await metric(gw, r'strangler_reload_total\{result="success"\}', 1.0) == 1.0
+        finally:
+            assert await gw.stop() == 0
+
+
+async def test_a_crashed_worker_is_restarted(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL is replaced; service and readiness recover; its counts are kept."""
+    async with upstream("legacy") as leg, upstream("new") as new:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes_text(leg.url, new.url, "legacy"))
+        gw = await start_gateway(path, "--workers", "2")
+        try:
+            sent = await spread_requests(gw, "/items/1", rounds=1, per_round=20)
+            series = r'strangler_requests_total\{route="items",status="200",target="legacy"\}'
+            assert await metric(gw, series, sent) == sent  # every worker has flushed its counts
+            victim = next(line["worker_pid"] for line in gw.lines if line.get("msg") == "worker started")
+            mark = len(gw.lines)
+            os.kill(victim, signal.SIGKILL)
+            died = await gw.wait_for("worker died; restarting", after=mark)
+            assert died["worker_pid"] == victim
+            restarted = await gw.wait_for("worker started", after=mark)
+            assert restarted["worker_pid"] != victim
+            async with aiohttp.ClientSession() as session:
+                for _ in range(50):
+                    ready = await session.get(gw.admin_url + "/readyz")
+                    body = await ready.json()
+                    if ready.status == 200 and body["workers"]["alive"] == 2:
+                        break
+                    await asyncio.sleep(0.1)
+                assert ready.status == 200, body
+                assert body["workers"] == {"configured": 2, "alive": 2}
+                for _ in range(10):
+                    async with session.get(gw.url + "/items/3") as resp:
+                        assert resp.status == 200
+            # The dead worker's last flushed counts still count: counters never go backwards.
+            assert await metric(gw, series, sent + 10) == sent + 10
+        finally:
+            assert await gw.stop() == 0
