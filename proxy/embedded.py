@@ -7,13 +7,23 @@ Node.js) can reach it with an ordinary redis:// URL.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec: it gets SIGTERM when its parent dies, even by SIGKILL (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -80,6 +90,9 @@ class EmbeddedRedis:
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")],
             stdin=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl-C must not stop Redis before the services that use it.
+            start_new_session=True,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

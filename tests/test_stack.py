@@ -1,0 +1,279 @@
+"""`strangler run`: configuration, the effective routes file, and the whole system as a real subprocess.
+
+The end-to-end tests start `strangler run` exactly as `make run` does, with free ports and no
+DATABASE_URL / REDIS_URL (so the embedded PostgreSQL and Redis are used), talk to it through the gateway,
+then stop it with a signal and check that nothing it started is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.embedded import free_port
+from proxy.routes import load_routes
+from proxy.stack_parts import StackError, effective_routes, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+STRANGLER = Path(sys.executable).parent / "strangler"
+
+
+# --- configuration and routes (no processes) ---
+
+def test_config_defaults_flags_and_env() -> None:
+    """Flags beat env, env beats defaults, and secrets are generated when not given."""
+    cfg = parse_config(["--listen", "127.0.0.1:9090", "--new-port", "9001"],
+                       {"STRANGLER_LISTEN": "127.0.0.1:7070", "LEGACY_PORT": "9002", "REDIS_URL": "redis://x/0"})
+    assert cfg.listen == ("127.0.0.1", 9090) and cfg.new_port == 9001 and cfg.legacy_port == 9002
+    assert cfg.admin == ("127.0.0.1", 8081) and cfg.redis_url == "redis://x/0" and cfg.database_url is None
+    assert len(cfg.jwt_secret) >= 32 and cfg.jwt_secret != parse_config([], {}).jwt_secret
+    assert parse_config([], {"JWT_SECRET": "s" * 40}).jwt_secret == "s" * 40
+
+
+@pytest.mark.parametrize(("argv", "env", "needle"), [
+    (["--listen", "8080"], {}, "--listen='8080' is invalid"),
+    ([], {"NEW_PORT": "70000"}, "env NEW_PORT='70000' is invalid"),
+    (["--legacy-port", "8000"], {}, "same port"),
+    (["--ready-timeout", "0"], {}, "--ready-timeout='0' is invalid"),
+])
+def test_config_errors_name_the_setting(argv: list[str], env: dict[str, str], needle: str) -> None:
+    """A bad flag or env value is refused with a message naming it."""
+    with pytest.raises(StackError, match=re.escape(needle)):
+        parse_config(argv, env)
+
+
+def test_effective_routes_rewrites_only_the_upstream_urls(tmp_path: Path) -> None:
+    """Other ports give a copy with the same lines except the two URLs; it loads as a valid table."""
+    source = ROOT / "routes.yaml"
+    out = effective_routes(source, {"legacy": 13000, "new": 18000}, tmp_path)
+    assert out.parent == tmp_path
+    before, after = source.read_text().splitlines(), out.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=False) if a != b]
+    assert len(changed) == 2 and len(after) == len(before) + 1  # plus the trailing "generated" comment
+    table = load_routes(out)
+    assert (table.upstreams["legacy"].port, table.upstreams["new"].port) == (13000, 18000)
+    assert len(table.routes) == len(load_routes(source).routes)
+
+
+def test_effective_routes_keeps_the_users_file_when_ports_match(tmp_path: Path) -> None:
+    """With the ports routes.yaml already names, the user's own file is used and nothing is written."""
+    table = load_routes(ROOT / "routes.yaml")
+    ports = {name: table.upstreams[name].port for name in ("legacy", "new")}
+    assert effective_routes(ROOT / "routes.yaml", ports, tmp_path) == ROOT / "routes.yaml"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_effective_routes_refuses_a_file_without_upstreams(tmp_path: Path) -> None:
+    """A routes file that does not declare the legacy upstream is refused naming the key."""
+    bad = tmp_path / "routes.yaml"
+    bad.write_text("upstreams:\n  new: {url: 'http://127.0.0.1:8000'}\nroutes: []\n")
+    with pytest.raises(StackError, match=r"upstreams\.legacy\.url is missing"):
+        effective_routes(bad, {"legacy": 3000, "new": 8000}, tmp_path / "out")
+
+
+# --- the whole system ---
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (by parent pid, so also those in their own sessions)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@dataclass
+class Run:
+    """A `strangler run` subprocess and everything it has printed so far."""
+
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    ports: dict[str, int]
+    output: bytearray = field(default_factory=bytearray)
+
+    def read(self, seconds: float) -> None:
+        """Collect output for up to `seconds` (the pipe must be drained or the stack would block)."""
+        assert self.proc.stdout is not None
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if not ready:
+                return
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                return
+            self.output += chunk
+
+    @property
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+    def wait_up(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.read(0.2)
+            if b"strangler is up" in self.output:
+                return
+            assert self.proc.poll() is None, f"strangler run exited {self.proc.returncode}:\n{self.text}"
+        raise AssertionError(f"strangler run not up within {timeout}s:\n{self.text[-5000:]}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}{path}"
+
+    def stop(self, sig: int, timeout: float) -> int:
+        self.proc.send_signal(sig)
+        end = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < end:
+            self.read(0.2)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            name = signal.Signals(sig).name
+            raise AssertionError(f"strangler run ignored {name} for {timeout}s:\n{self.text}")
+        self.read(0.5)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def stack_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state directory for the module, so the embedded PostgreSQL is initialised once."""
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture
+def run(stack_state: Path) -> Iterator[Run]:
+    """`strangler run` on free ports with embedded databases; killed with its tree if a test leaves it up."""
+    ports = {name: free_port() for name in ("gateway", "admin", "legacy", "new")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET")}
+    argv = [str(STRANGLER), "run", "--listen", f"127.0.0.1:{ports['gateway']}",
+            "--admin", f"127.0.0.1:{ports['admin']}", "--legacy-port", str(ports["legacy"]),
+            "--new-port", str(ports["new"]), "--state-dir", str(stack_state), "--stop-timeout", "10"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    r = Run(proc, stack_state, ports)
+    try:
+        yield r
+    finally:
+        if proc.poll() is None:
+            leftovers = descendants(proc.pid)
+            proc.kill()
+            proc.wait()
+            for pid in leftovers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def postmaster_pid(state_dir: Path) -> int | None:
+    try:
+        return int((state_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_run_serves_both_backends_through_the_gateway_and_stops_on_sigint(run: Run) -> None:
+    """A `new` route reaches the Python service, the rest legacy; SIGINT stops everything with exit 0."""
+    run.wait_up(45)
+    for part in ("gateway", "admin", "legacy", "new"):
+        assert f"127.0.0.1:{run.ports[part]}" in run.text, part
+    children = descendants(run.proc.pid)
+    pg = postmaster_pid(run.state_dir)
+    assert pg is not None and alive(pg)
+    with httpx.Client(timeout=10) as http:
+        # POST /api/v1/auth/register is not declared in routes.yaml: the default route, legacy.
+        legacy_id = f"stack-{uuid.uuid4()}"
+        email = f"stack-{uuid.uuid4().hex[:8]}@example.com"
+        r = http.post(run.url("/api/v1/auth/register"), headers={"X-Request-Id": legacy_id},
+                      json={"email": email, "password": "password123", "name": "Stack"})
+        assert r.status_code == 201, r.text
+        assert r.headers["x-request-id"] == legacy_id
+        user = r.json()["user"]
+        # GET /api/v1/users/{id} is `target: new` in routes.yaml.
+        new_id = f"stack-{uuid.uuid4()}"
+        r = http.get(run.url(f"/api/v1/users/{user['id']}"), headers={"X-Request-Id": new_id})
+        assert r.status_code == 200 and r.headers["x-request-id"] == new_id
+        assert r.json() == user
+    run.read(1.0)
+    # Each service logs the request id it served, and strangler run prefixes every line with its name.
+    logged_by = {rid: {ln.split("|")[0].strip() for ln in run.text.splitlines() if rid in ln}
+                 for rid in (legacy_id, new_id)}
+    assert logged_by[legacy_id] == {"legacy", "gateway"}, logged_by
+    assert logged_by[new_id] == {"new", "gateway"}, logged_by
+
+    started = time.monotonic()
+    assert run.stop(signal.SIGINT, 40) == 0, run.text[-4000:]
+    assert time.monotonic() - started < 40
+    assert run.text.rstrip().endswith("stopped"), run.text[-2000:]
+    assert not [pid for pid in children if alive(pid)], "children left running"
+    assert not alive(pg), "embedded postgres left running"
+
+
+def test_run_exits_non_zero_naming_a_child_that_dies(run: Run) -> None:
+    """When legacy dies on its own the rest are stopped and strangler run exits 1 naming it."""
+    run.wait_up(45)
+    children = descendants(run.proc.pid)
+    legacy = [pid for pid in children if b"legacy/src/server.js" in cmdline(pid)]
+    assert len(legacy) == 1, [cmdline(pid) for pid in children]
+    os.kill(legacy[0], signal.SIGKILL)
+    end = time.monotonic() + 40
+    while run.proc.poll() is None and time.monotonic() < end:
+        run.read(0.2)
+    run.read(0.5)
+    assert run.proc.returncode == 1, run.text[-3000:]
+    assert "legacy exited with status -9 on its own; stopping the rest" in run.text
+    assert not [pid for pid in children if alive(pid)]
+
+
+def test_run_refuses_a_busy_port_naming_the_flag(stack_state: Path) -> None:
+    """If a port is taken, strangler run exits 1 at once and says which flag moves it."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = [str(STRANGLER), "run", "--new-port", str(port), "--listen", f"127.0.0.1:{free_port()}",
+                "--admin", f"127.0.0.1:{free_port()}", "--legacy-port", str(free_port()),
+                "--state-dir", str(stack_state)]
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=30)
+    assert r.returncode == 1
+    assert f"new cannot listen on 127.0.0.1:{port}" in r.stderr.decode() and "--new-port" in r.stderr.decode()
