@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services clean
+.PHONY: run test install lint bench bench-gateway bench-services clean ensure-chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,8 +22,13 @@ install: $(STAMP) legacy/node_modules/.installed
 run: install
 	$(VENV)/bin/strangler run
 
-test: install
+test: install ensure-chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The report page is tested in a real headless browser (tests/shadow/test_report_web.py).
+ensure-chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "ensure-chromium: could not install chromium (no apt or no root); browser tests will skip"
 
 lint: install
 	$(VENV)/bin/ruff check proxy services tests bench
