@@ -77,7 +77,11 @@ class Reader:
     def scalar(self, node: yaml.Node, key: str, tags: tuple[str, ...], expected: str) -> object | None:
         """Construct a scalar whose resolved tag is one of ``tags`` (e.g. ``("int", "float")``)."""
         if not isinstance(node, yaml.ScalarNode) or node.tag.removeprefix(_TAG) not in tags:
-            self.error(node, key, f"must be {expected}; got {_kind(node)}")
+            hint = ""
+            if tags == ("str",) and isinstance(node, yaml.ScalarNode) and node.value:
+                # YAML 1.1 reads yes/no/on/off, numbers and ~ as non-strings; quoting fixes it.
+                hint = f' (write "{node.value}" in quotes if you meant the text)'
+            self.error(node, key, f"must be {expected}; got {_kind(node)}{hint}")
             return None
         try:
             value: object = self._constructor.construct_object(node)

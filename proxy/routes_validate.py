@@ -2,7 +2,7 @@
 
 The file is composed (not loaded) with PyYAML's SafeLoader so each node keeps its line; values are
 read through ``routes_fields.Reader``, which records errors and carries on. Cross-route checks (ties,
-unreachable routes) run in ``proxy.routes`` once the routes themselves are valid.
+unreachable routes) run in ``proxy.routes`` over the routes that validated.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = ["UPSTREAM_NAMES", "Document", "read_document"]
 UPSTREAM_NAMES = ("legacy", "new")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _METHOD = re.compile(r"[A-Z][A-Z_-]*")
+_HOST = re.compile(r"[A-Za-z0-9._-]+")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TOP = {"upstreams": True, "default": False, "shadow": False, "routes": False}
 _UPSTREAM = {"url": True, "connect_timeout": False, "timeout": False, "pool_size": False}
@@ -52,7 +53,7 @@ _COMPARE = {
 
 @dataclass
 class Document:
-    """What a routes file says, before the routes are compiled; ``errors`` non-empty means invalid."""
+    """What a routes file says, before the routes are compiled; ``reader.errors`` non-empty: invalid."""
 
     reader: Reader
     upstreams: dict[str, UpstreamSpec] = field(default_factory=dict)
@@ -152,25 +153,31 @@ def _url(reader: Reader, node: yaml.Node, key: str) -> tuple[str, str, int, str]
         problem = "must not carry credentials (user:password@)"
     elif parts.query or parts.fragment or text.endswith(("?", "#")):
         problem = "must not have a query or fragment; only an optional base path"
+    elif _HOST.fullmatch(parts.hostname) is None and not parts.netloc.startswith("["):
+        problem = f"has an invalid host {parts.hostname!r}: use a DNS name or an IP address"
+    elif not text.isascii():
+        problem = "must be ASCII: percent-encode other characters in the base path"
     else:
         problem = None
     if problem is not None:
         reader.error(node, key, problem)
         return None
     try:
-        port = parts.port or 80
+        port = parts.port
     except ValueError:
+        port = 0
+    if port == 0:
         reader.error(node, key, f"has an invalid port (1-65535 expected); got {text!r}")
         return None
     base = parts.path.rstrip("/")
     if base:
         try:
-            canonical, _ = paths.canonicalise(base.encode("ascii", "replace"))
+            canonical, _ = paths.canonicalise(base.encode("ascii"))
         except paths.BadPath as exc:
             reader.error(node, key, f"base path {base!r} is refused: {exc.reason}")
             return None
         base = canonical
-    return text, parts.hostname or "", port, base
+    return text, parts.hostname or "", port or 80, base
 
 
 def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:

@@ -496,6 +496,10 @@ def test_yaml_syntax_error_reports_its_line(text: str, line: int, fragment: str)
         (UPSTREAMS + "shadow: {queue: 1.5}\n", [(4, "shadow.queue", "must be an integer")]),
         (UPSTREAMS + "1: x\n", [(4, "", "keys must be plain names")]),
         (
+            UPSTREAMS + "routes: [{name: no, match: {path: /a}, target: new}]\n",
+            [(4, "routes[0].name", 'must be a string; got true or false (write "no" in quotes')],
+        ),
+        (
             UPSTREAMS
             + "routes:\n  - {name: a, match: {path: /a}, target: new, compare: {ignore: ['$.a[x]']}}\n",
             [(5, "routes[0].compare.ignore[0]", "allowed segments are .name, [n] and [*]")],
@@ -527,6 +531,17 @@ def test_yaml_syntax_error_reports_its_line(text: str, line: int, fragment: str)
         (
             "upstreams:\n  legacy: {url: 'http://h/a?b'}\n  new: {url: 'http:///x'}\n",
             [(2, "upstreams.legacy.url", "query"), (3, "upstreams.new.url", "has no host")],
+        ),
+        (
+            "upstreams:\n  legacy: {url: 'http://h:0'}\n  new: {url: 'http://a b'}\n",
+            [(2, "upstreams.legacy.url", "invalid port"), (3, "upstreams.new.url", "invalid host 'a b'")],
+        ),
+        (
+            "upstreams:\n  legacy: {url: 'http://h/café'}\n  new: {url: 'http://h/%zz'}\n",
+            [
+                (2, "upstreams.legacy.url", "must be ASCII"),
+                (3, "upstreams.new.url", "invalid percent-escape"),
+            ],
         ),
         (
             "upstreams:\n  legacy: {url: 'http://h/a/../b'}\n  new: {url: 'http://h'}\n",
