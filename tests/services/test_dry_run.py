@@ -1,0 +1,122 @@
+"""Dry run: a signed request runs in a rolled-back transaction and skips Redis writes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from tests.services.conftest import DRY_RUN_SECRET, PASSWORD, MakeClient, bearer, register, unique_email
+
+BAD_SIGNATURE = b'{"error":{"code":"forbidden","message":"invalid dry-run signature"}}'
+
+
+def sign(method: str, target: str, t: int | None = None, secret: str = DRY_RUN_SECRET) -> str:
+    """The X-Strangler-Dry-Run header value for a request."""
+    t = int(time.time()) if t is None else t
+    sig = hmac.new(secret.encode(), f"{t}\n{method}\n{target}".encode(), hashlib.sha256).hexdigest()
+    return f"t={t},sig={sig}"
+
+
+async def test_dry_run_post_returns_201_and_leaves_the_table_unchanged(
+    client: TestClient[Any, Any], db: Any
+) -> None:
+    """A signed POST /api/v1/posts answers 201 with a post, marked applied, and nothing is stored."""
+    author = await register(client)
+    before = await db.fetchval("SELECT count(*) FROM posts")
+    headers = {**bearer(author["tokens"]), "X-Strangler-Dry-Run": sign("POST", "/api/v1/posts")}
+    response = await client.post("/api/v1/posts", json={"title": "shadow", "body": "b"}, headers=headers)
+    assert response.status == 201
+    assert response.headers["X-Strangler-Dry-Run"] == "applied"
+    post = await response.json()
+    assert post["title"] == "shadow" and post["author"]["id"] == author["user"]["id"]
+    assert await db.fetchval("SELECT count(*) FROM posts") == before
+    assert await db.fetchval("SELECT count(*) FROM posts WHERE id = $1", post["id"]) == 0
+
+
+async def test_dry_run_register_and_query_string_are_signed(client: TestClient[Any, Any], db: Any) -> None:
+    """The signature covers path and query; a dry-run register stores neither user nor refresh token."""
+    email = unique_email()
+    target = "/api/v1/auth/register?x=1"
+    response = await client.post(
+        target,
+        json={"email": email, "password": PASSWORD, "name": "Dry"},
+        headers={"X-Strangler-Dry-Run": sign("POST", target)},
+    )
+    assert response.status == 201
+    assert await db.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 0
+    wrong_query = await client.post(
+        "/api/v1/auth/register?x=2",
+        json={"email": email, "password": PASSWORD, "name": "Dry"},
+        headers={"X-Strangler-Dry-Run": sign("POST", target)},
+    )
+    assert wrong_query.status == 403
+
+
+async def test_dry_run_skips_redis_writes(
+    client: TestClient[Any, Any], redis_url: str, redis_prefix: str
+) -> None:
+    """A dry-run login counts nothing and a dry-run logout revokes nothing."""
+    body = await register(client)
+    login = await client.post(
+        "/api/v1/auth/login",
+        json={"email": body["user"]["email"], "password": PASSWORD},
+        headers={"X-Strangler-Dry-Run": sign("POST", "/api/v1/auth/login")},
+    )
+    assert login.status == 200
+    logout = await client.post(
+        "/api/v1/auth/logout",
+        headers={**bearer(body["tokens"]), "X-Strangler-Dry-Run": sign("POST", "/api/v1/auth/logout")},
+    )
+    assert logout.status == 204 and logout.headers["X-Strangler-Dry-Run"] == "applied"
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await r.keys(f"{redis_prefix}*") == []
+    finally:
+        await r.aclose()
+    assert (await client.get("/api/v1/auth/me", headers=bearer(body["tokens"]))).status == 200
+
+
+async def test_dry_run_error_responses_are_marked_too(client: TestClient[Any, Any]) -> None:
+    """A valid dry run that ends in an error (404) still says it was applied."""
+    response = await client.get(
+        "/api/v1/users/999999999999",
+        headers={"X-Strangler-Dry-Run": sign("GET", "/api/v1/users/999999999999")},
+    )
+    assert response.status == 404
+    assert response.headers["X-Strangler-Dry-Run"] == "applied"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        sign("POST", "/api/v1/posts", t=int(time.time()) - 120),
+        sign("POST", "/api/v1/posts", secret="some other secret"),
+        sign("GET", "/api/v1/posts"),
+        "t=1,sig=zz",
+        "garbage",
+        "",
+    ],
+)
+async def test_bad_or_stale_signature_is_403(client: TestClient[Any, Any], db: Any, header: str) -> None:
+    """Present but invalid or older than 30 s: 403 invalid dry-run signature, and nothing runs."""
+    author = await register(client)
+    before = await db.fetchval("SELECT count(*) FROM posts")
+    headers = {**bearer(author["tokens"]), "X-Strangler-Dry-Run": header}
+    response = await client.post("/api/v1/posts", json={"title": "t", "body": "b"}, headers=headers)
+    assert response.status == 403
+    assert await response.read() == BAD_SIGNATURE
+    assert "X-Strangler-Dry-Run" not in response.headers
+    assert await db.fetchval("SELECT count(*) FROM posts") == before
+
+
+async def test_dry_run_without_secret_is_403(make_client: MakeClient) -> None:
+    """When DRY_RUN_SECRET is not configured, any dry-run header is refused."""
+    client = await make_client(dry_run_secret=None)
+    response = await client.get("/health", headers={"X-Strangler-Dry-Run": sign("GET", "/health")})
+    assert response.status == 403
