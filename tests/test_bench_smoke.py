@@ -1,0 +1,170 @@
+"""The benchmarks' moving parts without load: wrk output parsing, Lua scripts, generated configs, verdicts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from bench.gw_targets import NGINX_CONF, ROUTES
+from bench.report import Check
+from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
+from proxy.routes import parse_routes
+
+RECORDED = """\
+Running 10s test @ http://127.0.0.1:40123/api/v1/users/1
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.18ms    2.57ms  22.33ms   92.86%
+    Req/Sec    19.99k     4.67k   27.85k    80.00%
+  Latency Distribution
+     50%   61.00us
+     75%    1.39ms
+     90%    3.08ms
+     99%    1.02s
+  200600 requests in 10.01s, 27.00MB read
+  Socket errors: connect 0, read 3, write 1, timeout 2
+  Non-2xx or 3xx responses: 17
+Requests/sec:  20039.88
+Transfer/sec:      2.68MB
+"""
+
+
+def test_parse_wrk_reads_throughput_percentiles_and_errors() -> None:
+    """A recorded wrk --latency report parses to req/s, request count, ms percentiles and error counts."""
+    run = parse_wrk(RECORDED)
+    assert (run.rps, run.requests) == (20039.88, 200600)
+    assert (run.p50_ms, run.p75_ms, run.p90_ms, run.p99_ms) == pytest.approx((0.061, 1.39, 3.08, 1020.0))
+    assert (run.non2xx, run.socket_errors, run.errors) == (17, 6, 23)
+
+
+def test_parse_wrk_refuses_a_report_without_results() -> None:
+    """wrk's output for a refused connection is an error, not a zero-throughput run."""
+    with pytest.raises(WrkParseError):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_summary_and_checks_fold_rounds_as_documented() -> None:
+    """Means for throughput, medians for percentiles, CPU over requests, ratios paired by round."""
+    fast = Summary("a", [Run(200, 2000, 1, 1, 1, 4, cpu_s=0.02, round=0),
+                         Run(100, 1000, 1, 1, 1, 8, cpu_s=0.01, round=1)])
+    slow = Summary("b", [Run(100, 1000, 2, 2, 2, 2, round=0), Run(100, 1000, 2, 2, 2, 6, round=1)])
+    assert (fast.rps_mean, fast.rps_min, fast.rps_max, fast.p99_ms) == (150, 100, 200, 6)
+    assert fast.cpu_us_per_request == pytest.approx(10.0)
+    assert slow.cpu_us_per_request is None
+    assert paired_ratios(fast, slow, lambda r: r.rps) == [2.0, 1.0]
+    assert Check("t", 1.5, ">=", 1.5).verdict == "PASS"
+    assert Check("t", 1.49, ">=", 1.5).verdict == "FAIL"
+    assert Check("p99", 1.6, "<=", 1.5).verdict == "FAIL"
+    assert Check("n/a", None, ">=", 1.0).verdict == "SKIP"
+
+
+def test_gateway_routes_template_is_a_valid_table() -> None:
+    """The routes the gateway benchmark writes load, route the benchmark path, and shadow only when asked."""
+    plain = parse_routes(ROUTES.format(legacy=9001, new=9002, shadow=""), "bench.yaml")
+    shadowed = parse_routes(ROUTES.format(legacy=9001, new=9002, shadow="    shadow: {sample: 1.0}\n"),
+                            "bench.yaml")
+    for table in (plain, shadowed):
+        match = table.match("GET", "/api/v1/users/1")
+        assert (match.route.name, match.route.target) == ("users-get", "legacy")
+        assert table.upstreams["new"].port == 9002
+    assert plain.match("GET", "/api/v1/users/1").route.shadow is None
+    spec = shadowed.match("GET", "/api/v1/users/1").route.shadow
+    assert spec is not None and spec.sample == 1.0
+
+
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin") is None,
+                    reason="nginx is not installed (the gateway benchmark installs nginx-light)")
+def test_nginx_config_template_passes_nginx_t(tmp_path: Path) -> None:
+    """The generated nginx.conf is accepted by `nginx -t`."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp_path, upstream=9001, port=9004))
+    nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin")
+    assert nginx is not None
+    done = subprocess.run([nginx, "-t", "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+
+
+Seen = list[tuple[str, str, dict[str, str], bytes]]  # method, path, headers, body of the first requests
+Recorded = tuple[int, Seen]  # the recording server's port and what it saw
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[Seen] = []
+    lock = threading.Lock()
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.lock:
+            if len(self.seen) < 5:
+                self.seen.append((self.command, self.path, dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorded]:
+    _Recorder.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], _Recorder.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _run_script(port: int, script: str, *args: str) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (the benchmarks install it with apt)")
+    cmd = wrk_command(f"http://127.0.0.1:{port}/", connections=1, duration=1, script=script, script_args=args)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+
+
+def test_users_script_requests_random_ids_in_range(recorder: Recorded) -> None:
+    """users_random.lua asks for GET /api/v1/users/{id} with ids inside the seeded range."""
+    port, seen = recorder
+    _run_script(port, "users_random.lua", "5", "9")
+    assert len(seen) == 5
+    for method, path, _, _ in seen:
+        assert method == "GET" and path.startswith("/api/v1/users/")
+        assert 5 <= int(path.rsplit("/", 1)[1]) <= 9
+
+
+def test_posts_script_posts_json_with_the_bearer_token(recorder: Recorded) -> None:
+    """posts_create.lua sends an authenticated JSON POST /api/v1/posts with title and body."""
+    port, seen = recorder
+    _run_script(port, "posts_create.lua", "tok.en.sig")
+    method, path, headers, body = seen[0]
+    assert (method, path) == ("POST", "/api/v1/posts")
+    assert headers["Authorization"] == "Bearer tok.en.sig"
+    assert headers["Content-Type"] == "application/json"
+    assert body.startswith(b'{"title":"bench post","body":"')
+
+
+def test_login_script_logs_in_as_seeded_users(recorder: Recorded) -> None:
+    """login.lua posts a seeded user's email and the shared password as JSON."""
+    port, seen = recorder
+    _run_script(port, "login.lua", "3", "3", "pw-123")
+    method, path, headers, body = seen[0]
+    assert (method, path, headers["Content-Type"]) == ("POST", "/api/v1/auth/login", "application/json")
+    assert body == b'{"email":"user3@bench.example","password":"pw-123"}'
