@@ -251,7 +251,7 @@ def render_terminal(report: Report) -> str:
 
 def _side_by_side(ex: dict[str, Any], width: int = 38) -> list[str]:
     def cell(value: Any) -> str:
-        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        text = orjson.dumps(value).decode()  # JSON, so "1" and 1 look different
         return text if len(text) <= width else text[: width - 1] + "…"
 
     lines = [

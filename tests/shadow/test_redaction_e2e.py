@@ -16,7 +16,8 @@ MARK = "PLANTED"  # every planted secret contains this; none may be found in sto
 def responder(side: str) -> object:
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/text":
-            return web.Response(text=f"user=a&password={MARK}-text-{side}&n={side}", content_type="text/plain")
+            text = f"user=a&password={MARK}-text-{side}&n={side}"
+            return web.Response(text=text, content_type="text/plain")
         doc = {
             "name": f"Alice-{side}",
             "access_token": f"{MARK}-access-{side}",
@@ -53,7 +54,8 @@ async def test_no_secret_stored(
             assert (await rig.get("/text"))[0] == 200
         body = orjson.dumps({"password": f"{MARK}-pw", "name": "a"})
         post_headers = {**headers, "Content-Type": "application/json"}
-        assert (await rig.request("POST", f"/acct?secret={MARK}-q3", data=body, headers=post_headers))[0] == 200
+        status, _, _ = await rig.request("POST", f"/acct?secret={MARK}-q3", data=body, headers=post_headers)
+        assert status == 200
         await rig.shadower.drain()
         assert any(MARK.encode() in r["body"] for r in new.seen)  # the secrets really went through
 

@@ -1,0 +1,210 @@
+"""report.py: verdicts, noise applied at report time, renderers, --suggest, and `strangler report` itself."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.diffstore import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of
+from proxy.report import NOT_ENOUGH, NOT_READY, READY, build_report, gather, main, render, suggest
+from proxy.routes import parse_routes
+
+ROUTES = textwrap.dedent("""\
+    upstreams:
+      legacy: {url: "http://127.0.0.1:3000"}
+      new: {url: "http://127.0.0.1:8000"}
+    default: legacy
+    shadow: {min_compared: 10, match_threshold: 0.95}
+    routes:
+      - name: users-get
+        match: {methods: [GET], path: "/users/{id}"}
+        target: legacy
+        shadow: {sample: 0.5}
+      - name: users-write
+        match: {methods: [PATCH], path: "/users/{id}"}
+        target: legacy
+        shadow: {sample: 1.0, writes: true}
+      - name: posts
+        match: {methods: [GET], path: /posts}
+        target: legacy
+        shadow: {sample: 0.1}
+      - name: health
+        match: {methods: [GET], path: /health}
+        target: new
+        shadow: {sample: 0.1}
+""")
+TABLE = parse_routes(ROUTES, "routes.yaml")
+
+
+def stats(
+    compared: int,
+    differed: dict[str, int] | None = None,
+    noise: dict[str, int] | None = None,
+    legacy_s: float = 0.01,
+    new_s: float = 0.01,
+    errors: tuple[int, int] = (0, 0),
+) -> RouteStats:
+    differed = differed or {}
+    paths: dict[str, int] = {}
+    for sig, n in differed.items():
+        for p in sig.split(" "):
+            paths[p] = paths.get(p, 0) + n
+    return RouteStats(
+        "x",
+        counters={"seen": compared, "compared": compared, "matched": compared - sum(differed.values()),
+                  "errors_control": errors[0], "errors_candidate": errors[1]},
+        latency={"control": {bucket_of(legacy_s): compared}, "candidate": {bucket_of(new_s): compared}},
+        paths=paths, signatures=differed, noise=noise or {},
+    )  # fmt: skip
+
+
+def test_verdicts() -> None:
+    """READY, NOT READY with reasons (match, latency, errors) and NOT ENOUGH DATA."""
+    report = build_report(
+        {
+            "users-get": stats(100, {"$.name": 1}),
+            "users-write": stats(100, {"$.name": 20}, new_s=0.5, errors=(0, 3)),
+            "posts": stats(5),
+        },
+        TABLE,
+    )
+    by = {r.name: r for r in report.routes}
+    assert by["users-get"].verdict == READY and by["users-get"].match_rate == pytest.approx(0.99)
+    bad = by["users-write"]
+    assert bad.verdict == NOT_READY and len(bad.reasons) == 3
+    assert (
+        "match rate 80.0%" in bad.reasons[0] and "p99" in bad.reasons[1] and "new failed 3" in bad.reasons[2]
+    )
+    assert by["posts"].verdict == NOT_ENOUGH
+    assert by["health"].verdict == NOT_ENOUGH and by["health"].compared == 0  # shadowed, no data yet
+    assert by["users-get"].latency_ms["legacy"]["p99"] == pytest.approx(10.0, rel=0.16)
+
+
+def test_noise_is_applied_at_report_time() -> None:
+    """Signatures made only of noise paths count as matches; mixed ones still count as differences."""
+    st = stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}, noise={"$.uptime_s": 5})
+    (r,) = [x for x in build_report({"health": st}, TABLE).routes if x.name == "health"]
+    assert (r.differed, r.noise, r.match_rate) == (2, 60, pytest.approx(0.98))
+    assert r.paths == [("$.name", 2)] and r.noise_paths == [("$.uptime_s", 5)]
+    assert r.verdict == READY
+
+
+def test_renderers_show_the_same_facts() -> None:
+    """terminal, markdown, json and html all name the routes, paths and verdicts."""
+    report = build_report({"users-get": stats(100, {"$.name": 1}), "posts": stats(3)}, TABLE)
+    for fmt in ("terminal", "markdown", "html"):
+        text = render(report, fmt)
+        assert "users-get" in text and "$.name" in text and READY in text and NOT_ENOUGH in text, fmt
+    doc = orjson.loads(render(report, "json"))
+    assert {r["name"]: r["verdict"] for r in doc["routes"]}["users-get"] == READY
+    assert doc["min_compared"] == 10
+
+
+def test_suggest_flips_ready_routes_on_legacy() -> None:
+    """--suggest flips READY legacy routes to new (writes: false for write routes); the result is valid."""
+    report = build_report(
+        {"users-get": stats(100), "users-write": stats(100), "posts": stats(100, {"$.x": 50})}, TABLE
+    )
+    text, flipped = suggest(ROUTES, TABLE, report)
+    assert flipped == ["users-get", "users-write"]
+    table = parse_routes(text, "flipped.yaml")
+    targets = {r.name: (r.target, r.shadow.writes if r.shadow else None) for r in table.routes}
+    assert targets == {"users-get": ("new", False), "users-write": ("new", False),
+                       "posts": ("legacy", False), "health": ("new", False)}  # fmt: skip
+
+
+def seed(redis_url: str, prefix: str, db: str | None) -> None:
+    async def go() -> None:
+        store = await RedisPgStore.connect(redis_url, db, prefix)
+        try:
+            for _ in range(12):
+                store.count("users-get", "seen")
+                store.count("users-get", "compared")
+                store.latency("users-get", "control", 0.01)
+                store.latency("users-get", "candidate", 0.01)
+            store.count("users-get", "matched", 11)
+            store.differed("users-get", "$.name", ("$.name",))
+            change = {"path": "$.name", "kind": "changed", "control": "Al", "candidate": "Al!"}
+            store.sample(Sample("users-get", "$.name", "GET", "/users/1", "legacy", 200, 200, [change]))
+        finally:
+            await store.aclose()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def routes_file(tmp_path: Path) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text(ROUTES)
+    return path
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_report_formats(redis_url: str, redis_prefix: str, shadow_db: str, routes_file: Path) -> None:
+    """`strangler report` reads Redis and PostgreSQL and prints the table, JSON, or one route's examples."""
+    seed(redis_url, redis_prefix, shadow_db)
+    base = ["--routes", str(routes_file), "--redis-url", redis_url, "--database-url", shadow_db,
+            "--prefix", redis_prefix]  # fmt: skip
+    code, out, err = run(base)
+    assert code == 0 and err == ""  # no progress output: stderr is not a terminal
+    line = next(x for x in out.splitlines() if x.startswith("users-get"))
+    assert "12" in line and "91.7%" in line and NOT_READY in line
+    code, out, _ = run([*base, "--format", "json"])
+    assert orjson.loads(out)["routes"][0]["paths"] == [["$.name", 1]]
+    code, out, _ = run([*base, "--route", "users-get"])
+    assert code == 0 and "example: GET /users/1" in out and '"Al!"' in out and "posts" not in out
+    code, _, err = run([*base, "--route", "nope"])
+    assert code == 2 and "no route named 'nope'" in err
+
+
+def test_cli_suggest_prints_unified_diff(redis_url: str, redis_prefix: str, routes_file: Path) -> None:
+    """--suggest prints a unified diff of the routes file flipping the READY route."""
+
+    async def go() -> None:
+        store = await RedisPgStore.connect(redis_url, None, redis_prefix)
+        store.count("posts", "compared", 10)
+        store.count("posts", "matched", 10)
+        await store.aclose()
+
+    asyncio.run(go())
+    code, out, _ = run(["--routes", str(routes_file), "--redis-url", redis_url, "--prefix", redis_prefix,
+                        "--suggest"])  # fmt: skip
+    assert code == 0
+    assert out.startswith(f"--- a/{routes_file}")
+    assert [x for x in out.splitlines() if x.startswith(("-  ", "+  "))] == [
+        "-    target: legacy",
+        "+    target: new",
+    ]
+
+
+def test_cli_errors_are_explained(routes_file: Path, tmp_path: Path) -> None:
+    """Missing Redis URL, a bad routes file and an unreachable Redis exit 2 with a message."""
+    code, _, err = run(["--routes", str(routes_file), "--redis-url", ""])
+    assert code == 2 and "REDIS_URL" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: 3\n")
+    code, _, err = run(["--routes", str(bad), "--redis-url", "redis://127.0.0.1:1/0"])
+    assert code == 2 and "cannot load" in err
+    code, _, err = run(["--routes", str(routes_file), "--redis-url", "redis://127.0.0.1:1/0"])
+    assert code == 2 and "shadow stores" in err
+
+
+async def test_gather_includes_examples() -> None:
+    """gather() reads stats and, for the requested route, its newest samples."""
+    store = MemoryStore()
+    store.count("posts", "compared")
+    store.sample(Sample("posts", "$.a", "GET", "/posts", "legacy", 200, 500, []))
+    await store.flush()
+    report = await gather(store, TABLE, "posts")
+    posts = report.route("posts")
+    assert posts is not None and posts.examples[0]["candidate_status"] == 500
