@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,10 +13,14 @@ from typing import ClassVar
 
 import pytest
 
+from proxy.routes import parse_routes
+
+# bench/ is a directory of scripts, not an installed package: `python -m pytest` finds it through the
+# current directory, a bare `pytest` does not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.gw_targets import NGINX_CONF, ROUTES
 from bench.report import Check
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
-from proxy.routes import parse_routes
 
 RECORDED = """\
 Running 10s test @ http://127.0.0.1:40123/api/v1/users/1
