@@ -87,6 +87,14 @@ def gateway_settings(settings: Settings) -> GatewaySettings:
     return GatewaySettings(trusted_hops=settings.trusted_hops)
 
 
+def apply_table(gateway: Gateway, table: RouteTable) -> None:
+    """Make ``table`` live: the data path's table and pools, then the shadow sink's (if it tracks them)."""
+    gateway.set_table(table)
+    set_shadow_table = getattr(gateway.shadow, "set_table", None)
+    if set_shadow_table is not None:
+        set_shadow_table(table)
+
+
 def access_hook(record: AccessRecord) -> None:
     """Gateway access-log hook: one JSON line per request with its request id."""
     log_access(
@@ -175,7 +183,7 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
             shadow=shadow,
             access_log=access_hook if settings.access_log else None,
         )
-        reloader = Reloader(settings.routes, state, lambda t, _raw: gateway.set_table(t), raw)
+        reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)
         install_signals(stopper, lambda: reloader.reload("SIGHUP"))
         runner = web.AppRunner(create_admin_app(state), access_log=None, handle_signals=False)
         await runner.setup()

@@ -32,6 +32,7 @@ from proxy.admin import AdminState, create_admin_app
 from proxy.app import (
     Stopper,
     access_hook,
+    apply_table,
     gateway_settings,
     install_signals,
     open_shadow,
@@ -252,7 +253,7 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
             except RoutesError as exc:  # the parent validated it: only a bug or a race gets here
                 log_routes_errors(exc, "worker could not load the validated routes snapshot")
                 return
-            gateway.set_table(new)
+            apply_table(gateway, new)
             event("worker routes reloaded", sha256=new.sha256)
 
         install_signals(stopper, on_hup)

@@ -195,3 +195,25 @@ async def test_reload_under_load_loses_no_request(tmp_path: Path) -> None:
             checked += 1
         assert checked > len(results) // 2
         assert {got for _, _, got in results} == {"legacy", "new"}
+
+
+async def test_reload_reaches_the_shadow_sink(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    """A reload hands the new table to the shadow sink too (its global shadow settings change)."""
+    from proxy.app import apply_table
+    from proxy.shadow import open_sink
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_text("http://127.0.0.1:1", "http://127.0.0.1:2"))
+    table, raw = read_routes(str(path))
+    env = {"REDIS_URL": redis_url, "STRANGLER_SHADOW_PREFIX": redis_prefix}
+    async with open_sink(object(), table, env) as sink:
+        assert sink is not None
+        gateway = Gateway(table, shadow=sink)
+        state = AdminState(table, str(path), local_registry(RequestStats()))
+        reloader = Reloader(str(path), state, lambda t, _raw: apply_table(gateway, t), raw)
+        text = routes_text("http://127.0.0.1:1", "http://127.0.0.1:2") + "shadow: {timeout: 2.5}\n"
+        write_atomically(path, text)
+        assert reloader.reload("SIGHUP") is True
+        assert sink.settings.timeout == 2.5
+        assert sink.settings == gateway.table.shadow_settings
+        gateway.close()
