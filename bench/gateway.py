@@ -129,6 +129,19 @@ def checks(s: dict[str, Summary], shadow_note: str) -> list[Check]:
     return out
 
 
+def cpu_notes(s: dict[str, Summary]) -> list[str]:
+    """CPU per request of strangler relative to each anchor: steadier than throughput on a busy machine."""
+    mine = s.get("strangler")
+    out = []
+    for anchor in ("nginx", "node http-proxy"):
+        base = s.get(anchor)
+        if mine and base and mine.cpu_us_per_request and base.cpu_us_per_request:
+            out.append(f"cpu: strangler spends {mine.cpu_us_per_request / base.cpu_us_per_request:.2f}x "
+                       f"the CPU per request of {anchor} ({mine.cpu_us_per_request:.1f} vs "
+                       f"{base.cpu_us_per_request:.1f} us)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the report; write the JSON file."""
     args = parse_args(argv)
@@ -146,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             fleet.close()
     ordered = [summaries[v.name] for v in variants]
+    notes.extend(cpu_notes(summaries))
     results = checks(summaries, next((n for n in notes if n.startswith("shadow")), ""))
     print(f"\nGateway benchmark, {started}: {args.rounds} rounds x {args.duration:.0f} s, wrk -t1 "
           f"-c{args.connections}, GET {PATH} (70-byte JSON); p50/p99 are medians over rounds;\n"

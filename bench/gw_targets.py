@@ -199,9 +199,15 @@ def _start_shadowed(fleet: Fleet, tmp: Path, up_port: int, shadow_port: int, var
         return None
     # A shadowing gateway must deliver copies: send a few requests and look for them at the shadow upstream.
     before = upstream_count(shadow_port)
-    for _ in range(20):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/users/1", timeout=5) as resp:
-            resp.read()
+    try:
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/users/1", timeout=5) as resp:
+                resp.read()
+    except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
+        notes.append(f"shadow: not measured: the shadowing gateway failed a plain GET ({exc}); log: "
+                     f"{tail(tmp / 'strangler-shadow.log', 5)!r}")
+        fleet.stop(pid)
+        return None
     for _ in range(30):
         if upstream_count(shadow_port) > before:
             break
