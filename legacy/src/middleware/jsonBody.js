@@ -18,6 +18,32 @@ function isJson(contentType) {
 // fatal: invalid UTF-8 is a parse error, not U+FFFD; ignoreBOM: keep a BOM so JSON.parse refuses it.
 const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+const MAX_DEPTH = 1024;
+
+/**
+ * True when a parsed value is also acceptable to a strict parser (the new service's orjson): no
+ * container nested deeper than 1024, no lone surrogate in a string or key, no number that overflowed
+ * to Infinity. JSON.parse accepts all three; refusing them here keeps the two services identical.
+ */
+function isStrictJson(root) {
+  const stack = [[root, 0]];
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop();
+    if (typeof value === 'string') {
+      if (!value.isWellFormed()) return false;
+    } else if (typeof value === 'number') {
+      if (!Number.isFinite(value)) return false;
+    } else if (value !== null && typeof value === 'object') {
+      if (depth + 1 > MAX_DEPTH) return false;
+      for (const [key, child] of Object.entries(value)) {
+        if (!Array.isArray(value) && !key.isWellFormed()) return false;
+        stack.push([child, depth + 1]);
+      }
+    }
+  }
+  return true;
+}
+
 /** Middleware: requires a JSON body and sets req.body to the parsed value (any JSON type). */
 function jsonBody() {
   return (req, res, next) => {
@@ -47,6 +73,7 @@ function jsonBody() {
       } catch {
         return next(errors.invalidJson());
       }
+      if (!isStrictJson(req.body)) return next(errors.invalidJson());
       return next();
     };
     const onData = (chunk) => {
@@ -63,4 +90,4 @@ function jsonBody() {
   };
 }
 
-module.exports = { jsonBody, isJson, LIMIT };
+module.exports = { jsonBody, isJson, isStrictJson, LIMIT };
