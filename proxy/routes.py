@@ -152,10 +152,13 @@ def _cross_check(doc: Document, compiled: CompiledRoutes) -> None:
         for b, tb, ib in routes[i + 1 :]:
             if ta.shape == tb.shape and _overlap(a.methods, b.methods):
                 tied.update((ia, ib))
-                message = (
-                    f"ties with {_describe(a, ia)}: both match the same requests with equal specificity; "
-                    "split their methods, make one path more specific, or remove one"
-                )
+                if a.methods == b.methods:
+                    message = f"duplicates {_describe(a, ia)}: same path and methods; remove one of them"
+                else:
+                    message = (
+                        f"ties with {_describe(a, ia)}: both match the same requests with equal "
+                        "specificity; split their methods, make one path more specific, or remove one"
+                    )
                 errors.append(ConfigError(doc.reader.filename, b.line, f"routes[{ib}].match", message))
     listed = sorted({m for route, _, _ in routes for m in route.methods or ()})
     for route, template, index in routes:
