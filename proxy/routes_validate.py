@@ -316,4 +316,9 @@ def _compare(reader: Reader, node: yaml.Node, key: str) -> CompareRules | None:
             h.lower() for h in fields.get("headers", lambda n, k: reader.strings(n, k, _header), base.headers)
         ),
     )
+    if len(set(rules.headers)) != len(rules.headers):
+        reader.error(
+            fields.nodes["headers"], fields.sub("headers"), "lists a header twice (names ignore case)"
+        )
+        return None
     return rules if fields.ok else None

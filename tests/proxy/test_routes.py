@@ -502,6 +502,11 @@ def test_yaml_syntax_error_reports_its_line(text: str, line: int, fragment: str)
         (UPSTREAMS + "shadow: {queue: 1.5}\n", [(4, "shadow.queue", "must be an integer")]),
         (UPSTREAMS + "1: x\n", [(4, "", "keys must be plain names")]),
         (
+            UPSTREAMS + "routes:\n  - name: a\n    match: {path: /a}\n    target: new\n    compare:\n"
+            "      headers:\n        - ETag\n        - etag\n",
+            [(10, "routes[0].compare.headers", "lists a header twice")],
+        ),
+        (
             UPSTREAMS + "routes: [{name: no, match: {path: /a}, target: new}]\n",
             [(4, "routes[0].name", 'must be a string; got true or false (write "no" in quotes')],
         ),
