@@ -60,6 +60,14 @@ function main() {
   server.headersTimeout = 66000;
 
   let stopping = false;
+  // server.close() only closes connections idle at that moment; a keep-alive connection whose request
+  // was in flight turns idle later and would hold the process until the deadline.
+  server.on('request', (req, res) => {
+    if (stopping) res.setHeader('Connection', 'close');
+    res.on('finish', () => {
+      if (stopping) setImmediate(() => server.closeIdleConnections());
+    });
+  });
   const shutdown = (signal) => {
     if (stopping) return;
     stopping = true;
