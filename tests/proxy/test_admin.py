@@ -145,11 +145,11 @@ async def test_extensions_mount_more_pages(live_state: AdminState) -> None:
         return web.Response(text=f"report for {len(live_state.table.routes)} routes")
 
     def mount(app: web.Application, state: AdminState) -> None:
-        app.router.add_get("/report", report)
+        app.router.add_get("/extra", report)
 
     client = await admin_client(live_state, (mount,))
     try:
-        resp = await client.get("/report")
+        resp = await client.get("/extra")
         assert resp.status == 200
         assert await resp.text() == "report for 2 routes"
     finally:

@@ -99,7 +99,7 @@ async def test_sigterm_with_workers_drains_through_the_supervisor(tmp_path: Path
 
 async def test_drain_timeout_bounds_a_request_that_takes_too_long(tmp_path: Path) -> None:
     """A request outliving --drain-timeout is cut off and the process still exits 0 promptly."""
-    async with upstream("legacy", delay=5.0) as leg, upstream("new") as new:
+    async with upstream("legacy", delay=2.5) as leg, upstream("new") as new:
         path = tmp_path / "routes.yaml"
         path.write_text(routes_text(leg.url, new.url, "legacy"))
         gw = await start_gateway(path, "--drain-timeout", "0.5")
