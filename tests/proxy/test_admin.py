@@ -154,3 +154,38 @@ async def test_extensions_mount_more_pages(live_state: AdminState) -> None:
         assert await resp.text() == "report for 2 routes"
     finally:
         await client.close()
+
+
+async def test_readyz_uses_a_configured_health_path() -> None:
+    """An upstream with a health path is ready only when that path answers 2xx/3xx."""
+    from dataclasses import dataclass, replace
+
+    from proxy.admin import _check_upstream
+    from proxy.routes import UpstreamSpec
+
+    @dataclass(frozen=True)
+    class WithHealth(UpstreamSpec):
+        health_path: str = "/up"
+
+    async def up(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def down(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="starting")
+
+    app = web.Application()
+    app.router.add_get("/up", up)
+    app.router.add_get("/down", down)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        spec = WithHealth("svc", url, "http", "127.0.0.1", server.port or 0, "")
+        good = await _check_upstream(spec, 1.0)
+        assert good["ok"] is True
+        assert good["status"] == 200
+        bad = await _check_upstream(replace(spec, health_path="/down"), 1.0)
+        assert bad["ok"] is False
+        assert "503" in bad["error"]
+    finally:
+        await server.close()
