@@ -189,13 +189,12 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
         await runner.setup()
         await web.SockSite(runner, admin).start()
         watcher = asyncio.create_task(reloader.watch(settings.reload_interval), name="routes-watcher")
-        try:
 
-            def draining() -> None:
-                state.draining = True
+        def draining() -> None:
+            state.draining = True
 
-            serving = asyncio.create_task(serve_data(settings, gateway, listen, stopper, draining))
-            await asyncio.sleep(0)
+        def serving() -> None:
+            # Logged once the data port accepts: `strangler run` and operators wait for this line.
             event(
                 "listening",
                 listen=sock_address(listen),
@@ -204,7 +203,9 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
                 routes=settings.routes,
                 sha256=table.sha256,
             )
-            await serving
+
+        try:
+            await serve_data(settings, gateway, listen, stopper, draining, serving)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
