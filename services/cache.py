@@ -11,15 +11,20 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-# INCR each key, EXPIRE it when the count is 1 (a fixed window), and report count and TTL, in one
-# atomic round trip. Redis 6.2 (the embedded one) has no EXPIRE NX, hence the script.
+# INCR each key, EXPIRE it when the count is 1 (a fixed window) or when it lost its TTL (a crash
+# between INCR and EXPIRE must not lock an account forever), and report count and TTL, in one atomic
+# round trip. Redis 6.2 (the embedded one) has no EXPIRE NX, hence the script.
 _HIT_SCRIPT = """
 local out = {}
 for _, key in ipairs(KEYS) do
   local count = redis.call('INCR', key)
-  if count == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+  local ttl = redis.call('TTL', key)
+  if count == 1 or ttl < 0 then
+    redis.call('EXPIRE', key, ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
   out[#out + 1] = count
-  out[#out + 1] = redis.call('TTL', key)
+  out[#out + 1] = ttl
 end
 return out
 """

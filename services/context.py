@@ -21,9 +21,12 @@ from services.auth import tokens
 from services.cache import Cache, RequestCache
 from services.db import Executor
 from services.settings import Settings
+from services.users import repo as users_repo
 
 BODY_LIMIT = 102_400
 ID_RE = re.compile(r"[1-9][0-9]{0,17}")
+# "Bearer", one or more spaces, the token, nothing after it (scheme case-insensitive).
+_BEARER_RE = re.compile(r"bearer +(\S+)", re.IGNORECASE)
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -35,11 +38,12 @@ DRY_RUN = web.RequestKey("dry_run", bool)
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller: user id, and the token's id and expiry (for logout)."""
+    """The authenticated caller: user id, the token's id and expiry (for logout), and the user's row."""
 
     user_id: int
     jti: str
-    exp: int
+    exp: float
+    user: Any
 
 
 class Ctx:
@@ -47,8 +51,14 @@ class Ctx:
 
     __slots__ = ("cache", "db", "params", "request", "settings")
 
-    def __init__(self, request: web.Request, params: dict[str, str], db: Executor, cache: RequestCache,
-                 settings: Settings) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        params: dict[str, str],
+        db: Executor,
+        cache: RequestCache,
+        settings: Settings,
+    ) -> None:
         self.request = request
         self.params = params
         self.db = db
@@ -66,17 +76,20 @@ class Ctx:
         return int(raw) if ID_RE.fullmatch(raw) else None
 
     async def principal(self) -> Principal:
-        """Verify ``Authorization: Bearer <access token>``; every failure is the same 401."""
-        header = self.request.headers.get("Authorization")
-        if not header:
+        """Verify ``Authorization: Bearer <access token>`` and load its user; every failure is one 401.
+
+        A deleted user's tokens die with it, although the JWT itself is still well-formed.
+        """
+        match = _BEARER_RE.fullmatch(self.request.headers.get("Authorization", ""))
+        if match is None:
             raise errors.Unauthorized()
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise errors.Unauthorized()
-        claims = tokens.verify(self.settings.jwt_secret, token, int(time.time()))
+        claims = tokens.verify(self.settings.jwt_secret, match[1], time.time())
         if claims is None or await self.cache.is_revoked(claims.jti):
             raise errors.Unauthorized()
-        return Principal(claims.user_id, claims.jti, claims.exp)
+        user = await users_repo.get(self.db, claims.user_id)
+        if user is None:
+            raise errors.Unauthorized()
+        return Principal(claims.user_id, claims.jti, claims.exp, user)
 
     async def json_body(self) -> Any:
         """Content-type (415), size (413) and JSON parse (400) checks; return the parsed value."""

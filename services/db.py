@@ -37,8 +37,9 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     (no SET, LISTEN, cursors or advisory locks); asyncpg still rolls back an open transaction."""
 
 
-async def create_pool(dsn: str, min_size: int, max_size: int,
-                      init: ConnectionInit | None = None) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, min_size: int, max_size: int, init: ConnectionInit | None = None
+) -> asyncpg.Pool:
     """Open the service's pool; JIT is off because every query here is a small indexed lookup."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
@@ -61,6 +62,11 @@ async def close_pool(pool: asyncpg.Pool, deadline: float = 5.0) -> None:
     except Exception:  # a broken connection must not stop the rest of the cleanup
         log.exception("pool close failed; terminating")
         pool.terminate()
+
+
+# What a PATCH sets updated_at to: now, but always at least 1 ms later than before, so it visibly
+# changes even within one millisecond (timestamptz(3)); the legacy app uses the same expression.
+BUMP_UPDATED_AT = "GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')"
 
 
 def iso_ms(value: datetime) -> str:

@@ -88,11 +88,15 @@ class ValidationFailed(ApiError):
         self.fields = fields
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": {
-            "code": self.code,
-            "message": self.message,
-            "fields": [{"field": f.field, "message": f.message} for f in self.fields],
-        }})
+        return orjson.dumps(
+            {
+                "error": {
+                    "code": self.code,
+                    "message": self.message,
+                    "fields": [{"field": f.field, "message": f.message} for f in self.fields],
+                }
+            }
+        )
 
 
 class RateLimited(ApiError):

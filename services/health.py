@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from services import errors
@@ -19,7 +20,9 @@ PING_TIMEOUT = 2.0
 async def health(ctx: Ctx) -> web.Response:
     """GET /health: the process is up."""
     uptime = round(time.monotonic() - ctx.request.app[STARTED], 3)
-    return json_response(200, {"status": "ok", "version": VERSION, "uptime_s": uptime})
+    # JavaScript prints a whole number without ".0"; so must we, to stay byte-identical.
+    shown: float | int = int(uptime) if uptime.is_integer() else uptime
+    return json_response(200, {"status": "ok", "version": VERSION, "uptime_s": shown})
 
 
 def _why(exc: BaseException) -> str:
@@ -43,12 +46,12 @@ async def ready(ctx: Ctx) -> web.Response:
 
 
 async def openapi(ctx: Ctx) -> web.Response:
-    """GET /openapi.json: the document the legacy side maintains; 404 until it exists."""
+    """GET /openapi.json: the document re-serialised compact (key order kept); 404 until it exists."""
     try:
-        body = await asyncio.to_thread(OPENAPI.read_bytes)
+        raw = await asyncio.to_thread(OPENAPI.read_bytes)
     except FileNotFoundError:
         raise errors.NotFound() from None
-    return web.Response(status=200, body=body, headers={"Content-Type": errors.JSON_TYPE})
+    return json_response(200, orjson.loads(raw))
 
 
 ROUTES = (

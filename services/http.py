@@ -27,6 +27,7 @@ Handler = Callable[[Ctx], Awaitable[web.Response]]
 DRY_RUN_HEADER = "X-Strangler-Dry-Run"
 DRY_RUN_MAX_SKEW = 30
 _DRY_RUN_RE = re.compile(r"t=([0-9]{1,12}),sig=([0-9a-f]{64})")
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 log = logging.getLogger("services.http")
 access_log = logging.getLogger("services.access")
@@ -75,13 +76,24 @@ class Router:
                 if want.startswith("{"):
                     if not got:
                         break
-                    found[want[1:-1]] = unquote(got, errors="strict") if "%" in got else got
+                    found[want[1:-1]] = _decode_param(got) if "%" in got else got
                 elif want != got.lower():
                     break
             else:
                 params.update(found)
                 return table
         return None
+
+
+def _decode_param(raw: str) -> str:
+    # JavaScript's decodeURIComponent: a malformed escape or non-UTF-8 bytes fail, and then no route
+    # can serve the path (Express's router answers that request as unroutable).
+    if _BAD_ESCAPE_RE.search(raw):
+        raise errors.NotFound(errors.ROUTE_NOT_FOUND)
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise errors.NotFound(errors.ROUTE_NOT_FOUND) from None
 
 
 def check_dry_run(secret: str | None, header: str, method: str, target: str, now: float) -> None:
@@ -99,10 +111,7 @@ def make_dispatch(router: Router) -> Callable[[web.Request], Awaitable[web.Respo
     """The aiohttp handler behind the catch-all route."""
 
     async def dispatch(request: web.Request) -> web.Response:
-        try:
-            handler, params = router.resolve(request.method, request.rel_url.raw_path)
-        except UnicodeDecodeError:  # a percent-escape that is not UTF-8 can name no resource
-            raise errors.NotFound(errors.ROUTE_NOT_FOUND) from None
+        handler, params = router.resolve(request.method, request.rel_url.raw_path)
         app = request.app
         settings = app[SETTINGS]
         header = request.headers.get(DRY_RUN_HEADER)
@@ -156,8 +165,13 @@ async def error_middleware(
     if request.get(DRY_RUN):
         response.headers[DRY_RUN_HEADER] = "applied"
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info("request", extra={
-            "method": request.method, "path": request.path, "status": response.status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-        })
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
     return response

@@ -59,8 +59,10 @@ def discover(directory: Path) -> list[Migration]:
         checksum = hashlib.sha256(data).hexdigest()
         migration = Migration(int(match[1]), path.name, data.decode("utf-8"), checksum)
         if migration.version in found:
-            raise MigrationError(f"{path}: version {migration.version} is also used by "
-                                 f"{found[migration.version].name}; give each file its own number")
+            raise MigrationError(
+                f"{path}: version {migration.version} is also used by "
+                f"{found[migration.version].name}; give each file its own number"
+            )
         found[migration.version] = migration
     return [found[v] for v in sorted(found)]
 
@@ -101,11 +103,14 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration], director
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum,
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
                 )
         except asyncpg.PostgresError as exc:
-            raise MigrationError(f"{directory / migration.name}: failed and was rolled back: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise MigrationError(
+                f"{directory / migration.name}: failed and was rolled back: {type(exc).__name__}: {exc}"
+            ) from exc
         done.append(migration.name)
     return done
 
@@ -113,8 +118,11 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration], director
 def main(argv: list[str] | None = None) -> int:
     """``strangler migrate``: apply pending migrations; 0 on success, 1 on failure, 2 on usage."""
     parser = argparse.ArgumentParser(prog="strangler migrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="PostgreSQL URL (default: $DATABASE_URL)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="PostgreSQL URL (default: $DATABASE_URL)",
+    )
     parser.add_argument("--dir", type=Path, default=Path("migrations"), help="migrations directory")
     args = parser.parse_args(argv)
     if not args.database_url:

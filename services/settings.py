@@ -48,11 +48,17 @@ class Settings:
     def __post_init__(self) -> None:
         # Checked here too, so settings built in code (tests) obey the same rules as the environment.
         if len(self.jwt_secret) < 32:
-            raise SettingsError("JWT_SECRET", "must be at least 32 characters; generate one with "
-                                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+            raise SettingsError(
+                "JWT_SECRET",
+                "must be at least 32 characters; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`",
+            )
         if self.db_pool_min > self.db_pool_max:
-            raise SettingsError("DB_POOL_MIN", f"{self.db_pool_min} is larger than DB_POOL_MAX "
-                                f"({self.db_pool_max}); lower DB_POOL_MIN or raise DB_POOL_MAX")
+            raise SettingsError(
+                "DB_POOL_MIN",
+                f"{self.db_pool_min} is larger than DB_POOL_MAX "
+                f"({self.db_pool_max}); lower DB_POOL_MIN or raise DB_POOL_MAX",
+            )
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
@@ -95,11 +101,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     test_diff = env.get("SERVICES_TEST_DIFF") or None
     if test_diff is not None:
         if test_diff not in TEST_DIFFS:
-            raise SettingsError("SERVICES_TEST_DIFF",
-                                f"must be one of {', '.join(TEST_DIFFS)}, got {test_diff!r}")
+            raise SettingsError(
+                "SERVICES_TEST_DIFF", f"must be one of {', '.join(TEST_DIFFS)}, got {test_diff!r}"
+            )
         if env.get("SERVICES_TEST_MODE") != "1":
-            raise SettingsError("SERVICES_TEST_DIFF", "is a test-only switch; it is refused unless "
-                                "SERVICES_TEST_MODE=1 is also set")
+            raise SettingsError(
+                "SERVICES_TEST_DIFF",
+                "is a test-only switch; it is refused unless SERVICES_TEST_MODE=1 is also set",
+            )
     return Settings(
         database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
         redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),

@@ -51,11 +51,6 @@ title = length(1, 200)
 text_body = length(1, 10000)
 
 
-def _js_order(key: str) -> bytes:
-    # JavaScript sorts strings by UTF-16 code units; this key reproduces that order.
-    return key.encode("utf-16-be", "surrogatepass")
-
-
 def validate(body: Any, spec: Spec, *, partial: bool = False) -> dict[str, str]:
     """Check a parsed JSON body against `spec`; return the valid values or raise ValidationFailed.
 
@@ -80,7 +75,7 @@ def validate(body: Any, spec: Spec, *, partial: bool = False) -> dict[str, str]:
         else:
             values[field] = value
     known = {field for field, _ in spec}
-    for key in sorted((k for k in body if k not in known), key=_js_order):
+    for key in sorted(k for k in body if k not in known):  # by code point, as the legacy app sorts
         problems.append(FieldError(key, "unknown field"))
     if problems:
         raise ValidationFailed(problems)

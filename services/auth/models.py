@@ -14,5 +14,9 @@ REFRESH: v.Spec = (("refresh_token", v.any_string),)
 
 def tokens_json(access_token: str, expires_in: int, refresh_token: str) -> dict[str, Any]:
     """``{"access_token","token_type","expires_in","refresh_token"}``."""
-    return {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in,
-            "refresh_token": refresh_token}
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "refresh_token": refresh_token,
+    }

@@ -10,7 +10,9 @@ async def store_refresh(db: Executor, user_id: int, token_hash: str, ttl: int) -
     await db.execute(
         "INSERT INTO refresh_tokens (user_id, token_hash, expires_at) "
         "VALUES ($1, $2, now() + make_interval(secs => $3))",
-        user_id, token_hash, float(ttl),
+        user_id,
+        token_hash,
+        float(ttl),
     )
 
 
@@ -29,5 +31,6 @@ async def rotate(db: Executor, token_hash: str) -> int | None:
 
 async def revoke_all(db: Executor, user_id: int) -> None:
     """Revoke every live refresh token of the user (logout)."""
-    await db.execute("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-                     user_id)
+    await db.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
+    )

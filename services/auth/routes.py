@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
@@ -50,8 +51,11 @@ async def register(ctx: Ctx) -> web.Response:
     return json_response(201, {"user": user_json(user, name_suffix(ctx)), "tokens": issued})
 
 
-def _retry_after(hit: Hit, window: int) -> int:
-    return hit.ttl if hit.ttl >= 0 else window
+def _retry_after(hits: list[tuple[Hit, int]], window: int) -> int:
+    # The longest wait among the counters over their limit (a counter without TTL: the window).
+    return max(
+        (max(hit.ttl if hit.ttl >= 0 else window, 1) for hit, limit in hits if hit.count > limit), default=0
+    )
 
 
 async def login(ctx: Ctx) -> web.Response:
@@ -63,10 +67,10 @@ async def login(ctx: Ctx) -> web.Response:
     ip = client_ip(ctx.request, settings.trusted_hops)
     by_account, by_ip = await ctx.cache.login_hits(account, ip, settings.login_rate_window)
     # Checked before the password, so a locked-out guesser learns nothing and costs no hashing.
-    if by_account.count > settings.login_rate_limit_account:
-        raise errors.RateLimited(_retry_after(by_account, settings.login_rate_window))
-    if by_ip.count > settings.login_rate_limit_ip:
-        raise errors.RateLimited(_retry_after(by_ip, settings.login_rate_window))
+    limits = [(by_account, settings.login_rate_limit_account), (by_ip, settings.login_rate_limit_ip)]
+    wait = _retry_after(limits, settings.login_rate_window)
+    if wait:
+        raise errors.RateLimited(wait)
     row = await users_repo.credentials(ctx.db, email)
     stored: str | None = None if row is None else row["password_hash"]
     if not await verify_password(ctx.hash_pool, stored, values["password"]) or row is None:
@@ -89,7 +93,7 @@ async def refresh(ctx: Ctx) -> web.Response:
 async def logout(ctx: Ctx) -> web.Response:
     """POST /api/v1/auth/logout: revoke this access token (Redis) and all the user's refresh tokens."""
     me = await ctx.principal()
-    await ctx.cache.revoke(me.jti, me.exp - int(time.time()))
+    await ctx.cache.revoke(me.jti, max(1, math.ceil(me.exp - time.time())))
     await repo.revoke_all(ctx.db, me.user_id)
     return no_content()
 
@@ -97,10 +101,7 @@ async def logout(ctx: Ctx) -> web.Response:
 async def me(ctx: Ctx) -> web.Response:
     """GET /api/v1/auth/me (a token whose user was deleted is 401)."""
     principal = await ctx.principal()
-    row = await users_repo.get(ctx.db, principal.user_id)
-    if row is None:
-        raise errors.Unauthorized()
-    return json_response(200, user_json(row, name_suffix(ctx)))
+    return json_response(200, user_json(principal.user, name_suffix(ctx)))
 
 
 ROUTES = (

@@ -20,6 +20,7 @@ import orjson
 
 _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
 _ID_RE = re.compile(r"[1-9][0-9]{0,17}")
+_JTI_RE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class Claims:
 
     user_id: int
     jti: str
-    exp: int
+    exp: float
 
 
 def _b64(data: bytes) -> bytes:
@@ -47,13 +48,14 @@ def _sign(secret: str, signing_input: bytes) -> bytes:
 
 def issue_access(secret: str, user_id: int, ttl: int, now: int) -> str:
     """A signed access token for `user_id`, valid `ttl` seconds from `now`."""
-    payload = orjson.dumps({"sub": str(user_id), "jti": secrets.token_hex(16), "iat": now,
-                            "exp": now + ttl, "typ": "access"})
+    payload = orjson.dumps(
+        {"sub": str(user_id), "jti": secrets.token_hex(16), "iat": now, "exp": now + ttl, "typ": "access"}
+    )
     signing_input = _HEADER + b"." + _b64(payload)
     return (signing_input + b"." + _sign(secret, signing_input)).decode()
 
 
-def verify(secret: str, token: str, now: int) -> Claims | None:
+def verify(secret: str, token: str, now: float) -> Claims | None:
     """Claims of a valid, unexpired HS256 access token; None for anything else."""
     parts = token.split(".")
     if len(parts) != 3 or not token.isascii():
@@ -72,9 +74,12 @@ def verify(secret: str, token: str, now: int) -> Claims | None:
     if not isinstance(payload, dict) or payload.get("typ") != "access":
         return None
     exp, sub, jti = payload.get("exp"), payload.get("sub"), payload.get("jti")
-    if type(exp) is not int or exp <= now:
+    # Any JSON number, as JavaScript's typeof; bool is excluded (a Python int subclass).
+    if type(exp) not in (int, float) or exp <= now:
         return None
-    if not isinstance(sub, str) or not _ID_RE.fullmatch(sub) or not isinstance(jti, str) or not jti:
+    if not isinstance(sub, str) or not _ID_RE.fullmatch(sub):
+        return None
+    if not isinstance(jti, str) or not _JTI_RE.fullmatch(jti):
         return None
     return Claims(int(sub), jti, exp)
 

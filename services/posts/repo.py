@@ -7,20 +7,23 @@ from typing import Any
 import asyncpg
 
 from services import errors
-from services.db import Executor, ids
+from services.db import BUMP_UPDATED_AT, Executor, ids
 from services.posts.models import COLUMNS
 
-_WITH_AUTHOR = ("SELECT p.id, p.author_id, p.title, p.body, p.created_at, p.updated_at, "
-                "u.name AS author_name FROM p JOIN users u ON u.id = p.author_id")
+_WITH_AUTHOR = (
+    "SELECT p.id, p.author_id, p.title, p.body, p.created_at, p.updated_at, "
+    "u.name AS author_name FROM p JOIN users u ON u.id = p.author_id"
+)
 
 
 async def create(db: Executor, author_id: int, title: str, body: str) -> Any:
-    """Insert a post; return it with ``author_name``. A vanished author (deleted user) is Unauthorized."""
+    """Insert a post and return its row. An author deleted meanwhile is Unauthorized (its token died)."""
     try:
         return await db.fetchrow(
-            "WITH p AS (INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING *) "
-            + _WITH_AUTHOR,
-            author_id, title, body,
+            f"INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING {COLUMNS}",
+            author_id,
+            title,
+            body,
         )
     except asyncpg.ForeignKeyViolationError:
         raise errors.Unauthorized() from None
@@ -41,8 +44,10 @@ async def update(db: Executor, post_id: int, title: str | None, body: str | None
     """Change the given columns (None keeps the value), bump updated_at; the row with author, or None."""
     return await db.fetchrow(
         "WITH p AS (UPDATE posts SET title = COALESCE($2, title), body = COALESCE($3, body), "
-        "updated_at = now() WHERE id = $1 RETURNING *) " + _WITH_AUTHOR,
-        post_id, title, body,
+        f"updated_at = {BUMP_UPDATED_AT} WHERE id = $1 RETURNING *) " + _WITH_AUTHOR,
+        post_id,
+        title,
+        body,
     )
 
 
@@ -54,11 +59,14 @@ async def delete(db: Executor, post_id: int) -> bool:
 async def page(db: Executor, limit: int, offset: int, author_id: int | None = None) -> list[Any]:
     """Up to `limit` posts by id descending from `offset`, optionally of one author (no author names)."""
     if author_id is None:
-        return await db.fetch(f"SELECT {COLUMNS} FROM posts ORDER BY id DESC LIMIT $1 OFFSET $2",
-                              limit, offset)
+        return await db.fetch(
+            f"SELECT {COLUMNS} FROM posts ORDER BY id DESC LIMIT $1 OFFSET $2", limit, offset
+        )
     return await db.fetch(
         f"SELECT {COLUMNS} FROM posts WHERE author_id = $3 ORDER BY id DESC LIMIT $1 OFFSET $2",
-        limit, offset, author_id,
+        limit,
+        offset,
+        author_id,
     )
 
 
@@ -66,6 +74,7 @@ async def author_names(db: Executor, rows: list[Any]) -> dict[int, str]:
     """Names of the authors of `rows`, in ONE query (never one per row)."""
     if not rows:
         return {}
-    found = await db.fetch("SELECT id, name FROM users WHERE id = ANY($1::bigint[])",
-                           ids([row["author_id"] for row in rows]))
+    found = await db.fetch(
+        "SELECT id, name FROM users WHERE id = ANY($1::bigint[])", ids([row["author_id"] for row in rows])
+    )
     return {row["id"]: row["name"] for row in found}

@@ -48,7 +48,7 @@ async def create_post(ctx: Ctx) -> web.Response:
     me = await ctx.principal()
     values = validate(await ctx.json_body(), CREATE)
     row = await repo.create(ctx.db, me.user_id, values["title"], values["body"])
-    return json_response(201, post_json(row, row["author_name"]))
+    return json_response(201, post_json(row, me.user["name"]))
 
 
 async def get_post(ctx: Ctx) -> web.Response:

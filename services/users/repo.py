@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from services import errors
-from services.db import Executor
+from services.db import BUMP_UPDATED_AT, Executor
 from services.users.models import COLUMNS
 
 
@@ -16,7 +16,9 @@ async def create(db: Executor, email: str, name: str, password_hash: str) -> Any
     try:
         return await db.fetchrow(
             f"INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) RETURNING {COLUMNS}",
-            email, name, password_hash,
+            email,
+            name,
+            password_hash,
         )
     except asyncpg.UniqueViolationError:
         raise errors.Conflict() from None
@@ -38,15 +40,19 @@ async def page(db: Executor, limit: int, offset: int) -> list[Any]:
     return await db.fetch(f"SELECT {COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2", limit, offset)
 
 
-async def update(db: Executor, user_id: int, name: str | None, email: str | None,
-                 password_hash: str | None) -> Any:
+async def update(
+    db: Executor, user_id: int, name: str | None, email: str | None, password_hash: str | None
+) -> Any:
     """Change the given columns (None keeps the value), bump updated_at; Conflict on a taken email."""
     try:
         return await db.fetchrow(
             f"UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), "
-            f"password_hash = COALESCE($4, password_hash), updated_at = now() "
+            f"password_hash = COALESCE($4, password_hash), updated_at = {BUMP_UPDATED_AT} "
             f"WHERE id = $1 RETURNING {COLUMNS}",
-            user_id, name, email, password_hash,
+            user_id,
+            name,
+            email,
+            password_hash,
         )
     except asyncpg.UniqueViolationError:
         raise errors.Conflict() from None
@@ -65,5 +71,9 @@ async def credentials(db: Executor, email: str) -> Any:
 
 async def upgrade_hash(db: Executor, user_id: int, old_hash: str, new_hash: str) -> None:
     """Replace a bcrypt hash with argon2id, unless the hash changed meanwhile (a password change)."""
-    await db.execute("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
-                     user_id, old_hash, new_hash)
+    await db.execute(
+        "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+        user_id,
+        old_hash,
+        new_hash,
+    )

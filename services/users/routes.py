@@ -13,7 +13,7 @@ from services.validation import page_query, validate
 
 
 def name_suffix(ctx: Ctx) -> str:
-    """"!" under the test-only SERVICES_TEST_DIFF=user.name switch, else ""."""
+    """ "!" under the test-only SERVICES_TEST_DIFF=user.name switch, else ""."""
     return "!" if ctx.settings.test_diff == "user.name" else ""
 
 
@@ -30,12 +30,15 @@ async def list_users(ctx: Ctx) -> web.Response:
     limit, offset, _ = page_query(ctx.request.query)
     rows = await repo.page(ctx.db, limit + 1, offset)
     suffix = name_suffix(ctx)
-    return json_response(200, {
-        "items": [user_json(row, suffix) for row in rows[:limit]],
-        "limit": limit,
-        "offset": offset,
-        "next_offset": offset + limit if len(rows) > limit else None,
-    })
+    return json_response(
+        200,
+        {
+            "items": [user_json(row, suffix) for row in rows[:limit]],
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + limit if len(rows) > limit else None,
+        },
+    )
 
 
 async def get_user(ctx: Ctx) -> web.Response:

@@ -209,6 +209,9 @@ async def test_tampered_expired_and_foreign_tokens_are_401(client: TestClient[An
         forge(good_header, claims(user_id, typ="refresh")),
         forge(good_header, claims(user_id, sub=user_id)),
         forge(good_header, claims(user_id, sub="0")),
+        forge(good_header, claims(user_id, jti="AB" * 16)),
+        forge(good_header, claims(user_id, jti="ab")),
+        forge(good_header, claims(user_id, exp=True)),
         f"{head}.{other_payload}.{sig}",
         f"{head}.{payload}.{sig[:-2]}",
         f"{head}.{payload}.{sig}x",
@@ -221,9 +224,11 @@ async def test_tampered_expired_and_foreign_tokens_are_401(client: TestClient[An
         assert response.status == 401, token
         assert await response.read() == UNAUTHORIZED
         assert response.headers["WWW-Authenticate"] == "Bearer"
-    for header in (f"Token {valid}", valid, "Bearer", "Bearer ", f"Basic {valid}"):
+    for header in (f"Token {valid}", valid, "Bearer", "Bearer ", f"Basic {valid}", f"Bearer {valid} x"):
         response = await client.get("/api/v1/auth/me", headers={"Authorization": header})
         assert response.status == 401, header
+    spaced = await client.get("/api/v1/auth/me", headers={"Authorization": f"BEARER   {valid}"})
+    assert spaced.status == 200
 
 
 def test_verify_rejects_none_and_accepts_only_hs256() -> None:
@@ -239,8 +244,8 @@ def test_verify_rejects_none_and_accepts_only_hs256() -> None:
     assert tokens.verify(JWT_SECRET, token, now + 60) is None
 
 
-async def test_deleted_users_token_cannot_post_or_see_me(client: TestClient[Any, Any]) -> None:
-    """After the user is deleted, its still-unexpired token gets 401 on /me and POST /posts."""
+async def test_deleted_users_token_is_401_everywhere(client: TestClient[Any, Any]) -> None:
+    """After the user is deleted, its still-unexpired token gets 401 on every authenticated endpoint."""
     body = await register(client)
     other_login = await client.post(
         "/api/v1/auth/login", json={"email": body["user"]["email"], "password": PASSWORD}
@@ -251,6 +256,11 @@ async def test_deleted_users_token_cannot_post_or_see_me(client: TestClient[Any,
     assert (await client.get("/api/v1/auth/me", headers=bearer(spare))).status == 401
     post = await client.post("/api/v1/posts", json={"title": "t", "body": "b"}, headers=bearer(spare))
     assert post.status == 401
+    patch = await client.patch(
+        f"/api/v1/users/{body['user']['id']}", json={"name": "x"}, headers=bearer(spare)
+    )
+    assert patch.status == 401
+    assert (await client.post("/api/v1/auth/logout", headers=bearer(spare))).status == 401
 
 
 async def test_access_ttl_comes_from_settings(make_client: MakeClient) -> None:

@@ -93,6 +93,21 @@ async def test_client_ip_matches_express_trust_proxy(
     assert keys == [f"{redis_prefix}rl:login:ip:{expected}"]
 
 
+async def test_both_over_retry_after_is_the_longer_ttl(
+    make_client: MakeClient, r: aioredis.Redis, redis_prefix: str
+) -> None:
+    """When account and IP are both over, Retry-After is the larger remaining TTL; a lost TTL is restored."""
+    client = await make_client(login_rate_limit_account=1, login_rate_limit_ip=1, login_rate_window=50)
+    email = unique_email()
+    await r.set(f"{redis_prefix}rl:login:ip:127.0.0.1", 5, ex=200)
+    account_key = f"{redis_prefix}rl:login:acct:{hashlib.sha256(email.encode()).hexdigest()}"
+    await r.set(account_key, 5)  # no TTL, as after a crash between INCR and EXPIRE
+    response = await client.post("/api/v1/auth/login", json={"email": email, "password": "x"})
+    assert response.status == 429
+    assert 190 < int(response.headers["Retry-After"]) <= 200
+    assert 0 < await r.ttl(account_key) <= 50
+
+
 async def test_limit_is_shared_through_redis(make_client: MakeClient) -> None:
     """Two service instances on the same Redis prefix share one counter (as legacy and new do)."""
     first = await make_client(login_rate_limit_account=2)

@@ -56,7 +56,9 @@ async def test_head_is_served_by_the_get_handler_without_a_body(client: TestClie
     assert await response.read() == b""
 
 
-@pytest.mark.parametrize("raw", ["abc", "0", "01", "-1", "1.5", "1e3", "9999999999999999999", "%31%00"])
+@pytest.mark.parametrize(
+    "raw", ["abc", "0", "01", "-1", "1.5", "1e3", "9999999999999999999", "%31%00", "%20"]
+)
 async def test_malformed_ids_are_unknown_ids(client: TestClient[Any, Any], raw: str) -> None:
     """A path id not matching ^[1-9][0-9]{0,17}$ is a 404 of that resource, never a 500."""
     users = await client.get(f"/api/v1/users/{raw}")
@@ -76,6 +78,15 @@ async def test_percent_encoded_id_is_decoded_like_express(client: TestClient[Any
     assert (await response.json())["id"] == user["id"]
 
 
+@pytest.mark.parametrize("raw", ["%zz", "1%", "%C3", "%ED%A0%80"])
+async def test_undecodable_escape_in_an_id_is_route_not_found(client: TestClient[Any, Any], raw: str) -> None:
+    """A path parameter that decodeURIComponent would refuse makes the path unroutable: 404 route."""
+    url = URL(str(client.make_url("/")).rstrip("/") + f"/api/v1/users/{raw}", encoded=True)
+    response = await client.session.get(url)
+    assert response.status == 404
+    assert await response.read() == ROUTE_NOT_FOUND
+
+
 async def test_request_id_is_echoed_or_generated(client: TestClient[Any, Any]) -> None:
     """X-Request-Id from the request comes back on the response; without one, a UUID4 is generated."""
     echoed = await client.get("/health", headers={"X-Request-Id": "req-123"})
@@ -84,6 +95,8 @@ async def test_request_id_is_echoed_or_generated(client: TestClient[Any, Any]) -
     assert failed.headers["X-Request-Id"] == "req-404"
     generated = await client.get("/health")
     assert uuid.UUID(generated.headers["X-Request-Id"]).version == 4
+    empty = await client.get("/health", headers={"X-Request-Id": ""})
+    assert uuid.UUID(empty.headers["X-Request-Id"]).version == 4
 
 
 async def test_no_etag_no_powered_by_and_204_has_no_content_type(client: TestClient[Any, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -85,10 +84,12 @@ async def test_patch_and_delete_own_post_only(client: TestClient[Any, Any]) -> N
         b'{"error":{"code":"forbidden","message":"you may only change your own posts"}}'
     )
     assert (await client.delete(url, headers=bearer(bob["tokens"]))).status == 403
-    await asyncio.sleep(0.01)
     patched = await (await client.patch(url, json={"body": "new"}, headers=bearer(alice["tokens"]))).json()
     assert (patched["title"], patched["body"]) == ("t", "new")
+    # Strictly later even within the same millisecond (GREATEST(clock_timestamp(), updated_at + 1 ms)).
     assert patched["updated_at"] > post["updated_at"] and patched["created_at"] == post["created_at"]
+    again = await (await client.patch(url, json={"body": "newer"}, headers=bearer(alice["tokens"]))).json()
+    assert again["updated_at"] > patched["updated_at"]
     deleted = await client.delete(url, headers=bearer(alice["tokens"]))
     assert deleted.status == 204
     assert (await client.get(url)).status == 404

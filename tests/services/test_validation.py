@@ -89,6 +89,21 @@ async def test_user_body_rules_and_field_order(
     assert fields(await response.json()) == expected
 
 
+async def test_unknown_fields_sort_by_code_point(client: TestClient[Any, Any]) -> None:
+    """Unknown fields are sorted by code point (U+FFFF before U+1F600, unlike UTF-16 order)."""
+    body = {
+        "email": unique_email(),
+        "password": "password1",
+        "name": "n",
+        "😀": 1,
+        "\uffff": 2,
+        "B": 3,
+        "a": 4,
+    }
+    response = await client.post("/api/v1/users", json=body)
+    assert [f for f, _ in fields(await response.json())] == ["B", "a", "\uffff", "😀"]
+
+
 async def test_lengths_count_code_points(client: TestClient[Any, Any]) -> None:
     """Lengths are code points: 100 emoji are a valid name, 8 emoji a valid password."""
     response = await client.post(
