@@ -156,7 +156,7 @@ class Stack:
         cfg = self.config
         rows = [
             ("gateway", f"http://{cfg.listen[0]}:{cfg.listen[1]}", f"routes: {self.routes_file}"),
-            ("admin", f"http://{cfg.admin[0]}:{cfg.admin[1]}", "/healthz /readyz /routes /metrics"),
+            ("admin", f"http://{cfg.admin[0]}:{cfg.admin[1]}", "/healthz /readyz /routes /metrics /report"),
             ("legacy", f"http://127.0.0.1:{cfg.legacy_port}", "node legacy/src/server.js"),
             ("new", f"http://127.0.0.1:{cfg.new_port}", "python -m services"),
             ("postgres", db_url, "embedded" if self.pg else "DATABASE_URL"),
@@ -164,7 +164,8 @@ class Stack:
         ]
         width = max(len(r[1]) for r in rows)
         lines = [f"  {name:<9}{where:<{width}}  {note}" for name, where, note in rows]
-        return "strangler is up; Ctrl-C stops everything\n" + "\n".join(lines)
+        report = f"shadow report: strangler report --redis-url '{redis_url}' --database-url '{db_url}'"
+        return "strangler is up; Ctrl-C stops everything\n" + "\n".join(lines) + "\n" + report
 
     async def _watch_routes(self) -> None:
         """Keep the generated routes copy in step with the user's file, so the gateway's reload works."""

@@ -61,6 +61,11 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _path(text: str) -> Path:
+    # Absolute now: the children run with the repository as their working directory.
+    return Path(text).expanduser().resolve()
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -68,16 +73,17 @@ def _seconds(text: str) -> float:
     return value
 
 
-# flag -> (field, env key, parser)
-_FLAGS: dict[str, tuple[str, str, Any]] = {
-    "--listen": ("listen", "STRANGLER_LISTEN", _address),
-    "--admin": ("admin", "STRANGLER_ADMIN", _address),
-    "--legacy-port": ("legacy_port", "LEGACY_PORT", _port),
-    "--new-port": ("new_port", "NEW_PORT", _port),
-    "--routes": ("routes", "STRANGLER_ROUTES", Path),
-    "--state-dir": ("state_dir", "STRANGLER_STATE_DIR", Path),
-    "--ready-timeout": ("ready_timeout", "STRANGLER_READY_TIMEOUT", _seconds),
-    "--stop-timeout": ("stop_timeout", "STRANGLER_STOP_TIMEOUT", _seconds),
+# flag -> (field, env key, parser, help)
+_FLAGS: dict[str, tuple[str, str, Any, str]] = {
+    "--listen": ("listen", "STRANGLER_LISTEN", _address, "HOST:PORT of the gateway"),
+    "--admin": ("admin", "STRANGLER_ADMIN", _address, "HOST:PORT of the gateway's admin server"),
+    "--legacy-port": ("legacy_port", "LEGACY_PORT", _port, "loopback port of the legacy Node.js app"),
+    "--new-port": ("new_port", "NEW_PORT", _port, "loopback port of the new Python service"),
+    "--routes": ("routes", "STRANGLER_ROUTES", _path, "routes file (copied with these ports if needed)"),
+    "--state-dir": ("state_dir", "STRANGLER_STATE_DIR", _path, "where embedded PostgreSQL/Redis keep data"),
+    "--ready-timeout": ("ready_timeout", "STRANGLER_READY_TIMEOUT", _seconds, "seconds a part gets to start"),
+    "--stop-timeout": ("stop_timeout", "STRANGLER_STOP_TIMEOUT", _seconds,
+                       "seconds a part gets to stop before it is killed"),
 }
 
 
@@ -87,15 +93,18 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> StackConfig:
     parser = argparse.ArgumentParser(
         prog="strangler run",
         description="Run the whole system locally: PostgreSQL and Redis (embedded under .strangler/ unless "
-                    "DATABASE_URL / REDIS_URL are set), migrations, legacy, new, and the gateway in front.",
+                    "DATABASE_URL / REDIS_URL are set), migrations, legacy, new, and the gateway in front. "
+                    "JWT_SECRET and DRY_RUN_SECRET are generated unless set. Ctrl-C stops it all.",
     )
-    for flag, (name, key, _) in _FLAGS.items():
+    for flag, (name, key, _, text) in _FLAGS.items():
         default = getattr(defaults, name)
         shown = f"{default[0]}:{default[1]}" if isinstance(default, tuple) else default
-        parser.add_argument(flag, dest=name, metavar="VALUE", help=f"env {key}, default {shown}")
+        if isinstance(default, Path):
+            shown = default.relative_to(ROOT) if default.is_relative_to(ROOT) else default
+        parser.add_argument(flag, dest=name, metavar="VALUE", help=f"{text} (env {key}, default {shown})")
     args = parser.parse_args(list(argv))
     values: dict[str, Any] = {}
-    for flag, (name, key, parse) in _FLAGS.items():
+    for flag, (name, key, parse, _) in _FLAGS.items():
         raw, source = getattr(args, name), flag
         if raw is None:
             raw, source = env.get(key), f"env {key}"

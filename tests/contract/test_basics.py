@@ -38,9 +38,9 @@ def test_request_id_is_echoed(api: Api) -> None:
 
 
 def test_request_id_is_generated_when_absent(api: Api) -> None:
-    """Without X-Request-Id each response carries a fresh UUID4."""
+    """Without X-Request-Id (or with an empty one) each response carries a fresh UUID4."""
     first = api.get("/health").headers.get("x-request-id", "")
-    second = api.get("/health").headers.get("x-request-id", "")
+    second = api.get("/health", headers={"X-Request-Id": ""}).headers.get("x-request-id", "")
     assert UUID4.match(first) and UUID4.match(second), (first, second)
     assert first != second
 
@@ -76,9 +76,29 @@ def test_case_insensitive_path_with_id(api: Api, reader: Account) -> None:
     ("GET", "/api/v1/auth/login"),
     ("GET", "/api/v1/users/1/posts/1"),
     ("GET", "/api/v1/users//"),
+    ("GET", "/api/v1/%75sers"),
+    ("OPTIONS", "/api/v1/users"),
+    ("OPTIONS", "/health"),
 ])
 def test_unknown_route_or_method_is_404_never_405(api: Api, method: str, path: str) -> None:
     """An unknown path or a method not served on a path answers 404 route not found."""
     r = api.request(method, path)
     assert_json(r, 404, NOT_FOUND_ROUTE)
     assert "allow" not in r.headers
+
+
+def test_head_is_served_wherever_get_is(api: Api, reader: Account) -> None:
+    """HEAD answers like GET (status and headers) without a body; HEAD on a POST-only path is 404."""
+    for path in ("/health/ready", f"/api/v1/users/{reader.id}", "/api/v1/posts?limit=1"):
+        get, head = api.get(path), api.request("HEAD", path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert api.request("HEAD", "/api/v1/auth/login").status_code == 404
+
+
+def test_percent_encoded_id_is_decoded(api: Api, reader: Account) -> None:
+    """Only the {id} segment is percent-decoded: %31 reaches user 1's route like a plain digit would."""
+    digits = str(reader.id)
+    encoded = "".join(f"%{ord(ch):02X}" for ch in digits)
+    plain = api.get(f"/api/v1/users/{digits}")
+    assert_json(api.get(f"/api/v1/users/{encoded}"), 200, plain.content)

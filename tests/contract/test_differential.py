@@ -110,6 +110,21 @@ CASES: dict[str, Callable[[Ctx], httpx.Response]] = {
     "me_ok": lambda c: c.api.get("/api/v1/auth/me", token=token(c)),
     "me_sub_not_id": lambda c: c.api.get("/api/v1/auth/me", token=make_jwt(
         access_claims(c.owner.id, sub="1 OR 1=1"), c.secret)),
+    "me_sub_number": lambda c: c.api.get("/api/v1/auth/me", token=make_jwt(
+        access_claims(c.owner.id, sub=c.owner.id), c.secret)),
+    "me_iat_missing": lambda c: c.api.get("/api/v1/auth/me", token=make_jwt(
+        access_claims(c.owner.id, iat=None), c.secret)),
+    "me_exp_string": lambda c: c.api.get("/api/v1/auth/me", token=make_jwt(
+        access_claims(c.owner.id, exp="9999999999"), c.secret)),
+    "me_two_spaces": lambda c: c.api.get("/api/v1/auth/me", headers={"Authorization": f"Bearer  {token(c)}"}),
+    "head_user": lambda c: c.api.request("HEAD", f"/api/v1/users/{c.owner.id}"),
+    "options": lambda c: c.api.request("OPTIONS", "/api/v1/posts"),
+    "duplicate_query": lambda c: c.api.get("/api/v1/users?limit=1&limit=2&offset=0&offset=0"),
+    "encoded_literal": lambda c: c.api.get("/api/v1/u%73ers"),
+    "encoded_id": lambda c: c.api.get("/api/v1/users/%31"),
+    "bad_escape_id": lambda c: c.api.get("/api/v1/users/%zz"),
+    "unicode_field_order": lambda c: c.api.post("/api/v1/users", json_body={
+        "é": 1, "Z": 2, "a": 3, "email": "x@example.com", "password": "password123", "name": "n"}),
     "me_sub_unknown_user": lambda c: c.api.get("/api/v1/auth/me", token=make_jwt(
         access_claims(999999999999), c.secret)),
     "refresh_garbage": lambda c: c.api.post("/api/v1/auth/refresh", json_body={"refresh_token": "nope"}),

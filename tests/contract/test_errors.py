@@ -21,9 +21,10 @@ UNSUPPORTED = ("unsupported_media_type", "Content-Type must be application/json"
 INVALID_JSON = ("invalid_json", "request body is not valid JSON")
 
 
-@pytest.mark.parametrize("raw", [b"{", b"{'a':1}", b'{"email":}', b"nul", b'{"a":1}x', b"\xff\xfe"])
+@pytest.mark.parametrize("raw", [b"{", b"{'a':1}", b'{"email":}', b"nul", b'{"a":1}x', b"\xff\xfe", b"",
+                                 b"\xef\xbb\xbf{}", b'{"name":"\xc3"}'])
 def test_malformed_json_is_400(api: Api, raw: bytes) -> None:
-    """A body that is not valid JSON answers 400 invalid_json."""
+    """A body that is not valid JSON (also empty, BOM-prefixed or invalid UTF-8) answers 400 invalid_json."""
     r = api.post("/api/v1/users", content=raw, headers={"Content-Type": "application/json"})
     assert_error(r, 400, *INVALID_JSON)
 

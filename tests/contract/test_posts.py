@@ -145,6 +145,9 @@ def test_pagination_edges(api: Api, author: Account) -> None:
     ("author_id=abc", [AUTHOR]),
     ("author_id=1234567890123456789", [AUTHOR]),
     ("author_id=x&offset=y&limit=z", [LIMIT, OFFSET, AUTHOR]),
+    ("limit=5&limit=6", [LIMIT]),
+    ("offset=1&offset=1", [OFFSET]),
+    ("author_id=1&author_id=1&limit=2", [AUTHOR]),
 ])
 def test_post_list_query_validation(api: Api, query: str, fields: list[tuple[str, str]]) -> None:
     """Bad limit/offset/author_id answer 422 with fields in the order limit, offset, author_id."""
@@ -170,3 +173,20 @@ def test_user_posts_validates_query(api: Api, author: Account) -> None:
     assert_json(api.get(f"/api/v1/users/{author.id}/posts?limit=101"), 422, validation(LIMIT))
     empty = api.get(f"/api/v1/users/{author.id}/posts")
     assert_json(empty, 200, b'{"items":[],"limit":20,"offset":0,"next_offset":null}')
+
+
+def test_unknown_author_filter_is_an_empty_page(api: Api) -> None:
+    """GET /posts?author_id=<no such user> is 200 with an empty page, not 404."""
+    r = api.get("/api/v1/posts?author_id=999999999999")
+    assert_json(r, 200, b'{"items":[],"limit":20,"offset":0,"next_offset":null}')
+
+
+def test_malformed_user_id_with_bad_query_is_422(api: Api) -> None:
+    """A malformed path id fails at the existence step, after query validation: 422 before 404."""
+    assert_json(api.get("/api/v1/users/abc/posts?limit=0"), 422, validation(LIMIT))
+
+
+def test_created_post_has_no_location_header(api: Api, reader: Account) -> None:
+    """201 responses carry no Location header."""
+    r = api.post("/api/v1/posts", json_body={"title": "t", "body": "b"}, token=reader.access_token)
+    assert r.status_code == 201 and "location" not in r.headers

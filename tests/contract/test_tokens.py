@@ -25,7 +25,7 @@ def test_token_forged_with_the_secret_is_accepted(api: Api, reader: Account, sta
 @pytest.mark.parametrize("case", [
     "expired", "expires_now", "tampered_payload", "tampered_signature", "alg_none", "alg_none_signed",
     "hs512", "wrong_secret", "missing_jti", "refresh_typ", "missing_typ", "missing_exp", "alg_header_hs512",
-    "truncated",
+    "truncated", "jti_uppercase", "jti_short", "trailing_garbage",
 ])
 def test_bad_tokens_are_401(api: Api, reader: Account, stack: Stack, case: str) -> None:
     """Every verification failure answers the same 401 unauthorized with WWW-Authenticate: Bearer."""
@@ -50,6 +50,9 @@ def test_bad_tokens_are_401(api: Api, reader: Account, stack: Stack, case: str) 
         "alg_header_hs512": lambda: make_jwt(access_claims(uid), secret,
                                              header={"alg": "HS512", "typ": "JWT"}),
         "truncated": lambda: ".".join(good.split(".")[:2]),
+        "jti_uppercase": lambda: make_jwt(access_claims(uid, jti="A" * 32), secret),
+        "jti_short": lambda: make_jwt(access_claims(uid, jti="a" * 31), secret),
+        "trailing_garbage": lambda: good + " extra",
     }[case]()
     assert me(api, token) == 401
 
@@ -68,3 +71,16 @@ def test_revoked_jti_is_refused(api: Api, stack: Stack) -> None:
     finally:
         client.close()
     assert 0 < ttl <= 900, ttl
+
+
+def test_token_of_a_deleted_user_is_401(api: Api) -> None:
+    """A valid token whose user no longer exists is 401 unauthorized."""
+    acct = api.register()
+    assert api.delete(f"/api/v1/users/{acct.id}", token=acct.access_token).status_code == 204
+    assert me(api, acct.access_token) == 401
+
+
+def test_header_typ_is_not_checked(api: Api, reader: Account, stack: Stack) -> None:
+    """Only alg is fixed in the header: a token with a different header typ still verifies."""
+    token = make_jwt(access_claims(reader.id), stack.jwt_secret, header={"alg": "HS256", "typ": "at+jwt"})
+    assert me(api, token) == 200

@@ -119,6 +119,11 @@ def test_patch_user_updates_fields_and_updated_at(api: Api) -> None:
     assert user["name"] == "Renamed" and user["email"] == new_email
     assert user["created_at"] == acct.user["created_at"] and user["updated_at"] > acct.user["updated_at"]
     assert api.login(new_email, "another password").status_code == 200
+    # Changing the password revokes no token.
+    assert api.get("/api/v1/auth/me", token=acct.access_token).status_code == 200
+    # Re-setting one's own email is not a conflict.
+    r = api.patch(f"/api/v1/users/{acct.id}", json_body={"email": new_email}, token=acct.access_token)
+    assert_json(r, 200)
 
 
 def test_patch_user_validation(api: Api, reader: Account) -> None:
