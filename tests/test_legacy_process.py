@@ -1,0 +1,202 @@
+"""The legacy Node.js process as an operator meets it: start-up validation, readiness, logs, shutdown.
+
+The API itself is covered by tests/contract; these tests start `node legacy/src/server.js` for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = ROOT / "legacy" / "src" / "server.js"
+SECRET = "s" * 32
+
+
+def node() -> str:
+    path = shutil.which("node")
+    if path is None:
+        raise RuntimeError("node is not on PATH: install Node.js 20+ (the legacy service needs it)")
+    return path
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """A complete, valid environment pointing at closed ports, with `overrides` applied ('' deletes)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "JWT_SECRET"}}
+    env.update({
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "JWT_SECRET": SECRET, "HOST": "127.0.0.1", "PORT": str(free_port()),
+    })
+    for key, value in overrides.items():
+        if value == "":
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+class Legacy:
+    """A running legacy process with its output collected line by line."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.url = f"http://127.0.0.1:{env['PORT']}"
+        self.proc = subprocess.Popen([node(), str(SERVER)], env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 15
+        while not any('"msg":"listening"' in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"legacy did not start: {self.lines}")
+            time.sleep(0.05)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def records(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.lines if line.startswith("{")]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(5)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+@pytest.fixture
+def dead_deps() -> Iterator[Legacy]:
+    """Legacy started against a PostgreSQL and a Redis that are not there."""
+    app = Legacy(base_env())
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def live(database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Legacy]:
+    """Legacy on the session's migrated database and this test's Redis prefix."""
+    app = Legacy(base_env(DATABASE_URL=database_url, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
+    yield app
+    app.stop()
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"DATABASE_URL": ""}, "DATABASE_URL"),
+    ({"DATABASE_URL": "mysql://x@127.0.0.1/db"}, "DATABASE_URL"),
+    ({"REDIS_URL": ""}, "REDIS_URL"),
+    ({"JWT_SECRET": "short"}, "JWT_SECRET"),
+    ({"PORT": "80a"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+    ({"DB_POOL_MIN": "5", "DB_POOL_MAX": "2"}, "DB_POOL_MIN"),
+    ({"TRUSTED_HOPS": "-1"}, "TRUSTED_HOPS"),
+    ({"ACCESS_TOKEN_TTL": "0"}, "ACCESS_TOKEN_TTL"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"OPENAPI_PATH": "/nonexistent/openapi.json"}, "OPENAPI_PATH"),
+])
+def test_bad_configuration_exits_2_naming_the_variable(overrides: dict[str, str], named: str) -> None:
+    """A missing or bad variable stops the process at start with status 2 and a message naming it."""
+    result = subprocess.run([node(), str(SERVER)], env=base_env(**overrides), capture_output=True,
+                            timeout=20, check=False)
+    assert result.returncode == 2, result
+    assert named in result.stderr.decode(), result.stderr
+    assert result.stdout == b""
+
+
+def test_readiness_reports_each_failing_dependency(dead_deps: Legacy) -> None:
+    """/health stays 200 while /health/ready answers 503 naming both failing checks, within its budget."""
+    assert httpx.get(f"{dead_deps.url}/health").status_code == 200
+    started = time.monotonic()
+    r = httpx.get(f"{dead_deps.url}/health/ready", timeout=10)
+    assert time.monotonic() - started < 5
+    assert r.status_code == 503
+    body = r.json()
+    assert list(body) == ["status", "checks"] and body["status"] == "failing"
+    assert list(body["checks"]) == ["database", "redis"]
+    assert all(value.startswith("failing: ") for value in body["checks"].values()), body
+
+
+def test_one_json_log_line_per_request_with_its_id(dead_deps: Legacy) -> None:
+    """Each request is logged once as JSON carrying the request id that the response echoes."""
+    r = httpx.get(f"{dead_deps.url}/nope", headers={"X-Request-Id": "trace-me-42"})
+    assert r.headers["x-request-id"] == "trace-me-42"
+    deadline = time.monotonic() + 5
+    while not (mine := [rec for rec in dead_deps.records() if rec.get("request_id") == "trace-me-42"]):
+        assert time.monotonic() < deadline, dead_deps.lines
+        time.sleep(0.05)
+    time.sleep(0.2)  # a second line for the same request would arrive now
+    mine = [rec for rec in dead_deps.records() if rec.get("request_id") == "trace-me-42"]
+    assert len(mine) == 1
+    assert mine[0]["msg"] == "request" and mine[0]["status"] == 404 and mine[0]["path"] == "/nope"
+
+
+def test_password_hashing_does_not_block_the_event_loop(live: Legacy) -> None:
+    """While logins verify bcrypt hashes, /health still answers far faster than one verification."""
+    body = {"email": "nobody-hashing@example.com", "password": "not the password"}
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        started = time.monotonic()
+        assert client.post("/api/v1/auth/login", json=body).status_code == 401
+        one_login = time.monotonic() - started
+    results: list[int] = []
+
+    def login() -> None:
+        with httpx.Client(base_url=live.url, timeout=30) as c:
+            results.append(c.post("/api/v1/auth/login", json=body).status_code)
+
+    threads = [threading.Thread(target=login) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(one_login / 4)  # the hashes are running now
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        started = time.monotonic()
+        assert client.get("/health").status_code == 200
+        health = time.monotonic() - started
+    for t in threads:
+        t.join()
+    assert results == [401] * 4
+    assert health < one_login / 2, (health, one_login)
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_0(live: Legacy) -> None:
+    """SIGTERM lets a running request finish on its keep-alive connection, then the process exits 0 fast."""
+    idle = httpx.Client(base_url=live.url, timeout=30)
+    busy = httpx.Client(base_url=live.url, timeout=30)
+    try:
+        assert idle.get("/health").status_code == 200  # a pooled, idle keep-alive connection
+        statuses: list[int] = []
+        body = {"email": "nobody-term@example.com", "password": "whatever!"}
+        login = threading.Thread(
+            target=lambda: statuses.append(busy.post("/api/v1/auth/login", json=body).status_code))
+        login.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        live.proc.send_signal(signal.SIGTERM)
+        login.join(15)
+        assert live.proc.wait(15) == 0
+        assert time.monotonic() - started < 5
+        assert statuses == [401]
+        assert any('"msg":"stopped"' in line for line in live.lines)
+    finally:
+        idle.close()
+        busy.close()
