@@ -86,6 +86,11 @@ class Reloader:
         """Try the file now; True if a new table is live. Never raises for a bad file."""
         self._seen = fingerprint(self.path)
         try:
+            # Remember what was tried even if it is invalid: touching a bad file must not recount it.
+            self._tried = hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+        except OSError:
+            pass
+        try:
             table, raw = read_routes(self.path)
         except RoutesError as exc:
             RELOADS.labels("failure").inc()
@@ -93,7 +98,7 @@ class Reloader:
             log_routes_errors(exc, "routes reload refused; the previous table keeps serving")
             event("routes reload failed", logging.ERROR, reason=reason, errors=len(exc.errors))
             return False
-        self._tried = hashlib.sha256(raw).hexdigest()
+        self._tried = hashlib.sha256(raw).hexdigest()  # the bytes parsed (the file may have moved on)
         if table.sha256 == self.state.table.sha256 and reason == "watch":
             return False  # touched but unchanged: nothing to do, nothing to count
         try:

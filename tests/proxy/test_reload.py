@@ -68,7 +68,7 @@ def test_invalid_file_is_refused_logged_and_counted(tmp_path: Path, caplog: pyte
 
 
 async def test_watcher_reloads_changes_and_counts_a_bad_file_once(tmp_path: Path) -> None:
-    """The poller applies a changed file within about a second and counts one failure per bad content."""
+    """The poller applies a changed file promptly and counts one failure per bad content, even if touched."""
     path = tmp_path / "routes.yaml"
     path.write_text(routes_text("http://127.0.0.1:1", "http://127.0.0.1:2", "legacy"))
     reloader, gateway, state = make_reloader(path)
@@ -87,6 +87,9 @@ async def test_watcher_reloads_changes_and_counts_a_bad_file_once(tmp_path: Path
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # several more polls of the same bad content
+        assert reloads("failure") == failures + 1
+        write_atomically(path, INVALID_ROUTES)  # touched (new inode and mtime), same bad content
+        await asyncio.sleep(0.3)
         assert reloads("failure") == failures + 1
         assert gateway.table.match("GET", "/items/1").route.target == "new"
     finally:
