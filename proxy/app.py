@@ -105,6 +105,9 @@ def access_hook(record: AccessRecord) -> None:
         record.route,
         record.target,
         record.duration_s,
+        bytes_in=record.bytes_in,
+        bytes_out=record.bytes_out,
+        peer=record.peer,
     )
 
 

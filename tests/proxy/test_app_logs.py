@@ -88,6 +88,8 @@ async def test_gateway_access_lines_carry_the_request_id(tmp_path: Path) -> None
         assert line["request_id"] == request_id
         facts = (line["route"], line["target"], line["status"], line["path"])
         assert facts == ("items", "new", 200, "/items/9")
+        assert line["peer"].startswith("127.0.0.1")
+        assert line["bytes_out"] > 0
         assert all(raw.startswith("{") for raw in gw.raw), gw.raw
         assert len(gw.lines) == len(gw.raw)
 
