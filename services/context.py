@@ -6,8 +6,10 @@ JSON parse -> validation; :meth:`Ctx.principal` and :meth:`Ctx.json_body` are th
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +92,18 @@ class Ctx:
         if user is None:
             raise errors.Unauthorized()
         return Principal(claims.user_id, claims.jti, claims.exp, user)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        """Run several statements atomically: a pooled connection in a transaction, or, in a dry run,
+        a savepoint inside the request's (rolled-back) transaction."""
+        db: Any = self.db
+        if isinstance(db, asyncpg.Pool):
+            async with db.acquire() as conn, conn.transaction():
+                yield conn
+        else:
+            async with db.transaction():
+                yield db
 
     async def json_body(self) -> Any:
         """Content-type (415), size (413) and JSON parse (400) checks; return the parsed value."""

@@ -15,6 +15,7 @@ from services.auth.models import LOGIN, REFRESH, REGISTER, tokens_json
 from services.auth.passwords import hash_password, is_bcrypt, verify_password
 from services.cache import Hit
 from services.context import Ctx, json_response, no_content
+from services.db import Executor
 from services.users import repo as users_repo
 from services.users.models import user_json
 from services.users.routes import name_suffix
@@ -33,12 +34,12 @@ def client_ip(request: web.Request, trusted_hops: int) -> str:
     return chain[min(trusted_hops, len(chain) - 1)]
 
 
-async def issue_tokens(ctx: Ctx, user_id: int) -> dict[str, Any]:
-    """A new access token and a stored refresh token for the user."""
+async def issue_tokens(ctx: Ctx, user_id: int, db: Executor | None = None) -> dict[str, Any]:
+    """A new access token and a refresh token stored through `db` (default: the request's executor)."""
     ttl = ctx.settings.access_token_ttl
     access = tokens.issue_access(ctx.settings.jwt_secret, user_id, ttl, int(time.time()))
     refresh, refresh_hash = tokens.new_refresh_token()
-    await repo.store_refresh(ctx.db, user_id, refresh_hash, ctx.settings.refresh_token_ttl)
+    await repo.store_refresh(db or ctx.db, user_id, refresh_hash, ctx.settings.refresh_token_ttl)
     return tokens_json(access, ttl, refresh)
 
 
@@ -46,8 +47,9 @@ async def register(ctx: Ctx) -> web.Response:
     """POST /api/v1/auth/register"""
     values = validate(await ctx.json_body(), REGISTER)
     hashed = await hash_password(ctx.hash_pool, values["password"])
-    user = await users_repo.create(ctx.db, values["email"].lower(), values["name"], hashed)
-    issued = await issue_tokens(ctx, user["id"])
+    async with ctx.transaction() as tx:  # no user without its first refresh token
+        user = await users_repo.create(tx, values["email"].lower(), values["name"], hashed)
+        issued = await issue_tokens(ctx, user["id"], tx)
     return json_response(201, {"user": user_json(user, name_suffix(ctx)), "tokens": issued})
 
 
@@ -84,10 +86,12 @@ async def login(ctx: Ctx) -> web.Response:
 async def refresh(ctx: Ctx) -> web.Response:
     """POST /api/v1/auth/refresh (rotation: the presented token is revoked)."""
     values = validate(await ctx.json_body(), REFRESH)
-    user_id = await repo.rotate(ctx.db, tokens.refresh_hash(values["refresh_token"]))
-    if user_id is None:
+    async with ctx.transaction() as tx:  # the old token stays valid unless the new one is stored
+        user_id = await repo.rotate(tx, tokens.refresh_hash(values["refresh_token"]))
+        issued = None if user_id is None else await issue_tokens(ctx, user_id, tx)
+    if issued is None:
         raise errors.InvalidRefreshToken()
-    return json_response(200, await issue_tokens(ctx, user_id))
+    return json_response(200, issued)
 
 
 async def logout(ctx: Ctx) -> web.Response:

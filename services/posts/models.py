@@ -12,8 +12,8 @@ PATCH: v.Spec = CREATE
 COLUMNS = "id, author_id, title, body, created_at, updated_at"
 
 
-def post_json(row: Any, author_name: str) -> dict[str, Any]:
-    """The contract's Post, with its author summary, in the contract's key order."""
+def post_json(row: Any, author_name: str | None) -> dict[str, Any]:
+    """The contract's Post, with its author summary (null if the author vanished meanwhile)."""
     author_id = row["author_id"]
     return {
         "id": row["id"],
@@ -22,5 +22,5 @@ def post_json(row: Any, author_name: str) -> dict[str, Any]:
         "body": row["body"],
         "created_at": iso_ms(row["created_at"]),
         "updated_at": iso_ms(row["updated_at"]),
-        "author": {"id": author_id, "name": author_name},
+        "author": None if author_name is None else {"id": author_id, "name": author_name},
     }

@@ -16,7 +16,7 @@ from services.validation import page_query, validate
 
 def _page(rows: list[Any], names: dict[int, str], limit: int, offset: int) -> dict[str, Any]:
     return {
-        "items": [post_json(row, names.get(row["author_id"], "")) for row in rows[:limit]],
+        "items": [post_json(row, names.get(row["author_id"])) for row in rows[:limit]],
         "limit": limit,
         "offset": offset,
         "next_offset": offset + limit if len(rows) > limit else None,
