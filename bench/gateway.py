@@ -28,9 +28,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python bench/gateway.py`: import from the repository root
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (bench/ would shadow `services`)
 
-from bench import gw_targets
-from bench.harness import BenchError, Fleet, cpu_seconds, ensure_apt_packages, log
-from bench.report import Check, machine_state, spread, table, utc_now, write_json
+from bench import gw_targets, profile
+from bench.harness import BenchError, Fleet, cpu_times, ensure_apt_packages, log
+from bench.report import RESULTS_DIR, Check, machine_state, spread, table, utc_now, write_json
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, run_wrk
 
 PATH = "/api/v1/users/1"  # a declared route in strangler's table (matching is part of the cost)
@@ -44,8 +44,8 @@ class Variant:
     port: int
     pid: int
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+    def cpu(self) -> tuple[float, float]:
+        return cpu_times(self.pid)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-shadow", action="store_true", help="skip the shadowing variant")
     p.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--profile", action="store_true",
+                   help="after the rounds, sample each strangler variant with py-spy during one extra run")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.rounds, args.warmup = 3.0, 2, 1.0
@@ -129,6 +131,30 @@ def checks(s: dict[str, Summary], shadow_note: str) -> list[Check]:
     return out
 
 
+def profile_stranglers(variants: list[Variant], args: argparse.Namespace) -> dict[str, str]:
+    """One extra wrk run per strangler variant with py-spy attached; the folded summary per variant."""
+    out: dict[str, str] = {}
+    RESULTS_DIR.mkdir(exist_ok=True)
+    for v in variants:
+        if not v.name.startswith("strangler"):
+            continue
+        stacks = RESULTS_DIR / f"profile-{v.name.replace('+', '-')}-{time.strftime('%Y%m%dT%H%M%SZ')}.txt"
+        try:
+            spy = profile.start_recording(v.pid, args.duration, stacks)
+        except FileNotFoundError as exc:
+            return {"all": str(exc)}
+        log(f"profiling {v.name} with py-spy for {args.duration:.0f} s")
+        try:
+            run_wrk(f"http://127.0.0.1:{v.port}{PATH}", connections=args.connections, duration=args.duration)
+        finally:
+            _, err = spy.communicate(timeout=args.duration + 30)
+        if spy.returncode != 0 or not stacks.exists():
+            out[v.name] = f"  py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-500:]}"
+        else:
+            out[v.name] = f"  stacks: {stacks}\n{profile.summarise(stacks)}"
+    return out
+
+
 def cpu_notes(s: dict[str, Summary]) -> list[str]:
     """CPU per request of strangler relative to each anchor: steadier than throughput on a busy machine."""
     mine = s.get("strangler")
@@ -156,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             summaries = measure(variants, args, shadow_probe)
             if shadow_probe is not None:
                 notes.extend(shadow_probe.notes(summaries[shadow_probe.name].requests))
+            profiles = profile_stranglers(variants, args) if args.profile else {}
         finally:
             fleet.close()
     ordered = [summaries[v.name] for v in variants]
@@ -170,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         print(c.line())
     for note in notes:
         print(f"  note: {note}")
+    for name, text in profiles.items():
+        print(f"\nWhere {name}'s time goes (py-spy, one extra unmeasured run):\n{text}")
     payload: dict[str, Any] = {
         "benchmark": "gateway", "started": started, "finished": utc_now(), "path": PATH,
         "settings": {k: getattr(args, k) for k in ("duration", "rounds", "connections", "warmup", "quick")},
         "machine_before": load_before, "machine_after": machine_state(),
         "variants": [s.to_json() for s in ordered], "checks": [c.to_json() for c in results], "notes": notes,
+        "profiles": profiles,
     }
     print(f"\nJSON: {write_json('gateway', payload)}")
     return 1 if args.check and any(c.verdict == "FAIL" for c in results) else 0

@@ -174,16 +174,17 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of `pid` and its descendants, in seconds (0 for processes that are gone)."""
-    total = 0
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pid` and its descendants (processes that are gone count 0)."""
+    user = system = 0
     for member in process_tree(pid):
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / CLOCK_TICKS
+        user += int(fields[11])  # utime and stime: fields 14 and 15 of /proc/<pid>/stat
+        system += int(fields[12])
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
 def rss_mib(pid: int) -> float:

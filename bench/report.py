@@ -46,16 +46,19 @@ class Check:
                 "op": self.op, "bound": self.bound, "verdict": self.verdict, "detail": self.detail}
 
 
-def table(summaries: Iterable[Summary], cpu_label: str = "CPU us/req") -> str:
+def table(summaries: Iterable[Summary]) -> str:
     """A fixed-width table: req/s mean [min-max], p50, p99 (medians over rounds), CPU per request, errors."""
-    lines = [f"  {'variant':<28} {'req/s mean':>10} {'[min - max]':>17} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{cpu_label:>11} {'errors':>7}"]
+    lines = [f"  {'variant':<20} {'req/s mean':>10} {'[min - max]':>17} {'p50 ms':>8} {'p99 ms':>8} "
+             f"{'CPU us/req':>11} {'(sys)':>7} {'errors':>7}"]
     for s in summaries:
-        cpu = s.cpu_us_per_request
         lines.append(
-            f"  {s.name:<28} {s.rps_mean:>10.0f} [{s.rps_min:>7.0f} -{s.rps_max:>7.0f}] {s.p50_ms:>8.2f} "
-            f"{s.p99_ms:>8.2f} {'-' if cpu is None else f'{cpu:.1f}':>11} {s.errors:>7}")
+            f"  {s.name:<20} {s.rps_mean:>10.0f} [{s.rps_min:>7.0f} -{s.rps_max:>7.0f}] {s.p50_ms:>8.2f} "
+            f"{s.p99_ms:>8.2f} {_us(s.cpu_us_per_request):>11} {_us(s.sys_us_per_request):>7} {s.errors:>7}")
     return "\n".join(lines)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def spread(values: list[float]) -> str:

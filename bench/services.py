@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as `python bench/services.py`: import from 
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (this file would shadow `services`)
 
 from bench import svc_setup
-from bench.harness import BenchError, Fleet, cpu_seconds, ensure_apt_packages, log
+from bench.harness import BenchError, Fleet, cpu_times, ensure_apt_packages, log
 from bench.report import Check, machine_state, spread, table, utc_now, write_json
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, run_wrk
 
@@ -94,7 +94,7 @@ def measure(endpoint: Endpoint, procs: dict[str, tuple[int, int]],
         try:
             return run_wrk(f"http://127.0.0.1:{port}{endpoint.path}", connections=conns, duration=seconds,
                            script=endpoint.script, script_args=endpoint.args,
-                           cpu_of=(lambda: cpu_seconds(pid)) if measured else None)
+                           cpu_of=(lambda: cpu_times(pid)) if measured else None)
         except WrkParseError as exc:
             raise BenchError(f"{endpoint.name} on {name}: {exc}") from exc
 

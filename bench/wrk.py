@@ -36,7 +36,8 @@ class Run:
     p99_ms: float
     non2xx: int = 0
     socket_errors: int = 0
-    cpu_s: float | None = None
+    cpu_s: float | None = None  # user + system
+    sys_s: float | None = None  # system (kernel) part of cpu_s
     round: int = 0
 
     @property
@@ -98,17 +99,18 @@ def wrk_command(url: str, *, connections: int, duration: float, script: str | No
 
 
 def run_wrk(url: str, *, connections: int, duration: float, script: str | None = None,
-            script_args: Sequence[str] = (), cpu_of: Callable[[], float] | None = None) -> Run:
-    """Run wrk once; `cpu_of` (if given) is read before and after to charge CPU time to the run."""
+            script_args: Sequence[str] = (), cpu_of: Callable[[], tuple[float, float]] | None = None) -> Run:
+    """Run wrk once; `cpu_of` ((user, system) seconds) is read before and after to charge CPU to the run."""
     cmd = wrk_command(url, connections=connections, duration=duration, script=script, script_args=script_args)
-    before = cpu_of() if cpu_of else 0.0
+    before = cpu_of() if cpu_of else (0.0, 0.0)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    after = cpu_of() if cpu_of else 0.0
+    after = cpu_of() if cpu_of else (0.0, 0.0)
     if done.returncode != 0:
         raise WrkParseError(f"wrk exited with {done.returncode}: {done.stderr.strip()[-1500:]}")
     run = parse_wrk(done.stdout)
     if cpu_of is not None:
-        run.cpu_s = after - before
+        run.cpu_s = sum(after) - sum(before)
+        run.sys_s = after[1] - before[1]
     return run
 
 
@@ -154,13 +156,21 @@ class Summary:
             return None
         return sum(r.cpu_s or 0.0 for r in self.runs) / self.requests * 1e6
 
+    @property
+    def sys_us_per_request(self) -> float | None:
+        """The kernel's share of `cpu_us_per_request` (syscalls: socket reads and writes, epoll)."""
+        if not self.runs or any(r.sys_s is None for r in self.runs) or self.requests == 0:
+            return None
+        return sum(r.sys_s or 0.0 for r in self.runs) / self.requests * 1e6
+
     def to_json(self) -> dict[str, Any]:
         """Machine-readable form: the folded figures and every run."""
         return {
             "name": self.name, "rps_mean": round(self.rps_mean, 1), "rps_min": round(self.rps_min, 1),
             "rps_max": round(self.rps_max, 1), "p50_ms": round(self.p50_ms, 3),
             "p99_ms": round(self.p99_ms, 3),
-            "cpu_us_per_request": _round(self.cpu_us_per_request), "requests": self.requests,
+            "cpu_us_per_request": _round(self.cpu_us_per_request),
+            "sys_us_per_request": _round(self.sys_us_per_request), "requests": self.requests,
             "errors": self.errors, "runs": [asdict(r) for r in self.runs],
         }
 
