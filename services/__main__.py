@@ -27,7 +27,9 @@ async def serve(settings: Settings) -> None:
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
-        log.info("listening", extra={"host": settings.host, "port": settings.port})
+        # PORT=0 asks the kernel for a free port; log the one we got.
+        port = runner.addresses[0][1] if runner.addresses else settings.port
+        log.info("listening", extra={"host": settings.host, "port": port})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

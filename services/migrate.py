@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 # Any fixed 64-bit key works; this one is "strangler" in ASCII, so it is recognisable in pg_locks.
 LOCK_KEY = 0x737472616E676C65

@@ -75,7 +75,7 @@ def verify(secret: str, token: str, now: float) -> Claims | None:
         return None
     exp, sub, jti = payload.get("exp"), payload.get("sub"), payload.get("jti")
     # Any JSON number, as JavaScript's typeof; bool is excluded (a Python int subclass).
-    if type(exp) not in (int, float) or exp <= now:
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= now:
         return None
     if not isinstance(sub, str) or not _ID_RE.fullmatch(sub):
         return None
