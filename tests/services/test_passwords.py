@@ -1,0 +1,59 @@
+"""Password hashing: formats, and it never blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import bcrypt
+
+from services.auth import passwords
+
+
+def test_new_hashes_are_argon2id_and_verify() -> None:
+    """hash_sync makes argon2id (m=19456, t=2, p=1) that verify_sync accepts, and rejects a wrong password."""
+    stored = passwords.hash_sync("s3cret password")
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert passwords.verify_sync(stored, "s3cret password")
+    assert not passwords.verify_sync(stored, "s3cret passwore")
+    assert not passwords.verify_sync("not a hash", "x")
+    assert not passwords.verify_sync("$2b$12$broken", "x")
+
+
+async def test_hashing_runs_off_the_event_loop() -> None:
+    """While a slow bcrypt (cost 12) verification runs, the event loop keeps ticking."""
+    stored = bcrypt.hashpw(b"password123", bcrypt.gensalt(12)).decode()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        task = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        assert await passwords.verify_password(pool, stored, "password123")
+        elapsed = time.perf_counter() - started
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # A blocked loop would not tick at all during the verification; allow for a busy machine.
+    assert elapsed > 0.05
+    assert ticks >= elapsed / 0.005 / 4
+
+
+async def test_unknown_user_costs_a_real_verification() -> None:
+    """verify_password with no stored hash still runs an argon2id verification, and fails."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.perf_counter()
+        assert not await passwords.verify_password(pool, None, "whatever password")
+        dummy = time.perf_counter() - started
+        real = passwords.hash_sync("whatever password")
+        started = time.perf_counter()
+        assert await passwords.verify_password(pool, real, "whatever password")
+        genuine = time.perf_counter() - started
+    assert dummy > genuine / 5
