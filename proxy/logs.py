@@ -6,11 +6,12 @@ request. Pass fields with ``extra={"fields": {...}}``; they are merged into the 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
+
+import orjson
 
 log = logging.getLogger("strangler")
 access_log = logging.getLogger("strangler.access")
@@ -32,7 +33,8 @@ class JsonFormatter(logging.Formatter):
             out.update(fields)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, separators=(",", ":"))
+        # orjson: an access line is formatted per request, and the stdlib json costs ~15 µs here.
+        return orjson.dumps(out, default=str).decode()
 
 
 def setup_logging(level: str = "info", access: bool = True, stream: TextIO | None = None) -> None:
@@ -69,19 +71,17 @@ def access(
     """Log one access line (cheap no-op when the access log is off); ``extra`` adds fields."""
     if access_log.disabled:
         return
-    access_log.info(
-        "request",
-        extra={
-            "fields": {
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "status": status,
-                "route": route,
-                "target": target,
-                "duration_ms": round(seconds * 1000, 3),
-                **extra,
-            }
-        },
-    )
-
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "route": route,
+        "target": target,
+        "duration_ms": round(seconds * 1000, 3),
+        **extra,
+    }
+    # makeRecord + handle skips Logger._log's caller lookup (a stack walk per request on the hot path).
+    record = access_log.makeRecord(access_log.name, logging.INFO, "", 0, "request", (), None)
+    record.fields = fields
+    access_log.handle(record)
