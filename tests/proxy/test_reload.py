@@ -151,10 +151,17 @@ async def test_reload_under_load_loses_no_request(tmp_path: Path) -> None:
 
         async def flipper() -> None:
             nonlocal flipping
+            outcomes = ("routes reloaded", "routes reload failed")
             for target in schedule:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.4)
+                mark = len(gw.lines)
                 write_atomically(path, INVALID_ROUTES if target == "invalid" else texts[target])
-            await asyncio.sleep(0.6)  # let the last flip land before the load stops
+                # Wait for this flip to be applied (or refused) so a slow poll cannot merge two flips.
+                for _ in range(250):
+                    if any(line.get("msg") in outcomes for line in gw.lines[mark:]):
+                        break
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # some load on the final table
             flipping = False
 
         async def client(session: aiohttp.ClientSession, worker: int) -> None:

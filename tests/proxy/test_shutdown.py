@@ -72,7 +72,7 @@ async def drain_scenario(gw: GatewayProcess, legacy: Upstream) -> None:
 
 async def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM mid-request: /readyz 503, idle connections closed, new ones refused, the request gets 200."""
-    async with upstream("legacy", delay=1.0) as leg, upstream("new") as new:
+    async with upstream("legacy", delay=2.0) as leg, upstream("new") as new:
         path = tmp_path / "routes.yaml"
         path.write_text(routes_text(leg.url, new.url, "legacy"))
         gw = await start_gateway(path)
@@ -86,7 +86,7 @@ async def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -
 @pytest.mark.slow
 async def test_sigterm_with_workers_drains_through_the_supervisor(tmp_path: Path) -> None:
     """With --workers 2 the parent forwards SIGTERM, serves 503 on /readyz, and exits 0 once drained."""
-    async with upstream("legacy", delay=1.0) as leg, upstream("new") as new:
+    async with upstream("legacy", delay=2.0) as leg, upstream("new") as new:
         path = tmp_path / "routes.yaml"
         path.write_text(routes_text(leg.url, new.url, "legacy"))
         gw = await start_gateway(path, "--workers", "2")
