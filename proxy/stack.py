@@ -38,8 +38,9 @@ DATABASE = "strangler"
 
 def say(message: str) -> None:
     """One line of `strangler run`'s own output, in the same prefixed stream as the children's."""
-    sys.stdout.write(f"{'strangler':>8} | {message}\n")
-    sys.stdout.flush()
+    with contextlib.suppress(BrokenPipeError, ValueError):  # nobody reading our output must not stop us
+        sys.stdout.write(f"{'strangler':>8} | {message}\n")
+        sys.stdout.flush()
 
 
 class Stack:

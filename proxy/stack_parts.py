@@ -205,9 +205,21 @@ class Child:
     async def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         prefix = f"{self.name:>8} | ".encode()
-        while line := await self.proc.stdout.readline():
-            sys.stdout.buffer.write(prefix + line.rstrip(b"\n") + b"\n")
-            sys.stdout.flush()
+        writable = True
+        while True:
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError:  # a line over the 1 MiB limit: its buffered part is dropped, go on
+                continue
+            if not line:
+                return
+            if writable:
+                try:
+                    sys.stdout.buffer.write(prefix + line.rstrip(b"\n") + b"\n")
+                    sys.stdout.flush()
+                except (BrokenPipeError, ValueError):
+                    # Whoever read our output is gone; keep draining so the child never blocks on a full pipe.
+                    writable = False
 
     @property
     def returncode(self) -> int | None:
