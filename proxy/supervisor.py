@@ -235,6 +235,7 @@ async def supervise(settings: Settings, table: RouteTable, raw: bytes, listen: s
 
 
 async def _worker(settings: Settings, listen: socket.socket, directory: Path, parent: int) -> int:
+    """One worker: serve the inherited socket, reload on SIGHUP from the snapshot, flush stats, drain."""
     stats = RequestStats()
     table = _read_snapshot(directory, settings.routes)
     stopper = Stopper(asyncio.Event())
@@ -253,6 +254,9 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
             except RoutesError as exc:  # the parent validated it: only a bug or a race gets here
                 log_routes_errors(exc, "worker could not load the validated routes snapshot")
                 return
+            except OSError as exc:
+                event("worker could not read the routes snapshot", logging.ERROR, error=str(exc))
+                return
             apply_table(gateway, new)
             event("worker routes reloaded", sha256=new.sha256)
 
@@ -266,6 +270,7 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
                     stopper.stop("parent exited")
 
         flusher = asyncio.create_task(flush(), name="metrics-flush")
+
         def ready() -> None:
             sys.stdout.write(f"ready {gateway.table.sha256}\n")
             sys.stdout.flush()
