@@ -73,6 +73,7 @@ class Stack:
     redis_url: str
     log_dir: Path
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    dry_run_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     redis_prefix: str = field(default_factory=lambda: f"contract:{secrets.token_hex(4)}:")
     running: dict[str, Running] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
@@ -84,6 +85,7 @@ class Stack:
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "REDIS_PREFIX": self.redis_prefix,
             "JWT_SECRET": self.jwt_secret, "HOST": "127.0.0.1", "PORT": str(port), "TRUSTED_HOPS": "1",
             "DB_POOL_MIN": "1", "DB_POOL_MAX": "5", "NODE_ENV": "production",
+            "DRY_RUN_SECRET": self.dry_run_secret,  # read by the new service only
         })
         env.update({k: str(v) for k, v in LIMITS.items()})
         return env
