@@ -167,7 +167,9 @@ def local_registry(stats: RequestStats) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
 
     def source() -> tuple[Counts, Cells]:
-        return dict(stats.counts), {k: list(v) for k, v in stats.cells.items()}
+        # Scrapes render in a thread while the loop keeps observing: dict() and list() copies are single
+        # C calls under the GIL, so copy the containers first and iterate only the copies.
+        return dict(stats.counts), {k: list(v) for k, v in dict(stats.cells).items()}
 
     registry.register(RequestCollector(source))
     registry.register(_Chain(REGISTRY))
