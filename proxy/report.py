@@ -2,7 +2,8 @@
 
 Per route: requests seen, compared, match rate, the differing paths with counts (noise apart), latency
 p50/p99 of legacy (control) and new (candidate), error rates, and a verdict: READY (enough comparisons,
-match rate at the threshold, new p99 no slower than legacy's within a tolerance, no more errors), NOT
+match rate at the threshold, new p99 no slower than legacy's within a tolerance (the median when a side
+has fewer than 100 timings, where "p99" would be a single outlier), no more errors), NOT
 READY (with the reasons) or NOT ENOUGH DATA. Noise is applied when the report is built, so a difference
 recorded before its path was learned as noise is still counted as noise.
 """
@@ -32,7 +33,8 @@ NOT_READY: Final = "NOT READY"
 NOT_ENOUGH: Final = "NOT ENOUGH DATA"
 # New may be this much slower at p99 (ratio, plus an absolute slack for the 15 % histogram buckets).
 P99_RATIO: Final = 1.25
-P99_SLACK_S: Final = 0.002
+P99_SLACK_S: Final = 0.005
+P99_MIN_SAMPLES: Final = 100
 
 
 @dataclass
@@ -137,10 +139,12 @@ def _verdict(
     reasons = []
     if rate < settings.match_threshold:
         reasons.append(f"match rate {rate:.1%} is below {settings.match_threshold:.1%} (match_threshold)")
-    legacy_p99, new_p99 = latency["legacy"]["p99"], latency["new"]["p99"]
-    if legacy_p99 is not None and new_p99 is not None:
-        if new_p99 > legacy_p99 * P99_RATIO + P99_SLACK_S * 1000:
-            reasons.append(f"new p99 {new_p99:g} ms is slower than legacy p99 {legacy_p99:g} ms")
+    # Below P99_MIN_SAMPLES a "p99" is just the slowest call, one outlier: compare medians instead.
+    samples = min(sum(st.latency.get(side, {}).values()) for side in ("control", "candidate"))
+    q = "p99" if samples >= P99_MIN_SAMPLES else "p50"
+    legacy_q, new_q = latency["legacy"][q], latency["new"][q]
+    if legacy_q is not None and new_q is not None and new_q > legacy_q * P99_RATIO + P99_SLACK_S * 1000:
+        reasons.append(f"new {q} {new_q:g} ms is slower than legacy {q} {legacy_q:g} ms")
     if st.get("errors_candidate") > st.get("errors_control"):
         reasons.append(
             f"new failed {st.get('errors_candidate')} times, legacy {st.get('errors_control')} times"

@@ -6,7 +6,7 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from conftest import Backend, RigFactory, routes_text
+from shadow_rig import Backend, RigFactory, routes_text
 
 from proxy.diffstore import RedisPgStore
 

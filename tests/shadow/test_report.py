@@ -85,6 +85,21 @@ def test_verdicts() -> None:
     assert by["users-get"].latency_ms["legacy"]["p99"] == pytest.approx(10.0, rel=0.16)
 
 
+def test_latency_verdict_uses_median_below_100_timings() -> None:
+    """With few timings the median decides (p99 would be one outlier); with 100+ the p99 does."""
+    few = stats(20, legacy_s=0.01, new_s=0.01)
+    few.latency["candidate"] = {bucket_of(0.01): 19, bucket_of(0.5): 1}  # one slow call
+    (r,) = [x for x in build_report({"posts": few}, TABLE).routes if x.name == "posts"]
+    assert r.verdict == READY
+    few.latency["candidate"] = {bucket_of(0.05): 20}
+    (r,) = [x for x in build_report({"posts": few}, TABLE).routes if x.name == "posts"]
+    assert r.verdict == NOT_READY and r.reasons[0].startswith("new p50")
+    many = stats(200)
+    many.latency["candidate"] = {bucket_of(0.01): 190, bucket_of(0.5): 10}
+    (r,) = [x for x in build_report({"posts": many}, TABLE).routes if x.name == "posts"]
+    assert r.verdict == NOT_READY and r.reasons[0].startswith("new p99")
+
+
 def test_noise_is_applied_at_report_time() -> None:
     """Signatures made only of noise paths count as matches; mixed ones still count as differences."""
     st = stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}, noise={"$.uptime_s": 5})

@@ -8,8 +8,8 @@ import time
 
 import orjson
 from aiohttp import web
-from conftest import Backend, Rig, RigFactory, routes_text
 from prometheus_client import REGISTRY
+from shadow_rig import Backend, Rig, RigFactory, routes_text
 
 from proxy import dryrun
 from proxy.diffstore import MemoryStore
