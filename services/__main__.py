@@ -50,8 +50,13 @@ def main() -> int:
     setup_logging(settings.log_level)
     try:
         uvloop.run(serve(settings))
-    except OSError as exc:  # cannot bind, or PostgreSQL/Redis unreachable at start
-        log.error("failed to start: %s", exc)
+    except Exception as exc:  # cannot bind, or PostgreSQL unreachable / refusing us at start
+        log.error(
+            "failed to start: %s: %s; check HOST/PORT and that DATABASE_URL points at a migrated, reachable "
+            "database (run `strangler migrate`)",
+            type(exc).__name__,
+            exc,
+        )
         return 1
     return 0
 

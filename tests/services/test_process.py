@@ -59,3 +59,19 @@ def test_python_m_services_serves_and_stops_on_sigterm(
     lines = stderr.decode().splitlines()
     assert any('"msg":"listening"' in line and f'"port":{port}' in line for line in lines), lines
     assert any('"request_id":"boot"' in line for line in lines), lines
+
+
+def test_unreachable_database_exits_1_with_a_message(redis_url: str) -> None:
+    """With PostgreSQL unreachable at start, the process exits 1 and says what failed and what to check."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nope",
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": JWT_SECRET,
+        "PORT": str(free_port()),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert "failed to start" in done.stderr and "DATABASE_URL" in done.stderr
