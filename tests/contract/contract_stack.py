@@ -35,6 +35,11 @@ STOP_TIMEOUT = 10.0
 LIMITS = {"LOGIN_RATE_LIMIT_ACCOUNT": 5, "LOGIN_RATE_LIMIT_IP": 8, "LOGIN_RATE_WINDOW": 300}
 
 
+# A third, deliberately different new service: proves the differential test can see a difference.
+MUTANT = "new-mutant"
+MUTANT_ENV = {"SERVICES_TEST_MODE": "1", "SERVICES_TEST_DIFF": "user.name"}
+
+
 def command(name: str) -> list[str]:
     """How each service is started (docs/API.md: configured by environment only)."""
     if name == "legacy":
@@ -79,7 +84,7 @@ class Stack:
     failed: dict[str, str] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
-    def env(self, port: int) -> dict[str, str]:
+    def env(self, name: str, port: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "REDIS_PREFIX": self.redis_prefix,
@@ -88,6 +93,8 @@ class Stack:
             "DRY_RUN_SECRET": self.dry_run_secret,  # read by the new service only
         })
         env.update({k: str(v) for k, v in LIMITS.items()})
+        if name == MUTANT:
+            env.update(MUTANT_ENV)
         return env
 
     def start(self, name: str) -> Running:
@@ -99,8 +106,8 @@ class Stack:
         port = free_port()
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(command(name), cwd=ROOT, env=self.env(port), stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(command(name), cwd=ROOT, env=self.env(name, port),
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         run = Running(name, proc, port, log)
         self.running[name] = run
         try:

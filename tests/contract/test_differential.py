@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from contract_kit import Account, Api, access_claims, compact, make_jwt, normalise
-from contract_stack import Stack
+from contract_stack import MUTANT, Stack
 
 HEADERS = ("content-type", "www-authenticate", "retry-after", "x-request-id", "etag", "x-powered-by", "allow")
 JSON = {"Content-Type": "application/json"}
@@ -163,5 +163,25 @@ def signature(r: httpx.Response, subs: dict[str, str]) -> tuple[int, dict[str, s
 def test_identical_request_identical_response(ctx: Callable[[str], Ctx], case: str) -> None:
     """The same request answers the same status, headers and normalised body on legacy and new."""
     contexts = [ctx("legacy"), ctx("new")]  # both first: building one may write rows the other would read
-    legacy, new = (signature(CASES[case](c), c.subs) for c in contexts)
+    responses = [CASES[case](c) for c in contexts]
+    # One substitution table for both sides: a shared read (a page of users) shows both sides' emails.
+    subs = {**contexts[0].subs, **contexts[1].subs}
+    legacy, new = (signature(r, subs) for r in responses)
     assert new == legacy
+
+
+def test_the_differential_sees_a_known_difference(stack: Stack, ctx: Callable[[str], Ctx]) -> None:
+    """Control: against a new service that renders names with a '!' appended, the comparison differs."""
+    legacy = ctx("legacy")
+    mutant = Ctx(stack.api(MUTANT), legacy.owner, legacy.other, legacy.other_post, stack.jwt_secret,
+                 dict(legacy.subs))
+    try:
+        for case in ("user_by_id", "me_ok"):
+            a, b = (signature(CASES[case](c), c.subs) for c in (legacy, mutant))
+            assert a[:2] == b[:2] and a[2] != b[2], case
+            assert a[2].replace(b'"name":"Diff Owner"', b'"name":"Diff Owner!"') == b[2]
+        # Everything the normaliser does not touch still has to match: an error body is identical.
+        a, b = (signature(CASES["user_bad_id"](c), c.subs) for c in (legacy, mutant))
+        assert a == b
+    finally:
+        mutant.api.close()
