@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from opshelp import GatewayProcess, routes_text, start_gateway, upstream, write_atomically
+from opshelp import INVALID_ROUTES, GatewayProcess, routes_text, start_gateway, upstream, write_atomically
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +123,58 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path) -> None:
             assert await metric(gw, series, sent + 10) == sent + 10
         finally:
             assert await gw.stop() == 0
+
+
+async def test_reloads_under_load_with_workers_lose_no_request(tmp_path: Path) -> None:
+    """With two workers, 1500+ requests across reload flips (one invalid) all succeed; the last table wins."""
+    async with upstream("legacy") as leg, upstream("new") as new:
+        texts = {t: routes_text(leg.url, new.url, t) for t in ("legacy", "new")}
+        path = tmp_path / "routes.yaml"
+        path.write_text(texts["legacy"])
+        gw = await start_gateway(path, "--workers", "2", "--reload-interval", "0.1", "--no-access-log")
+        got: Counter[str] = Counter()
+        errors: list[str] = []
+        flipping = True
+
+        async def flipper() -> None:
+            nonlocal flipping
+            for target in ("new", "legacy", "invalid", "new"):
+                await asyncio.sleep(0.4)
+                mark = len(gw.lines)
+                write_atomically(path, INVALID_ROUTES if target == "invalid" else texts[target])
+                for _ in range(250):  # until the parent applied (or refused) it
+                    outcomes = {line.get("msg") for line in gw.lines[mark:]}
+                    if outcomes & {"routes reloaded", "routes reload failed"}:
+                        break
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
+            flipping = False
+
+        async def client(session: aiohttp.ClientSession) -> None:
+            while (flipping or sum(got.values()) < 1500) and sum(got.values()) + len(errors) < 8000:
+                try:
+                    async with session.get(gw.url + "/items/1") as resp:
+                        body = await resp.json()
+                        if resp.status == 200:
+                            got[body["backend"]] += 1
+                        else:
+                            errors.append(f"{resp.status}: {body}")
+                except (aiohttp.ClientError, ValueError) as exc:
+                    errors.append(repr(exc))
+
+        try:
+            async with asyncio.timeout(40):
+                connector = aiohttp.TCPConnector(limit=24, force_close=True)
+                async with aiohttp.ClientSession(connector=connector) as session:
+                    await asyncio.gather(flipper(), *(client(session) for _ in range(16)))
+                    final: Counter[str] = Counter()
+                    for _ in range(40):
+                        async with session.get(gw.url + "/items/2") as resp:
+                            final[(await resp.json())["backend"]] += 1
+        finally:
+            assert await gw.stop() == 0
+        assert errors == []
+        assert sum(got.values()) >= 1500
+        assert set(got) == {"legacy", "new"}
+        assert final == Counter({"new": 40})
+        assert len([line for line in gw.lines if line.get("msg") == "worker routes reloaded"]) == 2 * 3
