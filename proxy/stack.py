@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -75,17 +76,14 @@ class Stack:
         if redis_url is None:
             # Started from this (the main) thread on purpose: its parent-death signal is tied to the
             # thread that forked it, and a worker thread of to_thread() may go away before we do.
-            self.redis = EmbeddedRedis(cfg.state_dir / "redis").start()
+            try:
+                self.redis = EmbeddedRedis(cfg.state_dir / "redis").start()
+            except (OSError, RuntimeError) as exc:
+                raise StackError(f"the embedded Redis did not start: {exc}. Set REDIS_URL to use "
+                                 "a Redis of your own.") from None
             redis_url = self.redis.url
         if db_url is None:
-            self.pg = await asyncio.to_thread(EmbeddedPostgres(cfg.state_dir / "pg").start)
-            admin = await asyncpg.connect(self.pg.url)
-            try:
-                if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
-                    await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-            finally:
-                await admin.close()
-            db_url = self.pg.url.rsplit("/", 1)[0] + "/" + DATABASE
+            db_url = await self._embedded_postgres()
         try:
             from services.migrate import migrate
         except ImportError as exc:
@@ -95,6 +93,22 @@ class Stack:
         except (OSError, asyncpg.PostgresError) as exc:
             raise StackError(f"migrations failed on {db_url}: {exc}") from None
         return db_url, redis_url
+
+    async def _embedded_postgres(self) -> str:
+        """Start (or reuse) the embedded server under the state dir; return the URL of our database."""
+        data = self.config.state_dir / "pg"
+        try:
+            self.pg = await asyncio.to_thread(EmbeddedPostgres(data).start)
+            admin = await asyncpg.connect(self.pg.url)
+            try:
+                if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+                    await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+            finally:
+                await admin.close()
+        except (OSError, RuntimeError, subprocess.SubprocessError, asyncpg.PostgresError) as exc:
+            raise StackError(f"the embedded PostgreSQL did not start: {exc}. Its log is {data / 'log'}; "
+                             "delete the directory to start afresh, or set DATABASE_URL.") from None
+        return self.pg.url.rsplit("/", 1)[0] + "/" + DATABASE
 
     def _stop_databases(self) -> None:
         for name, server in (("redis", self.redis), ("postgres", self.pg)):

@@ -178,31 +178,41 @@ def stack_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack")
 
 
-@pytest.fixture
-def run(stack_state: Path) -> Iterator[Run]:
-    """`strangler run` on free ports with embedded databases; killed with its tree if a test leaves it up."""
+def start_run(state_dir: Path, extra_env: dict[str, str]) -> Run:
+    """Start `strangler run` on free ports; DATABASE_URL / REDIS_URL only if `extra_env` gives them."""
     ports = {name: free_port() for name in ("gateway", "admin", "legacy", "new")}
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET")}
     argv = [str(STRANGLER), "run", "--listen", f"127.0.0.1:{ports['gateway']}",
             "--admin", f"127.0.0.1:{ports['admin']}", "--legacy-port", str(ports["legacy"]),
-            "--new-port", str(ports["new"]), "--state-dir", str(stack_state), "--stop-timeout", "10"]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    r = Run(proc, stack_state, ports)
+            "--new-port", str(ports["new"]), "--state-dir", str(state_dir), "--stop-timeout", "10"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env={**env, **extra_env}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return Run(proc, state_dir, ports)
+
+
+def cleanup(r: Run) -> None:
+    """Kill a run a test left up, with everything below it, and close its pipe."""
+    if r.proc.poll() is None:
+        leftovers = descendants(r.proc.pid)
+        r.proc.kill()
+        r.proc.wait()
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if r.proc.stdout is not None:
+        r.proc.stdout.close()
+
+
+@pytest.fixture
+def run(stack_state: Path) -> Iterator[Run]:
+    """`strangler run` with embedded databases; killed with its tree if a test leaves it up."""
+    r = start_run(stack_state, {})
     try:
         yield r
     finally:
-        if proc.poll() is None:
-            leftovers = descendants(proc.pid)
-            proc.kill()
-            proc.wait()
-            for pid in leftovers:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if proc.stdout is not None:
-            proc.stdout.close()
+        cleanup(r)
 
 
 def postmaster_pid(state_dir: Path) -> int | None:
@@ -277,3 +287,23 @@ def test_run_refuses_a_busy_port_naming_the_flag(stack_state: Path) -> None:
         r = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=30)
     assert r.returncode == 1
     assert f"new cannot listen on 127.0.0.1:{port}" in r.stderr.decode() and "--new-port" in r.stderr.decode()
+
+
+def test_run_uses_given_databases_migrates_them_and_stops_on_sigterm(
+        make_database: object, redis_url: str, tmp_path: Path) -> None:
+    """With DATABASE_URL / REDIS_URL set nothing embedded starts, migrations are applied, SIGTERM exits 0."""
+    database_url = make_database(migrated=False)  # type: ignore[operator]
+    r = start_run(tmp_path, {"DATABASE_URL": database_url, "REDIS_URL": redis_url})
+    try:
+        r.wait_up(45)
+        assert f"{redis_url}" in r.text and "REDIS_URL" in r.text and "DATABASE_URL" in r.text
+        assert not (tmp_path / "pg").exists() and not (tmp_path / "redis").exists()
+        with httpx.Client(timeout=10) as http:  # the schema is there: a read through the gateway works
+            resp = http.get(r.url("/api/v1/posts?limit=1"))
+            assert resp.status_code == 200, resp.text
+        children = descendants(r.proc.pid)
+        assert r.stop(signal.SIGTERM, 40) == 0, r.text[-3000:]
+        assert "SIGTERM: stopping" in r.text
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        cleanup(r)
