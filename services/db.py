@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -69,10 +68,14 @@ async def close_pool(pool: asyncpg.Pool, deadline: float = 5.0) -> None:
 BUMP_UPDATED_AT = "GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')"
 
 
-def iso_ms(value: datetime) -> str:
-    """Render a timestamptz(3) like JavaScript's ``Date.toISOString()``: ``2026-11-21T06:04:00.123Z``."""
-    # asyncpg returns timestamptz in UTC; the columns hold milliseconds, so this loses nothing.
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+def iso(column: str) -> str:
+    """SQL for a timestamptz(3) column rendered like JavaScript's ``toISOString()``, named as the column.
+
+    PostgreSQL formats it (``2026-11-21T06:04:00.123Z``), so rows arrive as ready strings: building and
+    formatting datetime objects in Python was a quarter of the CPU of a 20-post page.
+    """
+    name = column.rpartition(".")[2]
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS {name}"
 
 
 @contextlib.asynccontextmanager

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from services import validation as v
-from services.db import iso_ms
+from services.db import iso
 
 CREATE: v.Spec = (("title", v.title), ("body", v.text_body))
 PATCH: v.Spec = CREATE
-COLUMNS = "id, author_id, title, body, created_at, updated_at"
+COLUMNS = f"id, author_id, title, body, {iso('created_at')}, {iso('updated_at')}"
 
 
 def post_json(row: Any, author_name: str | None) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def post_json(row: Any, author_name: str | None) -> dict[str, Any]:
         "author_id": author_id,
         "title": row["title"],
         "body": row["body"],
-        "created_at": iso_ms(row["created_at"]),
-        "updated_at": iso_ms(row["updated_at"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
         "author": None if author_name is None else {"id": author_id, "name": author_name},
     }

@@ -7,11 +7,11 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from services import errors
-from services.db import BUMP_UPDATED_AT, Executor, ids
+from services.db import BUMP_UPDATED_AT, Executor, ids, iso
 from services.posts.models import COLUMNS
 
 _WITH_AUTHOR = (
-    "SELECT p.id, p.author_id, p.title, p.body, p.created_at, p.updated_at, "
+    f"SELECT p.id, p.author_id, p.title, p.body, {iso('p.created_at')}, {iso('p.updated_at')}, "
     "u.name AS author_name FROM p JOIN users u ON u.id = p.author_id"
 )
 

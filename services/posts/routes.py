@@ -26,8 +26,9 @@ def _page(rows: list[Any], names: dict[int, str], limit: int, offset: int) -> di
 async def list_posts(ctx: Ctx) -> web.Response:
     """GET /api/v1/posts"""
     limit, offset, author_id = page_query(ctx.request.query, author=True)
-    rows = await repo.page(ctx.db, limit + 1, offset, author_id)
-    names = await repo.author_names(ctx.db, rows[:limit])
+    async with ctx.connection() as db:
+        rows = await repo.page(db, limit + 1, offset, author_id)
+        names = await repo.author_names(db, rows[:limit])
     return json_response(200, _page(rows, names, limit, offset))
 
 
@@ -35,11 +36,14 @@ async def list_user_posts(ctx: Ctx) -> web.Response:
     """GET /api/v1/users/{id}/posts (404 when the user does not exist)."""
     limit, offset, _ = page_query(ctx.request.query)
     user_id = ctx.path_id()
-    user = None if user_id is None else await users_repo.get(ctx.db, user_id)
-    if user is None:
+    if user_id is None:
         raise errors.NotFound(errors.USER_NOT_FOUND)
-    # The one author is already loaded: no author query at all.
-    rows = await repo.page(ctx.db, limit + 1, offset, user["id"])
+    async with ctx.connection() as db:
+        user = await users_repo.get(db, user_id)
+        if user is None:
+            raise errors.NotFound(errors.USER_NOT_FOUND)
+        # The one author is already loaded: no author query at all.
+        rows = await repo.page(db, limit + 1, offset, user_id)
     return json_response(200, _page(rows, {user["id"]: user["name"]}, limit, offset))
 
 

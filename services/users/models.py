@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from services import validation as v
-from services.db import iso_ms
+from services.db import iso
 
 CREATE: v.Spec = (("email", v.email), ("password", v.password), ("name", v.name))
 PATCH: v.Spec = (("name", v.name), ("email", v.email), ("password", v.password))
-COLUMNS = "id, email, name, created_at, updated_at"
+COLUMNS = f"id, email, name, {iso('created_at')}, {iso('updated_at')}"
 
 
 def user_json(row: Any, name_suffix: str = "") -> dict[str, Any]:
@@ -21,6 +21,6 @@ def user_json(row: Any, name_suffix: str = "") -> dict[str, Any]:
         "id": row["id"],
         "email": row["email"],
         "name": row["name"] + name_suffix,
-        "created_at": iso_ms(row["created_at"]),
-        "updated_at": iso_ms(row["updated_at"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
     }
