@@ -24,6 +24,7 @@ import asyncpg  # type: ignore[import-untyped]  # no stubs
 import httpx
 
 from proxy.embedded import EmbeddedPostgres, EmbeddedRedis
+from proxy.routes import RoutesError, load_routes
 from proxy.stack_parts import (
     ROOT,
     Child,
@@ -211,6 +212,10 @@ class Stack:
                    ("new", ("127.0.0.1", cfg.new_port), "--new-port"))
         for who, (host, port), flag in planned:
             check_port_free(host, port, who, flag)
+        try:  # a broken routes file would only show when the gateway starts, after everything else
+            load_routes(cfg.routes)
+        except RoutesError as exc:
+            raise StackError(f"the routes file has errors; fix them and start again:\n{exc}") from None
         status = 1
         try:
             status = await self._start_and_supervise()

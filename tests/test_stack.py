@@ -275,6 +275,19 @@ def test_run_exits_non_zero_naming_a_child_that_dies(run: Run) -> None:
     assert not [pid for pid in children if alive(pid)]
 
 
+def run_to_end(argv: list[str], timeout: float = 30) -> tuple[int, str]:
+    """Run a `strangler run` expected to exit by itself; if it does not, stop it cleanly, then fail."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # it started things: let it stop them (embedded PostgreSQL too)
+        _, err = proc.communicate(timeout=60)
+        raise AssertionError(f"strangler run did not exit by itself:\n{err.decode()}") from None
+    return proc.returncode, err.decode()
+
+
 def test_run_refuses_a_busy_port_naming_the_flag(stack_state: Path) -> None:
     """If a port is taken, strangler run exits 1 at once and says which flag moves it."""
     with socket.socket() as busy:
@@ -284,9 +297,9 @@ def test_run_refuses_a_busy_port_naming_the_flag(stack_state: Path) -> None:
         argv = [str(STRANGLER), "run", "--new-port", str(port), "--listen", f"127.0.0.1:{free_port()}",
                 "--admin", f"127.0.0.1:{free_port()}", "--legacy-port", str(free_port()),
                 "--state-dir", str(stack_state)]
-        r = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=30)
-    assert r.returncode == 1
-    assert f"new cannot listen on 127.0.0.1:{port}" in r.stderr.decode() and "--new-port" in r.stderr.decode()
+        code, err = run_to_end(argv)
+    assert code == 1, err
+    assert f"new cannot listen on 127.0.0.1:{port}" in err and "--new-port" in err
 
 
 def test_run_uses_given_databases_migrates_them_and_stops_on_sigterm(
@@ -307,3 +320,18 @@ def test_run_uses_given_databases_migrates_them_and_stops_on_sigterm(
         assert not [pid for pid in children if alive(pid)]
     finally:
         cleanup(r)
+
+
+def test_run_refuses_a_broken_routes_file_before_starting_anything(tmp_path: Path) -> None:
+    """A routes file with errors stops strangler run at once with the file's own error lines."""
+    routes = tmp_path / "routes.yaml"
+    text = (ROOT / "routes.yaml").read_text()
+    assert "\n    target: new\n" in text
+    routes.write_text(text.replace("\n    target: new\n", "\n    target: nowhere\n", 1))
+    argv = [str(STRANGLER), "run", "--routes", str(routes), "--state-dir", str(tmp_path / "state"),
+            "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}",
+            "--legacy-port", str(free_port()), "--new-port", str(free_port())]
+    code, err = run_to_end(argv)
+    assert code == 1, err
+    assert "the routes file has errors" in err and f"{routes}:" in err and "nowhere" in err, err
+    assert not (tmp_path / "state").exists()  # no database was started
