@@ -40,7 +40,7 @@ def _pool_ctx(init: ConnectionInit | None) -> Callable[[web.Application], AsyncI
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0)
     app[CACHE] = Cache(client, settings.redis_prefix)
     yield
     await client.aclose()

@@ -46,6 +46,8 @@ async def create_pool(
         max_size=max_size,
         init=init,
         reset=_no_session_reset,
+        # A statement stuck this long is a fault, not load: fail the request instead of hanging it.
+        command_timeout=30,
         server_settings={"jit": "off", "application_name": "strangler-services"},
     )
     return pool
@@ -76,6 +78,11 @@ def iso(column: str) -> str:
     """
     name = column.rpartition(".")[2]
     return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS {name}"
+
+
+async def ping(db: Executor) -> None:
+    """Raise unless PostgreSQL answers (readiness)."""
+    await db.fetchval("SELECT 1")
 
 
 @contextlib.asynccontextmanager

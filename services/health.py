@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from services import errors
+from services import db, errors
 from services.context import STARTED, Ctx, json_response
 
 VERSION = "1.0.0"
@@ -34,7 +34,7 @@ async def ready(ctx: Ctx) -> web.Response:
     """GET /health/ready: 200 when PostgreSQL and Redis both answer, else 503 saying which and why."""
     checks = {"database": "ok", "redis": "ok"}
     try:
-        await asyncio.wait_for(ctx.db.fetchval("SELECT 1"), PING_TIMEOUT)
+        await asyncio.wait_for(db.ping(ctx.db), PING_TIMEOUT)
     except Exception as exc:  # any failure is the answer here, not an error
         checks["database"] = _why(exc) if not isinstance(exc, TimeoutError) else "failing: timed out"
     try:
