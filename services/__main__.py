@@ -6,6 +6,7 @@ A bad configuration prints the variable and the problem and exits with status 2.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -24,6 +25,10 @@ async def serve(settings: Settings) -> None:
     """Serve until a termination signal, then shut down gracefully."""
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
+    # Everything alive now lives as long as the process: keep it out of the collector's scans,
+    # which shortens the GC pauses that show up in p99 latency.
+    gc.collect()
+    gc.freeze()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
