@@ -1,29 +1,23 @@
 """Fixtures for the new service: settings on the real test PostgreSQL/Redis and an in-process server.
 
 `aiohttp_client` (pytest-aiohttp) serves the app on a real loopback socket; every test gets its own
-Redis key prefix, and the session's migrated database (tests use unique emails).
+Redis key prefix, and the session's migrated database (tests use unique emails). Helpers: svc_kit.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from svc_kit import DRY_RUN_SECRET, JWT_SECRET, MakeClient
 
 from services.app import create_app
 from services.db import ConnectionInit
 from services.settings import Settings
-
-JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
-DRY_RUN_SECRET = "dry-run-secret-for-tests"
-PASSWORD = "correct horse battery"
-
-MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
@@ -60,30 +54,8 @@ async def client(make_client: MakeClient) -> TestClient[Any, Any]:
 
 
 @pytest.fixture
-async def db(database_url: str) -> Any:
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to the test database, for looking behind the API."""
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
-
-
-def unique_email() -> str:
-    """An email no other test uses."""
-    return f"user-{secrets.token_hex(6)}@example.com"
-
-
-async def register(
-    client: TestClient[Any, Any], name: str = "Alice", email: str | None = None, password: str = PASSWORD
-) -> dict[str, Any]:
-    """Register a user through the API; return ``{"user":..,"tokens":..}`` (asserts 201)."""
-    response = await client.post(
-        "/api/v1/auth/register", json={"email": email or unique_email(), "password": password, "name": name}
-    )
-    assert response.status == 201, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-def bearer(tokens: dict[str, Any]) -> dict[str, str]:
-    """The Authorization header for a tokens object."""
-    return {"Authorization": f"Bearer {tokens['access_token']}"}

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-
-from tests.services.conftest import PASSWORD, MakeClient, register, unique_email
+from svc_kit import PASSWORD, MakeClient, register, unique_email
 
 RATE_LIMITED = b'{"error":{"code":"rate_limited","message":"too many login attempts, try again later"}}'
 

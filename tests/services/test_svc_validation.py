@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-
-from tests.services.conftest import bearer, register, unique_email
+from svc_kit import bearer, register, unique_email
 
 JSON = {"Content-Type": "application/json"}
 

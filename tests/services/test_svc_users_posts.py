@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-
-from tests.services.conftest import MakeClient, bearer, register, unique_email
+from svc_kit import MakeClient, bearer, register, unique_email
 
 
 async def create_post(

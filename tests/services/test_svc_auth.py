@@ -13,9 +13,9 @@ import bcrypt
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
+from svc_kit import JWT_SECRET, PASSWORD, MakeClient, bearer, register, unique_email
 
 from services.auth import tokens
-from tests.services.conftest import JWT_SECRET, PASSWORD, MakeClient, bearer, register, unique_email
 
 UNAUTHORIZED = b'{"error":{"code":"unauthorized","message":"missing or invalid access token"}}'
 

@@ -7,8 +7,7 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient
-
-from tests.services.conftest import bearer, register
+from svc_kit import bearer, register
 
 PAYLOADS = [
     "1 OR 1=1",

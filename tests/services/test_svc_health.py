@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from svc_kit import MakeClient
 
 from proxy.embedded import free_port
 from services.health import OPENAPI
-from tests.services.conftest import MakeClient
 
 
 async def test_health_reports_version_and_uptime(client: TestClient[Any, Any]) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-
-from tests.services.conftest import DRY_RUN_SECRET, PASSWORD, MakeClient, bearer, register, unique_email
+from svc_kit import DRY_RUN_SECRET, PASSWORD, MakeClient, bearer, register, unique_email
 
 BAD_SIGNATURE = b'{"error":{"code":"forbidden","message":"invalid dry-run signature"}}'
 

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import httpx
+from svc_kit import JWT_SECRET
 
 from proxy.embedded import free_port
-from tests.services.conftest import JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient
+from svc_kit import MakeClient, bearer, register
 
 from services.posts import repo
-from tests.services.conftest import MakeClient, bearer, register
 
 
 class QueryLog:

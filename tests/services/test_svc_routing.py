@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from svc_kit import register
 from yarl import URL
 
 from services.http import Router
-from tests.services.conftest import register
 
 ROUTE_NOT_FOUND = b'{"error":{"code":"not_found","message":"route not found"}}'
 
