@@ -11,13 +11,14 @@ that could be read two ways, and forwards the canonical form unchanged. The poli
   DEL) and non-ASCII bytes are refused, in the path and in the query. ``#`` is refused anywhere (a
   fragment is never sent by a client; a raw ``#`` is ambiguous). A backslash is refused in the path
   (some stacks treat it as ``/``).
-* **Percent escapes.** ``%`` must be followed by two hex digits. Escapes of unreserved characters
-  (``ALPHA DIGIT - . _ ~``) are decoded (``%61`` -> ``a``, ``%2e`` -> ``.``); every other escape is kept
-  with upper-case hex (``%c3%a9`` -> ``%C3%A9``). Refused: ``%2F`` (encoded slash: one backend would
-  split on it, the other not), ``%5C`` (encoded backslash) and encoded control characters
-  (``%00``-``%1F``, ``%7F``).
-* **Segments.** After decoding, ``.`` and ``..`` segments are refused (raw or encoded: ``/%2e%2e/``),
-  never resolved. Empty segments are refused (``//``, a leading ``//``); one trailing slash is kept
+* **Percent escapes.** ``%`` must be followed by two hex digits. Escapes are never decoded, only
+  their hex is upper-cased (``%c3%a9`` -> ``%C3%A9``, ``%75`` stays ``%75``). Express compares literal
+  route segments undecoded and decodes only parameters, and so does the routing table: ``/api/v1/%75sers/1``
+  is not the ``users`` route for either of them, while ``/api/v1/users/%31`` is user 1 for both backends.
+  Refused: ``%2F`` (encoded slash: one backend would split on it, the other not), ``%5C`` (encoded
+  backslash) and encoded control characters (``%00``-``%1F``, ``%7F``).
+* **Segments.** ``.`` and ``..`` segments are refused, raw or encoded (``/%2e%2e/``), never resolved.
+  Empty segments are refused (``//``, a leading ``//``); one trailing slash is kept
   (routing ignores it, see ``routes.RouteTable.match``). ``/`` alone is the root.
 * **Kept as they are.** Case (routing compares literal segments case-insensitively, but parameters and
   the default route keep what the client sent); ``;`` is an ordinary character (Express 5 and aiohttp
@@ -47,7 +48,6 @@ class BadPath(ValueError):
 _BAD_BYTE = re.compile(rb"[^\x21-\x7e]|#")
 _ESCAPE = re.compile(r"%(..)?", re.DOTALL)
 _HEX = frozenset("0123456789abcdefABCDEF")
-_UNRESERVED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 
 
 def _describe(byte: int) -> str:
@@ -67,9 +67,6 @@ def _unescape(match: re.Match[str]) -> str:
             f"invalid percent-escape {match.group(0)!r} in the path: '%' must be followed by two hex digits"
         )
     code = int(digits, 16)
-    char = chr(code)
-    if char in _UNRESERVED:
-        return char
     if code == 0x2F:
         raise BadPath(
             "encoded slash %2F in the path is refused: backends disagree on whether it splits a segment"
@@ -111,8 +108,8 @@ def _check_segments(path: str) -> None:
     # Fast path: no '//' and no segment starting with '.' means nothing to refuse.
     if "//" in path:
         raise BadPath("empty path segments ('//') are refused: backends disagree on whether to merge them")
-    if "/." not in path:
+    if "/." not in path and "%2E" not in path:
         return
     for segment in path.split("/"):
-        if segment in (".", ".."):
+        if segment.replace("%2E", ".") in (".", ".."):
             raise BadPath(f"dot segment {segment!r} in the path is refused (raw or percent-encoded)")

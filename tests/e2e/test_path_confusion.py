@@ -9,9 +9,8 @@ target is also sent straight to Express: the gateway accepts a target only if Ex
 path the gateway forwards, so the gateway never routes a spelling that legacy would route elsewhere.
 The table printed at the end (run with ``-s``) records what each side did.
 
-Known gap (strict xfail, so it fails loudly once fixed): an escaped letter in a literal segment
-(``/api/v1/%75sers/1``) is decoded by the gateway and served, while Express compares literal segments
-undecoded and answers 404; by the rule above the gateway must refuse such a target.
+An escaped letter in a literal segment (``/api/v1/%75sers/1``) is not the route for either side: the
+gateway, like Express, compares literal segments undecoded, so it goes to the default (legacy) as sent.
 """
 
 from __future__ import annotations
@@ -38,15 +37,6 @@ class Case:
     why: str
 
 
-# paths.canonicalise decodes escapes of unreserved characters everywhere, but Express compares literal
-# segments undecoded (it decodes parameters only): it answers 404 where the gateway serves the resource.
-# The cases expect "refused" (the rule); they fail on the Express check until proxy/paths.py refuses them.
-LITERAL_ESCAPE = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="proxy/paths.py decodes %75/%61 in a literal segment that Express matches undecoded (404)",
-)
-
 CATALOGUE = [
     Case("/api/v1/users/{id}", "new", "the route itself"),
     Case("/API/v1/users/{id}/", "new", "case + trailing slash, as Express matches"),
@@ -61,13 +51,13 @@ CATALOGUE = [
     Case("/api/v1/users/{id}%3B", "new", "reserved escapes are kept: the id is '{id}%3B'"),
     Case("/api/v1/users/{id}%20", "new", "an encoded space stays in the id"),
     Case("/api/v1/users/%C3%A9", "new", "a non-ASCII id, percent-encoded"),
-    Case("/api/v1/%75sers/{id}", "refused", "an encoded letter in a literal segment"),
-    Case("/%61pi/v1/users/{id}", "refused", "an encoded letter in the first literal segment"),
+    Case("/api/v1/%75sers/{id}", "legacy", "an encoded letter is not the literal 'users' (as in Express)"),
+    Case("/%61pi/v1/users/{id}", "legacy", "an encoded letter in the first literal segment"),
     Case("/api/v1/users;x/{id}", "legacy", "';' is literal: 'users;x' is not 'users'"),
     Case("/api/v1/users/{id}/posts", "legacy", "a longer path is not the users route"),
     Case("/api/v1/users/{eid}/posts", "legacy", "encoded digits in a parameter of the default route"),
     Case("/API/V1/USERS/{id}/POSTS/", "legacy", "the default route forwards case and slash as sent"),
-    Case("/api/v1/%75sers/{id}/posts", "refused", "an encoded letter on the default route"),
+    Case("/api/v1/%75sers/{id}/posts", "legacy", "an encoded letter on the default route"),
     Case("/api/v1/users", "legacy", "the list is legacy's"),
     Case("/api/v1/users/", "legacy", "the list with a trailing slash"),
     Case("/Api/V1/Users?limit=5", "legacy", "the list, mixed case, with a query"),
@@ -98,10 +88,7 @@ CATALOGUE = [
     Case("http://evil/api/v1/users/{id}", "refused", "absolute form"),
     Case("api/v1/users/{id}", "refused", "no leading slash"),
 ]
-PARAMS = [
-    pytest.param(c, id=c.target, marks=[LITERAL_ESCAPE] if "%75" in c.target or "%61" in c.target else [])
-    for c in CATALOGUE
-]
+PARAMS = [pytest.param(c, id=c.target) for c in CATALOGUE]
 
 
 def expand(case: Case, user_id: int) -> bytes:
