@@ -158,6 +158,23 @@ async def test_content_type_size_and_json_checks(client: TestClient[Any, Any]) -
         )
 
 
+async def test_json_a_strict_parser_refuses_is_400(client: TestClient[Any, Any]) -> None:
+    """Lone surrogates, numbers beyond a double, nesting past 1024, a BOM, invalid UTF-8: all 400."""
+    for raw in (
+        b'{"name":"a\\ud800b"}',
+        b'{"\\udc00":1}',
+        b'{"email":1e400}',
+        b"[" * 1025 + b"]" * 1025,
+        b'\xef\xbb\xbf{"a":1}',
+        b'{"a":"\xff"}',
+        b'{"a":NaN}',
+    ):
+        bad = await client.post("/api/v1/users", data=raw, headers=JSON)
+        assert bad.status == 400, raw
+    deep_but_allowed = await client.post("/api/v1/users", data=b"[" * 1024 + b"]" * 1024, headers=JSON)
+    assert fields(await deep_but_allowed.json()) == [("body", "must be a JSON object")]
+
+
 async def test_chunked_oversized_body_is_413(client: TestClient[Any, Any]) -> None:
     """A body without Content-Length that grows past the limit is 413 too."""
 
