@@ -7,13 +7,16 @@ then stop it with a signal and check that nothing it started is left running.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -128,6 +131,7 @@ class Run:
     state_dir: Path
     ports: dict[str, int]
     output: bytearray = field(default_factory=bytearray)
+    routes: Path = ROOT / "routes.yaml"
 
     def read(self, seconds: float) -> None:
         """Collect output for up to `seconds` (the pipe must be drained or the stack would block)."""
@@ -173,18 +177,25 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def stack_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One state directory for the module, so the embedded PostgreSQL is initialised once."""
-    return tmp_path_factory.mktemp("stack")
+def stack_state() -> Iterator[Path]:
+    """One state directory for the module, so the embedded PostgreSQL is initialised once.
+
+    Not under pytest's basetemp: as root, PostgreSQL runs as another user that must traverse the path,
+    and any pytest session starting meanwhile resets /tmp/pytest-of-<user> to mode 0700.
+    """
+    path = Path(tempfile.mkdtemp(prefix="strangler-stack-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
-def start_run(state_dir: Path, extra_env: dict[str, str]) -> Run:
+def start_run(state_dir: Path, extra_env: dict[str, str], routes: Path = ROOT / "routes.yaml") -> Run:
     """Start `strangler run` on free ports; DATABASE_URL / REDIS_URL only if `extra_env` gives them."""
     ports = {name: free_port() for name in ("gateway", "admin", "legacy", "new")}
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET")}
     argv = [str(STRANGLER), "run", "--listen", f"127.0.0.1:{ports['gateway']}",
             "--admin", f"127.0.0.1:{ports['admin']}", "--legacy-port", str(ports["legacy"]),
-            "--new-port", str(ports["new"]), "--state-dir", str(state_dir), "--stop-timeout", "10"]
+            "--new-port", str(ports["new"]), "--state-dir", str(state_dir), "--stop-timeout", "10",
+            "--routes", str(routes)]
     proc = subprocess.Popen(argv, cwd=ROOT, env={**env, **extra_env}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return Run(proc, state_dir, ports)
@@ -208,7 +219,10 @@ def cleanup(r: Run) -> None:
 @pytest.fixture
 def run(stack_state: Path) -> Iterator[Run]:
     """`strangler run` with embedded databases; killed with its tree if a test leaves it up."""
-    r = start_run(stack_state, {})
+    routes = stack_state / f"routes-{uuid.uuid4().hex[:6]}.yaml"  # a copy the test may edit
+    routes.write_text((ROOT / "routes.yaml").read_text())
+    r = start_run(stack_state, {}, routes)
+    r.routes = routes
     try:
         yield r
     finally:
@@ -222,8 +236,24 @@ def postmaster_pid(state_dir: Path) -> int | None:
         return None
 
 
+def served_by(run: Run, request_id: str) -> str | None:
+    """Which backend served `request_id`: the gateway's access line names its target, and that backend
+    must have logged the request too (a sampled shadow copy may also reach the other one)."""
+    names: dict[str, list[str]] = {}
+    for line in run.text.splitlines():
+        if request_id in line and "|" in line:
+            name, _, rest = line.partition("|")
+            names.setdefault(name.strip(), []).append(rest)
+    access = [json.loads(rest) for rest in names.get("gateway", []) if '"strangler.access"' in rest]
+    targets = {entry["target"] for entry in access}
+    if len(targets) != 1:
+        return None
+    target = targets.pop()
+    return target if target in names else None
+
+
 def test_run_serves_both_backends_through_the_gateway_and_stops_on_sigint(run: Run) -> None:
-    """A `new` route reaches the Python service, the rest legacy; SIGINT stops everything with exit 0."""
+    """A `new` route reaches Python, the rest legacy; editing routes flips one; SIGINT stops all, exit 0."""
     run.wait_up(45)
     for part in ("gateway", "admin", "legacy", "new"):
         assert f"127.0.0.1:{run.ports[part]}" in run.text, part
@@ -244,12 +274,25 @@ def test_run_serves_both_backends_through_the_gateway_and_stops_on_sigint(run: R
         r = http.get(run.url(f"/api/v1/users/{user['id']}"), headers={"X-Request-Id": new_id})
         assert r.status_code == 200 and r.headers["x-request-id"] == new_id
         assert r.json() == user
-    run.read(1.0)
-    # Each service logs the request id it served, and strangler run prefixes every line with its name.
-    logged_by = {rid: {ln.split("|")[0].strip() for ln in run.text.splitlines() if rid in ln}
-                 for rid in (legacy_id, new_id)}
-    assert logged_by[legacy_id] == {"legacy", "gateway"}, logged_by
-    assert logged_by[new_id] == {"new", "gateway"}, logged_by
+        run.read(1.0)
+        # Each service logs the request id it served, and strangler run prefixes every line with its name.
+        assert served_by(run, legacy_id) == "legacy", run.text[-3000:]
+        assert served_by(run, new_id) == "new", run.text[-3000:]
+
+        # Editing the user's routes file flips the route: the generated copy follows, the gateway reloads.
+        text = run.routes.read_text()
+        flipped = text.replace('path: "/api/v1/users/{id}"}\n    target: new', 'path: "/api/v1/users/{id}"}\n'
+                               '    target: legacy')
+        assert flipped != text
+        run.routes.write_text(flipped)
+        end, seen = time.monotonic() + 15, None
+        while time.monotonic() < end and seen != "legacy":
+            rid = f"flip-{uuid.uuid4()}"
+            r = http.get(run.url(f"/api/v1/users/{user['id']}"), headers={"X-Request-Id": rid})
+            assert r.json() == user
+            run.read(0.5)
+            seen = served_by(run, rid)
+        assert seen == "legacy", run.text[-3000:]
 
     started = time.monotonic()
     assert run.stop(signal.SIGINT, 40) == 0, run.text[-4000:]
