@@ -107,8 +107,9 @@ class Stack:
             finally:
                 await admin.close()
         except (OSError, RuntimeError, subprocess.SubprocessError, asyncpg.PostgresError) as exc:
-            raise StackError(f"the embedded PostgreSQL did not start: {exc}. Its log is {data / 'log'}; "
-                             "delete the directory to start afresh, or set DATABASE_URL.") from None
+            raise StackError(f"the embedded PostgreSQL did not start ({exc}); the lines above say why. Its "
+                             f"data and log are in {data} (delete it to start afresh), or set DATABASE_URL "
+                             "to use a server of your own.") from None
         return self.pg.url.rsplit("/", 1)[0] + "/" + DATABASE
 
     def _stop_databases(self) -> None:
