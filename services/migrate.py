@@ -117,7 +117,11 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration], director
 
 def main(argv: list[str] | None = None) -> int:
     """``strangler migrate``: apply pending migrations; 0 on success, 1 on failure, 2 on usage."""
-    parser = argparse.ArgumentParser(prog="strangler migrate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="strangler migrate",
+        description="Apply pending NNNN_*.sql migrations in order, each in a transaction, under an "
+        "advisory lock; refuse files changed after they were applied.",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
@@ -134,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"strangler migrate: {exc}", file=sys.stderr)
         return 1
     except (OSError, asyncpg.PostgresError) as exc:
-        print(f"strangler migrate: cannot migrate the database: {exc}", file=sys.stderr)
+        print(
+            f"strangler migrate: cannot reach or use the database: {exc}; check --database-url "
+            "(or DATABASE_URL) and that PostgreSQL is running",
+            file=sys.stderr,
+        )
         return 1
     for name in applied:
         print(f"applied {name}")
