@@ -127,3 +127,9 @@ def test_cli_main(
     monkeypatch.delenv("DATABASE_URL")
     assert main(["--dir", str(migrations)]) == 2
     assert "DATABASE_URL" in capsys.readouterr().err
+
+
+def test_cli_unreachable_database_exits_1(migrations: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """main() with a database that does not answer exits 1 and says what to check."""
+    assert main(["--database-url", "postgresql://postgres@127.0.0.1:1/none", "--dir", str(migrations)]) == 1
+    assert "--database-url" in capsys.readouterr().err
