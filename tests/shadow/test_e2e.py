@@ -42,12 +42,14 @@ class ShadowStack(Stack):
         self._starting = name
         return super().start(name)
 
-    def env(self, port: int) -> dict[str, str]:
-        env = super().env(port)
+    def env(self, *args: Any) -> dict[str, str]:
+        # Stack.env is env(port) or env(name, port) depending on the contract suite's version.
+        env: dict[str, str] = super().env(*args)
+        name = args[0] if len(args) == 2 else self._starting
         # Open every pooled database connection at start: a connection opened mid-test costs ~100 ms on a
         # busy machine and would show up as a latency difference in the verdict.
         env["DB_POOL_MIN"] = env["DB_POOL_MAX"]
-        if self._starting == "new":
+        if name == "new":
             env.update({"SERVICES_TEST_MODE": "1", "SERVICES_TEST_DIFF": "user.name",
                         "DRY_RUN_SECRET": DRY_RUN_SECRET})  # fmt: skip
         return env

@@ -6,9 +6,10 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from shadow_rig import Backend, RigFactory, routes_text
 
 from proxy.diffstore import RedisPgStore
+
+from .shadow_rig import Backend, RigFactory, routes_text
 
 MARK = "PLANTED"  # every planted secret contains this; none may be found in storage
 

@@ -9,12 +9,13 @@ import time
 import orjson
 from aiohttp import web
 from prometheus_client import REGISTRY
-from shadow_rig import Backend, Rig, RigFactory, routes_text
 
 from proxy import dryrun
 from proxy.diffstore import MemoryStore
 from proxy.routes import CompareRules, Route, ShadowSettings, ShadowSpec
 from proxy.shadow import Shadower
+
+from .shadow_rig import Backend, Rig, RigFactory, routes_text
 
 USERS = "  - {name: users, match: {methods: [GET], path: /users}, target: %s, shadow: {sample: 1.0}}\n"
 
