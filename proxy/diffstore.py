@@ -286,17 +286,20 @@ class RedisPgStore(_Recording):
         self.per_route = per_route
         self.retention_days = retention_days
         self._last_retention = 0.0
+        self._last_failure_log: dict[str, float] = {}
 
     @classmethod
     async def connect(
         cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: float
     ) -> RedisPgStore:
         """Open a Redis client and (with a database URL) a small PostgreSQL pool; ``aclose`` closes both."""
-        client = aioredis.Redis.from_url(redis_url)
+        # Timeouts: a hung Redis must stall only the background flush, and not forever.
+        client = aioredis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
         pg = None
         if database_url:
             try:
-                pg = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+                pg = await asyncpg.create_pool(database_url, min_size=1, max_size=2, timeout=5.0,
+                                               command_timeout=10.0)
             except BaseException:
                 await client.aclose()
                 raise
@@ -329,15 +332,22 @@ class RedisPgStore(_Recording):
                 for (kind, route, name), n in batch.incr.items():
                     pipe.hincrby(self._key(kind, route), name, n)
                 await pipe.execute()
-            except (aioredis.RedisError, OSError):
+            except (aioredis.RedisError, OSError) as exc:
                 STORE_ERRORS.labels("redis").inc()
-                log.exception("shadow counters could not be written to Redis; this batch is lost")
+                self._log_failure("redis", "shadow counters not written to Redis (%s); batch lost", exc)
         if batch.samples and self.pg is not None:
             try:
                 await self._write_samples(batch.samples)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 STORE_ERRORS.labels("postgres").inc()
-                log.exception("shadow samples could not be written to PostgreSQL; this batch is lost")
+                self._log_failure("postgres", "shadow samples not written to PostgreSQL (%s); lost", exc)
+
+    def _log_failure(self, part: str, message: str, exc: BaseException) -> None:
+        # A store that is down fails every flush (twice a second): log once a minute, count every time.
+        now = time.monotonic()
+        if now - self._last_failure_log.get(part, -1e9) >= 60.0:
+            self._last_failure_log[part] = now
+            log.error(message + " (strangler_shadow_store_errors counts them; logged once a minute)", exc)
 
     async def _write_samples(self, samples: list[Sample]) -> None:
         assert self.pg is not None

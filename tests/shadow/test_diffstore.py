@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from proxy.diffstore import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of, bucket_upper
 
@@ -151,11 +152,14 @@ async def test_storage_failure_is_counted_not_raised(redis_prefix: str) -> None:
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
     pool_url = f"postgresql://nobody@127.0.0.1:{port}/none"
     store = RedisPgStore(client, None, redis_prefix)
+    before = REGISTRY.get_sample_value("strangler_shadow_store_errors_total", {"part": "redis"}) or 0.0
     try:
         store.count("r", "seen")
         store.sample(sample())
         await store.flush()  # must not raise
         assert not store.batch
+        after = REGISTRY.get_sample_value("strangler_shadow_store_errors_total", {"part": "redis"})
+        assert after == before + 1
     finally:
         await client.aclose()
     with pytest.raises((OSError, asyncpg.PostgresError)):

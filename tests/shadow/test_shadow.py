@@ -244,3 +244,28 @@ async def test_hanging_shadow_does_not_slow_primary(
     st = (await rig.store.stats())["users"]
     assert st.get("dropped") >= 100  # 4 hanging workers + 50 queued; the rest were dropped
     release.set()
+
+
+async def test_dead_store_never_reaches_the_client(
+    make_rig: RigFactory, backends: tuple[Backend, Backend], redis_prefix: str
+) -> None:
+    """With Redis unreachable, clients get their responses and shadowing keeps going (failures counted)."""
+    import redis.asyncio as aioredis
+
+    from proxy.diffstore import RedisPgStore
+    from proxy.embedded import free_port
+
+    legacy, new = backends
+    dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    store = RedisPgStore(dead, None, redis_prefix)
+    before = metric("strangler_shadow_store_errors_total", part="redis")
+    try:
+        rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0"), store=store)
+        for _ in range(5):
+            status, _, body = await rig.get("/users")
+            assert status == 200 and orjson.loads(body)["name"] == "Alice"
+        await rig.shadower.drain()
+        assert len(new.seen) == 5
+        assert metric("strangler_shadow_store_errors_total", part="redis") > before
+    finally:
+        await dead.aclose()
