@@ -223,3 +223,30 @@ async def test_gather_includes_examples() -> None:
     report = await gather(store, TABLE, "posts")
     posts = report.route("posts")
     assert posts is not None and posts.examples[0]["candidate_status"] == 500
+
+
+class FakeTerminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal_and_html_format(
+    redis_url: str, redis_prefix: str, routes_file: Path
+) -> None:
+    """A progress line goes to stderr when it is a TTY (and is cleared); --format html prints the page."""
+    out, err = io.StringIO(), FakeTerminal()
+    argv = [
+        "--routes",
+        str(routes_file),
+        "--redis-url",
+        redis_url,
+        "--prefix",
+        redis_prefix,
+        "--format",
+        "html",
+    ]
+    assert main(argv, out, err) == 0
+    assert "reading counters" in err.getvalue() and err.getvalue().endswith("\r\x1b[2K")
+    assert out.getvalue().startswith("<!doctype html>") and 'data-route="users-get"' in out.getvalue()
