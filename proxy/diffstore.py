@@ -35,6 +35,7 @@ __all__ = [
     "RedisPgStore",
     "RouteStats",
     "Sample",
+    "StoreError",
     "bucket_of",
     "bucket_upper",
 ]
@@ -66,6 +67,10 @@ def bucket_of(seconds: float) -> int:
 def bucket_upper(index: int) -> float:
     """The upper bound in seconds of bucket ``index``."""
     return _BASE * _RATIO**index
+
+
+class StoreError(Exception):
+    """The stores can be reached but not used as expected; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -404,7 +409,12 @@ class RedisPgStore(_Recording):
         """The newest stored samples of ``route`` (empty without PostgreSQL)."""
         if self.pg is None:
             return []
-        rows = await self.pg.fetch(_SELECT, route, limit)
+        try:
+            rows = await self.pg.fetch(_SELECT, route, limit)
+        except asyncpg.UndefinedTableError:
+            raise StoreError(
+                "the database has no shadow_diffs table: apply the migrations (strangler migrate) and retry"
+            ) from None
         return [_sample(r) for r in rows]
 
     async def noise_paths(self, route: str) -> set[str]:

@@ -23,7 +23,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RouteStats, Sample
+from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RouteStats, Sample, StoreError
 from proxy.routes import RoutesError, RouteTable, ShadowSettings, load_routes
 
 __all__ = ["Report", "RouteReport", "build_report", "gather", "main", "render", "suggest"]
@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             return 2
     try:
         report = asyncio.run(_collect(args, table, _Progress(err)))
+    except StoreError as exc:
+        err.write(f"strangler report: {exc}\n")
+        return 2
     except (OSError, ConnectionError) as exc:
         err.write(f"strangler report: cannot reach the shadow stores: {exc}; check the Redis/database URLs\n")
         return 2

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore
+from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore, StoreError
 from proxy.report import NOT_ENOUGH, READY, Report, RouteReport, gather
 
 __all__ = ["REPORT_STORE", "render_html", "setup"]
@@ -159,7 +159,10 @@ async def _report(request: web.Request, route: str | None) -> Report:
             "for the gateway and restart it.\n"
         )
     table = request.app[_STATE].table
-    return await gather(store, table, route)
+    try:
+        return await gather(store, table, route)
+    except StoreError as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
 
 
 async def report_page(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -250,3 +251,14 @@ def test_progress_only_on_a_terminal_and_html_format(
     assert main(argv, out, err) == 0
     assert "reading counters" in err.getvalue() and err.getvalue().endswith("\r\x1b[2K")
     assert out.getvalue().startswith("<!doctype html>") and 'data-route="users-get"' in out.getvalue()
+
+
+def test_cli_unmigrated_database_says_migrate(
+    redis_url: str, redis_prefix: str, routes_file: Path, make_database: Any
+) -> None:
+    """Example diffs from a database without the shadow_diffs table: exit 2 telling to run the migrations."""
+    bare = make_database(migrated=False)
+    argv = ["--routes", str(routes_file), "--redis-url", redis_url, "--database-url", bare,
+            "--prefix", redis_prefix, "--route", "posts"]  # fmt: skip
+    code, _, err = run(argv)
+    assert code == 2 and "strangler migrate" in err
