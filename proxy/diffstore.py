@@ -43,7 +43,7 @@ __all__ = [
 log = logging.getLogger("strangler.shadow.store")
 
 COUNTERS: Final = (
-    "seen", "compared", "matched", "differed", "noise", "dropped", "skipped",
+    "seen", "sampled", "compared", "matched", "differed", "noise", "dropped", "skipped",
     "errors_control", "errors_candidate",
 )  # fmt: skip
 SIDES: Final = ("control", "candidate")

@@ -124,7 +124,7 @@ def _route_report(
     )
 
 
-_SHOWN: Final = frozenset({"seen", "compared", "dropped", "skipped"})
+_SHOWN: Final = frozenset({"seen", "sampled", "compared", "dropped", "skipped"})
 
 
 def _verdict(

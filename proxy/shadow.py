@@ -147,24 +147,28 @@ class Shadower:
     # -- the data path's side: synchronous and cheap ------------------------------------------------
 
     def wants(self, route: Route, method: str) -> bool:
-        """Whether this request is sampled for shadowing (counts writes that cannot be shadowed)."""
+        """Whether this request is sampled for shadowing; counts it as seen (and skipped writes)."""
         spec = route.shadow
         if spec is None or self._closed:
+            return False
+        name = route.name
+        self.store.count(name, "seen")
+        if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
             if not spec.writes:
                 return False
             if route.target != CONTROL or self.secret is None:
                 # The copy would go to legacy, or new cannot verify a dry run: never a second real write.
-                self.store.count(route.name, "skipped")
-                COMPARISONS.labels(route.name, "skipped").inc()
+                self.store.count(name, "skipped")
+                COMPARISONS.labels(name, "skipped").inc()
                 return False
-        return spec.sample >= 1.0 or self._rand() < spec.sample
+        return True
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
         name = exchange.route.name
-        self.store.count(name, "seen")
+        self.store.count(name, "sampled")
         try:
             if self._closed:
                 raise asyncio.QueueFull

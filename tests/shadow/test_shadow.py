@@ -34,7 +34,8 @@ async def test_identical_backends_match(make_rig: RigFactory, backends: tuple[Ba
         assert status == 200 and orjson.loads(body)["name"] == "Alice"
     await rig.shadower.drain()
     st = (await rig.store.stats())["users"]
-    assert (st.get("seen"), st.get("compared"), st.get("matched"), st.get("differed")) == (5, 5, 5, 0)
+    assert (st.get("seen"), st.get("sampled"), st.get("compared"), st.get("matched")) == (5, 5, 5, 5)
+    assert st.get("differed") == 0
     assert len(legacy.seen) == 5 and len(new.seen) == 5
     assert sum(st.latency["control"].values()) == 5 and sum(st.latency["candidate"].values()) == 5
     assert metric("strangler_shadow_comparisons_total", route="users", result="matched") == before + 5
@@ -53,7 +54,21 @@ async def test_unsampled_and_unshadowed_routes(
     for path in ("/zero", "/plain", "/zero"):
         assert (await rig.get(path))[0] == 200
     await rig.shadower.drain()
-    assert new.seen == [] and await rig.store.stats() == {}
+    assert new.seen == []
+    stats = await rig.store.stats()
+    assert list(stats) == ["zero"] and stats["zero"].counters == {"seen": 2}  # seen, never sampled
+
+
+async def test_sampling_fraction_and_seen_count() -> None:
+    """wants() samples the configured fraction and counts every request of a shadowed route as seen."""
+    draws = iter([0.05, 0.5, 0.2, 0.9] * 5)
+    store = MemoryStore()
+    shadower = Shadower(ShadowSettings(), {}, store, rand=lambda: next(draws))
+    route = Route("s", frozenset({"GET"}), "/s", "legacy", ShadowSpec(0.25, False, 1.0), CompareRules(), 1)
+    picked = [shadower.wants(route, "GET") for _ in range(20)]
+    assert picked == [True, False, True, False] * 5
+    await store.flush()
+    assert (await store.stats())["s"].counters == {"seen": 20}
 
 
 async def test_difference_recorded_with_path(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
@@ -207,7 +222,7 @@ async def test_queue_full_drops_and_counts(backends: tuple[Backend, Backend]) ->
     assert time.perf_counter() - start < 0.05
     await store.flush()
     st = (await store.stats())["q"]
-    assert (st.get("seen"), st.get("dropped")) == (10, 8)
+    assert (st.get("sampled"), st.get("dropped")) == (10, 8)
     assert metric("strangler_shadow_dropped_total", route="q") == before + 8
 
 
