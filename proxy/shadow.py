@@ -48,6 +48,7 @@ STORED_BODY_CHARS: Final = 4096
 STORED_VALUE_CHARS: Final = 512
 STORED_DIFFERENCES: Final = 50
 NOISE_REFRESH_S: Final = 5.0
+MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 
 COMPARISONS = PromCounter(
     "strangler_shadow_comparisons",
@@ -118,6 +119,7 @@ class Shadower:
         self._noise: dict[str, tuple[float, set[str]]] = {}
         self._closed = False
         self._own_pools: dict[str, UpstreamPool] = {}
+        self._queued_bytes = 0
 
     @property
     def body_cap(self) -> int:
@@ -169,10 +171,13 @@ class Shadower:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
         name = exchange.route.name
         self.store.count(name, "sampled")
+        size = len(exchange.request_body or b"") + len(exchange.response_body or b"")
         try:
-            if self._closed:
+            # The queue is bounded in count and in bytes: 1000 jobs of 1 MiB bodies would be 2 GiB.
+            if self._closed or self._queued_bytes + size > MAX_QUEUED_BYTES:
                 raise asyncio.QueueFull
             self._queue.put_nowait(exchange)
+            self._queued_bytes += size
         except asyncio.QueueFull:
             self.store.count(name, "dropped")
             DROPS.labels(name).inc()
@@ -215,6 +220,7 @@ class Shadower:
     async def _worker(self) -> None:
         while True:
             exchange = await self._queue.get()
+            self._queued_bytes -= len(exchange.request_body or b"") + len(exchange.response_body or b"")
             try:
                 await self._handle(exchange)
             except Exception:

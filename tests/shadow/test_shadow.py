@@ -284,3 +284,19 @@ async def test_dead_store_never_reaches_the_client(
         assert metric("strangler_shadow_store_errors_total", part="redis") > before
     finally:
         await dead.aclose()
+
+
+async def test_queue_bounded_in_bytes() -> None:
+    """Large bodies fill the queue's byte budget before its count: further ones are dropped and counted."""
+    from proxy.exchange import Exchange
+    from proxy.shadow import MAX_QUEUED_BYTES
+
+    store = MemoryStore()
+    shadower = Shadower(ShadowSettings(queue=1000, concurrency=1), {}, store)  # not started
+    route = Route("b", frozenset({"GET"}), "/b", "legacy", ShadowSpec(1.0, False, 1.0), CompareRules(), 1)
+    body = b"x" * (MAX_QUEUED_BYTES // 4)
+    ex = Exchange(route, "GET", "/b", "", [], b"", "legacy", 200, [], body, 0.001, "rid")
+    for _ in range(6):
+        shadower.submit(ex)
+    await store.flush()
+    assert (await store.stats())["b"].counters == {"sampled": 6, "dropped": 2}
