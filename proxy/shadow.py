@@ -258,6 +258,10 @@ class Shadower:
         timeout = spec.timeout if spec is not None and spec.timeout > 0 else self.settings.timeout
         other = CANDIDATE if ex.primary == CONTROL else CONTROL
         safe = ex.method in SAFE
+        if ex.response_body is None and not ex.response_headers:
+            # No upstream response at all: the gateway answered 502/504 itself. That is the primary's error.
+            self._record_error(ex, _Failed(ex.primary, f"no upstream response (the gateway sent {ex.status})"))
+            return
         unreplayable = ex.request_body is None or (ex.response_body is None and not safe)
         if unreplayable or (not safe and (other != CANDIDATE or self.secret is None)):
             self.store.count(name, "skipped")

@@ -300,3 +300,19 @@ async def test_queue_bounded_in_bytes() -> None:
         shadower.submit(ex)
     await store.flush()
     assert (await store.stats())["b"].counters == {"sampled": 6, "dropped": 2}
+
+
+async def test_primary_failure_counts_as_that_sides_error(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """When the primary never answered (the gateway sent 502), it is that side's error, not a difference."""
+    from proxy.embedded import free_port
+
+    _, new = backends
+    dead = Backend("legacy", port=free_port())  # never started: connections are refused
+    rig = await make_rig(routes_text(dead, new, USERS % "legacy", "aa_sample: 0"))
+    assert (await rig.get("/users"))[0] == 502
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert (st.get("errors_control"), st.get("compared"), st.get("differed")) == (1, 0, 0)
+    assert new.seen == []
