@@ -260,7 +260,7 @@ class Shadower:
         safe = ex.method in SAFE
         if ex.response_body is None and not ex.response_headers:
             # No upstream response at all: the gateway answered 502/504 itself. That is the primary's error.
-            self._record_error(ex, _Failed(ex.primary, f"no upstream response (the gateway sent {ex.status})"))
+            self._record_error(ex, _Failed(ex.primary, f"no upstream response (gateway sent {ex.status})"))
             return
         unreplayable = ex.request_body is None or (ex.response_body is None and not safe)
         if unreplayable or (not safe and (other != CANDIDATE or self.secret is None)):
