@@ -160,7 +160,8 @@ def build_report(
 ) -> Report:
     """The report for every shadowed route in ``table`` and every route with recorded data."""
     settings = table.shadow_settings if table else ShadowSettings()
-    names = [r.name for r in table.routes if r.shadow] if table else []
+    # File order (routes are stored in match-priority order), then routes known only from the data.
+    names = [r.name for r in sorted(table.routes, key=lambda r: r.line) if r.shadow] if table else []
     names += sorted(n for n in stats if n not in names)
     routes = []
     for name in names:
@@ -242,6 +243,8 @@ def render_terminal(report: Report) -> str:
         details = []
         details += [f"  differs at {p}: {n}" for p, n in r.paths[:10]]
         details += [f"  noise (A/A) {p}: {n}" for p, n in r.noise_paths[:10]]
+        if r.noise:
+            details.append(f"  {r.noise} comparisons differed only in noise (counted as matches)")
         details += [f"  why: {why}" for why in r.reasons if r.verdict == NOT_READY]
         extra = {k: v for k, v in r.counters.items() if k in ("dropped", "skipped") and v}
         if extra:
