@@ -21,7 +21,11 @@ from urllib.parse import quote
 
 
 def die_with_parent() -> None:
-    """Run in a child before exec: it gets SIGTERM when its parent dies, even by SIGKILL (Linux only)."""
+    """Run in a child before exec: it gets SIGTERM when its parent dies, even by SIGKILL (Linux only).
+
+    Linux ties this to the *thread* that forked, so start such children from a thread that lives as long
+    as they should (the main thread), never from a short-lived worker.
+    """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
