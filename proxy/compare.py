@@ -61,11 +61,18 @@ class Observed:
     body: bytes = b""
     complete: bool = True
     digest: str | None = None
+    _by_name: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Several lookups per comparison: index the headers once.
+        by_name: dict[str, str] = {}
+        for k, v in self.headers:
+            by_name[k] = f"{by_name[k]}, {v}" if k in by_name else v
+        object.__setattr__(self, "_by_name", by_name)
 
     def header(self, name: str) -> str | None:
         """All values of header ``name`` joined with ", " (None when absent)."""
-        values = [v for k, v in self.headers if k == name]
-        return ", ".join(values) if values else None
+        return self._by_name.get(name)
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,9 @@ def _any_match(patterns: tuple[tuple[Segment, ...], ...], path: Sequence[Segment
     return any(_matches(p, path) for p in patterns)
 
 
+_CONTAINERS: Final = (dict, list)
+
+
 def _type(value: Any) -> str:
     if value is None:
         return "null"
@@ -213,6 +223,10 @@ class _Walker:
     def walk(self, c: Any, d: Any, path: list[Segment]) -> None:
         rules = self.rules
         if rules.ignore and _any_match(rules.ignore, path):
+            return
+        # Equal subtrees have no difference under any rule: skip them at C speed. Python's == says
+        # True == 1, so equal bytes (orjson, also C) confirm it; a false "not equal" only costs the walk.
+        if type(c) in _CONTAINERS and c == d and orjson.dumps(c) == orjson.dumps(d):
             return
         tc, td = _type(c), _type(d)
         if tc != td:

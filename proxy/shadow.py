@@ -49,6 +49,7 @@ STORED_VALUE_CHARS: Final = 512
 STORED_DIFFERENCES: Final = 50
 NOISE_REFRESH_S: Final = 5.0
 MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
+SAMPLE_INTERVAL_S: Final = 5.0
 
 COMPARISONS = PromCounter(
     "strangler_shadow_comparisons",
@@ -120,6 +121,7 @@ class Shadower:
         self._closed = False
         self._own_pools: dict[str, UpstreamPool] = {}
         self._queued_bytes = 0
+        self._sampled_at: dict[tuple[str, str], float] = {}
 
     @property
     def body_cap(self) -> int:
@@ -273,7 +275,15 @@ class Shadower:
             calls["primary"] = self._call(ex.primary, ex, timeout)  # too large to tee: fetch again, hash
         if aa:
             calls["aa"] = self._call(CONTROL, ex, timeout)
-        results = dict(zip(calls, await asyncio.gather(*calls.values(), return_exceptions=True), strict=True))
+        results: dict[str, Any]
+        if len(calls) == 1:  # the common case: no task, no gather
+            try:
+                results = {"other": await calls["other"]}
+            except _Failed as failure:
+                results = {"other": failure}
+        else:
+            done = await asyncio.gather(*calls.values(), return_exceptions=True)
+            results = dict(zip(calls, done, strict=True))
         raw: dict[str, Fetched] = {}
         for key, side in (("other", other), ("primary", ex.primary)):
             res = results.get(key)
@@ -314,11 +324,24 @@ class Shadower:
         else:
             self.store.differed(name, diff.signature, diff.paths)
             result = "noise" if all(p in noise for p in diff.paths) else "differed"
-            if result == "differed":
+            if result == "differed" and self._sample_due(name, diff.signature):
                 self.store.sample(self._sample(ex, diff, control, candidate, control_raw, candidate_raw,
                                                control_s, candidate_s))
         self.store.count(name, result)
         COMPARISONS.labels(name, result).inc()
+
+    def _sample_due(self, route: str, signature: str) -> bool:
+        # Storage keeps a few samples per signature anyway; building one (redaction) costs far more
+        # than comparing, so each process builds at most one per signature every SAMPLE_INTERVAL_S.
+        now = time.monotonic()
+        key = (route, signature)
+        last = self._sampled_at.get(key)
+        if last is not None and now - last < SAMPLE_INTERVAL_S:
+            return False
+        if len(self._sampled_at) >= 10000:  # many distinct signatures: forget, rather than grow
+            self._sampled_at.clear()
+        self._sampled_at[key] = now
+        return True
 
     async def _noise_paths(self, route: str) -> set[str]:
         now = time.monotonic()
