@@ -204,3 +204,9 @@ def test_property_sets_ignore_order(items: list[object], rnd: Any) -> None:
     assert diff({"s": items}, {"s": shuffled}, CompareRules(sets=("$.s",))) is None
     if orjson.dumps(items) != orjson.dumps(shuffled):
         assert diff({"s": items}, {"s": shuffled}) is not None
+
+
+def test_nested_true_and_one_still_differ() -> None:
+    """Python's True == 1 must not hide a nested boolean/number change (or 1 vs 1.0 create one)."""
+    assert kinds(diff({"a": {"b": [1]}}, {"a": {"b": [True]}})) == [("$.a.b[0]", "type")]
+    assert diff({"a": {"b": [1]}}, {"a": {"b": [1.0]}}) is None
