@@ -310,6 +310,18 @@ class RedisPgStore(_Recording):
                 raise
         return cls(client, pg, prefix, **caps)  # type: ignore[arg-type]  # caps are the keyword options
 
+    @classmethod
+    async def connect_lenient(
+        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX
+    ) -> RedisPgStore:
+        """Like ``connect``, but an unreachable database only turns samples off (logged), for servers
+        that must start anyway: counters in Redis are the part that matters."""
+        try:
+            return await cls.connect(redis_url, database_url, prefix)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("shadow samples are off: cannot connect to DATABASE_URL (%s); counters work", exc)
+            return await cls.connect(redis_url, None, prefix)
+
     async def aclose(self) -> None:
         """Flush, then close the clients opened by ``connect``."""
         try:

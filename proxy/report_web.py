@@ -190,7 +190,7 @@ async def _env_store(app: web.Application) -> AsyncIterator[None]:
     store = None
     if redis_url:
         prefix = os.environ.get("STRANGLER_SHADOW_PREFIX", DEFAULT_PREFIX)
-        store = await RedisPgStore.connect(redis_url, os.environ.get("DATABASE_URL"), prefix)
+        store = await RedisPgStore.connect_lenient(redis_url, os.environ.get("DATABASE_URL"), prefix)
         app[REPORT_STORE] = store
     try:
         yield

@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import orjson
 from prometheus_client import Counter as PromCounter
 
@@ -421,12 +420,7 @@ async def open_sink(
         yield None
         return
     prefix = env.get("STRANGLER_SHADOW_PREFIX", DEFAULT_PREFIX)
-    try:
-        store = await RedisPgStore.connect(redis_url, env.get("DATABASE_URL"), prefix)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        # Samples are a nice-to-have: keep shadowing with counters only rather than refuse to start.
-        log.warning("shadow samples are off: cannot connect to DATABASE_URL (%s); counters go to Redis", exc)
-        store = await RedisPgStore.connect(redis_url, None, prefix)
+    store = await RedisPgStore.connect_lenient(redis_url, env.get("DATABASE_URL"), prefix)
     pools = {name: UpstreamPool(spec) for name, spec in table.upstreams.items()}
     shadower = Shadower(table.shadow_settings, pools, store, secret=dryrun.secret_from_env(env))
     shadower._own_pools = pools  # ours to reconcile on reload and to close

@@ -164,3 +164,19 @@ async def test_storage_failure_is_counted_not_raised(redis_prefix: str) -> None:
         await client.aclose()
     with pytest.raises((OSError, asyncpg.PostgresError)):
         await RedisPgStore.connect(f"redis://127.0.0.1:{port}/0", pool_url, redis_prefix)
+
+
+async def test_lenient_connect_falls_back_to_counters_only(redis_url: str, redis_prefix: str) -> None:
+    """An unreachable database turns samples off instead of failing the server that opens the store."""
+    from proxy.embedded import free_port
+
+    store = await RedisPgStore.connect_lenient(
+        redis_url, f"postgresql://x@127.0.0.1:{free_port()}/x", redis_prefix
+    )
+    try:
+        assert store.pg is None
+        store.count("r", "seen")
+        await store.flush()
+        assert (await store.stats())["r"].counters == {"seen": 1}
+    finally:
+        await store.aclose()
