@@ -123,6 +123,7 @@ async def test_unknown_route_page_is_404(admin: str) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(600)  # only if chromium has to be installed first; rendering takes a few seconds
 async def test_report_page_in_headless_chromium(admin: str) -> None:
     """Chromium renders the table rows, verdicts and the inline SVG latency chart; no external assets."""
     dom = await dump_dom(admin + "/report")
@@ -134,6 +135,7 @@ async def test_report_page_in_headless_chromium(admin: str) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(600)  # as above
 async def test_route_drill_down_in_headless_chromium(admin: str) -> None:
     """/report/{route} shows that route's example diff side by side (legacy and new columns)."""
     dom = await dump_dom(admin + "/report/users-get")
