@@ -337,10 +337,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="strangler report", description="Print the shadow-comparison report.")
     p.add_argument("--routes", default="routes.yaml", help="routes file (default routes.yaml)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="Redis URL (env REDIS_URL)")
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), help="env DATABASE_URL")
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                   help="PostgreSQL URL, for example diffs (env DATABASE_URL; optional)")
     p.add_argument("--prefix", default=os.environ.get("STRANGLER_SHADOW_PREFIX", DEFAULT_PREFIX),
                    help=f"Redis key prefix (env STRANGLER_SHADOW_PREFIX, default {DEFAULT_PREFIX})")
-    p.add_argument("--format", choices=("terminal", "json", "markdown", "html"), default="terminal")
+    p.add_argument("--format", choices=("terminal", "json", "markdown", "html"), default="terminal",
+                   help="output format (default terminal)")
     p.add_argument("--route", help="only this route, with example diffs side by side")
     p.add_argument("--suggest", action="store_true",
                    help="print the routes.yaml change (unified diff) flipping every READY route to new")
