@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, pair in results.items():
         print(f"\n{name}")
         print(table(pair[s] for s in SERVICES))
+        legacy_cpu, new_cpu = pair["legacy"].cpu_us_per_request, pair["new"].cpu_us_per_request
+        if legacy_cpu and new_cpu:
+            print(f"  new uses {new_cpu / legacy_cpu:.2f}x legacy's CPU per request")
         all_checks += checks(name, pair["legacy"], pair["new"])
     print("\nTargets (ratio of means; per-round paired ratios in the detail):")
     for c in all_checks:
