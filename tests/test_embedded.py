@@ -1,0 +1,52 @@
+"""The embedded PostgreSQL is never leaked, even when the process that started it was SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from proxy.embedded import EmbeddedPostgres, _alive
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from proxy.embedded import EmbeddedPostgres
+pg = EmbeddedPostgres(Path(sys.argv[1])).start()
+print(pg._server.get_pid(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_server_left_by_a_killed_starter_is_stopped_by_the_next_clean_stop() -> None:
+    """After its starter is SIGKILLed, the next start reuses the server and the next stop ends it."""
+    data_dir = Path(tempfile.mkdtemp(prefix="strangler-embedded-")) / "pg"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, str(data_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert starter.stdout is not None
+        postmaster = int(starter.stdout.readline())
+        os.kill(starter.pid, signal.SIGKILL)
+        starter.wait(10)
+        assert _alive(postmaster), "the postmaster outlives a SIGKILLed starter (that is the case under test)"
+
+        again = EmbeddedPostgres(data_dir).start()
+        assert again._server.get_pid() == postmaster  # type: ignore[attr-defined]
+        again.stop()
+        deadline = time.monotonic() + 15
+        while _alive(postmaster) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(postmaster), "a clean stop left the embedded PostgreSQL running"
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(10)
+        if starter.stdout is not None:
+            starter.stdout.close()
+        if "postmaster" in locals() and _alive(postmaster):
+            os.kill(postmaster, signal.SIGINT)
