@@ -100,6 +100,9 @@ class Reloader:
             return False
         self._tried = hashlib.sha256(raw).hexdigest()  # the bytes parsed (the file may have moved on)
         if table.sha256 == self.state.table.sha256 and reason == "watch":
+            if self.state.last_reload.result == "failure":
+                # A bad edit was reverted: the file is the live table again, so the failure is over.
+                self.state.last_reload = ReloadStatus("unchanged", time.time())
             return False  # touched but unchanged: nothing to do, nothing to count
         try:
             self._apply(table, raw)

@@ -67,6 +67,24 @@ def test_invalid_file_is_refused_logged_and_counted(tmp_path: Path, caplog: pyte
     gateway.close()
 
 
+def test_reverting_a_bad_edit_clears_the_reported_failure(tmp_path: Path) -> None:
+    """A bad edit reverted to the live table is no longer reported as a failed reload."""
+    path = tmp_path / "routes.yaml"
+    good = routes_text("http://127.0.0.1:1", "http://127.0.0.1:2", "new")
+    path.write_text(good)
+    reloader, gateway, state = make_reloader(path)
+    old = gateway.table
+    write_atomically(path, INVALID_ROUTES)
+    assert reloader.reload("watch") is False
+    assert state.last_reload.result == "failure"
+    write_atomically(path, good)
+    assert reloader.reload("watch") is False  # nothing new to apply
+    assert gateway.table is old
+    assert state.last_reload.result == "unchanged"
+    assert state.last_reload.errors == []
+    gateway.close()
+
+
 async def test_watcher_reloads_changes_and_counts_a_bad_file_once(tmp_path: Path) -> None:
     """The poller applies a changed file promptly and counts one failure per bad content, even if touched."""
     path = tmp_path / "routes.yaml"
