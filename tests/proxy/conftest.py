@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
+from upstreams import EchoUpstream, Handler, RawUpstream
 
 from proxy.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
 from proxy.routes import parse_routes
 from proxy.server import GatewayServer, start_server
-from upstreams import EchoUpstream, Handler, RawUpstream
 
 
 @dataclass

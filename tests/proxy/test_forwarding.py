@@ -8,7 +8,9 @@ from proxy.forwarding import Forwarder, FramingError, valid_request_id
 from proxy.gateway import GatewaySettings
 
 
-def forward(headers: list[tuple[bytes, bytes]], hops: int = 0, peer: bytes = b"10.0.0.9") -> dict[bytes, bytes]:
+def forward(
+    headers: list[tuple[bytes, bytes]], hops: int = 0, peer: bytes = b"10.0.0.9"
+) -> dict[bytes, bytes]:
     """Rewrite ``headers`` and return the result as a lower-cased dict (last value wins)."""
     prepared = Forwarder(GatewaySettings(trusted_hops=hops)).request(headers, peer, True)
     return {k.lower(): v for k, v in prepared.headers}
@@ -16,8 +18,15 @@ def forward(headers: list[tuple[bytes, bytes]], hops: int = 0, peer: bytes = b"1
 
 def test_no_trusted_hops_discards_client_forwarding_headers() -> None:
     """trusted_hops=0: X-Forwarded-* and Forwarded from the client are replaced by socket facts."""
-    out = forward([(b"Host", b"site.test"), (b"X-Forwarded-For", b"1.1.1.1, 2.2.2.2"),
-                   (b"X-Forwarded-Proto", b"https"), (b"X-Forwarded-Host", b"evil"), (b"Forwarded", b"for=x")])  # fmt: skip
+    out = forward(
+        [
+            (b"Host", b"site.test"),
+            (b"X-Forwarded-For", b"1.1.1.1, 2.2.2.2"),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", b"evil"),
+            (b"Forwarded", b"for=x"),
+        ]
+    )
     assert out[b"x-forwarded-for"] == b"10.0.0.9"
     assert out[b"x-forwarded-proto"] == b"http"
     assert out[b"x-forwarded-host"] == b"site.test"
@@ -40,7 +49,7 @@ def test_connection_named_headers_dropped_but_framing_kept() -> None:
     prepared = Forwarder(GatewaySettings()).request(
         [(b"Host", b"h"), (b"Connection", b"X-A, content-length"), (b"X-A", b"1"), (b"X-B", b"2"),
          (b"Content-Length", b"3")], b"1.2.3.4", True,
-    )  # fmt: skip
+    )
     names = [k.lower() for k, _ in prepared.headers]
     assert b"x-a" not in names and b"x-b" in names and b"connection" not in names
     assert prepared.content_length == 3
@@ -58,7 +67,7 @@ def test_via_appended_and_loop_detected() -> None:
 @pytest.mark.parametrize(
     ("value", "ok"),
     [(b"abc-123_X.y", True), (b"a" * 128, True), (b"a" * 129, False), (b"", False), (b"a b", False),
-     (b"a\xff", False), (b"a/b", False)],  # fmt: skip
+     (b"a\xff", False), (b"a/b", False)],
 )
 def test_request_id_sanity(value: bytes, ok: bool) -> None:
     """Request ids are kept only when 1-128 characters of [A-Za-z0-9._-]."""
@@ -85,7 +94,7 @@ def test_response_headers_filtered() -> None:
     """Hop-by-hop response headers and the upstream's request id are dropped; framing is reported."""
     prepared = Forwarder(GatewaySettings()).response(
         [(b"Connection", b"close, X-Hop"), (b"X-Hop", b"1"), (b"Transfer-Encoding", b"chunked"),
-         (b"X-Request-Id", b"up"), (b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]  # fmt: skip
+         (b"X-Request-Id", b"up"), (b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]
     )
     assert prepared.headers == [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]
     assert prepared.chunked and prepared.content_length is None

@@ -112,7 +112,7 @@ async def test_forwarded_headers_replace_spoofed_ones(gw: RunningGateway) -> Non
         "GET",
         "/xff",
         {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.test",
-         "Forwarded": "for=6.6.6.6"},  # fmt: skip
+         "Forwarded": "for=6.6.6.6"},
     )
     echoed = response.json()
     assert header(echoed, "X-Forwarded-For") == ["127.0.0.1"]

@@ -78,7 +78,9 @@ async def test_connect_timeout_504(make_gateway: GatewayFactory, full_backlog_po
     client.close()
 
 
-async def test_stalling_upstream_504_near_timeout(make_gateway: GatewayFactory, raw_upstream: StartRaw) -> None:
+async def test_stalling_upstream_504_near_timeout(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
     """An upstream that accepts but never answers: 504 after about the total timeout."""
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -15,15 +15,20 @@ BAD_REQUESTS = {
     "content-length and transfer-encoding": (
         b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     ),
-    "duplicate content-length": b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-    "conflicting content-length": b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "duplicate content-length": (
+        b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+    ),
+    "conflicting content-length": (
+        b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+    ),
     "content-length list": b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 3, 3\r\n\r\nabc",
     "transfer-encoding gzip": b"POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip\r\n\r\nabc",
     "transfer-encoding gzip, chunked": (
         b"POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
     ),
     "transfer-encoding twice": (
-        b"POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n0\r\n\r\n"
     ),
     "obs-fold": b"GET / HTTP/1.1\r\nHost: g\r\nX-A: b\r\n  folded\r\n\r\n",
     "space in header name": b"GET / HTTP/1.1\r\nHost: g\r\nX A: b\r\n\r\n",
@@ -31,7 +36,9 @@ BAD_REQUESTS = {
     "two hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     "no host": b"GET / HTTP/1.1\r\n\r\n",
     "bare LF": b"GET / HTTP/1.1\nHost: g\n\n",
-    "bad chunk size": b"POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "bad chunk size": (
+        b"POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+    ),
     "dot segment": b"GET /a/../admin HTTP/1.1\r\nHost: g\r\n\r\n",
     "encoded slash": b"GET /a%2Fb HTTP/1.1\r\nHost: g\r\n\r\n",
     "absolute form": b"GET http://evil.test/ HTTP/1.1\r\nHost: g\r\n\r\n",
@@ -107,7 +114,9 @@ async def test_error_after_pipelined_good_request_keeps_order(gw: RunningGateway
 
 
 BAD_RESPONSES = {
-    "content-length and chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "content-length and chunked": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
     "conflicting content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     "not http": b"SSH-2.0-OpenSSH_9.0\r\n\r\n",
     "bad status line": b"HTTP/1.1 twohundred OK\r\n\r\n",

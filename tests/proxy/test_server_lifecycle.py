@@ -12,7 +12,9 @@ from proxy.exchange import Exchange
 from proxy.gateway import AccessRecord, GatewaySettings
 from proxy.routes import Route, parse_routes
 
-SHADOWED = 'routes:\n  - name: users\n    match: {path: "/users/{id}"}\n    target: new\n    shadow: {sample: 1.0}\n'
+SHADOWED = (
+    'routes:\n  - name: users\n    match: {path: "/users/{id}"}\n    target: new\n    shadow: {sample: 1.0}\n'
+)
 
 
 class Observed:

@@ -50,7 +50,7 @@ async def test_websocket_refused_upgrade_is_plain_response(gw: RunningGateway) -
         "GET",
         "/not-a-socket",
         {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-         "Sec-WebSocket-Version": "13"},  # fmt: skip
+         "Sec-WebSocket-Version": "13"},
     )
     assert response.status == 200
     echoed = response.json()

@@ -36,7 +36,7 @@ async def test_fetch_returns_status_headers_body_and_reuses_connection(echo: Ech
     echoed = json.loads(body)
     assert echoed["path"] == "/base/a?b=c" and echoed["body_len"] == 5
     assert ["X-Test", "1"] in echoed["headers"]
-    assert ["Host", "127.0.0.1:%d" % echo.port] in echoed["headers"]
+    assert ["Host", f"127.0.0.1:{echo.port}"] in echoed["headers"]
     await pool.fetch("GET", "/again", [], b"", 5.0)
     assert len(pool.idle) == 1
     assert len({r["conn"] for r in echo.seen.requests}) == 1
@@ -121,3 +121,4 @@ async def test_closed_pool_closes_connections_once_idle(echo: EchoUpstream) -> N
     assert pool.idle == []
     await pool.fetch("GET", "/", [], b"", 2.0)
     assert pool.idle == []
+

@@ -106,7 +106,9 @@ def echo_app(seen: Seen) -> web.Application:
     async def sse(request: web.Request) -> web.StreamResponse:
         """Three events, ?gap= seconds apart; the stream ends after the last."""
         gap = float(request.query.get("gap", "0.5"))
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         for n in range(3):
             await response.write(f"id: {n}\ndata: event {n}\n\n".encode())
@@ -341,10 +343,10 @@ class RawClient:
             response.body = await self.reader.read()
         return response
 
-    async def at_eof(self, timeout: float = 2.0) -> bool:
-        """True if the server closes the connection (reads nothing more) within ``timeout``."""
+    async def at_eof(self, wait: float = 2.0) -> bool:
+        """True if the server closes the connection (reads nothing more) within ``wait`` seconds."""
         try:
-            data = await asyncio.wait_for(self.reader.read(1), timeout)
+            data = await asyncio.wait_for(self.reader.read(1), wait)
         except ConnectionError:
             return True  # a reset is a close too
         except TimeoutError:
