@@ -7,8 +7,8 @@ server, so a client can never smuggle a body past the gateway by naming them in 
 
 from __future__ import annotations
 
+import random
 import re
-import uuid
 
 from proxy.gateway import GatewaySettings
 
@@ -50,9 +50,18 @@ def valid_request_id(value: bytes) -> bool:
     return _REQUEST_ID_RE.fullmatch(value) is not None
 
 
+# uuid4 layout: version nibble 4 and variant bits 10 over 122 random bits.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_request_id() -> bytes:
-    """A fresh request id (uuid4, 32 hex digits)."""
-    return uuid.uuid4().hex.encode("ascii")
+    """A fresh request id: a version-4 UUID as 32 hex digits.
+
+    Drawn from `random` rather than `uuid.uuid4()`: ids need to be unique, not secret, and this
+    costs a quarter of a microsecond instead of two plus a getrandom syscall on every request.
+    """
+    return b"%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
 
 
 def _tokens(value: bytes) -> list[bytes]:

@@ -19,8 +19,8 @@ import collections
 import contextlib
 import logging
 import socket
-from typing import cast
 from collections.abc import Coroutine
+from typing import cast
 
 import httptools
 
@@ -30,6 +30,7 @@ from proxy.forwarding import Forwarder, FramingError, new_request_id
 from proxy.gateway import AccessRecord, Gateway
 from proxy.paths import BadPath, canonicalise
 from proxy.request import Refusal, Request
+from proxy.routes import Match, RouteTable
 from proxy.upstream import Headers, UpConn
 
 __all__ = ["ClientProtocol", "GatewayServer", "start_server"]
@@ -38,6 +39,7 @@ log = logging.getLogger("strangler.server")
 
 FLUSH_AT = 64 * 1024  # write to the client early when this much response body is batched
 SWEEP_INTERVAL = 1.0
+ROUTE_CACHE_SIZE = 4096
 _RETRYABLE = frozenset((b"GET", b"HEAD"))
 
 
@@ -49,6 +51,9 @@ class ClientProtocol(asyncio.Protocol):
         self.gateway = server.gateway
         self.fwd = server.forwarder
         self.loop = server.loop
+        settings = server.gateway.settings
+        self.max_line = settings.max_request_line  # settings are fixed for a gateway's life
+        self.max_header = settings.max_header_bytes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"unknown"
@@ -123,8 +128,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self.in_head:
             self.head_raw += len(data)
-            settings = self.gateway.settings
-            if self.head_raw > settings.max_header_bytes + settings.max_request_line:
+            if self.head_raw > self.max_header + self.max_line:
                 self._refuse(Refusal(431, "the request head is too large"))
 
     def eof_received(self) -> bool:
@@ -172,7 +176,7 @@ class ClientProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url.append(url)
         self.url_size += len(url)
-        if self.url_size > self.gateway.settings.max_request_line:
+        if self.url_size > self.max_line:
             self.refusal = Refusal(414, "the request target is too long")
             raise self.refusal
 
@@ -181,7 +185,7 @@ class ClientProtocol(asyncio.Protocol):
             return  # chunked trailers: not forwarded (hop-by-hop framing)
         self.headers.append((name, value))
         self.header_size += len(name) + len(value) + 4
-        if self.header_size > self.gateway.settings.max_header_bytes:
+        if self.header_size > self.max_header:
             self.refusal = Refusal(431, "the request headers are too large")
             raise self.refusal
 
@@ -222,13 +226,10 @@ class ClientProtocol(asyncio.Protocol):
             if prep.websocket and rq.method == b"GET":
                 rq.websocket = True
                 rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
-        try:
-            path, query = canonicalise(b"".join(self.url))
-        except BadPath as e:
-            raise Refusal(400, f"bad request path: {e}") from None
         table = gateway.table  # read once: a reload does not affect a request in flight
         rq.method_str = method_str = rq.method.decode("ascii")
-        match = table.match(method_str, path)
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        _path, query, match = self.server.route(table, rq.method, method_str, url)
         route = match.route
         pool = gateway.pools.get(route.target)
         if pool is None:  # pragma: no cover - the table validates its targets
@@ -633,6 +634,8 @@ class GatewayServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
+        self._route_cache: dict[tuple[bytes, bytes], tuple[str, str, Match]] = {}
+        self._cache_table: RouteTable | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     async def start(self, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -650,6 +653,28 @@ class GatewayServer:
         """The port accepted on (useful after binding port 0)."""
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
+
+    def route(self, table: RouteTable, method: bytes, method_str: str, url: bytes) -> tuple[str, str, Match]:
+        """Canonicalise and match a request target, memoised per table (hot paths repeat).
+
+        Raises `Refusal` (400) for a path `canonicalise` refuses; refusals are not memoised.
+        """
+        cache = self._route_cache
+        if self._cache_table is not table:
+            cache.clear()
+            self._cache_table = table
+        key = (method, url)
+        hit = cache.get(key)
+        if hit is None:
+            try:
+                path, query = canonicalise(url)
+            except BadPath as e:
+                raise Refusal(400, f"bad request path: {e}") from None
+            hit = (path, query, table.match(method_str, path))
+            if len(cache) >= ROUTE_CACHE_SIZE:
+                cache.clear()  # crude but bounded; refills with what is hot now
+            cache[key] = hit
+        return hit
 
     def spawn(self, coro: Coroutine[None, None, None]) -> None:
         """Run a coroutine as a task that is referenced until it ends."""
