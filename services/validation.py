@@ -69,7 +69,8 @@ def validate(body: Any, spec: Spec, *, partial: bool = False) -> dict[str, str]:
         if not isinstance(value, str):
             problems.append(FieldError(field, "must be a string"))
             continue
-        message = rule(value)
+        # PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the database.
+        message = "must not contain the NUL character" if "\x00" in value else rule(value)
         if message is not None:
             problems.append(FieldError(field, message))
         else:

@@ -102,3 +102,29 @@ def test_patch_also_requires_json(api: Api, reader: Account) -> None:
     assert_error(r, 415, *UNSUPPORTED)
     assert_error(api.patch(path, content=b"{", headers={"Content-Type": "application/json"},
                            token=reader.access_token), 400, *INVALID_JSON)
+
+
+NUL = "must not contain the NUL character"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fields"),
+    [
+        ("/api/v1/users", {"email": "a\u0000@b.co", "password": "pass\u0000word", "name": "N\u0000"},
+         [("email", NUL), ("password", NUL), ("name", NUL)]),
+        ("/api/v1/auth/login", {"email": "nul\u0000@example.com", "password": "whatever1"}, [("email", NUL)]),
+        ("/api/v1/auth/refresh", {"refresh_token": "\u0000"}, [("refresh_token", NUL)]),
+    ],
+)
+def test_nul_character_in_a_string_is_422(
+    api: Api, path: str, body: dict[str, str], fields: list[tuple[str, str]]
+) -> None:
+    """A string with U+0000 (which PostgreSQL text cannot store) is a 422 field error, never a 500."""
+    r = api.post(path, json_body=body)
+    assert_json(r, 422, validation(*fields))
+
+
+def test_nul_character_in_a_post_is_422(api: Api, reader: Account) -> None:
+    """Creating a post whose title holds U+0000 is a 422 naming the field."""
+    r = api.post("/api/v1/posts", json_body={"title": "a\u0000b", "body": "ok"}, token=reader.access_token)
+    assert_json(r, 422, validation(("title", NUL)))

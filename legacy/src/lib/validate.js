@@ -57,7 +57,9 @@ function validateBody(body, schema, { partial = false } = {}) {
       continue;
     }
     const value = body[name];
-    const problem = typeof value === 'string' ? rule(value) : 'must be a string';
+    // PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the database.
+    let problem = 'must be a string';
+    if (typeof value === 'string') problem = value.includes('\u0000') ? 'must not contain the NUL character' : rule(value);
     if (problem !== null) fields.push({ field: name, message: problem });
     else values[name] = value;
   }
