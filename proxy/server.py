@@ -2,48 +2,41 @@
 
 One `ClientProtocol` reads requests, refuses ambiguous framing, routes each request once against the
 table current at its start, and streams it to a pooled upstream connection (`proxy.upstream`). The
-response streams back through the same object (it is the upstream connection's *sink*) with one
-``transport.write`` per upstream read. Backpressure pauses the other side's reading: a slow client stops
-the upstream being read; a slow upstream stops the client being read. Pipelined requests are answered in
-order (the next one waits, and reading pauses, while one is in flight). A WebSocket upgrade turns the
-connection into a byte tunnel after the upstream's 101.
+response streams back through the same object (its `proxy.responder.Responder` half is the upstream
+connection's *sink*). Backpressure pauses the other side's reading: a slow client stops the upstream
+being read; a slow upstream stops the client being read. Pipelined requests are answered in order (the
+next one waits, and reading pauses, while one is in flight). A WebSocket upgrade turns the connection
+into a byte tunnel after the upstream's 101.
 
-`GatewayServer` owns the listening socket, the connections, and the periodic sweep (client idle and
-header timeouts), and offers `drain` for a graceful stop.
+`proxy.listener.GatewayServer` accepts the connections; `start_server` is re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import socket
-from collections.abc import Coroutine
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from proxy.errors import UpstreamError, error_response
-from proxy.exchange import Exchange
-from proxy.forwarding import Forwarder, FramingError, new_request_id
-from proxy.gateway import AccessRecord, Gateway
-from proxy.paths import BadPath, canonicalise
+from proxy.errors import UpstreamError
+from proxy.forwarding import FramingError, new_request_id
+from proxy.gateway import Gateway
 from proxy.request import Refusal, Request
-from proxy.routes import Match, RouteTable
+from proxy.responder import Responder
 from proxy.upstream import Headers, UpConn
 
-__all__ = ["ClientProtocol", "GatewayServer", "start_server"]
+if TYPE_CHECKING:
+    from proxy.listener import GatewayServer
+
+__all__ = ["ClientProtocol", "start_server"]
 
 log = logging.getLogger("strangler.server")
 
-FLUSH_AT = 64 * 1024  # write to the client early when this much response body is batched
-SWEEP_INTERVAL = 1.0
-ROUTE_CACHE_SIZE = 4096
-_RETRYABLE = frozenset((b"GET", b"HEAD"))
 
-
-class ClientProtocol(asyncio.Protocol):
+class ClientProtocol(Responder, asyncio.Protocol):
     """One client connection: HTTP/1.1 requests in, responses out, in order."""
 
     def __init__(self, server: GatewayServer) -> None:
@@ -389,370 +382,11 @@ class ClientProtocol(asyncio.Protocol):
             conn.transport.pause_reading()
         conn.start(self, head, rq.is_head, rq.body_done, rq.websocket)
 
-    # ---------------------------------------------------------------- sink callbacks (from UpConn)
-    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
-        rq = self.cur
-        if rq is None or not rq.http11:
-            return
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-        for name, value in self.fwd.response(headers).headers:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        self.out.append(b"".join(lines))
-
-    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
-        rq = self.cur
-        if rq is None:
-            return
-        rq.status = status
-        rq.resp_started = True
-        prep = self.fwd.response(headers)
-        out = self.out
-        out.append(b"HTTP/1.1 %d %b\r\n" % (status, reason))
-        for name, value in prep.headers:
-            out += (name, b": ", value, b"\r\n")
-        out += (self.fwd.request_id_name, b": ", rq.request_id, b"\r\n")
-        self.resp_chunked = False
-        if status == 101:
-            out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            return
-        if prep.content_length is not None and not prep.chunked:
-            out += (b"Content-Length: ", prep.content_length, b"\r\n")
-        elif rq.is_head or status in (204, 304):
-            pass
-        elif rq.http11:
-            out.append(b"Transfer-Encoding: chunked\r\n")
-            self.resp_chunked = True
-        else:
-            rq.keep_alive = False  # HTTP/1.0 client: the body ends when the connection does
-        if not rq.body_done or self.server.draining:
-            rq.keep_alive = False
-        out.append(b"\r\n" if rq.keep_alive else b"Connection: close\r\n\r\n")
-        if rq.tee_req is not None or rq.tee_over:
-            rq.resp_headers = list(headers)
-            rq.tee_resp = []
-
-    def on_resp_body(self, chunk: bytes) -> None:
-        rq = self.cur
-        if rq is None:
-            return
-        size = len(chunk)
-        if self.resp_chunked:
-            self.out += (b"%x\r\n" % size, chunk, b"\r\n")
-        else:
-            self.out.append(chunk)
-        rq.bytes_out += size
-        tee = rq.tee_resp
-        if tee is not None:
-            rq.tee_resp_size += size
-            if rq.tee_resp_size <= rq.tee_cap:
-                tee.append(chunk)
-            else:
-                rq.tee_resp = None
-                rq.tee_resp_over = True
-        self.out_size += size
-        if self.out_size > FLUSH_AT:
-            self.flush()
-
-    def flush(self) -> None:
-        out = self.out
-        if out:
-            if not self.closed and self.transport is not None:
-                self.transport.write(b"".join(out) if len(out) > 1 else out[0])
-            out.clear()
-            self.out_size = 0
-
-    def on_resp_done(self) -> None:
-        rq = self.cur
-        if rq is None:
-            return
-        if self.resp_chunked:
-            self.out.append(b"0\r\n\r\n")
-        self.flush()
-        rq.resp_done = True
-        rq.conn = None
-        self._finish(rq, rq.status)
-        self._next(rq)
-
-    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
-        rq = self.cur
-        if rq is None:
-            return
-        rq.conn = None
-        if (
-            retryable
-            and not rq.retried
-            and rq.method in _RETRYABLE
-            and rq.body_done
-            and rq.bytes_in == 0
-            and not rq.resp_started
-        ):
-            # A pooled keep-alive connection the upstream had closed: nothing was processed, resend once.
-            rq.retried = True
-            self.server.spawn(self._connect(rq))
-            return
-        self.out.clear()
-        self.out_size = 0
-        if rq.resp_started:
-            self._abort_client(rq)  # a truncated response must not look complete
-        else:
-            self._respond_error(rq, exc.status, exc.message)
-
-    def on_upgrade(self, conn: UpConn, rest: bytes) -> None:
-        rq = self.cur
-        if rq is None or self.upgrading is not rq:
-            conn.detach()
-            return
-        self.upgrading = None
-        self.tunnel = conn
-        self.out.append(rest)
-        self.flush()
-        rq.resp_done = True
-        rq.conn = None
-        self._finish(rq, 101)
-        self._update_reading()
-
-    def on_tunnel_data(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
-
-    def on_tunnel_closed(self) -> None:
-        self.tunnel = None
-        self.close()
-
-    def up_pause_writing(self) -> None:
-        if not self.up_paused:
-            self.up_paused = True
-            self._update_reading()
-
-    def up_resume_writing(self) -> None:
-        if self.up_paused:
-            self.up_paused = False
-            self._update_reading()
-
-    # ---------------------------------------------------------------- finishing
-    def _respond_error(self, rq: Request, status: int, message: str) -> None:
-        keep = rq.keep_alive and rq.body_done and rq.error is None and not self.server.draining
-        rq.keep_alive = keep
-        rq.status = status
-        if not self.closed and self.transport is not None:
-            self.transport.write(
-                error_response(
-                    status, message, rq.request_id, request_id_header=self.fwd.request_id_name, close=not keep
-                )
-            )
-        rq.resp_done = True
-        self._finish(rq, status)
-        self._next(rq)
-
-    def _abort_client(self, rq: Request) -> None:
-        self._finish(rq, rq.status)
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _next(self, rq: Request) -> None:
-        if self.closed:
-            return
-        if not rq.keep_alive or not rq.body_done:
-            self.close()
-            return
-        if self.queue:
-            self._start(self.queue.popleft())
-        if self.server.draining and self.cur is None:
-            self.close()
-            return
-        self._update_reading()
-
-    def _finish(self, rq: Request, status: int) -> None:
-        """Account for a request once: observer, access log, shadow; never raises."""
-        if rq.finished:
-            return
-        rq.finished = True
-        if self.cur is rq:
-            self.cur = None
-        self.server.active_requests -= 1
-        route = rq.route
-        if route is None:
-            if self.server.draining:
-                self.server.check_drained()
-            return
-        seconds = self.loop.time() - rq.started
-        gateway = self.gateway
-        gateway.observe(route.name, route.target, status, seconds)
-        if gateway.access_log is not None:
-            gateway.log_access(
-                AccessRecord(
-                    rq.request_id.decode("ascii"),
-                    rq.method_str,
-                    rq.path,
-                    route.name,
-                    route.target,
-                    status,
-                    seconds,
-                    rq.bytes_in,
-                    rq.bytes_out,
-                    self.peer.decode("ascii", "replace"),
-                )
-            )
-        if (rq.tee_req is not None or rq.tee_over) and rq.resp_done and status:
-            pool = rq.pool
-            assert pool is not None
-            req_body = b"".join(rq.tee_req) if rq.tee_req is not None else None
-            resp_body = b"".join(rq.tee_resp) if rq.tee_resp is not None and not rq.tee_resp_over else None
-            gateway.submit_shadow(
-                Exchange(
-                    route=route,
-                    method=rq.method_str,
-                    path=rq.path,
-                    query=rq.query,
-                    request_headers=rq.headers,
-                    request_body=req_body,
-                    primary=pool.name,
-                    status=status,
-                    response_headers=rq.resp_headers,
-                    response_body=resp_body,
-                    latency_s=seconds,
-                    request_id=rq.request_id.decode("ascii"),
-                )
-            )
-        if self.server.draining:
-            self.server.check_drained()
-
-
-class GatewayServer:
-    """The listening side: accepts connections for a `Gateway`, sweeps timeouts, drains on stop."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.forwarder = Forwarder(gateway.settings)
-        self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time()
-        self.connections: set[ClientProtocol] = set()
-        self.active_requests = 0
-        self.draining = False
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._drained = asyncio.Event()
-        self._route_cache: dict[tuple[bytes, bytes], tuple[str, str, Match]] = {}
-        self._cache_table: RouteTable | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def start(self, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Start accepting on ``sock`` (already bound and listening) or on ``host:port``."""
-        if sock is not None:
-            self._server = await self.loop.create_server(lambda: ClientProtocol(self), sock=sock)
-        else:
-            self._server = await self.loop.create_server(
-                lambda: ClientProtocol(self), host, port, backlog=1024, reuse_address=True
-            )
-        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
-
-    @property
-    def port(self) -> int:
-        """The port accepted on (useful after binding port 0)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    def route(self, table: RouteTable, method: bytes, method_str: str, url: bytes) -> tuple[str, str, Match]:
-        """Canonicalise and match a request target, memoised per table (hot paths repeat).
-
-        Raises `Refusal` (400) for a path `canonicalise` refuses; refusals are not memoised.
-        """
-        cache = self._route_cache
-        if self._cache_table is not table:
-            cache.clear()
-            self._cache_table = table
-        key = (method, url)
-        hit = cache.get(key)
-        if hit is None:
-            try:
-                path, query = canonicalise(url)
-            except BadPath as e:
-                raise Refusal(400, f"bad request path: {e}") from None
-            hit = (path, query, table.match(method_str, path))
-            if len(cache) >= ROUTE_CACHE_SIZE:
-                cache.clear()  # crude but bounded; refills with what is hot now
-            cache[key] = hit
-        return hit
-
-    def spawn(self, coro: Coroutine[None, None, None]) -> None:
-        """Run a coroutine as a task that is referenced until it ends."""
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _sweep(self) -> None:
-        self.clock = now = self.loop.time()
-        settings = self.gateway.settings
-        idle_before = now - settings.client_idle_timeout
-        head_before = now - settings.header_timeout
-        for conn in list(self.connections):
-            if conn.cur is not None or conn.tunnel is not None or conn.closed:
-                continue
-            if conn.in_head and conn.head_started < head_before:
-                conn._refuse(Refusal(408, "the request head took too long to arrive"))
-            elif not conn.in_head and conn.parsing is None and conn.last_io < idle_before:
-                conn.close()
-        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
-
-    def start_draining(self) -> None:
-        """Stop accepting; close idle connections now and busy ones after their current response."""
-        self.draining = True
-        if self._server is not None:
-            self._server.close()
-        for conn in list(self.connections):
-            if conn.cur is None and conn.tunnel is None and conn.parsing is None and not conn.in_head:
-                conn.close()
-        self.check_drained()
-
-    def check_drained(self) -> None:
-        """Set the drained event once draining and no request is in flight."""
-        if self.draining and self.active_requests <= 0:
-            self._drained.set()
-
-    async def drained(self) -> None:
-        """Wait until every in-flight request has been answered (after `start_draining`)."""
-        await self._drained.wait()
-
-    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109  # a deadline, not a cancel scope
-        """Graceful stop: drain for up to ``timeout`` seconds, then close everything.
-
-        Returns True when every in-flight request finished in time.
-        """
-        self.start_draining()
-        finished = True
-        try:
-            async with asyncio.timeout(timeout):
-                await self.drained()
-        except TimeoutError:
-            finished = False
-        await self.close()
-        return finished
-
-    async def close(self) -> None:
-        """Stop now: close the listener, every connection and the sweep."""
-        if self._server is not None:
-            self._server.close()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            await self._server.wait_closed()
-
 
 async def start_server(
     gateway: Gateway, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> GatewayServer:
     """Create a `GatewayServer` for ``gateway`` and start accepting (on ``sock`` or ``host:port``)."""
-    server = GatewayServer(gateway)
-    await server.start(sock, host, port)
-    return server
+    from proxy.listener import start_server as start  # the listener imports this module
+
+    return await start(gateway, sock, host, port)

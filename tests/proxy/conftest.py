@@ -9,8 +9,9 @@ import pytest
 from upstreams import EchoUpstream, Handler, RawUpstream
 
 from proxy.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
+from proxy.listener import GatewayServer
 from proxy.routes import parse_routes
-from proxy.server import GatewayServer, start_server
+from proxy.server import start_server
 
 
 @dataclass
