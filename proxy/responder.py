@@ -270,7 +270,7 @@ class Responder:
                     self.peer.decode("ascii", "replace"),
                 )
             )
-        if (rq.tee_req is not None or rq.tee_over) and rq.resp_done and status:
+        if (rq.tee_req is not None or rq.tee_over) and rq.resp_started and rq.resp_done:
             pool = rq.pool
             assert pool is not None
             req_body = b"".join(rq.tee_req) if rq.tee_req is not None else None

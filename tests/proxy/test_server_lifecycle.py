@@ -225,3 +225,29 @@ async def test_slow_header_gets_408(make_gateway: GatewayFactory, echo: EchoUpst
     assert response.status == 408
     assert await client.at_eof()
     client.close()
+
+
+async def test_shadow_not_given_gateway_errors(make_gateway: GatewayFactory) -> None:
+    """A request the primary never answered (502) is not handed to shadowing."""
+    shadow = Shadow()
+    handle = await make_gateway(routes_yaml(1, 1, routes=SHADOWED), shadow=shadow)
+    client = await RawClient.open(handle.port)
+    assert (await client.request("GET", "/users/1")).status == 502
+    assert shadow.exchanges == []
+    client.close()
+
+
+async def test_client_gone_mid_response_does_not_poison_pool(gw: RunningGateway, echo: EchoUpstream) -> None:
+    """A client that disconnects mid-download drops that upstream connection; later requests work."""
+    client = await RawClient.open(gw.port)
+    await client.send(b"GET /download?n=%d HTTP/1.1\r\nHost: g\r\n\r\n" % (64 << 20))
+    await client.reader.readuntil(b"\r\n\r\n")
+    await client.reader.readexactly(100_000)
+    client.close()
+    await asyncio.sleep(0.2)
+    assert gw.server.active_requests == 0
+    second = await RawClient.open(gw.port)
+    for _ in range(3):
+        response = await second.request("GET", "/after")
+        assert response.status == 200 and response.json()["path"] == "/after"
+    second.close()
