@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from proxy.accesslog import AccessLog
 from proxy.admin import AdminState, create_admin_app
-from proxy.gateway import AccessRecord, Gateway, GatewaySettings, ShadowSink
-from proxy.logs import access as log_access
+from proxy.gateway import Gateway, GatewaySettings, ShadowSink
 from proxy.logs import event, setup_logging
 from proxy.metrics import RequestStats, local_registry
 from proxy.reload import Reloader, log_routes_errors, read_routes
@@ -95,20 +95,9 @@ def apply_table(gateway: Gateway, table: RouteTable) -> None:
         set_shadow_table(table)
 
 
-def access_hook(record: AccessRecord) -> None:
-    """Gateway access-log hook: one JSON line per request with its request id."""
-    log_access(
-        record.request_id,
-        record.method,
-        record.path,
-        record.status,
-        record.route,
-        record.target,
-        record.duration_s,
-        bytes_in=record.bytes_in,
-        bytes_out=record.bytes_out,
-        peer=record.peer,
-    )
+def open_access_log(settings: Settings) -> AccessLog | None:
+    """The gateway's access-log hook (buffered JSON lines on stderr), or None with --no-access-log."""
+    return AccessLog(sys.stderr.fileno()) if settings.access_log else None
 
 
 @contextlib.asynccontextmanager
@@ -167,8 +156,12 @@ async def serve_data(
     await stopper.event.wait()
     on_draining()
     event("draining", signal=stopper.signal_name, drain_timeout=settings.drain_timeout)
-    finished = await server.drain(settings.drain_timeout)
-    gateway.close()
+    try:
+        finished = await server.drain(settings.drain_timeout)
+        gateway.close()
+    finally:
+        if isinstance(gateway.access_log, AccessLog):
+            gateway.access_log.drain()  # buffered lines go out before "drained" and the exit
     event("drained", all_finished=finished)
 
 
@@ -184,7 +177,7 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
             gateway_settings(settings),
             observer=stats,
             shadow=shadow,
-            access_log=access_hook if settings.access_log else None,
+            access_log=open_access_log(settings),
         )
         reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)
         install_signals(stopper, lambda: reloader.reload("SIGHUP"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from proxy.exchange import Exchange
 from proxy.routes import Route, RouteTable
@@ -83,9 +83,11 @@ class ShadowSink(Protocol):
     def submit(self, exchange: Exchange) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AccessRecord:
+class AccessRecord(NamedTuple):
     """One access-log line's worth of facts about a finished request."""
+
+    # A NamedTuple, not a frozen dataclass: immutable either way, but a frozen dataclass's __init__
+    # (object.__setattr__ per field) cost ~1 µs per request against ~0.25 µs here.
 
     request_id: str
     method: str

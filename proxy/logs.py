@@ -2,6 +2,10 @@
 
 Loggers: ``strangler`` for events (start, reload, drain), ``strangler.access`` for one line per
 request. Pass fields with ``extra={"fields": {...}}``; they are merged into the JSON object.
+
+The gateway itself writes its access lines through :class:`proxy.accesslog.AccessLog` (same line shape,
+no logging record, buffered, non-blocking: about 10x cheaper); :func:`access` is the logging-based form
+for code off the data path.
 """
 
 from __future__ import annotations

@@ -31,10 +31,10 @@ from aiohttp import web
 from proxy.admin import AdminState, create_admin_app
 from proxy.app import (
     Stopper,
-    access_hook,
     apply_table,
     gateway_settings,
     install_signals,
+    open_access_log,
     open_shadow,
     serve_data,
     sock_address,
@@ -245,7 +245,7 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
             gateway_settings(settings),
             observer=stats,
             shadow=shadow,
-            access_log=access_hook if settings.access_log else None,
+            access_log=open_access_log(settings),
         )
 
         def on_hup() -> None:
