@@ -221,24 +221,35 @@ class Forwarder:
 
     def response(self, raw: Headers) -> PreparedResponse:
         """Drop hop-by-hop headers (and any named in ``Connection``) and the upstream's request id."""
+        lines, length, chunked = self.response_lines(raw)
+        headers: Headers = []
+        for line in lines:
+            name, _, value = line.partition(b": ")
+            headers.append((name, value))
+        return PreparedResponse(headers, length, chunked)
+
+    def response_lines(self, raw: Headers) -> tuple[list[bytes], bytes | None, bool]:
+        """Like `response`, but the kept headers come as ``b"Name: value"`` lines (the hot path's form).
+
+        Returns (lines, Content-Length value or None, whether the upstream's body was chunked).
+        """
         drop = self._response_drop
-        kept: Headers = []
+        lines: list[bytes] = []
         length: bytes | None = None
         chunked = False
         connection: list[bytes] | None = None
-        for name, value in raw:
-            lname = name.lower()
+        for header in raw:
+            lname = header[0].lower()
             if lname in drop:
                 if lname == b"connection":
-                    connection = _tokens(value)
+                    connection = _tokens(header[1])
                 elif lname == b"transfer-encoding":
                     chunked = True
-                continue
-            if lname == b"content-length":
-                length = value
-                continue
-            kept.append((name, value))
+            elif lname == b"content-length":
+                length = header[1]
+            else:
+                lines.append(b": ".join(header))
         if connection:
             named = frozenset(connection)
-            kept = [(k, v) for k, v in kept if k.lower() not in named]
-        return PreparedResponse(kept, length, chunked)
+            lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+        return lines, length, chunked

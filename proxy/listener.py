@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 
 from proxy.forwarding import Forwarder
 from proxy.gateway import Gateway
@@ -17,10 +17,12 @@ from proxy.paths import BadPath, canonicalise
 from proxy.request import Refusal
 from proxy.routes import Match, RouteTable
 from proxy.server import ClientProtocol
+from proxy.upstream import UpstreamPool
 
 __all__ = ["GatewayServer", "start_server"]
 
 SWEEP_INTERVAL = 1.0
+RouteHit = tuple[str, Match, UpstreamPool, bytes]
 ROUTE_CACHE_SIZE = 4096
 
 
@@ -38,8 +40,9 @@ class GatewayServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
-        self._route_cache: dict[tuple[bytes, bytes], tuple[str, str, Match]] = {}
+        self._route_cache: dict[tuple[bytes, bytes], RouteHit] = {}
         self._cache_table: RouteTable | None = None
+        self._cache_pools: Mapping[str, UpstreamPool] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     async def start(self, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -58,15 +61,20 @@ class GatewayServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    def route(self, table: RouteTable, method: bytes, method_str: str, url: bytes) -> tuple[str, str, Match]:
-        """Canonicalise and match a request target, memoised per table (hot paths repeat).
+    def route(
+        self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, method_str: str, url: bytes
+    ) -> RouteHit:
+        """Route a request target: (query, match, pool, request-line-and-Host prefix), memoised.
 
+        Memoised per (table, pools) pair, which `Gateway.set_table` swaps together: hot paths repeat, and
+        canonicalising, matching and encoding the upstream target cost more than the dict lookup.
         Raises `Refusal` (400) for a path `canonicalise` refuses; refusals are not memoised.
         """
         cache = self._route_cache
-        if self._cache_table is not table:
+        if self._cache_table is not table or self._cache_pools is not pools:
             cache.clear()
             self._cache_table = table
+            self._cache_pools = pools
         key = (method, url)
         hit = cache.get(key)
         if hit is None:
@@ -74,7 +82,16 @@ class GatewayServer:
                 path, query = canonicalise(url)
             except BadPath as e:
                 raise Refusal(400, f"bad request path: {e}") from None
-            hit = (path, query, table.match(method_str, path))
+            match = table.match(method_str, path)
+            target = match.route.target
+            pool = pools.get(target)
+            if pool is None:  # pragma: no cover - the table validates its targets
+                raise Refusal(502, f"route {match.route.name} names an unknown upstream {target}")
+            upstream_target = pool.base_path + match.forward_path.encode("utf-8")
+            if query:
+                upstream_target += b"?" + query.encode("utf-8")
+            prefix = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
+            hit = (query, match, pool, prefix)
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()  # crude but bounded; refills with what is hot now
             cache[key] = hit

@@ -81,18 +81,17 @@ class Responder:
             return
         rq.status = status
         rq.resp_started = True
-        prep = self.fwd.response(headers)
+        fwd = self.fwd
+        lines, length, chunked = fwd.response_lines(headers)
+        lines.append(fwd.request_id_name + b": " + rq.request_id)
         out = self.out
-        out.append(b"HTTP/1.1 %d %b\r\n" % (status, reason))
-        for name, value in prep.headers:
-            out += (name, b": ", value, b"\r\n")
-        out += (self.fwd.request_id_name, b": ", rq.request_id, b"\r\n")
+        out += (b"HTTP/1.1 %d %b\r\n" % (status, reason), b"\r\n".join(lines), b"\r\n")
         self.resp_chunked = False
         if status == 101:
             out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
             return
-        if prep.content_length is not None and not prep.chunked:
-            out += (b"Content-Length: ", prep.content_length, b"\r\n")
+        if length is not None and not chunked:
+            out += (b"Content-Length: ", length, b"\r\n")
         elif rq.is_head or status in (204, 304):
             pass
         elif rq.http11:

@@ -219,14 +219,12 @@ class ClientProtocol(Responder, asyncio.Protocol):
             if prep.websocket and rq.method == b"GET":
                 rq.websocket = True
                 rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
-        table = gateway.table  # read once: a reload does not affect a request in flight
         rq.method_str = method_str = rq.method.decode("ascii")
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
-        _path, query, match = self.server.route(table, rq.method, method_str, url)
+        # table and pools are read once, together: a reload does not affect a request in flight.
+        hit = self.server.route(gateway.table, gateway.pools, rq.method, method_str, url)
+        query, match, pool, prefix = hit
         route = match.route
-        pool = gateway.pools.get(route.target)
-        if pool is None:  # pragma: no cover - the table validates its targets
-            raise Refusal(502, f"route {route.name} names an unknown upstream {route.target}")
         rq.route = route
         rq.pool = pool
         rq.path = match.forward_path
@@ -235,20 +233,15 @@ class ClientProtocol(Responder, asyncio.Protocol):
         rq.chunked = prep.chunked
         rq.body_done = not has_body
         rq.is_head = rq.method == b"HEAD"
-        target = pool.base_path + match.forward_path.encode("utf-8")
-        if query:
-            target += b"?" + query.encode("utf-8")
-        parts = [rq.method, b" ", target, b" HTTP/1.1\r\nHost: ", pool.hostport, b"\r\n"]
-        for name, value in prep.headers:
-            parts += (name, b": ", value, b"\r\n")
+        head = [prefix, b"\r\n".join([b": ".join(header) for header in prep.headers]), b"\r\n"]
         if prep.content_length is not None:
-            parts.append(b"Content-Length: %d\r\n" % prep.content_length)
+            head.append(b"Content-Length: %d\r\n" % prep.content_length)
         elif prep.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
+            head.append(b"Transfer-Encoding: chunked\r\n")
         if rq.websocket:
-            parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-        parts.append(b"\r\n")
-        rq.head = b"".join(parts)
+            head.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+        head.append(b"\r\n")
+        rq.head = b"".join(head)
         shadow = gateway.shadow
         if shadow is not None:
             try:
