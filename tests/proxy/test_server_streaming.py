@@ -172,3 +172,24 @@ async def test_one_gib_upload_bounded_memory(gateway_process: tuple[int, int]) -
     growth = rss_kib(pid, "VmHWM") - before
     assert growth < 64 * 1024, f"gateway peak RSS grew by {growth} KiB"
     client.close()
+
+
+async def test_under_uvloop_process(gateway_process: tuple[int, int]) -> None:
+    """In its own uvloop process (as in production): keep-alive GET, POST bytes, WebSocket, SSE."""
+    port, _ = gateway_process
+    client = await RawClient.open(port)
+    for _ in range(3):
+        assert (await client.request("GET", "/x")).status == 200
+    body = os.urandom(200_000)
+    assert (await client.request("POST", "/mirror", body=body)).body == body
+    started = time.monotonic()
+    await client.send(b"GET /sse?gap=1.0 HTTP/1.1\r\nHost: g\r\n\r\n")
+    await client.reader.readuntil(b"\r\n\r\n")
+    size = int(await client.reader.readuntil(b"\r\n"), 16)
+    assert (await client.reader.readexactly(size)).startswith(b"id: 0")
+    assert time.monotonic() - started < 0.8
+    client.close()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as socket:
+            await socket.send_str("uv")
+            assert await socket.receive_str(timeout=5) == "echo:uv"
