@@ -185,9 +185,14 @@ class UpConn(asyncio.Protocol):
         if status >= 200 and status not in (204, 304) and not self.is_head:
             self.eof_body = True  # unless Content-Length or chunked says otherwise
             for name, value in self.headers:
-                lname = name.lower()
-                if lname == b"content-length" or (
-                    lname == b"transfer-encoding" and value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+                size = len(name)  # a cheap filter before lower-casing: 14 and 17 are the framing names
+                if size == 14 and name.lower() == b"content-length":
+                    self.eof_body = False
+                    break
+                if (
+                    size == 17
+                    and name.lower() == b"transfer-encoding"
+                    and value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
                 ):
                     self.eof_body = False
                     break
