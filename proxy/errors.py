@@ -21,6 +21,7 @@ ERROR_CODES: dict[int, tuple[bytes, str]] = {
     408: (b"Request Timeout", "request_timeout"),
     414: (b"URI Too Long", "uri_too_long"),
     431: (b"Request Header Fields Too Large", "header_too_large"),
+    500: (b"Internal Server Error", "internal_error"),
     502: (b"Bad Gateway", "bad_gateway"),
     503: (b"Service Unavailable", "unavailable"),
     504: (b"Gateway Timeout", "gateway_timeout"),

@@ -46,6 +46,7 @@ class Responder:
     out_size: int
     resp_chunked: bool
     closed: bool
+    half_closed: bool
     up_paused: bool
     upgrading: Request | None
     tunnel: UpConn | None
@@ -233,7 +234,7 @@ class Responder:
             return
         if self.queue:
             self._start(self.queue.popleft())
-        if self.server.draining and self.cur is None:
+        if self.cur is None and (self.server.draining or self.half_closed):
             self.close()
             return
         self._update_reading()

@@ -66,6 +66,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
         self.out_size = 0
         self.resp_chunked = False
         self.closed = False
+        self.half_closed = False  # the client sent EOF after complete requests: close once answered
         self.broken = False  # no more requests are read (refused, upgraded or closing)
         self.reading_paused = False
         self.up_paused = False  # the upstream is not taking the request body fast enough
@@ -116,8 +117,12 @@ class ClientProtocol(Responder, asyncio.Protocol):
             self._parser_upgraded(data[e.args[0] :])
             return
         except httptools.HttpParserError as e:
-            refusal = self.refusal or Refusal(400, f"malformed request: {e}")
-            self._refuse(refusal)
+            refusal = self.refusal
+            if refusal is None and isinstance(e, httptools.HttpParserCallbackError):
+                # Our own callback failed: a gateway bug, not the client's fault.
+                log.error("request handling failed", exc_info=e.__context__)
+                refusal = Refusal(500, "the gateway failed to handle this request; see its log")
+            self._refuse(refusal or Refusal(400, f"malformed request: {e}"))
             return
         if self.in_head:
             self.head_raw += len(data)
@@ -125,7 +130,15 @@ class ClientProtocol(Responder, asyncio.Protocol):
                 self._refuse(Refusal(431, "the request head is too large"))
 
     def eof_received(self) -> bool:
-        return False  # a client that half-closes is gone: close, abandoning its request
+        # A client may half-close after sending complete requests (nc, some HTTP/1.0 tools): answer
+        # them, then close. A half-closed tunnel or a half-sent request is abandoned.
+        if self.tunnel is not None or self.upgrading is not None or self.parsing is not None or self.in_head:
+            return False
+        if self.cur is None:
+            return False
+        self.half_closed = True
+        self.broken = True
+        return True
 
     def pause_writing(self) -> None:  # the client is slow: stop reading the upstream
         self.write_paused = True

@@ -245,3 +245,14 @@ async def test_connection_close_honoured(gw: RunningGateway) -> None:
     assert response.status == 200 and response.header("Connection") == "close"
     assert await client.at_eof()
     client.close()
+
+
+async def test_half_closed_client_still_answered(gw: RunningGateway) -> None:
+    """A client that sends a complete request and then half-closes (like nc) still gets the answer."""
+    client = await RawClient.open(gw.port)
+    await client.send(b"GET /half HTTP/1.1\r\nHost: g\r\n\r\n")
+    client.writer.write_eof()
+    response = await client.response()
+    assert response.status == 200 and response.json()["path"] == "/half"
+    assert await client.at_eof()
+    client.close()
