@@ -199,7 +199,9 @@ class AccessLog:
         """Write everything buffered, waiting up to ``timeout`` s for a full output (shutdown: blocks).
 
         Lines the output does not take in time are dropped and counted. True if nothing was dropped.
+        Later lines (requests cut off by the drain timeout) are written at once: no timer may fire again.
         """
+        self._flush_bytes = 0
         self._writable()
         deadline = time.monotonic() + timeout
         poller = select.poll()

@@ -155,13 +155,16 @@ async def serve_data(
     on_serving()
     await stopper.event.wait()
     on_draining()
+    access = gateway.access_log if isinstance(gateway.access_log, AccessLog) else None
+    if access is not None:
+        access.flush()  # lines of requests served before the signal come before "draining"
     event("draining", signal=stopper.signal_name, drain_timeout=settings.drain_timeout)
     try:
         finished = await server.drain(settings.drain_timeout)
         gateway.close()
     finally:
-        if isinstance(gateway.access_log, AccessLog):
-            gateway.access_log.drain()  # buffered lines go out before "drained" and the exit
+        if access is not None:
+            access.drain()  # buffered lines go out before "drained" and the exit
     event("drained", all_finished=finished)
 
 
