@@ -58,7 +58,6 @@ class AccessLog:
         self._out = Output(fd)
         self._interval = interval
         self._flush_bytes = flush_bytes
-        self._max_backlog = max_backlog
         self._clock = clock
         self._pid = os.getpid()
         # Unwritten lines, oldest first. A bytearray rather than a list of lines: keeping hundreds of
@@ -145,11 +144,13 @@ class AccessLog:
 
     def flush(self) -> None:
         """Write what the output takes now without blocking; the rest waits for it to become writable."""
+        if self._waiting:  # the writability callback (or the retry timer) flushes
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         buf = self._buf
-        if self._waiting or not buf:
+        if not buf:
             return
         written, closed = self._out.write_lines(buf)
         if closed:

@@ -60,26 +60,27 @@ class Output:
 
         Stops at the first "would block"; any other error (EPIPE, EBADF, EIO...) means closed.
         """
-        view = memoryview(data)
-        pos, size, atomic = 0, len(data), self.atomic
-        while pos < size:
-            end = size
-            if atomic and size - pos > atomic:
-                cut = data.rfind(b"\n", pos, pos + atomic)
-                if cut >= 0:
-                    end = cut + 1
-                else:  # one line longer than PIPE_BUF (a huge path): it goes alone, not atomically
-                    newline = data.find(b"\n", pos)
-                    end = newline + 1 if newline >= 0 else size
-            try:
-                written = self._send(view[pos:end])
-            except BlockingIOError:
-                break
-            except OSError:
-                return pos, True
-            if written <= 0:
-                break
-            pos += written
+        # A context manager: the view must be released before the caller resizes the bytearray.
+        with memoryview(data) as view:
+            pos, size, atomic = 0, len(data), self.atomic
+            while pos < size:
+                end = size
+                if atomic and size - pos > atomic:
+                    cut = data.rfind(b"\n", pos, pos + atomic)
+                    if cut >= 0:
+                        end = cut + 1
+                    else:  # one line longer than PIPE_BUF (a huge path): it goes alone, not atomically
+                        newline = data.find(b"\n", pos)
+                        end = newline + 1 if newline >= 0 else size
+                try:
+                    written = self._send(view[pos:end])
+                except BlockingIOError:
+                    break
+                except OSError:
+                    return pos, True
+                if written <= 0:
+                    break
+                pos += written
         return pos, False
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""The buffered access log: line shape, timed/size/shutdown flushes, a full or closed output, its cost."""
+"""The buffered access log: line shape, timed/size/shutdown flushes, full or closed outputs (pipe, socket,
+file), its cost, and a real gateway's shutdown."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,6 +220,54 @@ def test_two_writers_on_one_pipe_never_tear_lines() -> None:
                 log.close()
 
     asyncio.run(main())
+
+
+def test_socket_output_never_blocks_and_keeps_the_socket_blocking() -> None:
+    """On a socket (systemd's journal): sends never block, drops are counted, the shared fd stays blocking."""
+
+    async def main() -> None:
+        ours, reader = socket.socketpair()
+        with ours, reader:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            reader.setblocking(False)
+            log = AccessLog(ours.fileno(), interval=0.01, flush_bytes=1024, max_backlog=16 * 1024)
+            start = time.monotonic()
+            for i in range(3000):
+                log(record(i))
+            assert time.monotonic() - start < 2.0 and log.dropped > 0
+            assert ours.getblocking()
+            data = b""
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                with contextlib.suppress(BlockingIOError):
+                    while chunk := reader.recv(65536):
+                        data += chunk
+                if log.written + log.dropped == 3000:
+                    break
+            ids = [int(line["request_id"][4:]) for line in parse(data)]
+            assert len(ids) == log.written and ids == sorted(ids)
+            log.close()
+
+    asyncio.run(main())
+
+
+def test_regular_file_output_gets_every_line(tmp_path: Path) -> None:
+    """On a regular file (not pollable, never full) every line is appended, in order."""
+
+    async def main() -> None:
+        fd = os.open(tmp_path / "access.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            log = AccessLog(fd, interval=0.01, flush_bytes=4096)
+            for i in range(500):
+                log(record(i))
+            await asyncio.sleep(0.05)
+            log.close()
+        finally:
+            os.close(fd)
+
+    asyncio.run(main())
+    lines = parse((tmp_path / "access.log").read_bytes())
+    assert [line["request_id"] for line in lines] == [f"rid-{i}" for i in range(500)]
 
 
 def test_closed_output_drops_without_raising() -> None:
