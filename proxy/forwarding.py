@@ -18,6 +18,7 @@ __all__ = [
     "FramingError",
     "PreparedRequest",
     "PreparedResponse",
+    "header_pairs",
     "new_request_id",
     "valid_request_id",
 ]
@@ -69,25 +70,38 @@ def _tokens(value: bytes) -> list[bytes]:
 
 
 class PreparedRequest:
-    """The outcome of `Forwarder.request`: what to send upstream, how the body is framed."""
+    """The outcome of `Forwarder.request`: the header lines to send upstream, how the body is framed."""
 
-    __slots__ = ("chunked", "content_length", "headers", "loop", "request_id", "websocket")
+    __slots__ = ("chunked", "content_length", "lines", "loop", "request_id", "websocket")
 
     def __init__(
         self,
-        headers: Headers,
+        lines: list[bytes],
         content_length: int | None,
         chunked: bool,
         request_id: bytes,
         websocket: bool,
         loop: bool,
     ) -> None:
-        self.headers = headers
+        self.lines = lines  # b"Name: value", ready to join with CRLF
         self.content_length = content_length
         self.chunked = chunked
         self.request_id = request_id
         self.websocket = websocket
         self.loop = loop
+
+    def pairs(self) -> Headers:
+        """The forwarded headers as (name, value) pairs."""
+        return header_pairs(self.lines)
+
+
+def header_pairs(lines: list[bytes]) -> Headers:
+    """Split ``b"Name: value"`` lines into (name, value) pairs."""
+    pairs: Headers = []
+    for line in lines:
+        name, _, value = line.partition(b": ")
+        pairs.append((name, value))
+    return pairs
 
 
 class PreparedResponse:
@@ -110,6 +124,9 @@ class Forwarder:
         self.via_token = settings.via_token.lower().encode("ascii")
         self.via_entry = b"1.1 " + settings.via_token.encode("ascii")
         self.request_id_name = settings.request_id_header.encode("ascii")
+        self.request_id_prefix = self.request_id_name + b": "
+        self.via_line = b"Via: " + self.via_entry
+        self.proto_line = b"X-Forwarded-Proto: " + self.scheme
         rid = self.request_id_name.lower()
         self._request_special = HOP_BY_HOP | _FORWARDING | {b"host", b"content-length", b"via", rid}
         self._response_drop = HOP_BY_HOP | {rid}
@@ -118,83 +135,87 @@ class Forwarder:
     def request(self, raw: Headers, peer: bytes, http11: bool) -> PreparedRequest:
         """Rewrite a client's headers for the upstream; raise `FramingError` if they are ambiguous.
 
-        Returned headers exclude Host and framing (the server adds them) and include, last, the
-        forwarding headers: X-Forwarded-For/-Proto/-Host, Via and the request id.
+        Returned lines exclude Host and framing (the server adds them) and end with the forwarding
+        headers: X-Forwarded-For/-Proto/-Host, Via and the request id.
         """
         special = self._request_special
-        kept: Headers = []
+        lines: list[bytes] = []
         host: bytes | None = None
-        lengths: list[bytes] = []
-        encodings: list[bytes] = []
-        connection: list[bytes] = []
-        upgrade: bytes | None = None
+        rare: Headers | None = None
+        for header in raw:  # the common case: ordinary headers and one Host
+            lname = header[0].lower()
+            if lname not in special:
+                lines.append(b": ".join(header))
+            elif lname == b"host" and host is None:
+                host = header[1]
+            else:
+                if rare is None:
+                    rare = []
+                rare.append((lname, header[1]))
+
+        content_length: int | None = None
+        chunked = websocket = loop = False
+        request_id: bytes | None = None
+        via: list[bytes] = []
         xff: list[bytes] = []
         xfp: bytes | None = None
         xfh: bytes | None = None
         forwarded: list[bytes] = []
-        via: list[bytes] = []
-        request_id: bytes | None = None
-        for name, value in raw:
-            lname = name.lower()
-            if lname not in special:
-                kept.append((name, value))
-            elif lname == b"host":
-                if host is not None:
+        if rare is not None:
+            lengths: list[bytes] = []
+            encodings: list[bytes] = []
+            connection: list[bytes] = []
+            upgrade: bytes | None = None
+            for lname, value in rare:
+                if lname == b"host":
                     raise FramingError("the request has more than one Host header")
-                host = value
-            elif lname == b"content-length":
-                lengths.append(value)
-            elif lname == b"transfer-encoding":
-                encodings.append(value)
-            elif lname == b"connection":
-                connection.extend(_tokens(value))
-            elif lname == b"upgrade":
-                upgrade = value
-            elif lname == b"via":
-                via.append(value)
-            elif lname == self.request_id_lower:
-                request_id = value
-            elif lname == b"x-forwarded-for":
-                xff.append(value)
-            elif lname == b"x-forwarded-proto":
-                xfp = value
-            elif lname == b"x-forwarded-host":
-                xfh = value
-            elif lname == b"forwarded":
-                forwarded.append(value)
-            # anything else in `special` is hop-by-hop: dropped
-
-        content_length: int | None = None
-        if lengths:
-            if len(lengths) > 1:
-                raise FramingError("the request has more than one Content-Length header")
-            if not lengths[0].isdigit():
-                raise FramingError("the request's Content-Length is not a number")
-            content_length = int(lengths[0])
-        chunked = False
-        if encodings:
-            if len(encodings) > 1 or encodings[0].strip().lower() != b"chunked":
-                raise FramingError("Transfer-Encoding must be exactly 'chunked'")
-            if content_length is not None:
-                raise FramingError("the request has both Content-Length and Transfer-Encoding")
-            chunked = True
+                if lname == b"content-length":
+                    lengths.append(value)
+                elif lname == b"transfer-encoding":
+                    encodings.append(value)
+                elif lname == b"connection":
+                    connection.extend(_tokens(value))
+                elif lname == b"upgrade":
+                    upgrade = value
+                elif lname == b"via":
+                    via.append(value)
+                elif lname == self.request_id_lower:
+                    request_id = value
+                elif lname == b"x-forwarded-for":
+                    xff.append(value)
+                elif lname == b"x-forwarded-proto":
+                    xfp = value
+                elif lname == b"x-forwarded-host":
+                    xfh = value
+                elif lname == b"forwarded":
+                    forwarded.append(value)
+                # anything else in `special` is hop-by-hop: dropped
+            if lengths:
+                if len(lengths) > 1:
+                    raise FramingError("the request has more than one Content-Length header")
+                if not lengths[0].isdigit():
+                    raise FramingError("the request's Content-Length is not a number")
+                content_length = int(lengths[0])
+            if encodings:
+                if len(encodings) > 1 or encodings[0].strip().lower() != b"chunked":
+                    raise FramingError("Transfer-Encoding must be exactly 'chunked'")
+                if content_length is not None:
+                    raise FramingError("the request has both Content-Length and Transfer-Encoding")
+                chunked = True
+            if connection:
+                # Headers the client declared hop-by-hop; framing and forwarding headers are ours anyway.
+                named = frozenset(connection)
+                lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+            websocket = (
+                upgrade is not None and upgrade.strip().lower() == b"websocket" and b"upgrade" in connection
+            )
+            for value in via:
+                for entry in value.split(b","):
+                    parts = entry.split()
+                    if len(parts) >= 2 and parts[1].lower() == self.via_token:
+                        loop = True
         if host is None and http11:
             raise FramingError("an HTTP/1.1 request must carry a Host header")
-
-        if connection:
-            # Headers the client declared hop-by-hop; framing and forwarding headers are ours anyway.
-            named = frozenset(connection)
-            kept = [(k, v) for k, v in kept if k.lower() not in named]
-        websocket = (
-            upgrade is not None and upgrade.strip().lower() == b"websocket" and b"upgrade" in connection
-        )
-
-        loop = False
-        for value in via:
-            for entry in value.split(b","):
-                parts = entry.split()
-                if len(parts) >= 2 and parts[1].lower() == self.via_token:
-                    loop = True
 
         if request_id is None or not valid_request_id(request_id):
             request_id = new_request_id()
@@ -203,21 +224,24 @@ class Forwarder:
         if hops:
             chain = [e.strip() for v in xff for e in v.split(b",") if e.strip()][-hops:]
             chain.append(peer)
-            out_xff = b", ".join(chain)
-            out_xfp = xfp.split(b",")[-1].strip() if xfp else self.scheme
+            lines.append(b"X-Forwarded-For: " + b", ".join(chain))
+            lines.append(b"X-Forwarded-Proto: " + (xfp.split(b",")[-1].strip() if xfp else self.scheme))
             out_xfh = xfh.split(b",")[-1].strip() if xfh else host
             for value in forwarded:
-                kept.append((b"Forwarded", value))
+                lines.append(b"Forwarded: " + value)
         else:
-            out_xff, out_xfp, out_xfh = peer, self.scheme, host
-        kept.append((b"X-Forwarded-For", out_xff))
-        kept.append((b"X-Forwarded-Proto", out_xfp or self.scheme))
+            lines.append(b"X-Forwarded-For: " + peer)
+            lines.append(self.proto_line)
+            out_xfh = host
         if out_xfh:
-            kept.append((b"X-Forwarded-Host", out_xfh))
-        via.append(self.via_entry)
-        kept.append((b"Via", b", ".join(via)))
-        kept.append((self.request_id_name, request_id))
-        return PreparedRequest(kept, content_length, chunked, request_id, websocket, loop)
+            lines.append(b"X-Forwarded-Host: " + out_xfh)
+        if via:
+            via.append(self.via_entry)
+            lines.append(b"Via: " + b", ".join(via))
+        else:
+            lines.append(self.via_line)
+        lines.append(self.request_id_prefix + request_id)
+        return PreparedRequest(lines, content_length, chunked, request_id, websocket, loop)
 
     def response(self, raw: Headers) -> PreparedResponse:
         """Drop hop-by-hop headers (and any named in ``Connection``) and the upstream's request id."""

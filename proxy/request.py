@@ -33,7 +33,7 @@ class Request:
         "error",
         "finished",
         "head",
-        "headers",
+        "header_lines",
         "http11",
         "is_head",
         "keep_alive",
@@ -73,7 +73,7 @@ class Request:
         self.pool: UpstreamPool | None = None
         self.path = ""
         self.query = ""
-        self.headers: Headers = []
+        self.header_lines: list[bytes] = []  # as forwarded, b"Name: value" (no Host, no framing)
         self.head = b""
         self.chunked = False
         self.body_done = False

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from proxy.errors import UpstreamError, error_response
 from proxy.exchange import Exchange
-from proxy.forwarding import Forwarder
+from proxy.forwarding import Forwarder, header_pairs
 from proxy.gateway import AccessRecord, Gateway
 from proxy.request import Request
 from proxy.upstream import Headers, UpConn
@@ -281,7 +281,7 @@ class Responder:
                     method=rq.method_str,
                     path=rq.path,
                     query=rq.query,
-                    request_headers=rq.headers,
+                    request_headers=header_pairs(rq.header_lines),
                     request_body=req_body,
                     primary=pool.name,
                     status=status,

@@ -242,11 +242,11 @@ class ClientProtocol(Responder, asyncio.Protocol):
         rq.pool = pool
         rq.path = match.forward_path
         rq.query = query
-        rq.headers = prep.headers
+        rq.header_lines = prep.lines
         rq.chunked = prep.chunked
         rq.body_done = not has_body
         rq.is_head = rq.method == b"HEAD"
-        head = [prefix, b"\r\n".join([b": ".join(header) for header in prep.headers]), b"\r\n"]
+        head = [prefix, b"\r\n".join(prep.lines), b"\r\n"]
         if prep.content_length is not None:
             head.append(b"Content-Length: %d\r\n" % prep.content_length)
         elif prep.chunked:
