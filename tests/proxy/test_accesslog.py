@@ -94,7 +94,7 @@ def test_line_has_the_logging_access_shape() -> None:
     async def main() -> bytes:
         with pipe() as (r, w):
             log = AccessLog(w)
-            log.write("rid-1", "POST", PATH, "items", "new", 502, 0.0123456, 7, 9, "::1")
+            log(AccessRecord("rid-1", "POST", PATH, "items", "new", 502, 0.0123456, 7, 9, "::1"))
             assert log.drain()
             log.close()
             return read_all(r)
