@@ -41,8 +41,8 @@ _NEWLINE = orjson.OPT_APPEND_NEWLINE
 class AccessLog:
     """A buffered JSON-lines access log on a file descriptor (stderr by default); one per process.
 
-    Create it on the event loop that serves requests. ``write`` (or calling the object with an
-    :class:`~proxy.gateway.AccessRecord`, the Gateway hook form) never blocks and never raises for I/O.
+    Create it on the event loop that serves requests. Calling it with an
+    :class:`~proxy.gateway.AccessRecord` (the Gateway hook) never blocks and never raises for I/O.
     """
 
     def __init__(
@@ -71,7 +71,7 @@ class AccessLog:
         self.written = 0
 
     def __call__(self, record: AccessRecord) -> None:
-        """The Gateway hook form: write one :class:`AccessRecord` (same line as :meth:`write`)."""
+        """The Gateway hook: buffer one :class:`AccessRecord` as one JSON line."""
         if len(self._buf) >= self._limit:
             self._drop(1)
             return
