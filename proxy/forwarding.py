@@ -62,7 +62,7 @@ def new_request_id() -> bytes:
     Drawn from `random` rather than `uuid.uuid4()`: ids need to be unique, not secret, and this
     costs a quarter of a microsecond instead of two plus a getrandom syscall on every request.
     """
-    return b"%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
+    return (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16, "big").hex().encode("ascii")
 
 
 def _tokens(value: bytes) -> list[bytes]:

@@ -106,3 +106,16 @@ def test_settings_validated() -> None:
         GatewaySettings(trusted_hops=-1)
     with pytest.raises(ValueError, match="via_token"):
         GatewaySettings(via_token="a b")
+
+
+def test_new_request_ids_are_uuid4_hex() -> None:
+    """Made request ids are distinct version-4 UUIDs in 32 hex digits."""
+    import uuid
+
+    from proxy.forwarding import new_request_id
+
+    made = {new_request_id() for _ in range(1000)}
+    assert len(made) == 1000
+    for rid in made:
+        parsed = uuid.UUID(rid.decode())
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == rid.decode()
