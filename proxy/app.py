@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import importlib
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -33,6 +32,7 @@ from proxy.metrics import RequestStats, local_registry
 from proxy.reload import Reloader, log_routes_errors, read_routes
 from proxy.routes import RoutesError, RouteTable
 from proxy.settings import Address, Settings
+from proxy.shadow import open_sink
 
 
 class StartupError(Exception):
@@ -82,9 +82,17 @@ def sock_address(sock: socket.socket) -> str:
     return str(Address(host, port))
 
 
-def gateway_settings(settings: Settings) -> GatewaySettings:
-    """The data-path subset of the process settings."""
-    return GatewaySettings(trusted_hops=settings.trusted_hops)
+def build_gateway(settings: Settings, table: RouteTable, stats: RequestStats,
+                  shadow: ShadowSink | None) -> Gateway:  # fmt: skip
+    """The data path's state for one serving process (single-process mode or a worker)."""
+    access_log = AccessLog(sys.stderr.fileno()) if settings.access_log else None
+    return Gateway(
+        table,
+        GatewaySettings(trusted_hops=settings.trusted_hops),
+        observer=stats,
+        shadow=shadow,
+        access_log=access_log,
+    )
 
 
 def apply_table(gateway: Gateway, table: RouteTable) -> None:
@@ -93,29 +101,6 @@ def apply_table(gateway: Gateway, table: RouteTable) -> None:
     set_shadow_table = getattr(gateway.shadow, "set_table", None)
     if set_shadow_table is not None:
         set_shadow_table(table)
-
-
-def open_access_log(settings: Settings) -> AccessLog | None:
-    """The gateway's access-log hook (buffered JSON lines on stderr), or None with --no-access-log."""
-    return AccessLog(sys.stderr.fileno()) if settings.access_log else None
-
-
-@contextlib.asynccontextmanager
-async def open_shadow(settings: Settings, table: RouteTable) -> AsyncIterator[ShadowSink | None]:
-    """The shadow sink, if the shadow feature is installed (``proxy.shadow.open_sink``), else None."""
-    try:
-        shadow = importlib.import_module("proxy.shadow")
-    except ModuleNotFoundError as exc:
-        if exc.name != "proxy.shadow":
-            raise
-        yield None
-        return
-    opener = getattr(shadow, "open_sink", None)
-    if opener is None:
-        yield None
-        return
-    async with opener(settings, table) as sink:
-        yield sink
 
 
 @dataclass
@@ -174,14 +159,8 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
     stopper = Stopper(asyncio.Event())
     stats = RequestStats()
     state = AdminState(table, settings.routes, local_registry(stats), settings.health_timeout)
-    async with open_shadow(settings, table) as shadow:
-        gateway = Gateway(
-            table,
-            gateway_settings(settings),
-            observer=stats,
-            shadow=shadow,
-            access_log=open_access_log(settings),
-        )
+    async with open_sink(settings, table) as shadow:
+        gateway = build_gateway(settings, table, stats, shadow)
         reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)
         install_signals(stopper, lambda: reloader.reload("SIGHUP"))
         runner = web.AppRunner(create_admin_app(state), access_log=None, handle_signals=False)

@@ -76,7 +76,8 @@ class NullObserver:
 class ShadowSink(Protocol):
     """What the data path needs from shadowing (proxy/shadow.py implements it)."""
 
-    body_cap: int
+    @property
+    def body_cap(self) -> int: ...
 
     def wants(self, route: Route, method: str) -> bool: ...
 

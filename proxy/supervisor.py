@@ -32,19 +32,17 @@ from proxy.admin import AdminState, create_admin_app
 from proxy.app import (
     Stopper,
     apply_table,
-    gateway_settings,
+    build_gateway,
     install_signals,
-    open_access_log,
-    open_shadow,
     serve_data,
     sock_address,
 )
-from proxy.gateway import Gateway
 from proxy.logs import event, setup_logging
 from proxy.metrics import RequestStats, enable_multiprocess, multiprocess_registry
 from proxy.reload import log_routes_errors
 from proxy.routes import RoutesError, RouteTable, parse_routes
 from proxy.settings import Settings
+from proxy.shadow import open_sink
 
 WORKER_ENV = "STRANGLER_INTERNAL_WORKER"
 SNAPSHOT = "routes.snapshot"
@@ -239,14 +237,8 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
     stats = RequestStats()
     table = _read_snapshot(directory, settings.routes)
     stopper = Stopper(asyncio.Event())
-    async with open_shadow(settings, table) as shadow:
-        gateway = Gateway(
-            table,
-            gateway_settings(settings),
-            observer=stats,
-            shadow=shadow,
-            access_log=open_access_log(settings),
-        )
+    async with open_sink(settings, table) as shadow:
+        gateway = build_gateway(settings, table, stats, shadow)
 
         def on_hup() -> None:
             try:
