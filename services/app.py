@@ -19,6 +19,7 @@ from services.auth import routes as auth_routes
 from services.cache import Cache
 from services.context import BODY_LIMIT, CACHE, HASH_POOL, POOL, SETTINGS, STARTED
 from services.db import ConnectionInit, close_pool, create_pool
+from services.fairpool import FairPool
 from services.http import Router, error_middleware, make_dispatch
 from services.posts import routes as posts_routes
 from services.settings import Settings
@@ -31,7 +32,8 @@ def _pool_ctx(init: ConnectionInit | None) -> Callable[[web.Application], AsyncI
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max, init)
-        app[POOL] = pool
+        # Every request reaches the pool through the FIFO gate (see services/fairpool.py).
+        app[POOL] = FairPool(pool)
         yield
         await close_pool(pool)
 

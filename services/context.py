@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import orjson
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from services import errors
 from services.auth import tokens
 from services.cache import Cache, RequestCache
 from services.db import Executor
+from services.fairpool import FairPool
 from services.settings import Settings
 from services.users import repo as users_repo
 
@@ -31,7 +31,7 @@ ID_RE = re.compile(r"[1-9][0-9]{0,17}")
 _BEARER_RE = re.compile(r"bearer +(\S+)", re.IGNORECASE)
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", FairPool)
 CACHE = web.AppKey("cache", Cache)
 HASH_POOL = web.AppKey("hash_pool", ThreadPoolExecutor)
 STARTED = web.AppKey("started", float)
@@ -97,7 +97,7 @@ class Ctx:
     async def connection(self) -> AsyncIterator[Executor]:
         """One connection for several statements (saves a pool round per statement; no transaction)."""
         db: Any = self.db
-        if isinstance(db, asyncpg.Pool):
+        if isinstance(db, FairPool):
             async with db.acquire() as conn:
                 yield conn
         else:
@@ -108,7 +108,7 @@ class Ctx:
         """Run several statements atomically: a pooled connection in a transaction, or, in a dry run,
         a savepoint inside the request's (rolled-back) transaction."""
         db: Any = self.db
-        if isinstance(db, asyncpg.Pool):
+        if isinstance(db, FairPool):
             async with db.acquire() as conn, conn.transaction():
                 yield conn
         else:

@@ -1,7 +1,7 @@
 """PostgreSQL access: the pool, the executor type repos take, and value formatting.
 
 Repos never reach for the pool themselves: every repo function takes an :class:`Executor` from the
-request (the pool normally; one connection inside a transaction that is rolled back for a dry run).
+request (the FIFO-gated pool normally; one connection inside a transaction that is rolled back for a dry run).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+
+from services.fairpool import FairPool
 
 log = logging.getLogger("services.db")
 
@@ -86,8 +88,9 @@ async def ping(db: Executor) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rolled_back(pool: asyncpg.Pool) -> Any:
-    """Yield one connection inside a transaction that is always rolled back (dry run)."""
+async def rolled_back(pool: FairPool) -> Any:
+    """Yield one connection inside a transaction that is always rolled back (dry run); the connection
+    is acquired through the FIFO gate like every other."""
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
