@@ -32,6 +32,7 @@ __all__ = [
     "compare",
     "decode_body",
     "format_path",
+    "identical",
     "normalise_path",
 ]
 
@@ -365,3 +366,29 @@ def _compare_bodies(control: Observed, candidate: Observed, rules: _Compiled, ca
             walker.walk(cdoc, ddoc, [])
             return walker.out
     return [Difference("body", "body", len(cbody), len(dbody))]
+
+
+def identical(
+    control: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float],
+    candidate: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float],
+    rules: CompareRules,
+    body_cap: int = 1 << 20,
+) -> bool:
+    """Whether two raw responses (status, headers, body, seconds) surely agree under ``rules``.
+
+    True only for the same status, the same raw values of every compared header and the same body bytes
+    (within ``body_cap``): then `compare` would return None too, without parsing anything. False means
+    "not known": call `compare`.
+    """
+    if control[0] != candidate[0] or control[2] != candidate[2] or len(control[2]) > body_cap:
+        return False
+    # The same bytes under different encodings decode differently: the encoding must match as well.
+    for name in ("content-encoding", *_compile(rules).headers):
+        if _raw_values(control[1], name) != _raw_values(candidate[1], name):
+            return False
+    return True
+
+
+def _raw_values(headers: Sequence[tuple[bytes, bytes]], name: str) -> list[bytes]:
+    key = name.encode("latin-1")
+    return [v for k, v in headers if k.lower() == key]

@@ -2,38 +2,45 @@
 
 The data path calls ``wants(route, method)`` when a request starts and ``submit(exchange)`` after the
 client has its response; both are synchronous and cheap (a random draw, a bounded-queue put). When the
-queue is full the exchange is dropped and counted. ``concurrency`` worker tasks replay each exchange on
-pools of their own, each call under its own timeout, so a slow or hanging shadow backend never reaches
-the client.
+queue is full the exchange is dropped and counted. At most ``concurrency`` exchanges are replayed at
+once, on pools of their own, as callbacks (`proxy.shadowcall.Call`: no task, future or timer per call;
+one sweep every SWEEP_S enforces the deadlines), so a slow or hanging shadow backend never reaches the
+client. When both sides sent the same status, compared headers and body bytes, the comparison is a
+byte check (`proxy.compare.identical`); JSON is parsed only when they differ.
 
 Legacy is always the *control* and new the *candidate*, whichever served. Reads (GET/HEAD) are shadowed
 by default; a write only when the route says ``writes: true``, and then only to new, signed as a dry run
 (legacy has no dry run: such a write is counted as skipped). For an ``aa_sample`` share of reads the
-control is called twice: paths that differ between two control calls are noise for that route.
+control is called twice: paths that differ between two control calls are noise for that route. A/A
+calls are capped at ``aa_rate`` a second per route: noise is learned from a trickle as well as from a
+flood, and at high traffic the second call would otherwise cost as much as the shadowing itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import hashlib
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, Final, Protocol
 
 import orjson
 from prometheus_client import Counter as PromCounter
 
 from proxy import dryrun
-from proxy.compare import Diff, Observed, compare, decode_body
+from proxy.compare import Diff, Observed, compare, decode_body, identical
 from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore, Sample
 from proxy.errors import UpstreamError
 from proxy.exchange import Exchange, Headers
 from proxy.redact import Redactor
 from proxy.routes import Route, RouteTable, ShadowSettings
+from proxy.shadowcall import Call, build_request
 from proxy.upstream import UpstreamPool
 
 __all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "DROPS", "Fetcher", "Shadower", "open_sink"]
@@ -49,6 +56,8 @@ STORED_DIFFERENCES: Final = 50
 NOISE_REFRESH_S: Final = 5.0
 MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 SAMPLE_INTERVAL_S: Final = 5.0
+AA_PER_SECOND: Final = 20.0  # A/A calls per route and second at most (see Shadower._aa_due)
+SWEEP_S: Final = 0.1  # precision of the shadow calls' deadlines
 
 COMPARISONS = PromCounter(
     "strangler_shadow_comparisons",
@@ -94,6 +103,18 @@ def _observed(status: int, headers: Headers, body: bytes, cap: int, force_hash: 
     return Observed(status, text, body)
 
 
+class _Job:
+    """One exchange in flight: the side that did not serve it, and its calls' results as they come."""
+
+    __slots__ = ("ex", "other", "pending", "results")
+
+    def __init__(self, ex: Exchange, other: str, pending: int) -> None:
+        self.ex = ex
+        self.other = other
+        self.pending = pending
+        self.results: dict[str, Fetched | _Failed] = {}
+
+
 class Shadower:
     """The ``ShadowSink`` of the gateway: sampling, a bounded queue, workers, comparison, recording."""
 
@@ -106,6 +127,7 @@ class Shadower:
         secret: bytes | None = None,
         rand: Callable[[], float] = random.random,
         flush_interval: float = 0.5,
+        aa_rate: float = AA_PER_SECOND,
     ) -> None:
         self.settings = settings
         self.pools = pools
@@ -114,8 +136,21 @@ class Shadower:
         self.redactor = Redactor(settings.redact)
         self._rand = rand
         self._flush_interval = flush_interval
-        self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=settings.queue)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._maxsize = settings.queue
+        self._concurrency = max(1, settings.concurrency)
+        self._waiting: collections.deque[Exchange] = collections.deque()
+        self._running = 0  # exchanges in flight (at most concurrency)
+        self._pumping = False
+        self._started = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._calls: set[Call] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._aa_rate = aa_rate
+        self._aa_tokens: dict[str, tuple[float, float]] = {}
+        self._counters: dict[tuple[str, str], Any] = {}
         self._noise: dict[str, tuple[float, set[str]]] = {}
         self._closed = False
         self._own_pools: dict[str, UpstreamPool] = {}
@@ -173,41 +208,59 @@ class Shadower:
         name = exchange.route.name
         self.store.count(name, "sampled")
         size = len(exchange.request_body or b"") + len(exchange.response_body or b"")
-        try:
-            # The queue is bounded in count and in bytes: 1000 jobs of 1 MiB bodies would be 2 GiB.
-            if self._closed or self._queued_bytes + size > MAX_QUEUED_BYTES:
-                raise asyncio.QueueFull
-            self._queue.put_nowait(exchange)
-            self._queued_bytes += size
-        except asyncio.QueueFull:
+        # The queue is bounded in count and in bytes: 1000 jobs of 1 MiB bodies would be 2 GiB.
+        if (
+            self._closed
+            or (self._maxsize > 0 and len(self._waiting) >= self._maxsize)
+            or self._queued_bytes + size > MAX_QUEUED_BYTES
+        ):
             self.store.count(name, "dropped")
             DROPS.labels(name).inc()
+            return
+        self._waiting.append(exchange)
+        self._queued_bytes += size
+        self._idle.clear()
+        if self._started:
+            self._pump()
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the workers and the periodic flush (references kept: the loop holds only weak ones)."""
-        if self._tasks:
+        """Start taking work, the deadline sweep and the periodic flush."""
+        if self._started:
             return
-        for i in range(max(1, self.settings.concurrency)):
-            self._tasks.append(asyncio.create_task(self._worker(), name=f"shadow-worker-{i}"))
-        self._tasks.append(asyncio.create_task(self._flusher(), name="shadow-flush"))
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
+        self._spawn(self._flusher(), "shadow-flush")
+        self._pump()
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting work, let queued work finish within ``grace`` seconds, then cancel and flush."""
         self._closed = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._queue.join()
-        for task in self._tasks:
+        if self._started:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        self._started = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for call in list(self._calls):
+            call.cancel()
+        self._calls.clear()
+        self._waiting.clear()
+        self._queued_bytes = 0
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         await self.store.flush()
 
     async def drain(self) -> None:
         """Wait until every queued exchange has been compared and recorded (tests, shutdown)."""
-        await self._queue.join()
+        await self._idle.wait()
         await self.store.flush()
 
     async def _flusher(self) -> None:
@@ -218,41 +271,48 @@ class Shadower:
             except Exception:  # the store already logs its own failures; this is a last resort
                 log.exception("shadow store flush failed")
 
-    async def _worker(self) -> None:
-        while True:
-            exchange = await self._queue.get()
-            self._queued_bytes -= len(exchange.request_body or b"") + len(exchange.response_body or b"")
-            try:
-                await self._handle(exchange)
-            except Exception:
-                log.exception("shadow comparison failed for route %s", exchange.route.name)
-                COMPARISONS.labels(exchange.route.name, "error").inc()
-            finally:
-                self._queue.task_done()
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        # The loop keeps only weak references to tasks: hold them until they end.
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    # -- one exchange --------------------------------------------------------------------------------
+    def _sweep(self) -> None:
+        # One timer for every call in flight, instead of an asyncio.timeout per call.
+        assert self._loop is not None
+        now = self._loop.time()
+        for call in [c for c in self._calls if now >= c.deadline]:
+            call.expire(now)
+        self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
-    async def _call(self, side: str, ex: Exchange, limit: float) -> Fetched:
-        pool = self.pools.get(side)
-        if pool is None:
-            raise _Failed(side, f"no upstream named {side!r}")
-        path_qs = ex.path + ("?" + ex.query if ex.query else "")
-        headers = [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
-        if ex.method not in SAFE:
-            assert self.secret is not None and side == CANDIDATE
-            headers.append((dryrun.HEADER.encode(), dryrun.sign(self.secret, ex.method, path_qs).encode()))
-        start = time.perf_counter()
+    # -- jobs: at most ``concurrency`` exchanges in flight, each a few callbacks -----------------------
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return  # a job that finished synchronously inside this loop: the loop picks up the slack
+        self._pumping = True
         try:
-            async with asyncio.timeout(limit):
-                body = ex.request_body or b""
-                status, rheaders, body = await pool.fetch(ex.method, path_qs, headers, body, limit)
-        except TimeoutError:
-            raise _Failed(side, f"timeout after {limit:g}s") from None
-        except UpstreamError as exc:
-            raise _Failed(side, f"{exc.kind}: {exc.message}") from None
-        return status, rheaders, body, time.perf_counter() - start
+            while self._running < self._concurrency and self._waiting and self._started:
+                ex = self._waiting.popleft()
+                self._queued_bytes -= len(ex.request_body or b"") + len(ex.response_body or b"")
+                self._running += 1
+                try:
+                    self._begin(ex)
+                except Exception:
+                    log.exception("shadow comparison failed for route %s", ex.route.name)
+                    COMPARISONS.labels(ex.route.name, "error").inc()
+                    self._job_done()
+        finally:
+            self._pumping = False
 
-    async def _handle(self, ex: Exchange) -> None:
+    def _job_done(self) -> None:
+        self._running -= 1
+        self._pump()
+        if self._running == 0 and not self._waiting:
+            self._idle.set()
+
+    def _begin(self, ex: Exchange) -> None:
         route = ex.route
         name = route.name
         spec = route.shadow
@@ -262,27 +322,108 @@ class Shadower:
         if ex.response_body is None and not ex.response_headers:
             # No upstream response at all: the gateway answered 502/504 itself. That is the primary's error.
             self._record_error(ex, _Failed(ex.primary, f"no upstream response (gateway sent {ex.status})"))
+            self._job_done()
             return
         unreplayable = ex.request_body is None or (ex.response_body is None and not safe)
         if unreplayable or (not safe and (other != CANDIDATE or self.secret is None)):
             self.store.count(name, "skipped")
             COMPARISONS.labels(name, "skipped").inc()
+            self._job_done()
             return
-        aa = safe and self.settings.aa_sample > 0 and self._rand() < self.settings.aa_sample
-        calls: dict[str, Awaitable[Fetched]] = {"other": self._call(other, ex, timeout)}
+        calls = [("other", other)]
         if ex.response_body is None:
-            calls["primary"] = self._call(ex.primary, ex, timeout)  # too large to tee: fetch again, hash
-        if aa:
-            calls["aa"] = self._call(CONTROL, ex, timeout)
-        results: dict[str, Any]
-        if len(calls) == 1:  # the common case: no task, no gather
-            try:
-                results = {"other": await calls["other"]}
-            except _Failed as failure:
-                results = {"other": failure}
+            calls.append(("primary", ex.primary))  # too large to tee: fetch again, hash
+        aa_share = self.settings.aa_sample
+        if safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name):
+            calls.append(("aa", CONTROL))
+        job = _Job(ex, other, len(calls))
+        for key, side in calls:
+            self._call(job, key, side, timeout)
+
+    def _aa_due(self, route: str) -> bool:
+        # A/A calls teach noise, which a trickle learns as well as a flood: a token bucket per route
+        # caps them at aa_rate a second (bursts of as many), whatever the traffic.
+        now = time.monotonic()
+        rate = self._aa_rate
+        tokens, last = self._aa_tokens.get(route, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._aa_tokens[route] = (tokens, now)
+            return False
+        self._aa_tokens[route] = (tokens - 1.0, now)
+        return True
+
+    def _call(self, job: _Job, key: str, side: str, limit: float) -> None:
+        ex = job.ex
+        pool = self.pools.get(side)
+        if pool is None:
+            self._settle(job, key, _Failed(side, f"no upstream named {side!r}"))
+            return
+        path_qs = ex.path + ("?" + ex.query if ex.query else "")
+        headers = [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
+        if ex.method not in SAFE:
+            assert self.secret is not None and side == CANDIDATE
+            headers.append((dryrun.HEADER.encode(), dryrun.sign(self.secret, ex.method, path_qs).encode()))
+        body = ex.request_body or b""
+        if isinstance(pool, UpstreamPool):
+            message = build_request(pool, ex.method, path_qs, headers, body)
+            call = Call(pool, ex.method, message, limit, functools.partial(self._called, job, key, side))
+            self._calls.add(call)
+            call.begin()
+        else:  # any other Fetcher: its coroutine in a task
+            fetching = self._fetch(pool, job, key, side, ex.method, path_qs, headers, body, limit)
+            self._spawn(fetching, "shadow-call")
+
+    async def _fetch(
+        self, pool: Fetcher, job: _Job, key: str, side: str, method: str, path_qs: str,
+        headers: Headers, body: bytes, limit: float,
+    ) -> None:  # fmt: skip
+        start = time.perf_counter()
+        res: Fetched | _Failed
+        try:
+            async with asyncio.timeout(limit):
+                status, rheaders, rbody = await pool.fetch(method, path_qs, headers, body, limit)
+            res = (status, rheaders, rbody, time.perf_counter() - start)
+        except TimeoutError:
+            res = _Failed(side, f"timeout after {limit:g}s")
+        except UpstreamError as exc:
+            res = _Failed(side, f"{exc.kind}: {exc.message}")
+        self._settle(job, key, res)
+
+    def _called(self, job: _Job, key: str, side: str, call: Call) -> None:
+        self._calls.discard(call)
+        if call.result is not None:
+            status, headers, body = call.result
+            assert self._loop is not None
+            self._settle(job, key, (status, headers, body, self._loop.time() - call.started))
         else:
-            done = await asyncio.gather(*calls.values(), return_exceptions=True)
-            results = dict(zip(calls, done, strict=True))
+            exc = call.error
+            assert exc is not None
+            self._settle(job, key, _Failed(side, f"{exc.kind}: {exc.message}"))
+
+    def _settle(self, job: _Job, key: str, res: Fetched | _Failed) -> None:
+        job.results[key] = res
+        job.pending -= 1
+        if job.pending:
+            return
+        deferred = False
+        try:
+            deferred = self._complete(job)
+        except Exception:
+            log.exception("shadow comparison failed for route %s", job.ex.route.name)
+            COMPARISONS.labels(job.ex.route.name, "error").inc()
+        if not deferred:
+            self._job_done()
+
+    # -- one exchange --------------------------------------------------------------------------------
+
+    def _complete(self, job: _Job) -> bool:
+        """Compare and record a job whose calls are all back; True when it finishes in a task."""
+        ex = job.ex
+        route = ex.route
+        name = route.name
+        other = job.other
+        results = job.results
         raw: dict[str, Fetched] = {}
         for key, side in (("other", other), ("primary", ex.primary)):
             res = results.get(key)
@@ -290,44 +431,83 @@ class Shadower:
                 raw[side] = (ex.status, ex.response_headers, ex.response_body or b"", ex.latency_s)
             elif isinstance(res, _Failed):
                 self._record_error(ex, res)
-                return
-            elif isinstance(res, BaseException):
-                raise res
+                return False
             else:
                 assert res is not None
                 raw[side] = res
         cap = self.settings.body_cap
-        # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
-        force_hash = ex.response_body is None or any(len(r[2]) > cap for r in raw.values())
-        sides = {s: (_observed(st, h, b, cap, force_hash), lat, b) for s, (st, h, b, lat) in raw.items()}
-        control, control_s, control_raw = sides[CONTROL]
-        candidate, candidate_s, candidate_raw = sides[CANDIDATE]
         aa_res = results.get("aa")
         second = aa_res if isinstance(aa_res, tuple) else None  # a failed A/A call only loses the noise check
         # The second control call ran from this worker at the same moment as the candidate call, so its
         # latency is measured under the same conditions; the primary's was measured by the data path.
-        timed_control = second[3] if second is not None and ex.primary == CONTROL else control_s
-        self.store.latency(name, "control", timed_control)
+        control_s = second[3] if second is not None and ex.primary == CONTROL else raw[CONTROL][3]
+        candidate_s = raw[CANDIDATE][3]
+        if aa_res is None and identical(raw[CONTROL], raw[CANDIDATE], route.compare, cap):
+            # The common case: same status, compared headers and body bytes. Nothing to parse.
+            self.store.latency(name, "control", control_s)
+            self.store.latency(name, "candidate", candidate_s)
+            self.store.count(name, "compared")
+            self.store.count(name, "matched")
+            self._counter(name, "matched").inc()
+            return False
+        # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
+        force_hash = ex.response_body is None or any(len(r[2]) > cap for r in raw.values())
+        sides = {s: (_observed(st, h, b, cap, force_hash), lat, b) for s, (st, h, b, lat) in raw.items()}
+        control, _, control_raw = sides[CONTROL]
+        candidate, _, candidate_raw = sides[CANDIDATE]
+        self.store.latency(name, "control", control_s)
         self.store.latency(name, "candidate", candidate_s)
         diff = compare(control, candidate, route.compare, cap)
-        noise = await self._noise_paths(name)
+        aa_paths: tuple[str, ...] = ()
         if second is not None:
             aa_obs = _observed(second[0], second[1], second[2], cap, force_hash)
             aa_diff = compare(control, aa_obs, route.compare, cap)
             if aa_diff is not None:
                 self.store.noise(name, aa_diff.paths)
-                noise.update(aa_diff.paths)
-        self.store.count(name, "compared")
+                aa_paths = aa_diff.paths
         if diff is None:
-            result = "matched"
-        else:
-            self.store.differed(name, diff.signature, diff.paths)
-            result = "noise" if all(p in noise for p in diff.paths) else "differed"
-            if result == "differed" and self._sample_due(name, diff.signature):
-                self.store.sample(self._sample(ex, diff, control, candidate, control_raw, candidate_raw,
-                                               control_s, candidate_s))
+            self.store.count(name, "compared")
+            self.store.count(name, "matched")
+            self._counter(name, "matched").inc()
+            return False
+        sample = (ex, diff, control, candidate, control_raw, candidate_raw, control_s, candidate_s)
+        cached = self._noise.get(name)
+        if cached is not None and time.monotonic() - cached[0] <= NOISE_REFRESH_S:
+            cached[1].update(aa_paths)
+            self._differed(name, diff, cached[1], sample)
+            return False
+        self._spawn(self._differed_later(name, diff, aa_paths, sample), "shadow-noise")
+        return True
+
+    async def _differed_later(
+        self, name: str, diff: Diff, aa_paths: tuple[str, ...], sample: tuple[Any, ...]
+    ) -> None:
+        try:
+            noise = await self._noise_paths(name)
+            noise.update(aa_paths)
+            self._differed(name, diff, noise, sample)
+        except Exception:
+            log.exception("shadow comparison failed for route %s", name)
+            COMPARISONS.labels(name, "error").inc()
+        finally:
+            self._job_done()
+
+    def _differed(self, name: str, diff: Diff, noise: set[str], sample: tuple[Any, ...]) -> None:
+        self.store.count(name, "compared")
+        self.store.differed(name, diff.signature, diff.paths)
+        result = "noise" if all(p in noise for p in diff.paths) else "differed"
+        if result == "differed" and self._sample_due(name, diff.signature):
+            self.store.sample(self._sample(*sample))
         self.store.count(name, result)
-        COMPARISONS.labels(name, result).inc()
+        self._counter(name, result).inc()
+
+    def _counter(self, route: str, result: str) -> Any:
+        # prometheus_client's labels() hashes and locks on every call: keep the children.
+        key = (route, result)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = COMPARISONS.labels(route, result)
+        return child
 
     def _sample_due(self, route: str, signature: str) -> bool:
         # Storage keeps a few samples per signature anyway; building one (redaction) costs far more

@@ -16,8 +16,9 @@ from aiohttp import web
 
 from proxy.diffstore import DiffStore, MemoryStore
 from proxy.gateway import Gateway
+from proxy.listener import GatewayServer
 from proxy.routes import RouteTable, parse_routes
-from proxy.server import GatewayServer, start_server
+from proxy.server import start_server
 from proxy.shadow import Shadower
 from proxy.upstream import UpstreamPool
 
@@ -116,13 +117,15 @@ async def make_rig() -> AsyncIterator[RigFactory]:
     rigs: list[Rig] = []
 
     async def make(text: str, store: DiffStore | None = None, secret: bytes | None = b"dry-secret",
-                   rand: Callable[[], float] | None = None) -> Rig:  # fmt: skip
+                   rand: Callable[[], float] | None = None, aa_rate: float | None = None) -> Rig:  # fmt: skip
         table = parse_routes(text, "shadow-test.yaml")
         store = store if store is not None else MemoryStore()
         pools = {name: UpstreamPool(spec) for name, spec in table.upstreams.items()}
         kwargs: dict[str, Any] = {"secret": secret, "flush_interval": 0.05}
         if rand is not None:
             kwargs["rand"] = rand
+        if aa_rate is not None:
+            kwargs["aa_rate"] = aa_rate
         shadower = Shadower(table.shadow_settings, pools, store, **kwargs)
         shadower._own_pools = pools
         await shadower.start()

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from proxy import dryrun
 from proxy.diffstore import MemoryStore
-from proxy.routes import CompareRules, Route, ShadowSettings, ShadowSpec
+from proxy.routes import CompareRules, Route, ShadowSettings, ShadowSpec, parse_routes
 from proxy.shadow import Shadower
 
 from .shadow_rig import Backend, Rig, RigFactory, routes_text
@@ -302,10 +302,10 @@ async def test_queue_bounded_in_bytes() -> None:
     assert (await store.stats())["b"].counters == {"sampled": 6, "dropped": 2}
 
 
-async def test_primary_failure_counts_as_that_sides_error(
+async def test_gateway_made_error_is_not_shadowed(
     make_rig: RigFactory, backends: tuple[Backend, Backend]
 ) -> None:
-    """When the primary never answered (the gateway sent 502), it is that side's error, not a difference."""
+    """A 502 the gateway made itself (primary down) is not copied: new gets nothing, nothing is compared."""
     from proxy.embedded import free_port
 
     _, new = backends
@@ -314,5 +314,29 @@ async def test_primary_failure_counts_as_that_sides_error(
     assert (await rig.get("/users"))[0] == 502
     await rig.shadower.drain()
     st = (await rig.store.stats())["users"]
-    assert (st.get("errors_control"), st.get("compared"), st.get("differed")) == (1, 0, 0)
+    assert (st.get("compared"), st.get("differed"), st.get("matched")) == (0, 0, 0)
     assert new.seen == []
+
+
+async def test_primary_failure_counts_as_that_sides_error(backends: tuple[Backend, Backend]) -> None:
+    """An exchange without an upstream response is the primary's error, not a difference; not replayed."""
+    from proxy.exchange import Exchange
+    from proxy.upstream import UpstreamPool
+
+    _, new = backends
+    parsed = parse_routes(routes_text(backends[0], new, USERS % "legacy", "aa_sample: 0"), "t.yaml")
+    pools = {name: UpstreamPool(spec) for name, spec in parsed.upstreams.items()}
+    store = MemoryStore()
+    shadower = Shadower(parsed.shadow_settings, pools, store)
+    await shadower.start()
+    try:
+        route = parsed.routes[0]
+        shadower.submit(Exchange(route, "GET", "/users", "", [], b"", "legacy", 502, [], None, 0.001, "rid"))
+        await asyncio.wait_for(shadower.drain(), 5)
+        st = (await store.stats())["users"]
+        assert (st.get("errors_control"), st.get("compared"), st.get("differed")) == (1, 0, 0)
+        assert new.seen == []
+    finally:
+        await shadower.close(grace=0.5)
+        for pool in pools.values():
+            pool.close()

@@ -1,0 +1,159 @@
+"""The cheap shadow path: byte-identical fast path, callback calls with a swept deadline, A/A rate cap."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+
+from aiohttp import web
+
+from proxy.compare import Observed, compare, identical
+from proxy.routes import CompareRules
+
+from .shadow_rig import Backend, RigFactory, routes_text
+
+USERS = "  - {name: users, match: {methods: [GET], path: /users}, target: %s, shadow: {sample: 1.0}}\n"
+JSON = [(b"Content-Type", b"application/json; charset=utf-8")]
+Raw = tuple[int, list[tuple[bytes, bytes]], bytes, float]
+
+
+def _obs(raw: Raw) -> Observed:
+    return Observed(raw[0], [(k.decode().lower(), v.decode()) for k, v in raw[1]], raw[2])
+
+
+def test_identical_only_when_compare_agrees() -> None:
+    """identical() is True only for same status, compared headers, encoding and bytes, and compare agrees."""
+    rules = CompareRules()
+    body = b'{"id":1}'
+    base: Raw = (200, [*JSON, (b"Date", b"Mon")], body, 0.001)
+    cases: list[tuple[Raw, bool]] = [
+        ((200, [*JSON, (b"Date", b"Tue"), (b"X-Id", b"9")], body, 0.002), True),  # uncompared headers
+        ((200, [(b"content-type", b"application/json; charset=utf-8")], body, 0.0), True),  # name case
+        ((201, JSON, body, 0.0), False),
+        ((200, [(b"Content-Type", b"text/plain")], body, 0.0), False),  # a compared header
+        ((200, JSON, b'{"id":2}', 0.0), False),
+        ((200, [*JSON, (b"Content-Encoding", b"gzip")], body, 0.0), False),  # same bytes, other encoding
+        ((200, [*JSON, (b"Cache-Control", b"no-store")], body, 0.0), False),  # header on one side only
+    ]
+    for other, expected in cases:
+        assert identical(base, other, rules) is expected, other
+        if expected:
+            assert compare(_obs(base), _obs(other), rules) is None
+    assert identical(base, base, rules, body_cap=len(body) - 1) is False  # over the cap: hash it instead
+    assert identical(base, (200, [*JSON, (b"Content-Type", b"x")], body, 0.0), rules) is False
+
+
+async def test_compared_header_difference_with_same_bytes_is_a_difference(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """Same status and body bytes but another compared header: the fast path does not hide it."""
+    legacy, new = backends
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b'{"id": 1, "name": "Alice"}', content_type="text/plain")
+
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        body = gzip.compress(b'{"id": 1}', mtime=0)
+        return web.Response(body=body, content_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    async def raw_gzip_bytes(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=gzip.compress(b'{"id": 1}', mtime=0), content_type="application/json")
+
+    async def same(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b'{"id": 1, "name": "Alice"}', content_type="application/json")
+
+    legacy.handler, new.handler = same, plain
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0"))
+    await rig.get("/users")
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert (st.get("compared"), st.get("differed")) == (1, 1)
+    assert st.paths == {"headers.content-type": 1}
+
+    legacy.handler, new.handler = gzipped, raw_gzip_bytes
+    await rig.get("/users", headers={"Accept-Encoding": "gzip"})
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert (st.get("compared"), st.get("differed")) == (2, 2)  # same bytes, but one side is gzip
+
+
+async def test_matched_fast_path_records_latency_per_side(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A byte-identical pair counts compared+matched and one latency per side, the candidate's its own."""
+    legacy, new = backends
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.12)
+        return web.json_response({"id": 1, "name": "Alice"})
+
+    new.handler = slow
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0"))
+    for _ in range(3):
+        await rig.get("/users")
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert (st.get("compared"), st.get("matched"), st.get("differed")) == (3, 3, 0)
+    assert sum(st.latency["control"].values()) == 3 and sum(st.latency["candidate"].values()) == 3
+    candidate_p50 = st.percentile("candidate", 0.5)
+    assert candidate_p50 is not None and 0.12 <= candidate_p50 < 1.0
+    control_p50 = st.percentile("control", 0.5)
+    assert control_p50 is not None and control_p50 < 0.12
+
+
+async def test_hanging_call_fails_at_its_deadline_and_pool_recovers(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A shadow call past its timeout is failed by the sweep (candidate error); later calls work again."""
+    legacy, new = backends
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), 10)
+        return web.json_response({"id": 1, "name": "Alice"})
+
+    new.handler = hang
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0, timeout: 0.3"))
+    start = time.perf_counter()
+    await rig.get("/users")
+    await asyncio.wait_for(rig.shadower.drain(), 5)
+    took = time.perf_counter() - start
+    st = (await rig.store.stats())["users"]
+    assert (st.get("errors_candidate"), st.get("compared")) == (1, 0)
+    assert 0.3 <= took < 1.5, took
+    release.set()
+    new.handler = backends[0].handler
+    await rig.get("/users")
+    await asyncio.wait_for(rig.shadower.drain(), 5)
+    st = (await rig.store.stats())["users"]
+    assert (st.get("errors_candidate"), st.get("matched")) == (1, 1)
+
+
+async def test_aa_calls_capped_per_route_noise_still_learned(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """With aa_sample 1.0 and aa_rate 3/s, a burst makes 3 A/A calls, learns the noise, refills over time."""
+    legacy, new = backends
+    calls = iter(range(10_000))
+
+    async def ticking(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", "uptime_s": next(calls)})
+
+    legacy.handler = new.handler = ticking
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 1.0"), aa_rate=3.0)
+    for _ in range(10):
+        await rig.get("/users")
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["users"]
+    assert len(legacy.seen) == 10 + 3  # primaries plus the 3 A/A calls the bucket allowed
+    assert st.noise == {"$.uptime_s": 3}
+    # Once learned, the candidate's differing uptime is noise, not a difference against new.
+    assert st.get("compared") == 10 and st.get("noise") >= 7 and st.get("differed") <= 3
+    await asyncio.sleep(0.7)  # ~2 tokens back
+    for _ in range(3):
+        await rig.get("/users")
+    await rig.shadower.drain()
+    assert len(legacy.seen) - 13 - 3 in (1, 2)
+    st = (await rig.store.stats())["users"]
+    assert st.noise["$.uptime_s"] in (4, 5)
