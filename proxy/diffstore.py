@@ -55,13 +55,16 @@ STORE_ERRORS = PromCounter("strangler_shadow_store_errors", "Shadow storage writ
 _BASE: Final = 1e-4
 _RATIO: Final = 1.15
 _LAST: Final = 120
+_LOG_RATIO: Final = math.log(_RATIO)
+_BUCKET_KEYS: Final = tuple(str(i) for i in range(_LAST + 1))  # Redis hash fields, made once
+_LAT_KEYS: Final = {"control": "lat:control", "candidate": "lat:candidate"}
 
 
 def bucket_of(seconds: float) -> int:
     """The histogram bucket holding ``seconds``."""
     if seconds <= _BASE:
         return 0
-    return min(_LAST, math.ceil(math.log(seconds / _BASE, _RATIO) - 1e-9))
+    return min(_LAST, math.ceil(math.log(seconds / _BASE) / _LOG_RATIO - 1e-9))
 
 
 def bucket_upper(index: int) -> float:
@@ -166,7 +169,8 @@ class _Recording:
 
     def latency(self, route: str, side: str, seconds: float) -> None:
         """Record one latency of ``side`` (control or candidate)."""
-        self.batch.incr[(f"lat:{side}", route, str(bucket_of(seconds)))] += 1
+        kind = _LAT_KEYS.get(side) or f"lat:{side}"
+        self.batch.incr[(kind, route, _BUCKET_KEYS[bucket_of(seconds)])] += 1
         self.batch.routes.add(route)
 
     def differed(self, route: str, signature: str, paths: tuple[str, ...]) -> None:

@@ -150,7 +150,7 @@ class Shadower:
         self._tasks: set[asyncio.Task[None]] = set()
         self._aa_rate = aa_rate
         self._aa_tokens: dict[str, tuple[float, float]] = {}
-        self._counters: dict[tuple[str, str], Any] = {}
+        self._tallies: dict[tuple[str, str], int] = {}
         self._noise: dict[str, tuple[float, set[str]]] = {}
         self._closed = False
         self._own_pools: dict[str, UpstreamPool] = {}
@@ -256,16 +256,19 @@ class Shadower:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._flush_tallies()
         await self.store.flush()
 
     async def drain(self) -> None:
         """Wait until every queued exchange has been compared and recorded (tests, shutdown)."""
         await self._idle.wait()
+        self._flush_tallies()
         await self.store.flush()
 
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(self._flush_interval)
+            self._flush_tallies()
             try:
                 await self.store.flush()
             except Exception:  # the store already logs its own failures; this is a last resort
@@ -448,7 +451,7 @@ class Shadower:
             self.store.latency(name, "candidate", candidate_s)
             self.store.count(name, "compared")
             self.store.count(name, "matched")
-            self._counter(name, "matched").inc()
+            self._tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
         force_hash = ex.response_body is None or any(len(r[2]) > cap for r in raw.values())
@@ -468,7 +471,7 @@ class Shadower:
         if diff is None:
             self.store.count(name, "compared")
             self.store.count(name, "matched")
-            self._counter(name, "matched").inc()
+            self._tally(name, "matched")
             return False
         sample = (ex, diff, control, candidate, control_raw, candidate_raw, control_s, candidate_s)
         cached = self._noise.get(name)
@@ -499,15 +502,18 @@ class Shadower:
         if result == "differed" and self._sample_due(name, diff.signature):
             self.store.sample(self._sample(*sample))
         self.store.count(name, result)
-        self._counter(name, result).inc()
+        self._tally(name, result)
 
-    def _counter(self, route: str, result: str) -> Any:
-        # prometheus_client's labels() hashes and locks on every call: keep the children.
+    def _tally(self, route: str, result: str) -> None:
+        # A prometheus_client inc takes a lock (and, with workers, a getpid and an mmap write): tally in a
+        # dict and add the sums at each flush instead.
         key = (route, result)
-        child = self._counters.get(key)
-        if child is None:
-            child = self._counters[key] = COMPARISONS.labels(route, result)
-        return child
+        self._tallies[key] = self._tallies.get(key, 0) + 1
+
+    def _flush_tallies(self) -> None:
+        tallies, self._tallies = self._tallies, {}
+        for (route, result), n in tallies.items():
+            COMPARISONS.labels(route, result).inc(n)
 
     def _sample_due(self, route: str, signature: str) -> bool:
         # Storage keeps a few samples per signature anyway; building one (redaction) costs far more
