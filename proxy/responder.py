@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from proxy.errors import UpstreamError, error_response
@@ -252,7 +253,7 @@ class Responder:
             if self.server.draining:
                 self.server.check_drained()
             return
-        seconds = self.loop.time() - rq.started
+        seconds = perf_counter() - rq.started
         gateway = self.gateway
         gateway.observe(route.name, route.target, status, seconds)
         if gateway.access_log is not None:

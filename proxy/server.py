@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 import socket
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -200,7 +201,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
         parser = self.parser
         method = parser.get_method()
         http11 = parser.get_http_version() == "1.1"
-        rq = Request(method, http11, parser.should_keep_alive(), self.loop.time())
+        rq = Request(method, http11, parser.should_keep_alive(), perf_counter())
         self.parsing = rq
         try:
             self._route(rq, parser.should_upgrade())
@@ -339,7 +340,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
                 else:
                     self._respond_error(rq, refusal.status, refusal.message)
             return
-        err = Request(b"-", True, False, self.loop.time())
+        err = Request(b"-", True, False, perf_counter())
         err.request_id = refusal.request_id or new_request_id()
         err.error = refusal
         if self.cur is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -109,3 +110,25 @@ async def test_no_access_log_flag_silences_access_lines(tmp_path: Path) -> None:
             assert await gw.stop() == 0
         assert new.hits == 3
         assert not [line for line in gw.lines if line.get("logger") == "strangler.access"]
+
+
+async def test_gateway_durations_are_finer_than_the_event_loops_millisecond_clock(tmp_path: Path) -> None:
+    """Request durations are timed with a fine clock, not uvloop's cached whole-millisecond loop.time()."""
+    async with upstream("legacy") as leg, upstream("new") as new:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes_text(leg.url, new.url, "new"))
+        gw = await start_gateway(path)
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(20):
+                    async with session.get(gw.url + "/items/9") as resp:
+                        assert resp.status == 200
+            deadline = asyncio.get_running_loop().time() + 10
+            while len([x for x in gw.lines if x.get("msg") == "request"]) < 20:
+                assert asyncio.get_running_loop().time() < deadline, "access lines did not arrive"
+                await asyncio.sleep(0.05)
+        finally:
+            assert await gw.stop() == 0
+        durations = [x["duration_ms"] for x in gw.lines if x.get("msg") == "request"]
+        # A loopback request takes well under a millisecond: a ms-resolution clock gives 0.0 or 1.0.
+        assert any(d != int(d) for d in durations), durations
