@@ -33,6 +33,7 @@ __all__ = [
     "decode_body",
     "format_path",
     "identical",
+    "identity_headers",
     "normalise_path",
 ]
 
@@ -373,22 +374,34 @@ def identical(
     candidate: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float],
     rules: CompareRules,
     body_cap: int = 1 << 20,
+    names: frozenset[bytes] | None = None,
 ) -> bool:
     """Whether two raw responses (status, headers, body, seconds) surely agree under ``rules``.
 
     True only for the same status, the same raw values of every compared header and the same body bytes
     (within ``body_cap``): then `compare` would return None too, without parsing anything. False means
-    "not known": call `compare`.
+    "not known": call `compare`. ``names`` is ``identity_headers(rules)`` when the caller keeps it.
     """
     if control[0] != candidate[0] or control[2] != candidate[2] or len(control[2]) > body_cap:
         return False
-    # The same bytes under different encodings decode differently: the encoding must match as well.
-    for name in ("content-encoding", *_compile(rules).headers):
-        if _raw_values(control[1], name) != _raw_values(candidate[1], name):
-            return False
-    return True
+    if names is None:
+        names = identity_headers(rules)
+    return _picked(control[1], names) == _picked(candidate[1], names)
 
 
-def _raw_values(headers: Sequence[tuple[bytes, bytes]], name: str) -> list[bytes]:
-    key = name.encode("latin-1")
-    return [v for k, v in headers if k.lower() == key]
+@functools.lru_cache(maxsize=1024)
+def identity_headers(rules: CompareRules) -> frozenset[bytes]:
+    """The lower-case header names `identical` checks: the compared ones and Content-Encoding.
+
+    The same bytes under different encodings decode differently, so the encoding must match as well.
+    """
+    return frozenset({b"content-encoding", *(h.lower().encode("latin-1") for h in rules.headers)})
+
+
+def _picked(headers: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    # One pass; values of the same name keep their order, which is what "all values joined" compares.
+    return sorted(((lk, v) for k, v in headers if (lk := k.lower()) in names), key=_first)
+
+
+def _first(pair: tuple[bytes, bytes]) -> bytes:
+    return pair[0]

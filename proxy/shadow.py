@@ -34,12 +34,12 @@ import orjson
 from prometheus_client import Counter as PromCounter
 
 from proxy import dryrun
-from proxy.compare import Diff, Observed, compare, decode_body, identical
+from proxy.compare import Diff, Observed, compare, decode_body, identical, identity_headers
 from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore, Sample
 from proxy.errors import UpstreamError
 from proxy.exchange import Exchange, Headers
 from proxy.redact import Redactor
-from proxy.routes import Route, RouteTable, ShadowSettings
+from proxy.routes import CompareRules, Route, RouteTable, ShadowSettings
 from proxy.shadowcall import Call, build_request
 from proxy.upstream import UpstreamPool
 
@@ -151,6 +151,8 @@ class Shadower:
         self._aa_rate = aa_rate
         self._aa_tokens: dict[str, tuple[float, float]] = {}
         self._tallies: dict[tuple[str, str], int] = {}
+        # By id() of the rules object: CompareRules hashes field by field, which costs more than the check.
+        self._names: dict[int, tuple[CompareRules, frozenset[bytes]]] = {}
         self._noise: dict[str, tuple[float, set[str]]] = {}
         self._closed = False
         self._own_pools: dict[str, UpstreamPool] = {}
@@ -370,7 +372,8 @@ class Shadower:
         body = ex.request_body or b""
         if isinstance(pool, UpstreamPool):
             message = build_request(pool, ex.method, path_qs, headers, body)
-            call = Call(pool, ex.method, message, limit, functools.partial(self._called, job, key, side))
+            done = functools.partial(self._called, job, key, side)
+            call = Call(pool, ex.method, message, limit, done, self._loop)
             self._calls.add(call)
             call.begin()
         else:  # any other Fetcher: its coroutine in a task
@@ -445,12 +448,16 @@ class Shadower:
         # latency is measured under the same conditions; the primary's was measured by the data path.
         control_s = second[3] if second is not None and ex.primary == CONTROL else raw[CONTROL][3]
         candidate_s = raw[CANDIDATE][3]
-        if aa_res is None and identical(raw[CONTROL], raw[CANDIDATE], route.compare, cap):
+        rules = route.compare
+        entry = self._names.get(id(rules))
+        if entry is None or entry[0] is not rules:
+            if len(self._names) >= 1024:  # reloads make new rules objects: forget, rather than grow
+                self._names.clear()
+            entry = self._names[id(rules)] = (rules, identity_headers(rules))
+        names = entry[1]
+        if aa_res is None and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
-            self.store.latency(name, "control", control_s)
-            self.store.latency(name, "candidate", candidate_s)
-            self.store.count(name, "compared")
-            self.store.count(name, "matched")
+            self.store.matched(name, control_s, candidate_s)
             self._tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.

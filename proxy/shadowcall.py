@@ -54,6 +54,7 @@ class Call:
         message: bytes,
         limit: float,
         done: Callable[[Call], None],
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.pool = pool
         self.message = message
@@ -62,7 +63,8 @@ class Call:
         self.idempotent = verb in _IDEMPOTENT
         self.limit = limit
         self._done = done
-        self._loop = asyncio.get_running_loop()
+        # get_running_loop() costs a getpid() syscall in 3.11: callers that have the loop pass it.
+        self._loop = asyncio.get_running_loop() if loop is None else loop
         self.started = self._loop.time()
         self.deadline = self.started + limit
         self.finished = False

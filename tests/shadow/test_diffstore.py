@@ -117,6 +117,19 @@ async def test_redis_store_matches_memory_store(real_store: RedisPgStore) -> Non
     await check_stats(real_store)
 
 
+async def test_matched_records_like_its_parts(real_store: RedisPgStore) -> None:
+    """matched() counts compared+matched and both latencies, in memory and in Redis, like separate calls."""
+    memory = MemoryStore()
+    for store in (memory, real_store):
+        store.matched("m", 0.004, 0.250)
+        store.matched("m", 0.004, 0.001)
+        await store.flush()
+        st = (await store.stats())["m"]
+        assert st.counters == {"compared": 2, "matched": 2}
+        assert st.latency == {"control": {bucket_of(0.004): 2},
+                              "candidate": {bucket_of(0.250): 1, bucket_of(0.001): 1}}  # fmt: skip
+
+
 async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStore) -> None:
     """Samples are stored with all columns, capped per signature (3) and per route (5)."""
     for i in range(6):

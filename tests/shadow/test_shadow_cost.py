@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from proxy.compare import Observed, compare, identical
+from proxy.compare import Observed, compare, identical, identity_headers
 from proxy.routes import CompareRules
 
 from .shadow_rig import Backend, RigFactory, routes_text
@@ -36,12 +36,22 @@ def test_identical_only_when_compare_agrees() -> None:
         ((200, [*JSON, (b"Content-Encoding", b"gzip")], body, 0.0), False),  # same bytes, other encoding
         ((200, [*JSON, (b"Cache-Control", b"no-store")], body, 0.0), False),  # header on one side only
     ]
-    for other, expected in cases:
-        assert identical(base, other, rules) is expected, other
-        if expected:
-            assert compare(_obs(base), _obs(other), rules) is None
+    two = [(b"Cache-Control", b"no-store"), *JSON, (b"Cache-Control", b"private")]
+    repeated: Raw = (200, [*JSON, (b"cache-control", b"no-store"), (b"Date", b"Mon"),
+                           (b"Cache-Control", b"private")], body, 0.001)  # fmt: skip
+    repeated_cases: list[tuple[Raw, bool]] = [
+        ((200, two, body, 0.0), True),  # same values in the same order, other places and name case
+        ((200, list(reversed(two)), body, 0.0), False),  # "private, no-store" is not "no-store, private"
+    ]
+    for one, others in ((base, cases), (repeated, repeated_cases)):
+        for other, expected in others:
+            assert identical(one, other, rules) is expected, other
+            if expected:
+                assert compare(_obs(one), _obs(other), rules) is None
+            else:
+                assert identical(one, other, rules, names=identity_headers(rules)) is False
     assert identical(base, base, rules, body_cap=len(body) - 1) is False  # over the cap: hash it instead
-    assert identical(base, (200, [*JSON, (b"Content-Type", b"x")], body, 0.0), rules) is False
+    assert compare(_obs(repeated), _obs((200, list(reversed(two)), body, 0.0)), rules) is not None
 
 
 async def test_compared_header_difference_with_same_bytes_is_a_difference(
