@@ -22,7 +22,8 @@ from proxy.upstream import UpstreamPool
 __all__ = ["GatewayServer", "start_server"]
 
 SWEEP_INTERVAL = 1.0
-RouteHit = tuple[str, Match, UpstreamPool, bytes]
+# (query, match, pool, upstream request line + Host, method as str)
+RouteHit = tuple[str, Match, UpstreamPool, bytes, str]
 ROUTE_CACHE_SIZE = 4096
 
 
@@ -62,9 +63,9 @@ class GatewayServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def route(
-        self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, method_str: str, url: bytes
+        self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, url: bytes
     ) -> RouteHit:
-        """Route a request target: (query, match, pool, request-line-and-Host prefix), memoised.
+        """Route a request target: (query, match, pool, request-line-and-Host prefix, method str), memoised.
 
         Memoised per (table, pools) pair, which `Gateway.set_table` swaps together: hot paths repeat, and
         canonicalising, matching and encoding the upstream target cost more than the dict lookup.
@@ -82,6 +83,7 @@ class GatewayServer:
                 path, query = canonicalise(url)
             except BadPath as e:
                 raise Refusal(400, f"bad request path: {e}") from None
+            method_str = method.decode("ascii")  # llhttp accepts only known (ASCII) method names
             match = table.match(method_str, path)
             target = match.route.target
             pool = pools.get(target)
@@ -91,7 +93,7 @@ class GatewayServer:
             if query:
                 upstream_target += b"?" + query.encode("utf-8")
             prefix = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
-            hit = (query, match, pool, prefix)
+            hit = (query, match, pool, prefix, method_str)
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()  # crude but bounded; refills with what is hot now
             cache[key] = hit

@@ -31,6 +31,8 @@ log = logging.getLogger("strangler.server")
 
 FLUSH_AT = 64 * 1024  # write to the client early when this much response body is batched
 _RETRYABLE = frozenset((b"GET", b"HEAD"))
+_END = b"\r\n"
+_END_CLOSE = b"Connection: close\r\n\r\n"
 
 
 class Responder:
@@ -48,6 +50,8 @@ class Responder:
     resp_chunked: bool
     closed: bool
     half_closed: bool
+    broken: bool
+    reading_paused: bool
     up_paused: bool
     upgrading: Request | None
     tunnel: UpConn | None
@@ -85,28 +89,37 @@ class Responder:
         rq.resp_started = True
         fwd = self.fwd
         lines, length, chunked = fwd.response_lines(headers)
-        lines.append(fwd.request_id_name + b": " + rq.request_id)
+        lines.append(fwd.request_id_prefix + rq.request_id)
+        self.resp_chunked = False
+        if not rq.body_done or self.server.draining:
+            rq.keep_alive = False
+        if length is not None and not chunked and status != 101:
+            # The common case: the whole head in one piece.
+            self.out.append(
+                b"HTTP/1.1 %d %b\r\n%b\r\nContent-Length: %b\r\n%b"
+                % (status, reason, b"\r\n".join(lines), length, _END if rq.keep_alive else _END_CLOSE)
+            )
+        else:
+            self._head_framed(rq, status, reason, lines)
+        if rq.tee_req is not None or rq.tee_over:
+            rq.resp_headers = list(headers)
+            rq.tee_resp = []
+
+    def _head_framed(self, rq: Request, status: int, reason: bytes, lines: list[bytes]) -> None:
+        # A response head without a usable Content-Length: upgrade, no body, re-chunked or close-delimited.
         out = self.out
         out += (b"HTTP/1.1 %d %b\r\n" % (status, reason), b"\r\n".join(lines), b"\r\n")
-        self.resp_chunked = False
         if status == 101:
             out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
             return
-        if length is not None and not chunked:
-            out += (b"Content-Length: ", length, b"\r\n")
-        elif rq.is_head or status in (204, 304):
+        if rq.is_head or status in (204, 304):
             pass
         elif rq.http11:
             out.append(b"Transfer-Encoding: chunked\r\n")
             self.resp_chunked = True
         else:
             rq.keep_alive = False  # HTTP/1.0 client: the body ends when the connection does
-        if not rq.body_done or self.server.draining:
-            rq.keep_alive = False
-        out.append(b"\r\n" if rq.keep_alive else b"Connection: close\r\n\r\n")
-        if rq.tee_req is not None or rq.tee_over:
-            rq.resp_headers = list(headers)
-            rq.tee_resp = []
+        out.append(_END if rq.keep_alive else _END_CLOSE)
 
     def on_resp_body(self, chunk: bytes) -> None:
         rq = self.cur
@@ -142,9 +155,14 @@ class Responder:
         rq = self.cur
         if rq is None:
             return
+        out = self.out
         if self.resp_chunked:
-            self.out.append(b"0\r\n\r\n")
-        self.flush()
+            out.append(b"0\r\n\r\n")
+        if out:  # flush, inlined: one write for the head and a small body
+            if not self.closed and self.transport is not None:
+                self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+            self.out_size = 0
         rq.resp_done = True
         rq.conn = None
         self._finish(rq, rq.status)
@@ -238,7 +256,8 @@ class Responder:
         if self.cur is None and (self.server.draining or self.half_closed):
             self.close()
             return
-        self._update_reading()
+        if self.reading_paused or self.broken or self.up_paused or self.queue:
+            self._update_reading()  # otherwise reading is on and stays on: nothing to change
 
     def _finish(self, rq: Request, status: int) -> None:
         """Account for a request once: observer, access log, shadow; never raises."""
@@ -255,7 +274,10 @@ class Responder:
             return
         seconds = perf_counter() - rq.started
         gateway = self.gateway
-        gateway.observe(route.name, route.target, status, seconds)
+        try:  # Gateway.observe, inlined: the observer's failure must not reach the data path
+            gateway.observer.observe(route.name, route.target, status, seconds)
+        except Exception:
+            log.exception("request observer failed")
         if gateway.access_log is not None:
             gateway.log_access(
                 AccessRecord(

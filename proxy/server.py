@@ -199,9 +199,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
-        method = parser.get_method()
         http11 = parser.get_http_version() == "1.1"
-        rq = Request(method, http11, parser.should_keep_alive(), perf_counter())
+        rq = Request(parser.get_method(), http11, parser.should_keep_alive(), perf_counter())
         self.parsing = rq
         try:
             self._route(rq, parser.should_upgrade())
@@ -217,7 +216,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
 
     def _route(self, rq: Request, upgrade: bool) -> None:
         gateway = self.gateway
-        if rq.method == b"CONNECT":
+        method = rq.method
+        if method == b"CONNECT":
             raise Refusal(405, "CONNECT is not supported: this is a reverse proxy, not a forward proxy")
         try:
             prep = self.fwd.request(self.headers, self.peer, rq.http11)
@@ -226,36 +226,44 @@ class ClientProtocol(Responder, asyncio.Protocol):
         rq.request_id = prep.request_id
         if prep.loop:
             raise Refusal(508, "the request already passed through this gateway (Via); check the routes")
-        has_body = prep.chunked or bool(prep.content_length)
-        if upgrade:
-            if has_body:
-                raise Refusal(400, "a request asking to upgrade the protocol cannot carry a body")
-            if prep.websocket and rq.method == b"GET":
-                rq.websocket = True
-                rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
-        rq.method_str = method_str = rq.method.decode("ascii")
+        content_length = prep.content_length
+        chunked = prep.chunked
+        lines = prep.lines
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
         # table and pools are read once, together: a reload does not affect a request in flight.
-        hit = self.server.route(gateway.table, gateway.pools, rq.method, method_str, url)
-        query, match, pool, prefix = hit
+        query, match, pool, prefix, method_str = self.server.route(gateway.table, gateway.pools, method, url)
         route = match.route
         rq.route = route
         rq.pool = pool
         rq.path = match.forward_path
         rq.query = query
-        rq.header_lines = prep.lines
-        rq.chunked = prep.chunked
-        rq.body_done = not has_body
-        rq.is_head = rq.method == b"HEAD"
-        head = [prefix, b"\r\n".join(prep.lines), b"\r\n"]
-        if prep.content_length is not None:
-            head.append(b"Content-Length: %d\r\n" % prep.content_length)
-        elif prep.chunked:
-            head.append(b"Transfer-Encoding: chunked\r\n")
-        if rq.websocket:
-            head.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-        head.append(b"\r\n")
-        rq.head = b"".join(head)
+        rq.method_str = method_str
+        rq.header_lines = lines
+        if content_length is None and not chunked and not upgrade:
+            # The common case (no body): one join for the whole upstream head.
+            rq.body_done = True
+            rq.head = b"".join((prefix, b"\r\n".join(lines), b"\r\n\r\n"))
+        else:
+            has_body = chunked or bool(content_length)
+            if upgrade:
+                if has_body:
+                    raise Refusal(400, "a request asking to upgrade the protocol cannot carry a body")
+                if prep.websocket and method == b"GET":
+                    rq.websocket = True
+                    rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
+            rq.chunked = chunked
+            rq.body_done = not has_body
+            head = [prefix, b"\r\n".join(lines), b"\r\n"]
+            if content_length is not None:
+                head.append(b"Content-Length: %d\r\n" % content_length)
+            elif chunked:
+                head.append(b"Transfer-Encoding: chunked\r\n")
+            if rq.websocket:
+                head.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+            head.append(b"\r\n")
+            rq.head = b"".join(head)
+        if method == b"HEAD":
+            rq.is_head = True
         shadow = gateway.shadow
         if shadow is not None:
             try:
