@@ -51,7 +51,6 @@ class UpConn(asyncio.Protocol):
     __slots__ = (
         "closed",
         "deadline",
-        "eof_body",
         "got_bytes",
         "got_head",
         "headers",
@@ -65,6 +64,7 @@ class UpConn(asyncio.Protocol):
         "req_done",
         "reused",
         "sink",
+        "status",
         "timeout",
         "transport",
         "tunnel",
@@ -83,7 +83,7 @@ class UpConn(asyncio.Protocol):
         self.got_head = False
         self.reused = False
         self.closed = False
-        self.eof_body = False
+        self.status = 0
         self.in_interim = False
         self.tunnel = False
         self.upgrade_ok = False
@@ -132,8 +132,7 @@ class UpConn(asyncio.Protocol):
         self.sink = None
         if self.tunnel:
             sink.on_tunnel_closed()
-        elif self.eof_body and self.got_head:  # a body delimited by the connection's end ends here
-            self.eof_body = False
+        elif self.got_head and self._eof_delimited():  # a body delimited by the connection's end ends here
             sink.on_resp_done()
         else:
             retryable = self.reused and not self.got_bytes
@@ -182,20 +181,7 @@ class UpConn(asyncio.Protocol):
                 raise _BadResponse("101 Switching Protocols to a request that did not ask to upgrade")
             self.tunnel = True  # from here on the bytes are the upgraded protocol's (see _upgrade)
         self.got_head = True
-        if status >= 200 and status not in (204, 304) and not self.is_head:
-            self.eof_body = True  # unless Content-Length or chunked says otherwise
-            for name, value in self.headers:
-                size = len(name)  # a cheap filter before lower-casing: 14 and 17 are the framing names
-                if size == 14 and name.lower() == b"content-length":
-                    self.eof_body = False
-                    break
-                if (
-                    size == 17
-                    and name.lower() == b"transfer-encoding"
-                    and value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
-                ):
-                    self.eof_body = False
-                    break
+        self.status = status
         sink.on_resp_head(status, self.reason, self.headers)
         if self.is_head and self.sink is sink and status != 101:
             # llhttp cannot be told "no body follows" from Python: end the message by hand.
@@ -217,6 +203,26 @@ class UpConn(asyncio.Protocol):
         self._complete(self.parser.should_keep_alive())
 
     # --- internals
+    def _eof_delimited(self) -> bool:
+        """Whether the response being read ends with the connection (neither Content-Length nor chunked).
+
+        Asked only when the connection closes mid-response, so the hot path never scans for framing here.
+        """
+        status = self.status
+        if status < 200 or status in (204, 304) or self.is_head or self.tunnel:
+            return False
+        for name, value in self.headers:
+            size = len(name)  # a cheap filter before lower-casing: 14 and 17 are the framing names
+            if size == 14 and name.lower() == b"content-length":
+                return False
+            if (
+                size == 17
+                and name.lower() == b"transfer-encoding"
+                and value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            ):
+                return False
+        return True
+
     def _upgrade(self, rest: bytes) -> None:
         sink = self.sink
         if sink is None or not self.tunnel:
@@ -228,7 +234,6 @@ class UpConn(asyncio.Protocol):
     def _complete(self, keep_alive: bool) -> None:
         sink = self.sink
         self.sink = None
-        self.eof_body = False
         self.pool.active.discard(self)
         if keep_alive and self.req_done and not self.closed:
             self.pool._release(self)

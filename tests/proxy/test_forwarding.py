@@ -119,3 +119,24 @@ def test_new_request_ids_are_uuid4_hex() -> None:
     for rid in made:
         parsed = uuid.UUID(rid.decode())
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == rid.decode()
+
+
+def test_request_ids_differ_in_forked_workers() -> None:
+    """A forked worker draws its own request-id prefix, so workers never hand out the same ids."""
+    import os
+
+    from proxy.forwarding import new_request_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report a few ids and leave without running pytest's teardown
+        os.write(write, b",".join(new_request_id() for _ in range(3)))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).split(b",")
+    os.close(read)
+    parent = [new_request_id() for _ in range(3)]
+    assert len(child) == 3
+    assert {rid[:16] for rid in child}.isdisjoint({rid[:16] for rid in parent})
+    assert set(child).isdisjoint(parent)
