@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install lint bench bench-gateway bench-services clean ensure-chromium
 
+# argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
+# which is what lets the new service's login keep pace with the legacy app's native argon2.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
-	# argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
-	# which is what lets the new service's login keep pace with the legacy app's native argon2.
 	if [ "$$(uname -m)" = x86_64 ]; then ARGON2_CFFI_USE_SSE2=1 CFLAGS="-O3 -march=native" \
 	  $(PIP) install -q --force-reinstall --no-deps --no-binary=argon2-cffi-bindings argon2-cffi-bindings; fi
 	touch $(STAMP)
