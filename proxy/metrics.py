@@ -32,6 +32,7 @@ BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 SNAPSHOT_PREFIX = "requests-"
+_bisect_left = bisect.bisect_left
 
 RELOADS = Counter(
     "strangler_reload", "Routes file reloads by result (success, failure).", ["result"], registry=REGISTRY
@@ -58,14 +59,19 @@ class RequestStats:
 
     def observe(self, route: str, target: str, status: int, seconds: float) -> None:
         """Record one finished request (the data path calls this once per request)."""
-        key = (route, target, status)
         counts = self.counts
-        counts[key] = counts.get(key, 0) + 1
-        cell = self.cells.get((route, target))
-        if cell is None:
-            cell = self.cells[(route, target)] = [0.0] * (len(self._bounds) + 2)
+        key = (route, target, status)
+        try:  # no exception in the steady state, so cheaper than get() + store
+            counts[key] += 1
+        except KeyError:
+            counts[key] = 1
+        cells = self.cells
+        try:
+            cell = cells[(route, target)]
+        except KeyError:
+            cell = cells[(route, target)] = [0.0] * (len(BUCKETS) + 2)
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le is inclusive).
-        cell[bisect.bisect_left(self._bounds, seconds)] += 1
+        cell[_bisect_left(BUCKETS, seconds)] += 1
         cell[-1] += seconds
 
     def snapshot(self) -> dict[str, Any]:

@@ -51,8 +51,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"unknown"
-        self.url: list[bytes] = []
-        self.url_size = 0
+        self.url = b""
         self.headers: Headers = []
         self.header_size = 0
         self.in_head = False
@@ -172,8 +171,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
 
     # ---------------------------------------------------------------- httptools request callbacks
     def on_message_begin(self) -> None:
-        self.url = []
-        self.url_size = 0
+        self.url = b""
         self.headers = []
         self.header_size = 0
         self.in_head = True
@@ -181,9 +179,9 @@ class ClientProtocol(Responder, asyncio.Protocol):
         self.head_started = self.server.clock
 
     def on_url(self, url: bytes) -> None:
-        self.url.append(url)
-        self.url_size += len(url)
-        if self.url_size > self.max_line:
+        # Usually one piece (b"" + url is url itself); pieces are bounded by max_line, so += is fine.
+        url = self.url = self.url + url
+        if len(url) > self.max_line:
             self.refusal = Refusal(414, "the request target is too long")
             raise self.refusal
 
@@ -229,7 +227,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
         content_length = prep.content_length
         chunked = prep.chunked
         lines = prep.lines
-        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        url = self.url
         # table and pools are read once, together: a reload does not affect a request in flight.
         query, match, pool, prefix, method_str = self.server.route(gateway.table, gateway.pools, method, url)
         route = match.route
@@ -366,10 +364,14 @@ class ClientProtocol(Responder, asyncio.Protocol):
         pool = rq.pool
         assert pool is not None
         conn = pool.acquire()
-        if conn is not None:
-            self._attach(rq, conn)
-        else:
+        if conn is None:
             self.server.spawn(self._connect(rq))
+        elif rq.pending or self.up_paused or self.write_paused:
+            self._attach(rq, conn)
+        else:  # _attach's common case, inlined: nothing buffered, nothing paused
+            rq.conn = conn
+            rq.pending = None
+            conn.start(self, rq.head, rq.is_head, rq.body_done, rq.websocket)
 
     async def _connect(self, rq: Request) -> None:
         pool = rq.pool
