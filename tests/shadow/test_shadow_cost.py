@@ -167,3 +167,54 @@ async def test_aa_calls_capped_per_route_noise_still_learned(
     assert len(legacy.seen) - 13 - 3 in (1, 2)
     st = (await rig.store.stats())["users"]
     assert st.noise["$.uptime_s"] in (4, 5)
+
+
+async def test_call_retries_once_when_a_reused_connection_dies_unanswered() -> None:
+    """A GET whose pooled connection closes before any response byte is sent again on a new connection."""
+    from proxy.routes import parse_routes
+    from proxy.shadowcall import Call, build_request
+    from proxy.upstream import UpstreamPool
+
+    answered: list[int] = []  # per connection: how many requests it answered
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(answered)
+        answered.append(0)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                if answered[index] == 1:  # a keep-alive race: the server drops the reused connection
+                    break
+                answered[index] += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    up = f'{{url: "http://127.0.0.1:{port}"}}'
+    table = parse_routes(f"upstreams:\n  legacy: {up}\n  new: {up}\ndefault: legacy\n", "t.yaml")
+    pool = UpstreamPool(table.upstreams["legacy"])
+    loop = asyncio.get_running_loop()
+    try:
+        results: list[Call] = []
+        for _ in range(2):
+            done = loop.create_future()
+            message = build_request(pool, "GET", "/x", [], b"")
+            call = Call(pool, "GET", message, 5.0, lambda c, d=done: d.set_result(c))
+            call.begin()
+            results.append(await asyncio.wait_for(done, 5))
+        assert [(c.error, c.result and c.result[0]) for c in results] == [(None, 200), (None, 200)]
+        assert results[1].result is not None and results[1].result[2] == b"ok"
+        assert answered == [1, 1]  # the second call's first connection answered nothing; a new one did
+        # A POST is not retried: the dead reused connection is its error.
+        done = loop.create_future()
+        post = Call(pool, "POST", build_request(pool, "POST", "/x", [], b"{}"), 5.0, done.set_result)
+        post.begin()
+        failed = await asyncio.wait_for(done, 5)
+        assert failed.result is None and failed.error is not None and failed.error.kind == "connect"
+    finally:
+        pool.close()
+        server.close()
+        await server.wait_closed()
