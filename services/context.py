@@ -77,17 +77,23 @@ class Ctx:
         raw = self.params.get(name, "")
         return int(raw) if ID_RE.fullmatch(raw) else None
 
-    async def principal(self) -> Principal:
-        """Verify ``Authorization: Bearer <access token>`` and load its user; every failure is one 401.
-
-        A deleted user's tokens die with it, although the JWT itself is still well-formed.
-        """
+    async def claims(self) -> tokens.Claims:
+        """The first half of auth: ``Authorization: Bearer <access token>`` verified and not revoked
+        (no database). The caller must still check the user exists (:meth:`principal` does, or a
+        statement that needs the user row anyway, answering 401 when it finds none)."""
         match = _BEARER_RE.fullmatch(self.request.headers.get("Authorization", ""))
         if match is None:
             raise errors.Unauthorized()
         claims = tokens.verify(self.settings.jwt_secret, match[1], time.time())
         if claims is None or await self.cache.is_revoked(claims.jti):
             raise errors.Unauthorized()
+        return claims
+
+    async def principal(self, claims: tokens.Claims | None = None) -> Principal:
+        """Verify the bearer token (unless `claims` did already) and load its user; every failure is
+        one 401. A deleted user's tokens die with it, although the JWT itself is still well-formed."""
+        if claims is None:
+            claims = await self.claims()
         user = await users_repo.get(self.db, claims.user_id)
         if user is None:
             raise errors.Unauthorized()

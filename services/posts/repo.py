@@ -14,19 +14,28 @@ _WITH_AUTHOR = (
     f"SELECT p.id, p.author_id, p.title, p.body, {iso('p.created_at')}, {iso('p.updated_at')}, "
     "u.name AS author_name FROM p JOIN users u ON u.id = p.author_id"
 )
+# INSERT ... RETURNING cannot name another table, so the author row is a CTE joined to the result.
+_CREATE = (
+    "WITH a AS (SELECT id, name FROM users WHERE id = $1), "
+    "p AS (INSERT INTO posts (author_id, title, body) SELECT id, $2, $3 FROM a RETURNING *) "
+    f"SELECT p.id, p.author_id, p.title, p.body, {iso('p.created_at')}, {iso('p.updated_at')}, "
+    "a.name AS author_name FROM p CROSS JOIN a"
+)
 
 
 async def create(db: Executor, author_id: int, title: str, body: str) -> Any:
-    """Insert a post and return its row. An author deleted meanwhile is Unauthorized (its token died)."""
+    """Insert a post by an existing author and return its row with ``author_name``, in ONE statement.
+
+    The author that does not exist (deleted, or deleted meanwhile: the foreign key) is Unauthorized,
+    since its token died with it.
+    """
     try:
-        return await db.fetchrow(
-            f"INSERT INTO posts (author_id, title, body) VALUES ($1, $2, $3) RETURNING {COLUMNS}",
-            author_id,
-            title,
-            body,
-        )
+        row = await db.fetchrow(_CREATE, author_id, title, body)
     except asyncpg.ForeignKeyViolationError:
         raise errors.Unauthorized() from None
+    if row is None:
+        raise errors.Unauthorized()
+    return row
 
 
 async def get(db: Executor, post_id: int) -> Any:

@@ -48,11 +48,20 @@ async def list_user_posts(ctx: Ctx) -> web.Response:
 
 
 async def create_post(ctx: Ctx) -> web.Response:
-    """POST /api/v1/posts"""
-    me = await ctx.principal()
-    values = validate(await ctx.json_body(), CREATE)
-    row = await repo.create(ctx.db, me.user_id, values["title"], values["body"])
-    return json_response(201, post_json(row, me.user["name"]))
+    """POST /api/v1/posts: one statement checks the author exists, inserts and returns the author name.
+
+    Auth's 401 still wins over every body error (415/413/400/422): a body error is only answered
+    after the user lookup confirms the token's user exists. A valid body skips that lookup, because
+    the insert itself finds no author and then answers the same 401.
+    """
+    claims = await ctx.claims()
+    try:
+        values = validate(await ctx.json_body(), CREATE)
+    except errors.ApiError:
+        await ctx.principal(claims)  # raises 401 for a deleted user, before the body's error
+        raise
+    row = await repo.create(ctx.db, claims.user_id, values["title"], values["body"])
+    return json_response(201, post_json(row, row["author_name"]))
 
 
 async def get_post(ctx: Ctx) -> web.Response:
