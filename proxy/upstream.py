@@ -154,11 +154,8 @@ class UpConn(asyncio.Protocol):
         if self.sink is not None:
             self.sink.up_resume_writing()
 
-    # --- httptools callbacks
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.reason = b""
-
+    # --- httptools callbacks (no on_message_begin: `start` and the end of an interim response reset the
+    # head, which saves a callback per response)
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
@@ -197,6 +194,8 @@ class UpConn(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.in_interim:
             self.in_interim = False
+            self.headers = []
+            self.reason = b""
             return
         if self.sink is None or self.tunnel or not self.got_head:
             return
@@ -253,6 +252,8 @@ class UpConn(asyncio.Protocol):
         """Attach a sink and send a request head (plus any body bytes already at hand)."""
         pool = self.pool
         self.sink = sink
+        self.headers = []
+        self.reason = b""
         self.is_head = is_head
         self.got_bytes = False
         self.got_head = False
