@@ -218,3 +218,60 @@ async def test_call_retries_once_when_a_reused_connection_dies_unanswered() -> N
         pool.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_other_fetchers_run_as_tasks_under_their_timeout(backends: tuple[Backend, Backend]) -> None:
+    """A Fetcher that is not an UpstreamPool is called through its fetch() in a task, under the timeout."""
+    from proxy.diffstore import MemoryStore
+    from proxy.exchange import Exchange
+    from proxy.routes import parse_routes
+    from proxy.shadow import Shadower
+    from proxy.upstream import Headers, UpstreamPool
+
+    legacy, new = backends
+    release = asyncio.Event()
+
+    class Wrapped:  # any object with UpstreamPool.fetch's signature, here delegating to a real pool
+        def __init__(self, pool: UpstreamPool) -> None:
+            self.pool = pool
+            self.calls = 0
+
+        async def fetch(
+            self,
+            method: str,
+            path_qs: str,
+            headers: Headers,
+            body: bytes,
+            timeout: float,  # noqa: ASYNC109
+        ) -> tuple[int, Headers, bytes]:
+            self.calls += 1
+            return await self.pool.fetch(method, path_qs, headers, body, timeout)
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), 10)
+        return web.json_response({"id": 1, "name": "Alice"})
+
+    table = parse_routes(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0, timeout: 0.3"), "t.yaml")
+    pools = {name: UpstreamPool(spec) for name, spec in table.upstreams.items()}
+    wrapped = {name: Wrapped(pool) for name, pool in pools.items()}
+    store = MemoryStore()
+    shadower = Shadower(table.shadow_settings, wrapped, store)
+    await shadower.start()
+    route = table.routes[0]
+    body = b'{"id": 1, "name": "Alice"}'
+    headers = [(b"Content-Type", b"application/json; charset=utf-8")]
+    ex = Exchange(route, "GET", "/users", "", [], b"", "legacy", 200, headers, body, 0.001, "rid")
+    try:
+        shadower.submit(ex)
+        await asyncio.wait_for(shadower.drain(), 5)
+        new.handler = hang
+        shadower.submit(ex)
+        await asyncio.wait_for(shadower.drain(), 5)
+        st = (await store.stats())["users"]
+        assert (st.get("matched"), st.get("errors_candidate")) == (1, 1)
+        assert wrapped["new"].calls == 2 and wrapped["legacy"].calls == 0
+    finally:
+        release.set()
+        await shadower.close(grace=0.5)
+        for pool in pools.values():
+            pool.close()
