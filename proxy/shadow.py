@@ -258,6 +258,8 @@ class Shadower:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._running = 0  # the cancelled jobs never settle
+        self._idle.set()
         self._flush_tallies()
         await self.store.flush()
 
@@ -287,9 +289,13 @@ class Shadower:
         # One timer for every call in flight, instead of an asyncio.timeout per call.
         assert self._loop is not None
         now = self._loop.time()
-        for call in [c for c in self._calls if now >= c.deadline]:
-            call.expire(now)
-        self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
+        try:
+            for call in [c for c in self._calls if now >= c.deadline]:
+                call.expire(now)
+        except Exception:  # never lose the sweep: every later deadline depends on it
+            log.exception("shadow deadline sweep failed")
+        finally:
+            self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
 
     # -- jobs: at most ``concurrency`` exchanges in flight, each a few callbacks -----------------------
 
