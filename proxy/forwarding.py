@@ -148,6 +148,42 @@ class Forwarder:
         self._response_drop = HOP_BY_HOP | {rid}
         self.request_id_lower = rid
 
+    def request_plain(self, raw: Headers, peer: bytes) -> PreparedRequest | None:
+        """`request` for the common case, or None when it does not apply (then call `request`).
+
+        The common case: one non-empty Host and otherwise only ordinary headers (nothing hop-by-hop,
+        framing, forwarding or a request id), with ``trusted_hops`` 0. Such a request carries no
+        ``Connection`` header, which lets the server infer HTTP/1.1 from llhttp's keep-alive verdict.
+        """
+        if self.trusted_hops:
+            return None
+        special = self._request_special
+        lines: list[bytes] = []
+        host: bytes | None = None
+        for header in raw:
+            lname = header[0].lower()
+            if lname not in special:
+                lines.append(b": ".join(header))
+            elif lname == b"host" and host is None:
+                host = header[1]
+            else:
+                return None
+        if not host:
+            return None
+        return self._plain(lines, host, peer)
+
+    def _plain(self, lines: list[bytes], host: bytes, peer: bytes) -> PreparedRequest:
+        # Nothing to check or merge: the forwarding headers are ours alone.
+        request_id = new_request_id()
+        lines += (
+            b"X-Forwarded-For: " + peer,
+            self.proto_line,
+            b"X-Forwarded-Host: " + host,
+            self.via_line,
+            self.request_id_prefix + request_id,
+        )
+        return PreparedRequest(lines, None, False, request_id, False, False)
+
     def request(self, raw: Headers, peer: bytes, http11: bool) -> PreparedRequest:
         """Rewrite a client's headers for the upstream; raise `FramingError` if they are ambiguous.
 
@@ -170,16 +206,7 @@ class Forwarder:
                 rare.append((lname, header[1]))
 
         if rare is None and host and not self.trusted_hops:
-            # The common case: nothing to check or merge, the forwarding headers are ours alone.
-            request_id = new_request_id()
-            lines += (
-                b"X-Forwarded-For: " + peer,
-                self.proto_line,
-                b"X-Forwarded-Host: " + host,
-                self.via_line,
-                self.request_id_prefix + request_id,
-            )
-            return PreparedRequest(lines, None, False, request_id, False, False)
+            return self._plain(lines, host, peer)
         content_length: int | None = None
         chunked = websocket = loop = False
         request_id: bytes | None = None

@@ -197,8 +197,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
-        http11 = parser.get_http_version() == "1.1"
-        rq = Request(parser.get_method(), http11, parser.should_keep_alive(), perf_counter())
+        rq = Request(parser.get_method(), True, parser.should_keep_alive(), perf_counter())  # http11: _route
         self.parsing = rq
         try:
             self._route(rq, parser.should_upgrade())
@@ -217,10 +216,16 @@ class ClientProtocol(Responder, asyncio.Protocol):
         method = rq.method
         if method == b"CONNECT":
             raise Refusal(405, "CONNECT is not supported: this is a reverse proxy, not a forward proxy")
-        try:
-            prep = self.fwd.request(self.headers, self.peer, rq.http11)
-        except FramingError as e:
-            raise Refusal(400, str(e)) from None
+        # llhttp keeps an HTTP/1.0 connection alive only when a Connection header asks for it, and a
+        # plain request has none: kept alive and plain means HTTP/1.1, without asking the parser (whose
+        # get_http_version() formats a string on every call).
+        prep = self.fwd.request_plain(self.headers, self.peer) if rq.keep_alive else None
+        if prep is None:
+            rq.http11 = self.parser.get_http_version() == "1.1"
+            try:
+                prep = self.fwd.request(self.headers, self.peer, rq.http11)
+            except FramingError as e:
+                raise Refusal(400, str(e)) from None
         rq.request_id = prep.request_id
         if prep.loop:
             raise Refusal(508, "the request already passed through this gateway (Via); check the routes")

@@ -140,3 +140,18 @@ def test_request_ids_differ_in_forked_workers() -> None:
     assert len(child) == 3
     assert {rid[:16] for rid in child}.isdisjoint({rid[:16] for rid in parent})
     assert set(child).isdisjoint(parent)
+
+
+def test_request_plain_matches_request_or_declines() -> None:
+    """request_plain forwards a plain request exactly as request does, and declines anything else."""
+    fwd = Forwarder(GatewaySettings())
+    plain = [(b"Host", b"h"), (b"Accept", b"*/*"), (b"User-Agent", b"t")]
+    fast = fwd.request_plain(plain, b"10.0.0.1")
+    full = fwd.request(plain, b"10.0.0.1", True)
+    assert fast is not None
+    assert fast.lines[:-1] == full.lines[:-1]  # all but the request id line, which is fresh each time
+    assert fast.lines[-1].startswith(b"X-Request-Id: ") and fast.content_length is None
+    for extra in [(b"Connection", b"keep-alive"), (b"Content-Length", b"0"), (b"X-Request-Id", b"r")]:
+        assert fwd.request_plain([*plain, extra], b"10.0.0.1") is None
+    assert fwd.request_plain(plain[1:], b"10.0.0.1") is None  # no Host
+    assert Forwarder(GatewaySettings(trusted_hops=1)).request_plain(plain, b"10.0.0.1") is None

@@ -238,6 +238,16 @@ async def test_http10_client_gets_close_delimited_response(gw: RunningGateway) -
     client.close()
 
 
+async def test_http10_keep_alive_client_still_gets_http10_framing(gw: RunningGateway) -> None:
+    """An HTTP/1.0 client asking for keep-alive (and sending no Host) is still answered as HTTP/1.0."""
+    client = await RawClient.open(gw.port)
+    await client.send(b"GET /download?n=1000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    response = await client.response()
+    assert response.status == 200 and len(response.body) == 1000
+    assert response.header("Transfer-Encoding") is None
+    client.close()
+
+
 async def test_connection_close_honoured(gw: RunningGateway) -> None:
     """A client's Connection: close gets one response and then the connection closes."""
     client = await RawClient.open(gw.port)
