@@ -245,7 +245,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
         if content_length is None and not chunked and not upgrade:
             # The common case (no body): one join for the whole upstream head.
             rq.body_done = True
-            rq.head = b"".join((prefix, b"\r\n".join(lines), b"\r\n\r\n"))
+            rq.head = prefix + b"\r\n".join(lines) + b"\r\n\r\n"
         else:
             has_body = chunked or bool(content_length)
             if upgrade:
