@@ -606,7 +606,7 @@ def _trim(diff: dict[str, Any]) -> dict[str, Any]:
 async def open_sink(
     settings: object, table: RouteTable, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[Shadower | None]:
-    """The gateway's shadow sink (``proxy.app.open_shadow`` calls this), or None without REDIS_URL.
+    """The gateway's shadow sink (each serving process opens one), or None without REDIS_URL.
 
     Reads REDIS_URL (counters; required), DATABASE_URL (differing samples; optional),
     STRANGLER_SHADOW_PREFIX (Redis key prefix) and STRANGLER_DRY_RUN_SECRET / DRY_RUN_SECRET (needed to
