@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from conftest import GatewayFactory, RunningGateway, routes_yaml
+from gwkit import GatewayFactory, RunningGateway, routes_yaml
 from upstreams import GZIPPED, EchoUpstream, RawClient
 
 

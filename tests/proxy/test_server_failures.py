@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-from conftest import GatewayFactory, routes_yaml
+from gwkit import GatewayFactory, routes_yaml
 from upstreams import Handler, RawClient, RawUpstream, read_request
 
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]

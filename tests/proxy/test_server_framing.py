@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import GatewayFactory, RunningGateway, routes_yaml
+from gwkit import GatewayFactory, RunningGateway, routes_yaml
 from upstreams import EchoUpstream, RawClient, RawUpstream, read_request
 
 from proxy.gateway import GatewaySettings

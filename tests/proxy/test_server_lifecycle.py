@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from conftest import GatewayFactory, RunningGateway, routes_yaml
+from gwkit import GatewayFactory, RunningGateway, routes_yaml
 from upstreams import EchoUpstream, RawClient
 
 from proxy.exchange import Exchange

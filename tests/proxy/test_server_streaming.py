@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from conftest import RunningGateway, routes_yaml
+from gwkit import RunningGateway, routes_yaml
 from upstreams import EchoUpstream, RawClient
 
 GIB = 1 << 30
