@@ -16,8 +16,21 @@ if TYPE_CHECKING:
 
 __all__ = ["fetch"]
 
-_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 _FETCH_DROP = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
+
+
+def build_request(pool: UpstreamPool, method: str, path_qs: str, headers: Headers, body: bytes) -> bytes:
+    """The request bytes for ``pool``: its base path and Host, framing headers replaced by our own."""
+    verb = method.upper().encode("ascii")
+    parts = [verb, b" ", pool.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", pool.hostport]
+    for name, value in headers:
+        if name.lower() not in _FETCH_DROP:
+            parts += (b"\r\n", name, b": ", value)
+    if body or verb not in IDEMPOTENT:
+        parts.append(b"\r\nContent-Length: %d" % len(body))
+    parts.append(b"\r\n\r\n")
+    return b"".join(parts) + body
 
 
 async def fetch(
@@ -31,14 +44,7 @@ async def fetch(
     """Send one buffered request on ``pool`` and read the whole response; see `UpstreamPool.fetch`."""
     loop = asyncio.get_running_loop()
     verb = method.upper().encode("ascii")
-    parts = [verb, b" ", pool.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", pool.hostport]
-    for name, value in headers:
-        if name.lower() not in _FETCH_DROP:
-            parts += (b"\r\n", name, b": ", value)
-    if body or verb not in _IDEMPOTENT:
-        parts.append(b"\r\nContent-Length: %d" % len(body))
-    parts.append(b"\r\n\r\n")
-    message = b"".join(parts) + body
+    message = build_request(pool, method, path_qs, headers, body)
     end = loop.time() + timeout
     for attempt in (0, 1):
         conn = pool.acquire()
@@ -52,7 +58,7 @@ async def fetch(
             async with asyncio.timeout_at(end):
                 return await sink.future
         except _Retry as e:
-            if attempt or verb not in _IDEMPOTENT:
+            if attempt or verb not in IDEMPOTENT:
                 raise e.error from None
         except TimeoutError:
             conn.detach()

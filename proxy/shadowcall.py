@@ -16,28 +16,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.errors import UpstreamError
+from proxy.fetch import IDEMPOTENT, build_request
 
 if TYPE_CHECKING:
     from proxy.upstream import Headers, UpConn, UpstreamPool
 
 __all__ = ["Call", "build_request"]
-
-_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
-_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
-
-
-def build_request(pool: UpstreamPool, method: str, path_qs: str, headers: Headers, body: bytes) -> bytes:
-    """The request bytes for ``pool`` (its base path and Host; framing headers replaced)."""
-    verb = method.upper().encode("ascii")
-    parts = [verb, b" ", pool.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", pool.hostport]
-    for name, value in headers:
-        if name.lower() not in _FRAMING:
-            parts += (b"\r\n", name, b": ", value)
-    if body or verb not in _IDEMPOTENT:
-        parts.append(b"\r\nContent-Length: %d" % len(body))
-    parts.append(b"\r\n\r\n")
-    return b"".join(parts) + body
-
 
 class Call:
     """A request in flight; ``done(call)`` runs once, with ``result`` or ``error`` set."""
@@ -60,7 +44,7 @@ class Call:
         self.message = message
         verb = method.upper().encode("ascii")
         self.is_head = verb == b"HEAD"
-        self.idempotent = verb in _IDEMPOTENT
+        self.idempotent = verb in IDEMPOTENT
         self.limit = limit
         self._done = done
         # get_running_loop() costs a getpid() syscall in 3.11: callers that have the loop pass it.
