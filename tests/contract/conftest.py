@@ -26,14 +26,7 @@ def stack(make_database: Any, redis_url: str, tmp_path_factory: pytest.TempPathF
         yield st
     finally:
         _STACK = None
-        problems = st.stop()
-        client = st.redis()
-        try:
-            keys = list(client.scan_iter(match=st.redis_prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        problems = st.close()
         assert not problems, problems
 
 

@@ -176,3 +176,15 @@ class Stack:
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
+
+    def close(self) -> list[str]:
+        """Stop every process and delete this stack's Redis keys; return the stop complaints."""
+        problems = self.stop()
+        client = self.redis()
+        try:
+            keys = list(client.scan_iter(match=self.redis_prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+        return problems

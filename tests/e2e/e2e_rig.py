@@ -126,14 +126,7 @@ def services(make_database: Any, redis_url: str, tmp_path_factory: pytest.TempPa
             stack.start(name)
         yield stack
     finally:
-        problems = stack.stop()
-        client = stack.redis()
-        try:
-            keys = list(client.scan_iter(match=stack.redis_prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        problems = stack.close()
         assert not problems, problems
 
 

@@ -149,12 +149,10 @@ def rig(make_database: Any, redis_url: str, tmp_path_factory: pytest.TempPathFac
             except subprocess.TimeoutExpired:
                 gateway_proc.kill()
                 gateway_proc.wait()
-        stack.stop()
+        stack.close()
         client = stack.redis()
         try:
-            keys = list(client.scan_iter(match=prefix + "*")) + list(
-                client.scan_iter(match=stack.redis_prefix + "*")
-            )
+            keys = list(client.scan_iter(match=prefix + "*"))  # the gateway's shadow counters
             if keys:
                 client.delete(*keys)
         finally:
