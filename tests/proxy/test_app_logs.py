@@ -95,23 +95,6 @@ async def test_gateway_access_lines_carry_the_request_id(tmp_path: Path) -> None
         assert len(gw.lines) == len(gw.raw)
 
 
-async def test_no_access_log_flag_silences_access_lines(tmp_path: Path) -> None:
-    """--no-access-log serves requests without writing access lines."""
-    async with upstream("legacy") as leg, upstream("new") as new:
-        path = tmp_path / "routes.yaml"
-        path.write_text(routes_text(leg.url, new.url, "new"))
-        gw = await start_gateway(path, "--no-access-log")
-        try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(3):
-                    async with session.get(gw.url + "/items/9") as resp:
-                        assert resp.status == 200
-        finally:
-            assert await gw.stop() == 0
-        assert new.hits == 3
-        assert not [line for line in gw.lines if line.get("logger") == "strangler.access"]
-
-
 async def test_gateway_durations_are_finer_than_the_event_loops_millisecond_clock(tmp_path: Path) -> None:
     """Request durations are timed with a fine clock, not uvloop's cached whole-millisecond loop.time()."""
     async with upstream("legacy") as leg, upstream("new") as new:
