@@ -370,8 +370,8 @@ def _compare_bodies(control: Observed, candidate: Observed, rules: _Compiled, ca
 
 
 def identical(
-    control: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float],
-    candidate: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float],
+    control: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
+    candidate: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
     rules: CompareRules,
     body_cap: int = 1 << 20,
     names: frozenset[bytes] | None = None,

@@ -144,7 +144,7 @@ class DiffStore(Protocol):
 
     def count(self, route: str, name: str, n: int = 1) -> None: ...
     def latency(self, route: str, side: str, seconds: float) -> None: ...
-    def matched(self, route: str, control_s: float, candidate_s: float) -> None: ...
+    def matched(self, route: str, control_s: float | None, candidate_s: float | None) -> None: ...
     def differed(self, route: str, signature: str, paths: tuple[str, ...]) -> None: ...
     def noise(self, route: str, paths: tuple[str, ...]) -> None: ...
     def sample(self, sample: Sample) -> None: ...
@@ -174,13 +174,18 @@ class _Recording:
         self.batch.incr[(kind, route, _BUCKET_KEYS[bucket_of(seconds)])] += 1
         self.batch.routes.add(route)
 
-    def matched(self, route: str, control_s: float, candidate_s: float) -> None:
-        """One comparison that matched: ``compared`` and ``matched`` counted, both latencies recorded."""
+    def matched(self, route: str, control_s: float | None, candidate_s: float | None) -> None:
+        """One comparison that matched: ``compared`` and ``matched`` counted, latencies recorded.
+
+        A latency is None when it was not measured (a pipelined shadow call, see proxy.shadowpipe).
+        """
         incr = self.batch.incr
         incr[("c", route, "compared")] += 1
         incr[("c", route, "matched")] += 1
-        incr[("lat:control", route, _BUCKET_KEYS[bucket_of(control_s)])] += 1
-        incr[("lat:candidate", route, _BUCKET_KEYS[bucket_of(candidate_s)])] += 1
+        if control_s is not None:
+            incr[("lat:control", route, _BUCKET_KEYS[bucket_of(control_s)])] += 1
+        if candidate_s is not None:
+            incr[("lat:candidate", route, _BUCKET_KEYS[bucket_of(candidate_s)])] += 1
         self.batch.routes.add(route)
 
     def differed(self, route: str, signature: str, paths: tuple[str, ...]) -> None:

@@ -13,6 +13,7 @@ import os
 import random
 import re
 
+from proxy.exchange import header_pairs
 from proxy.gateway import GatewaySettings
 
 __all__ = [
@@ -109,15 +110,6 @@ class PreparedRequest:
     def pairs(self) -> Headers:
         """The forwarded headers as (name, value) pairs."""
         return header_pairs(self.lines)
-
-
-def header_pairs(lines: list[bytes]) -> Headers:
-    """Split ``b"Name: value"`` lines into (name, value) pairs."""
-    pairs: Headers = []
-    for line in lines:
-        name, _, value = line.partition(b": ")
-        pairs.append((name, value))
-    return pairs
 
 
 class PreparedResponse:

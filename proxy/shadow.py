@@ -28,7 +28,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import orjson
 from prometheus_client import Counter as PromCounter
@@ -41,6 +41,7 @@ from proxy.exchange import Exchange, Headers
 from proxy.redact import Redactor
 from proxy.routes import CompareRules, Route, RouteTable, ShadowSettings
 from proxy.shadowcall import Call, build_request
+from proxy.shadowpipe import PipeCall, PipePool
 from proxy.upstream import UpstreamPool
 
 __all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "DROPS", "Fetcher", "Shadower", "open_sink"]
@@ -84,7 +85,7 @@ class Fetcher(Protocol):
     ) -> tuple[int, Headers, bytes]: ...
 
 
-Fetched = tuple[int, Headers, bytes, float]  # status, headers, body, seconds
+Fetched = tuple[int, Headers, bytes, float | None]  # status, headers, body, seconds (None: not timed)
 
 
 class _Failed(Exception):
@@ -94,6 +95,21 @@ class _Failed(Exception):
         super().__init__(f"{side}: {reason}")
         self.side = side
         self.reason = reason
+
+
+def _get_message(pool: UpstreamPool, path_qs: str, lines: list[bytes]) -> bytes | None:
+    """A GET for ``pool`` with the forwarded header lines; None when a line must be dropped first.
+
+    The data path's lines hold no Host, framing or hop-by-hop header: only a client's own dry-run header
+    can be among `_DROP_HEADERS`, and a shadow read never carries one.
+    """
+    if not lines:
+        return None
+    head = b"\r\n".join(lines)
+    if b"x-strangler-dry-run" in head.lower():
+        return None
+    target = pool.base_path + path_qs.encode("utf-8")
+    return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target, pool.hostport, head)
 
 
 def _observed(status: int, headers: Headers, body: bytes, cap: int, force_hash: bool) -> Observed:
@@ -130,6 +146,7 @@ class Shadower:
         aa_rate: float = AA_PER_SECOND,
     ) -> None:
         self.settings = settings
+        self.body_cap = settings.body_cap  # bytes of each body the data path tees for comparison
         self.pools = pools
         self.store = store
         self.secret = secret
@@ -146,7 +163,7 @@ class Shadower:
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._calls: set[Call] = set()
+        self._calls: set[Call] = set()  # pipelined calls are swept by their pools
         self._tasks: set[asyncio.Task[None]] = set()
         self._aa_rate = aa_rate
         self._aa_tokens: dict[str, tuple[float, float]] = {}
@@ -156,17 +173,14 @@ class Shadower:
         self._noise: dict[str, tuple[float, set[str]]] = {}
         self._closed = False
         self._own_pools: dict[str, UpstreamPool] = {}
+        self._pipes: dict[str, PipePool] = {}  # pipelined GETs, per upstream (see proxy.shadowpipe)
         self._queued_bytes = 0
         self._sampled_at: dict[tuple[str, str], float] = {}
-
-    @property
-    def body_cap(self) -> int:
-        """Bytes of each body the data path tees for comparison."""
-        return self.settings.body_cap
 
     def set_settings(self, settings: ShadowSettings) -> None:
         """Adopt reloaded global settings (the queue size and worker count stay as started)."""
         self.settings = settings
+        self.body_cap = settings.body_cap
         self.redactor = Redactor(settings.redact)
 
     def set_table(self, table: RouteTable) -> None:
@@ -183,6 +197,10 @@ class Shadower:
                     pool.close()
             self._own_pools = fresh
             self.pools = fresh
+        for name, pipe in list(self._pipes.items()):
+            if table.upstreams.get(name) != pipe.spec:
+                pipe.close()  # the calls in flight on it finish; new ones go to a new pipe
+                del self._pipes[name]
 
     # -- the data path's side: synchronous and cheap ------------------------------------------------
 
@@ -251,6 +269,9 @@ class Shadower:
         for call in list(self._calls):
             call.cancel()
         self._calls.clear()
+        for pipe in self._pipes.values():
+            pipe.close(abort=True)
+        self._pipes.clear()
         self._waiting.clear()
         self._queued_bytes = 0
         tasks = list(self._tasks)
@@ -292,6 +313,8 @@ class Shadower:
         try:
             for call in [c for c in self._calls if now >= c.deadline]:
                 call.expire(now)
+            for pipe in list(self._pipes.values()):  # an expiry's callback may start a new pipe
+                pipe.sweep(now)
         except Exception:  # never lose the sweep: every later deadline depends on it
             log.exception("shadow deadline sweep failed")
         finally:
@@ -347,9 +370,69 @@ class Shadower:
         aa_share = self.settings.aa_sample
         if safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name):
             calls.append(("aa", CONTROL))
+        if len(calls) == 1 and ex.method == "GET" and not ex.request_body:
+            pool = self.pools.get(other)
+            if isinstance(pool, UpstreamPool):  # the common case: one pipelined GET, see _one_done
+                self._pipe_call(ex, other, pool, timeout, self._one_done)
+                return
         job = _Job(ex, other, len(calls))
         for key, side in calls:
             self._call(job, key, side, timeout)
+
+    def _one_done(self, call: PipeCall) -> None:
+        # The other side's answer to a job of one GET. Identical answers (the common case) are counted
+        # here; anything else goes the general way (_settle, _complete).
+        ex = cast(Exchange, call.tag)
+        other = CANDIDATE if ex.primary == CONTROL else CONTROL
+        res: Fetched | _Failed
+        result = call.result
+        if result is None:
+            exc = call.error
+            assert exc is not None
+            res = _Failed(other, f"{exc.kind}: {exc.message}")
+        else:
+            status, headers, body = result
+            seconds = call.done_at - call.started if call.timed else None
+            res = (status, headers, body, seconds)
+            rules = ex.route.compare
+            primary = (ex.status, ex.response_headers, ex.response_body or b"", None)
+            if identical(primary, res, rules, self.settings.body_cap, self._identity_names(rules)):
+                name = ex.route.name
+                if other == CANDIDATE:
+                    self.store.matched(name, ex.latency_s, seconds)
+                else:
+                    self.store.matched(name, seconds, ex.latency_s)
+                self._tally(name, "matched")
+                self._job_done()
+                return
+        self._settle(_Job(ex, other, 1), "other", res)
+
+    def _identity_names(self, rules: CompareRules) -> frozenset[bytes]:
+        entry = self._names.get(id(rules))
+        if entry is None or entry[0] is not rules:
+            if len(self._names) >= 1024:  # reloads make new rules objects: forget, rather than grow
+                self._names.clear()
+            entry = self._names[id(rules)] = (rules, identity_headers(rules))
+        return entry[1]
+
+    def _pipe_call(
+        self, ex: Exchange, side: str, pool: UpstreamPool, limit: float, done: Callable[[PipeCall], None]
+    ) -> None:
+        # A GET without a body, pipelined with others (proxy.shadowpipe); the request bytes are made from
+        # the forwarded header lines as they are.
+        path_qs = ex.path + ("?" + ex.query if ex.query else "")
+        message = _get_message(pool, path_qs, ex.request_lines)
+        if message is None:
+            headers = [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
+            message = build_request(pool, ex.method, path_qs, headers, b"")
+        pipe = self._pipes.get(side)
+        if pipe is None or pipe.spec is not pool.spec:
+            assert self._loop is not None
+            if pipe is not None:
+                pipe.close()
+            pipe = PipePool(pool.spec, self._loop, max_conns=min(8, self._concurrency))
+            self._pipes[side] = pipe
+        pipe.call(message, limit, done, ex)
 
     def _aa_due(self, route: str) -> bool:
         # A/A calls teach noise, which a trickle learns as well as a flood: a token bucket per route
@@ -370,12 +453,15 @@ class Shadower:
         if pool is None:
             self._settle(job, key, _Failed(side, f"no upstream named {side!r}"))
             return
+        body = ex.request_body or b""
+        if isinstance(pool, UpstreamPool) and ex.method == "GET" and not body:
+            self._pipe_call(ex, side, pool, limit, functools.partial(self._called, job, key, side))
+            return
         path_qs = ex.path + ("?" + ex.query if ex.query else "")
         headers = [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
         if ex.method not in SAFE:
             assert self.secret is not None and side == CANDIDATE
             headers.append((dryrun.HEADER.encode(), dryrun.sign(self.secret, ex.method, path_qs).encode()))
-        body = ex.request_body or b""
         if isinstance(pool, UpstreamPool):
             message = build_request(pool, ex.method, path_qs, headers, body)
             done = functools.partial(self._called, job, key, side)
@@ -402,12 +488,18 @@ class Shadower:
             res = _Failed(side, f"{exc.kind}: {exc.message}")
         self._settle(job, key, res)
 
-    def _called(self, job: _Job, key: str, side: str, call: Call) -> None:
-        self._calls.discard(call)
+    def _called(self, job: _Job, key: str, side: str, call: Call | PipeCall) -> None:
+        if isinstance(call, Call):
+            self._calls.discard(call)
         if call.result is not None:
             status, headers, body = call.result
-            assert self._loop is not None
-            self._settle(job, key, (status, headers, body, self._loop.time() - call.started))
+            seconds: float | None
+            if isinstance(call, PipeCall):
+                seconds = call.done_at - call.started if call.timed else None
+            else:
+                assert self._loop is not None
+                seconds = self._loop.time() - call.started
+            self._settle(job, key, (status, headers, body, seconds))
         else:
             exc = call.error
             assert exc is not None
@@ -455,12 +547,7 @@ class Shadower:
         control_s = second[3] if second is not None and ex.primary == CONTROL else raw[CONTROL][3]
         candidate_s = raw[CANDIDATE][3]
         rules = route.compare
-        entry = self._names.get(id(rules))
-        if entry is None or entry[0] is not rules:
-            if len(self._names) >= 1024:  # reloads make new rules objects: forget, rather than grow
-                self._names.clear()
-            entry = self._names[id(rules)] = (rules, identity_headers(rules))
-        names = entry[1]
+        names = self._identity_names(rules)
         if aa_res is None and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
             self.store.matched(name, control_s, candidate_s)
@@ -471,8 +558,10 @@ class Shadower:
         sides = {s: (_observed(st, h, b, cap, force_hash), lat, b) for s, (st, h, b, lat) in raw.items()}
         control, _, control_raw = sides[CONTROL]
         candidate, _, candidate_raw = sides[CANDIDATE]
-        self.store.latency(name, "control", control_s)
-        self.store.latency(name, "candidate", candidate_s)
+        if control_s is not None:
+            self.store.latency(name, "control", control_s)
+        if candidate_s is not None:
+            self.store.latency(name, "candidate", candidate_s)
         diff = compare(control, candidate, route.compare, cap)
         aa_paths: tuple[str, ...] = ()
         if second is not None:
@@ -562,7 +651,7 @@ class Shadower:
 
     def _sample(
         self, ex: Exchange, diff: Diff, control: Observed, candidate: Observed,
-        control_raw: bytes, candidate_raw: bytes, control_s: float, candidate_s: float,
+        control_raw: bytes, candidate_raw: bytes, control_s: float | None, candidate_s: float | None,
     ) -> Sample:  # fmt: skip
         r = self.redactor
         differences = [_trim(r.difference(d.as_json())) for d in diff.differences[:STORED_DIFFERENCES]]
@@ -577,8 +666,8 @@ class Shadower:
             diff=differences,
             control_body=self._body(control, control_raw),
             candidate_body=self._body(candidate, candidate_raw),
-            control_ms=round(control_s * 1000, 3),
-            candidate_ms=round(candidate_s * 1000, 3),
+            control_ms=None if control_s is None else round(control_s * 1000, 3),
+            candidate_ms=None if candidate_s is None else round(candidate_s * 1000, 3),
         )
 
     def _body(self, obs: Observed, raw: bytes) -> str:
