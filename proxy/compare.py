@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 import zlib
 from collections import Counter
@@ -386,7 +387,14 @@ def identical(
         return False
     if names is None:
         names = identity_headers(rules)
-    return _picked(control[1], names) == _picked(candidate[1], names)
+    return same_headers(control[1], candidate[1], names)
+
+
+def same_headers(
+    control: Sequence[tuple[bytes, bytes]], candidate: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]
+) -> bool:
+    """Whether the two header lists carry the same values for ``names`` (lower-case), in the same order."""
+    return _picked(control, names) == _picked(candidate, names)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -400,8 +408,7 @@ def identity_headers(rules: CompareRules) -> frozenset[bytes]:
 
 def _picked(headers: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
     # One pass; values of the same name keep their order, which is what "all values joined" compares.
-    return sorted(((lk, v) for k, v in headers if (lk := k.lower()) in names), key=_first)
+    return sorted([(lk, v) for k, v in headers if (lk := k.lower()) in names], key=_first)
 
 
-def _first(pair: tuple[bytes, bytes]) -> bytes:
-    return pair[0]
+_first = operator.itemgetter(0)

@@ -14,8 +14,8 @@ Redis layout under ``prefix``: ``routes`` (set), ``c:<route>`` (counters), ``lat
 
 from __future__ import annotations
 
+import bisect
 import logging
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,21 +55,21 @@ STORE_ERRORS = PromCounter("strangler_shadow_store_errors", "Shadow storage writ
 _BASE: Final = 1e-4
 _RATIO: Final = 1.15
 _LAST: Final = 120
-_LOG_RATIO: Final = math.log(_RATIO)
 _BUCKET_KEYS: Final = tuple(str(i) for i in range(_LAST + 1))  # Redis hash fields, made once
 _LAT_KEYS: Final = {"control": "lat:control", "candidate": "lat:candidate"}
-
-
-def bucket_of(seconds: float) -> int:
-    """The histogram bucket holding ``seconds``."""
-    if seconds <= _BASE:
-        return 0
-    return min(_LAST, math.ceil(math.log(seconds / _BASE) / _LOG_RATIO - 1e-9))
 
 
 def bucket_upper(index: int) -> float:
     """The upper bound in seconds of bucket ``index``."""
     return _BASE * _RATIO**index
+
+
+_UPPERS: Final = tuple(bucket_upper(i) for i in range(_LAST + 1))
+
+
+def bucket_of(seconds: float) -> int:
+    """The histogram bucket holding ``seconds`` (the first whose upper bound is not below it)."""
+    return min(_LAST, bisect.bisect_left(_UPPERS, seconds))
 
 
 class StoreError(Exception):

@@ -217,6 +217,16 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def answered(status: int | None, ms: float | None) -> str:
+    """One side of an example: ``200 in 1.2 ms``; a latency is missing when it was not measured
+    (a shadow call pipelined behind others) or the side failed."""
+    if status is None:
+        return "no answer"
+    if ms is None:
+        return f"{status} (not timed)"
+    return f"{status} in {ms:g} ms"
+
+
 def _fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -262,8 +272,9 @@ def _side_by_side(ex: dict[str, Any], width: int = 38) -> list[str]:
         return text if len(text) <= width else text[: width - 1] + "…"
 
     lines = [
-        f"  example: {ex['method']} {ex['path']}  (legacy {ex['control_status']} in "
-        f"{ex['control_ms']} ms, new {ex['candidate_status']} in {ex['candidate_ms']} ms)",
+        f"  example: {ex['method']} {ex['path']}  (legacy "
+        f"{answered(ex['control_status'], ex['control_ms'])}, new "
+        f"{answered(ex['candidate_status'], ex['candidate_ms'])})",
         f"    {'PATH':<30} {'KIND':<8} {'LEGACY':<{width}} NEW",
     ]
     for d in ex["diff"]:

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore, StoreError
-from proxy.report import NOT_ENOUGH, READY, Report, RouteReport, gather
+from proxy.report import NOT_ENOUGH, READY, Report, RouteReport, answered, gather
 
 __all__ = ["REPORT_STORE", "render_html", "setup"]
 
@@ -99,8 +99,8 @@ def _json(value: Any) -> str:
 def _example(ex: dict[str, Any]) -> str:
     head = (
         f"<h3><code>{escape(ex['method'])} {escape(ex['path'])}</code></h3>"
-        f"<p>legacy {ex['control_status']} in {ex['control_ms']} ms, new {ex['candidate_status']} in "
-        f"{ex['candidate_ms']} ms, served by {escape(ex['primary'])}</p>"
+        f"<p>legacy {answered(ex['control_status'], ex['control_ms'])}, new "
+        f"{answered(ex['candidate_status'], ex['candidate_ms'])}, served by {escape(ex['primary'])}</p>"
     )
     rows = "".join(
         f'<tr class="diff"><td class="l"><code>{escape(d["path"])}</code></td>'

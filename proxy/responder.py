@@ -102,7 +102,7 @@ class Responder:
         else:
             self._head_framed(rq, status, reason, lines)
         if rq.tee_req is not None or rq.tee_over:
-            rq.resp_headers = list(headers)
+            rq.resp_headers = headers  # not copied: UpConn makes a new list for each response
             rq.tee_resp = []
 
     def _head_framed(self, rq: Request, status: int, reason: bytes, lines: list[bytes]) -> None:
@@ -298,11 +298,16 @@ class Responder:
             assert pool is not None
             req_body = b"".join(rq.tee_req) if rq.tee_req is not None else None
             resp_body = b"".join(rq.tee_resp) if rq.tee_resp is not None and not rq.tee_resp_over else None
-            gateway.submit_shadow(
-                Exchange(  # positional: a keyword call costs more, on every shadowed request
-                    route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name, status,
-                    rq.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
-                )
-            )
+            shadow = gateway.shadow
+            if shadow is not None:
+                try:  # Gateway.submit_shadow, inlined: shadowing's failure must not reach the data path
+                    shadow.submit(
+                        Exchange(  # positional: a keyword call costs more, on every shadowed request
+                            route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
+                            status, rq.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
+                        )
+                    )
+                except Exception:
+                    log.exception("shadow submit failed")
         if self.server.draining:
             self.server.check_drained()

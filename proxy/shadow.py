@@ -34,7 +34,7 @@ import orjson
 from prometheus_client import Counter as PromCounter
 
 from proxy import dryrun
-from proxy.compare import Diff, Observed, compare, decode_body, identical, identity_headers
+from proxy.compare import Diff, Observed, compare, decode_body, identical, identity_headers, same_headers
 from proxy.diffstore import DEFAULT_PREFIX, DiffStore, RedisPgStore, Sample
 from proxy.errors import UpstreamError
 from proxy.exchange import Exchange, Headers
@@ -227,6 +227,17 @@ class Shadower:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
         name = exchange.route.name
         self.store.count(name, "sampled")
+        if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
+            # Room to start it now (the common case): no queueing.
+            self._running += 1
+            self._idle.clear()
+            try:
+                self._begin(exchange)
+            except Exception:
+                log.exception("shadow comparison failed for route %s", name)
+                COMPARISONS.labels(name, "error").inc()
+                self._job_done()
+            return
         size = len(exchange.request_body or b"") + len(exchange.response_body or b"")
         # The queue is bounded in count and in bytes: 1000 jobs of 1 MiB bodies would be 2 GiB.
         if (
@@ -342,7 +353,8 @@ class Shadower:
 
     def _job_done(self) -> None:
         self._running -= 1
-        self._pump()
+        if self._waiting:
+            self._pump()
         if self._running == 0 and not self._waiting:
             self._idle.set()
 
@@ -393,10 +405,13 @@ class Shadower:
         else:
             status, headers, body = result
             seconds = call.done_at - call.started if call.timed else None
-            res = (status, headers, body, seconds)
-            rules = ex.route.compare
-            primary = (ex.status, ex.response_headers, ex.response_body or b"", None)
-            if identical(primary, res, rules, self.settings.body_cap, self._identity_names(rules)):
+            # `identical`, inlined: same status, body bytes and compared headers
+            if (
+                status == ex.status
+                and body == ex.response_body
+                and len(body) <= self.body_cap
+                and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
+            ):
                 name = ex.route.name
                 if other == CANDIDATE:
                     self.store.matched(name, ex.latency_s, seconds)
@@ -405,6 +420,7 @@ class Shadower:
                 self._tally(name, "matched")
                 self._job_done()
                 return
+            res = (status, headers, body, seconds)
         self._settle(_Job(ex, other, 1), "other", res)
 
     def _identity_names(self, rules: CompareRules) -> frozenset[bytes]:

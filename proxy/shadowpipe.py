@@ -124,7 +124,7 @@ class PipeConn(asyncio.Protocol):
 
     __slots__ = (
         "body", "closed", "got_bytes", "got_head", "headers", "idle_since", "in_interim", "inflight",
-        "parser", "pool", "queued", "served", "status", "transport",
+        "parser", "pool", "queued", "read_at", "served", "status", "transport",
     )  # fmt: skip
 
     def __init__(self, pool: PipePool) -> None:
@@ -142,6 +142,7 @@ class PipeConn(asyncio.Protocol):
         self.closed = False
         self.served = 0  # responses completed on this connection
         self.idle_since = 0.0
+        self.read_at = 0.0  # when the bytes being parsed arrived: the end time of what they complete
 
     def send(self, call: PipeCall) -> None:
         """Queue a call; its bytes go out with the rest of this iteration's (`flush`)."""
@@ -186,6 +187,7 @@ class PipeConn(asyncio.Protocol):
             self._broken("sent bytes with no request outstanding")
             return
         self.got_bytes = True
+        self.read_at = self.pool.now()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -247,7 +249,7 @@ class PipeConn(asyncio.Protocol):
         self.body = []
         self.got_head = self.got_bytes = False
         self.served += 1
-        now = self.pool.now()
+        now = self.read_at
         if not self.parser.should_keep_alive():
             self._retire()
         elif not inflight:
@@ -331,7 +333,15 @@ class PipePool:
         Deadlines are enforced by `sweep`, which the owner calls periodically.
         """
         call = PipeCall(self, message, limit, done, self.now(), tag)
-        self._send(call)
+        conn = self._filling
+        if conn is not None and not conn.closed and len(conn.inflight) < self.depth:
+            # The common case under load: this iteration's connection has room (and a flush due).
+            call.conn = conn
+            call.timed = not conn.inflight
+            conn.inflight.append(call)
+            conn.queued.append(message)
+        else:
+            self._send(call)
         return call
 
     def sweep(self, now: float) -> None:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from proxy.diffstore import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of
-from proxy.report import NOT_ENOUGH, NOT_READY, READY, build_report, gather, main, render, suggest
+from proxy.report import NOT_ENOUGH, NOT_READY, READY, answered, build_report, gather, main, render, suggest
 from proxy.routes import parse_routes
 
 ROUTES = textwrap.dedent("""\
@@ -262,3 +262,10 @@ def test_cli_unmigrated_database_says_migrate(
             "--prefix", redis_prefix, "--route", "posts"]  # fmt: skip
     code, _, err = run(argv)
     assert code == 2 and "strangler migrate" in err
+
+
+def test_example_side_without_latency_says_not_timed() -> None:
+    """An example side with no measured latency (a pipelined shadow call) reads 'not timed', not 'None'."""
+    assert answered(200, 1.5) == "200 in 1.5 ms"
+    assert answered(200, None) == "200 (not timed)"
+    assert answered(None, None) == "no answer"
