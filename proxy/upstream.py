@@ -4,7 +4,8 @@ The hot path is callback-only: a request takes an idle connection from a LIFO li
 used socket is the warmest and the least likely to have been closed by the upstream), writes its head
 with one ``transport.write`` and receives the response through a *sink* (see `ResponseSink`). Only a
 new connection costs an ``await``. There is no timer per request: a periodic sweep per pool checks the
-response-header deadline of active connections and expires idle ones.
+response-header deadline of active connections, fails a response whose body stops arriving for as long
+(time that a slow client makes us stop reading does not count), and expires idle connections.
 
 `fetch` is the buffered variant of the same machinery, used by shadowing on a pool of its own.
 """
@@ -395,7 +396,21 @@ class UpstreamPool:
             self.idle[:] = keep
         if self.active:
             for conn in list(self.active):
-                if conn.got_head or conn.tunnel:
+                if conn.tunnel:
+                    continue
+                if conn.got_head:
+                    # Mid-body: time out only if the upstream went silent while we were reading (a slow
+                    # client pauses our reading; that time does not count).
+                    transport = conn.transport
+                    if transport is not None and not transport.is_reading():
+                        conn.last_io = now
+                    elif now - conn.last_io > conn.timeout:
+                        conn._fail(
+                            UpstreamError(
+                                "timeout",
+                                f"upstream {self.name} stopped sending its response for {conn.timeout:g}s",
+                            )
+                        )
                     continue
                 if conn.req_done:
                     late = now > conn.deadline

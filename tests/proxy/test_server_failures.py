@@ -212,3 +212,55 @@ async def test_eof_delimited_upstream_body_rechunked(
     assert response.status == 200 and response.chunked and response.body == b"y" * 5000
     assert (await client.request("GET", "/y")).status == 200  # the client connection survives
     client.close()
+
+
+async def test_upstream_silent_mid_body_cut_near_timeout(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
+    """An upstream that sends its head and part of the body, then goes silent, is cut after ~timeout."""
+
+    async def go_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    upstream = await raw_upstream(go_silent)
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.5"))
+    client = await RawClient.open(handle.port)
+    started = time.monotonic()
+    await client.send(b"GET /x HTTP/1.1\r\nHost: g\r\n\r\n")
+    head = await client.reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    received = b""
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+        received = await asyncio.wait_for(client.reader.readexactly(1000), 5)
+    elapsed = time.monotonic() - started
+    assert len(received) < 1000  # truncated, never made to look complete
+    assert 0.45 <= elapsed < 1.5
+    client.close()
+
+
+async def test_slow_client_pause_is_not_an_upstream_stall(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
+    """A client that stops reading for longer than the timeout still gets the whole body afterwards."""
+    size = 8 * 1024 * 1024  # far above the write buffers: the gateway must pause reading the upstream
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // 65536):
+            writer.write(b"z" * 65536)
+            await writer.drain()
+
+    upstream = await raw_upstream(big)
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.3"))
+    client = await RawClient.open(handle.port)
+    await client.send(b"GET /big HTTP/1.1\r\nHost: g\r\n\r\n")
+    head = await client.reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(1.2)  # four timeouts without reading
+    body = await asyncio.wait_for(client.reader.readexactly(size), 20)
+    assert body == b"z" * size
+    client.close()
