@@ -37,6 +37,7 @@ class GatewayServer:
         self.clock = self.loop.time()
         self.connections: set[ClientProtocol] = set()
         self.active_requests = 0
+        self.tunnels = 0  # WebSocket tunnels open: a drain waits for them too, up to its deadline
         self.draining = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,8 +131,8 @@ class GatewayServer:
         self.check_drained()
 
     def check_drained(self) -> None:
-        """Set the drained event once draining and no request is in flight."""
-        if self.draining and self.active_requests <= 0:
+        """Set the drained event once draining and no request or tunnel is in flight."""
+        if self.draining and self.active_requests <= 0 and self.tunnels <= 0:
             self._drained.set()
 
     async def drained(self) -> None:

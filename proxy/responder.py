@@ -199,6 +199,7 @@ class Responder:
             return
         self.upgrading = None
         self.tunnel = conn
+        self.server.tunnels += 1
         self.out.append(rest)
         self.flush()
         rq.resp_done = True
@@ -211,7 +212,9 @@ class Responder:
             self.transport.write(data)
 
     def on_tunnel_closed(self) -> None:
-        self.tunnel = None
+        if self.tunnel is not None:
+            self.tunnel = None
+            self.server.tunnels -= 1
         self.close()
 
     def up_pause_writing(self) -> None:

@@ -90,6 +90,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None
+            self.server.tunnels -= 1
             tunnel.abort(graceful=True)
         rq = self.cur
         if rq is not None:

@@ -193,3 +193,28 @@ async def test_under_uvloop_process(gateway_process: tuple[int, int]) -> None:
         async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as socket:
             await socket.send_str("uv")
             assert await socket.receive_str(timeout=5) == "echo:uv"
+
+
+async def test_drain_waits_for_open_websocket_until_it_closes(gw: RunningGateway) -> None:
+    """A drain counts an open WebSocket tunnel as in flight: it ends when the client closes it."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as socket:
+            assert gw.server.tunnels == 1
+            drain = asyncio.create_task(gw.server.drain(10.0))
+            await asyncio.sleep(0.3)
+            assert not drain.done()
+            await socket.send_str("still here")
+            assert await socket.receive_str(timeout=5) == "echo:still here"
+        assert await asyncio.wait_for(drain, 5) is True
+    assert gw.server.tunnels == 0
+
+
+async def test_drain_deadline_closes_open_websocket(gw: RunningGateway) -> None:
+    """A WebSocket still open at the drain deadline is closed, and the drain reports it did not finish."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as socket:
+            started = time.monotonic()
+            assert await gw.server.drain(0.3) is False
+            assert time.monotonic() - started < 2
+            msg = await socket.receive(timeout=5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
