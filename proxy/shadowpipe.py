@@ -49,8 +49,10 @@ IDLE_TIMEOUT = 4.0  # below Node's 5 s keepAliveTimeout, so the upstream rarely 
 class PipeCall:
     """One shadow GET; ``done(call)`` runs once, with ``result`` or ``error`` set.
 
-    ``started`` and ``deadline`` are event-loop times. ``timed`` is true when the call went out on a
-    connection with nothing ahead of it, so that ``done_at - started`` is its own latency.
+    ``started``, ``deadline`` and ``done_at`` are event-loop times. ``timed`` is true when the call went
+    out on a connection with nothing ahead of it; ``started`` is then when it was sent (a re-sent call
+    or one that waited for room does not count the wait), so that ``done_at - started`` is its own
+    latency. The deadline counts from when the call was made.
     """
 
     __slots__ = (
@@ -147,7 +149,11 @@ class PipeConn(asyncio.Protocol):
     def send(self, call: PipeCall) -> None:
         """Queue a call; its bytes go out with the rest of this iteration's (`flush`)."""
         call.conn = self
-        call.timed = not self.inflight
+        if self.inflight:
+            call.timed = False
+        else:  # nothing ahead of it: timed from now (a re-sent or waiting call has waited for others)
+            call.timed = True
+            call.started = self.pool.now()
         self.inflight.append(call)
         self.queued.append(call.message)
         self.pool._flush_soon(self)

@@ -573,11 +573,6 @@ async def test_late_call_behind_head_expires_alone(make: Make) -> None:
     assert not upstream.ended
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shadowpipe: a call re-sent from behind an expired head is `timed` on its new connection, "
-    "but done_at - started still includes the head's whole deadline",
-)
 @both_loops
 async def test_resent_call_latency_is_its_own(make: Make) -> None:
     """A call re-sent from behind a hung head is not timed, or its latency excludes the wait behind it."""
@@ -602,11 +597,6 @@ async def test_resent_call_latency_is_its_own(make: Make) -> None:
     assert not behind.timed or own < 0.15, f"timed, with {own:.3f}s spent mostly behind /hang"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shadowpipe: a call drained from `waiting` onto an idle connection is `timed`, "
-    "but done_at - started includes the time it waited for another call's answer",
-)
 @both_loops
 async def test_waiting_call_latency_is_its_own(make: Make) -> None:
     """A call that waited for room behind another call is not timed, or its latency excludes the wait."""
