@@ -179,14 +179,17 @@ class _Recording:
 
         A latency is None when it was not measured (a pipelined shadow call, see proxy.shadowpipe).
         """
-        incr = self.batch.incr
+        batch = self.batch  # once per compared shadow request: bucket_of inlined
+        incr = batch.incr
         incr[("c", route, "compared")] += 1
         incr[("c", route, "matched")] += 1
         if control_s is not None:
-            incr[("lat:control", route, _BUCKET_KEYS[bucket_of(control_s)])] += 1
+            bucket = min(_LAST, bisect.bisect_left(_UPPERS, control_s))
+            incr[("lat:control", route, _BUCKET_KEYS[bucket])] += 1
         if candidate_s is not None:
-            incr[("lat:candidate", route, _BUCKET_KEYS[bucket_of(candidate_s)])] += 1
-        self.batch.routes.add(route)
+            bucket = min(_LAST, bisect.bisect_left(_UPPERS, candidate_s))
+            incr[("lat:candidate", route, _BUCKET_KEYS[bucket])] += 1
+        batch.routes.add(route)
 
     def differed(self, route: str, signature: str, paths: tuple[str, ...]) -> None:
         """Count one difference with this signature and each of its paths."""

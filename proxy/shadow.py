@@ -28,7 +28,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
 import orjson
 from prometheus_client import Counter as PromCounter
@@ -95,21 +95,6 @@ class _Failed(Exception):
         super().__init__(f"{side}: {reason}")
         self.side = side
         self.reason = reason
-
-
-def _get_message(pool: UpstreamPool, path_qs: str, lines: list[bytes]) -> bytes | None:
-    """A GET for ``pool`` with the forwarded header lines; None when a line must be dropped first.
-
-    The data path's lines hold no Host, framing or hop-by-hop header: only a client's own dry-run header
-    can be among `_DROP_HEADERS`, and a shadow read never carries one.
-    """
-    if not lines:
-        return None
-    head = b"\r\n".join(lines)
-    if b"x-strangler-dry-run" in head.lower():
-        return None
-    target = pool.base_path + path_qs.encode("utf-8")
-    return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target, pool.hostport, head)
 
 
 def _observed(status: int, headers: Headers, body: bytes, cap: int, force_hash: bool) -> Observed:
@@ -376,17 +361,18 @@ class Shadower:
             COMPARISONS.labels(name, "skipped").inc()
             self._job_done()
             return
-        calls = [("other", other)]
-        if ex.response_body is None:
-            calls.append(("primary", ex.primary))  # too large to tee: fetch again, hash
         aa_share = self.settings.aa_sample
-        if safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name):
-            calls.append(("aa", CONTROL))
-        if len(calls) == 1 and ex.method == "GET" and not ex.request_body:
+        aa = safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name)
+        if not aa and ex.method == "GET" and ex.response_body is not None and not ex.request_body:
             pool = self.pools.get(other)
             if isinstance(pool, UpstreamPool):  # the common case: one pipelined GET, see _one_done
                 self._pipe_call(ex, other, pool, timeout, self._one_done)
                 return
+        calls = [("other", other)]
+        if ex.response_body is None:
+            calls.append(("primary", ex.primary))  # too large to tee: fetch again, hash
+        if aa:
+            calls.append(("aa", CONTROL))
         job = _Job(ex, other, len(calls))
         for key, side in calls:
             self._call(job, key, side, timeout)
@@ -394,7 +380,7 @@ class Shadower:
     def _one_done(self, call: PipeCall) -> None:
         # The other side's answer to a job of one GET. Identical answers (the common case) are counted
         # here; anything else goes the general way (_settle, _complete).
-        ex = cast(Exchange, call.tag)
+        ex: Exchange = call.tag  # type: ignore[assignment]  # set by _pipe_call
         other = CANDIDATE if ex.primary == CONTROL else CONTROL
         res: Fetched | _Failed
         result = call.result
@@ -405,21 +391,26 @@ class Shadower:
         else:
             status, headers, body = result
             seconds = call.done_at - call.started if call.timed else None
-            # `identical`, inlined: same status, body bytes and compared headers
-            if (
-                status == ex.status
-                and body == ex.response_body
-                and len(body) <= self.body_cap
-                and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
-            ):
-                name = ex.route.name
-                if other == CANDIDATE:
-                    self.store.matched(name, ex.latency_s, seconds)
-                else:
-                    self.store.matched(name, seconds, ex.latency_s)
-                self._tally(name, "matched")
-                self._job_done()
-                return
+            # `identical`, _tally and _job_done inlined (this runs for every compared GET).
+            if status == ex.status and body == ex.response_body and len(body) <= self.body_cap:
+                rules = ex.route.compare
+                entry = self._names.get(id(rules))
+                names = entry[1] if entry is not None and entry[0] is rules else self._identity_names(rules)
+                if same_headers(ex.response_headers, headers, names):
+                    name = ex.route.name
+                    if other == CANDIDATE:
+                        self.store.matched(name, ex.latency_s, seconds)
+                    else:
+                        self.store.matched(name, seconds, ex.latency_s)
+                    tallies = self._tallies
+                    key = (name, "matched")
+                    tallies[key] = tallies.get(key, 0) + 1
+                    self._running -= 1
+                    if self._waiting:
+                        self._pump()
+                    if self._running == 0 and not self._waiting:
+                        self._idle.set()
+                    return
             res = (status, headers, body, seconds)
         self._settle(_Job(ex, other, 1), "other", res)
 
@@ -436,9 +427,15 @@ class Shadower:
     ) -> None:
         # A GET without a body, pipelined with others (proxy.shadowpipe); the request bytes are made from
         # the forwarded header lines as they are.
-        path_qs = ex.path + ("?" + ex.query if ex.query else "")
-        message = _get_message(pool, path_qs, ex.request_lines)
-        if message is None:
+        path_qs = ex.path + "?" + ex.query if ex.query else ex.path
+        lines = ex.request_lines
+        # The data path's lines hold no Host, framing or hop-by-hop header: only a client's own dry-run
+        # header can be among _DROP_HEADERS, and a shadow read never carries one.
+        head = b"\r\n".join(lines)
+        if lines and b"x-strangler-dry-run" not in head.lower():
+            target = pool.base_path + path_qs.encode("utf-8")
+            message = b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target, pool.hostport, head)
+        else:
             headers = [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
             message = build_request(pool, ex.method, path_qs, headers, b"")
         pipe = self._pipes.get(side)
