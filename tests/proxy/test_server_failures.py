@@ -169,28 +169,42 @@ async def test_get_retried_only_once(make_gateway: GatewayFactory, raw_upstream:
     client.close()
 
 
-async def test_upstream_dies_mid_response_client_closed(
-    make_gateway: GatewayFactory, raw_upstream: StartRaw
-) -> None:
-    """After the headers were sent, an upstream death closes the client connection (no fake end)."""
+def head_then(after: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> Handler:
+    """An upstream that sends a head promising 1000 bytes and 100 of them, then does ``after``."""
 
-    async def die_midway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
         await writer.drain()
-        await asyncio.sleep(0.1)
-        writer.transport.abort()
+        await after(writer)
 
-    upstream = await raw_upstream(die_midway)
-    handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
-    client = await RawClient.open(handle.port)
+    return handler
+
+
+async def assert_truncated(client: RawClient) -> None:
+    """GET: a 200 head arrives, then the connection ends before the promised 1000 bytes (no fake end)."""
     await client.send(b"GET /x HTTP/1.1\r\nHost: g\r\n\r\n")
     head = await client.reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     received = b""
     with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
-        received = await client.reader.readexactly(1000)
+        received = await asyncio.wait_for(client.reader.readexactly(1000), 5)
     assert len(received) < 1000
+
+
+async def test_upstream_dies_mid_response_client_closed(
+    make_gateway: GatewayFactory, raw_upstream: StartRaw
+) -> None:
+    """After the headers were sent, an upstream death closes the client connection (no fake end)."""
+
+    async def die(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)
+        writer.transport.abort()
+
+    upstream = await raw_upstream(head_then(die))
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port))
+    client = await RawClient.open(handle.port)
+    await assert_truncated(client)
     client.close()
 
 
@@ -219,25 +233,15 @@ async def test_upstream_silent_mid_body_cut_near_timeout(
 ) -> None:
     """An upstream that sends its head and part of the body, then goes silent, is cut after ~timeout."""
 
-    async def go_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
-        await writer.drain()
+    async def go_silent(writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
 
-    upstream = await raw_upstream(go_silent)
+    upstream = await raw_upstream(head_then(go_silent))
     handle = await make_gateway(routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.5"))
     client = await RawClient.open(handle.port)
     started = time.monotonic()
-    await client.send(b"GET /x HTTP/1.1\r\nHost: g\r\n\r\n")
-    head = await client.reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200")
-    received = b""
-    with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
-        received = await asyncio.wait_for(client.reader.readexactly(1000), 5)
-    elapsed = time.monotonic() - started
-    assert len(received) < 1000  # truncated, never made to look complete
-    assert 0.45 <= elapsed < 1.5
+    await assert_truncated(client)
+    assert 0.45 <= time.monotonic() - started < 1.5
     client.close()
 
 
