@@ -45,6 +45,11 @@ class Exchange(NamedTuple):
     request_id: str
 
     @property
+    def path_qs(self) -> str:
+        """The forwarded path with ``?query`` when there is one."""
+        return self.path + "?" + self.query if self.query else self.path
+
+    @property
     def request_headers(self) -> Headers:
         """The forwarded request headers as (name, value) pairs."""
         return header_pairs(self.request_lines)

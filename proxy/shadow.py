@@ -97,6 +97,11 @@ class _Failed(Exception):
         self.reason = reason
 
 
+def _replayed(ex: Exchange) -> Headers:
+    """The request headers a shadow call sends: the forwarded ones less `_DROP_HEADERS`."""
+    return [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
+
+
 def _observed(status: int, headers: Headers, body: bytes, cap: int, force_hash: bool) -> Observed:
     text = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
     if force_hash or len(body) > cap:
@@ -213,15 +218,8 @@ class Shadower:
         name = exchange.route.name
         self.store.count(name, "sampled")
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
-            # Room to start it now (the common case): no queueing.
-            self._running += 1
             self._idle.clear()
-            try:
-                self._begin(exchange)
-            except Exception:
-                log.exception("shadow comparison failed for route %s", name)
-                COMPARISONS.labels(name, "error").inc()
-                self._job_done()
+            self._start(exchange)  # room to start it now (the common case): no queueing
             return
         size = len(exchange.request_body or b"") + len(exchange.response_body or b"")
         # The queue is bounded in count and in bytes: 1000 jobs of 1 MiB bodies would be 2 GiB.
@@ -326,15 +324,18 @@ class Shadower:
             while self._running < self._concurrency and self._waiting and self._started:
                 ex = self._waiting.popleft()
                 self._queued_bytes -= len(ex.request_body or b"") + len(ex.response_body or b"")
-                self._running += 1
-                try:
-                    self._begin(ex)
-                except Exception:
-                    log.exception("shadow comparison failed for route %s", ex.route.name)
-                    COMPARISONS.labels(ex.route.name, "error").inc()
-                    self._job_done()
+                self._start(ex)
         finally:
             self._pumping = False
+
+    def _start(self, ex: Exchange) -> None:
+        self._running += 1
+        try:
+            self._begin(ex)
+        except Exception:
+            log.exception("shadow comparison failed for route %s", ex.route.name)
+            COMPARISONS.labels(ex.route.name, "error").inc()
+            self._job_done()
 
     def _job_done(self) -> None:
         self._running -= 1
@@ -390,27 +391,22 @@ class Shadower:
             res = _Failed(other, f"{exc.kind}: {exc.message}")
         else:
             status, headers, body = result
-            seconds = call.done_at - call.started if call.timed else None
-            # `identical`, _tally and _job_done inlined (this runs for every compared GET).
-            if status == ex.status and body == ex.response_body and len(body) <= self.body_cap:
-                rules = ex.route.compare
-                entry = self._names.get(id(rules))
-                names = entry[1] if entry is not None and entry[0] is rules else self._identity_names(rules)
-                if same_headers(ex.response_headers, headers, names):
-                    name = ex.route.name
-                    if other == CANDIDATE:
-                        self.store.matched(name, ex.latency_s, seconds)
-                    else:
-                        self.store.matched(name, seconds, ex.latency_s)
-                    tallies = self._tallies
-                    key = (name, "matched")
-                    tallies[key] = tallies.get(key, 0) + 1
-                    self._running -= 1
-                    if self._waiting:
-                        self._pump()
-                    if self._running == 0 and not self._waiting:
-                        self._idle.set()
-                    return
+            seconds = call.latency
+            # `identical` without building its tuples (this runs for every compared GET).
+            if (
+                status == ex.status
+                and body == ex.response_body
+                and len(body) <= self.body_cap
+                and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
+            ):
+                name = ex.route.name
+                if other == CANDIDATE:
+                    self.store.matched(name, ex.latency_s, seconds)
+                else:
+                    self.store.matched(name, seconds, ex.latency_s)
+                self._tally(name, "matched")
+                self._job_done()
+                return
             res = (status, headers, body, seconds)
         self._settle(_Job(ex, other, 1), "other", res)
 
@@ -427,7 +423,7 @@ class Shadower:
     ) -> None:
         # A GET without a body, pipelined with others (proxy.shadowpipe); the request bytes are made from
         # the forwarded header lines as they are.
-        path_qs = ex.path + "?" + ex.query if ex.query else ex.path
+        path_qs = ex.path_qs
         lines = ex.request_lines
         # The data path's lines hold no Host, framing or hop-by-hop header: only a client's own dry-run
         # header can be among _DROP_HEADERS, and a shadow read never carries one.
@@ -436,8 +432,7 @@ class Shadower:
             target = pool.base_path + path_qs.encode("utf-8")
             message = b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target, pool.hostport, head)
         else:
-            headers = [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
-            message = build_request(pool, ex.method, path_qs, headers, b"")
+            message = build_request(pool, ex.method, path_qs, _replayed(ex), b"")
         pipe = self._pipes.get(side)
         if pipe is None or pipe.spec is not pool.spec:
             assert self._loop is not None
@@ -470,8 +465,8 @@ class Shadower:
         if isinstance(pool, UpstreamPool) and ex.method == "GET" and not body:
             self._pipe_call(ex, side, pool, limit, functools.partial(self._called, job, key, side))
             return
-        path_qs = ex.path + ("?" + ex.query if ex.query else "")
-        headers = [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
+        path_qs = ex.path_qs
+        headers = _replayed(ex)
         if ex.method not in SAFE:
             assert self.secret is not None and side == CANDIDATE
             headers.append((dryrun.HEADER.encode(), dryrun.sign(self.secret, ex.method, path_qs).encode()))
@@ -508,7 +503,7 @@ class Shadower:
             status, headers, body = call.result
             seconds: float | None
             if isinstance(call, PipeCall):
-                seconds = call.done_at - call.started if call.timed else None
+                seconds = call.latency
             else:
                 assert self._loop is not None
                 seconds = self._loop.time() - call.started
@@ -672,7 +667,7 @@ class Shadower:
             route=ex.route.name,
             signature=diff.signature,
             method=ex.method,
-            path=r.path_qs(ex.path + ("?" + ex.query if ex.query else "")),
+            path=r.path_qs(ex.path_qs),
             primary=ex.primary,
             control_status=control.status,
             candidate_status=candidate.status,

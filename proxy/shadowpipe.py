@@ -31,7 +31,7 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import Literal, cast
 
 import httptools
 
@@ -83,6 +83,11 @@ class PipeCall:
         self.conn: PipeConn | None = None
         self.result: tuple[int, Headers, bytes] | None = None
         self.error: UpstreamError | None = None
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from sending to the complete answer, for a timed call with a result; else None."""
+        return self.done_at - self.started if self.timed and self.result is not None else None
 
     def expire(self, now: float) -> bool:
         """Fail the call with a timeout if its deadline has passed; True when it did."""
@@ -169,13 +174,7 @@ class PipeConn(asyncio.Protocol):
         """Close now; the calls behind the head one are sent again (the head one is the caller's)."""
         if self.closed:
             return
-        self.closed = True
-        self.pool._discard(self)
-        calls = list(self.inflight)
-        self.inflight.clear()
-        if self.transport is not None:
-            self.transport.abort()
-        self.pool._resend(calls[1:])
+        self.pool._resend(self._shut("abort")[1:])
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -205,10 +204,7 @@ class PipeConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
             return
-        self.closed = True
-        self.pool._discard(self)
-        calls = list(self.inflight)
-        self.inflight.clear()
+        calls = self._shut("gone")
         if not calls:
             return
         head, rest = calls[0], calls[1:]
@@ -267,23 +263,27 @@ class PipeConn(asyncio.Protocol):
             self.pool._drain_waiting()
 
     # --- internals
-    def _retire(self) -> None:
-        # The upstream ends the connection after this response: what is behind it goes elsewhere.
+    def _shut(self, how: Literal["close", "abort", "gone"]) -> list[PipeCall]:
+        """Leave the pool and close the transport (``gone``: it already is); return the calls that were
+        in flight, in order, for the caller to complete, fail or send again."""
         self.closed = True
         self.pool._discard(self)
-        rest = list(self.inflight)
-        self.inflight.clear()
-        if self.transport is not None:
-            self.transport.close()
-        self.pool._resend(rest)
-
-    def _broken(self, why: str) -> None:
         calls = list(self.inflight)
         self.inflight.clear()
-        self.closed = True
-        self.pool._discard(self)
-        if self.transport is not None:
-            self.transport.abort()
+        transport = self.transport
+        if transport is not None:
+            if how == "abort":
+                transport.abort()
+            elif how == "close":
+                transport.close()
+        return calls
+
+    def _retire(self) -> None:
+        # The upstream ends the connection after this response: what is behind it goes elsewhere.
+        self.pool._resend(self._shut("close"))
+
+    def _broken(self, why: str) -> None:
+        calls = self._shut("abort")
         if calls:
             calls[0].fail(UpstreamError("protocol", f"upstream {self.pool.name} {why}"))
             self.pool._resend(calls[1:])
@@ -339,15 +339,7 @@ class PipePool:
         Deadlines are enforced by `sweep`, which the owner calls periodically.
         """
         call = PipeCall(self, message, limit, done, self.now(), tag)
-        conn = self._filling
-        if conn is not None and not conn.closed and len(conn.inflight) < self.depth:
-            # The common case under load: this iteration's connection has room (and a flush due).
-            call.conn = conn
-            call.timed = not conn.inflight
-            conn.inflight.append(call)
-            conn.queued.append(message)
-        else:
-            self._send(call)
+        self._send(call)
         return call
 
     def sweep(self, now: float) -> None:
@@ -364,10 +356,7 @@ class PipePool:
         expired = now - self.idle_timeout
         for conn in [c for c in self.conns if not c.inflight and c.transport is not None]:
             if conn.idle_since <= expired:
-                conn.closed = True
-                self._discard(conn)
-                if conn.transport is not None:
-                    conn.transport.close()
+                conn._shut("close")
 
     def close(self, abort: bool = False) -> None:
         """Take no more calls. Idle connections close now and busy ones after their last answer; with
@@ -378,13 +367,8 @@ class PipePool:
         self.waiting.clear()
         for conn in list(self.conns):
             if abort or not conn.inflight:
-                conn.closed = True
-                for call in conn.inflight:
+                for call in conn._shut("abort"):
                     call.cancel()
-                conn.inflight.clear()
-                self._discard(conn)
-                if conn.transport is not None:
-                    conn.transport.abort()
         if abort:
             for task in self._tasks:
                 task.cancel()
