@@ -524,17 +524,18 @@ async def test_garbage_fails_head_with_protocol_and_resends_rest(make: Make) -> 
 # --- deadlines
 
 
+async def hang_on_hang(req: Req, writer: asyncio.StreamWriter) -> str | None:
+    """Answer every path at once except ``/hang``, which never gets an answer."""
+    if req.path == "/hang":
+        return "hang"
+    writer.write(ok(req.path))
+    return None
+
+
 @both_loops
 async def test_hung_head_expires_and_the_rest_are_resent(make: Make) -> None:
     """A head call past its deadline fails with "timeout" at sweep; its connection closes, rest re-sent."""
-
-    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
-        if req.path == "/hang":
-            return "hang"
-        writer.write(ok(req.path))
-        return None
-
-    upstream, pool = await make(respond)
+    upstream, pool = await make(hang_on_hang)
     loop = asyncio.get_running_loop()
     done = Done()
     calls = [pool.call(get("/hang"), 0.2, done)] + [pool.call(get(p), 5.0, done) for p in ("/b", "/c")]
@@ -576,14 +577,7 @@ async def test_late_call_behind_head_expires_alone(make: Make) -> None:
 @both_loops
 async def test_resent_call_latency_is_its_own(make: Make) -> None:
     """A call re-sent from behind a hung head is not timed, or its latency excludes the wait behind it."""
-
-    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
-        if req.path == "/hang":
-            return "hang"
-        writer.write(ok(req.path))
-        return None
-
-    upstream, pool = await make(respond)
+    upstream, pool = await make(hang_on_hang)
     loop = asyncio.get_running_loop()
     done = Done()
     hung, behind = pool.call(get("/hang"), 0.15, done), pool.call(get("/b"), 5.0, done)
