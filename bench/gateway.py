@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,11 @@ if __package__ in (None, ""):  # run as `python bench/gateway.py`: import from t
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (bench/ would shadow `services`)
 
 from bench import gw_targets, profile
-from bench.harness import BenchError, Fleet, cpu_times, ensure_apt_packages, log
+from bench.harness import BenchError, Fleet, Variant, ensure_apt_packages, log
 from bench.report import RESULTS_DIR, Check, machine_state, spread, table, utc_now, write_json
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, run_wrk
 
 PATH = "/api/v1/users/1"  # a declared route in strangler's table (matching is part of the cost)
-
-
-@dataclass
-class Variant:
-    """One thing to load: where it listens and whose CPU time to charge."""
-
-    name: str
-    port: int
-    pid: int
-
-    def cpu(self) -> tuple[float, float]:
-        return cpu_times(self.pid)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,13 +11,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench import svc_setup
-from bench.harness import BenchError, Fleet, ensure_npm_ci, find_binary, free_port, log, tail
-
-if TYPE_CHECKING:
-    from bench.gateway import Variant
+from bench.harness import BenchError, Fleet, Variant, ensure_npm_ci, find_binary, free_port, log, tail
 
 BENCH = Path(__file__).resolve().parent
 STRANGLER = Path(sys.executable).parent / "strangler"
@@ -145,8 +141,6 @@ class ShadowProbe:
 def start_all(fleet: Fleet, tmp: Path, args: argparse.Namespace, wanted: set[str], notes: list[str],
               stack: contextlib.ExitStack) -> tuple[list[Variant], ShadowProbe | None]:
     """Start every wanted variant; strangler variants that cannot start become notes, not failures."""
-    from bench.gateway import Variant
-
     def want(name: str) -> bool:
         return not wanted or name in wanted
 
@@ -189,8 +183,6 @@ def shadow_storage(stack: contextlib.ExitStack, tmp: Path) -> dict[str, str]:
 
 def _start_shadowed(fleet: Fleet, tmp: Path, up_port: int, shadow_port: int, variants: list[Variant],
                     notes: list[str], env: dict[str, str]) -> ShadowProbe | None:
-    from bench.gateway import Variant
-
     routes = ROUTES.format(legacy=up_port, new=shadow_port, shadow="    shadow: {sample: 1.0}\n")
     try:
         port, pid = start_strangler(fleet, tmp, "strangler-shadow", routes, env)

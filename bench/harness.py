@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,3 +199,15 @@ def rss_mib(pid: int) -> float:
         except OSError:
             continue
     return round(total / 1024, 1)
+
+
+@dataclass
+class Variant:
+    """One thing to load: where it listens and whose CPU time to charge."""
+
+    name: str
+    port: int
+    pid: int
+
+    def cpu(self) -> tuple[float, float]:
+        return cpu_times(self.pid)

@@ -52,7 +52,7 @@ def with_database(url: str, name: str) -> str:
 @contextlib.contextmanager
 def servers(tmp: Path) -> Iterator[tuple[str, str]]:
     """(admin PostgreSQL URL, Redis URL): from DATABASE_URL/REDIS_URL, else embedded ones stopped on exit."""
-    from proxy.embedded import EmbeddedPostgres, EmbeddedRedis
+    from proxy.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
 
     with contextlib.ExitStack() as stack:
         pg_url = os.environ.get("DATABASE_URL", "")

@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from proxy.settings import SettingsError, add_proxy_arguments, settings_from
+from proxy.ops.settings import SettingsError, add_proxy_arguments, settings_from
 
 # subcommand -> (module, function, help); the function takes the remaining argv and returns an exit code.
 DELEGATED: dict[str, tuple[str, str, str]] = {
     "migrate": ("services.migrate", "main", "apply database migrations (the new service's schema)"),
-    "report": ("proxy.report", "main", "print the shadow-comparison report"),
-    "run": ("proxy.stack", "main", "run the whole system locally: databases, both services, the gateway"),
+    "report": ("proxy.report.cli", "main", "print the shadow-comparison report"),
+    "run": ("proxy.devstack.stack", "main", "run the whole system locally: databases, both apps, gateway"),
 }
 
 
@@ -70,14 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if run is None else int(run(args_list[1:]) or 0)
     args = build_parser().parse_args(args_list)
     if args.command == "routes":
-        check_fn = _load("proxy.routes_cli", "check", "routes check")
+        check_fn = _load("proxy.routing.cli", "check", "routes check")
         return 2 if check_fn is None else int(check_fn(args.file, sys.stdout))
     try:
         settings = settings_from(args)
     except SettingsError as exc:
         print(f"strangler proxy: {exc}", file=sys.stderr)
         return 2
-    from proxy.app import run_proxy  # imported late: it pulls in the event loop and the data path
+    from proxy.ops.app import run_proxy  # imported late: it pulls in the event loop and the data path
 
     return run_proxy(settings)
 

@@ -17,12 +17,13 @@ from aiohttp import web
 from services import health
 from services.auth import routes as auth_routes
 from services.cache import Cache
-from services.context import BODY_LIMIT, CACHE, HASH_POOL, POOL, SETTINGS, STARTED
+from services.context import BODY_LIMIT, CACHE, HASH_POOL, LOAD_USER, POOL, SETTINGS, STARTED
 from services.db import ConnectionInit, close_pool, create_pool
 from services.fairpool import FairPool
 from services.http import Router, error_middleware, make_dispatch
 from services.posts import routes as posts_routes
 from services.settings import Settings
+from services.users import repo as users_repo
 from services.users import routes as users_routes
 
 ROUTES = (*health.ROUTES, *auth_routes.ROUTES, *users_routes.ROUTES, *posts_routes.ROUTES)
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> 
     app = web.Application(middlewares=[error_middleware], client_max_size=BODY_LIMIT)
     app[SETTINGS] = settings
     app[STARTED] = time.monotonic()
+    app[LOAD_USER] = users_repo.get
     app.cleanup_ctx.append(_pool_ctx(db_init))
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_hash_pool_ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +17,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from services import errors
-from services.auth import tokens
+from services import errors, tokens
 from services.cache import Cache, RequestCache
 from services.db import Executor
 from services.fairpool import FairPool
 from services.settings import Settings
-from services.users import repo as users_repo
 
 BODY_LIMIT = 102_400
 ID_RE = re.compile(r"[1-9][0-9]{0,17}")
@@ -36,6 +34,9 @@ CACHE = web.AppKey("cache", Cache)
 HASH_POOL = web.AppKey("hash_pool", ThreadPoolExecutor)
 STARTED = web.AppKey("started", float)
 DRY_RUN = web.RequestKey("dry_run", bool)
+# How a principal's user row is loaded (the users feature provides it; the core imports no feature).
+UserLoader = Callable[[Executor, int], Awaitable[Any]]
+LOAD_USER = web.AppKey("load_user", UserLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class Ctx:
         one 401. A deleted user's tokens die with it, although the JWT itself is still well-formed."""
         if claims is None:
             claims = await self.claims()
-        user = await users_repo.get(self.db, claims.user_id)
+        user = await self.request.app[LOAD_USER](self.db, claims.user_id)
         if user is None:
             raise errors.Unauthorized()
         return Principal(claims.user_id, claims.jti, claims.exp, user)

@@ -7,8 +7,6 @@ aiohttp catch-all route hands every request to :class:`Router`, which does what 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
 import time
@@ -18,15 +16,14 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from proxy.shadow import dryrun
 from services import errors
 from services.context import CACHE, DRY_RUN, POOL, SETTINGS, Ctx
 from services.db import rolled_back
 from services.logs import REQUEST_ID
 
 Handler = Callable[[Ctx], Awaitable[web.Response]]
-DRY_RUN_HEADER = "X-Strangler-Dry-Run"
-DRY_RUN_MAX_SKEW = 30
-_DRY_RUN_RE = re.compile(r"t=([0-9]{1,12}),sig=([0-9a-f]{64})")
+DRY_RUN_HEADER = dryrun.HEADER
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 log = logging.getLogger("services.http")
@@ -97,13 +94,8 @@ def _decode_param(raw: str) -> str:
 
 
 def check_dry_run(secret: str | None, header: str, method: str, target: str, now: float) -> None:
-    """Raise Forbidden unless `header` is a fresh HMAC of ``"<t>\\n<METHOD>\\n<path?query>"``."""
-    match = _DRY_RUN_RE.fullmatch(header.strip())
-    if secret is None or match is None or abs(now - int(match[1])) > DRY_RUN_MAX_SKEW:
-        raise errors.Forbidden(errors.BAD_DRY_RUN)
-    message = f"{match[1]}\n{method}\n{target}".encode()
-    expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, match[2]):
+    """Raise Forbidden unless `header` is a fresh signature of ``method target`` (the gateway's format)."""
+    if secret is None or not dryrun.verify(secret.encode(), header, method, target, now):
         raise errors.Forbidden(errors.BAD_DRY_RUN)
 
 

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import redis
 
-from proxy.embedded import EmbeddedPostgres, EmbeddedRedis
+from proxy.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 

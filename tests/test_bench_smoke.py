@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from proxy.routes import parse_routes
+from proxy.routing.table import parse_routes
 
 # bench/ is a directory of scripts, not an installed package: `python -m pytest` finds it through the
 # current directory, a bare `pytest` does not.

@@ -10,12 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy.embedded import EmbeddedPostgres, _alive
+from proxy.devstack.embedded import EmbeddedPostgres, _alive
 
 STARTER = """
 import sys, time
 from pathlib import Path
-from proxy.embedded import EmbeddedPostgres
+from proxy.devstack.embedded import EmbeddedPostgres
 pg = EmbeddedPostgres(Path(sys.argv[1])).start()
 print(pg._server.get_pid(), flush=True)
 time.sleep(60)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.embedded import free_port
+from proxy.devstack.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "legacy" / "src" / "server.js"

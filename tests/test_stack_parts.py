@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.routes import load_routes
-from proxy.stack_parts import StackError, effective_routes, parse_config
+from proxy.devstack.parts import StackError, effective_routes, parse_config
+from proxy.routing.table import load_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from services import errors
-from services.auth import repo, tokens
+from services import errors, tokens
+from services.auth import repo
 from services.auth.models import LOGIN, REFRESH, REGISTER, tokens_json
-from services.auth.passwords import hash_password, is_bcrypt, verify_password
 from services.cache import Hit
 from services.context import Ctx, json_response, no_content
 from services.db import Executor
+from services.passwords import hash_password, is_bcrypt, verify_password
 from services.users import repo as users_repo
 from services.users.models import user_json
 from services.users.routes import name_suffix

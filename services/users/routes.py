@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from services import errors
-from services.auth.passwords import hash_password
 from services.context import Ctx, Principal, json_response, no_content
+from services.passwords import hash_password
 from services.users import repo
 from services.users.models import CREATE, PATCH, user_json
 from services.validation import page_query, validate

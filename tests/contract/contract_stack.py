@@ -23,7 +23,7 @@ import httpx
 import redis
 from contract_kit import Account, Api
 
-from proxy.embedded import free_port
+from proxy.devstack.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("legacy", "new")

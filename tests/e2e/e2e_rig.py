@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from proxy.routes import RouteTable, load_routes
+from proxy.routing.table import RouteTable, load_routes
 
 # The launchers live in test directories that are not packages; make them importable by name.
 for _helpers in ("contract", "proxy"):

@@ -23,7 +23,7 @@ import orjson
 import pytest
 from e2e_rig import Reply, System, raw_get
 
-from proxy.paths import BadPath, canonicalise
+from proxy.routing.paths import BadPath, canonicalise
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -8,9 +8,9 @@ import pytest
 from gwkit import GatewayFactory, RunningGateway, routes_yaml
 from upstreams import EchoUpstream, Handler, RawUpstream
 
-from proxy.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
-from proxy.routes import parse_routes
-from proxy.server import start_server
+from proxy.routing.table import parse_routes
+from proxy.server.connection import start_server
+from proxy.server.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from proxy.gateway import Gateway
-from proxy.listener import GatewayServer
+from proxy.server.gateway import Gateway
+from proxy.server.listener import GatewayServer
 
 
 @dataclass

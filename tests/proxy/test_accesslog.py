@@ -23,9 +23,9 @@ import uvloop
 from opshelp import routes_text, start_gateway, upstream
 from prometheus_client.registry import REGISTRY
 
-from proxy.accesslog import AccessLog
-from proxy.gateway import AccessRecord
-from proxy.logs import access, setup_logging
+from proxy.ops.accesslog import AccessLog
+from proxy.ops.logs import access, setup_logging
+from proxy.server.gateway import AccessRecord
 
 PATH = '/a"b\\c/\u00e9\t'  # quotes, a backslash, non-ASCII and a control character: all escaped
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

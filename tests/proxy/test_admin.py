@@ -10,9 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from opshelp import routes_text, upstream
 
-from proxy.admin import AdminState, ReloadStatus, create_admin_app
-from proxy.metrics import RequestStats, local_registry
-from proxy.routes import parse_routes
+from proxy.ops.admin import AdminState, ReloadStatus, create_admin_app
+from proxy.ops.metrics import RequestStats, local_registry
+from proxy.routing.table import parse_routes
 
 
 def closed_port() -> int:
@@ -160,8 +160,8 @@ async def test_readyz_uses_a_configured_health_path() -> None:
     """An upstream with a health path is ready only when that path answers 2xx/3xx."""
     from dataclasses import dataclass, replace
 
-    from proxy.admin import _check_upstream
-    from proxy.routes import UpstreamSpec
+    from proxy.ops.admin import _check_upstream
+    from proxy.routing.table import UpstreamSpec
 
     @dataclass(frozen=True)
     class WithHealth(UpstreamSpec):

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from opshelp import routes_text, start_gateway, upstream
 
-from proxy.logs import JsonFormatter, access, event, setup_logging
+from proxy.ops.logs import JsonFormatter, access, event, setup_logging
 
 
 @pytest.fixture(autouse=True)

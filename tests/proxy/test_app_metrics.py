@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import (
+from proxy.ops.metrics import (
     BUCKETS,
     RequestCollector,
     RequestStats,

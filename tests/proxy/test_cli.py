@@ -13,7 +13,7 @@ import pytest
 from opshelp import INVALID_ROUTES, ROOT, routes_text
 
 from proxy import cli
-from proxy.settings import Address, Settings, SettingsError, add_proxy_arguments, settings_from
+from proxy.ops.settings import Address, Settings, SettingsError, add_proxy_arguments, settings_from
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

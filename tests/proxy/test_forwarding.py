@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.forwarding import Forwarder, FramingError, valid_request_id
-from proxy.gateway import GatewaySettings
+from proxy.server.forwarding import Forwarder, FramingError, valid_request_id
+from proxy.server.gateway import GatewaySettings
 
 
 def forward(
@@ -112,7 +112,7 @@ def test_new_request_ids_are_uuid4_hex() -> None:
     """Made request ids are distinct version-4 UUIDs in 32 hex digits."""
     import uuid
 
-    from proxy.forwarding import new_request_id
+    from proxy.server.forwarding import new_request_id
 
     made = {new_request_id() for _ in range(1000)}
     assert len(made) == 1000
@@ -125,7 +125,7 @@ def test_request_ids_differ_in_forked_workers() -> None:
     """A forked worker draws its own request-id prefix, so workers never hand out the same ids."""
     import os
 
-    from proxy.forwarding import new_request_id
+    from proxy.server.forwarding import new_request_id
 
     read, write = os.pipe()
     pid = os.fork()

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from proxy.paths import BadPath, canonicalise
-from proxy.routes import parse_routes
+from proxy.routing.paths import BadPath, canonicalise
+from proxy.routing.table import parse_routes
 
 ACCEPTED = [
     (b"/", "/", ""),

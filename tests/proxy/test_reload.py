@@ -14,11 +14,11 @@ import pytest
 from opshelp import INVALID_ROUTES, routes_text, start_gateway, upstream, write_atomically
 from prometheus_client import REGISTRY
 
-from proxy.admin import AdminState
-from proxy.gateway import Gateway
-from proxy.metrics import RequestStats, local_registry
-from proxy.reload import Reloader, read_routes
-from proxy.routes import parse_routes
+from proxy.ops.admin import AdminState
+from proxy.ops.metrics import RequestStats, local_registry
+from proxy.ops.reload import Reloader, read_routes
+from proxy.routing.table import parse_routes
+from proxy.server.gateway import Gateway
 
 
 def reloads(result: str) -> float:
@@ -226,8 +226,8 @@ async def test_reload_under_load_loses_no_request(tmp_path: Path) -> None:
 
 async def test_reload_reaches_the_shadow_sink(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     """A reload hands the new table to the shadow sink too (its global shadow settings change)."""
-    from proxy.app import apply_table
-    from proxy.shadow import open_sink
+    from proxy.ops.serve import apply_table
+    from proxy.shadow.engine import open_sink
 
     path = tmp_path / "routes.yaml"
     path.write_text(routes_text("http://127.0.0.1:1", "http://127.0.0.1:2"))

@@ -1,4 +1,4 @@
-"""proxy.routes: loading, validation with exact lines, specificity, ties, matching, the shipped file."""
+"""proxy.routing.table: loading, validation with exact lines, specificity, ties, matching, shipped file."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.jsonpath import WILDCARD, JsonPathError, parse_path
-from proxy.routes import (
+from proxy.routing.jsonpath import WILDCARD, JsonPathError, parse_path
+from proxy.routing.table import (
     CompareRules,
     RoutesError,
     RouteTable,
@@ -29,7 +29,7 @@ from proxy.routes import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "proxy" / "routes.schema.json").read_text())
+SCHEMA = json.loads((ROOT / "proxy" / "routing" / "routes.schema.json").read_text())
 UPSTREAMS = """\
 upstreams:
   legacy: {url: "http://127.0.0.1:3000"}

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.routes_cli import check
+from proxy.routing.cli import check
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\

@@ -9,7 +9,7 @@ import pytest
 from gwkit import GatewayFactory, RunningGateway, routes_yaml
 from upstreams import EchoUpstream, RawClient, RawUpstream, read_request
 
-from proxy.gateway import GatewaySettings
+from proxy.server.gateway import GatewaySettings
 
 BAD_REQUESTS = {
     "content-length and transfer-encoding": (

@@ -8,9 +8,9 @@ import time
 from gwkit import GatewayFactory, RunningGateway, routes_yaml
 from upstreams import EchoUpstream, RawClient
 
-from proxy.exchange import Exchange
-from proxy.gateway import AccessRecord, GatewaySettings
-from proxy.routes import Route, parse_routes
+from proxy.routing.table import Route, parse_routes
+from proxy.server.exchange import Exchange
+from proxy.server.gateway import AccessRecord, GatewaySettings
 
 SHADOWED = (
     'routes:\n  - name: users\n    match: {path: "/users/{id}"}\n    target: new\n    shadow: {sample: 1.0}\n'

@@ -97,9 +97,9 @@ async def test_slow_client_slows_upstream_reading(gw: RunningGateway, echo: Echo
 
 GATEWAY_SCRIPT = """
 import asyncio, sys, uvloop
-from proxy.gateway import Gateway
-from proxy.routes import parse_routes
-from proxy.server import start_server
+from proxy.server.gateway import Gateway
+from proxy.routing.table import parse_routes
+from proxy.server.connection import start_server
 
 async def main():
     server = await start_server(Gateway(parse_routes(sys.stdin.read(), "test.yaml")))

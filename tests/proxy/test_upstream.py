@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from upstreams import EchoUpstream, Handler, RawUpstream, read_request
 
-from proxy.errors import UpstreamError
-from proxy.routes import UpstreamSpec
-from proxy.upstream import UpstreamPool
+from proxy.http1.errors import UpstreamError
+from proxy.routing.table import UpstreamSpec
+from proxy.upstream.pool import UpstreamPool
 
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
 

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from svc_kit import JWT_SECRET, PASSWORD, MakeClient, bearer, register, unique_email
 
-from services.auth import tokens
+from services import tokens
 
 UNAUTHORIZED = b'{"error":{"code":"unauthorized","message":"missing or invalid access token"}}'
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from svc_kit import MakeClient
 
-from proxy.embedded import free_port
+from proxy.devstack.embedded import free_port
 from services.health import OPENAPI
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 
-from services.auth import passwords
+from services import passwords
 
 
 def test_new_hashes_are_argon2id_and_verify() -> None:

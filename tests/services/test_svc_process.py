@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from svc_kit import JWT_SECRET
 
-from proxy.embedded import free_port
+from proxy.devstack.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,13 +14,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.diffstore import DiffStore, MemoryStore
-from proxy.gateway import Gateway
-from proxy.listener import GatewayServer
-from proxy.routes import RouteTable, parse_routes
-from proxy.server import start_server
-from proxy.shadow import Shadower
-from proxy.upstream import UpstreamPool
+from proxy.routing.table import RouteTable, parse_routes
+from proxy.server.connection import start_server
+from proxy.server.gateway import Gateway
+from proxy.server.listener import GatewayServer
+from proxy.shadow.engine import Shadower
+from proxy.shadow.store import DiffStore, MemoryStore
+from proxy.upstream.pool import UpstreamPool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

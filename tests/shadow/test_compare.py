@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.compare import Diff, Observed, compare, decode_body, normalise_path
-from proxy.routes import CompareRules
+from proxy.routing.table import CompareRules
+from proxy.shadow.compare import Diff, Observed, compare, decode_body, normalise_path
 
 JSON = [("content-type", "application/json; charset=utf-8")]
 

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from proxy.diffstore import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of, bucket_upper
+from proxy.shadow.store import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of, bucket_upper
 
 
 def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | None = None) -> Sample:
@@ -159,7 +159,7 @@ async def test_pg_retention_deletes_old_rows(real_store: RedisPgStore) -> None:
 
 async def test_storage_failure_is_counted_not_raised(redis_prefix: str) -> None:
     """With Redis and PostgreSQL unreachable, flush logs and drops the batch instead of raising."""
-    from proxy.embedded import free_port
+    from proxy.devstack.embedded import free_port
 
     port = free_port()
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
@@ -181,7 +181,7 @@ async def test_storage_failure_is_counted_not_raised(redis_prefix: str) -> None:
 
 async def test_lenient_connect_falls_back_to_counters_only(redis_url: str, redis_prefix: str) -> None:
     """An unreachable database turns samples off instead of failing the server that opens the store."""
-    from proxy.embedded import free_port
+    from proxy.devstack.embedded import free_port
 
     store = await RedisPgStore.connect_lenient(
         redis_url, f"postgresql://x@127.0.0.1:{free_port()}/x", redis_prefix

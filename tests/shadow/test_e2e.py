@@ -24,8 +24,8 @@ import httpx
 import orjson
 import pytest
 
-from proxy.embedded import free_port
-from proxy.report import main as report_main
+from proxy.devstack.embedded import free_port
+from proxy.report.cli import main as report_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 from contract_stack import ROOT, Stack  # the contract suite's launcher (not a package)

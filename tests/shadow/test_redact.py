@@ -7,8 +7,8 @@ import hmac
 
 import orjson
 
-from proxy import dryrun
-from proxy.redact import REDACTED, Redactor
+from proxy.shadow import dryrun
+from proxy.shadow.redact import REDACTED, Redactor
 
 R = Redactor()
 

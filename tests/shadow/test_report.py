@@ -11,9 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.diffstore import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of
-from proxy.report import NOT_ENOUGH, NOT_READY, READY, answered, build_report, gather, main, render, suggest
-from proxy.routes import parse_routes
+from proxy.report.cli import main, render, suggest
+from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, build_report, gather
+from proxy.report.text import answered
+from proxy.routing.table import parse_routes
+from proxy.shadow.store import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of
 
 ROUTES = textwrap.dedent("""\
     upstreams:

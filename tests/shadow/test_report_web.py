@@ -15,11 +15,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.admin import AdminState, create_admin_app
-from proxy.diffstore import MemoryStore, Sample
-from proxy.metrics import RequestStats, local_registry
-from proxy.report_web import REPORT_STORE
-from proxy.routes import parse_routes
+from proxy.ops.admin import AdminState, create_admin_app
+from proxy.ops.metrics import RequestStats, local_registry
+from proxy.report.html import REPORT_STORE
+from proxy.routing.table import parse_routes
+from proxy.shadow.store import MemoryStore, Sample
 
 ROUTES = """\
 upstreams:

@@ -10,10 +10,10 @@ import orjson
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from proxy import dryrun
-from proxy.diffstore import MemoryStore
-from proxy.routes import CompareRules, Route, ShadowSettings, ShadowSpec, parse_routes
-from proxy.shadow import Shadower
+from proxy.routing.table import CompareRules, Route, ShadowSettings, ShadowSpec, parse_routes
+from proxy.shadow import dryrun
+from proxy.shadow.engine import Shadower
+from proxy.shadow.store import MemoryStore
 
 from .shadow_rig import Backend, Rig, RigFactory, routes_text
 
@@ -209,7 +209,7 @@ async def test_compressed_and_capped_bodies(make_rig: RigFactory, backends: tupl
 
 async def test_queue_full_drops_and_counts(backends: tuple[Backend, Backend]) -> None:
     """When the bounded queue is full, submissions are dropped and counted, never blocking."""
-    from proxy.exchange import Exchange
+    from proxy.server.exchange import Exchange
 
     store = MemoryStore()
     shadower = Shadower(ShadowSettings(queue=2, concurrency=1), {}, store)  # not started: nothing drains
@@ -267,8 +267,8 @@ async def test_dead_store_never_reaches_the_client(
     """With Redis unreachable, clients get their responses and shadowing keeps going (failures counted)."""
     import redis.asyncio as aioredis
 
-    from proxy.diffstore import RedisPgStore
-    from proxy.embedded import free_port
+    from proxy.devstack.embedded import free_port
+    from proxy.shadow.store import RedisPgStore
 
     legacy, new = backends
     dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
@@ -288,8 +288,8 @@ async def test_dead_store_never_reaches_the_client(
 
 async def test_queue_bounded_in_bytes() -> None:
     """Large bodies fill the queue's byte budget before its count: further ones are dropped and counted."""
-    from proxy.exchange import Exchange
-    from proxy.shadow import MAX_QUEUED_BYTES
+    from proxy.server.exchange import Exchange
+    from proxy.shadow.engine import MAX_QUEUED_BYTES
 
     store = MemoryStore()
     shadower = Shadower(ShadowSettings(queue=1000, concurrency=1), {}, store)  # not started
@@ -306,7 +306,7 @@ async def test_gateway_made_error_is_not_shadowed(
     make_rig: RigFactory, backends: tuple[Backend, Backend]
 ) -> None:
     """A 502 the gateway made itself (primary down) is not copied: new gets nothing, nothing is compared."""
-    from proxy.embedded import free_port
+    from proxy.devstack.embedded import free_port
 
     _, new = backends
     dead = Backend("legacy", port=free_port())  # never started: connections are refused
@@ -320,8 +320,8 @@ async def test_gateway_made_error_is_not_shadowed(
 
 async def test_primary_failure_counts_as_that_sides_error(backends: tuple[Backend, Backend]) -> None:
     """An exchange without an upstream response is the primary's error, not a difference; not replayed."""
-    from proxy.exchange import Exchange
-    from proxy.upstream import UpstreamPool
+    from proxy.server.exchange import Exchange
+    from proxy.upstream.pool import UpstreamPool
 
     _, new = backends
     parsed = parse_routes(routes_text(backends[0], new, USERS % "legacy", "aa_sample: 0"), "t.yaml")

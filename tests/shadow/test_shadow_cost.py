@@ -8,8 +8,8 @@ import time
 
 from aiohttp import web
 
-from proxy.compare import Observed, compare, identical, identity_headers
-from proxy.routes import CompareRules
+from proxy.routing.table import CompareRules
+from proxy.shadow.compare import Observed, compare, identical, identity_headers
 
 from .shadow_rig import Backend, RigFactory, routes_text
 
@@ -171,9 +171,9 @@ async def test_aa_calls_capped_per_route_noise_still_learned(
 
 async def test_call_retries_once_when_a_reused_connection_dies_unanswered() -> None:
     """A GET whose pooled connection closes before any response byte is sent again on a new connection."""
-    from proxy.routes import parse_routes
-    from proxy.shadowcall import Call, build_request
-    from proxy.upstream import UpstreamPool
+    from proxy.routing.table import parse_routes
+    from proxy.upstream.call import Call, build_request
+    from proxy.upstream.pool import UpstreamPool
 
     answered: list[int] = []  # per connection: how many requests it answered
 
@@ -222,11 +222,11 @@ async def test_call_retries_once_when_a_reused_connection_dies_unanswered() -> N
 
 async def test_other_fetchers_run_as_tasks_under_their_timeout(backends: tuple[Backend, Backend]) -> None:
     """A Fetcher that is not an UpstreamPool is called through its fetch() in a task, under the timeout."""
-    from proxy.diffstore import MemoryStore
-    from proxy.exchange import Exchange
-    from proxy.routes import parse_routes
-    from proxy.shadow import Shadower
-    from proxy.upstream import Headers, UpstreamPool
+    from proxy.routing.table import parse_routes
+    from proxy.server.exchange import Exchange
+    from proxy.shadow.engine import Shadower
+    from proxy.shadow.store import MemoryStore
+    from proxy.upstream.pool import Headers, UpstreamPool
 
     legacy, new = backends
     release = asyncio.Event()

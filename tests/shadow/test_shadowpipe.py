@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import uvloop
 
-from proxy.errors import UpstreamError
-from proxy.routes import UpstreamSpec, parse_routes
-from proxy.shadowpipe import PipeCall, PipePool
+from proxy.http1.errors import UpstreamError
+from proxy.routing.table import UpstreamSpec, parse_routes
+from proxy.upstream.pipe import PipeCall, PipePool
 
 
 @dataclass

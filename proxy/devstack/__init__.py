@@ -1,0 +1,1 @@
+"""`strangler run`: embedded databases and the local processes of the whole system."""

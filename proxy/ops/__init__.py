@@ -1,0 +1,1 @@
+"""The process: start-up, workers, reloads, the admin port, metrics, logs, settings."""

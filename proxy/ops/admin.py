@@ -1,0 +1,167 @@
+"""The admin server (its own port): /healthz, /readyz, /routes, /metrics, and a place to mount more.
+
+``create_admin_app(state, extensions)`` builds the aiohttp app. Other features add pages by passing an
+extension (a callable taking the app and the state), or by providing ``proxy.report_web.setup(app,
+state)``, which is called when that module exists (the shadow report page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from proxy.ops.metrics import render
+from proxy.routing.table import Route, RouteTable, UpstreamSpec
+
+Extension = Callable[[web.Application, "AdminState"], None]
+
+
+@dataclass
+class ReloadStatus:
+    """The outcome of the latest attempt to (re)load the routes file."""
+
+    result: str  # "initial", "success", "failure" or "unchanged"
+    at: float
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AdminState:
+    """What the admin pages read; the process (proxy/app.py) keeps it current."""
+
+    table: RouteTable
+    routes_path: str
+    registry: CollectorRegistry
+    health_timeout: float = 1.0
+    draining: bool = False
+    workers: int = 1
+    workers_alive: int = 1
+    last_reload: ReloadStatus = field(default_factory=lambda: ReloadStatus("initial", time.time()))
+    started_at: float = field(default_factory=time.time)
+
+
+STATE = web.AppKey("strangler_admin_state", AdminState)
+
+
+async def _check_upstream(spec: UpstreamSpec, limit: float) -> dict[str, Any]:
+    """TCP-connect to the upstream (or GET its health path, if the spec has one) within ``limit`` seconds."""
+    health_path: str | None = getattr(spec, "health_path", None)
+    out: dict[str, Any] = {"url": spec.url}
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            reader, writer = await asyncio.open_connection(spec.host, spec.port)
+            try:
+                if health_path:
+                    request = f"GET {health_path} HTTP/1.1\r\nHost: {spec.host}\r\nConnection: close\r\n\r\n"
+                    writer.write(request.encode("latin-1"))
+                    status_line = await reader.readline()
+                    parts = status_line.split()
+                    status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+                    out["status"] = status
+                    if not 200 <= status < 400:
+                        raise ConnectionError(f"health path {health_path} answered {status}")
+            finally:
+                writer.close()
+    except (OSError, TimeoutError, ConnectionError) as exc:
+        out["ok"] = False
+        out["error"] = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            out["error"] = f"no answer within {limit} s"
+    else:
+        out["ok"] = True
+    out["ms"] = round((time.perf_counter() - start) * 1000, 1)
+    return out
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the process is alive and its event loop answers."""
+    state = request.app[STATE]
+    return web.json_response({"status": "ok", "uptime_s": round(time.time() - state.started_at, 3)})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 only when not draining and every upstream of the live table answers; JSON lists each one."""
+    state = request.app[STATE]
+    table = state.table
+    names = sorted(table.upstreams)
+    results = await asyncio.gather(
+        *(_check_upstream(table.upstreams[name], state.health_timeout) for name in names)
+    )
+    upstreams = dict(zip(names, results, strict=True))
+    ready = not state.draining and state.workers_alive > 0 and all(r["ok"] for r in results)
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "draining": state.draining,
+        "workers": {"configured": state.workers, "alive": state.workers_alive},
+        "upstreams": {name: ("ok" if r["ok"] else "failing") for name, r in upstreams.items()},
+        "checks": upstreams,
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def _route_json(route: Route) -> dict[str, Any]:
+    shadow = route.shadow
+    return {
+        "name": route.name,
+        "methods": sorted(route.methods) if route.methods is not None else None,
+        "path": route.path,
+        "target": route.target,
+        "shadow": None
+        if shadow is None
+        else {"sample": shadow.sample, "writes": shadow.writes, "timeout": shadow.timeout},
+        "line": route.line,
+    }
+
+
+async def routes(request: web.Request) -> web.Response:
+    """The live table as JSON, with its file, sha256, load time and the latest reload result."""
+    state = request.app[STATE]
+    table = state.table
+    last = state.last_reload
+    return web.json_response(
+        {
+            "file": state.routes_path,
+            "sha256": table.sha256,
+            "loaded_at": table.loaded_at,
+            "last_reload": {"result": last.result, "at": last.at, "errors": last.errors},
+            "upstreams": {name: spec.url for name, spec in sorted(table.upstreams.items())},
+            "default": _route_json(table.default),
+            "routes": [_route_json(r) for r in table.routes],
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition (summed over workers when there are several)."""
+    registry = request.app[STATE].registry
+    # Rendering reads snapshot files when there are workers: keep that off the event loop.
+    body = await asyncio.get_running_loop().run_in_executor(None, render, registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_admin_app(state: AdminState, extensions: Iterable[Extension] = ()) -> web.Application:
+    """Build the admin app; each extension (and ``proxy.report_web.setup`` if present) may add routes."""
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/routes", routes)
+    app.router.add_get("/metrics", metrics)
+    for extend in extensions:
+        extend(app, state)
+    try:
+        report_web = importlib.import_module("proxy.report.html")
+    except ModuleNotFoundError as exc:
+        if exc.name != "proxy.report.html":
+            raise  # the module exists but one of its imports is missing: that is a real error
+    else:
+        report_web.setup(app, state)
+    return app

@@ -1,0 +1,154 @@
+"""The pieces every serving process shares: runtime checks, sockets, signals, the gateway and its data port.
+
+`proxy.ops.app` (one process) and `proxy.ops.supervisor` (``--workers N``) both build on these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.ops.accesslog import AccessLog
+from proxy.ops.logs import event
+from proxy.ops.metrics import RequestStats
+from proxy.ops.reload import log_routes_errors, read_routes
+from proxy.ops.settings import Address, Settings
+from proxy.routing.table import RoutesError, RouteTable
+from proxy.server.gateway import Gateway, GatewaySettings, ShadowSink
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message says why and what to do (printed, exit 1)."""
+
+
+def check_runtime() -> None:
+    """Refuse to start on a slow runtime: aiohttp without its C parser, or uvloop missing."""
+    import aiohttp.http_parser
+
+    parser_module = getattr(aiohttp.http_parser.HttpRequestParser, "__module__", "")
+    if parser_module != "aiohttp._http_parser":
+        hint = " (AIOHTTP_NO_EXTENSIONS is set: unset it)" if os.environ.get("AIOHTTP_NO_EXTENSIONS") else ""
+        raise StartupError(
+            f"aiohttp is using its pure-Python HTTP parser ({parser_module}){hint}; the gateway needs the C "
+            "extensions. Reinstall aiohttp from a binary wheel (pip install --force-reinstall aiohttp)."
+        )
+    try:
+        import uvloop  # noqa: F401  # imported to prove it is installed
+    except ImportError:
+        raise StartupError("uvloop is not installed; install it (pip install uvloop) and retry.") from None
+
+
+def bind(address: Address, what: str, flag: str) -> socket.socket:
+    """Bind and listen on ``address``; a port in use or a bad host becomes a StartupError naming it."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host, address.port))
+        sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"{what} address {address} is already in use by another process; stop it or pass another "
+                f"{flag}."
+            ) from None
+        raise StartupError(f"cannot listen on {what} address {address} ({flag}): {exc.strerror}.") from None
+    sock.setblocking(False)
+    return sock
+
+
+def sock_address(sock: socket.socket) -> str:
+    """host:port a bound socket really listens on (port 0 resolved)."""
+    host, port = sock.getsockname()[:2]
+    return str(Address(host, port))
+
+
+def build_gateway(settings: Settings, table: RouteTable, stats: RequestStats,
+                  shadow: ShadowSink | None) -> Gateway:  # fmt: skip
+    """The data path's state for one serving process (single-process mode or a worker)."""
+    access_log = AccessLog(sys.stderr.fileno()) if settings.access_log else None
+    return Gateway(
+        table,
+        GatewaySettings(trusted_hops=settings.trusted_hops),
+        observer=stats,
+        shadow=shadow,
+        access_log=access_log,
+    )
+
+
+def apply_table(gateway: Gateway, table: RouteTable) -> None:
+    """Make ``table`` live: the data path's table and pools, then the shadow sink's (if it tracks them)."""
+    gateway.set_table(table)
+    set_shadow_table = getattr(gateway.shadow, "set_table", None)
+    if set_shadow_table is not None:
+        set_shadow_table(table)
+
+
+@dataclass
+class Stopper:
+    """Set by SIGTERM/SIGINT; the serving coroutines wait on it."""
+
+    event: asyncio.Event
+    signal_name: str = ""
+
+    def stop(self, name: str) -> None:
+        """Begin the drain (idempotent: a second signal changes nothing)."""
+        if not self.event.is_set():
+            self.signal_name = name
+            self.event.set()
+
+
+def install_signals(stopper: Stopper, on_hup: Callable[[], object]) -> None:
+    """SIGTERM/SIGINT drain and exit; SIGHUP reloads."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopper.stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stopper.stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+async def serve_data(
+    settings: Settings,
+    gateway: Gateway,
+    listen: socket.socket,
+    stopper: Stopper,
+    on_draining: Callable[[], None] = lambda: None,
+    on_serving: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve the data port until ``stopper`` fires, then drain within ``settings.drain_timeout``."""
+    from proxy.server.connection import start_server  # the data path
+
+    server = await start_server(gateway, listen)
+    on_serving()
+    await stopper.event.wait()
+    on_draining()
+    access = gateway.access_log if isinstance(gateway.access_log, AccessLog) else None
+    if access is not None:
+        access.flush()  # lines of requests served before the signal come before "draining"
+    event("draining", signal=stopper.signal_name, drain_timeout=settings.drain_timeout)
+    try:
+        finished = await server.drain(settings.drain_timeout)
+        gateway.close()
+    finally:
+        if access is not None:
+            access.drain()  # buffered lines go out before "drained" and the exit
+    event("drained", all_finished=finished)
+
+
+def load_initial(path: str) -> tuple[RouteTable, bytes]:
+    """Load the routes file at start-up; every error is printed with file:line before exiting 1."""
+    try:
+        return read_routes(path)
+    except RoutesError as exc:
+        log_routes_errors(exc, "routes file is invalid")
+        for error in exc.errors:
+            print(f"strangler proxy: {error}", file=sys.stderr)
+        raise StartupError(
+            f"{len(exc.errors)} error(s) in {path}; fix them (strangler routes check {path}) and start again."
+        ) from None

@@ -1,0 +1,1 @@
+"""The shadow report: the model and its renderers (terminal, JSON, Markdown, HTML)."""

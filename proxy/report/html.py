@@ -1,0 +1,213 @@
+"""The shadow report on the admin port: ``/report`` (HTML), ``/report/{route}`` (example diffs) and
+``/report.json``. One self-contained page: inline CSS and an inline SVG latency chart, no external assets.
+
+``proxy.admin.create_admin_app`` calls ``setup(app, state)``. The store comes from ``app[REPORT_STORE]``
+when an extension put one there, else it is opened from REDIS_URL / DATABASE_URL /
+STRANGLER_SHADOW_PREFIX for the app's lifetime; without REDIS_URL the page says how to enable it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from html import escape
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.report.model import NOT_ENOUGH, READY, Report, RouteReport, gather
+from proxy.report.text import answered
+from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, RedisPgStore, StoreError
+
+__all__ = ["REPORT_STORE", "render_html", "setup"]
+
+REPORT_STORE = web.AppKey("strangler_report_store", DiffStore)
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.READY{color:#0a7a2f;font-weight:bold}
+.NOT_READY{color:#b00020;font-weight:bold}.NOT_ENOUGH_DATA{color:#8a6d00}
+code{background:#f6f6f6;padding:0 .2em}.muted{color:#777}svg text{font:11px sans-serif}
+"""
+
+
+def _num(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:g}{suffix}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _verdict_cell(r: RouteReport) -> str:
+    why = "; ".join(r.reasons)
+    css = r.verdict.replace(" ", "_")
+    return f'<td class="l {css}" title="{escape(why)}">{escape(r.verdict)}</td>'
+
+
+def _row(r: RouteReport) -> str:
+    lat = r.latency_ms
+    link = f'<a href="/report/{escape(r.name)}">{escape(r.name)}</a>'
+    paths = ", ".join(f"<code>{escape(p)}</code>&nbsp;{n}" for p, n in r.paths[:5]) or "-"
+    noise = ", ".join(f"<code>{escape(p)}</code>&nbsp;{n}" for p, n in r.noise_paths[:5]) or "-"
+    cells = [
+        f'<td class="l">{link}</td>',
+        f'<td class="l">{escape(r.target or "-")}</td>',
+        f"<td>{r.counters.get('seen', 0)}</td>",
+        f"<td>{r.compared}</td>",
+        f"<td>{_rate(r.match_rate)}</td>",
+        f"<td>{_num(lat['legacy']['p50'])} / {_num(lat['legacy']['p99'])}</td>",
+        f"<td>{_num(lat['new']['p50'])} / {_num(lat['new']['p99'])}</td>",
+        f"<td>{_rate(r.error_rate['legacy'])} / {_rate(r.error_rate['new'])}</td>",
+        f'<td class="l">{paths}</td>',
+        f'<td class="l muted">{noise}</td>',
+        _verdict_cell(r),
+    ]
+    return f'<tr data-route="{escape(r.name)}">' + "".join(cells) + "</tr>"
+
+
+def _chart(routes: list[RouteReport]) -> str:
+    """Horizontal bars: p50 and p99 of legacy and new per route, on one shared millisecond scale."""
+    bars = [(r.name, side, q, r.latency_ms[side][q]) for r in routes for side in ("legacy", "new")
+            for q in ("p50", "p99")]  # fmt: skip
+    top = max((v for *_, v in bars if v is not None), default=0.0) or 1.0
+    row_h, left, width = 14, 220, 420
+    height = row_h * len(bars) + 30
+    parts = [
+        f'<svg id="latency-chart" xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" '
+        f'height="{height}" role="img" aria-label="latency p50 and p99, legacy versus new">'
+    ]
+    for i, (name, side, q, value) in enumerate(bars):
+        y = 10 + i * row_h
+        w = 0 if value is None else max(1.0, width * value / top)
+        color = "#7a7a7a" if side == "legacy" else "#1f6feb"
+        parts.append(f'<text x="{left - 6}" y="{y + 10}" text-anchor="end">{escape(name)} {side} {q}</text>')
+        parts.append(
+            f'<rect class="bar {side}" data-route="{escape(name)}" x="{left}" y="{y}" width="{w:.1f}" '
+            f'height="{row_h - 3}" fill="{color}" opacity="{0.55 if q == "p50" else 1}"/>'
+        )
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 10}">{_num(value, " ms")}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _json(value: Any) -> str:
+    return escape(orjson.dumps(value).decode())
+
+
+def _example(ex: dict[str, Any]) -> str:
+    head = (
+        f"<h3><code>{escape(ex['method'])} {escape(ex['path'])}</code></h3>"
+        f"<p>legacy {answered(ex['control_status'], ex['control_ms'])}, new "
+        f"{answered(ex['candidate_status'], ex['candidate_ms'])}, served by {escape(ex['primary'])}</p>"
+    )
+    rows = "".join(
+        f'<tr class="diff"><td class="l"><code>{escape(d["path"])}</code></td>'
+        f'<td class="l">{escape(d["kind"])}</td><td class="l"><code>{_json(d["control"])}</code></td>'
+        f'<td class="l"><code>{_json(d["candidate"])}</code></td></tr>'
+        for d in ex["diff"]
+    )
+    bodies = (
+        f'<tr><td class="l" colspan="2">body</td><td class="l"><pre>{escape(ex["control_body"])}</pre></td>'
+        f'<td class="l"><pre>{escape(ex["candidate_body"])}</pre></td></tr>'
+    )
+    return (
+        head + '<table class="example"><tr><th class="l">path</th><th class="l">kind</th>'
+        f'<th class="l">legacy (control)</th><th class="l">new (candidate)</th></tr>{rows}{bodies}</table>'
+    )
+
+
+def render_html(report: Report, route: str | None = None) -> str:
+    """The report page (all routes), or one route's page with its example diffs side by side."""
+    shown = [r for r in report.routes if route is None or r.name == route]
+    title = "Shadow comparison report" + (f": {route}" if route else "")
+    head = (
+        "<tr>" + "".join(f'<th class="l">{h}</th>' if h in ("route", "target", "differing paths", "noise",
+                                                               "verdict") else f"<th>{h}</th>"
+                         for h in ("route", "target", "seen", "compared", "match", "legacy p50 / p99 ms",
+                                   "new p50 / p99 ms", "errors legacy / new", "differing paths", "noise",
+                                   "verdict")) + "</tr>"
+    )  # fmt: skip
+    body = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>",
+        f'<p class="muted">Verdict: {READY} needs at least {report.min_compared} comparisons and a match '
+        f"rate of {report.match_threshold:.1%}; {NOT_ENOUGH} below that. Legacy is the control, new the "
+        "candidate."
+        + (' <a href="/report">All routes</a>' if route else "") + "</p>",
+        f'<table id="routes">{head}' + "".join(_row(r) for r in shown) + "</table>",
+        "<h2>Latency</h2>",
+        _chart(shown),
+    ]
+    if route:
+        for r in shown:
+            if r.reasons:
+                body.append("<ul>" + "".join(f"<li>{escape(w)}</li>" for w in r.reasons) + "</ul>")
+            body.append("<h2>Example diffs</h2>")
+            examples = [_example(ex) for ex in r.examples]
+            body += examples or ['<p class="muted">No stored differing sample.</p>']
+    body.append("</body></html>")
+    return "".join(body)
+
+
+async def _report(request: web.Request, route: str | None) -> Report:
+    store = request.app.get(REPORT_STORE)
+    if store is None:
+        raise web.HTTPServiceUnavailable(
+            text="The shadow report needs Redis: set REDIS_URL (and DATABASE_URL for example diffs) "
+            "for the gateway and restart it.\n"
+        )
+    table = request.app[_STATE].table
+    try:
+        return await gather(store, table, route)
+    except StoreError as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
+
+
+async def report_page(request: web.Request) -> web.Response:
+    """GET /report: every route."""
+    return web.Response(text=render_html(await _report(request, None)), content_type="text/html")
+
+
+async def report_route_page(request: web.Request) -> web.Response:
+    """GET /report/{route}: one route with example diffs."""
+    name = request.match_info["route"]
+    report = await _report(request, name)
+    if report.route(name) is None:
+        raise web.HTTPNotFound(text=f"no shadowed route named {name!r}; see /report for the list\n")
+    return web.Response(text=render_html(report, name), content_type="text/html")
+
+
+async def report_json(request: web.Request) -> web.Response:
+    """GET /report.json: the report as JSON (``?route=NAME`` adds that route's example diffs)."""
+    report = await _report(request, request.query.get("route"))
+    return web.Response(body=orjson.dumps(report.as_json()), content_type="application/json")
+
+
+async def _env_store(app: web.Application) -> AsyncIterator[None]:
+    redis_url = os.environ.get("REDIS_URL")
+    store = None
+    if redis_url:
+        prefix = os.environ.get("STRANGLER_SHADOW_PREFIX", DEFAULT_PREFIX)
+        store = await RedisPgStore.connect_lenient(redis_url, os.environ.get("DATABASE_URL"), prefix)
+        app[REPORT_STORE] = store
+    try:
+        yield
+    finally:
+        if store is not None:
+            await store.aclose()
+
+
+_STATE: web.AppKey[Any] = web.AppKey("strangler_report_admin_state", object)
+
+
+def setup(app: web.Application, state: Any) -> None:
+    """Add the report routes to the admin app (``state.table`` is the live route table)."""
+    app[_STATE] = state
+    app.router.add_get("/report", report_page)
+    app.router.add_get("/report.json", report_json)
+    app.router.add_get("/report/{route}", report_route_page)
+    if REPORT_STORE not in app:
+        app.cleanup_ctx.append(_env_store)

@@ -1,0 +1,179 @@
+"""The shadow-comparison report's model, built from the stores (renderers: text.py, html.py; CLI: cli.py).
+
+Per route: requests seen, compared, match rate, the differing paths with counts (noise apart), latency
+p50/p99 of legacy (control) and new (candidate), error rates, and a verdict: READY (enough comparisons,
+match rate at the threshold, new p99 no slower than legacy's within a tolerance (the median when a side
+has fewer than 100 timings, where "p99" would be a single outlier), no more errors), NOT
+READY (with the reasons) or NOT ENOUGH DATA. Noise is applied when the report is built, so a difference
+recorded before its path was learned as noise is still counted as noise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from proxy.routing.table import RouteTable, ShadowSettings
+from proxy.shadow.store import DiffStore, RouteStats, Sample
+
+__all__ = ["NOT_ENOUGH", "NOT_READY", "READY", "Report", "RouteReport", "build_report", "gather"]
+
+READY: Final = "READY"
+NOT_READY: Final = "NOT READY"
+NOT_ENOUGH: Final = "NOT ENOUGH DATA"
+# New may be this much slower at p99 (ratio, plus an absolute slack for the 15 % histogram buckets).
+P99_RATIO: Final = 1.25
+P99_SLACK_S: Final = 0.005
+P99_MIN_SAMPLES: Final = 100
+
+
+@dataclass
+class RouteReport:
+    """One route's line in the report (latencies in milliseconds)."""
+
+    name: str
+    target: str | None
+    shadowed: bool
+    counters: dict[str, int]
+    compared: int
+    differed: int
+    noise: int
+    match_rate: float | None
+    paths: list[tuple[str, int]]
+    noise_paths: list[tuple[str, int]]
+    latency_ms: dict[str, dict[str, float | None]]
+    error_rate: dict[str, float | None]
+    verdict: str
+    reasons: list[str]
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """The whole report: settings used for verdicts and one RouteReport per route."""
+
+    generated_at: float
+    source: str | None
+    min_compared: int
+    match_threshold: float
+    routes: list[RouteReport]
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``/report.json`` and ``--format json`` document)."""
+        return asdict(self)
+
+    def route(self, name: str) -> RouteReport | None:
+        """The named route's report, if any."""
+        return next((r for r in self.routes if r.name == name), None)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def _route_report(
+    name: str, st: RouteStats, table: RouteTable | None, settings: ShadowSettings
+) -> RouteReport:
+    declared = {r.name: r for r in table.routes} if table else {}
+    route = declared.get(name)
+    noise_set = set(st.noise)
+    compared = st.get("compared")
+    # Reclassify with the noise known now: a signature is real if any of its paths is not noise.
+    differed = sum(n for sig, n in st.signatures.items() if any(p not in noise_set for p in sig.split(" ")))
+    differed = min(differed, compared)
+    matched_or_noise = compared - differed
+    noise = max(0, matched_or_noise - st.get("matched"))
+    rate = matched_or_noise / compared if compared else None
+    paths = sorted(((p, n) for p, n in st.paths.items() if p not in noise_set), key=lambda x: (-x[1], x[0]))
+    noise_paths = sorted(st.noise.items(), key=lambda x: (-x[1], x[0]))
+    latency = {
+        label: {"p50": _ms(st.percentile(side, 0.5)), "p99": _ms(st.percentile(side, 0.99))}
+        for label, side in (("legacy", "control"), ("new", "candidate"))
+    }
+    attempts = compared + st.get("errors_control") + st.get("errors_candidate")
+    errors = {
+        "legacy": st.get("errors_control") / attempts if attempts else None,
+        "new": st.get("errors_candidate") / attempts if attempts else None,
+    }
+    verdict, reasons = _verdict(compared, rate, latency, st, settings)
+    return RouteReport(
+        name=name,
+        target=route.target if route else None,
+        shadowed=bool(route and route.shadow),
+        counters={k: st.get(k) for k in sorted(set(st.counters) | _SHOWN)},
+        compared=compared,
+        differed=differed,
+        noise=noise,
+        match_rate=rate,
+        paths=paths,
+        noise_paths=noise_paths,
+        latency_ms=latency,
+        error_rate=errors,
+        verdict=verdict,
+        reasons=reasons,
+    )
+
+
+_SHOWN: Final = frozenset({"seen", "sampled", "compared", "dropped", "skipped"})
+
+
+def _verdict(
+    compared: int,
+    rate: float | None,
+    latency: dict[str, dict[str, float | None]],
+    st: RouteStats,
+    settings: ShadowSettings,
+) -> tuple[str, list[str]]:
+    if compared < settings.min_compared or rate is None:
+        return NOT_ENOUGH, [f"{compared} of the {settings.min_compared} comparisons needed (min_compared)"]
+    reasons = []
+    if rate < settings.match_threshold:
+        reasons.append(f"match rate {rate:.1%} is below {settings.match_threshold:.1%} (match_threshold)")
+    # Below P99_MIN_SAMPLES a "p99" is just the slowest call, one outlier: compare medians instead.
+    samples = min(sum(st.latency.get(side, {}).values()) for side in ("control", "candidate"))
+    q = "p99" if samples >= P99_MIN_SAMPLES else "p50"
+    legacy_q, new_q = latency["legacy"][q], latency["new"][q]
+    if legacy_q is not None and new_q is not None and new_q > legacy_q * P99_RATIO + P99_SLACK_S * 1000:
+        reasons.append(f"new {q} {new_q:g} ms is slower than legacy {q} {legacy_q:g} ms")
+    if st.get("errors_candidate") > st.get("errors_control"):
+        reasons.append(
+            f"new failed {st.get('errors_candidate')} times, legacy {st.get('errors_control')} times"
+        )
+    return (NOT_READY, reasons) if reasons else (READY, [])
+
+
+def build_report(
+    stats: dict[str, RouteStats],
+    table: RouteTable | None,
+    samples: dict[str, list[Sample]] | None = None,
+    now: float | None = None,
+) -> Report:
+    """The report for every shadowed route in ``table`` and every route with recorded data."""
+    settings = table.shadow_settings if table else ShadowSettings()
+    # File order (routes are stored in match-priority order), then routes known only from the data.
+    names = [r.name for r in sorted(table.routes, key=lambda r: r.line) if r.shadow] if table else []
+    names += sorted(n for n in stats if n not in names)
+    routes = []
+    for name in names:
+        rr = _route_report(name, stats.get(name) or RouteStats(name), table, settings)
+        for s in (samples or {}).get(name, []):
+            rr.examples.append(asdict(s))
+        routes.append(rr)
+    return Report(
+        generated_at=time.time() if now is None else now,
+        source=table.source if table else None,
+        min_compared=settings.min_compared,
+        match_threshold=settings.match_threshold,
+        routes=routes,
+    )
+
+
+async def gather(
+    store: DiffStore, table: RouteTable | None, route: str | None = None, examples: int = 5
+) -> Report:
+    """Read the store and build the report (with example diffs for ``route``, or for all if "*")."""
+    stats = await store.stats()
+    wanted = list(stats) if route == "*" else [route] if route else []
+    samples = {name: await store.samples(name, examples) for name in wanted}
+    return build_report(stats, table, samples)

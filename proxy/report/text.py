@@ -1,0 +1,111 @@
+"""The report as text: a terminal table, Markdown, JSON, and the dispatcher over every format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from proxy.report.model import NOT_READY, Report
+
+__all__ = ["answered", "render_markdown", "render_terminal"]
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def answered(status: int | None, ms: float | None) -> str:
+    """One side of an example: ``200 in 1.2 ms``; a latency is missing when it was not measured
+    (a shadow call pipelined behind others) or the side failed."""
+    if status is None:
+        return "no answer"
+    if ms is None:
+        return f"{status} (not timed)"
+    return f"{status} in {ms:g} ms"
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render_terminal(report: Report) -> str:
+    """A fixed-width table, then each route's paths, noise and reasons."""
+    head = (
+        "ROUTE", "TARGET", "SEEN", "COMPARED", "MATCH", "LEGACY p50/p99", "NEW p50/p99", "ERR L/N", "VERDICT"
+    )  # fmt: skip
+    rows = [head]
+    for r in report.routes:
+        lat = r.latency_ms
+        rows.append((
+            r.name, r.target or "-", str(r.counters.get("seen", 0)), str(r.compared), _fmt_rate(r.match_rate),
+            f"{_fmt_ms(lat['legacy']['p50'])}/{_fmt_ms(lat['legacy']['p99'])} ms",
+            f"{_fmt_ms(lat['new']['p50'])}/{_fmt_ms(lat['new']['p99'])} ms",
+            f"{_fmt_rate(r.error_rate['legacy'])}/{_fmt_rate(r.error_rate['new'])}", r.verdict,
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if not report.routes:
+        out.append("(no shadowed routes and no recorded comparisons)")
+    for r in report.routes:
+        details = []
+        details += [f"  differs at {p}: {n}" for p, n in r.paths[:10]]
+        details += [f"  noise (A/A) {p}: {n}" for p, n in r.noise_paths[:10]]
+        if r.noise:
+            details.append(f"  {r.noise} comparisons differed only in noise (counted as matches)")
+        details += [f"  why: {why}" for why in r.reasons if r.verdict == NOT_READY]
+        extra = {k: v for k, v in r.counters.items() if k in ("dropped", "skipped") and v}
+        if extra:
+            details.append("  " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+        if details:
+            out += ["", f"{r.name}:", *details]
+        for ex in r.examples:
+            out += ["", *_side_by_side(ex)]
+    return "\n".join(out) + "\n"
+
+
+def _side_by_side(ex: dict[str, Any], width: int = 38) -> list[str]:
+    def cell(value: Any) -> str:
+        text = orjson.dumps(value).decode()  # JSON, so "1" and 1 look different
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    lines = [
+        f"  example: {ex['method']} {ex['path']}  (legacy "
+        f"{answered(ex['control_status'], ex['control_ms'])}, new "
+        f"{answered(ex['candidate_status'], ex['candidate_ms'])})",
+        f"    {'PATH':<30} {'KIND':<8} {'LEGACY':<{width}} NEW",
+    ]
+    for d in ex["diff"]:
+        control, candidate = cell(d["control"]), cell(d["candidate"])
+        lines.append(f"    {d['path']:<30} {d['kind']:<8} {control:<{width}} {candidate}")
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    """A GitHub-flavoured Markdown table plus each route's differing paths."""
+    out = [
+        "| route | target | seen | compared | match | legacy p50/p99 ms | new p50/p99 ms | errors legacy/new "
+        "| verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report.routes:
+        lat = r.latency_ms
+        out.append(
+            f"| {r.name} | {r.target or '-'} | {r.counters.get('seen', 0)} | {r.compared} | "
+            f"{_fmt_rate(r.match_rate)} | {_fmt_ms(lat['legacy']['p50'])}/{_fmt_ms(lat['legacy']['p99'])} | "
+            f"{_fmt_ms(lat['new']['p50'])}/{_fmt_ms(lat['new']['p99'])} | "
+            f"{_fmt_rate(r.error_rate['legacy'])}/{_fmt_rate(r.error_rate['new'])} | **{r.verdict}** |"
+        )
+    for r in report.routes:
+        if r.paths or r.noise_paths or r.reasons:
+            out += ["", f"### {r.name}", ""]
+            out += [f"- differs at `{p}`: {n}" for p, n in r.paths]
+            out += [f"- noise `{p}`: {n}" for p, n in r.noise_paths]
+            out += [f"- {why}" for why in r.reasons]
+        for ex in r.examples:
+            out += ["", f"`{ex['method']} {ex['path']}`", ""]
+            out += ["| path | kind | legacy | new |", "|---|---|---|---|"]
+            for d in ex["diff"]:
+                c, n = orjson.dumps(d["control"]).decode(), orjson.dumps(d["candidate"]).decode()
+                out.append(f"| `{d['path']}` | {d['kind']} | `{c}` | `{n}` |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,113 @@
+"""The value objects of a routes file (re-exported by ``proxy.routing.table``, import them from there)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "CompareRules",
+    "ConfigError",
+    "Match",
+    "Route",
+    "RoutesError",
+    "ShadowSettings",
+    "ShadowSpec",
+    "UpstreamSpec",
+]
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    """One problem in a routes file, located at the offending key or value (``line`` is 1-based)."""
+
+    file: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.key}: {self.message}"
+
+
+class RoutesError(Exception):
+    """A routes file could not be loaded; ``errors`` lists every problem found, in file order."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """A named backend: where it is (``base_path`` is "" or "/prefix") and how the pool talks to it."""
+
+    name: str
+    url: str
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    connect_timeout: float = 1.0
+    total_timeout: float = 30.0
+    pool_size: int = 64
+
+
+@dataclass(frozen=True)
+class ShadowSpec:
+    """Per-route shadowing: fraction sampled, whether unsafe methods are copied, timeout in seconds."""
+
+    sample: float
+    writes: bool
+    timeout: float
+
+
+@dataclass(frozen=True)
+class CompareRules:
+    """How a control/candidate response pair is compared for one route (JSON paths already validated)."""
+
+    ignore: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+    tolerance: float = 0.0
+    null_equals_missing: bool = False
+    headers: tuple[str, ...] = ("content-type", "cache-control", "location")
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """Global shadow-comparison settings (the top-level ``shadow:`` key), with their defaults."""
+
+    queue: int = 1000
+    concurrency: int = 32
+    timeout: float = 5.0
+    body_cap: int = 1048576
+    aa_sample: float = 0.1
+    redact: tuple[str, ...] = ("password", "token", "secret", "key")
+    min_compared: int = 100
+    match_threshold: float = 0.99
+
+
+@dataclass(frozen=True)
+class Route:
+    """One declared route, or the default route (name ``default``, path ``/{rest*}``, any method).
+
+    ``methods`` is the effective set (``HEAD`` added when ``GET`` is listed); None means any method.
+    ``line`` is where the route starts in the file (for the default route: the ``default:`` key, or 0).
+    """
+
+    name: str
+    methods: frozenset[str] | None
+    path: str
+    target: str
+    shadow: ShadowSpec | None
+    compare: CompareRules
+    line: int
+
+
+@dataclass(frozen=True)
+class Match:
+    """The result of routing one request: the route, its params, the path to send upstream."""
+
+    route: Route
+    params: Mapping[str, str]
+    forward_path: str

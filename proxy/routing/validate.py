@@ -1,0 +1,324 @@
+"""Turn routes.yaml text into validated value objects, reporting every error with file, line and key.
+
+The file is composed (not loaded) with PyYAML's SafeLoader so each node keeps its line; values are
+read through ``routes_fields.Reader``, which records errors and carries on. Cross-route checks (ties,
+unreachable routes) run in ``proxy.routing.table`` over the routes that validated.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import yaml
+
+from proxy.routing import jsonpath, paths
+from proxy.routing.fields import Fields, Reader
+from proxy.routing.model import CompareRules, ConfigError, Route, ShadowSettings, ShadowSpec, UpstreamSpec
+from proxy.routing.template import Template, TemplateError, parse_template
+
+__all__ = ["UPSTREAM_NAMES", "Document", "read_document"]
+
+# Shadowing compares control (legacy) with candidate (new), so exactly these two backends exist.
+UPSTREAM_NAMES = ("legacy", "new")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_METHOD = re.compile(r"[A-Z][A-Z_-]*")
+_HOST = re.compile(r"[A-Za-z0-9._-]+")
+_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TOP = {"upstreams": True, "default": False, "shadow": False, "routes": False}
+_UPSTREAM = {"url": True, "connect_timeout": False, "timeout": False, "pool_size": False}
+_SHADOW = {
+    "queue": False,
+    "concurrency": False,
+    "timeout": False,
+    "body_cap": False,
+    "aa_sample": False,
+    "redact": False,
+    "min_compared": False,
+    "match_threshold": False,
+}
+_ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False}
+_MATCH = {"methods": False, "path": True}
+_ROUTE_SHADOW = {"sample": False, "writes": False, "timeout": False}
+_COMPARE = {
+    "ignore": False,
+    "sets": False,
+    "tolerance": False,
+    "null_equals_missing": False,
+    "headers": False,
+}
+
+
+@dataclass
+class Document:
+    """What a routes file says, before the routes are compiled; ``reader.errors`` non-empty: invalid."""
+
+    reader: Reader
+    upstreams: dict[str, UpstreamSpec] = field(default_factory=dict)
+    default: str = "legacy"
+    default_line: int = 0
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
+    # (route, template, index in the file); only routes that validated completely.
+    routes: list[tuple[Route, Template, int]] = field(default_factory=list)
+    names: dict[str, int] = field(default_factory=dict)  # route name -> line, for duplicate checks
+
+
+def read_document(text: str, filename: str) -> Document:
+    """Parse and validate everything that can be checked one key at a time."""
+    doc = Document(Reader(filename))
+    reader = doc.reader
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        source = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+        reader.errors.append(_yaml_error(filename, line, exc, source))
+        return doc
+    if root is None:
+        reader.errors.append(_yaml_error(filename, 1, None, ""))
+        return doc
+    top = reader.mapping(root, "", _TOP)
+    if top is None:
+        return doc
+    if "upstreams" in top.nodes:
+        _upstreams(doc, top.nodes["upstreams"])
+    if "default" in top.nodes:
+        doc.default_line = top.line("default")
+        doc.default = top.get("default", lambda n, k: reader.string(n, k, _known_upstream), "legacy")
+    doc.shadow = _shadow_settings(reader, top.nodes["shadow"]) if "shadow" in top.nodes else ShadowSettings()
+    if "routes" in top.nodes:
+        node = top.nodes["routes"]
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                _route(doc, item, index)
+        elif not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+            reader.error(node, "routes", "must be a list of routes (each with name, match and target)")
+    return doc
+
+
+def _yaml_error(filename: str, line: int, exc: yaml.MarkedYAMLError | None, source: str) -> ConfigError:
+    if exc is None:
+        return ConfigError(
+            filename, line, "yaml", "the file is empty: it needs at least 'upstreams:' (legacy, new)"
+        )
+    what = " ".join(part for part in (exc.context, exc.problem) if part)
+    hint = "fix the syntax on or just before this line"
+    if re.search(r"\{[^{}]*\bpath:\s*[^\s\"'][^,}]*\{", source):
+        # A classic: in a flow mapping, the braces of /users/{id} open a nested mapping.
+        hint = 'inside { ... } quote a path template that has braces: path: "/users/{id}"'
+    return ConfigError(filename, line, "yaml", f"not valid YAML: {what}; {hint}")
+
+
+def _known_upstream(name: str) -> str | None:
+    if name in UPSTREAM_NAMES:
+        return None
+    return f"unknown upstream {name!r} (known: {', '.join(UPSTREAM_NAMES)})"
+
+
+def _upstreams(doc: Document, node: yaml.Node) -> None:
+    reader = doc.reader
+    fields = reader.mapping(node, "upstreams", {name: True for name in UPSTREAM_NAMES})
+    if fields is None:
+        return
+    for name, value in fields.nodes.items():
+        spec = reader.mapping(value, f"upstreams.{name}", _UPSTREAM)
+        if spec is None:
+            continue
+        parsed = spec.get("url", lambda n, k: _url(reader, n, k), None)
+        connect = spec.get("connect_timeout", lambda n, k: reader.number(n, k, 0, 3600, True), 1.0)
+        total = spec.get("timeout", lambda n, k: reader.number(n, k, 0, 86400, True), 30.0)
+        pool = spec.get("pool_size", lambda n, k: reader.integer(n, k, 1, 10000), 64)
+        if parsed is not None and spec.ok:
+            url, host, port, base = parsed
+            doc.upstreams[name] = UpstreamSpec(name, url, "http", host, port, base, connect, total, pool)
+
+
+def _url(reader: Reader, node: yaml.Node, key: str) -> tuple[str, str, int, str] | None:
+    text = reader.string(node, key)
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme == "https":
+        problem = (
+            "https upstreams are not supported yet (no TLS to upstreams); use http:// on a private network"
+        )
+    elif parts.scheme != "http":
+        problem = f"must be an http:// URL such as http://127.0.0.1:3000; got {text!r}"
+    elif not parts.hostname:
+        problem = f"has no host: write http://HOST[:PORT][/base]; got {text!r}"
+    elif parts.username is not None or parts.password is not None:
+        problem = "must not carry credentials (user:password@)"
+    elif parts.query or parts.fragment or text.endswith(("?", "#")):
+        problem = "must not have a query or fragment; only an optional base path"
+    elif _HOST.fullmatch(parts.hostname) is None and not parts.netloc.startswith("["):
+        problem = f"has an invalid host {parts.hostname!r}: use a DNS name or an IP address"
+    elif not text.isascii():
+        problem = "must be ASCII: percent-encode other characters in the base path"
+    else:
+        problem = None
+    if problem is not None:
+        reader.error(node, key, problem)
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        reader.error(node, key, f"has an invalid port (1-65535 expected); got {text!r}")
+        return None
+    base = parts.path.rstrip("/")
+    if base:
+        try:
+            canonical, _ = paths.canonicalise(base.encode("ascii"))
+        except paths.BadPath as exc:
+            reader.error(node, key, f"base path {base!r} is refused: {exc.reason}")
+            return None
+        base = canonical
+    return text, parts.hostname or "", port or 80, base
+
+
+def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
+    fields = reader.mapping(node, "shadow", _SHADOW)
+    base = ShadowSettings()
+    if fields is None:
+        return base
+    return ShadowSettings(
+        queue=fields.get("queue", lambda n, k: reader.integer(n, k, 1, 10_000_000), base.queue),
+        concurrency=fields.get(
+            "concurrency", lambda n, k: reader.integer(n, k, 1, 100_000), base.concurrency
+        ),
+        timeout=fields.get("timeout", lambda n, k: reader.number(n, k, 0, 3600, True), base.timeout),
+        body_cap=fields.get("body_cap", lambda n, k: reader.integer(n, k, 0, 1 << 30), base.body_cap),
+        aa_sample=fields.get("aa_sample", lambda n, k: reader.number(n, k, 0, 1), base.aa_sample),
+        redact=fields.get("redact", lambda n, k: reader.strings(n, k), base.redact),
+        min_compared=fields.get(
+            "min_compared", lambda n, k: reader.integer(n, k, 1, 1 << 31), base.min_compared
+        ),
+        match_threshold=fields.get(
+            "match_threshold", lambda n, k: reader.number(n, k, 0, 1), base.match_threshold
+        ),
+    )
+
+
+def _route(doc: Document, node: yaml.Node, index: int) -> None:
+    reader = doc.reader
+    key = f"routes[{index}]"
+    fields = reader.mapping(node, key, _ROUTE)
+    if fields is None:
+        return
+    name = fields.get("name", lambda n, k: reader.string(n, k, _route_name), "")
+    target = fields.get("target", lambda n, k: reader.string(n, k, _known_upstream), "")
+    template, methods = _match(reader, fields)
+    shadow = None
+    if "shadow" in fields.nodes:
+        shadow = _route_shadow(reader, fields, target, doc.shadow.timeout)
+        fields.ok = fields.ok and shadow is not None
+    compare: CompareRules | None = CompareRules()
+    if "compare" in fields.nodes:
+        compare = _compare(reader, fields.nodes["compare"], fields.sub("compare"))
+    if name in doc.names:
+        message = f"duplicate route name {name!r} (first on line {doc.names[name]})"
+        reader.error(fields.nodes["name"], fields.sub("name"), message)
+        return
+    if name:
+        doc.names[name] = node.start_mark.line + 1
+    if fields.ok and template is not None and compare is not None:
+        route = Route(name, methods, template.text, target, shadow, compare, node.start_mark.line + 1)
+        doc.routes.append((route, template, index))
+
+
+def _route_name(name: str) -> str | None:
+    if name == "default":
+        return "the name 'default' is reserved for the built-in catch-all route; pick another"
+    if _NAME.fullmatch(name) is None:
+        return (
+            f"route name {name!r} must be letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+        )
+    return None
+
+
+def _match(reader: Reader, route: Fields) -> tuple[Template | None, frozenset[str] | None]:
+    node = route.nodes.get("match")
+    fields = reader.mapping(node, route.sub("match"), _MATCH) if node is not None else None
+    if fields is None:
+        route.ok = False
+        return None, None
+    methods = fields.get("methods", lambda n, k: reader.strings(n, k, _method, empty_ok=False), None)
+    template = None
+    path_node = fields.nodes.get("path")
+    if path_node is not None:
+        text = reader.string(path_node, fields.sub("path"))
+        if text is not None:
+            try:
+                template = parse_template(text)
+            except TemplateError as exc:
+                reader.error(path_node, fields.sub("path"), str(exc))
+    route.ok = route.ok and fields.ok and template is not None
+    if methods is None:
+        return template, None
+    effective = set(methods) | ({"HEAD"} if "GET" in methods else set())
+    return template, frozenset(effective)
+
+
+def _method(method: str) -> str | None:
+    if _METHOD.fullmatch(method) is None:
+        hint = f"; write {method.upper()!r}" if _METHOD.fullmatch(method.upper()) else ""
+        return f"method {method!r} must be an upper-case token such as GET or POST{hint}"
+    return None
+
+
+def _route_shadow(reader: Reader, route: Fields, target: str, default_timeout: float) -> ShadowSpec | None:
+    node = route.nodes["shadow"]
+    fields = reader.mapping(node, route.sub("shadow"), _ROUTE_SHADOW)
+    if fields is None:
+        return None
+    sample = fields.get("sample", lambda n, k: reader.number(n, k, 0, 1), 1.0)
+    writes = fields.get("writes", reader.boolean, False)
+    timeout = fields.get("timeout", lambda n, k: reader.number(n, k, 0, 3600, True), default_timeout)
+    if writes and target == "new":
+        # The shadow copy goes to the other side; legacy has no dry run, so a write there would be real.
+        reader.error(
+            fields.nodes["writes"],
+            fields.sub("writes"),
+            "writes cannot be shadowed for a route served by 'new': the copy would go to legacy, which has "
+            "no dry run; set writes: false (reads are still shadowed)",
+        )
+        return None
+    return ShadowSpec(sample, writes, timeout) if fields.ok else None
+
+
+def _json_path(path: str) -> str | None:
+    try:
+        jsonpath.parse_path(path)
+    except jsonpath.JsonPathError as exc:
+        return str(exc)
+    return None
+
+
+def _header(name: str) -> str | None:
+    return None if _HEADER.fullmatch(name) else f"{name!r} is not a valid header name"
+
+
+def _compare(reader: Reader, node: yaml.Node, key: str) -> CompareRules | None:
+    fields = reader.mapping(node, key, _COMPARE)
+    if fields is None:
+        return None
+    base = CompareRules()
+    rules = CompareRules(
+        ignore=fields.get("ignore", lambda n, k: reader.strings(n, k, _json_path), base.ignore),
+        sets=fields.get("sets", lambda n, k: reader.strings(n, k, _json_path), base.sets),
+        tolerance=fields.get("tolerance", lambda n, k: reader.number(n, k, 0, math.inf), base.tolerance),
+        null_equals_missing=fields.get("null_equals_missing", reader.boolean, base.null_equals_missing),
+        headers=tuple(
+            h.lower() for h in fields.get("headers", lambda n, k: reader.strings(n, k, _header), base.headers)
+        ),
+    )
+    if len(set(rules.headers)) != len(rules.headers):
+        reader.error(
+            fields.nodes["headers"], fields.sub("headers"), "lists a header twice (names ignore case)"
+        )
+        return None
+    return rules if fields.ok else None

@@ -1,0 +1,124 @@
+"""The buffered request of an `UpstreamPool`: one whole request out, one whole response back.
+
+Used by shadowing (on a pool of its own) through `UpstreamPool.fetch`; it runs on the same connection
+machinery as the streaming data path, with a sink that collects the response into a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from proxy.http1.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from proxy.upstream.pool import Headers, UpConn, UpstreamPool
+
+__all__ = ["fetch"]
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_FETCH_DROP = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
+
+
+def build_request(pool: UpstreamPool, method: str, path_qs: str, headers: Headers, body: bytes) -> bytes:
+    """The request bytes for ``pool``: its base path and Host, framing headers replaced by our own."""
+    verb = method.upper().encode("ascii")
+    parts = [verb, b" ", pool.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", pool.hostport]
+    for name, value in headers:
+        if name.lower() not in _FETCH_DROP:
+            parts += (b"\r\n", name, b": ", value)
+    if body or verb not in IDEMPOTENT:
+        parts.append(b"\r\nContent-Length: %d" % len(body))
+    parts.append(b"\r\n\r\n")
+    return b"".join(parts) + body
+
+
+async def fetch(
+    pool: UpstreamPool,
+    method: str,
+    path_qs: str,
+    headers: Headers,
+    body: bytes,
+    timeout: float,  # noqa: ASYNC109  # the documented contract; enforced with timeout_at below
+) -> tuple[int, Headers, bytes]:
+    """Send one buffered request on ``pool`` and read the whole response; see `UpstreamPool.fetch`."""
+    loop = asyncio.get_running_loop()
+    verb = method.upper().encode("ascii")
+    message = build_request(pool, method, path_qs, headers, body)
+    end = loop.time() + timeout
+    for attempt in (0, 1):
+        conn = pool.acquire()
+        if conn is None:
+            conn = await pool.connect(max(0.0, end - loop.time()))
+        sink = _BufferSink(loop.create_future())
+        conn.start(sink, message, verb == b"HEAD", True, False)
+        conn.timeout = max(0.0, end - loop.time())
+        conn.deadline = pool.clock + conn.timeout
+        try:
+            async with asyncio.timeout_at(end):
+                return await sink.future
+        except _Retry as e:
+            if attempt or verb not in IDEMPOTENT:
+                raise e.error from None
+        except TimeoutError:
+            conn.detach()
+            raise UpstreamError(
+                "timeout", f"upstream {pool.name} sent no complete response within {timeout:g}s"
+            ) from None
+        except asyncio.CancelledError:
+            conn.detach()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Retry(Exception):
+    def __init__(self, error: UpstreamError) -> None:
+        self.error = error
+
+
+class _BufferSink:
+    """Collects one response for `UpstreamPool.fetch`."""
+
+    __slots__ = ("body", "future", "headers", "status")
+
+    def __init__(self, future: asyncio.Future[tuple[int, Headers, bytes]]) -> None:
+        self.future = future
+        self.status = 0
+        self.headers: Headers = []
+        self.body: list[bytes] = []
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        pass
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.status = status
+        self.headers = list(headers)
+
+    def on_resp_body(self, chunk: bytes) -> None:
+        self.body.append(chunk)
+
+    def on_resp_done(self) -> None:
+        if not self.future.done():
+            self.future.set_result((self.status, self.headers, b"".join(self.body)))
+
+    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
+        if not self.future.done():
+            self.future.set_exception(_Retry(exc) if retryable else exc)
+
+    def on_upgrade(self, conn: UpConn, rest: bytes) -> None:
+        conn.detach()
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def on_tunnel_closed(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def up_pause_writing(self) -> None:
+        pass
+
+    def up_resume_writing(self) -> None:
+        pass
