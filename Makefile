@@ -37,6 +37,7 @@ ensure-chromium:
 lint: install
 	$(VENV)/bin/ruff check proxy services tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: bench-gateway bench-services
 

@@ -36,7 +36,7 @@ STARTED = web.AppKey("started", float)
 DRY_RUN = web.RequestKey("dry_run", bool)
 # How a principal's user row is loaded (the users feature provides it; the core imports no feature).
 UserLoader = Callable[[Executor, int], Awaitable[Any]]
-LOAD_USER = web.AppKey("load_user", UserLoader)
+LOAD_USER: web.AppKey[UserLoader] = web.AppKey("load_user")
 
 
 @dataclass(frozen=True, slots=True)

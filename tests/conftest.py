@@ -22,6 +22,9 @@ import redis
 
 from proxy.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
 
+# In-process gateways in front of loopback upstreams, for the server, ops and upstream folders.
+pytest_plugins = ("support.gateway_fixtures",)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

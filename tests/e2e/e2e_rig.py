@@ -22,15 +22,14 @@ import pytest_asyncio
 
 from proxy.routing.table import RouteTable, load_routes
 
-# The launchers live in test directories that are not packages; make them importable by name.
-for _helpers in ("contract", "proxy"):
-    _dir = str(Path(__file__).resolve().parents[1] / _helpers)
-    if _dir not in sys.path:
-        sys.path.append(_dir)
+# The contract launchers live in a test directory that is not a package; make them importable by name.
+_dir = str(Path(__file__).resolve().parents[1] / "contract")
+if _dir not in sys.path:
+    sys.path.append(_dir)
 
 from contract_kit import Account, Api  # noqa: E402  (needs the path above)
 from contract_stack import MUTANT, Stack  # noqa: E402
-from opshelp import GatewayProcess, start_gateway  # noqa: E402
+from support.opshelp import GatewayProcess, start_gateway  # noqa: E402
 
 SERVICE = {"legacy": "legacy", "new": MUTANT}  # routing-table upstream -> Stack service name
 

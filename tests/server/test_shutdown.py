@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from opshelp import GatewayProcess, Upstream, routes_text, start_gateway, upstream
+from support.opshelp import GatewayProcess, Upstream, routes_text, start_gateway, upstream
 
 
 async def wait_for_hit(up: Upstream, count: int = 1) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gwkit import GatewayFactory, RunningGateway, routes_yaml
-from upstreams import EchoUpstream, RawClient, RawUpstream, read_request
+from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
+from support.upstreams import EchoUpstream, RawClient, RawUpstream, read_request
 
 from proxy.server.gateway import GatewaySettings
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from opshelp import routes_text, upstream
+from support.opshelp import routes_text, upstream
 
 from proxy.ops.admin import AdminState, ReloadStatus, create_admin_app
 from proxy.ops.metrics import RequestStats, local_registry

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gwkit import GatewayFactory, RunningGateway, routes_yaml
-from upstreams import EchoUpstream, RawClient
+from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
+from support.upstreams import EchoUpstream, RawClient
 
 from proxy.routing.table import Route, parse_routes
 from proxy.server.exchange import Exchange

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from gwkit import RunningGateway, routes_yaml
-from upstreams import EchoUpstream, RawClient
+from support.gwkit import RunningGateway, routes_yaml
+from support.upstreams import EchoUpstream, RawClient
 
 GIB = 1 << 30
 

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 import uvloop
-from opshelp import routes_text, start_gateway, upstream
 from prometheus_client.registry import REGISTRY
+from support.opshelp import routes_text, start_gateway, upstream
 
 from proxy.ops.accesslog import AccessLog
 from proxy.ops.logs import access, setup_logging

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from gwkit import GatewayFactory, RunningGateway, routes_yaml
-from upstreams import EchoUpstream, Handler, RawUpstream
 
 from proxy.routing.table import parse_routes
 from proxy.server.connection import start_server
 from proxy.server.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
+from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
+from support.upstreams import EchoUpstream, Handler, RawUpstream
 
 
 @pytest.fixture

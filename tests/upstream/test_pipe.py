@@ -1,4 +1,4 @@
-"""`proxy.shadowpipe.PipePool` against scripted loopback upstreams: pipelining, bounds, failures, close.
+"""`proxy.upstream.pipe.PipePool` against scripted loopback upstreams: pipelining, bounds, failures, close.
 
 Each test runs a raw asyncio server (`Upstream`) that reads requests as soon as they arrive (so it can
 count, per connection, how many were outstanding at once) and answers them in order as the test scripts.

@@ -8,8 +8,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-from gwkit import GatewayFactory, routes_yaml
-from upstreams import Handler, RawClient, RawUpstream, read_request
+from support.gwkit import GatewayFactory, routes_yaml
+from support.upstreams import Handler, RawClient, RawUpstream, read_request
 
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
 

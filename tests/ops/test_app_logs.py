@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from opshelp import routes_text, start_gateway, upstream
+from support.opshelp import routes_text, start_gateway, upstream
 
 from proxy.ops.logs import JsonFormatter, access, event, setup_logging
 

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from opshelp import INVALID_ROUTES, GatewayProcess, routes_text, start_gateway, upstream, write_atomically
+from support.opshelp import (
+    INVALID_ROUTES,
+    GatewayProcess,
+    routes_text,
+    start_gateway,
+    upstream,
+    write_atomically,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from opshelp import INVALID_ROUTES, ROOT, routes_text
+from support.opshelp import INVALID_ROUTES, ROOT, routes_text
 
 from proxy import cli
 from proxy.ops.settings import Address, Settings, SettingsError, add_proxy_arguments, settings_from

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from gwkit import GatewayFactory, RunningGateway, routes_yaml
-from upstreams import GZIPPED, EchoUpstream, RawClient
+from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
+from support.upstreams import GZIPPED, EchoUpstream, RawClient
 
 
 def headers_of(summary: dict[str, object]) -> list[tuple[str, str]]:

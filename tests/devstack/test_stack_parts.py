@@ -10,7 +10,7 @@ import pytest
 from proxy.devstack.parts import StackError, effective_routes, parse_config
 from proxy.routing.table import load_routes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_defaults_flags_and_env() -> None:

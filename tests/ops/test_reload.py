@@ -11,8 +11,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from opshelp import INVALID_ROUTES, routes_text, start_gateway, upstream, write_atomically
 from prometheus_client import REGISTRY
+from support.opshelp import INVALID_ROUTES, routes_text, start_gateway, upstream, write_atomically
 
 from proxy.ops.admin import AdminState
 from proxy.ops.metrics import RequestStats, local_registry

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
-from upstreams import EchoUpstream, Handler, RawUpstream, read_request
+from support.upstreams import EchoUpstream, Handler, RawUpstream, read_request
 
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec

@@ -27,7 +27,7 @@ import pytest
 
 from proxy.devstack.embedded import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STRANGLER = Path(sys.executable).parent / "strangler"
 
 
