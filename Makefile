@@ -29,7 +29,7 @@ run: install
 test: install ensure-chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The report page is tested in a real headless browser (tests/shadow/test_report_web.py).
+# The report page is tested in a real headless browser (tests/report/test_report_web.py).
 ensure-chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
 		|| echo "ensure-chromium: could not install chromium (no apt or no root); browser tests will skip"
