@@ -49,6 +49,10 @@ class Cache:
         self.live = RequestCache(self, dry_run=False)
         self.dry = RequestCache(self, dry_run=True)
 
+    async def first_use(self, key: str, ttl: int) -> bool:
+        """True the first time ``key`` is claimed within ``ttl`` seconds (SET NX: atomic across instances)."""
+        return bool(await self.client.set(f"{self.prefix}{key}", b"1", nx=True, ex=ttl))
+
 
 class RequestCache:
     """Per-request Redis operations (writes skipped for a dry run)."""

@@ -93,9 +93,17 @@ def _decode_param(raw: str) -> str:
         raise errors.NotFound(errors.ROUTE_NOT_FOUND) from None
 
 
-def check_dry_run(secret: str | None, header: str, method: str, target: str, now: float) -> None:
-    """Raise Forbidden unless `header` is a fresh signature of ``method target`` (the gateway's format)."""
-    if secret is None or not dryrun.verify(secret.encode(), header, method, target, now):
+async def check_dry_run(request: web.Request, secret: str | None, header: str, now: float) -> None:
+    """Raise Forbidden unless `header` signs this very request (method, target, body, time) and its
+    nonce is used for the first time (remembered in Redis for the signature's lifetime)."""
+    if secret is None:
+        raise errors.Forbidden(errors.BAD_DRY_RUN)
+    try:
+        body = await request.read()  # aiohttp keeps it: the handler reads the same bytes
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.PayloadTooLarge() from None
+    nonce = dryrun.verify(secret.encode(), header, request.method, request.raw_path, body, now)
+    if nonce is None or not await request.app[CACHE].first_use(f"dryrun:{nonce}", dryrun.NONCE_TTL):
         raise errors.Forbidden(errors.BAD_DRY_RUN)
 
 
@@ -109,7 +117,7 @@ def make_dispatch(router: Router) -> Callable[[web.Request], Awaitable[web.Respo
         header = request.headers.get(DRY_RUN_HEADER)
         if header is None:
             return await handler(Ctx(request, params, app[POOL], app[CACHE].live, settings))
-        check_dry_run(settings.dry_run_secret, header, request.method, request.raw_path, time.time())
+        await check_dry_run(request, settings.dry_run_secret, header, time.time())
         request[DRY_RUN] = True
         # The whole request on one connection, in a transaction that is always rolled back.
         async with rolled_back(app[POOL]) as conn:

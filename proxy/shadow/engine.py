@@ -477,7 +477,8 @@ class Shadower:
         headers = _replayed(ex)
         if ex.method not in SAFE:
             assert self.secret is not None and side == CANDIDATE
-            headers.append((dryrun.HEADER.encode(), dryrun.sign(self.secret, ex.method, path_qs).encode()))
+            signature = dryrun.sign(self.secret, ex.method, path_qs, body)
+            headers.append((dryrun.HEADER.encode(), signature.encode()))
         if isinstance(pool, UpstreamPool):
             message = build_request(pool, ex.method, path_qs, headers, body)
             done = functools.partial(self._called, job, key, side)

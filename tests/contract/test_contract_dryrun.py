@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 
-from contract_kit import PASSWORD, Api, assert_error, assert_json, unique_email
+from contract_kit import PASSWORD, Api, assert_error, assert_json, compact, unique_email
 from contract_stack import Stack
 
 HEADER = "X-Strangler-Dry-Run"
 
 
-def signed(secret: str, method: str, target: str, t: int | None = None) -> dict[str, str]:
+def signed(secret: str, method: str, target: str, body: bytes = b"", t: int | None = None,
+           nonce: str | None = None) -> dict[str, str]:  # fmt: skip
+    """The header, computed here from docs/API.md (not with the gateway's code): an independent oracle."""
     t = int(time.time()) if t is None else t
-    sig = hmac.new(secret.encode(), f"{t}\n{method}\n{target}".encode(), hashlib.sha256).hexdigest()
-    return {HEADER: f"t={t},sig={sig}"}
+    n = secrets.token_hex(16) if nonce is None else nonce
+    message = f"{t}\n{n}\n{method}\n{target}\n{hashlib.sha256(body).hexdigest()}".encode()
+    return {HEADER: f"t={t},n={n},sig={hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()}"}
 
 
 def test_signed_write_is_applied_then_rolled_back(new: Api, stack: Stack) -> None:
     """A signed POST answers as usual with `X-Strangler-Dry-Run: applied`, and no row remains."""
     email = unique_email("dry")
     target = "/api/v1/users"
-    r = new.post(target, json_body={"email": email, "password": PASSWORD, "name": "Dry"},
-                 headers=signed(stack.dry_run_secret, "POST", target))
+    body = {"email": email, "password": PASSWORD, "name": "Dry"}
+    r = new.post(target, json_body=body, headers=signed(stack.dry_run_secret, "POST", target, compact(body)))
     user = assert_json(r, 201)
     assert r.headers.get(HEADER.lower()) == "applied" and user["email"] == email
     assert stack.query("SELECT 1 FROM users WHERE email = $1", email) == []
@@ -38,7 +42,9 @@ def test_signed_patch_changes_nothing(new: Api, stack: Stack) -> None:
     """A signed PATCH answers the patched user but the row keeps its old name."""
     acct = new.register(name="Before")
     target = f"/api/v1/users/{acct.id}"
-    r = new.patch(target, json_body={"name": "After"}, headers=signed(stack.dry_run_secret, "PATCH", target),
+    body = {"name": "After"}
+    headers = signed(stack.dry_run_secret, "PATCH", target, compact(body))
+    r = new.patch(target, json_body=body, headers=headers,
                   token=acct.access_token)
     assert assert_json(r, 200)["name"] == "After" and r.headers.get(HEADER.lower()) == "applied"
     assert stack.query("SELECT name FROM users WHERE id = $1", acct.id)[0]["name"] == "Before"
@@ -64,15 +70,42 @@ def test_signature_covers_the_query_string(new: Api, stack: Stack) -> None:
 
 
 def test_bad_dry_run_headers_are_403(new: Api, stack: Stack) -> None:
-    """Wrong secret, wrong method, stale or future time, or a malformed value: 403, and nothing is written."""
+    """Wrong secret, method, body or nonce format, stale or future time, or a malformed value: 403, and
+    nothing is written."""
     email = unique_email("dry403")
     target = "/api/v1/users"
+    body = {"email": email, "password": PASSWORD, "name": "X"}
+    raw = compact(body)
     now = int(time.time())
-    for headers in (signed("not the secret at all, not at all", "POST", target),
-                    signed(stack.dry_run_secret, "PATCH", target),
-                    signed(stack.dry_run_secret, "POST", target, now - 31),
-                    signed(stack.dry_run_secret, "POST", target, now + 31),
+    for headers in (signed("not the secret at all, not at all", "POST", target, raw),
+                    signed(stack.dry_run_secret, "PATCH", target, raw),
+                    signed(stack.dry_run_secret, "POST", target, compact({**body, "name": "Y"})),
+                    signed(stack.dry_run_secret, "POST", target, raw, now - 31),
+                    signed(stack.dry_run_secret, "POST", target, raw, now + 31),
+                    signed(stack.dry_run_secret, "POST", target, raw, nonce="not-hex"),
                     {HEADER: "t=1,sig=zz"}, {HEADER: ""}, {HEADER: "yes"}):
-        r = new.post(target, json_body={"email": email, "password": PASSWORD, "name": "X"}, headers=headers)
+        r = new.post(target, json_body=body, headers=headers)
         assert_error(r, 403, "forbidden", "invalid dry-run signature")
     assert stack.query("SELECT 1 FROM users WHERE email = $1", email) == []
+
+
+def test_a_signature_is_single_use(new: Api, stack: Stack) -> None:
+    """The same signed request sent twice: applied once, then 403 (a seen signature cannot be replayed)."""
+    body = {"email": "nobody@example.com", "password": "wrong password, once"}
+    target = "/api/v1/auth/login"
+    headers = signed(stack.dry_run_secret, "POST", target, compact(body))
+    first = new.post(target, json_body=body, headers=headers)
+    assert first.status_code == 401 and first.headers.get(HEADER.lower()) == "applied"
+    again = new.post(target, json_body=body, headers=headers)
+    assert_error(again, 403, "forbidden", "invalid dry-run signature")
+
+
+def test_a_signature_does_not_authorise_another_body(new: Api, stack: Stack) -> None:
+    """A signature made for one body, sent with another: 403 and nothing stored (the HMAC covers the body)."""
+    target = "/api/v1/users"
+    signed_body = {"email": unique_email("dryA"), "password": PASSWORD, "name": "A"}
+    other = {"email": unique_email("dryB"), "password": PASSWORD, "name": "B"}
+    headers = signed(stack.dry_run_secret, "POST", target, compact(signed_body))
+    r = new.post(target, json_body=other, headers=headers)
+    assert_error(r, 403, "forbidden", "invalid dry-run signature")
+    assert stack.query("SELECT 1 FROM users WHERE email = $1", other["email"]) == []

@@ -88,7 +88,7 @@ async def test_dry_run_create_of_deleted_user_is_401(client: TestClient[Any, Any
     for a valid body and for an invalid one."""
     headers = await dead_users_token(client)
     for data in (b'{"title": "t", "body": "b"}', b'{"title": ""}'):
-        signed = {**headers, **JSON, "X-Strangler-Dry-Run": sign("POST", "/api/v1/posts")}
+        signed = {**headers, **JSON, "X-Strangler-Dry-Run": sign("POST", "/api/v1/posts", data)}
         response = await client.post("/api/v1/posts", data=data, headers=signed)
         assert response.status == 401, await response.text()
         assert response.headers["X-Strangler-Dry-Run"] == "applied"

@@ -67,14 +67,27 @@ def test_difference_values_under_secret_paths_hidden() -> None:
 
 
 def test_dry_run_signature_format() -> None:
-    """sign() produces t=<unix>,sig=<hex HMAC-SHA256 of t, METHOD, path?query>, verify() checks it."""
-    value = dryrun.sign(b"s3cret", "post", "/api/v1/users?x=1", now=1_700_000_000)
-    expected = hmac.new(b"s3cret", b"1700000000\nPOST\n/api/v1/users?x=1", hashlib.sha256).hexdigest()
-    assert value == f"t=1700000000,sig={expected}"
-    assert dryrun.verify(b"s3cret", value, "POST", "/api/v1/users?x=1", now=1_700_000_010)
-    assert not dryrun.verify(b"s3cret", value, "POST", "/api/v1/users?x=1", now=1_700_000_031)
-    assert not dryrun.verify(b"other", value, "POST", "/api/v1/users?x=1", now=1_700_000_000)
-    assert not dryrun.verify(b"s3cret", value, "PATCH", "/api/v1/users?x=1", now=1_700_000_000)
+    """sign() produces t=<unix>,n=<nonce>,sig=<hex HMAC-SHA256 of t, nonce, METHOD, path?query, body hash>;
+    verify() returns the nonce for that request only: not for another time, secret, method, target or body."""
+    body = b'{"name":"a"}'
+    nonce = "0123456789abcdef0123456789abcdef"
+    value = dryrun.sign(b"s3cret", "post", "/api/v1/users?x=1", body, now=1_700_000_000, nonce=nonce)
+    digest = hashlib.sha256(body).hexdigest()
+    message = f"1700000000\n{nonce}\nPOST\n/api/v1/users?x=1\n{digest}".encode()
+    expected = hmac.new(b"s3cret", message, hashlib.sha256).hexdigest()
+    assert value == f"t=1700000000,n={nonce},sig={expected}"
+    assert dryrun.verify(b"s3cret", value, "POST", "/api/v1/users?x=1", body, now=1_700_000_010) == nonce
+    assert dryrun.verify(b"s3cret", value, "POST", "/api/v1/users?x=1", body, now=1_700_000_031) is None
+    assert dryrun.verify(b"other", value, "POST", "/api/v1/users?x=1", body, now=1_700_000_000) is None
+    assert dryrun.verify(b"s3cret", value, "PATCH", "/api/v1/users?x=1", body, now=1_700_000_000) is None
+    assert dryrun.verify(b"s3cret", value, "POST", "/api/v1/users?x=2", body, now=1_700_000_000) is None
+    assert dryrun.verify(b"s3cret", value, "POST", "/api/v1/users?x=1", b"{}", now=1_700_000_000) is None
+
+
+def test_dry_run_nonces_are_fresh() -> None:
+    """Two signatures of the same request carry different nonces (the service accepts each only once)."""
+    first, second = (dryrun.sign(b"k", "POST", "/p", b"", now=1) for _ in range(2))
+    assert first != second and first.split(",")[1] != second.split(",")[1]
 
 
 def test_dry_run_secret_from_env() -> None:

@@ -123,7 +123,8 @@ async def test_writes_shadowed_only_as_signed_dry_run(
     assert [r["method"] for r in legacy.seen] == ["POST"]
     (copy,) = new.seen
     assert copy["method"] == "POST" and copy["body"] == b'{"name":"a"}'
-    assert dryrun.verify(b"k3y", copy["headers"]["X-Strangler-Dry-Run"], "POST", "/users?x=1")
+    signature = copy["headers"]["X-Strangler-Dry-Run"]
+    assert dryrun.verify(b"k3y", signature, "POST", "/users?x=1", b'{"name":"a"}')
     assert "forged" not in copy["headers"]["X-Strangler-Dry-Run"]
     assert (await rig.store.stats())["w"].get("compared") == 1
 
