@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from proxy.ops.settings import add_proxy_arguments, settings_from
 from proxy.routing.table import parse_routes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,19 @@ def test_gateway_flags_exist_in_the_cli() -> None:
     ).stdout
     for flag in (a for a in args if a.startswith("--")):
         assert flag in help_text, f"{flag} is passed by deploy/k8s/gateway.yaml but not accepted by the CLI"
+
+
+def test_gateway_deployment_starts_with_its_settings() -> None:
+    """The Deployment's args and env make valid settings: its admin port is on the pod IP, so the admin
+    token must come from the Secret (without it the gateway refuses to start)."""
+    (gw,) = [d for d in k8s_documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway"]
+    container = gw["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", "from-the-secret-0123456789") for e in container["env"]}
+    assert "STRANGLER_ADMIN_TOKEN" in env
+    parser = argparse.ArgumentParser()
+    add_proxy_arguments(parser)
+    settings = settings_from(parser.parse_args(container["args"][1:]), env)
+    assert settings.admin.host == "0.0.0.0" and settings.admin_token
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.python", "Dockerfile.legacy"])

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from proxy.ops.admin_auth import token_middleware
 from proxy.ops.metrics import render
 from proxy.routing.table import Route, RouteTable, UpstreamSpec
 
@@ -45,6 +46,8 @@ class AdminState:
     workers_alive: int = 1
     last_reload: ReloadStatus = field(default_factory=lambda: ReloadStatus("initial", time.time()))
     started_at: float = field(default_factory=time.time)
+    # Bearer token required by every page but /healthz and /readyz ("" = none; see admin_auth.py).
+    token: str = field(default="", repr=False)
 
 
 STATE = web.AppKey("strangler_admin_state", AdminState)
@@ -149,7 +152,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_admin_app(state: AdminState, extensions: Iterable[Extension] = ()) -> web.Application:
     """Build the admin app; each extension (and ``proxy.report_web.setup`` if present) may add routes."""
-    app = web.Application()
+    app = web.Application(middlewares=[token_middleware(state.token)] if state.token else [])
     app[STATE] = state
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -45,7 +45,8 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
     """One process: data port, admin port, watcher and signals, until SIGTERM has drained it."""
     stopper = Stopper(asyncio.Event())
     stats = RequestStats()
-    state = AdminState(table, settings.routes, local_registry(stats), settings.health_timeout)
+    state = AdminState(table, settings.routes, local_registry(stats), settings.health_timeout,
+                       token=settings.admin_token)
     async with open_sink(settings, table) as shadow:
         gateway = build_gateway(settings, table, stats, shadow)
         reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)

@@ -10,8 +10,11 @@ import argparse
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+
+from proxy.ops.admin_auth import check_admin_exposure
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 T = TypeVar("T")
@@ -46,10 +49,14 @@ class Settings:
     drain_timeout: float = 30.0
     reload_interval: float = 1.0
     health_timeout: float = 1.0
+    admin_public: bool = False
+    # The admin bearer token (env STRANGLER_ADMIN_TOKEN or --admin-token-file); never in argv or logs.
+    admin_token: str = field(default="", repr=False)
 
     def to_json(self) -> str:
-        """Serialise for a worker process (the inverse of :meth:`from_json`)."""
-        return json.dumps(asdict(self))
+        """Serialise for a worker process (the inverse of :meth:`from_json`); workers serve no admin port,
+        so the admin token stays in the parent."""
+        return json.dumps({**asdict(self), "admin_token": ""})
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
@@ -121,6 +128,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "drain_timeout": ("--drain-timeout", _positive_float),
     "reload_interval": ("--reload-interval", _positive_float),
     "health_timeout": ("--health-timeout", _positive_float),
+    "admin_public": ("--admin-public", _bool),
 }
 
 
@@ -138,6 +146,7 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
         "drain_timeout": "seconds in-flight requests get to finish after SIGTERM",
         "reload_interval": "seconds between checks of the routes file for changes",
         "health_timeout": "seconds each upstream gets to answer a readiness check",
+        "admin_public": "allow a non-loopback admin address without a token (on/off)",
     }
     for name, (flag, _) in _FIELDS.items():
         env = "STRANGLER_" + name.upper()
@@ -148,6 +157,13 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
             metavar="VALUE",
             help=f"{helps[name]} (env {env}, default {getattr(defaults, name)})",
         )
+    parser.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="FILE",
+        help="file holding the bearer token the admin port requires, except on /healthz and /readyz "
+        "(env STRANGLER_ADMIN_TOKEN_FILE; or the token itself in env STRANGLER_ADMIN_TOKEN)",
+    )
     parser.add_argument(
         "--no-access-log",
         dest="access_log",
@@ -176,4 +192,28 @@ def settings_from(namespace: argparse.Namespace, env: Mapping[str, str] | None =
             raise SettingsError(
                 f"{source}={raw!r} is invalid: {exc} (set with {flag} or env {env_key})"
             ) from None
-    return Settings(**values)
+    values["admin_token"] = _admin_token(getattr(namespace, "admin_token_file", None), env)
+    settings = Settings(**values)
+    refusal = check_admin_exposure(settings.admin.host, settings.admin_token, settings.admin_public)
+    if refusal is not None:
+        raise SettingsError(refusal)
+    return settings
+
+
+def _admin_token(flag_file: str | None, env: Mapping[str, str]) -> str:
+    """The admin token from --admin-token-file, env STRANGLER_ADMIN_TOKEN_FILE or STRANGLER_ADMIN_TOKEN."""
+    path = flag_file or env.get("STRANGLER_ADMIN_TOKEN_FILE")
+    source = "--admin-token-file" if flag_file else "env STRANGLER_ADMIN_TOKEN_FILE"
+    if not path:
+        token = env.get("STRANGLER_ADMIN_TOKEN", "").strip()
+        source = "env STRANGLER_ADMIN_TOKEN"
+    else:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{source}={path!r} cannot be read: {exc.strerror or exc}") from None
+    if path is not None and not token:
+        raise SettingsError(f"{source}: the admin token is empty")
+    if token and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise SettingsError(f"{source}: the admin token must be at least 16 characters, without spaces")
+    return token

@@ -184,7 +184,8 @@ async def supervise(settings: Settings, table: RouteTable, raw: bytes, listen: s
     try:
         enable_multiprocess(directory)
         _write_snapshot(directory, raw)
-        state = AdminState(table, settings.routes, multiprocess_registry(directory), settings.health_timeout)
+        state = AdminState(table, settings.routes, multiprocess_registry(directory), settings.health_timeout,
+                           token=settings.admin_token)
         state.workers = settings.workers
         state.workers_alive = 0  # counted as each worker reports ready
         workers = Workers(settings, listen, directory, state)

@@ -189,3 +189,25 @@ async def test_readyz_uses_a_configured_health_path() -> None:
         assert "503" in bad["error"]
     finally:
         await server.close()
+
+
+async def test_a_token_guards_every_page_but_the_probes(live_state: AdminState) -> None:
+    """With a token, /routes, /metrics and /report answer 401 (JSON, WWW-Authenticate) without it or with
+    a wrong one, and 200 with it; /healthz and /readyz stay open for load balancers."""
+    live_state.token = "the-admin-token-0123456789"
+    client = await admin_client(live_state)
+    try:
+        for path in ("/routes", "/metrics", "/report", "/report.json"):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": live_state.token}):
+                resp = await client.get(path, headers=headers)
+                assert resp.status == 401, (path, headers)
+                assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+                assert (await resp.json())["error"]["code"] == "unauthorized"
+        good = {"Authorization": "Bearer the-admin-token-0123456789"}
+        assert (await client.get("/routes", headers=good)).status == 200
+        assert (await client.get("/metrics", headers=good)).status == 200
+        assert (await client.get("/report.json", headers=good)).status not in (401, 404)
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/readyz")).status == 200
+    finally:
+        await client.close()

@@ -146,3 +146,43 @@ def test_routes_check_runs_in_process(tmp_path: Path, capsys: pytest.CaptureFixt
     good.write_text(routes_text("http://127.0.0.1:1", "http://127.0.0.1:2"))
     assert cli.main(["routes", "check", str(good)]) == 0
     assert "items" in capsys.readouterr().out
+
+
+TOKEN = "a-long-enough-admin-token-123"
+
+
+def test_a_public_admin_address_without_a_token_is_refused() -> None:
+    """--admin on a non-loopback address needs a token or --admin-public; the error says all three ways."""
+    with pytest.raises(SettingsError) as refused:
+        parse(["--admin", "0.0.0.0:8081"], {})
+    message = str(refused.value)
+    assert "0.0.0.0" in message and "STRANGLER_ADMIN_TOKEN" in message and "--admin-public" in message
+    assert parse(["--admin", "0.0.0.0:8081", "--admin-public", "on"], {}).admin_public
+    assert parse(["--admin", "0.0.0.0:8081"], {"STRANGLER_ADMIN_TOKEN": TOKEN}).admin_token == TOKEN
+    for local in ("127.0.0.1:0", "[::1]:0", "localhost:0", "127.0.0.2:0"):
+        assert parse(["--admin", local], {}).admin_token == ""
+
+
+def test_the_admin_token_comes_from_a_file_and_never_reaches_a_worker(tmp_path: Path) -> None:
+    """--admin-token-file is read (whitespace trimmed); a short, empty or unreadable token is refused; the
+    token is not serialised for workers and not shown in the settings' repr."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    settings = parse(["--admin", "10.0.0.1:8081", "--admin-token-file", str(token_file)], {})
+    assert settings.admin_token == TOKEN
+    assert TOKEN not in settings.to_json() and TOKEN not in repr(settings)
+    assert Settings.from_json(settings.to_json()).admin_token == ""
+    for bad_env in ({"STRANGLER_ADMIN_TOKEN": "short"}, {"STRANGLER_ADMIN_TOKEN": "has a space in it, see"},
+                    {"STRANGLER_ADMIN_TOKEN_FILE": str(tmp_path / "missing")}):
+        with pytest.raises(SettingsError, match="STRANGLER_ADMIN_TOKEN"):
+            parse([], bad_env)
+    token_file.write_text("\n")
+    with pytest.raises(SettingsError, match="empty"):
+        parse(["--admin-token-file", str(token_file)], {})
+
+
+def test_public_admin_without_token_exits_2() -> None:
+    """`strangler proxy --admin 0.0.0.0:0` refuses to start (exit 2) and says how to fix it."""
+    result = run_cli("proxy", "--admin", "0.0.0.0:0", "--listen", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert "STRANGLER_ADMIN_TOKEN" in result.stderr
