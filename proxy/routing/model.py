@@ -73,6 +73,14 @@ class CompareRules:
     headers: tuple[str, ...] = ("content-type", "cache-control", "location")
 
 
+# Field-name substrings whose values are never stored (secrets), and those stored only as a tagged
+# placeholder (personal data); see proxy/shadow/redact.py.
+REDACT_WORDS: tuple[str, ...] = (
+    "password", "passwd", "pwd", "token", "secret", "key", "session", "bearer", "jwt", "credential", "cookie",
+)  # fmt: skip
+PERSONAL_WORDS: tuple[str, ...] = ("email", "phone")
+
+
 @dataclass(frozen=True)
 class ShadowSettings:
     """Global shadow-comparison settings (the top-level ``shadow:`` key), with their defaults."""
@@ -82,7 +90,8 @@ class ShadowSettings:
     timeout: float = 5.0
     body_cap: int = 1048576
     aa_sample: float = 0.1
-    redact: tuple[str, ...] = ("password", "token", "secret", "key")
+    redact: tuple[str, ...] = REDACT_WORDS
+    personal: tuple[str, ...] = PERSONAL_WORDS
     min_compared: int = 100
     match_threshold: float = 0.99
 

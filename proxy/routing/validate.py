@@ -36,6 +36,7 @@ _SHADOW = {
     "body_cap": False,
     "aa_sample": False,
     "redact": False,
+    "personal": False,
     "min_compared": False,
     "match_threshold": False,
 }
@@ -194,6 +195,7 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
         body_cap=fields.get("body_cap", lambda n, k: reader.integer(n, k, 0, 1 << 30), base.body_cap),
         aa_sample=fields.get("aa_sample", lambda n, k: reader.number(n, k, 0, 1), base.aa_sample),
         redact=fields.get("redact", lambda n, k: reader.strings(n, k), base.redact),
+        personal=fields.get("personal", lambda n, k: reader.strings(n, k), base.personal),
         min_compared=fields.get(
             "min_compared", lambda n, k: reader.integer(n, k, 1, 1 << 31), base.min_compared
         ),

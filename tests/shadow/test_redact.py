@@ -95,3 +95,61 @@ def test_dry_run_secret_from_env() -> None:
     assert dryrun.secret_from_env({"DRY_RUN_SECRET": "b"}) == b"b"
     assert dryrun.secret_from_env({"STRANGLER_DRY_RUN_SECRET": "a", "DRY_RUN_SECRET": "b"}) == b"a"
     assert dryrun.secret_from_env({}) is None
+
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImV4cCI6MTcwMDAwMDAwMH0.c2lnbmF0dXJlLXBhcnQtb2YtaXQ"
+)
+TOKEN = "q8ZrT2xVb9LmN4pKs7WcYd1FhJ3gQ0eR"  # 32 random-looking base64url characters
+
+
+def test_secrets_found_by_value_whatever_their_name() -> None:
+    """A JWT, a token-like run or a 64-hex digest is masked under any key and inside free text; so is a
+    secret used as an object key. Ordinary values (ids, UUIDs, timestamps, paths, words) are kept."""
+    doc = {"data": JWT, "note": f"use {TOKEN} now", "digest": "ab" * 32, TOKEN: True,
+           "id": 9007199254740993, "uuid": "123e4567-e89b-42d3-a456-426614174000",
+           "created_at": "2026-12-06T15:30:42.123Z", "path": "/api/v1/posts/1234567890123456789",
+           "title": "An ordinary sentence that is long enough to matter"}  # fmt: skip
+    out = R.value(doc)
+    rendered = orjson.dumps(out).decode()
+    for secret in (JWT, TOKEN, "ab" * 32):
+        assert secret not in rendered
+    assert out["data"].startswith("[REDACTED jwt ") and out["note"].startswith("use [REDACTED token ")
+    assert any(k.startswith("[REDACTED token ") for k in out)
+    for kept in ("id", "uuid", "created_at", "path", "title"):
+        assert out[kept] == doc[kept]
+
+
+def test_leaks_found_by_the_abuse_test_are_closed() -> None:
+    """passwd, session_id, auth.bearer, a JWT under "jwt", an X-Session header: none is stored."""
+    doc = {"passwd": "hunter22", "session_id": "s-1", "auth": {"bearer": "b-1"}, "jwt": "x.y.z"}
+    assert R.value(doc) == {"passwd": REDACTED, "session_id": REDACTED, "auth": {"bearer": REDACTED},
+                            "jwt": REDACTED}  # fmt: skip
+    headers = dict(R.headers([("X-Session", "abc"), ("X-Forwarded-For", "203.0.113.9")]))
+    assert headers["x-session"] == REDACTED
+    d = R.difference({"path": "headers.x-session", "kind": "changed", "control": "a", "candidate": "b"})
+    assert d["control"] == d["candidate"] == REDACTED
+
+
+def test_personal_data_keeps_the_diff_meaningful() -> None:
+    """E-mail addresses (anywhere) and personal fields become tagged placeholders: equal values share a
+    tag, different values do not, and no address is stored."""
+    out = R.value({"email": "alice@example.com", "bio": "write to bob@example.org", "phone": 5551234})
+    rendered = orjson.dumps(out).decode()
+    assert "alice" not in rendered and "bob@" not in rendered and "5551234" not in rendered
+    assert out["email"].startswith("[REDACTED personal ") and "[REDACTED email " in out["bio"]
+    path = {"path": "$.user.email", "kind": "changed"}
+    same = R.difference({**path, "control": "a@x.io", "candidate": "a@x.io"})
+    other = R.difference({**path, "control": "a@x.io", "candidate": "b@x.io"})
+    assert same["control"] == same["candidate"] and other["control"] != other["candidate"]
+    assert other["control"] == same["control"]  # one value, one tag, within the process
+    headers = dict(R.headers([("X-Forwarded-For", "203.0.113.9")]))
+    assert headers["x-forwarded-for"].startswith("[REDACTED personal ")
+
+
+def test_personal_words_are_configurable() -> None:
+    """The personal list is configurable; e-mail addresses are masked whatever it says."""
+    custom = Redactor(personal=["ssn"])
+    out = custom.value({"ssn": "123-45-6789", "email": "plain", "contact": "c@example.com"})
+    assert out["ssn"].startswith("[REDACTED personal ") and out["email"] == "plain"
+    assert out["contact"].startswith("[REDACTED email ")

@@ -88,3 +88,66 @@ async def test_no_secret_stored(
         assert any("$.name" in r for r in rows) and any("[REDACTED]" in r for r in rows)
     finally:
         await store.aclose()
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.ZmFrZS1zaWduYXR1cmUtZm9yLXRlc3Rz"
+
+
+def leaky(side: str) -> object:
+    """A backend answering with the values the abuse test found stored: each must stay out of storage."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        doc = {
+            "name": f"n-{side}",
+            "passwd": f"pw-{side}-0001",
+            "session_id": f"sess-{side}-0001",
+            "auth": {"bearer": f"bear-{side}-0001"},
+            "data": JWT,
+            "owner": f"alice.{side}@example.com",
+            "index": {"Zt4xQm8Lp2Vr6Ns0Kc9Wb3Hd": 1},
+        }
+        response = web.Response(body=orjson.dumps(doc), content_type="application/json")
+        response.headers["X-Session"] = f"xs-{side}-0001"
+        return response
+
+    return handle
+
+
+async def test_values_found_by_abuse_testing_are_not_stored(
+    make_rig: RigFactory, backends: tuple[Backend, Backend], redis_url: str, redis_prefix: str, shadow_db: str
+) -> None:
+    """passwd, session_id, auth.bearer, a JWT under an ordinary key, a compared X-Session header, a secret
+    used as a JSON key and e-mail addresses: none reaches PostgreSQL or Redis, while the stored sample still
+    shows that the e-mail differed (two different tags)."""
+    legacy, new = backends
+    legacy.handler, new.handler = leaky("legacy"), leaky("new")  # type: ignore[assignment]
+    routes = ("  - {name: leak, match: {methods: [GET], path: /leak}, target: legacy, shadow: {sample: 1.0},"
+              " compare: {headers: [content-type, x-session]}}\n")  # fmt: skip
+    planted = [f"{kind}-{side}-0001" for kind in ("pw", "sess", "bear", "xs") for side in ("legacy", "new")]
+    planted += [JWT, "alice.legacy@example.com", "alice.new@example.com", "Zt4xQm8Lp2Vr6Ns0Kc9Wb3Hd"]
+    store = await RedisPgStore.connect(redis_url, shadow_db, redis_prefix)
+    try:
+        rig = await make_rig(routes_text(legacy, new, routes, "aa_sample: 0"), store=store)
+        assert (await rig.get("/leak"))[0] == 200
+        await rig.shadower.drain()
+        conn = await asyncpg.connect(shadow_db)
+        try:
+            rows = [r[0] for r in await conn.fetch("SELECT t::text FROM shadow_diffs t")]
+            diffs = [orjson.loads(r[0]) for r in await conn.fetch("SELECT diff FROM shadow_diffs")]
+        finally:
+            await conn.close()
+        assert rows, "the differing sample was stored"
+        assert [p for p in planted if any(p in r for r in rows)] == []
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
+            blobs = keys + [b for k in keys if (await client.type(k)) == b"hash"
+                            for kv in (await client.hgetall(k)).items() for b in kv]  # fmt: skip
+        finally:
+            await client.aclose()
+        assert [p for p in planted if any(p.encode() in b for b in blobs)] == []
+        (owner,) = [d for diff in diffs for d in diff if d["path"] == "$.owner"]
+        assert owner["control"] != owner["candidate"]
+        assert all(owner[side].startswith("[REDACTED email ") for side in ("control", "candidate"))
+    finally:
+        await store.aclose()
