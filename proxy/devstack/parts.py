@@ -1,6 +1,11 @@
 """Pieces of `strangler run`: its configuration, the effective routes file, and one supervised child.
 
 Kept apart from `stack.py` (the orchestration) so each can be read and tested on its own.
+
+`strangler run` runs any two apps: each side's command, port and health path come from flags, env or a
+small YAML file (``--config strangler-run.yaml``); without them it runs the repository's worked example
+(``node legacy/src/server.js`` and ``python -m services``). A command is split like a shell would
+(no shell runs it) and ``{port}`` in it is replaced by the side's port, which is also in ``PORT``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -38,8 +45,17 @@ class StackConfig:
     admin: tuple[str, int] = ("127.0.0.1", 8081)
     legacy_port: int = 3000
     new_port: int = 8000
-    routes: Path = ROOT / "routes.yaml"
-    state_dir: Path = ROOT / ".strangler"
+    # The two apps: "" runs the worked example's side; otherwise a command line ({port} substituted).
+    legacy_cmd: str = ""
+    new_cmd: str = ""
+    legacy_health: str = "/health/ready"
+    new_health: str = "/health/ready"
+    # SQL migrations applied to the database first ("" = the example's when both sides are the example).
+    migrations: str = ""
+    routes: Path = field(default_factory=lambda: Path("routes.yaml").resolve())
+    state_dir: Path = field(default_factory=lambda: Path(".strangler").resolve())
+    # Where the apps' commands run: the directory `strangler run` was started in (the example: the repo).
+    workdir: Path = field(default_factory=Path.cwd)
     database_url: str | None = None
     redis_url: str | None = None
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48), repr=False)
@@ -66,6 +82,22 @@ def _path(text: str) -> Path:
     return Path(text).expanduser().resolve()
 
 
+def _health(text: str) -> str:
+    if not text.startswith("/") or any(c.isspace() for c in text):
+        raise ValueError(f"expected a path starting with /, e.g. /health (got {text!r})")
+    return text
+
+
+def _command(text: str) -> str:
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot split {text!r} into arguments: {exc}") from None
+    if not argv:
+        raise ValueError("the command is empty")
+    return text
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -79,6 +111,14 @@ _FLAGS: dict[str, tuple[str, str, Any, str]] = {
     "--admin": ("admin", "STRANGLER_ADMIN", _address, "HOST:PORT of the gateway's admin server"),
     "--legacy-port": ("legacy_port", "LEGACY_PORT", _port, "loopback port of the legacy Node.js app"),
     "--new-port": ("new_port", "NEW_PORT", _port, "loopback port of the new Python service"),
+    "--legacy-cmd": ("legacy_cmd", "STRANGLER_LEGACY_CMD", _command,
+                     "command starting the legacy app ({port} is its port; also in PORT)"),
+    "--new-cmd": ("new_cmd", "STRANGLER_NEW_CMD", _command, "command starting the new service (likewise)"),
+    "--legacy-health": ("legacy_health", "STRANGLER_LEGACY_HEALTH", _health,
+                        "path answering 200 once the legacy app is ready"),
+    "--new-health": ("new_health", "STRANGLER_NEW_HEALTH", _health, "the same for the new service"),
+    "--migrations": ("migrations", "STRANGLER_MIGRATIONS", str,
+                     "folder of numbered .sql migrations applied first, or 'none'"),
     "--routes": ("routes", "STRANGLER_ROUTES", _path, "routes file (copied with these ports if needed)"),
     "--state-dir": ("state_dir", "STRANGLER_STATE_DIR", _path, "where embedded PostgreSQL/Redis keep data"),
     "--ready-timeout": ("ready_timeout", "STRANGLER_READY_TIMEOUT", _seconds, "seconds a part gets to start"),
@@ -96,18 +136,27 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> StackConfig:
                     "DATABASE_URL / REDIS_URL are set), migrations, legacy, new, and the gateway in front. "
                     "JWT_SECRET and DRY_RUN_SECRET are generated unless set. Ctrl-C stops it all.",
     )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with any of these settings, e.g. "
+                        "{legacy: {cmd, port, health}, new: {...}, routes, state_dir, migrations} "
+                        "(env STRANGLER_RUN_CONFIG; flags and env win over it)")
     for flag, (name, key, _, text) in _FLAGS.items():
         default = getattr(defaults, name)
         shown = f"{default[0]}:{default[1]}" if isinstance(default, tuple) else default
         if isinstance(default, Path):
-            shown = default.relative_to(ROOT) if default.is_relative_to(ROOT) else default
+            shown = default.relative_to(Path.cwd()) if default.is_relative_to(Path.cwd()) else default
+        if name in ("legacy_cmd", "new_cmd", "migrations") and not default:
+            shown = "the worked example's"
         parser.add_argument(flag, dest=name, metavar="VALUE", help=f"{text} (env {key}, default {shown})")
     args = parser.parse_args(list(argv))
+    config_file = args.config or env.get("STRANGLER_RUN_CONFIG")
+    from_file = _config_file(Path(config_file)) if config_file else {}
     values: dict[str, Any] = {}
     for flag, (name, key, parse, _) in _FLAGS.items():
         raw, source = getattr(args, name), flag
         if raw is None:
             raw, source = env.get(key), f"env {key}"
+        if raw is None and name in from_file:
+            raw, source = from_file[name], f"{config_file}: {name}"
         if raw is None or raw == "":
             continue
         try:
@@ -124,6 +173,67 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> StackConfig:
     if len(set(ports.values())) != len(ports):
         raise StackError(f"two parts would listen on the same port: {ports}; give each its own")
     return config
+
+
+# config-file keys (nested per side, or flat) -> StackConfig field
+_FILE_KEYS = {("legacy", "cmd"): "legacy_cmd", ("legacy", "port"): "legacy_port",
+              ("legacy", "health"): "legacy_health", ("new", "cmd"): "new_cmd", ("new", "port"): "new_port",
+              ("new", "health"): "new_health"}  # fmt: skip
+_FLAT_KEYS = ("routes", "state_dir", "migrations", "listen", "admin", "ready_timeout", "stop_timeout")
+
+
+def _config_file(path: Path) -> dict[str, str]:
+    """The settings a `--config` YAML file gives, as strings keyed by field; unknown keys are errors.
+    Relative paths in it are relative to the file's folder."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StackError(f"cannot read the run config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise StackError(f"{path}: expected a mapping of settings, e.g. legacy: {{cmd: ..., port: 3000}}")
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if key in ("legacy", "new") and isinstance(value, dict):
+            for sub, inner in value.items():
+                name = _FILE_KEYS.get((key, sub))
+                if name is None:
+                    raise StackError(f"{path}: {key}.{sub} is not a setting (use cmd, port, health)")
+                out[name] = str(inner)
+        elif key in _FLAT_KEYS:
+            text = str(value)
+            if key in ("routes", "state_dir", "migrations") and text != "none":
+                text = str((path.parent / text).resolve())
+            out[key] = text
+        else:
+            raise StackError(f"{path}: {key} is not a setting (known: legacy, new, {', '.join(_FLAT_KEYS)})")
+    return out
+
+
+def app_argv(config: StackConfig, side: str) -> list[str]:
+    """The argv starting one side: its configured command, or the worked example's."""
+    command = config.legacy_cmd if side == "legacy" else config.new_cmd
+    port = config.legacy_port if side == "legacy" else config.new_port
+    if not command:
+        if side == "new":
+            return [sys.executable, "-m", "services"]
+        node = shutil.which("node")
+        if node is None:
+            raise StackError("node is not on PATH; install Node.js 20+ (the legacy app needs it)")
+        if not (ROOT / "legacy" / "node_modules").is_dir():
+            raise StackError("legacy/node_modules is missing; run `make install` (npm ci in legacy/)")
+        return [node, str(ROOT / "legacy" / "src" / "server.js")]
+    return [arg.replace("{port}", str(port)) for arg in shlex.split(command)]
+
+
+def migrations_dir(config: StackConfig) -> Path | None:
+    """The migrations to apply first: the configured folder, none, or the example's for the example."""
+    if config.migrations == "none":
+        return None
+    if config.migrations:
+        return Path(config.migrations)
+    if not config.legacy_cmd and not config.new_cmd and (ROOT / "migrations").is_dir():
+        return ROOT / "migrations"
+    return None
 
 
 def check_port_free(host: str, port: int, who: str, flag: str) -> None:
@@ -188,17 +298,22 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     ready_url: str
+    cwd: Path = ROOT
     proc: asyncio.subprocess.Process | None = None
     pump: asyncio.Task[None] | None = None
     exited: asyncio.Task[int] | None = None
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, cwd=ROOT, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, limit=1 << 20,
-            # Its own process group: a terminal's Ctrl-C reaches only us, and we stop children in order.
-            start_new_session=True, preexec_fn=die_with_parent if sys.platform == "linux" else None,
-        )
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, limit=1 << 20,
+                # Its own process group: a terminal's Ctrl-C reaches only us, and we stop children in order.
+                start_new_session=True, preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            )
+        except OSError as exc:
+            raise StackError(f"cannot start {self.name} ({shlex.join(self.argv)}) in {self.cwd}: "
+                             f"{exc.strerror or exc}. Check its command (--{self.name}-cmd).") from None
         self.pump = asyncio.create_task(self._pump(), name=f"pump-{self.name}")
         self.exited = asyncio.create_task(self.proc.wait(), name=f"wait-{self.name}")
 

@@ -1,11 +1,12 @@
 """`strangler run` (what `make run` calls): the whole system on one machine.
 
 Start order: PostgreSQL and Redis (embedded ones under `.strangler/` unless DATABASE_URL / REDIS_URL are
-set) -> migrations -> legacy (`node legacy/src/server.js`) and new (`python -m services`) -> the gateway
-(`strangler proxy`) in front. Every child's output is streamed, prefixed with its name. Ctrl-C or SIGTERM
-stops the gateway first (it drains while the backends still answer), then both services, then the
-embedded databases, and exits 0. If a child dies on its own, the rest are stopped and the exit status
-is 1, naming it.
+set; the embedded Redis keeps its data in an append-only file on a stable port, so shadow counters survive
+restarts) -> migrations -> legacy and new (your two apps' commands, or the worked example's
+`node legacy/src/server.js` and `python -m services`) -> the gateway (`strangler proxy`) in front.
+Every child's output is streamed, prefixed with its name. Ctrl-C or SIGTERM stops the gateway first (it
+drains while the backends still answer), then both services, then the embedded databases, and exits 0.
+If a child dies on its own, the rest are stopped and the exit status is 1, naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,8 +30,10 @@ from proxy.devstack.parts import (
     Child,
     StackConfig,
     StackError,
+    app_argv,
     check_port_free,
     effective_routes,
+    migrations_dir,
     parse_config,
 )
 from proxy.routing.table import RoutesError, load_routes
@@ -56,6 +59,7 @@ class Stack:
         self.redis: EmbeddedRedis | None = None
         self.children: list[Child] = []
         self.routes_file = config.routes
+        self.commands: dict[str, str] = {}
 
     # --- signals ---
 
@@ -78,21 +82,23 @@ class Stack:
             # Started from this (the main) thread on purpose: its parent-death signal is tied to the
             # thread that forked it, and a worker thread of to_thread() may go away before we do.
             try:
-                self.redis = EmbeddedRedis(cfg.state_dir / "redis").start()
+                self.redis = EmbeddedRedis(cfg.state_dir / "redis", persist=True).start()
             except (OSError, RuntimeError) as exc:
                 raise StackError(f"the embedded Redis did not start: {exc}. Set REDIS_URL to use "
                                  "a Redis of your own.") from None
             redis_url = self.redis.url
         if db_url is None:
             db_url = await self._embedded_postgres()
-        try:
-            from services.migrate import migrate
-        except ImportError as exc:
-            raise StackError(f"cannot import services.migrate ({exc}); run `make install`") from None
-        try:
-            await migrate(db_url, ROOT / "migrations")
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise StackError(f"migrations failed on {db_url}: {exc}") from None
+        folder = migrations_dir(cfg)
+        if folder is not None:
+            try:
+                from services.migrate import migrate
+            except ImportError as exc:
+                raise StackError(f"cannot import services.migrate ({exc}); run `make install`") from None
+            try:
+                await migrate(db_url, folder)
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise StackError(f"migrations in {folder} failed on {db_url}: {exc}") from None
         return db_url, redis_url
 
     async def _embedded_postgres(self) -> str:
@@ -125,21 +131,18 @@ class Stack:
 
     def _children(self, db_url: str, redis_url: str) -> tuple[list[Child], Child]:
         cfg = self.config
-        node = shutil.which("node")
-        if node is None:
-            raise StackError("node is not on PATH; install Node.js 20+ (the legacy app needs it)")
-        if not (ROOT / "legacy" / "node_modules").is_dir():
-            raise StackError("legacy/node_modules is missing; run `make install` (npm ci in legacy/)")
         base = dict(os.environ)
         base.update({"DATABASE_URL": db_url, "REDIS_URL": redis_url, "JWT_SECRET": cfg.jwt_secret,
                      "DRY_RUN_SECRET": cfg.dry_run_secret, "HOST": "127.0.0.1"})
         # The services sit behind the gateway: one trusted hop, so rate limits see the real client.
         base.setdefault("TRUSTED_HOPS", "1")
-        legacy = Child("legacy", [node, str(ROOT / "legacy" / "src" / "server.js")],
-                       {**base, "PORT": str(cfg.legacy_port)},
-                       f"http://127.0.0.1:{cfg.legacy_port}/health/ready")
-        new = Child("new", [sys.executable, "-m", "services"], {**base, "PORT": str(cfg.new_port)},
-                    f"http://127.0.0.1:{cfg.new_port}/health/ready")
+        legacy = Child("legacy", app_argv(cfg, "legacy"), {**base, "PORT": str(cfg.legacy_port)},
+                       f"http://127.0.0.1:{cfg.legacy_port}{cfg.legacy_health}",
+                       cwd=cfg.workdir if cfg.legacy_cmd else ROOT)
+        new = Child("new", app_argv(cfg, "new"), {**base, "PORT": str(cfg.new_port)},
+                    f"http://127.0.0.1:{cfg.new_port}{cfg.new_health}",
+                    cwd=cfg.workdir if cfg.new_cmd else ROOT)
+        self.commands = {"legacy": shlex.join(legacy.argv), "new": shlex.join(new.argv)}
         self.routes_file = effective_routes(cfg.routes, {"legacy": cfg.legacy_port, "new": cfg.new_port},
                                             cfg.state_dir)
         listen, admin = (f"{h}:{p}" for h, p in (cfg.listen, cfg.admin))
@@ -174,10 +177,10 @@ class Stack:
         rows = [
             ("gateway", f"http://{cfg.listen[0]}:{cfg.listen[1]}", f"routes: {self.routes_file}"),
             ("admin", f"http://{cfg.admin[0]}:{cfg.admin[1]}", "/healthz /readyz /routes /metrics /report"),
-            ("legacy", f"http://127.0.0.1:{cfg.legacy_port}", "node legacy/src/server.js"),
-            ("new", f"http://127.0.0.1:{cfg.new_port}", "python -m services"),
+            ("legacy", f"http://127.0.0.1:{cfg.legacy_port}", self.commands["legacy"]),
+            ("new", f"http://127.0.0.1:{cfg.new_port}", self.commands["new"]),
             ("postgres", db_url, "embedded" if self.pg else "DATABASE_URL"),
-            ("redis", redis_url, "embedded" if self.redis else "REDIS_URL"),
+            ("redis", redis_url, f"embedded, kept in {self.redis.data_dir}" if self.redis else "REDIS_URL"),
         ]
         width = max(len(r[1]) for r in rows)
         lines = [f"  {name:<9}{where:<{width}}  {note}" for name, where, note in rows]
