@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services clean ensure-chromium
+.PHONY: run test install lint bench bench-gateway bench-services clean ensure-chromium deploy-tools check-deploy
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
 # which is what lets the new service's login keep pace with the legacy app's native argon2.
@@ -26,8 +26,21 @@ install: $(STAMP) legacy/node_modules/.installed
 run: install
 	$(VENV)/bin/strangler run
 
-test: install ensure-chromium
+test: install ensure-chromium deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# deploy/ is checked offline (tests/test_deploy.py): checkov, and the manifests against every Kubernetes
+# version from the stated minimum. The tools live in a venv of their own: their pins are not the app's.
+DEPLOY_VENV := .venv-deploy
+$(DEPLOY_VENV)/.installed: Makefile
+	test -x $(DEPLOY_VENV)/bin/python || python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q checkov==3.3.30 kubernetes-validate==1.37.0
+	touch $@
+
+deploy-tools: $(DEPLOY_VENV)/.installed
+
+check-deploy: install deploy-tools
+	$(PY) -m pytest tests/test_deploy.py
 
 # The report page is tested in a real headless browser (tests/report/test_report_web.py).
 ensure-chromium:
@@ -48,4 +61,4 @@ bench-services: install
 	$(PY) -m bench.services $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) legacy/node_modules .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) legacy/node_modules .pytest_cache
