@@ -291,26 +291,22 @@ def test_closed_output_drops_without_raising() -> None:
     asyncio.run(main())
 
 
-def test_a_line_costs_a_few_microseconds() -> None:
-    """The gateway's hook (an AccessRecord, then the line) stays under 5 µs (best of five batches)."""
+def test_many_lines_to_dev_null_are_all_written() -> None:
+    """The hot path's batch (100000 lines, as bench/micro.py times it) is written whole: none dropped."""
 
-    async def main() -> float:
+    async def main() -> tuple[int, int, bool]:
         fd = os.open(os.devnull, os.O_WRONLY)
         try:
             log = AccessLog(fd)
-            best = float("inf")
-            for _ in range(5):
-                start = time.perf_counter()
-                for _ in range(20000):
-                    log(AccessRecord("0123456789abcdef0123456789abcdef", "GET", "/items/9", "items", "new",
-                                     200, 0.00123, 0, 321, "127.0.0.1"))  # fmt: skip
-                best = min(best, (time.perf_counter() - start) / 20000)
-            log.close()
-            return best
+            for _ in range(100000):
+                log(AccessRecord("0123456789abcdef0123456789abcdef", "GET", "/items/9", "items", "new",
+                                 200, 0.00123, 0, 321, "127.0.0.1"))  # fmt: skip
+            clean = log.close()
+            return log.written, log.dropped, clean
         finally:
             os.close(fd)
 
-    assert asyncio.run(main()) < 5e-6
+    assert asyncio.run(main()) == (100000, 0, True)
 
 
 async def test_gateway_flushes_access_lines_before_it_exits(tmp_path: Path) -> None:
