@@ -50,6 +50,8 @@ async def test_last_gives_the_value_shown_on_failure() -> None:
     hits = 1
     with pytest.raises(AssertionError, match=r"the second hit; last value seen: 1$"):
         await eventually(lambda: hits >= 2, what="the second hit", within=0, last=lambda: hits)
+    with pytest.raises(AssertionError, match=r"last value seen: line 1\nline 2$"):
+        await eventually(lambda: False, what="a log line", within=0, last=lambda: "line 1\nline 2")
 
 
 async def test_ignored_exceptions_mean_not_yet_and_show_on_failure() -> None:

@@ -43,12 +43,14 @@ def _failure(
     error: BaseException | None,
     last: Callable[[], object] | None,
 ) -> AssertionError:
+    shown = repr(seen)
     if last is not None:
         try:
-            seen = last()
+            given = last()
         except Exception as exc:  # the failure message must not hide the timeout
-            seen = f"<last() raised {exc!r}>"
-    text = f"timed out after {within:g} s ({tries} checks) waiting for {what}; last value seen: {seen!r}"
+            given = f"<last() raised {exc!r}>"
+        shown = given if isinstance(given, str) else repr(given)  # a str from last() is text to show as is
+    text = f"timed out after {within:g} s ({tries} checks) waiting for {what}; last value seen: {shown}"
     if error is not None:
         text += f"; last check raised {error!r}"
     return AssertionError(text)
@@ -90,7 +92,8 @@ async def eventually(
     """Return the first truthy value of ``check()`` (awaited if it returns an awaitable).
 
     ``what`` names the awaited event for the failure message; ``last`` (optional) gives the value to
-    show there instead of the check's own last result (e.g. a counter when the check is a comparison).
+    show there instead of the check's own last result (e.g. a counter when the check is a comparison,
+    or a process's last output lines: a str is shown as is, anything else by its repr).
     Exceptions of the classes in ``ignore`` count as "not yet" (e.g. ConnectionRefusedError while a
     server starts); any other exception fails the test at once.
     """
