@@ -167,6 +167,13 @@ class Done:
         return len(self.calls) == len(calls) and all(self.counts[id(c)] == 1 for c in calls)
 
 
+async def settled(upstream: Upstream, pool: PipePool) -> None:
+    """Until the pool has no connection attempt running and the upstream has served every connection to
+    its end: after that nothing more can be sent, so an absence (no request, no connection) is final."""
+    await eventually(lambda: not pool._tasks, what="the pool's connection attempts to end", within=1)
+    await eventually(lambda: not upstream._tasks, what="every upstream connection to end", within=1)
+
+
 def get(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: new.test\r\nAccept: */*\r\n\r\n".encode()
 
@@ -375,7 +382,7 @@ async def test_resent_calls_fail_when_the_upstream_closes_again(make: Make) -> N
     await done.wait(3)
     assert answer(calls[0])[2] == echoed("/a")
     assert [failure(c) for c in calls[1:]] == ["connect", "connect"]
-    await asyncio.sleep(0.05)
+    await settled(upstream, pool)
     assert upstream.conns == 2  # retried at most once: no third connection
     assert upstream.paths(1) == ["/b", "/c"]
     assert done.once(calls)
@@ -606,7 +613,7 @@ async def test_call_expiring_while_connecting_is_dropped(make: Make) -> None:
     call = pool.call(get("/late"), 0.01, done)
     pool.sweep(loop.time() + 1)
     assert failure(call) == "timeout"
-    await asyncio.sleep(0.05)
+    await settled(upstream, pool)
     assert upstream.requests == []
     assert pool.conns == []
     assert done.once([call])
@@ -822,7 +829,7 @@ async def test_close_abort_while_connecting(make: Make) -> None:
     done = Done()
     call = pool.call(get("/a"), 2.0, done)
     pool.close(abort=True)
-    await asyncio.sleep(0.05)
+    await settled(upstream, pool)
     assert done.calls == []
     assert call.finished
     assert upstream.requests == []
