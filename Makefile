@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services clean ensure-chromium deploy-tools check-deploy
+.PHONY: run test install lint bench bench-gateway bench-services bench-micro clean ensure-chromium deploy-tools \
+	check-deploy
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
 # which is what lets the new service's login keep pace with the legacy app's native argon2.
@@ -59,6 +60,10 @@ bench-gateway: install
 
 bench-services: install
 	$(PY) -m bench.services $(BENCH_ARGS)
+
+# Per-call costs of the hot paths (µs); thresholds are checked only with BENCH_ARGS=--check.
+bench-micro: install
+	$(PY) -m bench.micro $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) legacy/node_modules .pytest_cache

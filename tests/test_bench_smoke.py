@@ -18,6 +18,7 @@ from proxy.routing.table import parse_routes
 # bench/ is a directory of scripts, not an installed package: `python -m pytest` finds it through the
 # current directory, a bare `pytest` does not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import micro
 from bench.gw_targets import NGINX_CONF, ROUTES
 from bench.report import Check
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
@@ -173,3 +174,15 @@ def test_login_script_logs_in_as_seeded_users(recorder: Recorded) -> None:
     method, path, headers, body = seen[0]
     assert (method, path, headers["Content-Type"]) == ("POST", "/api/v1/auth/login", "application/json")
     assert body == b'{"email":"user3@bench.example","password":"pw-123"}'
+
+
+def test_micro_bench_prints_every_figure_and_checks_only_when_asked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """bench/micro.py measures the three hot paths the unit tests no longer time; bounds only with --check."""
+    assert micro.main(["--calls", "200"]) == 0
+    out = capsys.readouterr().out
+    for name in ("access line", "metrics observe", "shadow submit, queue full"):
+        assert name in out and "µs/call" in out
+    figure = micro.Figure("x", seconds=2.0, bound=1.0)
+    assert figure.verdict == "FAIL"

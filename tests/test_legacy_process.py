@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.waiting import eventually_sync
 
 from proxy.devstack.embedded import free_port
 
@@ -58,11 +59,13 @@ class Legacy:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 15
-        while not any('"msg":"listening"' in line for line in self.lines):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"legacy did not start: {self.lines}")
-            time.sleep(0.05)
+
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"legacy exited during start: {self.lines}")
+            return any('"msg":"listening"' in line for line in self.lines)
+
+        eventually_sync(listening, what="legacy listening", within=15, last=lambda: self.lines)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -139,14 +142,16 @@ def test_readiness_reports_each_failing_dependency(dead_deps: Legacy) -> None:
 
 def test_one_json_log_line_per_request_with_its_id(dead_deps: Legacy) -> None:
     """Each request is logged once as JSON carrying the request id that the response echoes."""
-    r = httpx.get(f"{dead_deps.url}/nope", headers={"X-Request-Id": "trace-me-42"})
-    assert r.headers["x-request-id"] == "trace-me-42"
-    deadline = time.monotonic() + 5
-    while not (mine := [rec for rec in dead_deps.records() if rec.get("request_id") == "trace-me-42"]):
-        assert time.monotonic() < deadline, dead_deps.lines
-        time.sleep(0.05)
-    time.sleep(0.2)  # a second line for the same request would arrive now
-    mine = [rec for rec in dead_deps.records() if rec.get("request_id") == "trace-me-42"]
+    def logged(request_id: str) -> list[dict[str, object]]:
+        return [rec for rec in dead_deps.records() if rec.get("request_id") == request_id]
+
+    with httpx.Client(base_url=dead_deps.url) as client:
+        r = client.get("/nope", headers={"X-Request-Id": "trace-me-42"})
+        assert r.headers["x-request-id"] == "trace-me-42"
+        # A later request's line comes after any second line for the first one would have.
+        client.get("/nope", headers={"X-Request-Id": "the-next-one"})
+    eventually_sync(lambda: logged("the-next-one"), what="the next line", last=lambda: dead_deps.lines)
+    mine = logged("trace-me-42")
     assert len(mine) == 1
     assert mine[0]["msg"] == "request" and mine[0]["status"] == 404 and mine[0]["path"] == "/nope"
 

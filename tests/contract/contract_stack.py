@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import redis
 from contract_kit import Account, Api
+from support.waiting import eventually_sync
 
 from proxy.devstack.embedded import free_port
 
@@ -118,20 +119,21 @@ class Stack:
 
     def _wait_ready(self, run: Running) -> Running:
         name, proc = run.name, run.proc
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer"
-        while time.monotonic() < deadline:
+        answers = ["no answer"]
+
+        def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode} during start:\n{run.tail()}")
-            try:
-                r = httpx.get(f"{run.base_url}/health/ready", timeout=2.0)
-                if r.status_code == 200:
-                    return run
-                last = f"{r.status_code} {r.text}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} not ready within {START_TIMEOUT}s (last: {last}):\n{run.tail()}")
+            r = httpx.get(f"{run.base_url}/health/ready", timeout=2.0)
+            answers.append(f"{r.status_code} {r.text}")
+            return r.status_code == 200
+
+        try:
+            eventually_sync(ready, what=f"{name} ready", within=START_TIMEOUT, ignore=(httpx.HTTPError,),
+                            last=lambda: answers[-1])  # fmt: skip
+        except AssertionError as exc:
+            raise RuntimeError(f"{name} not ready: {exc}\n{run.tail()}") from None
+        return run
 
     def stop(self) -> list[str]:
         """Terminate every process, kill those still alive after the deadline; return complaints."""

@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from support.waiting import eventually_sync
 
 from proxy.devstack.embedded import EmbeddedPostgres, _alive
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from proxy.devstack.embedded import EmbeddedPostgres
 pg = EmbeddedPostgres(Path(sys.argv[1])).start()
 print(pg._server.get_pid(), flush=True)
-time.sleep(60)
+time.sleep(60)  # stays alive until the test SIGKILLs it
 """
 
 
@@ -38,10 +39,7 @@ def test_a_server_left_by_a_killed_starter_is_stopped_by_the_next_clean_stop() -
         again = EmbeddedPostgres(data_dir).start()
         assert again._server.get_pid() == postmaster  # type: ignore[attr-defined]
         again.stop()
-        deadline = time.monotonic() + 15
-        while _alive(postmaster) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(postmaster), "a clean stop left the embedded PostgreSQL running"
+        eventually_sync(lambda: not _alive(postmaster), what="the embedded PostgreSQL to exit", within=15)
     finally:
         if starter.poll() is None:
             starter.kill()

@@ -7,6 +7,7 @@ then stop it with a signal and check that nothing it started is left running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.waiting import eventually_sync
 
 from proxy.devstack.embedded import free_port
 
@@ -93,22 +95,31 @@ class Run:
         return self.output.decode(errors="replace")
 
     def wait_up(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            self.read(0.2)
+        def up() -> bool:
+            self.read(0.2)  # returns as soon as output arrives
             if b"strangler is up" in self.output:
-                return
+                return True
             assert self.proc.poll() is None, f"strangler run exited {self.proc.returncode}:\n{self.text}"
-        raise AssertionError(f"strangler run not up within {timeout}s:\n{self.text[-5000:]}")
+            return False
+
+        eventually_sync(up, what="'strangler is up'", within=timeout, last=lambda: self.text[-5000:])
+
+    def wait_exit(self, timeout: float) -> None:
+        """Until the process exits, collecting its output (fails after ``timeout`` seconds)."""
+
+        def exited() -> bool:
+            self.read(0.2)
+            return self.proc.poll() is not None
+
+        eventually_sync(exited, what="strangler run to exit", within=timeout, last=lambda: self.text)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}{path}"
 
     def stop(self, sig: int, timeout: float) -> int:
         self.proc.send_signal(sig)
-        end = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < end:
-            self.read(0.2)
+        with contextlib.suppress(AssertionError):
+            self.wait_exit(timeout)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -227,14 +238,15 @@ def test_run_serves_both_backends_through_the_gateway_and_stops_on_sigint(run: R
                                '    target: legacy')
         assert flipped != text
         run.routes.write_text(flipped)
-        end, seen = time.monotonic() + 15, None
-        while time.monotonic() < end and seen != "legacy":
+
+        def served_by_legacy() -> bool:
             rid = f"flip-{uuid.uuid4()}"
             r = http.get(run.url(f"/api/v1/users/{user['id']}"), headers={"X-Request-Id": rid})
             assert r.json() == user
             run.read(0.5)
-            seen = served_by(run, rid)
-        assert seen == "legacy", run.text[-3000:]
+            return served_by(run, rid) == "legacy"
+
+        eventually_sync(served_by_legacy, what="the flip to legacy", within=15, last=lambda: run.text[-3000:])
 
     started = time.monotonic()
     assert run.stop(signal.SIGINT, 40) == 0, run.text[-4000:]
@@ -251,9 +263,7 @@ def test_run_exits_non_zero_naming_a_child_that_dies(run: Run) -> None:
     legacy = [pid for pid in children if b"legacy/src/server.js" in cmdline(pid)]
     assert len(legacy) == 1, [cmdline(pid) for pid in children]
     os.kill(legacy[0], signal.SIGKILL)
-    end = time.monotonic() + 40
-    while run.proc.poll() is None and time.monotonic() < end:
-        run.read(0.2)
+    run.wait_exit(40)
     run.read(0.5)
     assert run.proc.returncode == 1, run.text[-3000:]
     assert "legacy exited with status -9 on its own; stopping the rest" in run.text

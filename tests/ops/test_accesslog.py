@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 import uvloop
 from prometheus_client.registry import REGISTRY
 from support.opshelp import routes_text, start_gateway, upstream
+from support.waiting import eventually
 
 from proxy.ops.accesslog import AccessLog
 from proxy.ops.logs import access, setup_logging
@@ -115,7 +115,7 @@ def test_lines_are_buffered_then_flushed_in_order_by_the_timer(loop_factory: Loo
             for i in range(200):
                 log(record(i))
             assert read_all(r) == b""
-            await asyncio.sleep(0.2)
+            await eventually(lambda: log.written == 200, what="the timer's flush", last=lambda: log.written)
             lines = parse(read_all(r))
             assert [line["request_id"] for line in lines] == [f"rid-{i}" for i in range(200)]
             assert (log.written, log.dropped) == (200, 0)
@@ -169,18 +169,17 @@ def test_full_pipe_never_blocks_drops_are_counted_and_writing_resumes(loop_facto
         with pipe(size=4096) as (r, w):
             log = AccessLog(w, interval=0.02, flush_bytes=1024, max_backlog=16 * 1024)
             before = dropped_metric()
-            start = time.monotonic()
-            for i in range(3000):
+            for i in range(3000):  # a blocking write would hang here (the per-test timeout fails it)
                 log(record(i))
-            assert time.monotonic() - start < 2.0
             assert log.dropped > 0
             assert dropped_metric() - before == log.dropped
-            data = b""
-            for _ in range(200):  # the reader comes back: the writability callback empties the backlog
-                await asyncio.sleep(0.01)
-                data += read_all(r)
-                if log.written + log.dropped == 3000:
-                    break
+            data = bytearray()
+
+            def read_back() -> bool:  # the reader comes back: the writability callback empties the backlog
+                data.extend(read_all(r))
+                return log.written + log.dropped == 3000
+
+            await eventually(read_back, what="every line written or dropped", last=lambda: log.written)
             data += read_all(r)
             ids = [int(line["request_id"][4:]) for line in parse(data)]
             assert len(ids) == log.written and log.written + log.dropped == 3000
@@ -204,13 +203,16 @@ def test_two_writers_on_one_pipe_never_tear_lines() -> None:
             for i in range(600):
                 logs[i % 2](record(i, "/x" * (i % 97)))  # varied lengths: cuts fall mid-line
                 if i % 50 == 0:
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # one loop iteration: the logs' timers and writers run mid-stream
                     data += read_all(r)
-            for _ in range(200):
-                await asyncio.sleep(0.01)
+
+            def read_back() -> bool:
+                nonlocal data
                 data += read_all(r)
-                if all(log.written == 300 for log in logs):
-                    break
+                return all(log.written == 300 for log in logs)
+
+            await eventually(read_back, what="300 lines per log", last=lambda: [g.written for g in logs])
+            data += read_all(r)
             lines = parse(data)
             assert len(lines) == 600
             for parity in (0, 1):
@@ -231,19 +233,21 @@ def test_socket_output_never_blocks_and_keeps_the_socket_blocking() -> None:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             reader.setblocking(False)
             log = AccessLog(ours.fileno(), interval=0.01, flush_bytes=1024, max_backlog=16 * 1024)
-            start = time.monotonic()
-            for i in range(3000):
+            for i in range(3000):  # a blocking send would hang here (the per-test timeout fails it)
                 log(record(i))
-            assert time.monotonic() - start < 2.0 and log.dropped > 0
+            assert log.dropped > 0
             assert ours.getblocking()
-            data = b""
-            for _ in range(200):
-                await asyncio.sleep(0.01)
+            data = bytearray()
+
+            def read_back() -> bool:
                 with contextlib.suppress(BlockingIOError):
                     while chunk := reader.recv(65536):
-                        data += chunk
-                if log.written + log.dropped == 3000:
-                    break
+                        data.extend(chunk)
+                return log.written + log.dropped == 3000
+
+            await eventually(read_back, what="every line written or dropped", last=lambda: log.written)
+            with contextlib.suppress(BlockingIOError):
+                data.extend(reader.recv(65536))
             ids = [int(line["request_id"][4:]) for line in parse(data)]
             assert len(ids) == log.written and ids == sorted(ids)
             log.close()
@@ -260,7 +264,7 @@ def test_regular_file_output_gets_every_line(tmp_path: Path) -> None:
             log = AccessLog(fd, interval=0.01, flush_bytes=4096)
             for i in range(500):
                 log(record(i))
-            await asyncio.sleep(0.05)
+            await eventually(lambda: log.written == 500, what="500 lines flushed", last=lambda: log.written)
             log.close()
         finally:
             os.close(fd)
@@ -291,26 +295,22 @@ def test_closed_output_drops_without_raising() -> None:
     asyncio.run(main())
 
 
-def test_a_line_costs_a_few_microseconds() -> None:
-    """The gateway's hook (an AccessRecord, then the line) stays under 5 µs (best of five batches)."""
+def test_many_lines_to_dev_null_are_all_written() -> None:
+    """The hot path's batch (100000 lines, as bench/micro.py times it) is written whole: none dropped."""
 
-    async def main() -> float:
+    async def main() -> tuple[int, int, bool]:
         fd = os.open(os.devnull, os.O_WRONLY)
         try:
             log = AccessLog(fd)
-            best = float("inf")
-            for _ in range(5):
-                start = time.perf_counter()
-                for _ in range(20000):
-                    log(AccessRecord("0123456789abcdef0123456789abcdef", "GET", "/items/9", "items", "new",
-                                     200, 0.00123, 0, 321, "127.0.0.1"))  # fmt: skip
-                best = min(best, (time.perf_counter() - start) / 20000)
-            log.close()
-            return best
+            for _ in range(100000):
+                log(AccessRecord("0123456789abcdef0123456789abcdef", "GET", "/items/9", "items", "new",
+                                 200, 0.00123, 0, 321, "127.0.0.1"))  # fmt: skip
+            clean = log.close()
+            return log.written, log.dropped, clean
         finally:
             os.close(fd)
 
-    assert asyncio.run(main()) < 5e-6
+    assert asyncio.run(main()) == (100000, 0, True)
 
 
 async def test_gateway_flushes_access_lines_before_it_exits(tmp_path: Path) -> None:
@@ -351,8 +351,7 @@ async def test_no_access_log_writes_no_access_line(tmp_path: Path) -> None:
                 for i in range(5):
                     async with session.get(f"{gw.url}/items/{i}") as resp:
                         assert resp.status == 200
-            await asyncio.sleep(0.3)  # past the flush interval, had a buffer existed
-        finally:
+        finally:  # stopping flushes any buffered line (test_gateway_flushes_access_lines_before_it_exits)
             assert await gw.stop() == 0
         assert new.hits == 5
         assert "drained" in [line.get("msg") for line in gw.lines]

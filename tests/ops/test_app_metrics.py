@@ -1,8 +1,8 @@
-"""Request metrics: hot-path cost, histogram buckets, snapshots summed across processes."""
+"""Request metrics: hot-path counts (its cost: bench/micro.py), histogram buckets, snapshots summed across
+processes."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,20 +26,19 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_observe_costs_about_a_microsecond() -> None:
-    """One observe() call with cached cells stays under 2 µs (best of five batches)."""
+def test_observe_with_cached_cells_counts_every_call() -> None:
+    """Repeated observe() calls on the same keys (the cached-cell path bench/micro.py times) each count."""
     stats = RequestStats()
     keys = [("users-get", "new", 200), ("users-get", "legacy", 200), ("default", "legacy", 404)]
-    n = 20000
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for i in range(n):
-            route, target, status = keys[i % 3]
-            stats.observe(route, target, status, 0.0031)
-        best = min(best, (time.perf_counter() - start) / n)
-    assert best < 2e-6, f"observe costs {best * 1e6:.2f} µs"
-    assert sum(stats.counts.values()) == 5 * n
+    n = 30000
+    for i in range(n):
+        route, target, status = keys[i % 3]
+        stats.observe(route, target, status, 0.0031)
+    assert sum(stats.counts.values()) == n
+    got = samples(render(local_registry(stats)).decode())
+    for route, target, _status in keys:
+        labels = (("le", "+Inf"), ("route", route), ("target", target))
+        assert got[("strangler_request_duration_seconds_bucket", labels)] == n / 3
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive() -> None:

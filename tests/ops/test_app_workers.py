@@ -8,6 +8,7 @@ import re
 import signal
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +20,7 @@ from support.opshelp import (
     upstream,
     write_atomically,
 )
+from support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +39,11 @@ async def spread_requests(gw: GatewayProcess, path: str, rounds: int = 10, per_r
 
             await asyncio.gather(*(one() for _ in range(per_round)))
             sent += per_round
-            await asyncio.sleep(0.1)  # let the access lines arrive
+            await eventually(
+                lambda sent=sent: sum(served_by(gw).values()) >= sent,
+                what=f"{sent} access lines",
+                last=lambda: served_by(gw),
+            )
             if len(served_by(gw)) >= 2:
                 break
     return sent
@@ -48,17 +54,18 @@ def served_by(gw: GatewayProcess) -> Counter[int]:
 
 
 async def metric(gw: GatewayProcess, pattern: str, want: float) -> float:
-    """Poll /metrics (bounded) until the sample matching ``pattern`` equals ``want``; return the last."""
-    value = -1.0
+    """Poll /metrics (bounded) until the sample matching ``pattern`` equals ``want``; return it."""
+    seen: list[float] = []
     async with aiohttp.ClientSession() as session:
-        for _ in range(40):
+
+        async def sample() -> bool:
             text = await (await session.get(gw.admin_url + "/metrics")).text()
             found = re.search(pattern + r" ([0-9.e+]+)", text)
-            value = float(found.group(1)) if found else -1.0
-            if value == want:
-                break
-            await asyncio.sleep(0.1)
-    return value
+            seen.append(float(found.group(1)) if found else -1.0)
+            return seen[-1] == want
+
+        await eventually(sample, what=f"{pattern} == {want}", last=lambda: seen[-1])
+    return seen[-1]
 
 
 async def test_metrics_add_up_across_workers_and_sighup_reaches_each(tmp_path: Path) -> None:
@@ -68,12 +75,8 @@ async def test_metrics_add_up_across_workers_and_sighup_reaches_each(tmp_path: P
         path.write_text(routes_text(leg.url, new.url, "legacy"))
         gw = await start_gateway(path, "--workers", "2", "--reload-interval", "600")
         try:
-            sent = await spread_requests(gw, "/items/1")
-            for _ in range(100):  # the last access lines may still be in the pipe
-                per_worker = served_by(gw)
-                if sum(per_worker.values()) >= sent:
-                    break
-                await asyncio.sleep(0.03)
+            sent = await spread_requests(gw, "/items/1")  # returns once every access line arrived
+            per_worker = served_by(gw)
             assert len(per_worker) == 2, f"only one worker served {sent} requests: {per_worker}"
             assert sum(per_worker.values()) == sent
             series = r'strangler_requests_total\{route="items",status="200",target="legacy"\}'
@@ -84,13 +87,13 @@ async def test_metrics_add_up_across_workers_and_sighup_reaches_each(tmp_path: P
             write_atomically(path, routes_text(leg.url, new.url, "new"))
             mark = len(gw.lines)
             gw.signal(signal.SIGHUP)
-            for _ in range(100):
+
+            def reloaded() -> set[int]:
                 lines = gw.lines[mark:]
-                reloaded = {line["pid"] for line in lines if line.get("msg") == "worker routes reloaded"}
-                if len(reloaded) == 2:
-                    break
-                await asyncio.sleep(0.05)
-            assert reloaded == set(per_worker)
+                return {line["pid"] for line in lines if line.get("msg") == "worker routes reloaded"}
+
+            await eventually(lambda: len(reloaded()) == 2, what="both workers reloaded", last=reloaded)
+            assert reloaded() == set(per_worker)
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(connector=connector) as session:
                 for _ in range(20):
@@ -119,14 +122,15 @@ async def test_a_crashed_worker_is_restarted(tmp_path: Path) -> None:
             restarted = await gw.wait_for("worker started", after=mark)
             assert restarted["worker_pid"] != victim
             async with aiohttp.ClientSession() as session:
-                for _ in range(50):
-                    ready = await session.get(gw.admin_url + "/readyz")
-                    body = await ready.json()
-                    if ready.status == 200 and body["workers"]["alive"] == 2:
-                        break
-                    await asyncio.sleep(0.1)
-                assert ready.status == 200, body
-                assert body["workers"] == {"configured": 2, "alive": 2}
+                readyz: list[tuple[int, Any]] = []
+
+                async def ready() -> bool:
+                    resp = await session.get(gw.admin_url + "/readyz")
+                    readyz.append((resp.status, await resp.json()))
+                    return resp.status == 200 and readyz[-1][1]["workers"]["alive"] == 2
+
+                await eventually(ready, what="ready with two workers alive", last=lambda: readyz[-1])
+                assert readyz[-1][1]["workers"] == {"configured": 2, "alive": 2}
                 for _ in range(10):
                     async with session.get(gw.url + "/items/3") as resp:
                         assert resp.status == 200
@@ -147,18 +151,33 @@ async def test_reloads_under_load_with_workers_lose_no_request(tmp_path: Path) -
         errors: list[str] = []
         flipping = True
 
+        def worker_reloads() -> int:
+            return sum(line.get("msg") == "worker routes reloaded" for line in gw.lines)
+
+        async def some_load() -> None:
+            """Until 150 more requests were answered: load on the table in force."""
+            want = sum(got.values()) + len(errors) + 150
+            await eventually(lambda: sum(got.values()) + len(errors) >= want, what="150 more requests")
+
         async def flipper() -> None:
             nonlocal flipping
+            valid = 0
             for target in ("new", "legacy", "invalid", "new"):
-                await asyncio.sleep(0.4)
+                await some_load()
                 mark = len(gw.lines)
                 write_atomically(path, INVALID_ROUTES if target == "invalid" else texts[target])
-                for _ in range(250):  # until the parent applied (or refused) it
-                    outcomes = {line.get("msg") for line in gw.lines[mark:]}
-                    if outcomes & {"routes reloaded", "routes reload failed"}:
-                        break
-                    await asyncio.sleep(0.02)
-            await asyncio.sleep(0.5)
+                valid += target != "invalid"
+
+                def outcomes(mark: int = mark) -> set[Any]:
+                    return {line.get("msg") for line in gw.lines[mark:]}
+
+                await eventually(  # until the parent applied (or refused) it
+                    lambda: outcomes() & {"routes reloaded", "routes reload failed"},
+                    what=f"the reload to {target}",
+                    last=outcomes,
+                )
+            await eventually(lambda: worker_reloads() == 2 * valid, what="both workers on the final table")
+            await some_load()
             flipping = False
 
         async def client(session: aiohttp.ClientSession) -> None:

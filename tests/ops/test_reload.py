@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 from support.opshelp import INVALID_ROUTES, routes_text, start_gateway, upstream, write_atomically
+from support.waiting import eventually
 
 from proxy.ops.admin import AdminState
 from proxy.ops.metrics import RequestStats, local_registry
@@ -90,24 +91,34 @@ async def test_watcher_reloads_changes_and_counts_a_bad_file_once(tmp_path: Path
     path = tmp_path / "routes.yaml"
     path.write_text(routes_text("http://127.0.0.1:1", "http://127.0.0.1:2", "legacy"))
     reloader, gateway, state = make_reloader(path)
+    polls = 0
+    changed = reloader.changed
+
+    def counted() -> bool:  # the real check, counted: the test waits for polls, not for time
+        nonlocal polls
+        polls += 1
+        return changed()
+
+    reloader.changed = counted  # type: ignore[method-assign]  # instrumented, not replaced
+
+    async def more_polls(n: int) -> None:
+        want = polls + n
+        await eventually(lambda: polls >= want, what=f"{n} more polls", last=lambda: polls)
+
+    def target() -> str:
+        return gateway.table.match("GET", "/items/1").route.target
+
     watcher = asyncio.create_task(reloader.watch(0.05))
     try:
         write_atomically(path, routes_text("http://127.0.0.1:1", "http://127.0.0.1:2", "new"))
-        for _ in range(100):
-            if gateway.table.match("GET", "/items/1").route.target == "new":
-                break
-            await asyncio.sleep(0.02)
-        assert gateway.table.match("GET", "/items/1").route.target == "new"
+        await eventually(lambda: target() == "new", what="the new table applied", within=2, last=target)
         failures = reloads("failure")
         write_atomically(path, INVALID_ROUTES)
-        for _ in range(100):
-            if state.last_reload.result == "failure":
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)  # several more polls of the same bad content
+        await eventually(lambda: state.last_reload.result == "failure", what="a failed reload", within=2)
+        await more_polls(4)  # several more polls of the same bad content
         assert reloads("failure") == failures + 1
         write_atomically(path, INVALID_ROUTES)  # touched (new inode and mtime), same bad content
-        await asyncio.sleep(0.3)
+        await more_polls(4)
         assert reloads("failure") == failures + 1
         assert gateway.table.match("GET", "/items/1").route.target == "new"
     finally:
@@ -170,16 +181,21 @@ async def test_reload_under_load_loses_no_request(tmp_path: Path) -> None:
             nonlocal flipping
             outcomes = ("routes reloaded", "routes reload failed")
             for target in schedule:
-                await asyncio.sleep(0.4)
+                await some_load()
                 mark = len(gw.lines)
                 write_atomically(path, INVALID_ROUTES if target == "invalid" else texts[target])
                 # Wait for this flip to be applied (or refused) so a slow poll cannot merge two flips.
-                for _ in range(250):
-                    if any(line.get("msg") in outcomes for line in gw.lines[mark:]):
-                        break
-                    await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)  # some load on the final table
+                await eventually(
+                    lambda mark=mark: any(line.get("msg") in outcomes for line in gw.lines[mark:]),
+                    what=f"the reload to {target}",
+                )
+            await some_load()  # on the final table
             flipping = False
+
+        async def some_load() -> None:
+            """Until 250 more requests were answered: load on the table in force."""
+            want = len(results) + len(errors) + 250
+            await eventually(lambda: len(results) + len(errors) >= want, what="250 more requests")
 
         async def client(session: aiohttp.ClientSession, worker: int) -> None:
             i = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 from support.gwkit import GatewayFactory, routes_yaml
 from support.upstreams import Handler, RawClient, RawUpstream, read_request
+from support.waiting import eventually_sync
 
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
 
@@ -37,7 +39,12 @@ def full_backlog_port() -> Iterator[int]:
         except BlockingIOError:
             pass
         fillers.append(filler)
-    time.sleep(0.05)
+
+    def queued() -> list[socket.socket]:  # a completed non-blocking connect is writable, without error
+        writable = select.select([], fillers, [], 0)[1]
+        return [f for f in writable if f.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0]
+
+    eventually_sync(queued, what="a filler connection in the accept queue")
     yield port
     for filler in fillers:
         filler.close()
@@ -143,8 +150,10 @@ async def test_post_on_stale_connection_not_retried(
     response = await client.request("POST", "/pay", body=body)
     assert response.status == 502
     assert seen == [b"GET /warm HTTP/1.1", b"POST /pay HTTP/1.1"]
-    await asyncio.sleep(0.1)
-    assert upstream.connections == 1
+    # The next request opens the second connection: the POST was not resent before it, nor on it.
+    assert (await client.request("GET", "/after")).status == 200
+    assert seen == [b"GET /warm HTTP/1.1", b"POST /pay HTTP/1.1", b"GET /after HTTP/1.1"]
+    assert upstream.connections == 2
     client.close()
 
 

@@ -134,7 +134,7 @@ async def test_bad_upstream_framing_502(
         await read_request(reader)
         writer.write(raw)
         await writer.drain()
-        await asyncio.sleep(1)
+        await reader.read()  # hold the connection open until the other side closes it
 
     assert callable(raw_upstream)
     upstream: RawUpstream = await raw_upstream(handler)

@@ -7,6 +7,7 @@ import time
 
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
 from support.upstreams import EchoUpstream, RawClient
+from support.waiting import eventually
 
 from proxy.routing.table import Route, parse_routes
 from proxy.server.exchange import Exchange
@@ -196,9 +197,8 @@ async def test_drain_closes_keep_alive_after_response(gw: RunningGateway) -> Non
     """A keep-alive connection whose response is in flight at drain time gets Connection: close."""
     client = await RawClient.open(gw.port)
     await client.send(b"GET /sse?gap=0.2 HTTP/1.1\r\nHost: g\r\n\r\n")
-    await asyncio.sleep(0.05)
+    await eventually(lambda: gw.server.active_requests == 1, what="the request in flight")
     gw.server.start_draining()
-    await asyncio.sleep(0.05)
     assert (await client.response()).status == 200
     assert await client.at_eof()
     await gw.server.drained()
@@ -244,8 +244,7 @@ async def test_client_gone_mid_response_does_not_poison_pool(gw: RunningGateway,
     await client.reader.readuntil(b"\r\n\r\n")
     await client.reader.readexactly(100_000)
     client.close()
-    await asyncio.sleep(0.2)
-    assert gw.server.active_requests == 0
+    await eventually(lambda: gw.server.active_requests == 0, what="the cut request to end")
     second = await RawClient.open(gw.port)
     for _ in range(3):
         response = await second.request("GET", "/after")

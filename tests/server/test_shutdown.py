@@ -10,14 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from support.opshelp import GatewayProcess, Upstream, routes_text, start_gateway, upstream
-
-
-async def wait_for_hit(up: Upstream, count: int = 1) -> None:
-    for _ in range(250):
-        if up.hits >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the upstream never received request {count}")
+from support.waiting import eventually
 
 
 async def refused(address: str) -> bool:
@@ -44,7 +37,7 @@ async def drain_scenario(gw: GatewayProcess, legacy: Upstream) -> None:
         await reader.readexactly(length)
 
         slow = asyncio.create_task(session.get(gw.url + "/slow"))
-        await wait_for_hit(legacy, 2)
+        await eventually(lambda: legacy.hits >= 2, what="the slow request upstream", last=lambda: legacy.hits)
         mark = len(gw.lines)
         sent = time.monotonic()
         gw.signal(signal.SIGTERM)
@@ -55,11 +48,8 @@ async def drain_scenario(gw: GatewayProcess, legacy: Upstream) -> None:
         assert (await ready.json())["draining"] is True
         assert await asyncio.wait_for(reader.read(), 2) == b""  # the idle connection was closed
         writer.close()
-        for _ in range(50):  # the supervisor's workers close their copies of the socket a moment apart
-            if await refused(gw.listen):
-                break
-            await asyncio.sleep(0.05)
-        assert await refused(gw.listen), "new connections must be refused while draining"
+        # The supervisor's workers close their copies of the socket a moment apart.
+        await eventually(lambda: refused(gw.listen), what="new connections refused", within=2.5)
         assert not slow.done(), "the slow request should still be in flight"
 
         resp = await asyncio.wait_for(slow, 10)
@@ -106,7 +96,7 @@ async def test_drain_timeout_bounds_a_request_that_takes_too_long(tmp_path: Path
         try:
             async with aiohttp.ClientSession() as session:
                 slow = asyncio.create_task(session.get(gw.url + "/slow"))
-                await wait_for_hit(leg)
+                await eventually(lambda: leg.hits >= 1, what="the slow request upstream")
                 sent = time.monotonic()
                 gw.signal(signal.SIGTERM)
                 assert await asyncio.wait_for(gw.proc.wait(), 10) == 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from support.waiting import eventually
 from svc_kit import bearer, register
 from test_svc_dry_run import sign
 
@@ -60,7 +61,7 @@ async def test_slots_bound_concurrency() -> None:
         await gate.acquire()
         holding += 1
         peak = max(peak, holding)
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # hold the slot for a moment, so that holders overlap
         holding -= 1
         gate.release()
 
@@ -163,7 +164,9 @@ async def test_a_cancelled_query_returns_its_connection(fair_pool: FairPool) -> 
     """A request cancelled mid-query (client gone) frees its slot and its connection for the next one."""
     slow = asyncio.create_task(fair_pool.execute("SELECT pg_sleep(5)"))
     queued = asyncio.create_task(fair_pool.fetchval("SELECT 2"))
-    await asyncio.sleep(0.2)
+    gate, pool = fair_pool.gate, fair_pool.pool
+    # The slow query holds the one connection; the other request waits at the gate.
+    await eventually(lambda: gate.waiting == 1 and pool.get_idle_size() == 0, what="slow running, one queued")
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow
@@ -208,8 +211,8 @@ async def test_plain_and_dry_run_requests_both_wait_for_the_gate(
     path = f"/api/v1/users/{user_id}"
     plain = asyncio.create_task(client.get(path))
     dry = asyncio.create_task(client.get(path, headers={"X-Strangler-Dry-Run": sign("GET", path)}))
-    await asyncio.sleep(0.3)
-    assert not plain.done() and not dry.done() and fair.gate.waiting == 2
+    await eventually(lambda: fair.gate.waiting == 2, what="both at the gate", last=lambda: fair.gate.waiting)
+    assert not plain.done() and not dry.done()
     for _ in range(4):
         fair.gate.release()
     responses = await asyncio.wait_for(asyncio.gather(plain, dry), 10)

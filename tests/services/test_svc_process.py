@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+from support.waiting import eventually_sync
 from svc_kit import JWT_SECRET
 
 from proxy.devstack.embedded import free_port
@@ -36,17 +36,12 @@ def test_python_m_services_serves_and_stops_on_sigterm(
         [sys.executable, "-m", "services"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{port}/health/ready", headers={"X-Request-Id": "boot"}
-                )
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-                assert time.monotonic() < deadline, "service did not start within 20 s"
-                time.sleep(0.1)
+
+        def ready() -> httpx.Response:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+            return httpx.get(f"http://127.0.0.1:{port}/health/ready", headers={"X-Request-Id": "boot"})
+
+        response = eventually_sync(ready, what="the service up", within=20, ignore=(httpx.TransportError,))
         assert response.status_code == 200
         assert response.json()["status"] == "ok"
         proc.send_signal(signal.SIGTERM)

@@ -14,7 +14,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from support.waiting import eventually_sync
 
 from proxy.devstack.embedded import free_port
 from proxy.report.cli import main as report_main
@@ -102,19 +102,15 @@ class Rig:
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:]
+
+    def ready() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"gateway exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"gateway not ready:\n{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(f"gateway exited {proc.returncode}:\n{tail()}")
+        return httpx.get(url, timeout=1.0).status_code == 200
+
+    eventually_sync(ready, what="the gateway ready", within=30, ignore=(httpx.HTTPError,), last=tail)
 
 
 @pytest.fixture(scope="module")
@@ -161,15 +157,17 @@ def rig(make_database: Any, redis_url: str, tmp_path_factory: pytest.TempPathFac
 
 def wait_compared(rig: Rig, want: dict[str, int]) -> dict[str, Any]:
     """Poll the report until each route has at least ``want`` comparisons (shadow work is asynchronous)."""
-    deadline = time.monotonic() + 20
-    while True:
-        doc = rig.report()
-        routes = {r["name"]: r for r in doc["routes"]}
-        if all(routes.get(n, {}).get("compared", 0) >= c for n, c in want.items()):
-            return routes
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not enough comparisons after 20 s: {routes}")
-        time.sleep(0.2)
+    seen: list[dict[str, Any]] = [{}]
+
+    def compared() -> dict[str, Any] | None:
+        seen.append({r["name"]: r for r in rig.report()["routes"]})
+        routes = seen[-1]
+        return routes if all(routes.get(n, {}).get("compared", 0) >= c for n, c in want.items()) else None
+
+    routes: dict[str, Any] = eventually_sync(
+        compared, what=f"comparisons {want}", within=20, interval=0.2, last=lambda: seen[-1]
+    )
+    return routes
 
 
 def test_report_names_route_path_noise_and_ready(rig: Rig) -> None:
@@ -223,14 +221,13 @@ def test_write_shadowed_as_dry_run_changes_nothing(rig: Rig) -> None:
 
 def test_admin_report_page_from_the_gateway(rig: Rig) -> None:
     """The gateway's admin port serves the same report (JSON and HTML) from the shared stores."""
-    deadline = time.monotonic() + 20
-    while True:
+    def report() -> dict[str, Any] | None:
         r = httpx.get(rig.admin + "/report.json", timeout=10)
         assert r.status_code == 200, r.text
         names = {x["name"]: x for x in r.json()["routes"]}
-        if names.get("users-get", {}).get("compared", 0) > 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return names if names.get("users-get", {}).get("compared", 0) > 0 else None
+
+    names: dict[str, Any] = eventually_sync(report, what="a users-get comparison", within=20, interval=0.2)
     assert "$.name" in [p for p, _ in names["users-get"]["paths"]]
     page = httpx.get(rig.admin + "/report", timeout=10)
     assert page.status_code == 200 and 'data-route="users-get"' in page.text and "<svg" in page.text

@@ -217,10 +217,8 @@ async def test_queue_full_drops_and_counts(backends: tuple[Backend, Backend]) ->
     route = Route("q", frozenset({"GET"}), "/q", "legacy", ShadowSpec(1.0, False, 1.0), CompareRules(), 1)
     ex = Exchange(route, "GET", "/q", "", [], b"", "legacy", 200, [], b"{}", 0.001, "rid")
     before = metric("strangler_shadow_dropped_total", route="q")
-    start = time.perf_counter()
     for _ in range(10):
-        shadower.submit(ex)
-    assert time.perf_counter() - start < 0.05
+        shadower.submit(ex)  # a plain call, no await: it cannot wait for room (its cost: bench/micro.py)
     await store.flush()
     st = (await store.stats())["q"]
     assert (st.get("sampled"), st.get("dropped")) == (10, 8)

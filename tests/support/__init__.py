@@ -1,1 +1,2 @@
-"""Helpers shared by the test folders: real loopback upstreams, gateways in process and as processes."""
+"""Helpers shared by every test folder (``tests/`` is on sys.path through its root conftest.py): real
+loopback upstreams, gateways in process and as processes, and waiting for events."""

@@ -8,13 +8,14 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,15 +124,18 @@ class GatewayProcess:
 
     async def wait_for(self, msg: str, within: float = 15.0, after: int = 0) -> dict[str, Any]:
         """The first log line at index >= ``after`` whose msg is ``msg`` (bounded wait)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            for line in self.lines[after:]:
-                if line.get("msg") == msg:
-                    return line
-            if self.proc.returncode is not None and self._reader is not None and self._reader.done():
-                break
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no {msg!r} log line; stderr so far:\n" + "\n".join(self.raw[-40:]))
+
+        def found() -> dict[str, Any] | None:
+            line = next((line for line in self.lines[after:] if line.get("msg") == msg), None)
+            if line is None and self.proc.returncode is not None and self._reader is not None:
+                assert not self._reader.done(), f"exited without a {msg!r} log line; stderr:\n" + self.tail()
+            return line
+
+        return await eventually(found, what=f"a {msg!r} log line", within=within, last=self.tail)
+
+    def tail(self, n: int = 40) -> str:
+        """The last ``n`` lines of stderr, for failure messages."""
+        return "\n".join(self.raw[-n:])
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

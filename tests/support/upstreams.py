@@ -27,6 +27,9 @@ class Seen:
     """What the echo upstream saw, in order: one dict per request, plus connection ids."""
 
     requests: list[dict[str, object]] = field(default_factory=list)
+    # /sse?hold=1 sends its first event, then waits for this before the rest: a test can read the first
+    # event while the stream is certainly unfinished, then release it (no timing involved).
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _summary(request: web.Request, body: bytes) -> dict[str, object]:
@@ -104,15 +107,19 @@ def echo_app(seen: Seen) -> web.Application:
         return response
 
     async def sse(request: web.Request) -> web.StreamResponse:
-        """Three events, ?gap= seconds apart; the stream ends after the last."""
+        """Three events, ?gap= seconds apart (or, with ?hold=1, the rest once seen.release is set)."""
         gap = float(request.query.get("gap", "0.5"))
+        hold = request.query.get("hold") == "1"
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
         for n in range(3):
             await response.write(f"id: {n}\ndata: event {n}\n\n".encode())
-            await asyncio.sleep(gap)
+            if hold and n == 0:
+                await asyncio.wait_for(seen.release.wait(), 30)
+            elif not hold:
+                await asyncio.sleep(gap)  # a slow event source: the delay is the behaviour
         await response.write_eof()
         return response
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import uvloop
+from support.waiting import eventually
 
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec, parse_routes
@@ -139,6 +140,8 @@ class Upstream:
             writer.transport.abort()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1)
+        # Every connection's task has run its finally (writer closed): nothing is left closing.
+        await eventually(lambda: not self._tasks, what="the upstream's connection tasks to end", within=1.0)
 
 
 class Done:
@@ -156,15 +159,19 @@ class Done:
 
     async def wait(self, n: int, within: float = 1.5) -> None:
         """Until ``n`` calls have finished (fails the test after ``within`` seconds)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + within
-        while len(self.calls) < n:
-            assert loop.time() < end, f"only {len(self.calls)} of {n} calls finished"
-            await asyncio.sleep(0.002)
+        finished = lambda: len(self.calls)  # noqa: E731  (used twice)
+        await eventually(lambda: finished() >= n, what=f"{n} finished calls", within=within, last=finished)
 
     def once(self, calls: list[PipeCall]) -> bool:
         """Every call of ``calls`` finished exactly once and no other call finished."""
         return len(self.calls) == len(calls) and all(self.counts[id(c)] == 1 for c in calls)
+
+
+async def settled(upstream: Upstream, pool: PipePool) -> None:
+    """Until the pool has no connection attempt running and the upstream has served every connection to
+    its end: after that nothing more can be sent, so an absence (no request, no connection) is final."""
+    await eventually(lambda: not pool._tasks, what="the pool's connection attempts to end", within=1)
+    await eventually(lambda: not upstream._tasks, what="every upstream connection to end", within=1)
 
 
 def get(path: str) -> bytes:
@@ -197,14 +204,6 @@ def failure(call: PipeCall) -> str:
     return call.error.kind
 
 
-async def until(check: Callable[[], bool], within: float = 1.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not check():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.002)
-
-
 Make = Callable[..., Awaitable[tuple[Upstream, PipePool]]]
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -231,7 +230,6 @@ async def maker() -> AsyncIterator[Make]:
         for upstream, pool in made:
             pool.close(abort=True)
             await upstream.close()
-        await asyncio.sleep(0.01)  # let the aborted transports finish closing
 
 
 def both_loops(body: Callable[[Make], Awaitable[None]]) -> Callable[[str], None]:
@@ -293,7 +291,7 @@ async def test_idle_connection_reused_and_each_call_timed(make: Make) -> None:
     for n, path in enumerate(["/a", "/b", "/c"]):
         calls.append(pool.call(get(path), 2.0, done))
         await done.wait(n + 1)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the next call starts in a later loop iteration: that is the case tested
     assert upstream.conns == 1
     assert upstream.paths(0) == ["/a", "/b", "/c"]
     assert upstream.max_outstanding[0] == 1
@@ -343,7 +341,7 @@ async def test_connection_close_response_resends_the_rest(make: Make) -> None:
     assert upstream.paths(1) == ["/b", "/c"]
     assert [c.retried for c in calls] == [False, True, True]
     assert calls[0].timed and not calls[2].timed  # /c was behind /b on the new connection
-    await until(lambda: 0 in upstream.ended)  # the gateway closed the connection
+    await eventually(lambda: 0 in upstream.ended, what="the gateway's close", within=1)
     assert done.once(calls)
 
 
@@ -384,7 +382,7 @@ async def test_resent_calls_fail_when_the_upstream_closes_again(make: Make) -> N
     await done.wait(3)
     assert answer(calls[0])[2] == echoed("/a")
     assert [failure(c) for c in calls[1:]] == ["connect", "connect"]
-    await asyncio.sleep(0.05)
+    await settled(upstream, pool)
     assert upstream.conns == 2  # retried at most once: no third connection
     assert upstream.paths(1) == ["/b", "/c"]
     assert done.once(calls)
@@ -517,7 +515,7 @@ async def test_garbage_fails_head_with_protocol_and_resends_rest(make: Make) -> 
     assert [answer(c)[2] for c in calls[1:]] == [echoed("/b"), echoed("/c")]
     assert upstream.conns == 2
     assert upstream.paths(1) == ["/b", "/c"]
-    await until(lambda: 0 in upstream.ended)  # the broken connection was closed
+    await eventually(lambda: 0 in upstream.ended, what="the broken conn closed", within=1)
     assert done.once(calls)
 
 
@@ -539,7 +537,7 @@ async def test_hung_head_expires_and_the_rest_are_resent(make: Make) -> None:
     loop = asyncio.get_running_loop()
     done = Done()
     calls = [pool.call(get("/hang"), 0.2, done)] + [pool.call(get(p), 5.0, done) for p in ("/b", "/c")]
-    await until(lambda: len(upstream.requests) == 3)
+    await eventually(lambda: len(upstream.requests) == 3, what="3 requests upstream", within=1)
     pool.sweep(loop.time())
     assert done.calls == []  # nothing is late yet
     pool.sweep(loop.time() + 0.5)
@@ -547,7 +545,7 @@ async def test_hung_head_expires_and_the_rest_are_resent(make: Make) -> None:
     await done.wait(3)
     assert [answer(c)[2] for c in calls[1:]] == [echoed("/b"), echoed("/c")]
     assert upstream.paths(1) == ["/b", "/c"]
-    await until(lambda: 0 in upstream.ended)  # the hung connection was closed
+    await eventually(lambda: 0 in upstream.ended, what="the hung conn closed", within=1)
     assert upstream.conns == 2
     assert done.once(calls)
 
@@ -559,13 +557,14 @@ async def test_late_call_behind_head_expires_alone(make: Make) -> None:
     loop = asyncio.get_running_loop()
     done = Done()
     calls = [pool.call(get("/slow"), 5.0, done)] + [pool.call(get(p), 0.05, done) for p in ("/b", "/c")]
-    await until(lambda: len(upstream.requests) == 3)
+    await eventually(lambda: len(upstream.requests) == 3, what="3 requests upstream", within=1)
     pool.sweep(loop.time() + 0.06)
     assert done.calls == calls[1:]
     assert [failure(c) for c in calls[1:]] == ["timeout", "timeout"]
     await done.wait(3)
     assert answer(calls[0])[2] == echoed("/slow")
-    await asyncio.sleep(0.25)  # the answers of /b and /c arrive too late and are ignored
+    # The answers of /b and /c arrive too late and are ignored.
+    await eventually(lambda: pool.conns[0].served == 3, what="the late answers read", within=1)
     assert done.once(calls)
     again = pool.call(get("/again"), 2.0, done)
     await done.wait(4)
@@ -581,7 +580,7 @@ async def test_resent_call_latency_is_its_own(make: Make) -> None:
     loop = asyncio.get_running_loop()
     done = Done()
     hung, behind = pool.call(get("/hang"), 0.15, done), pool.call(get("/b"), 5.0, done)
-    await until(lambda: len(upstream.requests) == 2)
+    await eventually(lambda: len(upstream.requests) == 2, what="2 requests upstream", within=1)
     await asyncio.sleep(0.2)  # real time passes behind the hung head
     pool.sweep(loop.time())
     await done.wait(2)
@@ -614,7 +613,7 @@ async def test_call_expiring_while_connecting_is_dropped(make: Make) -> None:
     call = pool.call(get("/late"), 0.01, done)
     pool.sweep(loop.time() + 1)
     assert failure(call) == "timeout"
-    await asyncio.sleep(0.05)
+    await settled(upstream, pool)
     assert upstream.requests == []
     assert pool.conns == []
     assert done.once([call])
@@ -632,9 +631,11 @@ async def test_waiting_call_expires(make: Make) -> None:
     assert failure(calls[1]) == "timeout"
     await done.wait(2)
     assert answer(calls[0])[2] == echoed("/first")
-    await asyncio.sleep(0.02)
-    assert [r.path for r in upstream.requests] == ["/first"]
-    assert done.once(calls)
+    # Had /waits been sent, it would reach the upstream before /after, on the one connection.
+    after = pool.call(get("/after"), 5.0, done)
+    await done.wait(3)
+    assert [r.path for r in upstream.requests] == ["/first", "/after"]
+    assert done.once([*calls, after])
 
 
 # --- connection failures
@@ -676,7 +677,7 @@ async def test_keepalive_race_retried_on_fresh_connection(make: Make) -> None:
     done = Done()
     first = pool.call(get("/first"), 2.0, done)
     await done.wait(1)
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the second call starts in a later iteration, on the now idle connection
     second = pool.call(get("/second"), 2.0, done)
     await done.wait(2)
     assert answer(first)[2] == echoed("/first")
@@ -724,16 +725,18 @@ async def test_sweep_closes_idle_connections(make: Make) -> None:
     await done.wait(1)
     pool.sweep(loop.time() + 0.3)
     assert len(pool.conns) == 1
-    await asyncio.sleep(0.02)
-    assert not upstream.ended
+    kept = pool.call(get("/kept"), 2.0, done)  # answered on connection 0: the sweep left it open
+    await done.wait(2)
+    assert answer(kept)[2] == echoed("/kept")
+    assert upstream.paths(0) == ["/a", "/kept"] and not upstream.ended
     pool.sweep(loop.time() + 0.6)
     assert pool.conns == []
-    await until(lambda: 0 in upstream.ended)
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
     second = pool.call(get("/b"), 2.0, done)
-    await done.wait(2)
+    await done.wait(3)
     assert answer(second)[2] == echoed("/b")
     assert upstream.conns == 2
-    assert done.once([first, second])
+    assert done.once([first, kept, second])
 
 
 @both_loops
@@ -743,7 +746,7 @@ async def test_sweep_keeps_busy_connections(make: Make) -> None:
     loop = asyncio.get_running_loop()
     done = Done()
     call = pool.call(get("/busy"), 5.0, done)
-    await until(lambda: len(upstream.requests) == 1)
+    await eventually(lambda: len(upstream.requests) == 1, what="1 requests upstream", within=1)
     pool.sweep(loop.time() + 1)
     await done.wait(1)
     assert answer(call)[2] == echoed("/busy")
@@ -762,17 +765,18 @@ async def test_close_graceful(make: Make) -> None:
     await done.wait(2)
     assert upstream.conns == 2
     busy = pool.call(get("/slow"), 2.0, done)
-    await until(lambda: any(r.path == "/slow" for r in upstream.requests))
+    await eventually(lambda: any(r.path == "/slow" for r in upstream.requests), what="/slow sent", within=1)
     busy_conn = next(r.conn for r in upstream.requests if r.path == "/slow")
     pool.close()
-    await until(lambda: (1 - busy_conn) in upstream.ended)  # the idle one
+    await eventually(lambda: (1 - busy_conn) in upstream.ended, what="the idle conn closed", within=1)
     assert busy_conn not in upstream.ended
     assert not busy.finished
     late = pool.call(get("/late"), 2.0, done)
     assert failure(late) == "connect"  # at once, in the call
     await done.wait(4)
     assert answer(busy)[2] == echoed("/slow")
-    await until(lambda: busy_conn in upstream.ended)  # closed after its answer
+    # closed after its answer
+    await eventually(lambda: busy_conn in upstream.ended, what="the busy conn closed", within=1)
     assert pool.conns == []
     assert upstream.conns == 2
     assert [r.path for r in upstream.requests if r.path == "/late"] == []
@@ -796,7 +800,8 @@ async def test_close_graceful_fails_waiting_calls(make: Make) -> None:
     assert [failure(c) for c in calls[1:]] == ["connect", "connect"]
     await done.wait(3)
     assert answer(calls[0])[2] == echoed("/a")
-    await asyncio.sleep(0.02)
+    # The upstream sees the close after every request sent before it.
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
     assert [r.path for r in upstream.requests] == ["/a"]
     assert done.once(calls)
 
@@ -807,10 +812,11 @@ async def test_close_abort_cancels_without_done(make: Make) -> None:
     upstream, pool = await make(delay=0.05)
     done = Done()
     calls = [pool.call(get(p), 2.0, done) for p in ("/a", "/b")]
-    await until(lambda: len(upstream.requests) == 2)
+    await eventually(lambda: len(upstream.requests) == 2, what="2 requests upstream", within=1)
     pool.close(abort=True)
-    await until(lambda: 0 in upstream.ended)
-    await asyncio.sleep(0.1)  # the answers would have come by now
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
+    # The upstream has answered both (into the closed connection) and ended its connection task.
+    await eventually(lambda: not upstream._tasks, what="the upstream to finish answering", within=1)
     assert done.calls == []
     assert all(c.finished and c.result is None and c.error is None for c in calls)
     assert pool.conns == []
@@ -823,7 +829,7 @@ async def test_close_abort_while_connecting(make: Make) -> None:
     done = Done()
     call = pool.call(get("/a"), 2.0, done)
     pool.close(abort=True)
-    await asyncio.sleep(0.05)
+    await settled(upstream, pool)
     assert done.calls == []
     assert call.finished
     assert upstream.requests == []
@@ -849,7 +855,7 @@ async def test_unsolicited_bytes_close_the_connection(make: Make) -> None:
     first = pool.call(get("/a"), 2.0, done)
     await done.wait(1)
     assert answer(first)[2] == echoed("/a")
-    await until(lambda: 0 in upstream.ended)
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
     assert pool.conns == []
     second = pool.call(get("/b"), 2.0, done)
     await done.wait(2)

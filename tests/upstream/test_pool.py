@@ -79,7 +79,7 @@ async def test_fetch_protocol_kind(raw_upstream: StartRaw) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
         await writer.drain()
-        await asyncio.sleep(1)
+        await reader.read()  # hold the connection open until the other side closes it
 
     upstream = await raw_upstream(garbage)
     pool = pool_for(upstream.port)
