@@ -2,35 +2,24 @@
 
 ``t=<unix seconds>,sig=<hex HMAC-SHA256(secret, "<t>\\n<METHOD>\\n<path?query>")>``. The new service
 verifies it (within 30 s) and runs the write in a rolled-back transaction. ``verify`` is here too so
-tests and the service can share one definition of the format.
+tests and the service can share one definition of the format. The secret is read from the environment by
+``proxy.ops.settings.dry_run_secret``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import time
-from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["HEADER", "MAX_SKEW", "secret_from_env", "sign", "verify"]
+__all__ = ["HEADER", "MAX_SKEW", "sign", "verify"]
 
 HEADER: Final = "X-Strangler-Dry-Run"
 MAX_SKEW: Final = 30
-ENV_KEYS: Final = ("STRANGLER_DRY_RUN_SECRET", "DRY_RUN_SECRET")
 
 _FORMAT = re.compile(r"t=(\d{1,12}),sig=([0-9a-f]{64})\Z")
-
-
-def secret_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
-    """The shared secret from STRANGLER_DRY_RUN_SECRET or DRY_RUN_SECRET (None: dry run is off)."""
-    env = os.environ if env is None else env
-    for key in ENV_KEYS:
-        if value := env.get(key):
-            return value.encode()
-    return None
 
 
 def _mac(secret: bytes, t: int, method: str, path_qs: str) -> str:

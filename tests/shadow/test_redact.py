@@ -75,10 +75,3 @@ def test_dry_run_signature_format() -> None:
     assert not dryrun.verify(b"s3cret", value, "POST", "/api/v1/users?x=1", now=1_700_000_031)
     assert not dryrun.verify(b"other", value, "POST", "/api/v1/users?x=1", now=1_700_000_000)
     assert not dryrun.verify(b"s3cret", value, "PATCH", "/api/v1/users?x=1", now=1_700_000_000)
-
-
-def test_dry_run_secret_from_env() -> None:
-    """The secret comes from STRANGLER_DRY_RUN_SECRET, else DRY_RUN_SECRET, else dry run is off."""
-    assert dryrun.secret_from_env({"DRY_RUN_SECRET": "b"}) == b"b"
-    assert dryrun.secret_from_env({"STRANGLER_DRY_RUN_SECRET": "a", "DRY_RUN_SECRET": "b"}) == b"a"
-    assert dryrun.secret_from_env({}) is None

@@ -222,10 +222,11 @@ async def test_call_retries_once_when_a_reused_connection_dies_unanswered() -> N
 
 async def test_other_fetchers_run_as_tasks_under_their_timeout(backends: tuple[Backend, Backend]) -> None:
     """A Fetcher that is not an UpstreamPool is called through its fetch() in a task, under the timeout."""
+    from support.memstore import MemoryStore
+
     from proxy.routing.table import parse_routes
     from proxy.server.exchange import Exchange
-    from proxy.shadow.engine import Shadower
-    from proxy.shadow.store import MemoryStore
+    from proxy.shadow.admission import Shadower
     from proxy.upstream.pool import Headers, UpstreamPool
 
     legacy, new = backends

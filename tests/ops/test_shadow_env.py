@@ -1,0 +1,32 @@
+"""Where shadow results go and the dry-run secret, read from the environment by proxy.ops.settings."""
+
+from __future__ import annotations
+
+from proxy.ops.settings import ShadowEnv, dry_run_secret, shadow_env
+from proxy.shadow.store import DEFAULT_PREFIX
+
+
+def test_dry_run_secret_from_env() -> None:
+    """The secret comes from STRANGLER_DRY_RUN_SECRET, else DRY_RUN_SECRET, else dry run is off."""
+    assert dry_run_secret({"DRY_RUN_SECRET": "b"}) == b"b"
+    assert dry_run_secret({"STRANGLER_DRY_RUN_SECRET": "a", "DRY_RUN_SECRET": "b"}) == b"a"
+    assert dry_run_secret({}) is None
+
+
+def test_shadow_env_reads_stores_prefix_and_secret() -> None:
+    """REDIS_URL, DATABASE_URL, STRANGLER_SHADOW_PREFIX and the dry-run secret land in ShadowEnv."""
+    env = {"REDIS_URL": "redis://r/0", "DATABASE_URL": "postgresql://d/x", "STRANGLER_SHADOW_PREFIX": "p:",
+           "DRY_RUN_SECRET": "s"}  # fmt: skip
+    assert shadow_env(env) == ShadowEnv("redis://r/0", "postgresql://d/x", "p:", b"s")
+
+
+def test_shadow_env_defaults_and_empty_values() -> None:
+    """Unset or empty URLs mean off (None); the prefix defaults to the stores' own."""
+    assert shadow_env({}) == ShadowEnv(None, None, DEFAULT_PREFIX, None)
+    assert shadow_env({"REDIS_URL": "", "DATABASE_URL": ""}) == ShadowEnv(None, None, DEFAULT_PREFIX, None)
+
+
+def test_shadow_env_repr_hides_urls_and_secret() -> None:
+    """The URLs (which may hold passwords) and the secret never show in a repr (logs, tracebacks)."""
+    text = repr(shadow_env({"REDIS_URL": "redis://:pw@r/0", "DRY_RUN_SECRET": "s3cret"}))
+    assert "pw" not in text and "s3cret" not in text
