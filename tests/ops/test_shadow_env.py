@@ -30,3 +30,20 @@ def test_shadow_env_repr_hides_urls_and_secret() -> None:
     """The URLs (which may hold passwords) and the secret never show in a repr (logs, tracebacks)."""
     text = repr(shadow_env({"REDIS_URL": "redis://:pw@r/0", "DRY_RUN_SECRET": "s3cret"}))
     assert "pw" not in text and "s3cret" not in text
+
+
+async def test_open_shadow_passes_the_environment_down(redis_url: str, redis_prefix: str) -> None:
+    """open_shadow configures the sink from the environment: no REDIS_URL is no sink; else its prefix and
+    dry-run secret are the environment's."""
+    from proxy.ops.serve import open_shadow
+    from proxy.routing.table import parse_routes
+
+    up = '{url: "http://127.0.0.1:1"}'
+    table = parse_routes(f"upstreams:\n  legacy: {up}\n  new: {up}\ndefault: legacy\n", "t.yaml")
+    async with open_shadow(table, {"DRY_RUN_SECRET": "s"}) as sink:
+        assert sink is None
+    env = {"REDIS_URL": redis_url, "STRANGLER_SHADOW_PREFIX": redis_prefix, "DRY_RUN_SECRET": "s"}
+    async with open_shadow(table, env) as sink:
+        assert sink is not None and sink.secret == b"s"
+        assert getattr(sink.store, "prefix", None) == redis_prefix
+        assert set(sink.pools) == {"legacy", "new"}
