@@ -3,7 +3,7 @@ of its own (it records into the store's in-memory batch; reading noise may wait 
 
 Legacy is always the *control* and new the *candidate*, whichever served. A ``Job`` collects its calls'
 results (``settle``); when all are back, ``complete`` compares them: a byte check first
-(``proxy.shadow.compare.identical``), JSON only when they differ, then the A/A pair for noise
+(``proxy.shadow.bytecheck.identical``), JSON only when they differ, then the A/A pair for noise
 (``proxy.shadow.noise``), and for a real difference a sample (``proxy.shadow.samples``). Outcomes are
 tallied in a dict and added to the Prometheus counter at each flush.
 """
@@ -19,7 +19,8 @@ from prometheus_client import Counter as PromCounter
 
 from proxy.routing.table import CompareRules
 from proxy.server.exchange import Exchange, Headers
-from proxy.shadow.compare import Diff, Observed, compare, identical, identity_headers
+from proxy.shadow.bytecheck import identical, identity_headers
+from proxy.shadow.compare import Diff, Observed, compare
 from proxy.shadow.noise import NoiseBook
 from proxy.shadow.samples import SampleBuilder
 from proxy.shadow.store import DiffStore

@@ -19,7 +19,7 @@ from proxy.http1.errors import UpstreamError
 from proxy.routing.table import RouteTable, UpstreamSpec
 from proxy.server.exchange import Exchange, Headers
 from proxy.shadow import dryrun
-from proxy.shadow.compare import same_headers
+from proxy.shadow.bytecheck import same_headers
 from proxy.shadow.judge import CANDIDATE, CONTROL, SAFE, Failed, Fetched, Job, Judge, Spawn
 from proxy.shadow.store import DiffStore
 from proxy.upstream.call import Call, build_request

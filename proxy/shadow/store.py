@@ -20,7 +20,6 @@ from typing import Any, Final, Protocol
 from prometheus_client import Counter as PromCounter
 
 __all__ = [
-    "COUNTERS",
     "DEFAULT_PREFIX",
     "STORE_ERRORS",
     "Batch",
@@ -33,11 +32,6 @@ __all__ = [
     "bucket_upper",
 ]
 
-COUNTERS: Final = (
-    "seen", "sampled", "compared", "matched", "differed", "noise", "dropped", "skipped",
-    "errors_control", "errors_candidate",
-)  # fmt: skip
-SIDES: Final = ("control", "candidate")
 DEFAULT_PREFIX: Final = "strangler:shadow:"
 
 STORE_ERRORS = PromCounter("strangler_shadow_store_errors", "Shadow storage writes that failed.", ["part"])

@@ -9,7 +9,8 @@ import time
 from aiohttp import web
 
 from proxy.routing.table import CompareRules
-from proxy.shadow.compare import Observed, compare, identical, identity_headers
+from proxy.shadow.bytecheck import identical, identity_headers
+from proxy.shadow.compare import Observed, compare
 
 from .shadow_rig import Backend, RigFactory, routes_text
 
