@@ -52,7 +52,8 @@ class Shadower:
     """The ``ShadowSink`` of the gateway: sampling, a bounded queue, and the jobs replayed and judged.
 
     ``clock`` (``time.monotonic`` by default) times the A/A rate, learned-noise refreshes and sample
-    intervals; the calls' deadlines are on the event loop's clock, which sets them.
+    intervals. ``deadline_clock`` is what the sweep compares the calls' deadlines with: the event loop's
+    clock by default, which is the one the calls set their deadlines on; a test may run it ahead.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Shadower:
         flush_interval: float = 0.5,
         aa_rate: float = AA_PER_SECOND,
         clock: Callable[[], float] = time.monotonic,
+        deadline_clock: Callable[[], float] | None = None,
         own_pools: bool = False,
     ) -> None:
         self.settings = settings
@@ -85,6 +87,7 @@ class Shadower:
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._deadline_clock = deadline_clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued_bytes = 0
         self._samples = SampleBuilder(settings, clock)
@@ -169,6 +172,8 @@ class Shadower:
             return
         self._started = True
         self._loop = asyncio.get_running_loop()
+        if self._deadline_clock is None:
+            self._deadline_clock = self._loop.time
         self._replay.start(self._loop)
         self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
         self._spawn(self._flusher(), "shadow-flush")
@@ -222,9 +227,9 @@ class Shadower:
 
     def _sweep(self) -> None:
         # One timer for every call in flight, instead of an asyncio.timeout per call.
-        assert self._loop is not None
+        assert self._loop is not None and self._deadline_clock is not None
         try:
-            self._replay.sweep(self._loop.time())
+            self._replay.sweep(self._deadline_clock())
         except Exception:  # never lose the sweep: every later deadline depends on it
             log.exception("shadow deadline sweep failed")
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import redis.asyncio as aioredis
@@ -34,6 +35,7 @@ class RedisPgStore(Recording):
         per_signature: int = 20,
         per_route: int = 200,
         retention_days: float = 7.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.redis = redis
@@ -42,7 +44,8 @@ class RedisPgStore(Recording):
         self.per_signature = per_signature
         self.per_route = per_route
         self.retention_days = retention_days
-        self._last_retention = 0.0
+        self._clock = clock  # times the retention sweeps and the failure logs (a test may drive it)
+        self._last_retention: float | None = None
         self._last_failure_log: dict[str, float] = {}
 
     @classmethod
@@ -103,16 +106,18 @@ class RedisPgStore(Recording):
 
     def _log_failure(self, part: str, message: str, exc: BaseException) -> None:
         # A store that is down fails every flush (twice a second): log once a minute, count every time.
-        now = time.monotonic()
-        if now - self._last_failure_log.get(part, -1e9) >= 60.0:
+        now = self._clock()
+        last = self._last_failure_log.get(part)
+        if last is None or now - last >= 60.0:
             self._last_failure_log[part] = now
             log.error(message + " (strangler_shadow_store_errors counts them; logged once a minute)", exc)
 
     async def _write_samples(self, samples: list[Sample]) -> None:
         assert self.pg is not None
         await pg_samples.write(self.pg, samples, self.per_signature, self.per_route)
-        now = time.time()
-        if now - self._last_retention > 60:  # the retention sweep scans the table: once a minute is plenty
+        now = self._clock()
+        # The retention sweep scans the table: once a minute is plenty.
+        if self._last_retention is None or now - self._last_retention > 60:
             self._last_retention = now
             await pg_samples.expire(self.pg, self.retention_days)
 

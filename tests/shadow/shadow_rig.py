@@ -116,13 +116,15 @@ RigFactory = Callable[..., Awaitable[Rig]]
 async def make_rig() -> AsyncIterator[RigFactory]:
     """Start a gateway + Shadower from routes text (store: in-memory unless given); stopped at the end.
 
-    ``clock`` replaces the Shadower's time.monotonic (A/A rate, noise refresh, sample interval).
+    ``clock`` replaces the Shadower's time.monotonic (A/A rate, noise refresh, sample interval), and
+    ``deadline_clock`` the loop clock its sweep compares the calls' deadlines with.
     """
     rigs: list[Rig] = []
 
     async def make(text: str, store: DiffStore | None = None, secret: bytes | None = b"dry-secret",
                    rand: Callable[[], float] | None = None, aa_rate: float | None = None,
-                   clock: Callable[[], float] | None = None) -> Rig:  # fmt: skip
+                   clock: Callable[[], float] | None = None,
+                   deadline_clock: Callable[[], float] | None = None) -> Rig:  # fmt: skip
         table = parse_routes(text, "shadow-test.yaml")
         store = store if store is not None else MemoryStore()
         pools = {name: UpstreamPool(spec) for name, spec in table.upstreams.items()}
@@ -133,6 +135,8 @@ async def make_rig() -> AsyncIterator[RigFactory]:
             kwargs["aa_rate"] = aa_rate
         if clock is not None:
             kwargs["clock"] = clock
+        if deadline_clock is not None:
+            kwargs["deadline_clock"] = deadline_clock
         shadower = Shadower(table.shadow_settings, pools, store, **kwargs)
         await shadower.start()
         gateway = Gateway(table, shadow=shadower)
