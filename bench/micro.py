@@ -21,14 +21,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from proxy.ops.accesslog import AccessLog
 from proxy.ops.metrics import RequestStats
 from proxy.routing.table import CompareRules, Route, ShadowSettings, ShadowSpec
 from proxy.server.exchange import Exchange
 from proxy.server.gateway import AccessRecord
-from proxy.shadow.engine import Shadower
-from proxy.shadow.store import MemoryStore
+from proxy.shadow.admission import Shadower
+
+# The in-memory store is a test double (tests/support/memstore.py): the full-queue case never stores.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.memstore import MemoryStore
 
 BATCHES = 5
 

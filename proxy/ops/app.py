@@ -32,12 +32,12 @@ from proxy.ops.serve import (
     check_runtime,
     install_signals,
     load_initial,
+    open_shadow,
     serve_data,
     sock_address,
 )
 from proxy.ops.settings import Settings
 from proxy.routing.table import RouteTable
-from proxy.shadow.engine import open_sink
 
 
 async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen: socket.socket,
@@ -47,7 +47,7 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
     stats = RequestStats()
     state = AdminState(table, settings.routes, local_registry(stats), settings.health_timeout,
                        token=settings.admin_token)
-    async with open_sink(settings, table) as shadow:
+    async with open_shadow(table) as shadow:
         gateway = build_gateway(settings, table, stats, shadow)
         reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)
         install_signals(stopper, lambda: reloader.reload("SIGHUP"))

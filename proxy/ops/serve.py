@@ -6,25 +6,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from proxy.ops.accesslog import AccessLog
 from proxy.ops.logs import event
 from proxy.ops.metrics import RequestStats
 from proxy.ops.reload import log_routes_errors, read_routes
-from proxy.ops.settings import Address, Settings
+from proxy.ops.settings import Address, Settings, shadow_env
 from proxy.routing.table import RoutesError, RouteTable
 from proxy.server.gateway import Gateway, GatewaySettings, ShadowSink
+from proxy.shadow.admission import Shadower, open_sink
 
 
 class StartupError(Exception):
     """The gateway cannot start; the message says why and what to do (printed, exit 1)."""
+
+
+@contextlib.asynccontextmanager
+async def open_shadow(
+    table: RouteTable, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Shadower | None]:
+    """This process's shadow sink, configured from the environment (``shadow_env``), or None without Redis."""
+    where = shadow_env(env)
+    secret = where.dry_run_secret
+    async with open_sink(table, where.redis_url, where.database_url, where.prefix, secret) as sink:
+        yield sink
 
 
 def check_runtime() -> None:

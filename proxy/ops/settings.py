@@ -1,7 +1,10 @@
 """Settings for `strangler proxy`: parsed once from flags, then `STRANGLER_*` env, then defaults.
 
 Every value lands in one frozen :class:`Settings`. A bad value raises :class:`SettingsError` naming the
-flag and the env key it could have come from, so a failed start says exactly what to fix.
+flag and the env key it could have come from, so a failed start says exactly what to fix. Where shadow
+results go (Redis, PostgreSQL, key prefix) and the dry-run secret are read from the environment only, by
+:func:`shadow_env`, in each serving process (they are not in :class:`Settings`, which is handed to
+worker processes as JSON).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from proxy.ops.admin_auth import check_admin_exposure
+from proxy.shadow.store import DEFAULT_PREFIX
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DRY_RUN_SECRET_KEYS: Final = ("STRANGLER_DRY_RUN_SECRET", "DRY_RUN_SECRET")
 T = TypeVar("T")
 
 
@@ -217,3 +222,38 @@ def _admin_token(flag_file: str | None, env: Mapping[str, str]) -> str:
     if token and (len(token) < 16 or any(c.isspace() for c in token)):
         raise SettingsError(f"{source}: the admin token must be at least 16 characters, without spaces")
     return token
+
+
+@dataclass(frozen=True)
+class ShadowEnv:
+    """Where shadow results go and the dry-run secret, from the environment.
+
+    ``redis_url`` (REDIS_URL; shadowing is off without it), ``database_url`` (DATABASE_URL; samples are
+    off without it), ``prefix`` (STRANGLER_SHADOW_PREFIX, the Redis key prefix) and ``dry_run_secret``
+    (STRANGLER_DRY_RUN_SECRET, else DRY_RUN_SECRET; writes are not shadowed without it).
+    """
+
+    redis_url: str | None = field(default=None, repr=False)  # URLs and secrets stay out of logs
+    database_url: str | None = field(default=None, repr=False)
+    prefix: str = DEFAULT_PREFIX
+    dry_run_secret: bytes | None = field(default=None, repr=False)
+
+
+def dry_run_secret(env: Mapping[str, str] | None = None) -> bytes | None:
+    """The shared secret from STRANGLER_DRY_RUN_SECRET or DRY_RUN_SECRET (None: dry run is off)."""
+    env = os.environ if env is None else env
+    for key in DRY_RUN_SECRET_KEYS:
+        if value := env.get(key):
+            return value.encode()
+    return None
+
+
+def shadow_env(env: Mapping[str, str] | None = None) -> ShadowEnv:
+    """Read :class:`ShadowEnv` from ``env`` (``os.environ`` by default); empty values count as unset."""
+    env = os.environ if env is None else env
+    return ShadowEnv(
+        redis_url=env.get("REDIS_URL") or None,
+        database_url=env.get("DATABASE_URL") or None,
+        prefix=env.get("STRANGLER_SHADOW_PREFIX", DEFAULT_PREFIX),
+        dry_run_secret=dry_run_secret(env),
+    )

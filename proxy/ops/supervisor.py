@@ -37,12 +37,12 @@ from proxy.ops.serve import (
     apply_table,
     build_gateway,
     install_signals,
+    open_shadow,
     serve_data,
     sock_address,
 )
 from proxy.ops.settings import Settings
 from proxy.routing.table import RoutesError, RouteTable, parse_routes
-from proxy.shadow.engine import open_sink
 
 WORKER_ENV = "STRANGLER_INTERNAL_WORKER"
 SNAPSHOT = "routes.snapshot"
@@ -238,7 +238,7 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
     stats = RequestStats()
     table = _read_snapshot(directory, settings.routes)
     stopper = Stopper(asyncio.Event())
-    async with open_sink(settings, table) as shadow:
+    async with open_shadow(table) as shadow:
         gateway = build_gateway(settings, table, stats, shadow)
 
         def on_hup() -> None:

@@ -17,7 +17,8 @@ from proxy.report.html import render_html
 from proxy.report.model import READY, Report, gather
 from proxy.report.text import render_markdown, render_terminal
 from proxy.routing.table import RoutesError, RouteTable, load_routes
-from proxy.shadow.store import DEFAULT_PREFIX, RedisPgStore, StoreError
+from proxy.shadow.redis_pg import RedisPgStore
+from proxy.shadow.store import DEFAULT_PREFIX, StoreError
 
 __all__ = ["main", "render", "suggest"]
 

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from proxy.report.model import NOT_ENOUGH, READY, Report, RouteReport, gather
 from proxy.report.text import answered
-from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, RedisPgStore, StoreError
+from proxy.shadow.redis_pg import RedisPgStore
+from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, StoreError
 
 __all__ = ["REPORT_STORE", "render_html", "setup"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 import re
 import zlib
 from collections import Counter
@@ -33,8 +32,6 @@ __all__ = [
     "compare",
     "decode_body",
     "format_path",
-    "identical",
-    "identity_headers",
     "normalise_path",
 ]
 
@@ -368,60 +365,3 @@ def _compare_bodies(control: Observed, candidate: Observed, rules: _Compiled, ca
             walker.walk(cdoc, ddoc, [])
             return walker.out
     return [Difference("body", "body", len(cbody), len(dbody))]
-
-
-def identical(
-    control: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
-    candidate: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
-    rules: CompareRules,
-    body_cap: int = 1 << 20,
-    names: frozenset[bytes] | None = None,
-) -> bool:
-    """Whether two raw responses (status, headers, body, seconds) surely agree under ``rules``.
-
-    True only for the same status, the same raw values of every compared header and the same body bytes
-    (within ``body_cap``): then `compare` would return None too, without parsing anything. False means
-    "not known": call `compare`. ``names`` is ``identity_headers(rules)`` when the caller keeps it.
-    """
-    if control[0] != candidate[0] or control[2] != candidate[2] or len(control[2]) > body_cap:
-        return False
-    if names is None:
-        names = identity_headers(rules)
-    return same_headers(control[1], candidate[1], names)
-
-
-def same_headers(
-    control: Sequence[tuple[bytes, bytes]], candidate: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]
-) -> bool:
-    """Whether the two header lists carry the same values for ``names`` (lower-case), in the same order.
-
-    Called for every compared shadow response: plain loops, no comprehension or helper frames.
-    """
-    a: list[tuple[bytes, bytes]] = []
-    for k, v in control:
-        lk = k.lower()
-        if lk in names:
-            a.append((lk, v))
-    b: list[tuple[bytes, bytes]] = []
-    for k, v in candidate:
-        lk = k.lower()
-        if lk in names:
-            b.append((lk, v))
-    if len(a) != len(b):
-        return False
-    if len(a) > 1:
-        a.sort(key=_first)  # stable: values of one name keep their order
-        b.sort(key=_first)
-    return a == b
-
-
-@functools.lru_cache(maxsize=1024)
-def identity_headers(rules: CompareRules) -> frozenset[bytes]:
-    """The lower-case header names `identical` checks: the compared ones and Content-Encoding.
-
-    The same bytes under different encodings decode differently, so the encoding must match as well.
-    """
-    return frozenset({b"content-encoding", *(h.lower().encode("latin-1") for h in rules.headers)})
-
-
-_first = operator.itemgetter(0)

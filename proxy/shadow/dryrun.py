@@ -8,37 +8,26 @@ body, within `MAX_SKEW` seconds of ``t``; and once: the verifier remembers each 
 seen on the gateway-to-new hop can be neither replayed nor reused with another body.
 
 ``sign`` is the gateway's half; ``verify`` is the service's (and the tests'), so both share one definition.
+The secret is read from the environment by ``proxy.ops.settings.dry_run_secret``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import time
-from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["HEADER", "MAX_SKEW", "NONCE_TTL", "secret_from_env", "sign", "verify"]
+__all__ = ["HEADER", "MAX_SKEW", "NONCE_TTL", "sign", "verify"]
 
 HEADER: Final = "X-Strangler-Dry-Run"
 MAX_SKEW: Final = 30
 # A nonce must be remembered as long as its signature could still be fresh: t may be up to MAX_SKEW ahead.
 NONCE_TTL: Final = 2 * MAX_SKEW + 1
-ENV_KEYS: Final = ("STRANGLER_DRY_RUN_SECRET", "DRY_RUN_SECRET")
 
 _FORMAT = re.compile(r"t=(\d{1,12}),n=([0-9a-f]{32}),sig=([0-9a-f]{64})\Z")
-
-
-def secret_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
-    """The shared secret from STRANGLER_DRY_RUN_SECRET or DRY_RUN_SECRET (None: dry run is off)."""
-    env = os.environ if env is None else env
-    for key in ENV_KEYS:
-        if value := env.get(key):
-            return value.encode()
-    return None
 
 
 def _mac(secret: bytes, t: int, nonce: str, method: str, path_qs: str, body: bytes) -> str:

@@ -242,14 +242,13 @@ async def test_reload_under_load_loses_no_request(tmp_path: Path) -> None:
 
 async def test_reload_reaches_the_shadow_sink(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     """A reload hands the new table to the shadow sink too (its global shadow settings change)."""
-    from proxy.ops.serve import apply_table
-    from proxy.shadow.engine import open_sink
+    from proxy.ops.serve import apply_table, open_shadow
 
     path = tmp_path / "routes.yaml"
     path.write_text(routes_text("http://127.0.0.1:1", "http://127.0.0.1:2"))
     table, raw = read_routes(str(path))
     env = {"REDIS_URL": redis_url, "STRANGLER_SHADOW_PREFIX": redis_prefix}
-    async with open_sink(object(), table, env) as sink:
+    async with open_shadow(table, env) as sink:
         assert sink is not None
         gateway = Gateway(table, shadow=sink)
         state = AdminState(table, str(path), local_registry(RequestStats()))

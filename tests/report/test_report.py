@@ -10,12 +10,14 @@ from typing import Any
 
 import orjson
 import pytest
+from support.memstore import MemoryStore
 
 from proxy.report.cli import main, render, suggest
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, build_report, gather
 from proxy.report.text import answered
 from proxy.routing.table import parse_routes
-from proxy.shadow.store import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of
+from proxy.shadow.redis_pg import RedisPgStore
+from proxy.shadow.store import RouteStats, Sample, bucket_of
 
 ROUTES = textwrap.dedent("""\
     upstreams:

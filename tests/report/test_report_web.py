@@ -14,12 +14,13 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from support.memstore import MemoryStore
 
 from proxy.ops.admin import AdminState, create_admin_app
 from proxy.ops.metrics import RequestStats, local_registry
 from proxy.report.html import REPORT_STORE
 from proxy.routing.table import parse_routes
-from proxy.shadow.store import MemoryStore, Sample
+from proxy.shadow.store import Sample
 
 ROUTES = """\
 upstreams:

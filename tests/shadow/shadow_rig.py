@@ -13,13 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from support.memstore import MemoryStore
 
 from proxy.routing.table import RouteTable, parse_routes
 from proxy.server.connection import start_server
 from proxy.server.gateway import Gateway
 from proxy.server.listener import GatewayServer
-from proxy.shadow.engine import Shadower
-from proxy.shadow.store import DiffStore, MemoryStore
+from proxy.shadow.admission import Shadower
+from proxy.shadow.store import DiffStore
 from proxy.upstream.pool import UpstreamPool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -113,21 +114,30 @@ RigFactory = Callable[..., Awaitable[Rig]]
 
 @pytest.fixture
 async def make_rig() -> AsyncIterator[RigFactory]:
-    """Start a gateway + Shadower from routes text (store: in-memory unless given); stopped at the end."""
+    """Start a gateway + Shadower from routes text (store: in-memory unless given); stopped at the end.
+
+    ``clock`` replaces the Shadower's time.monotonic (A/A rate, noise refresh, sample interval), and
+    ``deadline_clock`` the loop clock its sweep compares the calls' deadlines with.
+    """
     rigs: list[Rig] = []
 
     async def make(text: str, store: DiffStore | None = None, secret: bytes | None = b"dry-secret",
-                   rand: Callable[[], float] | None = None, aa_rate: float | None = None) -> Rig:  # fmt: skip
+                   rand: Callable[[], float] | None = None, aa_rate: float | None = None,
+                   clock: Callable[[], float] | None = None,
+                   deadline_clock: Callable[[], float] | None = None) -> Rig:  # fmt: skip
         table = parse_routes(text, "shadow-test.yaml")
         store = store if store is not None else MemoryStore()
         pools = {name: UpstreamPool(spec) for name, spec in table.upstreams.items()}
-        kwargs: dict[str, Any] = {"secret": secret, "flush_interval": 0.05}
+        kwargs: dict[str, Any] = {"secret": secret, "flush_interval": 0.05, "own_pools": True}
         if rand is not None:
             kwargs["rand"] = rand
         if aa_rate is not None:
             kwargs["aa_rate"] = aa_rate
+        if clock is not None:
+            kwargs["clock"] = clock
+        if deadline_clock is not None:
+            kwargs["deadline_clock"] = deadline_clock
         shadower = Shadower(table.shadow_settings, pools, store, **kwargs)
-        shadower._own_pools = pools
         await shadower.start()
         gateway = Gateway(table, shadow=shadower)
         server = await start_server(gateway)

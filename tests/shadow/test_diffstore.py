@@ -10,8 +10,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from support.memstore import MemoryStore
 
-from proxy.shadow.store import MemoryStore, RedisPgStore, RouteStats, Sample, bucket_of, bucket_upper
+from proxy.shadow.redis_pg import RedisPgStore
+from proxy.shadow.store import RouteStats, Sample, bucket_of, bucket_upper
 
 
 def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | None = None) -> Sample:

@@ -90,13 +90,6 @@ def test_dry_run_nonces_are_fresh() -> None:
     assert first != second and first.split(",")[1] != second.split(",")[1]
 
 
-def test_dry_run_secret_from_env() -> None:
-    """The secret comes from STRANGLER_DRY_RUN_SECRET, else DRY_RUN_SECRET, else dry run is off."""
-    assert dryrun.secret_from_env({"DRY_RUN_SECRET": "b"}) == b"b"
-    assert dryrun.secret_from_env({"STRANGLER_DRY_RUN_SECRET": "a", "DRY_RUN_SECRET": "b"}) == b"a"
-    assert dryrun.secret_from_env({}) is None
-
-
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsImV4cCI6MTcwMDAwMDAwMH0.c2lnbmF0dXJlLXBhcnQtb2YtaXQ"
 )

@@ -7,7 +7,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from proxy.shadow.store import RedisPgStore
+from proxy.shadow.redis_pg import RedisPgStore
 
 from .shadow_rig import Backend, RigFactory, routes_text
 

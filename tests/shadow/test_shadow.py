@@ -9,11 +9,11 @@ import time
 import orjson
 from aiohttp import web
 from prometheus_client import REGISTRY
+from support.memstore import MemoryStore
 
 from proxy.routing.table import CompareRules, Route, ShadowSettings, ShadowSpec, parse_routes
 from proxy.shadow import dryrun
-from proxy.shadow.engine import Shadower
-from proxy.shadow.store import MemoryStore
+from proxy.shadow.admission import Shadower
 
 from .shadow_rig import Backend, Rig, RigFactory, routes_text
 
@@ -267,7 +267,7 @@ async def test_dead_store_never_reaches_the_client(
     import redis.asyncio as aioredis
 
     from proxy.devstack.embedded import free_port
-    from proxy.shadow.store import RedisPgStore
+    from proxy.shadow.redis_pg import RedisPgStore
 
     legacy, new = backends
     dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
@@ -288,7 +288,7 @@ async def test_dead_store_never_reaches_the_client(
 async def test_queue_bounded_in_bytes() -> None:
     """Large bodies fill the queue's byte budget before its count: further ones are dropped and counted."""
     from proxy.server.exchange import Exchange
-    from proxy.shadow.engine import MAX_QUEUED_BYTES
+    from proxy.shadow.admission import MAX_QUEUED_BYTES
 
     store = MemoryStore()
     shadower = Shadower(ShadowSettings(queue=1000, concurrency=1), {}, store)  # not started

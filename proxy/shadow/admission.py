@@ -1,0 +1,335 @@
+"""Admission: which requests are shadowed, the bounded queue, the jobs in flight, start and stop. No I/O
+of its own (replay does it; ``open_sink`` connects the store).
+
+The data path calls ``wants(route, method)`` when a request starts and ``submit(exchange)`` after the
+client has its response; both are synchronous and cheap (a random draw, a bounded-queue put). When the
+queue is full the exchange is dropped and counted. At most ``concurrency`` exchanges are replayed at
+once, on pools of their own, as callbacks (``proxy.shadow.replay``: no task, future or timer per call;
+one sweep every SWEEP_S enforces the deadlines), so a slow or hanging shadow backend never reaches the
+client. Results are judged by ``proxy.shadow.judge``.
+
+Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then only
+to new, signed as a dry run (legacy has no dry run: such a write is counted as skipped). For an
+``aa_sample`` share of reads the control is called twice, at most ``aa_rate`` a second per route
+(``proxy.shadow.noise``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any, Final
+
+from prometheus_client import Counter as PromCounter
+
+from proxy.routing.table import Route, RouteTable, ShadowSettings
+from proxy.server.exchange import Exchange
+from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
+from proxy.shadow.noise import AA_PER_SECOND, AaLimiter, NoiseBook
+from proxy.shadow.redis_pg import RedisPgStore
+from proxy.shadow.replay import Fetcher, Replayer, close_pools, open_pools
+from proxy.shadow.samples import SampleBuilder
+from proxy.shadow.store import DEFAULT_PREFIX, DiffStore
+
+__all__ = ["DROPS", "MAX_QUEUED_BYTES", "SWEEP_S", "Shadower", "open_sink"]
+
+log = logging.getLogger("strangler.shadow")
+
+MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
+SWEEP_S: Final = 0.1  # precision of the shadow calls' deadlines
+
+DROPS = PromCounter(
+    "strangler_shadow_dropped", "Shadow exchanges dropped because the queue was full.", ["route"]
+)
+
+
+class Shadower:
+    """The ``ShadowSink`` of the gateway: sampling, a bounded queue, and the jobs replayed and judged.
+
+    ``clock`` (``time.monotonic`` by default) times the A/A rate, learned-noise refreshes and sample
+    intervals. ``deadline_clock`` is what the sweep compares the calls' deadlines with: the event loop's
+    clock by default, which is the one the calls set their deadlines on; a test may run it ahead.
+    """
+
+    def __init__(
+        self,
+        settings: ShadowSettings,
+        pools: Mapping[str, Fetcher],
+        store: DiffStore,
+        *,
+        secret: bytes | None = None,
+        rand: Callable[[], float] = random.random,
+        flush_interval: float = 0.5,
+        aa_rate: float = AA_PER_SECOND,
+        clock: Callable[[], float] = time.monotonic,
+        deadline_clock: Callable[[], float] | None = None,
+        own_pools: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.body_cap = settings.body_cap  # bytes of each body the data path tees for comparison
+        self.store = store
+        self.secret = secret
+        self._rand = rand
+        self._flush_interval = flush_interval
+        self._maxsize = settings.queue
+        self._concurrency = max(1, settings.concurrency)
+        self._waiting: collections.deque[Exchange] = collections.deque()
+        self._running = 0  # exchanges in flight (at most concurrency)
+        self._pumping = False
+        self._started = False
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._deadline_clock = deadline_clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queued_bytes = 0
+        self._samples = SampleBuilder(settings, clock)
+        self._aa_due = AaLimiter(aa_rate, clock).due
+        self._judge = Judge(store, settings.body_cap, NoiseBook(store, clock), self._samples,
+                            self._job_done, self._spawn)  # fmt: skip
+        self._replay = Replayer(
+            pools, store, self._judge, self._job_done, self._spawn, secret=secret,
+            max_conns=min(8, self._concurrency), body_cap=settings.body_cap, own_pools=own_pools,
+        )  # fmt: skip
+        # Bound once: _begin runs for every shadowed request.
+        self._pipe_get = self._replay.pipe_get
+        self._one_done = self._replay.one_done
+        self._call = self._replay.call
+
+    @property
+    def pools(self) -> Mapping[str, Fetcher]:
+        """The pools shadow calls go out on, by upstream name."""
+        return self._replay.pools
+
+    def set_settings(self, settings: ShadowSettings) -> None:
+        """Adopt reloaded global settings (the queue size and worker count stay as started)."""
+        self.settings = settings
+        self.body_cap = self._judge.body_cap = self._replay.body_cap = settings.body_cap
+        self._samples.set_settings(settings)
+
+    def set_table(self, table: RouteTable) -> None:
+        """Adopt a reloaded routes table: its shadow settings, and new pools for changed upstreams."""
+        self.set_settings(table.shadow_settings)
+        self._replay.set_table(table)
+
+    # -- the data path's side: synchronous and cheap ------------------------------------------------
+
+    def wants(self, route: Route, method: str) -> bool:
+        """Whether this request is sampled for shadowing; counts it as seen (and skipped writes)."""
+        spec = route.shadow
+        if spec is None or self._closed:
+            return False
+        name = route.name
+        self.store.count(name, "seen")
+        if spec.sample < 1.0 and self._rand() >= spec.sample:
+            return False
+        if method not in SAFE:
+            if not spec.writes:
+                return False
+            if route.target != CONTROL or self.secret is None:
+                # The copy would go to legacy, or new cannot verify a dry run: never a second real write.
+                self.store.count(name, "skipped")
+                COMPARISONS.labels(name, "skipped").inc()
+                return False
+        return True
+
+    def submit(self, exchange: Exchange) -> None:
+        """Queue an exchange for comparison, or drop and count it when the queue is full."""
+        name = exchange.route.name
+        self.store.count(name, "sampled")
+        if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
+            self._idle.clear()
+            self._start(exchange)  # room to start it now (the common case): no queueing
+            return
+        size = len(exchange.request_body or b"") + len(exchange.response_body or b"")
+        # The queue is bounded in count and in bytes: 1000 jobs of 1 MiB bodies would be 2 GiB.
+        if (
+            self._closed
+            or (self._maxsize > 0 and len(self._waiting) >= self._maxsize)
+            or self._queued_bytes + size > MAX_QUEUED_BYTES
+        ):
+            self.store.count(name, "dropped")
+            DROPS.labels(name).inc()
+            return
+        self._waiting.append(exchange)
+        self._queued_bytes += size
+        self._idle.clear()
+        if self._started:
+            self._pump()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start taking work, the deadline sweep and the periodic flush."""
+        if self._started:
+            return
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        if self._deadline_clock is None:
+            self._deadline_clock = self._loop.time
+        self._replay.start(self._loop)
+        self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
+        self._spawn(self._flusher(), "shadow-flush")
+        self._pump()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting work, let queued work finish within ``grace`` seconds, then cancel and flush."""
+        self._closed = True
+        if self._started:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        self._started = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._replay.close()
+        self._waiting.clear()
+        self._queued_bytes = 0
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._running = 0  # the cancelled jobs never settle
+        self._idle.set()
+        self._judge.flush_tallies()
+        await self.store.flush()
+
+    async def drain(self) -> None:
+        """Wait until every queued exchange has been compared and recorded (tests, shutdown)."""
+        await self._idle.wait()
+        self._judge.flush_tallies()
+        await self.store.flush()
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            self._judge.flush_tallies()
+            try:
+                await self.store.flush()
+            except Exception:  # the store already logs its own failures; this is a last resort
+                log.exception("shadow store flush failed")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        # The loop keeps only weak references to tasks: hold them until they end.
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _sweep(self) -> None:
+        # One timer for every call in flight, instead of an asyncio.timeout per call.
+        assert self._loop is not None and self._deadline_clock is not None
+        try:
+            self._replay.sweep(self._deadline_clock())
+        except Exception:  # never lose the sweep: every later deadline depends on it
+            log.exception("shadow deadline sweep failed")
+        finally:
+            self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
+
+    # -- jobs: at most ``concurrency`` exchanges in flight, each a few callbacks -----------------------
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return  # a job that finished synchronously inside this loop: the loop picks up the slack
+        self._pumping = True
+        try:
+            while self._running < self._concurrency and self._waiting and self._started:
+                ex = self._waiting.popleft()
+                self._queued_bytes -= len(ex.request_body or b"") + len(ex.response_body or b"")
+                self._start(ex)
+        finally:
+            self._pumping = False
+
+    def _start(self, ex: Exchange) -> None:
+        self._running += 1
+        try:
+            self._begin(ex)
+        except Exception:
+            log.exception("shadow comparison failed for route %s", ex.route.name)
+            COMPARISONS.labels(ex.route.name, "error").inc()
+            self._job_done()
+
+    def _job_done(self) -> None:
+        self._running -= 1
+        if self._waiting:
+            self._pump()
+        if self._running == 0 and not self._waiting:
+            self._idle.set()
+
+    def _begin(self, ex: Exchange) -> None:
+        # Which calls this exchange needs: none (skipped), one pipelined GET (the common case), or a job.
+        route = ex.route
+        name = route.name
+        spec = route.shadow
+        timeout = spec.timeout if spec is not None and spec.timeout > 0 else self.settings.timeout
+        other = CANDIDATE if ex.primary == CONTROL else CONTROL
+        safe = ex.method in SAFE
+        if ex.response_body is None and not ex.response_headers:
+            # No upstream response at all: the gateway answered 502/504 itself. That is the primary's error.
+            failure = Failed(ex.primary, f"no upstream response (gateway sent {ex.status})")
+            self._judge.record_error(ex, failure)
+            self._job_done()
+            return
+        unreplayable = ex.request_body is None or (ex.response_body is None and not safe)
+        if unreplayable or (not safe and (other != CANDIDATE or self.secret is None)):
+            self.store.count(name, "skipped")
+            COMPARISONS.labels(name, "skipped").inc()
+            self._job_done()
+            return
+        aa_share = self.settings.aa_sample
+        aa = safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name)
+        if (
+            not aa and ex.method == "GET" and ex.response_body is not None and not ex.request_body
+            and self._pipe_get(ex, other, timeout, self._one_done)  # see Replayer.one_done
+        ):  # fmt: skip
+            return
+        calls = [("other", other)]
+        if ex.response_body is None:
+            calls.append(("primary", ex.primary))  # too large to tee: fetch again, hash
+        if aa:
+            calls.append(("aa", CONTROL))
+        job = Job(ex, other, len(calls))
+        for key, side in calls:
+            self._call(job, key, side, timeout)
+
+
+@contextlib.asynccontextmanager
+async def open_sink(
+    table: RouteTable,
+    redis_url: str | None,
+    database_url: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    secret: bytes | None = None,
+) -> AsyncIterator[Shadower | None]:
+    """The gateway's shadow sink (each serving process opens one), or None without ``redis_url``.
+
+    Counters go to Redis (required), differing samples to PostgreSQL (optional), under ``prefix``;
+    ``secret`` signs dry-run writes (without it writes are not shadowed). The values come from the
+    environment through ``proxy.ops.settings.shadow_env``. Shadow calls use pools of their own,
+    separate from the data path's.
+    """
+    if not redis_url:
+        log.warning("shadowing is off: REDIS_URL is unset (shadow counters live in Redis); set it, restart")
+        yield None
+        return
+    store = await RedisPgStore.connect_lenient(redis_url, database_url, prefix)
+    pools = open_pools(table.upstreams)
+    shadower = Shadower(table.shadow_settings, pools, store, secret=secret, own_pools=True)
+    await shadower.start()
+    try:
+        yield shadower
+    finally:
+        try:
+            await shadower.close()
+        finally:
+            close_pools(shadower.pools)
+            await store.aclose()

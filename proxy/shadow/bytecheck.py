@@ -1,0 +1,73 @@
+"""The byte check: whether two raw responses surely agree under a route's rules, without parsing. Pure.
+
+Most shadowed responses are byte for byte what the other side sent; checking status, the compared
+headers' raw values and the body bytes settles those without decoding or parsing anything
+(``proxy.shadow.compare`` does the full comparison when this check says "not known").
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Sequence
+
+from proxy.routing.table import CompareRules
+
+__all__ = ["identical", "identity_headers", "same_headers"]
+
+
+def identical(
+    control: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
+    candidate: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
+    rules: CompareRules,
+    body_cap: int = 1 << 20,
+    names: frozenset[bytes] | None = None,
+) -> bool:
+    """Whether two raw responses (status, headers, body, seconds) surely agree under ``rules``.
+
+    True only for the same status, the same raw values of every compared header and the same body bytes
+    (within ``body_cap``): then `compare` would return None too, without parsing anything. False means
+    "not known": call `compare`. ``names`` is ``identity_headers(rules)`` when the caller keeps it.
+    """
+    if control[0] != candidate[0] or control[2] != candidate[2] or len(control[2]) > body_cap:
+        return False
+    if names is None:
+        names = identity_headers(rules)
+    return same_headers(control[1], candidate[1], names)
+
+
+def same_headers(
+    control: Sequence[tuple[bytes, bytes]], candidate: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]
+) -> bool:
+    """Whether the two header lists carry the same values for ``names`` (lower-case), in the same order.
+
+    Called for every compared shadow response: plain loops, no comprehension or helper frames.
+    """
+    a: list[tuple[bytes, bytes]] = []
+    for k, v in control:
+        lk = k.lower()
+        if lk in names:
+            a.append((lk, v))
+    b: list[tuple[bytes, bytes]] = []
+    for k, v in candidate:
+        lk = k.lower()
+        if lk in names:
+            b.append((lk, v))
+    if len(a) != len(b):
+        return False
+    if len(a) > 1:
+        a.sort(key=_first)  # stable: values of one name keep their order
+        b.sort(key=_first)
+    return a == b
+
+
+@functools.lru_cache(maxsize=1024)
+def identity_headers(rules: CompareRules) -> frozenset[bytes]:
+    """The lower-case header names `identical` checks: the compared ones and Content-Encoding.
+
+    The same bytes under different encodings decode differently, so the encoding must match as well.
+    """
+    return frozenset({b"content-encoding", *(h.lower().encode("latin-1") for h in rules.headers)})
+
+
+_first = operator.itemgetter(0)
