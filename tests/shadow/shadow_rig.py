@@ -15,9 +15,8 @@ import pytest
 from aiohttp import web
 
 from proxy.routing.table import RouteTable, parse_routes
-from proxy.server.connection import start_server
 from proxy.server.gateway import Gateway
-from proxy.server.listener import GatewayServer
+from proxy.server.listener import GatewayServer, start_server
 from proxy.shadow.engine import Shadower
 from proxy.shadow.store import DiffStore, MemoryStore
 from proxy.upstream.pool import UpstreamPool
