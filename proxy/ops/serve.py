@@ -135,7 +135,7 @@ async def serve_data(
     on_serving: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve the data port until ``stopper`` fires, then drain within ``settings.drain_timeout``."""
-    from proxy.server.connection import start_server  # the data path
+    from proxy.server.listener import start_server  # the data path
 
     server = await start_server(gateway, listen)
     on_serving()

@@ -1,38 +1,32 @@
 """The client side of the data path: an asyncio Protocol per connection, parsing with httptools (llhttp).
 
 One `ClientProtocol` reads requests, refuses ambiguous framing, routes each request once against the
-table current at its start, and streams it to a pooled upstream connection (`proxy.upstream.pool`). The
-response streams back through the same object (its `proxy.responder.Responder` half is the upstream
-connection's *sink*). Backpressure pauses the other side's reading: a slow client stops the upstream
-being read; a slow upstream stops the client being read. Pipelined requests are answered in order (the
-next one waits, and reading pauses, while one is in flight). A WebSocket upgrade turns the connection
-into a byte tunnel after the upstream's 101.
-
-`proxy.listener.GatewayServer` accepts the connections; `start_server` is re-exported here.
+table current at its start, and hands it to its `proxy.server.responder.Responder` half, which streams it
+to a pooled upstream connection and the response back. Backpressure pauses the other side's reading: a
+slow client stops the upstream being read; a slow upstream stops the client being read. Pipelined
+requests are answered in order (the next one waits, and reading pauses, while one is in flight). A
+WebSocket upgrade turns the connection into a byte tunnel after the upstream's 101. Its named states are
+in `proxy.server.states`; `proxy.server.listener.GatewayServer` accepts the connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import socket
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import httptools
 
-from proxy.http1.errors import UpstreamError
 from proxy.server.forwarding import FramingError, new_request_id
-from proxy.server.gateway import Gateway
-from proxy.server.request import Refusal, Request
+from proxy.server.heads import request_head
+from proxy.server.host import ConnectionHost
+from proxy.server.request import Refusal, Request, Tee
 from proxy.server.responder import Responder
-from proxy.upstream.pool import Headers, UpConn
+from proxy.server.states import BODY, CLOSED, CLOSING, HEAD, IDLE, UPGRADE
+from proxy.upstream.pool import Headers
 
-if TYPE_CHECKING:
-    from proxy.server.listener import GatewayServer
-
-__all__ = ["ClientProtocol", "start_server"]
+__all__ = ["ClientProtocol"]
 
 log = logging.getLogger("strangler.server")
 
@@ -40,39 +34,21 @@ log = logging.getLogger("strangler.server")
 class ClientProtocol(Responder, asyncio.Protocol):
     """One client connection: HTTP/1.1 requests in, responses out, in order."""
 
-    def __init__(self, server: GatewayServer) -> None:
-        self.server = server
-        self.gateway = server.gateway
-        self.fwd = server.forwarder
-        self.loop = server.loop
-        settings = server.gateway.settings
+    def __init__(self, host: ConnectionHost) -> None:
+        super().__init__(host)
+        self.routes = host.routes
+        settings = host.gateway.settings
         self.max_line = settings.max_request_line  # settings are fixed for a gateway's life
         self.max_header = settings.max_header_bytes
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.peer = b"unknown"
         self.url = b""
         self.headers: Headers = []
         self.header_size = 0
-        self.in_head = False
         self.head_started = 0.0
         self.head_raw = 0
-        self.last_io = server.clock
+        self.last_io = host.clock
         self.parsing: Request | None = None  # the request whose head/body is being parsed
-        self.cur: Request | None = None  # the request being answered
-        self.queue: collections.deque[Request] = collections.deque()
         self.refusal: Refusal | None = None
-        self.out: list[bytes] = []
-        self.out_size = 0
-        self.resp_chunked = False
-        self.closed = False
-        self.half_closed = False  # the client sent EOF after complete requests: close once answered
-        self.broken = False  # no more requests are read (refused, upgraded or closing)
-        self.reading_paused = False
-        self.up_paused = False  # the upstream is not taking the request body fast enough
-        self.write_paused = False  # the client is not taking the response fast enough
-        self.upgrading: Request | None = None  # a WebSocket request awaiting the upstream's answer
-        self.tunnel: UpConn | None = None
 
     # ---------------------------------------------------------------- client transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -85,7 +61,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.state = CLOSED
         self.server.connections.discard(self)
         tunnel = self.tunnel
         if tunnel is not None:
@@ -104,13 +80,11 @@ class ClientProtocol(Responder, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_io = self.server.clock
-        if self.tunnel is not None:
-            self.tunnel.send(data)
-            return
-        if self.upgrading is not None:  # bytes after a WebSocket request: the upstream's, unparsed
-            self._send_body(self.upgrading, data)
-            return
-        if self.broken:
+        if self.state > BODY:  # one compare for the rare states: tunnel, upgrade, closing, closed
+            if self.tunnel is not None:
+                self.tunnel.send(data)
+            elif self.upgrading is not None:  # bytes after a WebSocket request: the upstream's, unparsed
+                self._send_body(self.upgrading, data)
             return
         try:
             self.parser.feed_data(data)
@@ -125,7 +99,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
                 refusal = Refusal(500, "the gateway failed to handle this request; see its log")
             self._refuse(refusal or Refusal(400, f"malformed request: {e}"))
             return
-        if self.in_head:
+        if self.state == HEAD:
             self.head_raw += len(data)
             if self.head_raw > self.max_header + self.max_line:
                 self._refuse(Refusal(431, "the request head is too large"))
@@ -133,12 +107,10 @@ class ClientProtocol(Responder, asyncio.Protocol):
     def eof_received(self) -> bool:
         # A client may half-close after sending complete requests (nc, some HTTP/1.0 tools): answer
         # them, then close. A half-closed tunnel or a half-sent request is abandoned.
-        if self.tunnel is not None or self.upgrading is not None or self.parsing is not None or self.in_head:
+        state = self.state
+        if (state != IDLE and state != CLOSING) or self.cur is None:
             return False
-        if self.cur is None:
-            return False
-        self.half_closed = True
-        self.broken = True
+        self.state = CLOSING
         return True
 
     def pause_writing(self) -> None:  # the client is slow: stop reading the upstream
@@ -153,29 +125,35 @@ class ClientProtocol(Responder, asyncio.Protocol):
         if conn is not None and conn.transport is not None and not conn.closed:
             conn.transport.resume_reading()
 
-    def _update_reading(self) -> None:
-        pause = self.broken or bool(self.queue) or self.up_paused
-        if self.upgrading is not None or self.tunnel is not None:
-            pause = self.up_paused
-        if pause != self.reading_paused and self.transport is not None and not self.closed:
-            self.reading_paused = pause
-            if pause:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
+    # ---------------------------------------------------------------- the server's calls (`host.Swept`)
+    def sweep(self, idle_before: float, head_before: float) -> None:
+        """Refuse a head started before ``head_before`` (408); close if idle since before ``idle_before``."""
+        if self.cur is not None:
+            return
+        state = self.state
+        if state == HEAD:
+            if self.head_started < head_before:
+                self._refuse(Refusal(408, "the request head took too long to arrive"))
+        elif (state == IDLE or state == CLOSING) and self.last_io < idle_before:
+            self.close()
 
-    def close(self) -> None:
-        """Close after the write buffer drains (used by draining and the idle sweep)."""
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            self.transport.close()
+    def close_if_idle(self) -> None:
+        """Close now if no request is in flight or being read (draining)."""
+        if self.cur is None and (self.state == IDLE or self.state == CLOSING):
+            self.close()
+
+    def abort(self) -> None:
+        """Drop the connection now, without waiting for its write buffer."""
+        if self.transport is not None:
+            self.transport.abort()
 
     # ---------------------------------------------------------------- httptools request callbacks
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
         self.header_size = 0
-        self.in_head = True
+        if self.state == IDLE:  # CLOSED stays closed: a pipelined head after a close is not answered
+            self.state = HEAD
         self.head_raw = 0
         self.head_started = self.server.clock
 
@@ -187,7 +165,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
             raise self.refusal
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_head:
+        if self.state != HEAD:
             return  # chunked trailers: not forwarded (hop-by-hop framing)
         self.headers.append((name, value))
         self.header_size += len(name) + len(value) + 4
@@ -196,7 +174,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
             raise self.refusal
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        if self.state == HEAD:
+            self.state = BODY
         parser = self.parser
         rq = Request(parser.get_method(), True, parser.should_keep_alive(), perf_counter())  # http11: _route
         self.parsing = rq
@@ -232,21 +211,19 @@ class ClientProtocol(Responder, asyncio.Protocol):
             raise Refusal(508, "the request already passed through this gateway (Via); check the routes")
         content_length = prep.content_length
         chunked = prep.chunked
-        lines = prep.lines
-        url = self.url
         # table and pools are read once, together: a reload does not affect a request in flight.
-        query, match, pool, prefix, method_str = self.server.route(gateway.table, gateway.pools, method, url)
+        query, match, pool, prefix, method_str = self.routes.lookup(
+            gateway.table, gateway.pools, method, self.url
+        )
         route = match.route
         rq.route = route
         rq.pool = pool
         rq.path = match.forward_path
         rq.query = query
         rq.method_str = method_str
-        rq.header_lines = lines
+        rq.header_lines = lines = prep.lines
         if content_length is None and not chunked and not upgrade:
-            # The common case (no body): one join for the whole upstream head.
-            rq.body_done = True
-            rq.head = prefix + b"\r\n".join(lines) + b"\r\n\r\n"
+            rq.body_done = True  # the common case: no body
         else:
             has_body = chunked or bool(content_length)
             if upgrade:
@@ -257,23 +234,14 @@ class ClientProtocol(Responder, asyncio.Protocol):
                     rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
             rq.chunked = chunked
             rq.body_done = not has_body
-            head = [prefix, b"\r\n".join(lines), b"\r\n"]
-            if content_length is not None:
-                head.append(b"Content-Length: %d\r\n" % content_length)
-            elif chunked:
-                head.append(b"Transfer-Encoding: chunked\r\n")
-            if rq.websocket:
-                head.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-            head.append(b"\r\n")
-            rq.head = b"".join(head)
+        rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket)
         if method == b"HEAD":
             rq.is_head = True
         shadow = gateway.shadow
         if shadow is not None:
             try:
                 if shadow.wants(route, method_str):
-                    rq.tee_cap = shadow.body_cap
-                    rq.tee_req = []
+                    rq.tee = Tee(shadow.body_cap)
             except Exception:
                 log.exception("shadow.wants failed")
 
@@ -282,19 +250,21 @@ class ClientProtocol(Responder, asyncio.Protocol):
         if rq is None:
             return
         rq.bytes_in += len(body)
-        tee = rq.tee_req
-        if tee is not None:
-            rq.tee_req_size += len(body)
-            if rq.tee_req_size <= rq.tee_cap:
-                tee.append(body)
+        tee = rq.tee
+        if tee is not None and tee.req is not None:
+            tee.req_size += len(body)
+            if tee.req_size <= tee.cap:
+                tee.req.append(body)
             else:
-                rq.tee_req = None
-                rq.tee_over = True
+                tee.req = None
+                tee.req_over = True
         self._send_body(rq, b"%x\r\n%b\r\n" % (len(body), body) if rq.chunked else body)
 
     def on_message_complete(self) -> None:
         rq = self.parsing
         self.parsing = None
+        if self.state == BODY:
+            self.state = IDLE
         if rq is None or rq.body_done:
             return
         if rq.chunked:
@@ -322,6 +292,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
             rq = self.queue[-1]
         if rq is not None:
             self.upgrading = rq
+            if self.state < UPGRADE:
+                self.state = UPGRADE
             self._update_reading()
             if rest:
                 self._send_body(rq, rest)
@@ -334,7 +306,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
     def _refuse(self, refusal: Refusal) -> None:
         """Answer a request we will not forward (after any in-flight one) and stop reading."""
         self.refusal = None
-        self.broken = True
+        if self.state < CLOSING:
+            self.state = CLOSING
         self._update_reading()
         rq = self.parsing
         self.parsing = None
@@ -359,57 +332,3 @@ class ClientProtocol(Responder, asyncio.Protocol):
             self._start(err)
         else:
             self.queue.append(err)
-
-    # ---------------------------------------------------------------- upstream side
-    def _start(self, rq: Request) -> None:
-        self.cur = rq
-        self.server.active_requests += 1
-        if rq.error is not None:
-            self._respond_error(rq, rq.error.status, rq.error.message)
-            return
-        pool = rq.pool
-        assert pool is not None
-        conn = pool.acquire()
-        if conn is None:
-            self.server.spawn(self._connect(rq))
-        elif rq.pending or self.up_paused or self.write_paused:
-            self._attach(rq, conn)
-        else:  # _attach's common case, inlined: nothing buffered, nothing paused
-            rq.conn = conn
-            rq.pending = None
-            conn.start(self, rq.head, rq.is_head, rq.body_done, rq.websocket)
-
-    async def _connect(self, rq: Request) -> None:
-        pool = rq.pool
-        assert pool is not None
-        try:
-            conn = await pool.connect(pool.total_timeout)
-        except UpstreamError as e:
-            if self.cur is rq and not self.closed:
-                self._respond_error(rq, e.status, e.message)
-            return
-        if self.closed or self.cur is not rq:
-            pool._release(conn)
-            return
-        self._attach(rq, conn)
-
-    def _attach(self, rq: Request, conn: UpConn) -> None:
-        rq.conn = conn
-        pending = rq.pending
-        rq.pending = None
-        head = rq.head if not pending else b"".join([rq.head, *pending])
-        if self.up_paused:
-            self.up_paused = False
-            self._update_reading()
-        if self.write_paused and conn.transport is not None:
-            conn.transport.pause_reading()
-        conn.start(self, head, rq.is_head, rq.body_done, rq.websocket)
-
-
-async def start_server(
-    gateway: Gateway, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0
-) -> GatewayServer:
-    """Create a `GatewayServer` for ``gateway`` and start accepting (on ``sock`` or ``host:port``)."""
-    from proxy.server.listener import start_server as start  # the listener imports this module
-
-    return await start(gateway, sock, host, port)

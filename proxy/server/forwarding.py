@@ -13,8 +13,8 @@ import os
 import random
 import re
 
+from proxy.server.config import GatewaySettings
 from proxy.server.exchange import header_pairs
-from proxy.server.gateway import GatewaySettings
 
 __all__ = [
     "HOP_BY_HOP",
@@ -162,10 +162,19 @@ class Forwarder:
                 return None
         if not host:
             return None
-        return self._plain(lines, host, peer)
+        # _plain, inlined with new_request_id: two calls fewer on the common request's path.
+        request_id = _id_prefix + binascii.hexlify(next(_id_counter).to_bytes(8, "big"))
+        lines += (
+            b"X-Forwarded-For: " + peer,
+            self.proto_line,
+            b"X-Forwarded-Host: " + host,
+            self.via_line,
+            self.request_id_prefix + request_id,
+        )
+        return PreparedRequest(lines, None, False, request_id, False, False)
 
     def _plain(self, lines: list[bytes], host: bytes, peer: bytes) -> PreparedRequest:
-        # Nothing to check or merge: the forwarding headers are ours alone.
+        # Nothing to check or merge: the forwarding headers are ours alone (inlined in request_plain).
         request_id = new_request_id()
         lines += (
             b"X-Forwarded-For: " + peer,

@@ -2,6 +2,9 @@
 
 It owns the listening socket, the set of live connections, the periodic sweep (client idle and header
 timeouts, and the coarse clock the connections read), the memoised route lookups, and graceful draining.
+It is the `proxy.server.host.ConnectionHost` of every `ClientProtocol` it makes. The clock is injectable
+(``clock``, default the event loop's) so tests can move time and call `GatewayServer.sweep` instead of
+waiting for it.
 """
 
 from __future__ import annotations
@@ -9,42 +12,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 
-from proxy.routing.paths import BadPath, canonicalise
-from proxy.routing.table import Match, RouteTable
 from proxy.server.connection import ClientProtocol
 from proxy.server.forwarding import Forwarder
 from proxy.server.gateway import Gateway
-from proxy.server.request import Refusal
-from proxy.upstream.pool import UpstreamPool
+from proxy.server.host import Swept
+from proxy.server.routecache import RouteCache
 
-__all__ = ["GatewayServer", "start_server"]
+__all__ = ["SWEEP_INTERVAL", "GatewayServer", "start_server"]
 
 SWEEP_INTERVAL = 1.0
-# (query, match, pool, upstream request line + Host, method as str)
-RouteHit = tuple[str, Match, UpstreamPool, bytes, str]
-ROUTE_CACHE_SIZE = 4096
 
 
 class GatewayServer:
     """The listening side: accepts connections for a `Gateway`, sweeps timeouts, drains on stop."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, clock: Callable[[], float] | None = None) -> None:
         self.gateway = gateway
         self.forwarder = Forwarder(gateway.settings)
+        self.routes = RouteCache()
         self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time()
-        self.connections: set[ClientProtocol] = set()
+        self._time = clock or self.loop.time
+        self.clock = self._time()
+        self.connections: set[Swept] = set()
         self.active_requests = 0
         self.tunnels = 0  # WebSocket tunnels open: a drain waits for them too, up to its deadline
         self.draining = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
-        self._route_cache: dict[tuple[bytes, bytes], RouteHit] = {}
-        self._cache_table: RouteTable | None = None
-        self._cache_pools: Mapping[str, UpstreamPool] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     async def start(self, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -55,7 +52,7 @@ class GatewayServer:
             self._server = await self.loop.create_server(
                 lambda: ClientProtocol(self), host, port, backlog=1024, reuse_address=True
             )
-        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._tick)
 
     @property
     def port(self) -> int:
@@ -63,62 +60,27 @@ class GatewayServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    def route(
-        self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, url: bytes
-    ) -> RouteHit:
-        """Route a request target: (query, match, pool, request-line-and-Host prefix, method str), memoised.
-
-        Memoised per (table, pools) pair, which `Gateway.set_table` swaps together: hot paths repeat, and
-        canonicalising, matching and encoding the upstream target cost more than the dict lookup.
-        Raises `Refusal` (400) for a path `canonicalise` refuses; refusals are not memoised.
-        """
-        cache = self._route_cache
-        if self._cache_table is not table or self._cache_pools is not pools:
-            cache.clear()
-            self._cache_table = table
-            self._cache_pools = pools
-        key = (method, url)
-        hit = cache.get(key)
-        if hit is None:
-            try:
-                path, query = canonicalise(url)
-            except BadPath as e:
-                raise Refusal(400, f"bad request path: {e}") from None
-            method_str = method.decode("ascii")  # llhttp accepts only known (ASCII) method names
-            match = table.match(method_str, path)
-            target = match.route.target
-            pool = pools.get(target)
-            if pool is None:  # pragma: no cover - the table validates its targets
-                raise Refusal(502, f"route {match.route.name} names an unknown upstream {target}")
-            upstream_target = pool.base_path + match.forward_path.encode("utf-8")
-            if query:
-                upstream_target += b"?" + query.encode("utf-8")
-            prefix = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
-            hit = (query, match, pool, prefix, method_str)
-            if len(cache) >= ROUTE_CACHE_SIZE:
-                cache.clear()  # crude but bounded; refills with what is hot now
-            cache[key] = hit
-        return hit
-
     def spawn(self, coro: Coroutine[None, None, None]) -> None:
         """Run a coroutine as a task that is referenced until it ends."""
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _sweep(self) -> None:
-        self.clock = now = self.loop.time()
+    def sweep(self) -> None:
+        """Refresh the coarse clock; answer 408 to heads slower than the header timeout, close idle clients.
+
+        Runs every `SWEEP_INTERVAL` seconds; tests with an injected clock call it directly.
+        """
+        self.clock = now = self._time()
         settings = self.gateway.settings
         idle_before = now - settings.client_idle_timeout
         head_before = now - settings.header_timeout
         for conn in list(self.connections):
-            if conn.cur is not None or conn.tunnel is not None or conn.closed:
-                continue
-            if conn.in_head and conn.head_started < head_before:
-                conn._refuse(Refusal(408, "the request head took too long to arrive"))
-            elif not conn.in_head and conn.parsing is None and conn.last_io < idle_before:
-                conn.close()
-        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+            conn.sweep(idle_before, head_before)
+
+    def _tick(self) -> None:
+        self.sweep()
+        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._tick)
 
     def start_draining(self) -> None:
         """Stop accepting; close idle connections now and busy ones after their current response."""
@@ -126,8 +88,7 @@ class GatewayServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if conn.cur is None and conn.tunnel is None and conn.parsing is None and not conn.in_head:
-                conn.close()
+            conn.close_if_idle()
         self.check_drained()
 
     def check_drained(self) -> None:
@@ -162,8 +123,7 @@ class GatewayServer:
             self._timer.cancel()
             self._timer = None
         for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -174,9 +134,17 @@ class GatewayServer:
 
 
 async def start_server(
-    gateway: Gateway, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0
+    gateway: Gateway,
+    sock: socket.socket | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: Callable[[], float] | None = None,
 ) -> GatewayServer:
-    """Create a `GatewayServer` for ``gateway`` and start accepting (on ``sock`` or ``host:port``)."""
-    server = GatewayServer(gateway)
+    """Create a `GatewayServer` for ``gateway`` and start accepting (on ``sock`` or ``host:port``).
+
+    ``clock`` (seconds, monotonic; default the event loop's time) decides the idle and header timeouts.
+    """
+    server = GatewayServer(gateway, clock)
     await server.start(sock, host, port)
     return server

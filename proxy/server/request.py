@@ -1,11 +1,12 @@
-"""Per-request state of the data path (`Request`) and the refusal raised from parser callbacks."""
+"""Per-request state of the data path (`Request`), its shadow copy (`Tee`), and the refusal raised from
+parser callbacks."""
 
 from __future__ import annotations
 
 from proxy.routing.table import Route
 from proxy.upstream.pool import Headers, UpConn, UpstreamPool
 
-__all__ = ["Refusal", "Request"]
+__all__ = ["Refusal", "Request", "Tee"]
 
 
 class Refusal(Exception):
@@ -16,6 +17,28 @@ class Refusal(Exception):
         self.status = status
         self.message = message
         self.request_id: bytes = b""
+
+
+class Tee:
+    """What is copied of a sampled request for shadowing: both bodies up to ``cap`` bytes, the response
+    headers.
+
+    Made only for a request shadowing wants, so an unsampled request pays one None check per body chunk.
+    A body over the cap stops being copied (``req`` or ``resp`` becomes None, ``*_over`` True): the
+    exchange then carries no body for it.
+    """
+
+    __slots__ = ("cap", "req", "req_over", "req_size", "resp", "resp_headers", "resp_over", "resp_size")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.req: list[bytes] | None = []
+        self.req_size = 0
+        self.req_over = False
+        self.resp: list[bytes] | None = None  # started by the response head
+        self.resp_size = 0
+        self.resp_over = False
+        self.resp_headers: Headers = []  # the upstream's, before hop-by-hop removal
 
 
 class Request:
@@ -46,19 +69,12 @@ class Request:
         "query",
         "request_id",
         "resp_done",
-        "resp_headers",
         "resp_started",
         "retried",
         "route",
         "started",
         "status",
-        "tee_cap",
-        "tee_over",
-        "tee_req",
-        "tee_req_size",
-        "tee_resp",
-        "tee_resp_over",
-        "tee_resp_size",
+        "tee",
         "websocket",
     )
 
@@ -90,11 +106,4 @@ class Request:
         self.status = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.resp_headers: Headers = []
-        self.tee_cap = 0
-        self.tee_req: list[bytes] | None = None
-        self.tee_req_size = 0
-        self.tee_over = False
-        self.tee_resp: list[bytes] | None = None
-        self.tee_resp_size = 0
-        self.tee_resp_over = False
+        self.tee: Tee | None = None  # set when shadowing sampled this request

@@ -1,10 +1,13 @@
-"""The response half of a client connection: the upstream connection's *sink*.
+"""The upstream half of a client connection: `Responder`, the base class of `ClientProtocol`.
 
-`Responder` receives the upstream's response through the `proxy.upstream.ResponseSink` callbacks and
-writes it to the client: hop-by-hop headers removed, the request id added, re-framed for the client (chunked
-for HTTP/1.1 when the length is unknown, close-delimited for HTTP/1.0), one ``transport.write`` per upstream
-read. It also answers with the gateway's own JSON errors, and accounts for each finished request once
-(observer, access log, shadow exchange). `proxy.server.ClientProtocol` is the other half.
+A `Responder` holds a connection's shared state (its named state, the in-order request queue, the
+response buffer, the backpressure flags) and does everything after a request's head is parsed: it starts
+the request on a pooled upstream connection, is that connection's *sink* (the `proxy.upstream` response
+callbacks), writes the response to the client (hop-by-hop headers removed, the request id added,
+re-framed for the client: chunked for HTTP/1.1 when the length is unknown, close-delimited for HTTP/1.0;
+one ``transport.write`` per upstream read), answers with the gateway's own JSON errors, and accounts for
+each finished request once (observer, access log, shadow exchange). It is complete on its own: the
+subclass `proxy.server.connection.ClientProtocol` adds the client transport and the request parser.
 """
 
 from __future__ import annotations
@@ -13,17 +16,15 @@ import asyncio
 import collections
 import logging
 from time import perf_counter
-from typing import TYPE_CHECKING
 
 from proxy.http1.errors import UpstreamError, error_response
 from proxy.server.exchange import Exchange
-from proxy.server.forwarding import Forwarder
-from proxy.server.gateway import AccessRecord, Gateway
+from proxy.server.gateway import AccessRecord
+from proxy.server.heads import CHUNKED, interim_head, response_head
+from proxy.server.host import ConnectionHost
 from proxy.server.request import Request
+from proxy.server.states import CLOSED, CLOSING, IDLE, TUNNEL, UPGRADE
 from proxy.upstream.pool import Headers, UpConn
-
-if TYPE_CHECKING:
-    from proxy.server.listener import GatewayServer
 
 __all__ = ["Responder"]
 
@@ -31,55 +32,100 @@ log = logging.getLogger("strangler.server")
 
 FLUSH_AT = 64 * 1024  # write to the client early when this much response body is batched
 _RETRYABLE = frozenset((b"GET", b"HEAD"))
-_END = b"\r\n"
-_END_CLOSE = b"Connection: close\r\n\r\n"
 
 
 class Responder:
-    """Response-side state and callbacks of `proxy.server.ClientProtocol` (a base class, not used alone)."""
+    """A client connection's requests from their parsed head to their accounted end (a base class)."""
 
-    server: GatewayServer
-    gateway: Gateway
-    fwd: Forwarder
-    loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport | None
-    cur: Request | None
-    queue: collections.deque[Request]
-    out: list[bytes]
-    out_size: int
-    resp_chunked: bool
-    closed: bool
-    half_closed: bool
-    broken: bool
-    reading_paused: bool
-    up_paused: bool
-    upgrading: Request | None
-    tunnel: UpConn | None
-    peer: bytes
+    def __init__(self, host: ConnectionHost) -> None:
+        self.server = host
+        self.gateway = host.gateway
+        self.fwd = host.forwarder
+        self.loop = host.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer = b"unknown"
+        self.state = IDLE  # see proxy.server.states
+        self.cur: Request | None = None  # the request being answered
+        self.queue: collections.deque[Request] = collections.deque()  # pipelined, answered in order
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.resp_chunked = False
+        self.reading_paused = False
+        self.up_paused = False  # the upstream is not taking the request body fast enough
+        self.write_paused = False  # the client is not taking the response fast enough
+        self.upgrading: Request | None = None  # a WebSocket request awaiting the upstream's answer
+        self.tunnel: UpConn | None = None
 
-    # Provided by ClientProtocol.
+    # ---------------------------------------------------------------- starting a request upstream
     def _start(self, rq: Request) -> None:
-        raise NotImplementedError
+        self.cur = rq
+        self.server.active_requests += 1
+        if rq.error is not None:
+            self._respond_error(rq, rq.error.status, rq.error.message)
+            return
+        pool = rq.pool
+        assert pool is not None
+        conn = pool.acquire()
+        if conn is None:
+            self.server.spawn(self._connect(rq))
+        elif rq.pending or self.up_paused or self.write_paused:
+            self._attach(rq, conn)
+        else:  # _attach's common case, inlined: nothing buffered, nothing paused
+            rq.conn = conn
+            rq.pending = None
+            conn.start(self, rq.head, rq.is_head, rq.body_done, rq.websocket)
 
     async def _connect(self, rq: Request) -> None:
-        raise NotImplementedError
+        pool = rq.pool
+        assert pool is not None
+        try:
+            conn = await pool.connect(pool.total_timeout)
+        except UpstreamError as e:
+            if self.cur is rq and self.state != CLOSED:
+                self._respond_error(rq, e.status, e.message)
+            return
+        if self.state == CLOSED or self.cur is not rq:
+            pool._release(conn)
+            return
+        self._attach(rq, conn)
+
+    def _attach(self, rq: Request, conn: UpConn) -> None:
+        rq.conn = conn
+        pending = rq.pending
+        rq.pending = None
+        head = rq.head if not pending else b"".join([rq.head, *pending])
+        if self.up_paused:
+            self.up_paused = False
+            self._update_reading()
+        if self.write_paused and conn.transport is not None:
+            conn.transport.pause_reading()
+        conn.start(self, head, rq.is_head, rq.body_done, rq.websocket)
 
     def _update_reading(self) -> None:
-        raise NotImplementedError
+        state = self.state
+        if state == UPGRADE or state == TUNNEL:
+            pause = self.up_paused
+        else:
+            pause = state >= CLOSING or bool(self.queue) or self.up_paused
+        if pause != self.reading_paused and self.transport is not None and state != CLOSED:
+            self.reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Close after the write buffer drains (used by draining and the idle sweep)."""
+        if self.state != CLOSED and self.transport is not None:
+            self.state = CLOSED
+            self.transport.close()
 
     # ---------------------------------------------------------------- sink callbacks (from UpConn)
     def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
         rq = self.cur
         if rq is None or not rq.http11:
             return
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-        for name, value in self.fwd.response(headers).headers:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        self.out.append(b"".join(lines))
+        self.out.append(interim_head(status, reason, self.fwd.response(headers).headers))
 
     def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
         rq = self.cur
@@ -90,36 +136,22 @@ class Responder:
         fwd = self.fwd
         lines, length, chunked = fwd.response_lines(headers)
         lines.append(fwd.request_id_prefix + rq.request_id)
-        self.resp_chunked = False
         if not rq.body_done or self.server.draining:
             rq.keep_alive = False
-        if length is not None and not chunked and status != 101:
-            # The common case: the whole head in one piece.
-            self.out.append(
-                b"HTTP/1.1 %d %b\r\n%b\r\nContent-Length: %b\r\n%b"
-                % (status, reason, b"\r\n".join(lines), length, _END if rq.keep_alive else _END_CLOSE)
-            )
-        else:
-            self._head_framed(rq, status, reason, lines)
-        if rq.tee_req is not None or rq.tee_over:
-            rq.resp_headers = headers  # not copied: UpConn makes a new list for each response
-            rq.tee_resp = []
-
-    def _head_framed(self, rq: Request, status: int, reason: bytes, lines: list[bytes]) -> None:
-        # A response head without a usable Content-Length: upgrade, no body, re-chunked or close-delimited.
-        out = self.out
-        out += (b"HTTP/1.1 %d %b\r\n" % (status, reason), b"\r\n".join(lines), b"\r\n")
-        if status == 101:
-            out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            return
-        if rq.is_head or status in (204, 304):
-            pass
-        elif rq.http11:
-            out.append(b"Transfer-Encoding: chunked\r\n")
-            self.resp_chunked = True
-        else:
-            rq.keep_alive = False  # HTTP/1.0 client: the body ends when the connection does
-        out.append(_END if rq.keep_alive else _END_CLOSE)
+        head, framing = response_head(
+            status, reason, lines, length, chunked, rq.keep_alive, rq.is_head, rq.http11
+        )
+        self.out.append(head)
+        self.resp_chunked = False
+        if framing:
+            if framing == CHUNKED:
+                self.resp_chunked = True
+            else:
+                rq.keep_alive = False  # close-delimited (HTTP/1.0): the body ends when the connection does
+        tee = rq.tee
+        if tee is not None:
+            tee.resp_headers = headers  # not copied: UpConn makes a new list for each response
+            tee.resp = []
 
     def on_resp_body(self, chunk: bytes) -> None:
         rq = self.cur
@@ -131,22 +163,23 @@ class Responder:
         else:
             self.out.append(chunk)
         rq.bytes_out += size
-        tee = rq.tee_resp
-        if tee is not None:
-            rq.tee_resp_size += size
-            if rq.tee_resp_size <= rq.tee_cap:
-                tee.append(chunk)
+        tee = rq.tee
+        if tee is not None and tee.resp is not None:
+            tee.resp_size += size
+            if tee.resp_size <= tee.cap:
+                tee.resp.append(chunk)
             else:
-                rq.tee_resp = None
-                rq.tee_resp_over = True
+                tee.resp = None
+                tee.resp_over = True
         self.out_size += size
         if self.out_size > FLUSH_AT:
             self.flush()
 
     def flush(self) -> None:
+        """Write the batched response bytes to the client in one write."""
         out = self.out
         if out:
-            if not self.closed and self.transport is not None:
+            if self.state != CLOSED and self.transport is not None:
                 self.transport.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
             self.out_size = 0
@@ -159,7 +192,7 @@ class Responder:
         if self.resp_chunked:
             out.append(b"0\r\n\r\n")
         if out:  # flush, inlined: one write for the head and a small body
-            if not self.closed and self.transport is not None:
+            if self.state != CLOSED and self.transport is not None:
                 self.transport.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
             self.out_size = 0
@@ -199,6 +232,7 @@ class Responder:
             return
         self.upgrading = None
         self.tunnel = conn
+        self.state = TUNNEL
         self.server.tunnels += 1
         self.out.append(rest)
         self.flush()
@@ -208,7 +242,7 @@ class Responder:
         self._update_reading()
 
     def on_tunnel_data(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
+        if self.state != CLOSED and self.transport is not None:
             self.transport.write(data)
 
     def on_tunnel_closed(self) -> None:
@@ -232,7 +266,7 @@ class Responder:
         keep = rq.keep_alive and rq.body_done and rq.error is None and not self.server.draining
         rq.keep_alive = keep
         rq.status = status
-        if not self.closed and self.transport is not None:
+        if self.state != CLOSED and self.transport is not None:
             self.transport.write(
                 error_response(
                     status, message, rq.request_id, request_id_header=self.fwd.request_id_name, close=not keep
@@ -244,22 +278,22 @@ class Responder:
 
     def _abort_client(self, rq: Request) -> None:
         self._finish(rq, rq.status)
-        self.closed = True
+        self.state = CLOSED
         if self.transport is not None:
             self.transport.abort()
 
     def _next(self, rq: Request) -> None:
-        if self.closed:
+        if self.state == CLOSED:
             return
         if not rq.keep_alive or not rq.body_done:
             self.close()
             return
         if self.queue:
             self._start(self.queue.popleft())
-        if self.cur is None and (self.server.draining or self.half_closed):
+        if self.cur is None and (self.server.draining or self.state == CLOSING):
             self.close()
             return
-        if self.reading_paused or self.broken or self.up_paused or self.queue:
+        if self.reading_paused or self.state >= CLOSING or self.up_paused or self.queue:
             self._update_reading()  # otherwise reading is on and stays on: nothing to change
 
     def _finish(self, rq: Request, status: int) -> None:
@@ -269,15 +303,16 @@ class Responder:
         rq.finished = True
         if self.cur is rq:
             self.cur = None
-        self.server.active_requests -= 1
+        server = self.server
+        server.active_requests -= 1
         route = rq.route
         if route is None:
-            if self.server.draining:
-                self.server.check_drained()
+            if server.draining:
+                server.check_drained()
             return
         seconds = perf_counter() - rq.started
         gateway = self.gateway
-        try:  # Gateway.observe, inlined: the observer's failure must not reach the data path
+        try:  # the observer's failure must not reach the data path
             gateway.observer.observe(route.name, route.target, status, seconds)
         except Exception:
             log.exception("request observer failed")
@@ -296,21 +331,22 @@ class Responder:
                     self.peer.decode("ascii", "replace"),
                 )
             )
-        if (rq.tee_req is not None or rq.tee_over) and rq.resp_started and rq.resp_done:
+        tee = rq.tee
+        if tee is not None and rq.resp_started and rq.resp_done:
             pool = rq.pool
             assert pool is not None
-            req_body = b"".join(rq.tee_req) if rq.tee_req is not None else None
-            resp_body = b"".join(rq.tee_resp) if rq.tee_resp is not None and not rq.tee_resp_over else None
+            req_body = b"".join(tee.req) if tee.req is not None else None
+            resp_body = b"".join(tee.resp) if tee.resp is not None and not tee.resp_over else None
             shadow = gateway.shadow
             if shadow is not None:
-                try:  # Gateway.submit_shadow, inlined: shadowing's failure must not reach the data path
+                try:  # shadowing's failure must not reach the data path
                     shadow.submit(
                         Exchange(  # positional: a keyword call costs more, on every shadowed request
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
-                            status, rq.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
+                            status, tee.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
                         )
                     )
                 except Exception:
                     log.exception("shadow submit failed")
-        if self.server.draining:
-            self.server.check_drained()
+        if server.draining:
+            server.check_drained()

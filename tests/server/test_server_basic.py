@@ -266,3 +266,17 @@ async def test_half_closed_client_still_answered(gw: RunningGateway) -> None:
     assert response.status == 200 and response.json()["path"] == "/half"
     assert await client.at_eof()
     client.close()
+
+
+async def test_half_closed_after_a_refused_head_answers_both(gw: RunningGateway) -> None:
+    """A refused pipelined head then a half-close: the request in flight and the refusal are both answered."""
+    client = await RawClient.open(gw.port)
+    too_long = b"/" + b"a" * 9000  # over the default max_request_line: refused 414 from inside the head
+    await client.send(b"GET /sse?gap=0.1 HTTP/1.1\r\nHost: g\r\n\r\nGET " + too_long + b" HTTP/1.1\r\n")
+    client.writer.write_eof()
+    first = await client.response()
+    assert first.status == 200 and first.body.count(b"data: event") == 3
+    refused = await client.response()
+    assert refused.status == 414
+    assert await client.at_eof()
+    client.close()

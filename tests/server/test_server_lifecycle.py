@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import cast
 
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
 from support.upstreams import EchoUpstream, RawClient
 from support.waiting import eventually
 
 from proxy.routing.table import Route, parse_routes
+from proxy.server.connection import ClientProtocol
 from proxy.server.exchange import Exchange
 from proxy.server.gateway import AccessRecord, GatewaySettings
+from proxy.server.states import NAMES
 
 SHADOWED = (
     'routes:\n  - name: users\n    match: {path: "/users/{id}"}\n    target: new\n    shadow: {sample: 1.0}\n'
@@ -205,22 +209,57 @@ async def test_drain_closes_keep_alive_after_response(gw: RunningGateway) -> Non
     client.close()
 
 
+class FakeClock:
+    """An injected clock: the gateway's timeouts see only the time a test sets."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _until(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait (polling) until ``check()`` holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "the condition did not become true in time"
+        await asyncio.sleep(0.005)
+
+
+def _states(handle: RunningGateway) -> list[str]:
+    return [NAMES[cast(ClientProtocol, conn).state] for conn in handle.server.connections]
+
+
 async def test_idle_client_connection_closed(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
-    """A keep-alive client idle longer than client_idle_timeout is disconnected."""
-    handle = await make_gateway(routes_yaml(echo.port, echo.port), GatewaySettings(client_idle_timeout=1.0))
+    """A keep-alive client idle longer than client_idle_timeout is disconnected, and not before."""
+    clock = FakeClock()
+    settings = GatewaySettings(client_idle_timeout=1.0)
+    handle = await make_gateway(routes_yaml(echo.port, echo.port), settings, clock=clock)
     client = await RawClient.open(handle.port)
     assert (await client.request("GET", "/x")).status == 200
-    started = time.monotonic()
+    clock.now += 0.9
+    handle.server.sweep()  # idle 0.9 s of 1.0: kept
+    assert (await client.request("GET", "/y")).status == 200
+    clock.now += 1.1
+    handle.server.sweep()  # idle 1.1 s since the last request
     assert await client.at_eof(4.0)
-    assert 0.9 <= time.monotonic() - started < 3.5
     client.close()
 
 
 async def test_slow_header_gets_408(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
     """A request head that does not complete within header_timeout is answered 408 and closed."""
-    handle = await make_gateway(routes_yaml(echo.port, echo.port), GatewaySettings(header_timeout=1.0))
+    clock = FakeClock()
+    settings = GatewaySettings(header_timeout=1.0)
+    handle = await make_gateway(routes_yaml(echo.port, echo.port), settings, clock=clock)
     client = await RawClient.open(handle.port)
     await client.send(b"GET /x HTTP/1.1\r\nHost: g\r\n")
+    await _until(lambda: _states(handle) == ["head"])
+    clock.now += 0.9
+    handle.server.sweep()  # 0.9 s of 1.0: still reading the head
+    assert _states(handle) == ["head"]
+    clock.now += 0.2
+    handle.server.sweep()
     response = await asyncio.wait_for(client.response(), 4.0)
     assert response.status == 408
     assert await client.at_eof()

@@ -117,7 +117,7 @@ GATEWAY_SCRIPT = """
 import asyncio, sys, uvloop
 from proxy.server.gateway import Gateway
 from proxy.routing.table import parse_routes
-from proxy.server.connection import start_server
+from proxy.server.listener import start_server
 
 async def main():
     server = await start_server(Gateway(parse_routes(sys.stdin.read(), "test.yaml")))

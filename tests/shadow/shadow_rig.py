@@ -16,9 +16,8 @@ from aiohttp import web
 from support.memstore import MemoryStore
 
 from proxy.routing.table import RouteTable, parse_routes
-from proxy.server.connection import start_server
 from proxy.server.gateway import Gateway
-from proxy.server.listener import GatewayServer
+from proxy.server.listener import GatewayServer, start_server
 from proxy.shadow.admission import Shadower
 from proxy.shadow.store import DiffStore
 from proxy.upstream.pool import UpstreamPool

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from proxy.routing.table import parse_routes
-from proxy.server.connection import start_server
 from proxy.server.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
+from proxy.server.listener import start_server
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
 from support.upstreams import EchoUpstream, Handler, RawUpstream
 
@@ -47,10 +47,11 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         observer: RequestObserver | None = None,
         shadow: ShadowSink | None = None,
         access_log: Callable[..., None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> RunningGateway:
         table = parse_routes(yaml_text, "test.yaml")
         gateway = Gateway(table, settings, observer=observer, shadow=shadow, access_log=access_log)
-        server = await start_server(gateway)
+        server = await start_server(gateway, clock=clock)
         handle = RunningGateway(server.port, gateway, server)
         running.append(handle)
         return handle

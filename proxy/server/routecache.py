@@ -1,0 +1,65 @@
+"""Memoised routing for the data path: a request's method and target to its route, pool and request line.
+
+`RouteCache.lookup` runs once per request. Canonicalising the path, matching the table and encoding the
+upstream's request line cost more than one dict lookup, and hot paths repeat, so results are kept per
+(table, pools) pair, which `proxy.server.gateway.Gateway.set_table` swaps together. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from proxy.routing.paths import BadPath, canonicalise
+from proxy.routing.table import Match, RouteTable
+from proxy.server.request import Refusal
+from proxy.upstream.pool import UpstreamPool
+
+__all__ = ["ROUTE_CACHE_SIZE", "RouteCache", "RouteHit"]
+
+# (query, match, pool, upstream request line + Host, method as str)
+RouteHit = tuple[str, Match, UpstreamPool, bytes, str]
+ROUTE_CACHE_SIZE = 4096
+
+
+class RouteCache:
+    """Routes request targets against a table, remembering up to `ROUTE_CACHE_SIZE` answers."""
+
+    def __init__(self) -> None:
+        self._hits: dict[tuple[bytes, bytes], RouteHit] = {}
+        self._table: RouteTable | None = None
+        self._pools: Mapping[str, UpstreamPool] | None = None
+
+    def lookup(
+        self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, url: bytes
+    ) -> RouteHit:
+        """Route a request target: (query, match, pool, request-line-and-Host prefix, method str).
+
+        Raises `Refusal` (400) for a path `canonicalise` refuses; refusals are not memoised.
+        """
+        cache = self._hits
+        if self._table is not table or self._pools is not pools:
+            cache.clear()  # a reload: the old answers name the old routes and pools
+            self._table = table
+            self._pools = pools
+        key = (method, url)
+        hit = cache.get(key)
+        if hit is None:
+            try:
+                path, query = canonicalise(url)
+            except BadPath as e:
+                raise Refusal(400, f"bad request path: {e}") from None
+            method_str = method.decode("ascii")  # llhttp accepts only known (ASCII) method names
+            match = table.match(method_str, path)
+            target = match.route.target
+            pool = pools.get(target)
+            if pool is None:  # pragma: no cover - the table validates its targets
+                raise Refusal(502, f"route {match.route.name} names an unknown upstream {target}")
+            upstream_target = pool.base_path + match.forward_path.encode("utf-8")
+            if query:
+                upstream_target += b"?" + query.encode("utf-8")
+            prefix = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
+            hit = (query, match, pool, prefix, method_str)
+            if len(cache) >= ROUTE_CACHE_SIZE:
+                cache.clear()  # crude but bounded; refills with what is hot now
+            cache[key] = hit
+        return hit
