@@ -61,6 +61,8 @@ class CorsPolicy:
         origin = request.headers.get("Origin")
         if not self.allowed(origin):
             return
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" not in request.headers:
+            return  # not a preflight: a plain 404, like any OPTIONS
         assert origin is not None
         headers["Access-Control-Allow-Origin"] = "*" if self.wildcard else origin
         if self.credentials:

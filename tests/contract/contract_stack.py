@@ -35,6 +35,14 @@ STOP_TIMEOUT = 10.0
 LIMITS = {"LOGIN_RATE_LIMIT_ACCOUNT": 5, "LOGIN_RATE_LIMIT_IP": 8, "LOGIN_RATE_WINDOW": 300}
 
 
+# CORS on, with credentials, for two origins (tests/contract/test_contract_http.py); compression at the
+# default threshold; cacheable resources for 60 s.
+ALLOWED_ORIGINS = ("https://app.example.com", "http://localhost:5173")
+HTTP = {
+    "CORS_ALLOWED_ORIGINS": ",".join(ALLOWED_ORIGINS), "CORS_ALLOW_CREDENTIALS": "true",
+    "CORS_MAX_AGE": "600", "COMPRESSION_THRESHOLD": "1024", "CACHE_MAX_AGE": "60",
+}
+
 # A third, deliberately different new service: proves the differential test can see a difference.
 MUTANT = "new-mutant"
 MUTANT_ENV = {"SERVICES_TEST_MODE": "1", "SERVICES_TEST_DIFF": "user.name"}
@@ -58,10 +66,15 @@ class Running:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    metrics_port: int = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def tail(self, limit: int = 4000) -> str:
         try:
@@ -84,7 +97,7 @@ class Stack:
     failed: dict[str, str] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
-    def env(self, name: str, port: int) -> dict[str, str]:
+    def env(self, name: str, port: int, metrics_port: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "REDIS_PREFIX": self.redis_prefix,
@@ -93,6 +106,8 @@ class Stack:
             "DRY_RUN_SECRET": self.dry_run_secret,  # read by the new service only
         })
         env.update({k: str(v) for k, v in LIMITS.items()})
+        env.update(HTTP)
+        env["METRICS_PORT"] = str(metrics_port)
         if name == MUTANT:
             env.update(MUTANT_ENV)
         return env
@@ -103,12 +118,12 @@ class Stack:
             raise RuntimeError(self.failed[name])
         if name in self.running:
             return self.running[name]
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(command(name), cwd=ROOT, env=self.env(name, port),
+            proc = subprocess.Popen(command(name), cwd=ROOT, env=self.env(name, port, metrics_port),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        run = Running(name, proc, port, log)
+        run = Running(name, proc, port, log, metrics_port)
         self.running[name] = run
         try:
             return self._wait_ready(run)
