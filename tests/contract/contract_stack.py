@@ -7,6 +7,7 @@ do behind the gateway, so tokens, rate limits and rows are shared between them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,44 @@ class Stack:
                 run.proc.wait()
                 problems.append(f"{run.name} ignored SIGTERM for {STOP_TIMEOUT}s and was killed")
         return problems
+
+    @contextlib.contextmanager
+    def variant(self, name: str, **changes: str) -> Iterator[Running]:
+        """One more process of `name` with the session's environment changed by `changes` ('' unsets),
+        answering /health (not necessarily ready: a test may point it at a dead Redis); stopped after."""
+        port, metrics_port = free_port(), free_port()
+        env = self.env(name, port, metrics_port)
+        for key, value in changes.items():
+            if value == "":
+                env.pop(key, None)
+            else:
+                env[key] = value
+        log = self.log_dir / f"{name}-variant-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command(name), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        run = Running(name, proc, port, log, metrics_port)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:  # wait for the event "answers /health", polling with a deadline
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode} during start:\n{run.tail()}")
+                try:
+                    if httpx.get(f"{run.base_url}/health", timeout=2.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} gave no /health in {START_TIMEOUT}s:\n{run.tail()}")
+                time.sleep(0.05)
+            yield run
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def api(self, name: str) -> Api:
         return Api(name, self.start(name).base_url)

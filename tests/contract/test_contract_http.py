@@ -24,7 +24,7 @@ from contract_kit import (
     strong_etag,
     unique_email,
 )
-from contract_stack import ALLOWED_ORIGINS
+from contract_stack import ALLOWED_ORIGINS, Stack
 
 ORIGIN = ALLOWED_ORIGINS[0]
 DECODE = {"gzip": gzip.decompress, "deflate": zlib.decompress, "br": brotli.decompress}
@@ -270,3 +270,28 @@ def test_other_origins_get_no_cors_headers(api: Api) -> None:
         r = api.get("/health", headers=headers)
         assert r.status_code == 200 and cors_headers(r) == {}, headers
         assert vary(r) == ["Origin", "Accept-Encoding"]
+
+
+@pytest.mark.parametrize("name", ["legacy", "new"])
+def test_wildcard_origin_and_cors_off(stack: Stack, name: str) -> None:
+    """CORS_ALLOWED_ORIGINS=* answers any origin with `*` (no credentials); unset, CORS is off entirely."""
+    with stack.variant(name, CORS_ALLOWED_ORIGINS="*", CORS_ALLOW_CREDENTIALS="") as run:
+        api = Api(name, run.base_url)
+        try:
+            r, _ = raw(api, "OPTIONS", "/api/v1/posts", {**PREFLIGHT, "Origin": "https://any.example"})
+            assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in r.headers
+            r = api.get("/health", headers={"Origin": "https://any.example"})
+            assert r.headers["access-control-allow-origin"] == "*"
+            assert vary(r) == ["Origin", "Accept-Encoding"]
+            assert cors_headers(api.get("/health")) == {}
+        finally:
+            api.close()
+    with stack.variant(name, CORS_ALLOWED_ORIGINS="") as run:
+        api = Api(name, run.base_url)
+        try:
+            assert_json(api.request("OPTIONS", "/api/v1/posts", headers=PREFLIGHT), 404, NOT_FOUND_ROUTE)
+            r = api.get("/health", headers={"Origin": ORIGIN})
+            assert cors_headers(r) == {} and vary(r) == ["Accept-Encoding"]
+        finally:
+            api.close()

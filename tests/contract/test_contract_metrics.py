@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from contract_kit import Account, Api
-from contract_stack import ROOT, Stack, command
+from contract_stack import Stack
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.embedded import free_port
@@ -100,32 +97,8 @@ def test_pool_gauges_and_service_info(stack: Stack, api: Api) -> None:
 @pytest.fixture(params=["legacy", "new"])
 def redisless(request: pytest.FixtureRequest, stack: Stack) -> Iterator[tuple[str, str]]:
     """One service started against a Redis port nobody listens on: (API url, metrics url)."""
-    name = request.param
-    port, metrics_port = free_port(), free_port()
-    env = stack.env(name, port, metrics_port)
-    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
-    proc = subprocess.Popen(command(name), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # wait for the event "answers /health", polling with a deadline
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}"
-            try:
-                if httpx.get(f"{base}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"{name} did not answer /health within 30 s"
-            time.sleep(0.05)
-        yield base, f"http://127.0.0.1:{metrics_port}/metrics"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with stack.variant(request.param, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0") as run:
+        yield run.base_url, run.metrics_url
 
 
 def test_failed_redis_commands_are_counted(redisless: tuple[str, str]) -> None:
