@@ -82,6 +82,8 @@ def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> 
     app[SETTINGS] = settings
     app[STARTED] = time.monotonic()
     app[METRICS] = stats
+    if settings.cors.enabled:
+        app.on_response_prepare.append(edge.cors_on_prepare(settings))
     if settings.metrics_port is not None:
         app.cleanup_ctx.append(metrics.serve(stats, settings.host, settings.metrics_port))
     app.cleanup_ctx.append(_pool_ctx(db_init))

@@ -23,6 +23,7 @@ BROTLI_QUALITY = 4
 _ENCODING_RE = re.compile(r"^\s*([^\s;]+)\s*(?:;(.*))?$")
 _JS_FLOAT_RE = re.compile(r"\s*([+-]?(?:Infinity|\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?))")
 _NO_TRANSFORM_RE = re.compile(r"(?:^|,)\s*?no-transform\s*?(?:,|$)", re.IGNORECASE)
+_JSON_TYPE = re.compile(r"application/json\b", re.IGNORECASE)
 _CODINGS = {"gzip": ContentCoding.gzip, "deflate": ContentCoding.deflate}
 
 
@@ -127,8 +128,9 @@ def _append_vary(response: web.StreamResponse, field: str) -> None:
 
 def compress(request: web.Request, response: web.Response, threshold: int) -> None:
     """Add Vary and, when it applies, the negotiated compression to a JSON response (in place)."""
-    if not (response.headers.get("Content-Type") or "").startswith("application/json"):
-        return  # 204, 304 and preflights carry no content type: nothing to compress, no Vary
+    if not _JSON_TYPE.match(response.headers.get("Content-Type", "")):
+        # 204, 304 and preflights carry no content type, and only JSON is compressed (never a stream).
+        return
     if _NO_TRANSFORM_RE.search(response.headers.get("Cache-Control", "")):
         return
     _append_vary(response, "Accept-Encoding")

@@ -2,9 +2,10 @@
 
 The order follows the legacy app's middleware, so headers come out the same: the handler's answer
 (errors included, from ``error_middleware``), then ``Cache-Control: no-store`` on personal routes,
-then Express's conditional GET (a fresh GET/HEAD 2xx becomes 304), then the CORS headers, then
-``Vary: Accept-Encoding`` and compression. A CORS preflight is answered inside ``error_middleware``
-so it gets a request id and an access-log line, as in Express.
+then Express's conditional GET (a fresh GET/HEAD 2xx becomes 304), then ``Vary: Accept-Encoding`` and
+compression. The CORS headers are added as each response is sent (``on_response_prepare``), so a
+streamed answer gets them too. A CORS preflight is answered inside ``error_middleware`` so it gets a
+request id and an access-log line, as in Express.
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ def _not_modified(response: web.Response) -> web.Response:
 
 
 def outer_middleware(settings: Settings) -> Middleware:
-    """no-store, conditional GET, CORS and compression, applied to the final response."""
-    policy = CorsPolicy(settings.cors)
+    """no-store, conditional GET and compression, applied to the final response."""
     threshold = settings.compression_threshold
 
     @web.middleware
@@ -88,12 +88,21 @@ def outer_middleware(settings: Settings) -> Middleware:
             headers = response.headers
             if is_fresh(request.headers, headers.get("ETag"), headers.get("Last-Modified")):
                 response = _not_modified(response)
-        if policy.enabled:
-            policy.decorate(request, response)
         compress(request, response, threshold)
         return response
 
     return edge
+
+
+def cors_on_prepare(settings: Settings) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An ``on_response_prepare`` hook adding the CORS headers to every response as it is sent,
+    streamed ones (SSE, WebSocket handshakes) included, like Express's cors middleware does."""
+    policy = CorsPolicy(settings.cors)
+
+    async def add_cors(request: web.Request, response: web.StreamResponse) -> None:
+        policy.decorate(request, response)
+
+    return add_cors
 
 
 def preflight_middleware(settings: Settings) -> Middleware:

@@ -9,9 +9,18 @@ const crypto = require('node:crypto');
 const compression = require('compression');
 const cors = require('cors');
 
-/** Compress JSON bodies of at least `threshold` bytes with the coding the client prefers (br, gzip, deflate). */
+const JSON_TYPE = /^application\/json\b/i;
+
+/**
+ * Compress JSON bodies of at least `threshold` bytes with the coding the client prefers (br, gzip,
+ * deflate). Only JSON: the new service compresses nothing else, and a stream (text/event-stream)
+ * must not sit in a compressor's buffer.
+ */
 function compress(config) {
-  return compression({ threshold: config.compressionThreshold });
+  return compression({
+    threshold: config.compressionThreshold,
+    filter: (req, res) => JSON_TYPE.test(String(res.getHeader('Content-Type') || '')),
+  });
 }
 
 /**
