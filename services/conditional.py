@@ -51,10 +51,17 @@ def cacheable(response: web.Response, max_age: int, updated_at: str | None = Non
 
 
 def _timestamp(value: str) -> float | None:
+    """JavaScript's Date.parse for the dates clients send: HTTP dates, else ISO 8601 (no zone: UTC,
+    the servers' zone). V8 also reads looser forms ("Jan 1 2099"); those count as unparsable here."""
     try:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError):
+        pass
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
         return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _tokens(value: str) -> list[str]:

@@ -49,6 +49,8 @@ def test_etag_and_http_date() -> None:
     ({"If_Modified_Since": "Sun, 01 Nov 2026 06:04:00 GMT"}, True),
     ({"If_Modified_Since": "Sun, 01 Nov 2026 06:03:59 GMT"}, False),
     ({"If_Modified_Since": "garbage"}, False),
+    ({"If_Modified_Since": "2026-11-01T06:04:00Z"}, True),
+    ({"If_Modified_Since": "2026-11-01"}, False),
 ])  # fmt: skip
 def test_is_fresh_follows_the_fresh_package(request_headers: dict[str, str], fresh: bool) -> None:
     """If-None-Match decides when present (weak and listed tags match); else If-Modified-Since."""
