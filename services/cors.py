@@ -12,6 +12,12 @@ from aiohttp import web
 from services.settings import CorsSettings
 
 
+def origin_of(request: web.Request) -> str | None:
+    """The Origin header as Node reads it: repeated lines joined with ", " (so never an allowed origin)."""
+    values = request.headers.getall("Origin", [])
+    return ", ".join(values) if values else None
+
+
 class CorsPolicy:
     """The configured policy with its header values joined once."""
 
@@ -38,7 +44,7 @@ class CorsPolicy:
         return (
             request.method == "OPTIONS"
             and "Access-Control-Request-Method" in request.headers
-            and self.allowed(request.headers.get("Origin"))
+            and self.allowed(origin_of(request))
         )
 
     def preflight(self) -> web.Response:
@@ -58,7 +64,7 @@ class CorsPolicy:
         # cors sets Vary before the response exists; other Vary fields are appended after it.
         current = headers.get("Vary")
         headers["Vary"] = "Origin" if current is None else f"Origin, {current}"
-        origin = request.headers.get("Origin")
+        origin = origin_of(request)
         if not self.allowed(origin):
             return
         if request.method == "OPTIONS" and "Access-Control-Request-Method" not in request.headers:

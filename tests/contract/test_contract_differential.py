@@ -167,6 +167,8 @@ CASES: dict[str, Callable[[Ctx], httpx.Response]] = {
     "openapi_head_br": lambda c: c.api.request("HEAD", "/openapi.json", headers={"Accept-Encoding": "br"}),
     "preflight": lambda c: c.api.request("OPTIONS", "/api/v1/users/1", headers={
         "Origin": "https://app.example.com", "Access-Control-Request-Method": "DELETE"}),
+    "cors_two_origins": lambda c: c.api.http.get("/health", headers=[
+        ("Origin", "https://app.example.com"), ("Origin", "http://localhost:5173")]),
     "cors_error": lambda c: c.api.get("/api/v1/users/abc", headers={"Origin": "http://localhost:5173"}),
 }
 
