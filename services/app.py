@@ -13,20 +13,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from services import health
+from services import edge, health, metrics
 from services.auth import routes as auth_routes
 from services.cache import Cache
 from services.context import BODY_LIMIT, CACHE, HASH_POOL, LOAD_USER, POOL, SETTINGS, STARTED
 from services.db import ConnectionInit, close_pool, create_pool
 from services.fairpool import FairPool
 from services.http import Router, error_middleware, make_dispatch
+from services.metrics import METRICS
 from services.posts import routes as posts_routes
 from services.settings import Settings
 from services.users import repo as users_repo
 from services.users import routes as users_routes
 
-ROUTES = (*health.ROUTES, *auth_routes.ROUTES, *users_routes.ROUTES, *posts_routes.ROUTES)
+ROUTES = edge.labelled((*health.ROUTES, *auth_routes.ROUTES, *users_routes.ROUTES, *posts_routes.ROUTES))
 
 
 def _pool_ctx(init: ConnectionInit | None) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -34,7 +36,13 @@ def _pool_ctx(init: ConnectionInit | None) -> Callable[[web.Application], AsyncI
         settings = app[SETTINGS]
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max, init)
         # Every request reaches the pool through the FIFO gate (see services/fairpool.py).
-        app[POOL] = FairPool(pool)
+        fair = app[POOL] = FairPool(pool)
+        app[METRICS].pool = lambda: (
+            pool.get_size(),
+            pool.get_size() - pool.get_idle_size(),
+            fair.gate.waiting,
+            pool.get_max_size(),
+        )
         yield
         await close_pool(pool)
 
@@ -43,7 +51,12 @@ def _pool_ctx(init: ConnectionInit | None) -> Callable[[web.Application], AsyncI
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0)
+    client = metrics.CountingRedis(
+        connection_pool=aioredis.ConnectionPool.from_url(
+            settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0
+        )
+    )
+    client.on_error = app[METRICS].redis_error
     app[CACHE] = Cache(client, settings.redis_prefix)
     yield
     await client.aclose()
@@ -59,10 +72,22 @@ async def _hash_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> web.Application:
     """Build the service. `db_init` runs on each new database connection (tests count queries with it)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=BODY_LIMIT)
+    stats = metrics.ServiceMetrics(health.VERSION)
+    middlewares: list[Middleware] = [
+        metrics.middleware(stats),
+        edge.outer_middleware(settings),
+        error_middleware,
+        edge.preflight_middleware(settings),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
     app[SETTINGS] = settings
     app[STARTED] = time.monotonic()
     app[LOAD_USER] = users_repo.get
+    app[METRICS] = stats
+    if settings.cors.enabled:
+        app.on_response_prepare.append(edge.cors_on_prepare(settings))
+    if settings.metrics_port is not None:
+        app.cleanup_ctx.append(metrics.serve(stats, settings.host, settings.metrics_port))
     app.cleanup_ctx.append(_pool_ctx(db_init))
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_hash_pool_ctx)

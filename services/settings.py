@@ -7,12 +7,14 @@ wrong and what to set instead; ``python -m services`` prints it and exits with s
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TEST_DIFFS = ("user.name",)
+_ORIGIN_RE = re.compile(r"https?://[^/\s,*]+")
 
 
 class SettingsError(ValueError):
@@ -21,6 +23,39 @@ class SettingsError(ValueError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name}: {problem}")
         self.name = name
+
+
+@dataclass(frozen=True)
+class CorsSettings:
+    """Cross-origin access (docs/API.md, CORS); no allowed origin means CORS is off."""
+
+    origins: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PATCH", "DELETE")
+    headers: tuple[str, ...] = ("Authorization", "Content-Type", "X-Request-Id")
+    exposed: tuple[str, ...] = ("X-Request-Id", "Retry-After", "WWW-Authenticate")
+    credentials: bool = False
+    max_age: int = 600
+
+    def __post_init__(self) -> None:
+        if "*" in self.origins and len(self.origins) > 1:
+            raise SettingsError("CORS_ALLOWED_ORIGINS", "`*` cannot be combined with other origins")
+        if "*" in self.origins and self.credentials:
+            raise SettingsError(
+                "CORS_ALLOW_CREDENTIALS",
+                "cannot be true with CORS_ALLOWED_ORIGINS=* (browsers refuse it); list the origins instead",
+            )
+        for origin in self.origins:
+            if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
+                raise SettingsError(
+                    "CORS_ALLOWED_ORIGINS",
+                    f"{origin!r} is not an origin; write scheme://host[:port] without a path, e.g. "
+                    "https://app.example.com",
+                )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any origin is allowed."""
+        return bool(self.origins)
 
 
 @dataclass(frozen=True)
@@ -44,6 +79,10 @@ class Settings:
     dry_run_secret: str | None = None
     log_level: str = "INFO"
     test_diff: str | None = None
+    compression_threshold: int = 1024
+    cache_max_age: int = 60
+    cors: CorsSettings = field(default_factory=CorsSettings)
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         # Checked here too, so settings built in code (tests) obey the same rules as the environment.
@@ -81,6 +120,34 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int = 
     if not low <= value <= high:
         raise SettingsError(name, f"must be between {low} and {high}, got {value}")
     return value
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(name, f"must be true or false, got {raw!r}")
+    return raw == "true"
+
+
+def _cors(env: Mapping[str, str]) -> CorsSettings:
+    base = CorsSettings()
+    return CorsSettings(
+        origins=_list(env, "CORS_ALLOWED_ORIGINS", ()),
+        methods=tuple(m.upper() for m in _list(env, "CORS_ALLOWED_METHODS", base.methods)),
+        headers=_list(env, "CORS_ALLOWED_HEADERS", base.headers),
+        exposed=_list(env, "CORS_EXPOSED_HEADERS", base.exposed),
+        credentials=_bool(env, "CORS_ALLOW_CREDENTIALS", False),
+        max_age=_int(env, "CORS_MAX_AGE", 600, 0, 86400),
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -127,4 +194,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dry_run_secret=dry_secret,
         log_level=level,
         test_diff=test_diff,
+        compression_threshold=_int(env, "COMPRESSION_THRESHOLD", 1024, 0),
+        cache_max_age=_int(env, "CACHE_MAX_AGE", 60, 0, 31_536_000),
+        cors=_cors(env),
+        metrics_port=_int(env, "METRICS_PORT", -1, 0, 65535) if env.get("METRICS_PORT", "").strip() else None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,8 +27,15 @@ def gateway_venv() -> Iterator[Path]:
     """A fresh virtualenv with the repository installed the way a team would: `pip install .`, no extras."""
     with tempfile.TemporaryDirectory(prefix="strangler-alone-") as tmp:
         venv = Path(tmp) / "venv"
+        # A copy of what an sdist holds: pip builds in place and must not write into the checkout.
+        source = Path(tmp) / "src"
+        source.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(ROOT / name, source / name)
+        for package in ("proxy", "services"):
+            shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)],
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)],
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         yield venv

@@ -117,6 +117,14 @@ def live(database_url: str, redis_url: str, redis_prefix: str) -> Iterator[Legac
     ({"ACCESS_TOKEN_TTL": "0"}, "ACCESS_TOKEN_TTL"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ({"OPENAPI_PATH": "/nonexistent/openapi.json"}, "OPENAPI_PATH"),
+    ({"CORS_ALLOWED_ORIGINS": "https://app.example.com/path"}, "CORS_ALLOWED_ORIGINS"),
+    ({"CORS_ALLOWED_ORIGINS": "*,https://app.example.com"}, "CORS_ALLOWED_ORIGINS"),
+    ({"CORS_ALLOWED_ORIGINS": "*", "CORS_ALLOW_CREDENTIALS": "true"}, "CORS_ALLOW_CREDENTIALS"),
+    ({"CORS_ALLOW_CREDENTIALS": "yes"}, "CORS_ALLOW_CREDENTIALS"),
+    ({"CORS_MAX_AGE": "-1"}, "CORS_MAX_AGE"),
+    ({"COMPRESSION_THRESHOLD": "big"}, "COMPRESSION_THRESHOLD"),
+    ({"CACHE_MAX_AGE": "-5"}, "CACHE_MAX_AGE"),
+    ({"METRICS_PORT": "70000"}, "METRICS_PORT"),
 ])
 def test_bad_configuration_exits_2_naming_the_variable(overrides: dict[str, str], named: str) -> None:
     """A missing or bad variable stops the process at start with status 2 and a message naming it."""

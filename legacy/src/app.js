@@ -7,6 +7,8 @@ const express = require('express');
 const { requestId } = require('./middleware/requestId');
 const { accessLog } = require('./middleware/accessLog');
 const { notFound, errorHandler } = require('./middleware/errors');
+const { compress, corsPolicy } = require('./middleware/http');
+const { createMetrics } = require('./metrics');
 const { usersRepo } = require('./repo/users');
 const { postsRepo } = require('./repo/posts');
 const { refreshTokensRepo } = require('./repo/refreshTokens');
@@ -17,9 +19,10 @@ const { postsRoutes } = require('./routes/posts');
 
 /**
  * Build the app.
- * @param {{config: object, pool: import('pg').Pool, redis: import('ioredis').Redis, logger: object, openapi: object}} deps
+ * @param {{config: object, pool: import('pg').Pool, redis: import('ioredis').Redis, logger: object, openapi: object,
+ *          metrics?: object}} deps  (metrics: from createMetrics; a private one when absent)
  */
-function createApp({ config, pool, redis, logger, openapi }) {
+function createApp({ config, pool, redis, logger, openapi, metrics }) {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -42,6 +45,10 @@ function createApp({ config, pool, redis, logger, openapi }) {
 
   app.use(requestId());
   app.use(accessLog(logger));
+  app.use((metrics || createMetrics({ pool, version: '1.0.0' })).middleware);
+  app.use(compress(config));
+  // CORS preflights are answered here (204); any other OPTIONS falls through to the 404 below.
+  for (const middleware of corsPolicy(config)) app.use(middleware);
   // Express answers OPTIONS itself with an Allow list; the contract says no method is served there.
   app.use((req, res, next) => (req.method === 'OPTIONS' ? notFound()(req, res, next) : next()));
   app.use(healthRoutes(ctx));

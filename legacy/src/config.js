@@ -54,6 +54,51 @@ function url(env, name, schemes, hint) {
   return raw;
 }
 
+/** A comma-separated list: items trimmed, empty ones dropped; `fallback` when the variable is unset. */
+function list(env, name, fallback) {
+  const raw = env[name];
+  if (raw === undefined) return fallback;
+  return raw.split(',').map((item) => item.trim()).filter((item) => item !== '');
+}
+
+function bool(env, name, fallback) {
+  const raw = (env[name] || '').trim().toLowerCase();
+  if (raw === '') return fallback;
+  if (raw !== 'true' && raw !== 'false') {
+    throw new ConfigError(name, `must be true or false (got ${JSON.stringify(env[name])})`);
+  }
+  return raw === 'true';
+}
+
+const ORIGIN = /^https?:\/\/[^/\s,*]+$/;
+
+/** CORS settings (docs/API.md "CORS"); no allowed origin means CORS is off. */
+function corsConfig(env) {
+  const origins = list(env, 'CORS_ALLOWED_ORIGINS', []);
+  const credentials = bool(env, 'CORS_ALLOW_CREDENTIALS', false);
+  if (origins.includes('*') && origins.length > 1) {
+    throw new ConfigError('CORS_ALLOWED_ORIGINS', 'cannot combine `*` with other origins');
+  }
+  if (origins.includes('*') && credentials) {
+    throw new ConfigError('CORS_ALLOW_CREDENTIALS',
+      'cannot be true with CORS_ALLOWED_ORIGINS=* (browsers refuse it); list the origins instead');
+  }
+  for (const origin of origins) {
+    if (origin !== '*' && !ORIGIN.test(origin)) {
+      throw new ConfigError('CORS_ALLOWED_ORIGINS', `has ${JSON.stringify(origin)}, which is not an origin; ` +
+        'write scheme://host[:port] without a path, e.g. https://app.example.com');
+    }
+  }
+  return Object.freeze({
+    origins,
+    methods: list(env, 'CORS_ALLOWED_METHODS', ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE']).map((m) => m.toUpperCase()),
+    headers: list(env, 'CORS_ALLOWED_HEADERS', ['Authorization', 'Content-Type', 'X-Request-Id']),
+    exposed: list(env, 'CORS_EXPOSED_HEADERS', ['X-Request-Id', 'Retry-After', 'WWW-Authenticate']),
+    credentials,
+    maxAge: integer(env, 'CORS_MAX_AGE', 600, 0, 86400),
+  });
+}
+
 /** Read and validate the whole configuration; throws ConfigError on the first bad value. */
 function loadConfig(env = process.env) {
   const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:'],
@@ -91,6 +136,11 @@ function loadConfig(env = process.env) {
     loginRateLimitIp: integer(env, 'LOGIN_RATE_LIMIT_IP', 100, 1, 1000000),
     trustedHops: integer(env, 'TRUSTED_HOPS', 0, 0, 100),
     logLevel,
+    compressionThreshold: integer(env, 'COMPRESSION_THRESHOLD', 1024, 0, 2 ** 31 - 1),
+    cacheMaxAge: integer(env, 'CACHE_MAX_AGE', 60, 0, 31536000),
+    cors: corsConfig(env),
+    // Unset: no metrics listener; 0 picks a free port (logged).
+    metricsPort: (env.METRICS_PORT || '').trim() === '' ? null : integer(env, 'METRICS_PORT', 0, 0, 65535),
     openapiPath: env.OPENAPI_PATH ? path.resolve(env.OPENAPI_PATH) : DEFAULT_OPENAPI_PATH,
   });
 }

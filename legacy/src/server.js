@@ -9,6 +9,8 @@ const { createLogger, errorFields } = require('./logger');
 const { createPool } = require('./db');
 const { createRedis } = require('./redis');
 const { createApp } = require('./app');
+const { createMetrics } = require('./metrics');
+const { version } = require('../package.json');
 
 const SHUTDOWN_DEADLINE_MS = 10000;
 
@@ -46,7 +48,20 @@ function main() {
   });
   redis.on('ready', () => { lastRedisError = ''; });
 
-  const app = createApp({ config, pool, redis, logger, openapi });
+  const metrics = createMetrics({ pool, version });
+  metrics.watchRedis(redis);
+  let metricsServer = null;
+  if (config.metricsPort !== null) {
+    metrics.listen(config.host, config.metricsPort).then((listening) => {
+      metricsServer = listening;
+      logger.info('metrics listening', { host: config.host, metrics_port: listening.address().port });
+    }, (err) => {
+      logger.error('cannot listen for metrics', { host: config.host, port: config.metricsPort, ...errorFields(err) });
+      process.exit(1);
+    });
+  }
+
+  const app = createApp({ config, pool, redis, logger, openapi, metrics });
   const server = app.listen(config.port, config.host, (err) => {
     if (err) {
       logger.error('cannot listen', { host: config.host, port: config.port, ...errorFields(err) });
@@ -77,6 +92,7 @@ function main() {
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS);
     force.unref();
+    if (metricsServer !== null) metricsServer.close();
     server.close(async () => {
       await Promise.allSettled([pool.end(), redis.quit()]);
       logger.info('stopped');

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from services import errors
+from services.conditional import cacheable
 from services.context import Ctx, Principal, json_response, no_content
 from services.posts import repo
 from services.posts.models import CREATE, PATCH, post_json
@@ -70,7 +71,8 @@ async def get_post(ctx: Ctx) -> web.Response:
     row = None if post_id is None else await repo.get(ctx.db, post_id)
     if row is None:
         raise errors.NotFound(errors.POST_NOT_FOUND)
-    return json_response(200, post_json(row, row["author_name"]))
+    # No Last-Modified: the post embeds its author's name, which changes without the post's updated_at.
+    return cacheable(json_response(200, post_json(row, row["author_name"])), ctx.settings.cache_max_age)
 
 
 async def _own_post(ctx: Ctx, me: Principal) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services import errors
+from services.conditional import cacheable
 from services.context import Ctx, Principal, json_response, no_content
 from services.passwords import hash_password
 from services.users import repo
@@ -47,7 +48,9 @@ async def get_user(ctx: Ctx) -> web.Response:
     row = None if user_id is None else await repo.get(ctx.db, user_id)
     if row is None:
         raise errors.NotFound(errors.USER_NOT_FOUND)
-    return json_response(200, user_json(row, name_suffix(ctx)))
+    # updated_at moves on every change of the user, so it is an exact Last-Modified.
+    response = json_response(200, user_json(row, name_suffix(ctx)))
+    return cacheable(response, ctx.settings.cache_max_age, row["updated_at"])
 
 
 async def _own_user(ctx: Ctx, me: Principal) -> int:

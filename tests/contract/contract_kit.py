@@ -151,6 +151,12 @@ def assert_no_content(r: httpx.Response) -> None:
     assert "content-type" not in r.headers
 
 
+def strong_etag(body: bytes) -> str:
+    """The ETag both services send for a cacheable body (the etag package's strong form)."""
+    digest = base64.b64encode(hashlib.sha1(body).digest()).decode()[:27]
+    return f'"{len(body):x}-{digest}"'
+
+
 # --- JWT crafting (the tests forge tokens with the session's secret to probe verification) ---
 
 def b64url(data: bytes) -> str:

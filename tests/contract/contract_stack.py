@@ -7,6 +7,7 @@ do behind the gateway, so tokens, rate limits and rows are shared between them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,14 @@ STOP_TIMEOUT = 10.0
 # address (TRUSTED_HOPS=1), so the per-IP counter never leaks from one test into another.
 LIMITS = {"LOGIN_RATE_LIMIT_ACCOUNT": 5, "LOGIN_RATE_LIMIT_IP": 8, "LOGIN_RATE_WINDOW": 300}
 
+
+# CORS on, with credentials, for two origins (tests/contract/test_contract_http.py); compression at the
+# default threshold; cacheable resources for 60 s.
+ALLOWED_ORIGINS = ("https://app.example.com", "http://localhost:5173")
+HTTP = {
+    "CORS_ALLOWED_ORIGINS": ",".join(ALLOWED_ORIGINS), "CORS_ALLOW_CREDENTIALS": "true",
+    "CORS_MAX_AGE": "600", "COMPRESSION_THRESHOLD": "1024", "CACHE_MAX_AGE": "60",
+}
 
 # A third, deliberately different new service: proves the differential test can see a difference.
 MUTANT = "new-mutant"
@@ -59,10 +69,15 @@ class Running:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    metrics_port: int = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def tail(self, limit: int = 4000) -> str:
         try:
@@ -85,7 +100,7 @@ class Stack:
     failed: dict[str, str] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
 
-    def env(self, name: str, port: int) -> dict[str, str]:
+    def env(self, name: str, port: int, metrics_port: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "REDIS_PREFIX": self.redis_prefix,
@@ -94,6 +109,8 @@ class Stack:
             "DRY_RUN_SECRET": self.dry_run_secret,  # read by the new service only
         })
         env.update({k: str(v) for k, v in LIMITS.items()})
+        env.update(HTTP)
+        env["METRICS_PORT"] = str(metrics_port)
         if name == MUTANT:
             env.update(MUTANT_ENV)
         return env
@@ -104,12 +121,12 @@ class Stack:
             raise RuntimeError(self.failed[name])
         if name in self.running:
             return self.running[name]
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(command(name), cwd=ROOT, env=self.env(name, port),
+            proc = subprocess.Popen(command(name), cwd=ROOT, env=self.env(name, port, metrics_port),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        run = Running(name, proc, port, log)
+        run = Running(name, proc, port, log, metrics_port)
         self.running[name] = run
         try:
             return self._wait_ready(run)
@@ -150,6 +167,44 @@ class Stack:
                 run.proc.wait()
                 problems.append(f"{run.name} ignored SIGTERM for {STOP_TIMEOUT}s and was killed")
         return problems
+
+    @contextlib.contextmanager
+    def variant(self, name: str, **changes: str) -> Iterator[Running]:
+        """One more process of `name` with the session's environment changed by `changes` ('' unsets),
+        answering /health (not necessarily ready: a test may point it at a dead Redis); stopped after."""
+        port, metrics_port = free_port(), free_port()
+        env = self.env(name, port, metrics_port)
+        for key, value in changes.items():
+            if value == "":
+                env.pop(key, None)
+            else:
+                env[key] = value
+        log = self.log_dir / f"{name}-variant-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command(name), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        run = Running(name, proc, port, log, metrics_port)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:  # wait for the event "answers /health", polling with a deadline
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode} during start:\n{run.tail()}")
+                try:
+                    if httpx.get(f"{run.base_url}/health", timeout=2.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} gave no /health in {START_TIMEOUT}s:\n{run.tail()}")
+                time.sleep(0.05)
+            yield run
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def api(self, name: str) -> Api:
         return Api(name, self.start(name).base_url)

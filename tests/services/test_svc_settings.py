@@ -53,6 +53,14 @@ def test_defaults_match_the_contract() -> None:
         ({"DRY_RUN_SECRET": "short"}, "DRY_RUN_SECRET"),
         ({"SERVICES_TEST_DIFF": "user.name"}, "SERVICES_TEST_DIFF"),
         ({"SERVICES_TEST_DIFF": "post.title", "SERVICES_TEST_MODE": "1"}, "SERVICES_TEST_DIFF"),
+        ({"CORS_ALLOWED_ORIGINS": "https://app.example.com/path"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOWED_ORIGINS": "*,https://app.example.com"}, "CORS_ALLOWED_ORIGINS"),
+        ({"CORS_ALLOWED_ORIGINS": "*", "CORS_ALLOW_CREDENTIALS": "true"}, "CORS_ALLOW_CREDENTIALS"),
+        ({"CORS_ALLOW_CREDENTIALS": "yes"}, "CORS_ALLOW_CREDENTIALS"),
+        ({"CORS_MAX_AGE": "-1"}, "CORS_MAX_AGE"),
+        ({"COMPRESSION_THRESHOLD": "big"}, "COMPRESSION_THRESHOLD"),
+        ({"CACHE_MAX_AGE": "-5"}, "CACHE_MAX_AGE"),
+        ({"METRICS_PORT": "70000"}, "METRICS_PORT"),
     ],
 )
 def test_bad_values_name_the_variable(changes: dict[str, str], name: str) -> None:
@@ -61,6 +69,19 @@ def test_bad_values_name_the_variable(changes: dict[str, str], name: str) -> Non
         load_settings({**GOOD, **changes})
     assert info.value.name == name
     assert str(info.value).startswith(f"{name}: ")
+
+
+def test_http_defaults_and_lists() -> None:
+    """Compression, caching and metrics defaults; CORS is off until an origin is listed; lists are trimmed."""
+    settings = load_settings(GOOD)
+    assert (settings.compression_threshold, settings.cache_max_age, settings.metrics_port) == (1024, 60, None)
+    assert not settings.cors.enabled
+    cors = load_settings({**GOOD, "CORS_ALLOWED_ORIGINS": " https://a.example , http://b:8080,",
+                          "CORS_ALLOWED_METHODS": "get, post", "CORS_ALLOW_CREDENTIALS": "TRUE",
+                          "METRICS_PORT": "0"}).cors  # fmt: skip
+    assert cors.enabled and cors.origins == ("https://a.example", "http://b:8080")
+    assert cors.methods == ("GET", "POST") and cors.credentials and cors.max_age == 600
+    assert load_settings({**GOOD, "METRICS_PORT": "0"}).metrics_port == 0
 
 
 def test_test_diff_needs_test_mode() -> None:

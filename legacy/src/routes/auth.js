@@ -5,6 +5,7 @@ const { errors } = require('../errors');
 const { UNIQUE_VIOLATION, transaction } = require('../db');
 const { jsonBody } = require('../middleware/jsonBody');
 const { requireAuth } = require('../middleware/auth');
+const { noStore } = require('../middleware/http');
 const { schemas, validateBody } = require('../lib/validate');
 const { hashPassword, verifyPassword, verifyDummy } = require('../lib/passwords');
 const { issueAccessToken, newRefreshToken, hashRefreshToken } = require('../lib/tokens');
@@ -29,7 +30,7 @@ function authRoutes(ctx) {
   const router = express.Router();
   const auth = requireAuth(ctx);
 
-  router.post('/api/v1/auth/register', jsonBody(), async (req, res) => {
+  router.post('/api/v1/auth/register', noStore, jsonBody(), async (req, res) => {
     const input = validateBody(req.body, schemas.register);
     const passwordHash = await hashPassword(input.password);
     try {
@@ -46,7 +47,7 @@ function authRoutes(ctx) {
     }
   });
 
-  router.post('/api/v1/auth/login', jsonBody(), async (req, res) => {
+  router.post('/api/v1/auth/login', noStore, jsonBody(), async (req, res) => {
     const input = validateBody(req.body, schemas.login);
     const email = input.email.toLowerCase();
     await checkLoginRate(redis, config, email, req.ip);
@@ -58,7 +59,7 @@ function authRoutes(ctx) {
     res.json(await issueTokens(ctx, pool, found.id));
   });
 
-  router.post('/api/v1/auth/refresh', jsonBody(), async (req, res) => {
+  router.post('/api/v1/auth/refresh', noStore, jsonBody(), async (req, res) => {
     const input = validateBody(req.body, schemas.refresh);
     const tokens = await transaction(pool, async (client) => {
       const userId = await refreshTokens.consume(client, hashRefreshToken(input.refresh_token));
@@ -76,7 +77,7 @@ function authRoutes(ctx) {
     res.status(204).end();
   });
 
-  router.get('/api/v1/auth/me', auth, (req, res) => {
+  router.get('/api/v1/auth/me', noStore, auth, (req, res) => {
     res.json(req.user);
   });
 

@@ -7,6 +7,7 @@ const { requireAuth } = require('../middleware/auth');
 const { schemas, validateBody, validatePage, isId } = require('../lib/validate');
 const { toPost } = require('../repo/posts');
 const { page, renderPosts } = require('./pages');
+const { sendCacheable } = require('../middleware/http');
 
 function postsRoutes(ctx) {
   const { users, posts } = ctx;
@@ -37,7 +38,8 @@ function postsRoutes(ctx) {
   });
 
   router.get('/api/v1/posts/:id', async (req, res) => {
-    res.json(await render(await existing(req.params.id)));
+    // No Last-Modified: the post embeds its author's name, which changes without the post's updated_at.
+    sendCacheable(res, await render(await existing(req.params.id)), { maxAge: ctx.config.cacheMaxAge });
   });
 
   router.patch('/api/v1/posts/:id', auth, jsonBody(), async (req, res) => {

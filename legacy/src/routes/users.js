@@ -8,6 +8,7 @@ const { requireAuth } = require('../middleware/auth');
 const { schemas, validateBody, validatePage, isId } = require('../lib/validate');
 const { hashPassword } = require('../lib/passwords');
 const { page, renderPosts } = require('./pages');
+const { sendCacheable } = require('../middleware/http');
 
 function usersRoutes(ctx) {
   const { users, posts } = ctx;
@@ -39,7 +40,9 @@ function usersRoutes(ctx) {
   });
 
   router.get('/api/v1/users/:id', async (req, res) => {
-    res.json(await existing(req.params.id));
+    const user = await existing(req.params.id);
+    // updated_at moves on every change of the user, so it is an exact Last-Modified.
+    sendCacheable(res, user, { maxAge: ctx.config.cacheMaxAge, updatedAt: user.updated_at });
   });
 
   router.patch('/api/v1/users/:id', auth, jsonBody(), async (req, res) => {
