@@ -19,6 +19,7 @@ from services.auth import routes as auth_routes
 from services.cache import Cache
 from services.context import BODY_LIMIT, CACHE, HASH_POOL, POOL, SETTINGS, STARTED
 from services.db import ConnectionInit, close_pool, create_pool
+from services.edge import HANDLER_ARGS, drop_server_header, edge_middleware
 from services.fairpool import FairPool
 from services.http import Router, error_middleware, make_dispatch
 from services.posts import routes as posts_routes
@@ -58,11 +59,15 @@ async def _hash_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> web.Application:
     """Build the service. `db_init` runs on each new database connection (tests count queries with it)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=BODY_LIMIT)
+    app = web.Application(
+        middlewares=[edge_middleware, error_middleware], client_max_size=BODY_LIMIT, handler_args=HANDLER_ARGS
+    )
+    app.on_response_prepare.append(drop_server_header)
     app[SETTINGS] = settings
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_pool_ctx(db_init))
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_hash_pool_ctx)
-    app.router.add_route("*", "/{tail:.*}", make_dispatch(Router(ROUTES)))
+    # [\s\S], not `.`: a path may hold a decoded newline (/users/1%0A is "user not found", not unroutable).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", make_dispatch(Router(ROUTES)))
     return app

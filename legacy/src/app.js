@@ -5,6 +5,7 @@
  */
 const express = require('express');
 const { requestId } = require('./middleware/requestId');
+const { refuseRepeatedSingletons } = require('./edge');
 const { accessLog } = require('./middleware/accessLog');
 const { notFound, errorHandler } = require('./middleware/errors');
 const { usersRepo } = require('./repo/users');
@@ -40,6 +41,7 @@ function createApp({ config, pool, redis, logger, openapi }) {
     refreshTokens: refreshTokensRepo(pool),
   };
 
+  app.use(refuseRepeatedSingletons()); // before anything: the new service's parser refuses these
   app.use(requestId());
   app.use(accessLog(logger));
   // Express answers OPTIONS itself with an Allow list; the contract says no method is served there.

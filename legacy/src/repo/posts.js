@@ -31,11 +31,16 @@ function postsRepo(pool) {
       return rows[0];
     },
 
-    /** One page by id descending, optionally for one author; limit+1 rows. */
+    /**
+     * One page by id descending, optionally for one author; limit+1 rows, each with `author_name`.
+     * ONE statement: the page and its authors come from one snapshot, so an author deleted meanwhile
+     * takes its posts with it and no post is ever rendered with a null author.
+     */
     async list(limit, offset, authorId = null) {
       const { rows } = await pool.query(
-        `SELECT ${COLUMNS} FROM posts WHERE ($3::bigint IS NULL OR author_id = $3)
-         ORDER BY id DESC LIMIT $1 OFFSET $2`,
+        `WITH p AS (SELECT ${COLUMNS} FROM posts WHERE ($3::bigint IS NULL OR author_id = $3)
+                    ORDER BY id DESC LIMIT $1 OFFSET $2)
+         SELECT p.*, u.name AS author_name FROM p JOIN users u ON u.id = p.author_id ORDER BY p.id DESC`,
         [limit + 1, offset, authorId],
       );
       return rows;

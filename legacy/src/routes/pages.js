@@ -18,4 +18,9 @@ async function renderPosts(users, rows) {
   return (row) => toPost(row, authors.get(row.author_id) ?? null);
 }
 
-module.exports = { page, renderPosts };
+/** Render a post row that carries its author's name (postsRepo.list joins it in the same statement). */
+function renderJoined(row) {
+  return toPost(row, { id: row.author_id, name: row.author_name });
+}
+
+module.exports = { page, renderPosts, renderJoined };

@@ -6,7 +6,7 @@ const { jsonBody } = require('../middleware/jsonBody');
 const { requireAuth } = require('../middleware/auth');
 const { schemas, validateBody, validatePage, isId } = require('../lib/validate');
 const { toPost } = require('../repo/posts');
-const { page, renderPosts } = require('./pages');
+const { page, renderPosts, renderJoined } = require('./pages');
 
 function postsRoutes(ctx) {
   const { users, posts } = ctx;
@@ -27,7 +27,7 @@ function postsRoutes(ctx) {
   router.get('/api/v1/posts', async (req, res) => {
     const { limit, offset, authorId } = validatePage(req.query, { withAuthor: true });
     const rows = await posts.list(limit, offset, authorId);
-    res.json(page(rows, limit, offset, await renderPosts(users, rows)));
+    res.json(page(rows, limit, offset, renderJoined));
   });
 
   router.post('/api/v1/posts', auth, jsonBody(), async (req, res) => {
