@@ -95,7 +95,8 @@ def test_long_request_target_is_431_json(api: Api) -> None:
 
 def test_header_count_is_not_limited(api: Api) -> None:
     """3000 small headers (Node would drop all after 2000 by default) are fine within the byte budget."""
-    status, _, body = exchange(api, request("/api/v1/users?limit=abc", [(f"X-H{i}", "v") for i in range(3000)]))
+    many = [(f"X-H{i}", "v") for i in range(3000)]
+    status, _, body = exchange(api, request("/api/v1/users?limit=abc", many))
     assert (status, body) == (422, validation(("limit", "must be an integer between 1 and 100")))
 
 
@@ -144,12 +145,14 @@ def test_identity_encoding_is_read_normally(api: Api, encoding: str) -> None:
     """Content-Encoding identity (or empty) is no encoding: the body is validated as usual."""
     r = api.post("/api/v1/users", content=b"{}",
                  headers={"Content-Type": "application/json", "Content-Encoding": encoding})
-    assert_json(r, 422, validation(("email", "is required"), ("password", "is required"), ("name", "is required")))
+    required = (("email", "is required"), ("password", "is required"), ("name", "is required"))
+    assert_json(r, 422, validation(*required))
 
 
 def test_content_type_is_checked_before_content_encoding(api: Api) -> None:
     """Wrong type and an encoding: the Content-Type message (415) comes first."""
-    r = api.post("/api/v1/users", content=b"{}", headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"})
+    headers = {"Content-Type": "text/plain", "Content-Encoding": "gzip"}
+    r = api.post("/api/v1/users", content=b"{}", headers=headers)
     assert_error(r, 415, *UNSUPPORTED)
 
 
@@ -191,7 +194,8 @@ def test_if_none_match_star_leaves_errors_alone(api: Api) -> None:
     """An error answer is not turned into a 304, and neither is a write."""
     r = api.get("/api/v1/users/999999999999", headers={"If-None-Match": "*"})
     assert_error(r, 404, "not_found", "user not found")
-    r = api.post("/api/v1/users", content=b"{", headers={"Content-Type": "application/json", "If-None-Match": "*"})
+    headers = {"Content-Type": "application/json", "If-None-Match": "*"}
+    r = api.post("/api/v1/users", content=b"{", headers=headers)
     assert_error(r, 400, "invalid_json", "request body is not valid JSON")
 
 
@@ -206,7 +210,8 @@ def test_unicode_space_after_media_type_is_415(api: Api, space: str) -> None:
 
 def test_tab_around_media_type_is_trimmed(api: Api) -> None:
     """A tab before the `;` is OWS and is trimmed."""
-    r = api.post("/api/v1/users", content=b"{}", headers={"Content-Type": "application/json\t; charset=utf-8"})
+    headers = {"Content-Type": "application/json\t; charset=utf-8"}
+    r = api.post("/api/v1/users", content=b"{}", headers=headers)
     assert_json(r, 422)
 
 
@@ -255,7 +260,7 @@ def _signed(stack: Stack, payload: bytes) -> str:
     ids=["exp-1e400", "exp-1E999", "lone-surrogate", "invalid-utf8"],
 )
 def test_token_payload_is_parsed_strictly(api: Api, stack: Stack, reader: Account, template: bytes) -> None:
-    """A correctly signed token whose payload is not strict JSON (exp Infinity, lone surrogate, bad UTF-8) is 401."""
+    """A signed token whose payload is not strict JSON (exp Infinity, lone surrogate, bad UTF-8) is 401."""
     jti = access_claims(reader.id)["jti"]
     token = _signed(stack, template % (reader.id, jti.encode()))
     r = api.get("/api/v1/auth/me", token=token)
@@ -268,13 +273,15 @@ def test_token_payload_is_parsed_strictly(api: Api, stack: Stack, reader: Accoun
 
 def test_ids_beyond_2_pow_53_cannot_exist(stack: Stack) -> None:
     """The schema caps ids at 2^53 - 1, so the legacy app can never render one inexactly."""
-    for table, columns, values in (("users", "id, email, name, password_hash", "$1, 'big@example.com', 'B', 'x'"),
-                                   ("posts", "id, author_id, title, body", "$1, 1, 't', 'b'")):
+    inserts = (("users", "id, email, name, password_hash", "$1, 'big@example.com', 'B', 'x'"),
+               ("posts", "id, author_id, title, body", "$1, 1, 't', 'b'"))
+    for table, columns, values in inserts:
         with pytest.raises(asyncpg.CheckViolationError):
             stack.query(f"INSERT INTO {table} ({columns}) OVERRIDING SYSTEM VALUE VALUES ({values})",
                         2**53 + 1)
     rows = stack.query("SELECT seqmax FROM pg_sequence WHERE seqrelid IN "
-                       "(pg_get_serial_sequence('users', 'id')::regclass, pg_get_serial_sequence('posts', 'id')::regclass)")
+                       "(pg_get_serial_sequence('users', 'id')::regclass, "
+                       "pg_get_serial_sequence('posts', 'id')::regclass)")
     assert [r["seqmax"] for r in rows] == [2**53 - 1, 2**53 - 1]
 
 
