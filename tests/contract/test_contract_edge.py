@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from contract_kit import (
     JSON_CT,
+    UUID4,
     Account,
     Api,
     access_claims,
@@ -288,3 +289,20 @@ def test_ids_beyond_2_pow_53_cannot_exist(stack: Stack) -> None:
 def test_a_path_id_beyond_2_pow_53_is_an_unknown_user(api: Api) -> None:
     """9007199254740993 is a well-formed id that cannot exist: 404 user not found on both."""
     assert_error(api.get("/api/v1/users/9007199254740993"), 404, "not_found", "user not found")
+
+
+@pytest.mark.parametrize("value", ["\u00e9", "a\tb", "\u00ff\u00fe"])
+def test_request_id_outside_printable_ascii_counts_as_absent(api: Api, value: str) -> None:
+    """An X-Request-Id with bytes outside 0x20-0x7E is not echoed (each server would mangle it its own
+    way): a fresh UUID4 comes back instead."""
+    raw = request("/health", []).replace(b"Connection: close\r\n",
+                                         b"Connection: close\r\nX-Request-Id: " + value.encode() + b"\r\n")
+    status, headers, _ = exchange(api, raw)
+    assert status == 200 and UUID4.match(headers["x-request-id"]), headers
+
+
+def test_repeated_request_id_is_joined(api: Api) -> None:
+    """Two X-Request-Id headers come back joined with ", " (Node's rule for repeated headers)."""
+    raw = request("/health", [("X-Request-Id", "a"), ("X-Request-Id", "b")])
+    status, headers, _ = exchange(api, raw)
+    assert (status, headers["x-request-id"]) == (200, "a, b")
