@@ -62,7 +62,10 @@ def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> 
     app = web.Application(
         middlewares=[edge_middleware, error_middleware], client_max_size=BODY_LIMIT, handler_args=HANDLER_ARGS
     )
-    app.on_response_prepare.append(drop_server_header)
+    if settings.test_diff is None:
+        app.on_response_prepare.append(drop_server_header)
+    # else: the test-only mutant keeps aiohttp's Server header, which end-to-end tests use to tell which
+    # backend answered a reply that has no user names in it (docs/API.md, Test-only switch).
     app[SETTINGS] = settings
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_pool_ctx(db_init))
