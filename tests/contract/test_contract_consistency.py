@@ -70,3 +70,11 @@ def test_author_deleted_during_a_page_read_is_never_null(api: Api, stack: Stack,
     assert all(item["author"] is not None for item in page["items"]), page
     # The author's posts went with it, in the same snapshot the page was read from.
     assert all(item["author_id"] != author.id for item in page["items"]), page
+
+
+def test_author_deleted_during_a_post_read_is_never_null(api: Api, stack: Stack) -> None:
+    """GET /api/v1/posts/{id} while its author is deleted: the post and its author go together (404)."""
+    author = api.register(name="Vanishing")
+    post = api.create_post(author, title="gone soon")
+    r = asyncio.run(_list_while_author_is_deleted(stack, api, f"/api/v1/posts/{post['id']}", author.id))
+    assert_json(r, 404)

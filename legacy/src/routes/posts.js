@@ -6,10 +6,10 @@ const { jsonBody } = require('../middleware/jsonBody');
 const { requireAuth } = require('../middleware/auth');
 const { schemas, validateBody, validatePage, isId } = require('../lib/validate');
 const { toPost } = require('../repo/posts');
-const { page, renderPosts, renderJoined } = require('./pages');
+const { page, renderJoined } = require('./pages');
 
 function postsRoutes(ctx) {
-  const { users, posts } = ctx;
+  const { posts } = ctx;
   const router = express.Router();
   const auth = requireAuth(ctx);
 
@@ -18,10 +18,6 @@ function postsRoutes(ctx) {
     const post = isId(id) ? await posts.findById(id) : null;
     if (post === null) throw errors.notFound('post');
     return post;
-  }
-
-  async function render(row) {
-    return (await renderPosts(users, [row]))(row);
   }
 
   router.get('/api/v1/posts', async (req, res) => {
@@ -37,7 +33,7 @@ function postsRoutes(ctx) {
   });
 
   router.get('/api/v1/posts/:id', async (req, res) => {
-    res.json(await render(await existing(req.params.id)));
+    res.json(renderJoined(await existing(req.params.id)));
   });
 
   router.patch('/api/v1/posts/:id', auth, jsonBody(), async (req, res) => {
@@ -46,7 +42,7 @@ function postsRoutes(ctx) {
     if (post.author_id !== req.user.id) throw errors.forbidden('posts');
     const updated = await posts.update(post.id, input);
     if (updated === null) throw errors.notFound('post'); // deleted meanwhile
-    res.json(await render(updated));
+    res.json(renderJoined(updated));
   });
 
   router.delete('/api/v1/posts/:id', auth, async (req, res) => {
