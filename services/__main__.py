@@ -17,13 +17,15 @@ from aiohttp import web
 from services.app import create_app
 from services.logs import setup_logging
 from services.settings import Settings, SettingsError, load_settings
+from services.wire import Runner
 
 log = logging.getLogger("services")
 
 
 async def serve(settings: Settings) -> None:
     """Serve until a termination signal, then shut down gracefully."""
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    # wire.Runner: an unparseable request gets the contract's JSON error (docs/API.md, "The HTTP edge").
+    runner = Runner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     # Everything alive now lives as long as the process: keep it out of the collector's scans,
     # which shortens the GC pauses that show up in p99 latency.

@@ -27,6 +27,7 @@ from services.posts import routes as posts_routes
 from services.settings import Settings
 from services.users import repo as users_repo
 from services.users import routes as users_routes
+from services.wire import HANDLER_ARGS, drop_server_header, wire_middleware
 
 ROUTES = edge.labelled((*health.ROUTES, *auth_routes.ROUTES, *users_routes.ROUTES, *posts_routes.ROUTES))
 
@@ -74,12 +75,17 @@ def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> 
     """Build the service. `db_init` runs on each new database connection (tests count queries with it)."""
     stats = metrics.ServiceMetrics(health.VERSION)
     middlewares: list[Middleware] = [
+        wire_middleware,  # the request head budget (431) before anything else, as Node's parser
         metrics.middleware(stats),
         edge.outer_middleware(settings),
         error_middleware,
         edge.preflight_middleware(settings),
     ]
-    app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
+    app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT, handler_args=HANDLER_ARGS)
+    if settings.test_diff is None:
+        app.on_response_prepare.append(drop_server_header)
+    # else: the test-only mutant keeps aiohttp's Server header, which end-to-end tests use to tell which
+    # backend answered a reply that has no user names in it (docs/API.md, Test-only switch).
     app[SETTINGS] = settings
     app[STARTED] = time.monotonic()
     app[LOAD_USER] = users_repo.get
@@ -91,5 +97,6 @@ def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> 
     app.cleanup_ctx.append(_pool_ctx(db_init))
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_hash_pool_ctx)
-    app.router.add_route("*", "/{tail:.*}", make_dispatch(Router(ROUTES)))
+    # [\s\S], not `.`: a path may hold a decoded newline (/users/1%0A is "user not found", not unroutable).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", make_dispatch(Router(ROUTES)))
     return app

@@ -126,8 +126,13 @@ class Ctx:
         """Content-type (415), size (413) and JSON parse (400) checks; return the parsed value."""
         request = self.request
         ctype = request.headers.get("Content-Type", "")
-        if ctype.partition(";")[0].strip().lower() != "application/json":
+        # Trim spaces and tabs only (HTTP's OWS), as the legacy app does: Unicode spaces are not OWS.
+        if ctype.partition(";")[0].strip(" \t").lower() != "application/json":
             raise errors.UnsupportedMediaType()
+        # Bodies are never decompressed (Node does not; aiohttp's is switched off in services/wire.py).
+        encoding = ", ".join(request.headers.getall("Content-Encoding", ()))
+        if encoding.strip(" \t").lower() not in ("", "identity"):
+            raise errors.UnsupportedMediaType(errors.NO_CONTENT_ENCODING)
         length = request.content_length
         if length is not None and length > BODY_LIMIT:
             raise errors.PayloadTooLarge()

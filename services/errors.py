@@ -41,6 +41,12 @@ class ApiError(Exception):
         return orjson.dumps({"error": {"code": self.code, "message": self.message}})
 
 
+class BadRequest(ApiError):
+    """A request the HTTP parser refuses (see services/wire.py)."""
+
+    status, code, default_message = 400, "bad_request", "malformed HTTP request"
+
+
 class InvalidJson(ApiError):
     status, code, default_message = 400, "invalid_json", "request body is not valid JSON"
 
@@ -78,6 +84,10 @@ class PayloadTooLarge(ApiError):
 
 class UnsupportedMediaType(ApiError):
     status, code, default_message = 415, "unsupported_media_type", "Content-Type must be application/json"
+
+
+class HeadersTooLarge(ApiError):
+    status, code, default_message = 431, "header_too_large", "request headers exceed 65535 bytes"
 
 
 class ValidationFailed(ApiError):
@@ -120,3 +130,4 @@ POST_NOT_FOUND = "post not found"
 NOT_YOUR_USER = "you may only change your own user"
 NOT_YOUR_POST = "you may only change your own posts"
 BAD_DRY_RUN = "invalid dry-run signature"
+NO_CONTENT_ENCODING = "Content-Encoding is not supported; send the body uncompressed"

@@ -25,6 +25,8 @@ from services.logs import REQUEST_ID
 Handler = Callable[[Ctx], Awaitable[web.Response]]
 DRY_RUN_HEADER = dryrun.HEADER
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Echoed only when it is printable ASCII: Node and aiohttp would each re-encode other bytes differently.
+_REQUEST_ID_RE = re.compile(r"[\x20-\x7e]+")
 
 log = logging.getLogger("services.http")
 access_log = logging.getLogger("services.access")
@@ -148,7 +150,10 @@ async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Request id in and out, domain errors -> the one error shape, unexpected errors -> 500, access log."""
-    request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+    # Repeated: joined with ", " as Node joins it.
+    request_id = ", ".join(request.headers.getall("X-Request-Id", ()))
+    if not _REQUEST_ID_RE.fullmatch(request_id):  # empty, or not printable ASCII: as if absent
+        request_id = str(uuid.uuid4())
     REQUEST_ID.set(request_id)
     started = time.perf_counter()
     response: web.StreamResponse

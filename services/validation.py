@@ -10,7 +10,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from multidict import MultiMapping
+from multidict import MultiDict, MultiMapping
+from yarl import URL
 
 from services.errors import FieldError, ValidationFailed
 
@@ -83,6 +84,19 @@ def validate(body: Any, spec: Spec, *, partial: bool = False) -> dict[str, str]:
     if partial and not values:
         raise ValidationFailed([FieldError("body", "must contain at least one field")])
     return values
+
+
+# Node's querystring.parse (Express 5's query parser) reads the first 1000 `&`-separated pieces only.
+MAX_QUERY_PIECES = 1000
+
+
+def query_of(url: URL) -> MultiMapping[str]:
+    """The query parameters as the legacy app sees them: pieces after the 1000th are ignored."""
+    raw = url.raw_query_string
+    if raw.count("&") < MAX_QUERY_PIECES:
+        return url.query
+    kept = "&".join(raw.split("&", MAX_QUERY_PIECES)[:MAX_QUERY_PIECES])
+    return MultiDict(URL.build(query_string=kept, encoded=True).query)
 
 
 def _one(query: MultiMapping[str], key: str) -> str | None:

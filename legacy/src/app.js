@@ -5,6 +5,7 @@
  */
 const express = require('express');
 const { requestId } = require('./middleware/requestId');
+const { refuseRepeatedSingletons } = require('./edge');
 const { accessLog } = require('./middleware/accessLog');
 const { notFound, errorHandler } = require('./middleware/errors');
 const { compress, corsPolicy } = require('./middleware/http');
@@ -43,6 +44,7 @@ function createApp({ config, pool, redis, logger, openapi, metrics }) {
     refreshTokens: refreshTokensRepo(pool),
   };
 
+  app.use(refuseRepeatedSingletons()); // before anything: the new service's parser refuses these
   app.use(requestId());
   app.use(accessLog(logger));
   app.use((metrics || createMetrics({ pool, version: '1.0.0' })).middleware);

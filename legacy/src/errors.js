@@ -31,6 +31,7 @@ class HttpError extends Error {
 }
 
 const errors = {
+  badRequest: () => new HttpError(400, 'bad_request', 'malformed HTTP request'),
   invalidJson: () => new HttpError(400, 'invalid_json', 'request body is not valid JSON'),
   unauthorized: () => new HttpError(401, 'unauthorized', 'missing or invalid access token',
     { headers: { 'WWW-Authenticate': 'Bearer' } }),
@@ -41,6 +42,9 @@ const errors = {
   conflict: () => new HttpError(409, 'conflict', 'email already registered'),
   payloadTooLarge: (limit) => new HttpError(413, 'payload_too_large', `request body exceeds ${limit} bytes`),
   unsupportedMediaType: () => new HttpError(415, 'unsupported_media_type', 'Content-Type must be application/json'),
+  contentEncoding: () => new HttpError(415, 'unsupported_media_type',
+    'Content-Encoding is not supported; send the body uncompressed'),
+  headersTooLarge: (limit) => new HttpError(431, 'header_too_large', `request headers exceed ${limit} bytes`),
   validation: (fields) => new HttpError(422, 'validation_failed', 'request validation failed', { fields }),
   rateLimited: (retryAfter) => new HttpError(429, 'rate_limited', 'too many login attempts, try again later',
     { headers: { 'Retry-After': String(retryAfter) } }),

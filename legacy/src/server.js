@@ -4,6 +4,7 @@
  * variable), opens the pool and Redis, serves, and drains on SIGTERM/SIGINT.
  */
 const fs = require('node:fs');
+const http = require('node:http');
 const { loadConfig, ConfigError } = require('./config');
 const { createLogger, errorFields } = require('./logger');
 const { createPool } = require('./db');
@@ -11,6 +12,7 @@ const { createRedis } = require('./redis');
 const { createApp } = require('./app');
 const { createMetrics } = require('./metrics');
 const { version } = require('../package.json');
+const { serverOptions, onClientError } = require('./edge');
 
 const SHUTDOWN_DEADLINE_MS = 10000;
 
@@ -62,11 +64,15 @@ function main() {
   }
 
   const app = createApp({ config, pool, redis, logger, openapi, metrics });
-  const server = app.listen(config.port, config.host, (err) => {
-    if (err) {
-      logger.error('cannot listen', { host: config.host, port: config.port, ...errorFields(err) });
-      process.exit(1);
-    }
+  // Head size limit and JSON answers for unparseable requests: see edge.js (the new service matches).
+  const server = http.createServer(serverOptions, app);
+  server.maxHeadersCount = 0; // no count limit (Node's default drops headers after 2000): only the size
+  server.on('clientError', onClientError);
+  server.once('error', (err) => {
+    logger.error('cannot listen', { host: config.host, port: config.port, ...errorFields(err) });
+    process.exit(1);
+  });
+  server.listen(config.port, config.host, () => {
     const { port } = server.address();
     logger.info('listening', { host: config.host, port, pid: process.pid });
   });

@@ -79,6 +79,20 @@ async def page(db: Executor, limit: int, offset: int, author_id: int | None = No
     )
 
 
+_PAGE = "SELECT * FROM posts ORDER BY id DESC LIMIT $1 OFFSET $2"
+_AUTHOR_PAGE = "SELECT * FROM posts WHERE author_id = $3 ORDER BY id DESC LIMIT $1 OFFSET $2"
+
+
+async def page_with_authors(db: Executor, limit: int, offset: int, author_id: int | None = None) -> list[Any]:
+    """Like :func:`page`, each row with ``author_name``, in ONE statement: the page and its authors come
+    from one snapshot, so an author deleted meanwhile takes its posts with it (never a null author)."""
+    if author_id is None:
+        return await db.fetch(f"WITH p AS ({_PAGE}) {_WITH_AUTHOR} ORDER BY p.id DESC", limit, offset)
+    return await db.fetch(
+        f"WITH p AS ({_AUTHOR_PAGE}) {_WITH_AUTHOR} ORDER BY p.id DESC", limit, offset, author_id
+    )
+
+
 async def author_names(db: Executor, rows: list[Any]) -> dict[int, str]:
     """Names of the authors of `rows`, in ONE query (never one per row)."""
     if not rows:

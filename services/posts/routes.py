@@ -12,7 +12,7 @@ from services.context import Ctx, Principal, json_response, no_content
 from services.posts import repo
 from services.posts.models import CREATE, PATCH, post_json
 from services.users import repo as users_repo
-from services.validation import page_query, validate
+from services.validation import page_query, query_of, validate
 
 
 def _page(rows: list[Any], names: dict[int, str], limit: int, offset: int) -> dict[str, Any]:
@@ -26,16 +26,15 @@ def _page(rows: list[Any], names: dict[int, str], limit: int, offset: int) -> di
 
 async def list_posts(ctx: Ctx) -> web.Response:
     """GET /api/v1/posts"""
-    limit, offset, author_id = page_query(ctx.request.query, author=True)
-    async with ctx.connection() as db:
-        rows = await repo.page(db, limit + 1, offset, author_id)
-        names = await repo.author_names(db, rows[:limit])
+    limit, offset, author_id = page_query(query_of(ctx.request.rel_url), author=True)
+    rows = await repo.page_with_authors(ctx.db, limit + 1, offset, author_id)
+    names = {row["author_id"]: row["author_name"] for row in rows}
     return json_response(200, _page(rows, names, limit, offset))
 
 
 async def list_user_posts(ctx: Ctx) -> web.Response:
     """GET /api/v1/users/{id}/posts (404 when the user does not exist)."""
-    limit, offset, _ = page_query(ctx.request.query)
+    limit, offset, _ = page_query(query_of(ctx.request.rel_url))
     user_id = ctx.path_id()
     if user_id is None:
         raise errors.NotFound(errors.USER_NOT_FOUND)

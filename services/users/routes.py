@@ -10,7 +10,7 @@ from services.context import Ctx, Principal, json_response, no_content
 from services.passwords import hash_password
 from services.users import repo
 from services.users.models import CREATE, PATCH, user_json
-from services.validation import page_query, validate
+from services.validation import page_query, query_of, validate
 
 
 def name_suffix(ctx: Ctx) -> str:
@@ -28,7 +28,7 @@ async def create_user(ctx: Ctx) -> web.Response:
 
 async def list_users(ctx: Ctx) -> web.Response:
     """GET /api/v1/users"""
-    limit, offset, _ = page_query(ctx.request.query)
+    limit, offset, _ = page_query(query_of(ctx.request.rel_url))
     rows = await repo.page(ctx.db, limit + 1, offset)
     suffix = name_suffix(ctx)
     return json_response(

@@ -114,7 +114,7 @@ def backend_of(reply: Reply) -> str:
     """Which service rendered a reply the gateway passed on.
 
     The user names tell when the body has any (the "!"); otherwise the Server header, which aiohttp
-    (new) sends and the legacy app does not. Both must agree when both tell.
+    (new, in its test mode) sends and the legacy app does not. Both must agree when both tell.
     """
     by_server = "new" if "aiohttp" in reply.headers.get("server", "") else "legacy"
     try:

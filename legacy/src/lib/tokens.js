@@ -6,6 +6,7 @@
  * order, and verification must accept only HS256 with a constant-time signature compare.
  */
 const crypto = require('node:crypto');
+const { isStrictJson } = require('../middleware/jsonBody');
 
 const HEADER = Buffer.from('{"alg":"HS256","typ":"JWT"}').toString('base64url');
 const ID = /^[1-9][0-9]{0,17}$/;
@@ -25,9 +26,15 @@ function issueAccessToken(userId, secret, ttlSeconds, nowSeconds = Math.floor(Da
   return { token: `${body}.${sign(body, secret)}`, jti, exp };
 }
 
+// fatal: invalid UTF-8 is a defect (as for the new service's orjson), not U+FFFD.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 function decodeJson(part) {
   try {
-    const value = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    const value = JSON.parse(UTF8.decode(Buffer.from(part, 'base64url')));
+    // Strict JSON as the new service parses it: `"exp":1e400` (Infinity, which never expires), a lone
+    // surrogate or a too-deep document makes the token invalid.
+    if (!isStrictJson(value)) return null;
     return value !== null && typeof value === 'object' && !Array.isArray(value) ? value : null;
   } catch {
     return null;

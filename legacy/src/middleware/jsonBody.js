@@ -9,10 +9,19 @@ const { errors } = require('../errors');
 
 const LIMIT = 102400;
 
+const owsTrim = (s) => s.replace(/^[ \t]+|[ \t]+$/g, '');
+
+/** True unless the body declares a Content-Encoding other than identity (bodies are never decoded). */
+function isIdentity(contentEncoding) {
+  if (contentEncoding === undefined) return true;
+  return ['', 'identity'].includes(owsTrim(contentEncoding).toLowerCase());
+}
+
 /** True when the media type (before any parameters) is application/json, case-insensitively. */
 function isJson(contentType) {
   if (typeof contentType !== 'string') return false;
-  return contentType.split(';')[0].trim().toLowerCase() === 'application/json';
+  // Spaces and tabs only (HTTP's OWS): String.prototype.trim would also drop Unicode spaces.
+  return owsTrim(contentType.split(';')[0]).toLowerCase() === 'application/json';
 }
 
 // fatal: invalid UTF-8 is a parse error, not U+FFFD; ignoreBOM: keep a BOM so JSON.parse refuses it.
@@ -48,6 +57,7 @@ function isStrictJson(root) {
 function jsonBody() {
   return (req, res, next) => {
     if (!isJson(req.headers['content-type'])) return next(errors.unsupportedMediaType());
+    if (!isIdentity(req.headers['content-encoding'])) return next(errors.contentEncoding());
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > LIMIT) {
       req.resume(); // discard the body so the connection stays usable

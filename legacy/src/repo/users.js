@@ -66,14 +66,6 @@ function usersRepo(pool) {
       const { rowCount } = await pool.query('DELETE FROM users WHERE id = $1', [id]);
       return rowCount > 0;
     },
-
-    /** Authors for a page of posts, in one query: Map id -> {id, name}. */
-    async authors(ids) {
-      const unique = [...new Set(ids)];
-      if (unique.length === 0) return new Map();
-      const { rows } = await pool.query('SELECT id, name FROM users WHERE id = ANY($1)', [unique]);
-      return new Map(rows.map((row) => [row.id, { id: row.id, name: row.name }]));
-    },
   };
 }
 

@@ -12,10 +12,9 @@ function page(rows, limit, offset, render) {
   };
 }
 
-/** Render post rows with their authors, loaded in one `WHERE id = ANY($1)` query. */
-async function renderPosts(users, rows) {
-  const authors = await users.authors(rows.map((row) => row.author_id));
-  return (row) => toPost(row, authors.get(row.author_id) ?? null);
+/** Render a post row that carries its author's name (postsRepo.list joins it in the same statement). */
+function renderJoined(row) {
+  return toPost(row, { id: row.author_id, name: row.author_name });
 }
 
-module.exports = { page, renderPosts };
+module.exports = { page, renderJoined };

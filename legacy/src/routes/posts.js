@@ -6,11 +6,11 @@ const { jsonBody } = require('../middleware/jsonBody');
 const { requireAuth } = require('../middleware/auth');
 const { schemas, validateBody, validatePage, isId } = require('../lib/validate');
 const { toPost } = require('../repo/posts');
-const { page, renderPosts } = require('./pages');
+const { page, renderJoined } = require('./pages');
 const { sendCacheable } = require('../middleware/http');
 
 function postsRoutes(ctx) {
-  const { users, posts } = ctx;
+  const { posts } = ctx;
   const router = express.Router();
   const auth = requireAuth(ctx);
 
@@ -21,14 +21,10 @@ function postsRoutes(ctx) {
     return post;
   }
 
-  async function render(row) {
-    return (await renderPosts(users, [row]))(row);
-  }
-
   router.get('/api/v1/posts', async (req, res) => {
     const { limit, offset, authorId } = validatePage(req.query, { withAuthor: true });
     const rows = await posts.list(limit, offset, authorId);
-    res.json(page(rows, limit, offset, await renderPosts(users, rows)));
+    res.json(page(rows, limit, offset, renderJoined));
   });
 
   router.post('/api/v1/posts', auth, jsonBody(), async (req, res) => {
@@ -39,7 +35,7 @@ function postsRoutes(ctx) {
 
   router.get('/api/v1/posts/:id', async (req, res) => {
     // No Last-Modified: the post embeds its author's name, which changes without the post's updated_at.
-    sendCacheable(res, await render(await existing(req.params.id)), { maxAge: ctx.config.cacheMaxAge });
+    sendCacheable(res, renderJoined(await existing(req.params.id)), { maxAge: ctx.config.cacheMaxAge });
   });
 
   router.patch('/api/v1/posts/:id', auth, jsonBody(), async (req, res) => {
@@ -48,7 +44,7 @@ function postsRoutes(ctx) {
     if (post.author_id !== req.user.id) throw errors.forbidden('posts');
     const updated = await posts.update(post.id, input);
     if (updated === null) throw errors.notFound('post'); // deleted meanwhile
-    res.json(await render(updated));
+    res.json(renderJoined(updated));
   });
 
   router.delete('/api/v1/posts/:id', auth, async (req, res) => {

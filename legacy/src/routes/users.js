@@ -7,7 +7,7 @@ const { jsonBody } = require('../middleware/jsonBody');
 const { requireAuth } = require('../middleware/auth');
 const { schemas, validateBody, validatePage, isId } = require('../lib/validate');
 const { hashPassword } = require('../lib/passwords');
-const { page, renderPosts } = require('./pages');
+const { page, renderJoined } = require('./pages');
 const { sendCacheable } = require('../middleware/http');
 
 function usersRoutes(ctx) {
@@ -74,7 +74,7 @@ function usersRoutes(ctx) {
     const { limit, offset } = validatePage(req.query);
     const user = await existing(req.params.id);
     const rows = await posts.list(limit, offset, user.id);
-    res.json(page(rows, limit, offset, await renderPosts(users, rows)));
+    res.json(page(rows, limit, offset, renderJoined));
   });
 
   return router;
