@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from proxy.http1.errors import UpstreamError
-from proxy.upstream.fetch import IDEMPOTENT, build_request
+from proxy.http1.headers import Headers
+from proxy.upstream.conn import ConnSource, UpConn
+from proxy.upstream.request import IDEMPOTENT, build_request
 
-if TYPE_CHECKING:
-    from proxy.upstream.pool import Headers, UpConn, UpstreamPool
+__all__ = ["Call", "build_request"]  # the builder is re-exported: shadowing imports it from here
 
-__all__ = ["Call", "build_request"]
 
 class Call:
     """A request in flight; ``done(call)`` runs once, with ``result`` or ``error`` set."""
@@ -33,7 +32,7 @@ class Call:
 
     def __init__(
         self,
-        pool: UpstreamPool,
+        pool: ConnSource,
         method: str,
         message: bytes,
         limit: float,
