@@ -3,8 +3,9 @@
 `ResponseReader` wraps httptools (llhttp, in C) and adds what llhttp leaves to its caller:
 
 - **1xx interim** responses are reported apart (``on_resp_interim``) and the real head follows;
-- **101 Switching Protocols** is accepted only when the request asked to upgrade (``upgrade_ok``); the
-  bytes after its head belong to the new protocol (`feed` returns them);
+- **101 Switching Protocols** is accepted only when the request asked to upgrade (``upgrade_ok``) and
+  the response names the new protocol (Upgrade); the bytes after its head are that protocol's (`feed`
+  returns them);
 - a response to **HEAD** has no body whatever its headers say (``is_head``): the message ends with its
   head. llhttp cannot be told so, hence HEAD requests are never pipelined: bytes after such a head in
   the same read are dropped;
@@ -142,6 +143,8 @@ class ResponseReader(abc.ABC):
         if status == 101:
             if not self.upgrade_ok:
                 raise ProtocolError("101 Switching Protocols to a request that did not ask to upgrade")
+            if not any(name.lower() == b"upgrade" for name, _ in self.headers):  # RFC 9110, 15.2.2
+                raise ProtocolError("101 Switching Protocols without an Upgrade header")
             self.tunnel = True  # from here on the bytes are the upgraded protocol's
         self.got_head = True
         self.status = status
@@ -206,7 +209,7 @@ class End(NamedTuple):
 
 
 class Upgrade(NamedTuple):
-    """An accepted 101 head ended: ``rest`` is the first bytes of the upgraded protocol."""
+    """Bytes of the upgraded protocol, after an accepted 101 head (the first ones may be empty)."""
 
     rest: bytes
 
@@ -220,10 +223,11 @@ class EventReader(ResponseReader):
     ``is_head`` and ``upgrade_ok`` describe the request being answered, as for any `ResponseReader`.
     """
 
-    __slots__ = ("events", "partial")
+    __slots__ = ("events", "partial", "upgraded")
 
     def __init__(self, *, is_head: bool = False, upgrade_ok: bool = False) -> None:
         self.partial = False  # a response has begun and not ended (set before the parser sees us)
+        self.upgraded = False  # the parser is done: the bytes are the new protocol's
         super().__init__()
         self.sink = self
         self.is_head = is_head
@@ -232,8 +236,11 @@ class EventReader(ResponseReader):
 
     def feed(self, data: bytes) -> list[Event]:  # type: ignore[override]  # events, not the 101 rest
         """Parse bytes; return the events they complete. Raises `ProtocolError`."""
+        if self.upgraded:
+            return [Upgrade(data)]
         rest = super().feed(data)
         if rest is not None:
+            self.upgraded = True
             self.events.append(Upgrade(rest))
         events, self.events = self.events, []
         return events
