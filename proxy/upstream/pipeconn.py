@@ -211,7 +211,15 @@ class PipeConn(ResponseReader, asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
-    def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
+    def on_message_complete(self) -> None:
+        # The reader's on_message_complete with the end of a final response inlined: every shadow GET
+        # ends here, and this saves it a call. What is not a final response goes to the reader's rules.
+        if self.in_interim or not self.got_head:
+            ResponseReader.on_message_complete(self)
+            return
+        headers = self.headers
+        self.headers = []  # the reader's reset for the next response (no reason phrase: on_status is off)
+        self.got_head = False
         inflight = self.inflight
         if not inflight:
             raise ProtocolError("one response more than requests sent")
@@ -221,15 +229,19 @@ class PipeConn(ResponseReader, asyncio.Protocol):
         self.got_bytes = False
         self.served += 1
         now = self.read_at
-        if not keep_alive:
+        if not self.parser.should_keep_alive():
             self._retire()
         elif not inflight:
             self.idle_since = now
             if self.pool.closed:
                 self._retire()
-        call.complete(status, headers, body, now)
+        call.complete(self.status, headers, body, now)
         if self.pool.waiting:
             self.pool._drain_waiting()
+
+    def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        # The reader calls this only to end the answer to a HEAD by hand, and HEADs are not pipelined.
+        raise ProtocolError("a pipelined connection cannot end a response before its body")
 
     # --- internals
     def _shut(self, how: Literal["close", "abort", "gone"]) -> list[PipeCall]:
