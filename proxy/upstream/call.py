@@ -23,11 +23,15 @@ __all__ = ["Call", "build_request"]  # the builder is re-exported: shadowing imp
 
 
 class Call:
-    """A request in flight; ``done(call)`` runs once, with ``result`` or ``error`` set."""
+    """A request in flight; ``done(call)`` runs once, with ``result`` or ``error`` set.
+
+    ``started`` and ``done_at`` are event-loop times; ``tag`` is the caller's (as for `PipeCall`).
+    """
 
     __slots__ = (
         "_body", "_conn", "_done", "_headers", "_loop", "_retried", "_status", "_task", "deadline",
-        "error", "finished", "idempotent", "is_head", "limit", "message", "pool", "result", "started",
+        "done_at", "error", "finished", "idempotent", "is_head", "limit", "message", "pool", "result",
+        "started", "tag",
     )  # fmt: skip
 
     def __init__(
@@ -38,8 +42,10 @@ class Call:
         limit: float,
         done: Callable[[Call], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        tag: object = None,
     ) -> None:
         self.pool = pool
+        self.tag = tag
         self.message = message
         verb = method.upper().encode("ascii")
         self.is_head = verb == b"HEAD"
@@ -50,6 +56,7 @@ class Call:
         self._loop = asyncio.get_running_loop() if loop is None else loop
         self.started = self._loop.time()
         self.deadline = self.started + limit
+        self.done_at = 0.0
         self.finished = False
         self.result: tuple[int, Headers, bytes] | None = None
         self.error: UpstreamError | None = None
@@ -59,6 +66,11 @@ class Call:
         self._status = 0
         self._headers: Headers = []
         self._body: list[bytes] = []
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from the call's start (connecting included) to its complete answer; None on error."""
+        return self.done_at - self.started if self.result is not None else None
 
     def begin(self) -> None:
         """Send on an idle connection now, or open one first (a task only in that case)."""
@@ -115,6 +127,7 @@ class Call:
             return
         self.finished = True
         self._conn = None
+        self.done_at = self._loop.time()
         self.result = result
         self.error = error
         self._done(self)

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from proxy.http1.headers import Headers
 
-__all__ = ["IDEMPOTENT", "RequestTarget", "build_request"]
+__all__ = ["IDEMPOTENT", "RequestTarget", "build_get", "build_request"]
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))  # safe to send again when a connection dies
 _DROP = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
@@ -41,3 +41,15 @@ def build_request(target: RequestTarget, method: str, path_qs: str, headers: Hea
         parts.append(b"\r\nContent-Length: %d" % len(body))
     parts.append(b"\r\n\r\n")
     return b"".join(parts) + body
+
+
+def build_get(target: RequestTarget, path_qs: str, header_block: bytes) -> bytes:
+    """A GET without a body for ``target`` from header lines already joined with CRLF (may be empty).
+
+    The fast way for headers a gateway already holds as lines: the caller guarantees that none of them
+    is Host, a framing or a hop-by-hop header (`build_request` drops those itself).
+    """
+    target_path = target.base_path + path_qs.encode("utf-8")
+    if header_block:
+        return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target_path, target.hostport, header_block)
+    return b"GET %b HTTP/1.1\r\nHost: %b\r\n\r\n" % (target_path, target.hostport)
