@@ -133,21 +133,12 @@ class ResponseReader(abc.ABC):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        sink = self.sink
-        if status < 200 and status != 101:
-            self.in_interim = True
-            if sink is not None:
-                sink.on_resp_interim(status, self.reason, self.headers)
+        if (status < 200 or status == 101) and self._not_final(status):
             return
-        self.in_interim = False
-        if status == 101:
-            if not self.upgrade_ok:
-                raise ProtocolError("101 Switching Protocols to a request that did not ask to upgrade")
-            if not any(name.lower() == b"upgrade" for name, _ in self.headers):  # RFC 9110, 15.2.2
-                raise ProtocolError("101 Switching Protocols without an Upgrade header")
-            self.tunnel = True  # from here on the bytes are the upgraded protocol's
+        # A final head: the common path, kept short (it runs for every response).
         self.got_head = True
         self.status = status
+        sink = self.sink
         if sink is not None:
             sink.on_resp_head(status, self.reason, self.headers)
         if self.is_head and self.sink is sink and status != 101:
@@ -159,6 +150,21 @@ class ResponseReader(abc.ABC):
             self.reason = b""
             self.got_head = False
             self._message_end(status, headers, keep_alive)
+
+    def _not_final(self, status: int) -> bool:
+        """The rules for a 1xx head: True for an interim response (reported; the real head follows)."""
+        if status == 101:
+            if not self.upgrade_ok:
+                raise ProtocolError("101 Switching Protocols to a request that did not ask to upgrade")
+            if not any(name.lower() == b"upgrade" for name, _ in self.headers):  # RFC 9110, 15.2.2
+                raise ProtocolError("101 Switching Protocols without an Upgrade header")
+            self.tunnel = True  # from here on the bytes are the upgraded protocol's
+            return False
+        self.in_interim = True  # until its on_message_complete, which comes next (a 1xx has no body)
+        sink = self.sink
+        if sink is not None:
+            sink.on_resp_interim(status, self.reason, self.headers)
+        return True
 
     def on_body(self, body: bytes) -> None:
         sink = self.sink
