@@ -1,4 +1,4 @@
-"""The data path's error vocabulary: upstream failures and the JSON error responses sent to clients.
+"""The data path's error vocabulary: protocol errors, upstream failures, the JSON errors sent to clients.
 
 Every error the gateway itself produces has the same shape, always with the request id, so a client or
 an operator can find the matching access-log line:
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-__all__ = ["ERROR_CODES", "UpstreamError", "UpstreamErrorKind", "error_response"]
+__all__ = ["ERROR_CODES", "ProtocolError", "UpstreamError", "UpstreamErrorKind", "error_response"]
 
 UpstreamErrorKind = Literal["connect", "timeout", "protocol"]
 
@@ -27,6 +27,14 @@ ERROR_CODES: dict[int, tuple[bytes, str]] = {
     504: (b"Gateway Timeout", "gateway_timeout"),
     508: (b"Loop Detected", "loop_detected"),
 }
+
+
+class ProtocolError(Exception):
+    """Bytes from a peer that break HTTP/1.1: unparseable, or framed ambiguously (RFC 9112, 6.3).
+
+    Raised by `proxy.http1.reader`; the upstream clients turn it into an `UpstreamError` ``protocol``
+    naming the upstream.
+    """
 
 
 class UpstreamError(Exception):

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from proxy.http1.headers import Headers, header_pairs
 from proxy.routing.table import Route
 
-__all__ = ["Exchange", "Headers", "header_pairs"]
-
-Headers = list[tuple[bytes, bytes]]
-
-
-def header_pairs(lines: list[bytes]) -> Headers:
-    """Split ``b"Name: value"`` lines into (name, value) pairs."""
-    pairs: Headers = []
-    for line in lines:
-        name, _, value = line.partition(b": ")
-        pairs.append((name, value))
-    return pairs
+__all__ = ["Exchange", "Headers", "header_pairs"]  # Headers and header_pairs re-exported (proxy.http1)
 
 
 class Exchange(NamedTuple):

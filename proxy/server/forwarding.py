@@ -13,6 +13,7 @@ import os
 import random
 import re
 
+from proxy.http1.headers import Headers
 from proxy.server.config import GatewaySettings
 from proxy.server.exchange import header_pairs
 
@@ -26,8 +27,6 @@ __all__ = [
     "new_request_id",
     "valid_request_id",
 ]
-
-Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
     (

@@ -13,34 +13,39 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from proxy.http1.errors import UpstreamError
-from proxy.upstream.fetch import IDEMPOTENT, build_request
+from proxy.http1.headers import Headers
+from proxy.upstream.conn import ConnSource, UpConn
+from proxy.upstream.request import IDEMPOTENT, build_request
 
-if TYPE_CHECKING:
-    from proxy.upstream.pool import Headers, UpConn, UpstreamPool
+__all__ = ["Call", "build_request"]  # the builder is re-exported: shadowing imports it from here
 
-__all__ = ["Call", "build_request"]
 
 class Call:
-    """A request in flight; ``done(call)`` runs once, with ``result`` or ``error`` set."""
+    """A request in flight; ``done(call)`` runs once, with ``result`` or ``error`` set.
+
+    ``started`` and ``done_at`` are event-loop times; ``tag`` is the caller's (as for `PipeCall`).
+    """
 
     __slots__ = (
         "_body", "_conn", "_done", "_headers", "_loop", "_retried", "_status", "_task", "deadline",
-        "error", "finished", "idempotent", "is_head", "limit", "message", "pool", "result", "started",
+        "done_at", "error", "finished", "idempotent", "is_head", "limit", "message", "pool", "result",
+        "started", "tag",
     )  # fmt: skip
 
     def __init__(
         self,
-        pool: UpstreamPool,
+        pool: ConnSource,
         method: str,
         message: bytes,
         limit: float,
         done: Callable[[Call], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        tag: object = None,
     ) -> None:
         self.pool = pool
+        self.tag = tag
         self.message = message
         verb = method.upper().encode("ascii")
         self.is_head = verb == b"HEAD"
@@ -51,6 +56,7 @@ class Call:
         self._loop = asyncio.get_running_loop() if loop is None else loop
         self.started = self._loop.time()
         self.deadline = self.started + limit
+        self.done_at = 0.0
         self.finished = False
         self.result: tuple[int, Headers, bytes] | None = None
         self.error: UpstreamError | None = None
@@ -60,6 +66,11 @@ class Call:
         self._status = 0
         self._headers: Headers = []
         self._body: list[bytes] = []
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from the call's start (connecting included) to its complete answer; None on error."""
+        return self.done_at - self.started if self.result is not None else None
 
     def begin(self) -> None:
         """Send on an idle connection now, or open one first (a task only in that case)."""
@@ -116,6 +127,7 @@ class Call:
             return
         self.finished = True
         self._conn = None
+        self.done_at = self._loop.time()
         self.result = result
         self.error = error
         self._done(self)

@@ -1,40 +1,24 @@
 """The buffered request of an `UpstreamPool`: one whole request out, one whole response back.
 
 Used by shadowing (on a pool of its own) through `UpstreamPool.fetch`; it runs on the same connection
-machinery as the streaming data path, with a sink that collects the response into a future.
+machinery and response reader as the streaming data path, with a sink that collects the response into
+a future. It needs only a `ConnSource` (the pool imports this module, not the other way round).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from proxy.http1.errors import UpstreamError
+from proxy.http1.headers import Headers
+from proxy.upstream.conn import ConnSource, UpConn
+from proxy.upstream.request import IDEMPOTENT, build_request
 
-if TYPE_CHECKING:
-    from proxy.upstream.pool import Headers, UpConn, UpstreamPool
-
-__all__ = ["fetch"]
-
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
-_FETCH_DROP = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection"))
-
-
-def build_request(pool: UpstreamPool, method: str, path_qs: str, headers: Headers, body: bytes) -> bytes:
-    """The request bytes for ``pool``: its base path and Host, framing headers replaced by our own."""
-    verb = method.upper().encode("ascii")
-    parts = [verb, b" ", pool.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", pool.hostport]
-    for name, value in headers:
-        if name.lower() not in _FETCH_DROP:
-            parts += (b"\r\n", name, b": ", value)
-    if body or verb not in IDEMPOTENT:
-        parts.append(b"\r\nContent-Length: %d" % len(body))
-    parts.append(b"\r\n\r\n")
-    return b"".join(parts) + body
+__all__ = ["IDEMPOTENT", "build_request", "fetch"]  # the builder is re-exported for older imports
 
 
 async def fetch(
-    pool: UpstreamPool,
+    pool: ConnSource,
     method: str,
     path_qs: str,
     headers: Headers,

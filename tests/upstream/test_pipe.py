@@ -519,6 +519,94 @@ async def test_garbage_fails_head_with_protocol_and_resends_rest(make: Make) -> 
     assert done.once(calls)
 
 
+@both_loops
+async def test_no_body_statuses_pipelined(make: Make) -> None:
+    """A 204 and a 304 end at their head whatever Content-Length says; the answers behind them stay whole."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        if req.path == "/204":
+            writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Path: /204\r\n\r\n")
+        elif req.path == "/304":
+            writer.write(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nX-Path: /304\r\n\r\n")
+        else:
+            writer.write(ok(req.path))
+        return None
+
+    upstream, pool = await make(respond)
+    done = Done()
+    paths = ["/204", "/a", "/304", "/b"]
+    calls = [pool.call(get(p), 2.0, done) for p in paths]
+    await done.wait(4)
+    got = [answer(c) for c in calls]
+    assert [(s, h[b"x-path"], b) for s, h, b in got] == [
+        (204, b"/204", b""), (200, b"/a", echoed("/a")), (304, b"/304", b""), (200, b"/b", echoed("/b")),
+    ]  # fmt: skip
+    assert upstream.conns == 1
+    assert done.once(calls)
+
+
+@both_loops
+async def test_unasked_101_fails_head_with_protocol_and_resends_rest(make: Make) -> None:
+    """A pipelined GET never asks to upgrade: a 101 fails its call ("protocol"); the rest are re-sent."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        if req.conn == 0:
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+            return "hang"
+        writer.write(ok(req.path))
+        return None
+
+    upstream, pool = await make(respond)
+    done = Done()
+    calls = [pool.call(get(p), 2.0, done) for p in ("/a", "/b")]
+    await done.wait(2)
+    assert failure(calls[0]) == "protocol"
+    assert "did not ask to upgrade" in str(calls[0].error)
+    assert answer(calls[1])[2] == echoed("/b")
+    assert upstream.paths(1) == ["/b"]
+    assert done.once(calls)
+
+
+@both_loops
+async def test_ambiguous_framing_fails_head_with_protocol(make: Make) -> None:
+    """Content-Length with Transfer-Encoding is refused, not guessed at: the call fails ("protocol")."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        if req.conn == 0:
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            writer.write(head + b"0\r\n\r\n")
+            return "hang"
+        writer.write(ok(req.path))
+        return None
+
+    upstream, pool = await make(respond)
+    done = Done()
+    calls = [pool.call(get(p), 2.0, done) for p in ("/a", "/b")]
+    await done.wait(2)
+    assert failure(calls[0]) == "protocol"
+    assert "Transfer-Encoding" in str(calls[0].error)
+    assert answer(calls[1])[2] == echoed("/b")
+    assert upstream.paths(1) == ["/b"]
+    assert done.once(calls)
+
+
+@both_loops
+async def test_connect_failure_names_the_upstream_and_its_address(make: Make) -> None:
+    """The pipelined pool connects as the pooled one does: the error names the upstream and address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = PipePool(spec_for(port), asyncio.get_running_loop())
+    done = Done()
+    try:
+        call = pool.call(get("/"), 5.0, done)
+        await done.wait(1)
+        assert failure(call) == "connect"
+        assert f"cannot connect to upstream new (127.0.0.1:{port})" in str(call.error)
+    finally:
+        pool.close(abort=True)
+
+
 # --- deadlines
 
 

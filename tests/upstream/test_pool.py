@@ -89,6 +89,64 @@ async def test_fetch_protocol_kind(raw_upstream: StartRaw) -> None:
     pool.close()
 
 
+async def test_fetch_refuses_an_unasked_upgrade(raw_upstream: StartRaw) -> None:
+    """A 101 to a request that did not ask to upgrade is a protocol error that says so."""
+
+    async def switch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # until the client closes
+
+    upstream = await raw_upstream(switch)
+    pool = pool_for(upstream.port)
+    with pytest.raises(UpstreamError) as caught:
+        await pool.fetch("GET", "/", [], b"", 2.0)
+    assert caught.value.kind == "protocol"
+    assert "did not ask to upgrade" in caught.value.message
+    pool.close()
+
+
+async def test_fetch_head_ends_at_its_head_and_reuses_the_connection(raw_upstream: StartRaw) -> None:
+    """The answer to HEAD has no body whatever Content-Length says; the connection serves the next call."""
+    seen: list[bytes] = []
+    connections: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        while True:
+            line = (await read_request(reader))[0]
+            seen.append(line)
+            if line.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            await writer.drain()
+
+    upstream = await raw_upstream(answer)
+    pool = pool_for(upstream.port)
+    status, headers, body = await pool.fetch("HEAD", "/h", [], b"", 2.0)
+    assert (status, body) == (200, b"") and (b"Content-Length", b"5") in headers
+    assert (await pool.fetch("GET", "/g", [], b"", 2.0))[2] == b"hello"
+    assert seen == [b"HEAD /h HTTP/1.1", b"GET /g HTTP/1.1"]
+    assert connections == [0]
+    pool.close()
+
+
+async def test_connect_failure_names_the_upstream_and_its_address() -> None:
+    """Nothing listening: UpstreamError 'connect' naming the upstream, its address, and what to check."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = pool_for(port)
+    with pytest.raises(UpstreamError) as caught:
+        await pool.fetch("GET", "/", [], b"", 2.0)
+    assert caught.value.kind == "connect"
+    assert f"cannot connect to upstream up (127.0.0.1:{port})" in caught.value.message
+    assert "is it running?" in caught.value.message
+    pool.close()
+
+
 async def test_fetch_retries_idempotent_on_stale_connection_only(raw_upstream: StartRaw) -> None:
     """A stale pooled connection: GET is resent once on a new connection, POST is not."""
     seen: list[bytes] = []

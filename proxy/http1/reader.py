@@ -1,0 +1,277 @@
+"""The one HTTP/1.1 response reader: bytes in, events out, with every framing rule in one place. No I/O.
+
+`ResponseReader` wraps httptools (llhttp, in C) and adds what llhttp leaves to its caller:
+
+- **1xx interim** responses are reported apart (``on_resp_interim``) and the real head follows;
+- **101 Switching Protocols** is accepted only when the request asked to upgrade (``upgrade_ok``) and
+  the response names the new protocol (Upgrade); the bytes after its head are that protocol's (`feed`
+  returns them);
+- a response to **HEAD** has no body whatever its headers say (``is_head``): the message ends with its
+  head. llhttp cannot be told so, hence HEAD requests are never pipelined: bytes after such a head in
+  the same read are dropped;
+- a body with neither Content-Length nor chunked coding is **delimited by the close** (`ends_at_close`);
+- **trailers** of a chunked body are dropped;
+- llhttp itself applies Content-Length, chunked coding, no body for 1xx/204/304, keep-alive, and rejects
+  **ambiguous framing** (Content-Length twice or with Transfer-Encoding, invalid lengths): all raise
+  `ProtocolError`, the one protocol-error type.
+
+Events go out as method calls, not objects, because this runs for every forwarded request: a *sink*
+(`ResponseEvents`) receives the interim, head and body events, and the subclass's `_message_end` the end
+of each message, with its status, headers and keep-alive. The upstream connections (`UpConn`,
+`PipeConn`) subclass the reader, so a parser callback reaches their sink without an extra call.
+`EventReader` gives the same rules h11-style (`feed` returns a list of events) for tests and callers
+off the data path.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple, Protocol
+
+import httptools
+
+from proxy.http1.errors import ProtocolError
+from proxy.http1.headers import Headers, declares_length
+
+__all__ = [
+    "Body",
+    "End",
+    "Event",
+    "EventReader",
+    "Head",
+    "Interim",
+    "ResponseEvents",
+    "ResponseReader",
+    "protocol_error",
+]
+
+
+class ResponseEvents(Protocol):
+    """Receives the events of the responses a `ResponseReader` reads (the end goes to `_message_end`)."""
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None: ...
+    def on_resp_body(self, chunk: bytes) -> None: ...
+
+
+def protocol_error(exc: httptools.HttpParserError) -> ProtocolError:
+    """The `ProtocolError` for an httptools error: ours when one of our rules raised it in a callback."""
+    inner = exc.__context__
+    if isinstance(inner, ProtocolError):
+        return inner
+    return ProtocolError(str(exc) or type(exc).__name__)
+
+
+class ResponseReader(abc.ABC):
+    """Reads the responses of one connection, in order; the subclass handles each message's end.
+
+    State a subclass sets per request: ``sink`` (None: events are dropped, the message still ends),
+    ``is_head`` and ``upgrade_ok``. State it may read: ``status``, ``reason`` and ``headers`` of the
+    response being read, ``got_head`` (its final head has arrived), ``tunnel`` (a 101 was accepted).
+    """
+
+    __slots__ = (
+        "got_head",
+        "headers",
+        "in_interim",
+        "is_head",
+        "parser",
+        "reason",
+        "sink",
+        "status",
+        "tunnel",
+        "upgrade_ok",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseEvents | None = None
+        self.headers: Headers = []
+        self.reason = b""
+        self.status = 0
+        self.got_head = False
+        self.in_interim = False
+        self.is_head = False
+        self.upgrade_ok = False
+        self.tunnel = False
+
+    @abc.abstractmethod
+    def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        """One final response is complete; the reader is ready for the next one."""
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Parse bytes; return the bytes that follow an accepted 101 head, else None.
+
+        Raises `ProtocolError`. (The connections inline these lines: one call less per read.)
+        """
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            return data[e.args[0] :]
+        except httptools.HttpParserError as e:
+            raise protocol_error(e) from None
+        return None
+
+    def ends_at_close(self) -> bool:
+        """Whether the response being read ends with the connection (a body without framing headers).
+
+        Asked only when the connection closes mid-response, so the hot path never scans for framing.
+        """
+        if not self.got_head or self.tunnel or self.is_head:
+            return False
+        status = self.status
+        return status >= 200 and status not in (204, 304) and not declares_length(self.headers)
+
+    # --- httptools callbacks (no on_message_begin: the end of each message resets the head, which saves
+    # a callback per response)
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.got_head:  # after the head: trailers, which are dropped
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if (status < 200 or status == 101) and self._not_final(status):
+            return
+        # A final head: the common path, kept short (it runs for every response).
+        self.got_head = True
+        self.status = status
+        sink = self.sink
+        if sink is not None:
+            sink.on_resp_head(status, self.reason, self.headers)
+        if self.is_head and self.sink is sink and status != 101:
+            # llhttp cannot be told "no body follows" from Python: end the message by hand.
+            keep_alive = self.parser.should_keep_alive()
+            self.parser = httptools.HttpResponseParser(self)
+            headers = self.headers
+            self.headers = []
+            self.reason = b""
+            self.got_head = False
+            self._message_end(status, headers, keep_alive)
+
+    def _not_final(self, status: int) -> bool:
+        """The rules for a 1xx head: True for an interim response (reported; the real head follows)."""
+        if status == 101:
+            if not self.upgrade_ok:
+                raise ProtocolError("101 Switching Protocols to a request that did not ask to upgrade")
+            if not any(name.lower() == b"upgrade" for name, _ in self.headers):  # RFC 9110, 15.2.2
+                raise ProtocolError("101 Switching Protocols without an Upgrade header")
+            self.tunnel = True  # from here on the bytes are the upgraded protocol's
+            return False
+        self.in_interim = True  # until its on_message_complete, which comes next (a 1xx has no body)
+        sink = self.sink
+        if sink is not None:
+            sink.on_resp_interim(status, self.reason, self.headers)
+        return True
+
+    def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.on_resp_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.in_interim:  # the real head follows
+            self.in_interim = False
+            self.headers = []
+            self.reason = b""
+            return
+        if self.tunnel or not self.got_head:  # a 101's end, or a HEAD answer already ended by hand
+            return
+        headers = self.headers
+        self.headers = []  # a new list: the sink may keep the one it was given
+        self.reason = b""
+        self.got_head = False
+        self._message_end(self.status, headers, self.parser.should_keep_alive())
+
+
+class Interim(NamedTuple):
+    """A 1xx response other than 101; the final head follows."""
+
+    status: int
+    reason: bytes
+    headers: Headers
+
+
+class Head(NamedTuple):
+    """The final response head (a 101 one when the request asked to upgrade)."""
+
+    status: int
+    reason: bytes
+    headers: Headers
+
+
+class Body(NamedTuple):
+    """A piece of the body, as it arrived (chunk framing removed)."""
+
+    chunk: bytes
+
+
+class End(NamedTuple):
+    """The response is complete; ``keep_alive`` tells whether the connection may carry another."""
+
+    keep_alive: bool
+
+
+class Upgrade(NamedTuple):
+    """Bytes of the upgraded protocol, after an accepted 101 head (the first ones may be empty)."""
+
+    rest: bytes
+
+
+Event = Interim | Head | Body | End | Upgrade
+
+
+class EventReader(ResponseReader):
+    """The reader h11-style: `feed` bytes, get the events they complete; `eof` when the peer closes.
+
+    ``is_head`` and ``upgrade_ok`` describe the request being answered, as for any `ResponseReader`.
+    """
+
+    __slots__ = ("events", "partial", "upgraded")
+
+    def __init__(self, *, is_head: bool = False, upgrade_ok: bool = False) -> None:
+        self.partial = False  # a response has begun and not ended (set before the parser sees us)
+        self.upgraded = False  # the parser is done: the bytes are the new protocol's
+        super().__init__()
+        self.sink = self
+        self.is_head = is_head
+        self.upgrade_ok = upgrade_ok
+        self.events: list[Event] = []
+
+    def feed(self, data: bytes) -> list[Event]:  # type: ignore[override]  # events, not the 101 rest
+        """Parse bytes; return the events they complete. Raises `ProtocolError`."""
+        if self.upgraded:
+            return [Upgrade(data)]
+        rest = super().feed(data)
+        if rest is not None:
+            self.upgraded = True
+            self.events.append(Upgrade(rest))
+        events, self.events = self.events, []
+        return events
+
+    def eof(self) -> list[Event]:
+        """The peer closed: end a close-delimited body, or raise `ProtocolError` for a cut response."""
+        if self.ends_at_close():
+            self.got_head = self.partial = False
+            return [End(keep_alive=False)]
+        if self.partial and not self.tunnel:
+            raise ProtocolError("the connection closed mid-response")
+        return []
+
+    def on_message_begin(self) -> None:
+        self.partial = True
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.events.append(Interim(status, reason, list(headers)))
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.events.append(Head(status, reason, headers))
+
+    def on_resp_body(self, chunk: bytes) -> None:
+        self.events.append(Body(chunk))
+
+    def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        self.partial = False
+        self.events.append(End(keep_alive))

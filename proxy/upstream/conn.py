@@ -1,0 +1,228 @@
+"""`UpConn`: one pooled keep-alive connection to an upstream, streaming each response to a sink.
+
+The connection is an asyncio Protocol and a `ResponseReader` (the framing rules live there): a parser
+callback reaches the sink (`ResponseSink`, implemented by the client connection and by the buffered
+calls) with no call in between. It carries one request at a time, then returns to its owner, an
+`UpstreamPool`, which enforces deadlines by sweeping (`deadline`, `last_io`, `timeout` are its fields).
+`ConnSource` is what the buffered calls need from a pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, cast
+
+import httptools
+
+from proxy.http1.errors import UpstreamError
+from proxy.http1.headers import Headers
+from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
+
+__all__ = ["ConnOwner", "ConnSource", "ResponseSink", "UpConn"]
+
+
+class ResponseSink(ResponseEvents, Protocol):
+    """Receives one response from an `UpConn` (implemented by the client protocol and by buffered calls)."""
+
+    def on_resp_done(self) -> None: ...
+    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None: ...
+    def on_upgrade(self, conn: UpConn, rest: bytes) -> None: ...
+    def on_tunnel_data(self, data: bytes) -> None: ...
+    def on_tunnel_closed(self) -> None: ...
+    def flush(self) -> None: ...
+    def up_pause_writing(self) -> None: ...
+    def up_resume_writing(self) -> None: ...
+
+
+class ConnOwner(Protocol):
+    """What an `UpConn` needs from its pool: its name, coarse clock, active set and the way back."""
+
+    name: str
+    clock: float
+    total_timeout: float
+    active: set[UpConn]
+
+    def _release(self, conn: UpConn) -> None: ...
+
+
+class ConnSource(Protocol):
+    """What a buffered call needs from a pool: connections, its clock, and where requests go."""
+
+    name: str
+    clock: float
+
+    @property
+    def base_path(self) -> bytes: ...
+    @property
+    def hostport(self) -> bytes: ...
+    def acquire(self) -> UpConn | None: ...
+    async def connect(self, limit: float | None = None) -> UpConn: ...
+
+
+class UpConn(ResponseReader, asyncio.Protocol):
+    """One upstream connection; carries one request at a time, then returns to its pool."""
+
+    __slots__ = (
+        "closed",
+        "deadline",
+        "got_bytes",
+        "idle_since",
+        "last_io",
+        "pool",
+        "req_done",
+        "reused",
+        "timeout",
+        "transport",
+    )
+
+    sink: ResponseSink | None  # a reader's sink that also takes the connection's own events
+
+    def __init__(self, pool: ConnOwner) -> None:
+        super().__init__()
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.got_bytes = False
+        self.reused = False
+        self.closed = False
+        self.req_done = True
+        self.idle_since = 0.0
+        self.last_io = 0.0
+        self.deadline = 0.0
+        self.timeout = 0.0
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if self.tunnel:
+            if sink is not None:
+                sink.on_tunnel_data(data)
+            return
+        if sink is None:  # bytes on an idle connection: the upstream is confused, do not reuse
+            self.abort()
+            return
+        self.got_bytes = True
+        self.last_io = self.pool.clock
+        try:  # ResponseReader.feed, inlined: one call less per read
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade(data[e.args[0] :])
+            return
+        except httptools.HttpParserError as e:
+            why = protocol_error(e)
+            self._fail(
+                UpstreamError("protocol", f"upstream {self.pool.name} sent an invalid response: {why}")
+            )
+            return
+        sink = self.sink
+        if sink is not None:
+            sink.flush()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: HTTP/1.1 upstreams do not half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.active.discard(self)
+        sink = self.sink
+        if sink is None:
+            return
+        self.sink = None
+        if self.tunnel:
+            sink.on_tunnel_closed()
+        elif self.ends_at_close():  # a body delimited by the connection's end ends here
+            sink.on_resp_done()
+        else:
+            retryable = self.reused and not self.got_bytes
+            if self.got_bytes:
+                err = UpstreamError(
+                    "protocol", f"upstream {self.pool.name} closed the connection mid-response"
+                )
+            else:
+                err = UpstreamError(
+                    "connect", f"upstream {self.pool.name} closed the connection without answering"
+                )
+            sink.on_resp_error(err, retryable)
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.up_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.up_resume_writing()
+
+    # --- internals
+    def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        sink = self.sink
+        if sink is None:  # detached while this read was parsed: the connection is already closed
+            return
+        self.sink = None
+        self.pool.active.discard(self)
+        if keep_alive and self.req_done and not self.closed:
+            self.pool._release(self)
+        else:
+            self.abort(graceful=True)
+        sink.on_resp_done()
+
+    def _upgrade(self, rest: bytes) -> None:
+        sink = self.sink
+        if sink is None or not self.tunnel:
+            self.abort()
+            return
+        self.pool.active.discard(self)  # a tunnel has no deadline and never returns to the pool
+        sink.on_upgrade(self, rest)
+
+    def _fail(self, exc: UpstreamError) -> None:
+        sink = self.sink
+        self.abort()
+        if sink is not None:
+            sink.on_resp_error(exc, False)
+
+    # --- used by callers
+    def start(self, sink: ResponseSink, head: bytes, is_head: bool, req_done: bool, upgrade: bool) -> None:
+        """Attach a sink and send a request head (plus any body bytes already at hand).
+
+        The response state was reset when the previous response ended (`ResponseReader`).
+        """
+        pool = self.pool
+        self.sink = sink
+        self.is_head = is_head
+        self.got_bytes = False
+        self.upgrade_ok = upgrade
+        self.req_done = req_done
+        self.last_io = pool.clock
+        self.timeout = pool.total_timeout
+        self.deadline = pool.clock + self.timeout
+        pool.active.add(self)
+        assert self.transport is not None
+        self.transport.write(head)
+
+    def send(self, data: bytes) -> None:
+        """Send request body bytes (the response-header deadline waits while the body flows)."""
+        self.last_io = self.pool.clock
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def end_request(self) -> None:
+        """The request body is complete: the response-header deadline starts now."""
+        self.req_done = True
+        self.deadline = self.pool.clock + self.timeout
+
+    def detach(self) -> None:
+        """Forget the sink (its client went away); the connection is closed, not reused."""
+        self.sink = None
+        self.abort()
+
+    def abort(self, graceful: bool = False) -> None:
+        """Close the connection now (graceful: after the write buffer drains)."""
+        self.pool.active.discard(self)
+        self.closed = True
+        self.sink = self.sink if self.tunnel else None
+        if self.transport is not None:
+            if graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()

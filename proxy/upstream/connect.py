@@ -1,0 +1,56 @@
+"""Opening a connection to an upstream: the one connect of the pooled and the pipelined clients.
+
+Failures become `UpstreamError` ``connect`` (refused, unreachable, DNS) or ``timeout``, with a message
+that names the upstream and its address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+from proxy.http1.errors import UpstreamError
+from proxy.routing.table import UpstreamSpec
+
+__all__ = ["authority", "open_connection", "tls_context"]
+
+
+def tls_context(spec: UpstreamSpec) -> ssl.SSLContext | None:
+    """The TLS context for an ``https`` upstream (system trust store, hostname checked), else None."""
+    return ssl.create_default_context() if spec.scheme == "https" else None
+
+
+def authority(spec: UpstreamSpec) -> bytes:
+    """The Host header value for the upstream: its host, with the port when not the scheme's default."""
+    default_port = 443 if spec.scheme == "https" else 80
+    hostport = spec.host if spec.port == default_port else f"{spec.host}:{spec.port}"
+    if ":" in spec.host and not spec.host.startswith("["):
+        hostport = f"[{spec.host}]:{spec.port}"
+    return hostport.encode("idna")
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop,
+    protocol: Callable[[], asyncio.Protocol],
+    spec: UpstreamSpec,
+    tls: ssl.SSLContext | None,
+    limit: float,
+) -> None:
+    """Connect ``protocol()`` to the upstream within ``limit`` seconds; raise `UpstreamError`."""
+    try:
+        async with asyncio.timeout(limit):
+            await loop.create_connection(
+                protocol, spec.host, spec.port, ssl=tls, server_hostname=spec.host if tls else None
+            )
+    except TimeoutError:
+        raise UpstreamError(
+            "timeout",
+            f"connecting to upstream {spec.name} ({spec.host}:{spec.port}) took longer than {limit:g}s",
+        ) from None
+    except OSError as e:
+        raise UpstreamError(
+            "connect",
+            f"cannot connect to upstream {spec.name} ({spec.host}:{spec.port}): {e.strerror or e}; "
+            "is it running?",
+        ) from None

@@ -1,0 +1,270 @@
+"""The two halves of a pipelined shadow GET: `PipeCall` (the caller's handle) and `PipeConn` (a connection).
+
+`proxy.upstream.pipe` explains the pipelining, its timing and its failure rules; `PipePool` there owns the
+connections. A `PipeConn` is a `ResponseReader` (`proxy.http1.reader`): the framing rules are the ones
+every upstream client uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Literal, Protocol, cast
+
+import httptools
+
+from proxy.http1.errors import ProtocolError, UpstreamError
+from proxy.http1.headers import Headers
+from proxy.http1.reader import ResponseReader, protocol_error
+
+__all__ = ["PipeCall", "PipeConn", "PipeOwner"]
+
+
+class PipeOwner(Protocol):
+    """What calls and connections need from their `PipePool`."""
+
+    name: str
+    closed: bool
+    now: Callable[[], float]
+    waiting: collections.deque[PipeCall]
+
+    def _flush_soon(self, conn: PipeConn) -> None: ...
+    def _discard(self, conn: PipeConn) -> None: ...
+    def _resend(self, calls: list[PipeCall]) -> None: ...
+    def _drain_waiting(self) -> None: ...
+
+
+class PipeCall:
+    """One shadow GET; ``done(call)`` runs once, with ``result`` or ``error`` set.
+
+    ``started``, ``deadline`` and ``done_at`` are event-loop times. ``timed`` is true when the call went
+    out on a connection with nothing ahead of it; ``started`` is then when it was sent (a re-sent call
+    or one that waited for room does not count the wait), so that ``done_at - started`` is its own
+    latency. The deadline counts from when the call was made.
+    """
+
+    __slots__ = (
+        "conn", "deadline", "done", "done_at", "error", "finished", "limit", "message", "pool", "result",
+        "retried", "started", "tag", "timed",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        pool: PipeOwner,
+        message: bytes,
+        limit: float,
+        done: Callable[[PipeCall], None],
+        now: float,
+        tag: object = None,
+    ) -> None:
+        self.pool = pool
+        self.tag = tag  # the caller's
+        self.message = message
+        self.limit = limit
+        self.done = done
+        self.started = now
+        self.deadline = now + limit
+        self.done_at = 0.0
+        self.timed = False
+        self.retried = False
+        self.finished = False
+        self.conn: PipeConn | None = None
+        self.result: tuple[int, Headers, bytes] | None = None
+        self.error: UpstreamError | None = None
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from sending to the complete answer, for a timed call with a result; else None."""
+        return self.done_at - self.started if self.timed and self.result is not None else None
+
+    def expire(self, now: float) -> bool:
+        """Fail the call with a timeout if its deadline has passed; True when it did."""
+        if self.finished or now < self.deadline:
+            return False
+        conn = self.conn
+        if conn is not None and conn.inflight and conn.inflight[0] is self:
+            conn.abandon()  # its answer is not coming in time, and the others wait behind it
+        message = f"upstream {self.pool.name} sent no complete response within {self.limit:g}s"
+        self.fail(UpstreamError("timeout", message))
+        return True
+
+    def cancel(self) -> None:
+        """Give up without calling ``done`` (shutdown)."""
+        self.finished = True
+
+    def complete(self, status: int, headers: Headers, body: list[bytes], now: float) -> None:
+        if self.finished:
+            return  # expired while pipelined behind another call: the answer came too late
+        self.finished = True
+        self.conn = None
+        self.done_at = now
+        self.result = (status, headers, body[0] if len(body) == 1 else b"".join(body))
+        self.done(self)
+
+    def fail(self, error: UpstreamError) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.conn = None
+        self.error = error
+        self.done(self)
+
+
+class PipeConn(ResponseReader, asyncio.Protocol):
+    """One upstream connection carrying pipelined GETs, answered in the order they were sent.
+
+    Its reader has no sink: the head stays in the reader's fields and `on_body` collects the body, so
+    a response costs no call beyond the parser's own callbacks.
+    """
+
+    __slots__ = (
+        "body", "closed", "got_bytes", "idle_since", "inflight", "pool", "queued", "read_at", "served",
+        "transport",
+    )  # fmt: skip
+
+    # Shadow results have no reason phrase: without this callback llhttp makes one call less a response.
+    on_status = None  # type: ignore[assignment]  # httptools skips a callback that is None
+
+    def __init__(self, pool: PipeOwner) -> None:
+        super().__init__()
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.inflight: collections.deque[PipeCall] = collections.deque()
+        self.queued: list[bytes] = []  # requests waiting for the connection to open
+        self.body: list[bytes] = []
+        self.got_bytes = False  # bytes of the head call's response have arrived
+        self.closed = False
+        self.served = 0  # responses completed on this connection
+        self.idle_since = 0.0
+        self.read_at = 0.0  # when the bytes being parsed arrived: the end time of what they complete
+
+    def send(self, call: PipeCall) -> None:
+        """Queue a call; its bytes go out with the rest of this iteration's (`flush`)."""
+        call.conn = self
+        if self.inflight:
+            call.timed = False
+        else:  # nothing ahead of it: timed from now (a re-sent or waiting call has waited for others)
+            call.timed = True
+            call.started = self.pool.now()
+        self.inflight.append(call)
+        self.queued.append(call.message)
+        self.pool._flush_soon(self)
+
+    def flush(self) -> None:
+        """Write the queued requests at once (uvloop sends each ``write`` right away: one system call)."""
+        queued = self.queued
+        if queued and self.transport is not None and not self.closed:
+            self.transport.write(queued[0] if len(queued) == 1 else b"".join(queued))
+            self.queued = []
+
+    def abandon(self) -> None:
+        """Close now; the calls behind the head one are sent again (the head one is the caller's)."""
+        if self.closed:
+            return
+        self.pool._resend(self._shut("abort")[1:])
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.closed:  # the pool closed, or the calls expired, while connecting
+            t.abort()
+        elif self.queued:
+            t.write(b"".join(self.queued))
+            self.queued = []
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.inflight:  # bytes nobody asked for: the upstream is confused
+            self._broken("sent bytes with no request outstanding")
+            return
+        self.got_bytes = True
+        self.read_at = self.pool.now()
+        try:  # ResponseReader.feed, inlined: one call less per read (a 101 is refused by the reader)
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._broken(f"sent an invalid response: {protocol_error(e)}")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        calls = self._shut("gone")
+        if not calls:
+            return
+        head, rest = calls[0], calls[1:]
+        name = self.pool.name
+        if self.ends_at_close():  # a body delimited by the connection's end ends here
+            head.complete(self.status, self.headers, self.body, self.pool.now())
+        elif self.got_bytes:
+            head.fail(UpstreamError("protocol", f"upstream {name} closed the connection mid-response"))
+        elif self.served and not head.retried:  # a reused connection closed unanswered: the keep-alive race
+            rest.insert(0, head)
+        else:
+            head.fail(UpstreamError("connect", f"upstream {name} closed the connection without answering"))
+        self.pool._resend(rest)
+
+    # --- the reader's events
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        # The reader's on_message_complete with the end of a final response inlined: every shadow GET
+        # ends here, and this saves it a call. What is not a final response goes to the reader's rules.
+        if self.in_interim or not self.got_head:
+            ResponseReader.on_message_complete(self)
+            return
+        headers = self.headers
+        self.headers = []  # the reader's reset for the next response (no reason phrase: on_status is off)
+        self.got_head = False
+        inflight = self.inflight
+        if not inflight:
+            raise ProtocolError("one response more than requests sent")
+        call = inflight.popleft()
+        body = self.body
+        self.body = []
+        self.got_bytes = False
+        self.served += 1
+        now = self.read_at
+        if not self.parser.should_keep_alive():
+            self._retire()
+        elif not inflight:
+            self.idle_since = now
+            if self.pool.closed:
+                self._retire()
+        call.complete(self.status, headers, body, now)
+        if self.pool.waiting:
+            self.pool._drain_waiting()
+
+    def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
+        # The reader calls this only to end the answer to a HEAD by hand, and HEADs are not pipelined.
+        raise ProtocolError("a pipelined connection cannot end a response before its body")
+
+    # --- internals
+    def _shut(self, how: Literal["close", "abort", "gone"]) -> list[PipeCall]:
+        """Leave the pool and close the transport (``gone``: it already is); return the calls that were
+        in flight, in order, for the caller to complete, fail or send again."""
+        self.closed = True
+        self.pool._discard(self)
+        calls = list(self.inflight)
+        self.inflight.clear()
+        transport = self.transport
+        if transport is not None:
+            if how == "abort":
+                transport.abort()
+            elif how == "close":
+                transport.close()
+        return calls
+
+    def _retire(self) -> None:
+        # The upstream ends the connection after this response: what is behind it goes elsewhere.
+        self.pool._resend(self._shut("close"))
+
+    def _broken(self, why: str) -> None:
+        calls = self._shut("abort")
+        if calls:
+            calls[0].fail(UpstreamError("protocol", f"upstream {self.pool.name} {why}"))
+            self.pool._resend(calls[1:])
