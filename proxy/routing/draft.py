@@ -109,7 +109,9 @@ def _describe(route: DraftRoute, traffic_seen: bool) -> list[str]:
     out = []
     for origin in route.origins:
         where = f" ({origin.source})" if origin.source else ""
-        out.append(f"{_methods_text(origin.methods)} {origin.express}{where}")
+        # A route split per method names its own method, not every method the Express route took.
+        methods = origin.methods if route.methods is None else route.methods
+        out.append(f"{_methods_text(methods)} {origin.express}{where}")
         out += [f"  note: {note}" for note in origin.notes]
     if traffic_seen:
         out.append(f"traffic: {_counts(route.traffic)}" if route.traffic else "traffic: none seen")

@@ -12,6 +12,7 @@
  * The Python side bounds this process with a timeout and translates the paths.
  */
 const fs = require('node:fs');
+const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
 const Module = require('node:module');
@@ -142,12 +143,14 @@ function walk(router, prefix, out, seen) {
     if (layer.route) {
       const route = layer.route;
       const methods = Object.keys(route.methods).filter((m) => route.methods[m] && m !== '_all');
+      // Express 4's app.all() registers each method in turn rather than setting _all.
+      const every = http.METHODS.every((m) => route.methods[m.toLowerCase()]);
       out.push({
         kind: 'route',
         mount: prefix,
         path: describe(route.path),
         methods: methods.map((m) => m.toUpperCase()),
-        all: Boolean(route.methods._all),
+        all: Boolean(route.methods._all) || every,
         source: (routeInfo.get(route) || {}).source || null,
       });
       continue;
