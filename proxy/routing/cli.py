@@ -82,7 +82,9 @@ def discover(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
             app = discover_express(args.express, timeout=args.timeout, node=args.node)
             endpoints += app.endpoints
             skipped += app.skipped
-            header.append(f"From the Express {app.version} app {args.express}: {len(app.endpoints)} endpoints.")
+            header.append(
+                f"From the Express {app.version} app {args.express}: {len(app.endpoints)} endpoints."
+            )
             for warning in app.warnings:
                 err.write(f"warning: {warning}\n")
         traffic = Traffic()
@@ -127,4 +129,5 @@ def _summary(draft: Draft, path: str | None, err: TextIO) -> None:
         where = f" ({skip.source})" if skip.source else ""
         err.write(f"not expressible: {skip.express}{where}: {skip.reason}\n")
     for template, counts in draft.uncovered.items():
-        err.write(f"not covered by any route: {template}: {sum(counts.values())} requests\n")
+        total = sum(counts.values())
+        err.write(f"not covered by any route: {template}: {total} request{'s' if total != 1 else ''}\n")

@@ -73,11 +73,16 @@ class Draft:
                 "    target: legacy",
             ]
         if self.skipped:
-            lines += ["", "# Not expressible in routes.yaml (the default route sends these to legacy anyway):"]
+            lines += [
+                "",
+                "# Not expressible in routes.yaml (the default route sends these to legacy anyway):",
+            ]
             for skip in self.skipped:
                 where = f" ({skip.source})" if skip.source else ""
-                lines.append(f"#   {_clean(_methods_text(skip.methods))} {_clean(skip.express)}{where}: "
-                             f"{_clean(skip.reason)}")
+                lines.append(
+                    f"#   {_clean(_methods_text(skip.methods))} {_clean(skip.express)}{where}: "
+                    f"{_clean(skip.reason)}"
+                )
         if self.uncovered:
             lines += ["", "# Traffic no route covers (it goes to the default route, legacy):"]
             for template, counts in self.uncovered.items():
@@ -147,7 +152,11 @@ def build_draft(endpoints: Iterable[Endpoint], skipped: Iterable[Skipped] = ()) 
         if "GET" in methods:
             methods.discard("HEAD")
         for method in _ordered(methods):
-            mine = [e for e in group if e.methods and (method in e.methods or (method == "GET" and "HEAD" in e.methods))]
+            mine = [
+                e
+                for e in group
+                if e.methods and (method in e.methods or (method == "GET" and "HEAD" in e.methods))
+            ]
             routes.append(DraftRoute(_name(template, method, names), template, frozenset({method}), mine))
     draft = Draft(routes, list(skipped))
     _drop_refused(draft)

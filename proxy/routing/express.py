@@ -69,7 +69,11 @@ def hint(text: str) -> str | None:
     if found == [text]:
         return None
     if len(found) == 1:
-        return f"write {found[0]!r} (routes.yaml writes Express's :name as {{name}} and a final *name as {{name*}})"
+        old, new = text.split("/"), found[0].split("/")
+        changed = [(o, n) for o, n in zip(old, new, strict=False) if o != n] if len(old) == len(new) else []
+        what = "parameters" if all(not n.endswith("*}") for _, n in changed) else "a final wildcard"
+        pairs = ", ".join(f"{n}, not {o}" for o, n in changed)
+        return f"write {what} as {pairs}: the path is {found[0]!r}" if changed else f"write {found[0]!r}"
     listed = " and ".join(repr(t) for t in found)
     return f"an optional part needs one route per form: write {len(found)} routes, with paths {listed}"
 
@@ -115,7 +119,7 @@ def _unique(name: str, names: set[str]) -> str:
     return candidate
 
 
-def _segment(  # noqa: PLR0911 - one return per Express form reads best
+def _segment(
     segment: str, last: bool, major: int, names: set[str], notes: list[str], path: str
 ) -> list[str | None]:
     if segment == "":
@@ -128,7 +132,7 @@ def _segment(  # noqa: PLR0911 - one return per Express form reads best
         return [None, "{" + _unique(segment[1:-2], names) + "}"]
     if segment == "*" and major != 5:
         if not last:
-            raise Unexpressible(f"a '*' before the last segment cannot be expressed")
+            raise Unexpressible("a '*' before the last segment cannot be expressed")
         return ["{" + _unique("rest", names) + "*}"]
     wild = _V5_WILD.fullmatch(segment)
     if wild is not None and major != 4:
@@ -139,7 +143,9 @@ def _segment(  # noqa: PLR0911 - one return per Express form reads best
     if param is not None:
         name = _unique(param.group(1), names)
         if param.group(2):
-            notes.append(f"the constraint {param.group(2)} on :{param.group(1)} is not checked by the gateway")
+            notes.append(
+                f"the constraint {param.group(2)} on :{param.group(1)} is not checked by the gateway"
+            )
         modifier = param.group(3)
         if modifier in ("*", "+"):
             if not last:

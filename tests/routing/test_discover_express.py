@@ -160,7 +160,9 @@ def test_load_failures_say_what_happened(tmp_path: Path, monkeypatch: pytest.Mon
         discover_express(hangs, timeout=2)
 
 
-def test_cli_writes_a_draft_that_routes_check_accepts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_a_draft_that_routes_check_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`strangler routes discover --express ... --out` then `strangler routes check` on the result."""
     out = tmp_path / "routes.draft.yaml"
     code = main(["routes", "discover", "--express", str(ORDERS / "src" / "app.js"), "--out", str(out)])
@@ -178,11 +180,11 @@ def test_template_errors_say_exactly_what_to_write() -> None:
     """Express-style paths in routes.yaml are refused with the path (or routes) to write instead."""
     base = 'upstreams: {legacy: {url: "http://a"}, new: {url: "http://b"}}\nroutes:\n'
     cases = {
-        "/a/:id": "write '/a/{id}'",
-        "/a/:id/b/{x}": "write '/a/{id}/b/{x}'",
+        "/a/:id": "write parameters as {id}, not :id: the path is '/a/{id}'",
+        "/a/:id/b/{x}": "the path is '/a/{id}/b/{x}'",
         "/a/:id?": "write 2 routes, with paths '/a' and '/a/{id}'",
         "/a/{id?}": "write 2 routes, with paths '/a' and '/a/{id}'",
-        "/a/*rest": "write '/a/{rest*}'",
+        "/a/*rest": "write a final wildcard as {rest*}, not *rest: the path is '/a/{rest*}'",
         "/files*": "segment 'files*' mixes text with a parameter",
     }
     for path, want in cases.items():
