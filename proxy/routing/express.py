@@ -89,7 +89,7 @@ def _optional_groups(path: str) -> list[str]:
             out.append(current)
         else:
             head, tail = current[: inner.start()], current[inner.end() :]
-            pending.extend((head + tail, head + inner.group(1)))
+            pending.extend((head + tail, head + inner.group(1) + tail))
         if len(out) + len(pending) > 4 * _MAX_VARIANTS:
             raise Unexpressible("too many optional groups; write the routes you need by hand")
     return sorted(set(out), key=lambda p: (p.count("/"), p))
@@ -131,6 +131,8 @@ def _segment(
     if major == 0 and re.fullmatch(r"\{([A-Za-z_]\w*)\?\}", segment):
         return [None, "{" + _unique(segment[1:-2], names) + "}"]
     if segment == "*" and major != 5:
+        if major == 0 and last:
+            return [segment]  # a final '*' is a template wildcard already
         if not last:
             raise Unexpressible("a '*' before the last segment cannot be expressed")
         return ["{" + _unique("rest", names) + "*}"]
