@@ -1,7 +1,9 @@
 """Path templates: parse, order by specificity, compile into an index, match without regexes.
 
 A template is ``/`` followed by segments: a literal (``users``), a parameter ``{id}`` (exactly one
-non-empty segment) or, last only, a wildcard ``{rest*}`` / ``*`` (zero or more segments: the rest).
+non-empty segment) or, last only, a wildcard ``{rest*}`` / ``*`` (zero or more segments: the rest, which
+is what Express 4's ``*`` means too). Express spellings (``:id``, ``:id?``, ``*splat``, ``{id?}``) are
+refused with the exact path or routes to write instead (``proxy.routing.express.hint``).
 Specificity compares segment by segment: literal > parameter > end of template > wildcard; so between
 two templates that agree on a prefix the longer literal/param one comes first, and ``/a`` beats
 ``/a/{rest*}`` for the path ``/a``. Routes are tried in that order and the first match wins.
