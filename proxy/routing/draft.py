@@ -56,7 +56,7 @@ class Draft:
 
     def render(self) -> str:
         """The draft as routes.yaml text."""
-        lines = [f"# {line}" for line in self.header]
+        lines = [f"# {_clean(line)}" for line in self.header]
         lines += [
             "upstreams:",
             f"  legacy: {{url: {json.dumps(self.legacy_url)}}}",

@@ -37,6 +37,7 @@ _VALUE = [
     re.compile(r"(?=[^/]*\d)(?=[^/]*[A-Za-z])[A-Za-z0-9_-]{16,}"),
     re.compile(r"(?=[^/]*\d)[a-z0-9]+(?:-[a-z0-9]+)+|[a-z0-9]+(?:-[a-z0-9]+){3,}"),
 ]
+_METHOD = re.compile(r"[A-Z][A-Z_-]*")  # what routes.yaml accepts as a method
 _PARAM = "\x00"  # a segment inferred to be a value, until the template is written out
 
 
@@ -68,6 +69,9 @@ def read_traffic(lines: Iterable[str], traffic: Traffic | None = None) -> Traffi
             seen.skipped += 1
             continue
         method, target, kind = found
+        if _METHOD.fullmatch(method) is None:
+            seen.skipped += 1
+            continue
         try:
             path, _ = paths.canonicalise(target.encode("ascii"))
         except (paths.BadPath, UnicodeEncodeError):

@@ -106,8 +106,8 @@ def test_gateway_json_log_and_combined_log_infer_the_same_templates(tmp_path: Pa
     log = tmp_path / "access.jsonl"
     _write_gateway_log(log, [*requests, ("GET", "/a//b")])
     with log.open() as lines:
-        traffic = read_traffic([*lines, "not a request\n"])
-    assert (traffic.formats, traffic.requests, traffic.skipped) == ({"json"}, len(requests), 2)
+        traffic = read_traffic([*lines, "not a request\n", '{"method": "get!", "path": "/x"}\n'])
+    assert (traffic.formats, traffic.requests, traffic.skipped) == ({"json"}, len(requests), 3)
     assert infer_templates(traffic) == WANT
     combined = read_traffic(_combined(m, t) for m, t in requests)
     assert combined.formats == {"combined"} and infer_templates(combined) == WANT
