@@ -15,6 +15,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
+const url = require('node:url');
 const Module = require('node:module');
 
 const [entryArg, outPath] = process.argv.slice(2);
@@ -189,7 +190,14 @@ function isApp(value) {
 async function main() {
   let exported;
   try {
-    exported = appRequire(entry);
+    try {
+      exported = appRequire(entry);
+    } catch (err) {
+      if (err.code !== 'ERR_REQUIRE_ESM') throw err;
+      // An ES module app: import() shares the CommonJS cache, so the same patched express is used.
+      const namespace = await import(url.pathToFileURL(entry).href);
+      exported = namespace.default !== undefined ? namespace.default : { ...namespace };
+    }
   } catch (err) {
     if (apps.length === 0) fail(`loading ${entry} failed: ${err.message}`);
     warnings.push(`loading ${entry} failed after it created an app: ${err.message}`);

@@ -194,3 +194,16 @@ def test_template_errors_say_exactly_what_to_write() -> None:
         [error] = caught.value.errors  # type: ignore[attr-defined]
         assert (error.line, error.key) == (3, "routes[0].match.path")
         assert want in error.message, (path, error.message)
+
+
+def test_an_es_module_app_is_imported(tmp_path: Path) -> None:
+    """An app written as an ES module ("type": "module") is loaded with import() and read the same way."""
+    (tmp_path / "node_modules").symlink_to(LEGACY_MODULES)
+    (tmp_path / "package.json").write_text('{"type": "module"}\n')
+    (tmp_path / "app.js").write_text(
+        "import express from 'express';\n"
+        "export const app = express();\n"
+        "app.get('/shop/items/:id', (req, res) => res.end());\n"
+    )
+    app = discover_express(tmp_path / "app.js")
+    assert [(e.template, e.source) for e in app.endpoints] == [("/shop/items/{id}", "app.js:3")]
