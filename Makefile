@@ -22,7 +22,12 @@ legacy/node_modules/.installed: legacy/package.json legacy/package-lock.json
 	cd legacy && npm ci --no-audit --no-fund
 	touch $@
 
-install: $(STAMP) legacy/node_modules/.installed
+# An Express 4 app written as another team would: the test bed of `strangler routes discover`.
+tests/routing/orders_app/node_modules/.installed: tests/routing/orders_app/package.json tests/routing/orders_app/package-lock.json
+	cd tests/routing/orders_app && npm ci --no-audit --no-fund
+	touch $@
+
+install: $(STAMP) legacy/node_modules/.installed tests/routing/orders_app/node_modules/.installed
 
 run: install
 	$(VENV)/bin/strangler run

@@ -50,14 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     proxy = sub.add_parser("proxy", help="run the gateway", description="Run the gateway.")
     add_proxy_arguments(proxy)
-    routes = sub.add_parser("routes", help="routes file tools (routes check FILE)")
+    routes = sub.add_parser("routes", help="routes file tools (routes check FILE, routes discover)")
     routes_sub = routes.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
     check = routes_sub.add_parser("check", help="validate a routes file and print the resolved table")
     check.add_argument("file", help="the routes.yaml to check")
+    _add_discover(routes_sub)
     for name, (_, _, help_text) in DELEGATED.items():
         delegated = sub.add_parser(name, help=help_text, add_help=False)
         delegated.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+def _add_discover(routes_sub: Any) -> None:
+    discover = routes_sub.add_parser(
+        "discover",
+        help="write a routes.yaml draft (every route on legacy) from an Express app and/or access logs",
+        description="Write a routes.yaml draft, every route on legacy, from an Express app (loaded in Node, "
+        "nothing served) and/or access logs (the gateway's JSON log or nginx/Apache combined format).",
+    )
+    discover.add_argument("--express", metavar="APP_JS", help="the module that creates the Express app")
+    discover.add_argument(
+        "--access-log", metavar="FILE", action="append", default=[], help="an access log (repeatable)"
+    )
+    discover.add_argument("--out", metavar="FILE", help="write the draft here (default: standard output)")
+    discover.add_argument("--legacy-url", default="http://127.0.0.1:3000", help="the draft's legacy upstream")
+    discover.add_argument("--new-url", default="http://127.0.0.1:8000", help="the draft's new upstream")
+    discover.add_argument("--timeout", type=float, default=30.0, help="seconds allowed to load the app")
+    discover.add_argument("--node", help="the node binary (default: node on PATH)")
+    discover.add_argument(
+        "--max-literals",
+        type=int,
+        default=20,
+        help="distinct names after one path prefix beyond which the log's segments count as values",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = _load(module, function, args_list[0])
         return 2 if run is None else int(run(args_list[1:]) or 0)
     args = build_parser().parse_args(args_list)
+    if args.command == "routes" and args.routes_command == "discover":
+        discover_fn = _load("proxy.routing.cli", "discover", "routes discover")
+        return 2 if discover_fn is None else int(discover_fn(args, sys.stdout, sys.stderr))
     if args.command == "routes":
         check_fn = _load("proxy.routing.cli", "check", "routes check")
         return 2 if check_fn is None else int(check_fn(args.file, sys.stdout))

@@ -1,17 +1,27 @@
-"""``strangler routes check FILE``: lint a routes file and print the resolved table.
+"""``strangler routes check FILE`` and ``strangler routes discover``.
 
-Exit status 0 with the table in match-priority order (the order ``RouteTable.match`` tries routes),
-or 1 with every error as ``FILE:LINE: KEY: MESSAGE``, one per line, so editors can jump to them.
+``check``: exit status 0 with the table in match-priority order (the order ``RouteTable.match`` tries
+routes), or 1 with every error as ``FILE:LINE: KEY: MESSAGE``, one per line, so editors can jump to them.
+
+``discover``: a routes.yaml draft from an Express app (``--express``) and/or access logs
+(``--access-log``), written to ``--out`` or standard output; what cannot be expressed, traffic per
+endpoint and traffic no route covers go to standard error as well as into the draft's comments.
+Exit status 0 with a draft, 1 when the app or a log cannot be read, 2 on bad usage.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 from typing import TextIO
 
+from proxy.routing.discover import DiscoverError, Endpoint, Skipped, discover_express
+from proxy.routing.draft import Draft, add_traffic, build_draft, endpoints_from_traffic
 from proxy.routing.table import Route, RoutesError, RouteTable, load_routes
+from proxy.routing.traffic import Traffic, read_traffic
 
-__all__ = ["check", "format_table"]
+__all__ = ["check", "discover", "format_table"]
 
 _COLUMNS = ("#", "name", "methods", "path", "target", "shadow")
 
@@ -57,3 +67,67 @@ def check(path: str, out: TextIO = sys.stdout) -> int:
         return 1
     out.write(format_table(table))
     return 0
+
+
+def discover(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """``strangler routes discover``: build, check and write the draft; see the module docstring."""
+    if not args.express and not args.access_log:
+        err.write("strangler routes discover: give --express APP_JS, --access-log FILE, or both\n")
+        return 2
+    endpoints: list[Endpoint] = []
+    skipped: list[Skipped] = []
+    header = ["A routes.yaml draft written by `strangler routes discover`: every route goes to legacy."]
+    try:
+        if args.express:
+            app = discover_express(args.express, timeout=args.timeout, node=args.node)
+            endpoints += app.endpoints
+            skipped += app.skipped
+            header.append(
+                f"From the Express {app.version} app {args.express}: {len(app.endpoints)} endpoints."
+            )
+            for warning in app.warnings:
+                err.write(f"warning: {warning}\n")
+        traffic = Traffic()
+        for log in args.access_log:
+            with Path(log).open(encoding="utf-8", errors="replace") as lines:
+                read_traffic(lines, traffic)
+    except DiscoverError as exc:
+        err.write(f"strangler routes discover: {exc}\n")
+        return 1
+    except OSError as exc:
+        err.write(f"strangler routes discover: cannot read {exc.filename}: {exc.strerror}\n")
+        return 1
+    if args.access_log:
+        header.append(
+            f"Traffic from {', '.join(args.access_log)}: {traffic.requests} requests"
+            f" ({traffic.skipped} lines skipped: not requests, or paths the gateway refuses)."
+        )
+        if not args.express:
+            endpoints, skipped = endpoints_from_traffic(traffic, args.max_literals)
+    header.append("Review it, run `strangler routes check` on it, then flip routes to new one at a time.")
+    draft = build_draft(endpoints, skipped)
+    draft.header, draft.legacy_url, draft.new_url = header, args.legacy_url, args.new_url
+    if args.access_log:
+        add_traffic(draft, traffic, args.max_literals)
+    text = draft.render()
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        out.write(text)
+    _summary(draft, args.out, err)
+    return 0
+
+
+def _summary(draft: Draft, path: str | None, err: TextIO) -> None:
+    where = f"wrote {path}" if path else "draft written to standard output"
+    err.write(f"{where}: {len(draft.routes)} routes, all on legacy\n")
+    if draft.traffic_seen:
+        err.write("traffic per route:\n")
+        for route in sorted(draft.routes, key=lambda r: -sum(r.traffic.values())):
+            err.write(f"  {sum(route.traffic.values()):>8}  {route.name}\n")
+    for skip in draft.skipped:
+        where = f" ({skip.source})" if skip.source else ""
+        err.write(f"not expressible: {skip.express}{where}: {skip.reason}\n")
+    for template, counts in draft.uncovered.items():
+        total = sum(counts.values())
+        err.write(f"not covered by any route: {template}: {total} request{'s' if total != 1 else ''}\n")

@@ -1,7 +1,9 @@
 """Path templates: parse, order by specificity, compile into an index, match without regexes.
 
 A template is ``/`` followed by segments: a literal (``users``), a parameter ``{id}`` (exactly one
-non-empty segment) or, last only, a wildcard ``{rest*}`` / ``*`` (zero or more segments: the rest).
+non-empty segment) or, last only, a wildcard ``{rest*}`` / ``*`` (zero or more segments: the rest, which
+is what Express 4's ``*`` means too). Express spellings (``:id``, ``:id?``, ``*splat``, ``{id?}``) are
+refused with the exact path or routes to write instead (``proxy.routing.express.hint``).
 Specificity compares segment by segment: literal > parameter > end of template > wildcard; so between
 two templates that agree on a prefix the longer literal/param one comes first, and ``/a`` beats
 ``/a/{rest*}`` for the path ``/a``. Routes are tried in that order and the first match wins.
@@ -17,12 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from proxy.routing.express import LITERAL_SEGMENT, hint
 from proxy.routing.model import Match, Route
 
 __all__ = ["CompiledRoutes", "Template", "TemplateError", "parse_template"]
 
 LITERAL, PARAM, END, WILDCARD = 0, 1, 2, 3
-_LITERAL = re.compile(r"[A-Za-z0-9._~!$&'()+,;=:@-]+")
+_LITERAL = LITERAL_SEGMENT
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -83,10 +86,9 @@ def parse_template(text: str) -> Template:
             name, kind = param.group(1), PARAM
         elif segment == "":
             raise TemplateError(f"path template {text!r} has an empty segment ('//')")
-        elif segment.startswith(":"):
-            raise TemplateError(
-                f"path template {text!r}: write parameters as {{{segment[1:]}}}, not {segment}"
-            )
+        elif segment.startswith(":") or "*" in segment or (segment.startswith("{") and "?" in segment):
+            # Written the Express way: say exactly what to write (the whole path, or the routes needed).
+            raise TemplateError(f"path template {text!r}: {_hint(text)}")
         elif segment in (".", "..") or _LITERAL.fullmatch(segment) is None:
             raise TemplateError(
                 f"path template {text!r}: segment {segment!r} is neither a literal (letters, digits and "
@@ -100,6 +102,11 @@ def parse_template(text: str) -> Template:
         names.add(name)
         parts.append((kind, name))
     return Template(text, tuple(parts))
+
+
+def _hint(text: str) -> str:
+    found = hint(text)
+    return found or "write parameters as {name} and a final wildcard as {rest*} or * (the rest of the path)"
 
 
 class _Compiled:
