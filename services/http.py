@@ -23,7 +23,7 @@ from services.context import CACHE, DRY_RUN, POOL, SETTINGS, Ctx
 from services.db import rolled_back
 from services.logs import REQUEST_ID
 
-Handler = Callable[[Ctx], Awaitable[web.Response]]
+Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 DRY_RUN_HEADER = "X-Strangler-Dry-Run"
 DRY_RUN_MAX_SKEW = 30
 _DRY_RUN_RE = re.compile(r"t=([0-9]{1,12}),sig=([0-9a-f]{64})")
@@ -107,10 +107,10 @@ def check_dry_run(secret: str | None, header: str, method: str, target: str, now
         raise errors.Forbidden(errors.BAD_DRY_RUN)
 
 
-def make_dispatch(router: Router) -> Callable[[web.Request], Awaitable[web.Response]]:
+def make_dispatch(router: Router) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler behind the catch-all route."""
 
-    async def dispatch(request: web.Request) -> web.Response:
+    async def dispatch(request: web.Request) -> web.StreamResponse:
         handler, params = router.resolve(request.method, request.rel_url.raw_path)
         app = request.app
         settings = app[SETTINGS]

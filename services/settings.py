@@ -44,6 +44,11 @@ class Settings:
     dry_run_secret: str | None = None
     log_level: str = "INFO"
     test_diff: str | None = None
+    # The post event stream and WebSocket (services/stream): below a load balancer's 30 s idle timeout.
+    stream_heartbeat_s: int = 15
+    ws_ping_s: int = 15
+    ws_send_timeout_s: int = 10
+    stream_history_max: int = 10_000
 
     def __post_init__(self) -> None:
         # Checked here too, so settings built in code (tests) obey the same rules as the environment.
@@ -127,4 +132,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dry_run_secret=dry_secret,
         log_level=level,
         test_diff=test_diff,
+        stream_heartbeat_s=_int(env, "STREAM_HEARTBEAT_S", 15, 1, 3600),
+        ws_ping_s=_int(env, "WS_PING_S", 15, 1, 3600),
+        ws_send_timeout_s=_int(env, "WS_SEND_TIMEOUT_S", 10, 1, 3600),
+        stream_history_max=_int(env, "STREAM_HISTORY_MAX", 10_000, 1, 10_000_000),
     )

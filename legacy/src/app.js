@@ -14,12 +14,14 @@ const { healthRoutes } = require('./routes/health');
 const { authRoutes } = require('./routes/auth');
 const { usersRoutes } = require('./routes/users');
 const { postsRoutes } = require('./routes/posts');
+const { streamRoutes } = require('./routes/stream');
 
 /**
  * Build the app.
- * @param {{config: object, pool: import('pg').Pool, redis: import('ioredis').Redis, logger: object, openapi: object}} deps
+ * @param {{config: object, pool: import('pg').Pool, redis: import('ioredis').Redis, logger: object, openapi: object,
+ *   hub: import('./lib/streamHub').Hub}} deps
  */
-function createApp({ config, pool, redis, logger, openapi }) {
+function createApp({ config, pool, redis, logger, openapi, hub }) {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -35,6 +37,7 @@ function createApp({ config, pool, redis, logger, openapi }) {
     redis,
     logger,
     openapi,
+    hub,
     users: usersRepo(pool),
     posts: postsRepo(pool),
     refreshTokens: refreshTokensRepo(pool),
@@ -47,6 +50,7 @@ function createApp({ config, pool, redis, logger, openapi }) {
   app.use(healthRoutes(ctx));
   app.use(authRoutes(ctx));
   app.use(usersRoutes(ctx));
+  app.use(streamRoutes(ctx)); // before postsRoutes: /api/v1/posts/stream is not a post id
   app.use(postsRoutes(ctx));
   app.use(notFound());
   app.use(errorHandler(logger));

@@ -91,6 +91,11 @@ function loadConfig(env = process.env) {
     loginRateLimitIp: integer(env, 'LOGIN_RATE_LIMIT_IP', 100, 1, 1000000),
     trustedHops: integer(env, 'TRUSTED_HOPS', 0, 0, 100),
     logLevel,
+    // The post event stream and WebSocket (routes/stream.js): below a load balancer's 30 s idle timeout.
+    streamHeartbeatS: integer(env, 'STREAM_HEARTBEAT_S', 15, 1, 3600),
+    wsPingS: integer(env, 'WS_PING_S', 15, 1, 3600),
+    wsSendTimeoutS: integer(env, 'WS_SEND_TIMEOUT_S', 10, 1, 3600),
+    streamHistoryMax: integer(env, 'STREAM_HISTORY_MAX', 10000, 1, 10000000),
     openapiPath: env.OPENAPI_PATH ? path.resolve(env.OPENAPI_PATH) : DEFAULT_OPENAPI_PATH,
   });
 }

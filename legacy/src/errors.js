@@ -41,6 +41,8 @@ const errors = {
   conflict: () => new HttpError(409, 'conflict', 'email already registered'),
   payloadTooLarge: (limit) => new HttpError(413, 'payload_too_large', `request body exceeds ${limit} bytes`),
   unsupportedMediaType: () => new HttpError(415, 'unsupported_media_type', 'Content-Type must be application/json'),
+  upgradeRequired: () => new HttpError(426, 'upgrade_required', 'this endpoint only speaks WebSocket',
+    { headers: { Upgrade: 'websocket' } }),
   validation: (fields) => new HttpError(422, 'validation_failed', 'request validation failed', { fields }),
   rateLimited: (retryAfter) => new HttpError(429, 'rate_limited', 'too many login attempts, try again later',
     { headers: { 'Retry-After': String(retryAfter) } }),

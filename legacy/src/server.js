@@ -4,11 +4,14 @@
  * variable), opens the pool and Redis, serves, and drains on SIGTERM/SIGINT.
  */
 const fs = require('node:fs');
+const http = require('node:http');
 const { loadConfig, ConfigError } = require('./config');
 const { createLogger, errorFields } = require('./logger');
 const { createPool } = require('./db');
 const { createRedis } = require('./redis');
 const { createApp } = require('./app');
+const { Hub } = require('./lib/streamHub');
+const { UPGRADE } = require('./routes/stream');
 
 const SHUTDOWN_DEADLINE_MS = 10000;
 
@@ -46,7 +49,8 @@ function main() {
   });
   redis.on('ready', () => { lastRedisError = ''; });
 
-  const app = createApp({ config, pool, redis, logger, openapi });
+  const hub = new Hub({ redis, config, logger });
+  const app = createApp({ config, pool, redis, logger, openapi, hub });
   const server = app.listen(config.port, config.host, (err) => {
     if (err) {
       logger.error('cannot listen', { host: config.host, port: config.port, ...errorFields(err) });
@@ -54,6 +58,15 @@ function main() {
     }
     const { port } = server.address();
     logger.info('listening', { host: config.host, port, pid: process.pid });
+  });
+  // WebSocket upgrades go through the app like any request, with a response bound to the socket: the
+  // /api/v1/ws route authenticates and takes the socket over; any other answer ends the connection.
+  server.on('upgrade', (req, socket, head) => {
+    const res = new http.ServerResponse(req);
+    res.assignSocket(socket);
+    res.on('finish', () => socket.destroySoon());
+    req[UPGRADE] = { socket, head };
+    app(req, res);
   });
   // Longer than the gateway's idle timeout, so a pooled upstream connection is never closed under it.
   server.keepAliveTimeout = 65000;
@@ -77,6 +90,7 @@ function main() {
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS);
     force.unref();
+    hub.close(); // open event streams and sockets end now, so the server can close
     server.close(async () => {
       await Promise.allSettled([pool.end(), redis.quit()]);
       logger.info('stopped');
