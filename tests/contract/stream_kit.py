@@ -52,7 +52,8 @@ class SseClient:
                    deadline: float = 10.0) -> SseClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id else ""
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{extra}\r\n"
+        writer.write(request.encode())
         async with asyncio.timeout(deadline):
             head = await reader.readuntil(b"\r\n\r\n")
         return cls(reader, writer, head)
@@ -106,7 +107,7 @@ class SseClient:
 
 async def raw_ws(port: int, token: str, *, rcvbuf: int | None = None, read_limit: int = 2**16,
                  deadline: float = 10.0) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket handshake on a plain socket (so a test controls reading and pongs): head, reader, writer."""
+    """A WebSocket handshake on a plain socket (the caller reads and pongs, or not): head, reader, writer."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:  # before connect, so the advertised window stays small
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

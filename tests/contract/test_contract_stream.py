@@ -22,6 +22,7 @@ from stream_kit import SseClient, gauges, publish, raw_ws, wait_gauges
 
 STREAM_ENV = {"STREAM_HEARTBEAT_S": "1", "WS_PING_S": "2", "WS_SEND_TIMEOUT_S": "1"}
 ID_RE = re.compile(r"[0-9]+-[0-9]+")
+UPGRADE_REQUIRED = b'{"error":{"code":"upgrade_required","message":"this endpoint only speaks WebSocket"}}'
 
 
 class StreamStack(Stack):
@@ -48,7 +49,8 @@ class Side:
 
 
 @pytest.fixture(scope="module")
-def sstack(make_database: Any, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamStack]:
+def sstack(make_database: Any, redis_url: str, tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[StreamStack]:
     """Both services with short stream timers, stopped (and checked to stop on SIGTERM) at the end."""
     st = StreamStack(database_url=make_database(), redis_url=redis_url,
                      log_dir=tmp_path_factory.mktemp("stream"))  # fmt: skip
@@ -172,7 +174,7 @@ def test_socket_without_upgrade_is_426(side: Side) -> None:
     """An authenticated plain GET of the socket's path: 426 upgrade_required."""
     r = side.api.get("/api/v1/ws", token=side.user.access_token)
     assert r.status_code == 426
-    assert r.content == b'{"error":{"code":"upgrade_required","message":"this endpoint only speaks WebSocket"}}'
+    assert r.content == UPGRADE_REQUIRED
     assert r.headers["upgrade"] == "websocket"
 
 
@@ -208,7 +210,8 @@ async def test_socket_that_stops_reading_is_dropped(side: Side, sstack: StreamSt
         client = sstack.redis()
         try:  # events far larger than any socket buffer: the server's sends must block
             for _ in range(4):
-                await asyncio.to_thread(publish, client, sstack.redis_prefix, b'{"filler":"' + b"x" * 2_000_000 + b'"}')
+                big = b'{"filler":"' + b"x" * 2_000_000 + b'"}'
+                await asyncio.to_thread(publish, client, sstack.redis_prefix, big)
         finally:
             client.close()
         after = await wait_gauges(side.base_url, lambda g: g["slow_dropped"] > before["slow_dropped"])
