@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services clean ensure-chromium
+.PHONY: run test install lint bench bench-gateway bench-services bench-soak clean ensure-chromium
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
 # which is what lets the new service's login keep pace with the legacy app's native argon2.
@@ -45,6 +45,10 @@ bench-gateway: install
 
 bench-services: install
 	$(PY) -m bench.services $(BENCH_ARGS)
+
+# Thousands of open event streams and WebSockets through the gateway for minutes (not in `bench`/`test`).
+bench-soak: install
+	$(PY) -m bench.soak $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) legacy/node_modules .pytest_cache

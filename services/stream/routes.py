@@ -61,12 +61,15 @@ async def stream(ctx: Ctx) -> web.StreamResponse:
             async for event in hub.history(last):
                 await _write(request, resp, event.sse(), hub, timeout)
                 last = event.key
+        loop = asyncio.get_running_loop()
+        beat_at = loop.time() + settings.stream_heartbeat_s
         while True:
-            try:
-                async with asyncio.timeout(settings.stream_heartbeat_s):
+            try:  # a heartbeat on a fixed schedule, events or not (as the legacy app's setInterval)
+                async with asyncio.timeout_at(beat_at):
                     item = await sub.queue.get()
             except TimeoutError:
                 await _write(request, resp, HEARTBEAT, hub, timeout)
+                beat_at = max(beat_at + settings.stream_heartbeat_s, loop.time())
                 continue
             if item is None:
                 if sub.overflowed:

@@ -146,6 +146,36 @@ async def test_stream_sends_heartbeat_comments(side: Side) -> None:
         await client.close()
 
 
+async def test_stream_heartbeats_keep_their_schedule_while_events_flow(side: Side, sstack: StreamStack) -> None:
+    """Events more often than the heartbeat interval do not postpone the heartbeat (a fixed schedule)."""
+    client = await open_stream(side)
+    stop = asyncio.Event()
+
+    async def publisher() -> None:
+        rd = sstack.redis()
+        try:
+            while not stop.is_set():  # an event every 0.2 s: a pace, five per heartbeat interval
+                await asyncio.to_thread(publish, rd, sstack.redis_prefix, b'{"tick":1}')
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+        finally:
+            rd.close()
+
+    task = asyncio.get_running_loop().create_task(publisher())
+    try:
+        beats = events = 0
+        async with asyncio.timeout(15.0):
+            while beats < 2:
+                msg = await client.next()
+                beats += msg.raw == b": heartbeat"
+                events += msg.id is not None
+        assert events > 0
+    finally:
+        stop.set()
+        await task
+        await client.close()
+
+
 async def test_post_created_on_one_service_streams_from_the_other(pair: tuple[Side, Side]) -> None:
     """The feed is Redis's, not a process's: legacy's post on new's stream, and the other way round."""
     origin, server = pair
