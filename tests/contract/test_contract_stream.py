@@ -146,7 +146,7 @@ async def test_stream_sends_heartbeat_comments(side: Side) -> None:
         await client.close()
 
 
-async def test_stream_heartbeats_keep_their_schedule_while_events_flow(side: Side, sstack: StreamStack) -> None:
+async def test_stream_heartbeats_keep_schedule_while_events_flow(side: Side, sstack: StreamStack) -> None:
     """Events more often than the heartbeat interval do not postpone the heartbeat (a fixed schedule)."""
     client = await open_stream(side)
     stop = asyncio.Event()
