@@ -120,6 +120,7 @@ function streamRoutes(ctx) {
       const sub = hub.subscribe((ev) => {
         if (ev === null) {
           ws.close(1001, 'going away');
+          setTimeout(() => ws.terminate(), 2000).unref(); // shutdown does not wait on a silent peer
         } else if (ws.readyState === ws.OPEN) {
           if (ws.bufferedAmount > MAX_BUFFERED) {
             drop();
