@@ -43,21 +43,17 @@ def parse_id(raw: str | None) -> EventKey | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    """One created post: its stream id and its JSON representation (the 201 body of its creation)."""
+    """One created post: its stream id, its JSON (the 201 body of its creation) and both wire forms,
+    built once per event (not once per subscriber)."""
 
-    id: str
-    key: EventKey
-    data: bytes
+    __slots__ = ("data", "id", "key", "sse", "ws")
 
-    def sse(self) -> bytes:
-        """The server-sent event, byte for byte."""
-        return b"id: " + self.id.encode() + b"\nevent: post\ndata: " + self.data + b"\n\n"
-
-    def ws(self) -> str:
-        """The WebSocket text message, byte for byte."""
-        return '{"type":"post","id":"' + self.id + '","post":' + self.data.decode() + "}"
+    def __init__(self, event_id: str, key: EventKey, data: bytes) -> None:
+        self.id, self.key, self.data = event_id, key, data
+        # The server-sent event and the WebSocket text message, byte for byte.
+        self.sse = b"id: " + event_id.encode() + b"\nevent: post\ndata: " + data + b"\n\n"
+        self.ws = '{"type":"post","id":"' + event_id + '","post":' + data.decode() + "}"
 
 
 class Subscription:
