@@ -89,7 +89,9 @@ class Hub:
 
     def __init__(self, redis_url: str, prefix: str, history_max: int) -> None:
         # Its own client: a pub/sub connection waits indefinitely, without the command socket timeout.
-        self.client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, health_check_interval=30)
+        # Named, so an operator (or a test) can find it in CLIENT LIST.
+        self.client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, health_check_interval=30,
+                                              client_name=f"{prefix}stream-hub")
         self.stream_key = f"{prefix}posts:stream"
         self.channel = f"{prefix}posts:live"
         self.history_max = history_max

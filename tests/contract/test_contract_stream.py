@@ -189,6 +189,28 @@ async def test_post_created_on_one_service_streams_from_the_other(pair: tuple[Si
         await client.close()
 
 
+async def test_events_published_while_the_hub_is_away_still_arrive(side: Side, sstack: StreamStack) -> None:
+    """After its pub/sub connection is killed, a process replays what it missed from the history."""
+    client = await open_stream(side)
+    rd = sstack.redis()
+    try:
+        first = await asyncio.to_thread(create, side, "before the cut")  # the hub has now seen an id
+        while (await client.next_event()).data != first:
+            pass
+        hubs = [c["id"] for c in rd.client_list() if c.get("name") == f"{sstack.redis_prefix}stream-hub"]
+        assert hubs  # one per running service process (the other service may not be started yet)
+        for client_id in hubs:
+            rd.client_kill_filter(_id=client_id)
+        missed = [b'{"while_away":%d}' % n for n in range(3)]
+        for data in missed:  # published at once, before either hub can have resubscribed
+            publish(rd, sstack.redis_prefix, data)
+        got = [(await client.next_event()).data for _ in missed]
+        assert got == missed
+    finally:
+        rd.close()
+        await client.close()
+
+
 @pytest.mark.parametrize("token", [None, "not-a-jwt"], ids=["no-token", "bad-token"])
 def test_socket_refuses_a_missing_or_bad_token(side: Side, token: str | None) -> None:
     """The upgrade is refused before it happens: the API's usual 401 body and WWW-Authenticate."""

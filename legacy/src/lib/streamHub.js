@@ -59,7 +59,10 @@ class Hub {
     this.closed = false;
     redis.defineCommand('strPublishPost', { numberOfKeys: 2, lua: PUBLISH });
     // Its own connection: a subscriber may run no other command. No command timeout, retried forever.
-    this.sub = redis.duplicate({ commandTimeout: undefined, maxRetriesPerRequest: null });
+    // Named, so an operator (or a test) can find it in CLIENT LIST.
+    this.sub = redis.duplicate({
+      commandTimeout: undefined, maxRetriesPerRequest: null, connectionName: `${config.redisPrefix}stream-hub`,
+    });
     this.sub.on('error', () => {}); // the main client already logs Redis trouble
     this.sub.on('message', (channel, message) => this.onMessage(message));
     this.sub.on('ready', () => this.refill());
