@@ -28,6 +28,7 @@ _ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _PAGE = 500
 _QUEUE_MAX = 1024
 _RETRY_S = 0.5
+_POLL_S = 0.2  # how soon close() is noticed by the listener
 
 # XADD then PUBLISH in one atomic step: an event is in the history before any live reader sees it.
 _PUBLISH = """
@@ -100,6 +101,7 @@ class Hub:
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Start listening (once)."""
@@ -111,12 +113,11 @@ class Hub:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         for sub in list(self._subs):
             sub.offer(None)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task  # it notices within _POLL_S (see _listen)
         await self.client.aclose()
 
     async def publish(self, post_json: bytes) -> str:
@@ -155,22 +156,32 @@ class Hub:
             sub.offer(event)
 
     async def _listen(self) -> None:
+        # get_message() with a short timeout rather than a cancelled listen(): cancelling a blocked pub/sub
+        # read can leave redis-py's teardown waiting forever on the pub/sub lock (seen with redis-py 8.2).
         last: EventKey | None = None
         while not self._closed:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                async with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    if last is not None:  # re-subscribed: replay what was published while away
-                        async for event in self.history(last):
-                            self._fan_out(event)
-                            last = event.key
-                    async for message in pubsub.listen():
-                        event_id, _, data = bytes(message["data"]).partition(b" ")
-                        key = parse_id(event_id.decode())
-                        if key is None or (last is not None and key <= last):
-                            continue
-                        last = key
-                        self._fan_out(Event(event_id.decode(), key, data))
+                await pubsub.subscribe(self.channel)
+                if last is not None:  # re-subscribed: replay what was published while away
+                    async for event in self.history(last):
+                        self._fan_out(event)
+                        last = event.key
+                while not self._closed:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_POLL_S)
+                    if message is None:
+                        continue
+                    event_id, _, data = bytes(message["data"]).partition(b" ")
+                    key = parse_id(event_id.decode())
+                    if key is None or (last is not None and key <= last):
+                        continue
+                    last = key
+                    self._fan_out(Event(event_id.decode(), key, data))
             except (RedisError, OSError) as exc:
-                log.warning("stream pub/sub connection lost, resubscribing", extra={"error": repr(exc)})
-                await asyncio.sleep(_RETRY_S)
+                if self._closed:
+                    break
+                log.warning("stream pub/sub connection lost, resubscribing", extra={"err": repr(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), _RETRY_S)
+            finally:
+                await pubsub.aclose()

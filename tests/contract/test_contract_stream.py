@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import re
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,13 @@ from stream_kit import SseClient, gauges, publish, raw_ws, wait_gauges
 STREAM_ENV = {"STREAM_HEARTBEAT_S": "1", "WS_PING_S": "2", "WS_SEND_TIMEOUT_S": "1"}
 ID_RE = re.compile(r"[0-9]+-[0-9]+")
 UPGRADE_REQUIRED = b'{"error":{"code":"upgrade_required","message":"this endpoint only speaks WebSocket"}}'
+
+
+def signed(secret: str, method: str, target: str) -> dict[str, str]:
+    """A valid dry-run header (docs/API.md, Dry run)."""
+    t = int(time.time())
+    sig = hmac.new(secret.encode(), f"{t}\n{method}\n{target}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Strangler-Dry-Run": f"t={t},sig={sig}"}
 
 
 class StreamStack(Stack):
@@ -131,6 +141,24 @@ async def test_stream_resumes_after_last_event_id(side: Side) -> None:
         assert (await client.next_event()).data == live
     finally:
         await client.close()
+
+
+async def test_dry_run_post_is_not_streamed(sstack: StreamStack) -> None:
+    """A post created in a (rolled-back) dry run on the new service is never published."""
+    side = _side(sstack, "new")
+    client = await open_stream(side)
+    try:
+        target = "/api/v1/posts"
+        r = await asyncio.to_thread(side.api.post, target, json_body={"title": "dry", "body": "b"},
+                                    token=side.user.access_token,
+                                    headers=signed(sstack.dry_run_secret, "POST", target))
+        assert r.status_code == 201 and r.headers["x-strangler-dry-run"] == "applied"
+        real = await asyncio.to_thread(create, side, "real")
+        while (event := await client.next_event()).data != real:
+            assert event.data != r.content
+    finally:
+        await client.close()
+        side.api.close()
 
 
 async def test_stream_sends_heartbeat_comments(side: Side) -> None:
