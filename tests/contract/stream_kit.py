@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import redis
+from contract_stack import Stack
 
 EVENT_RE = re.compile(rb"id: ([0-9]+-[0-9]+)\nevent: post\ndata: (.*)")
 WS_HANDSHAKE = (
@@ -28,6 +29,20 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'post', ARGV
 redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2])
 return id
 """
+
+
+# Short stream timers for tests: heartbeats well below the gateway's body idle timeout (the upstream's
+# `timeout` in routes.yaml) and pings and send timeouts that fire within a test.
+STREAM_ENV = {"STREAM_HEARTBEAT_S": "1", "WS_PING_S": "2", "WS_SEND_TIMEOUT_S": "1"}
+
+
+class StreamStack(Stack):
+    """The contract stack with the stream's timers shortened (STREAM_ENV)."""
+
+    def env(self, name: str, port: int) -> dict[str, str]:
+        env = super().env(name, port)
+        env.update(STREAM_ENV)
+        return env
 
 
 @dataclass

@@ -20,10 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 from contract_kit import UNAUTHORIZED, Account, Api
-from contract_stack import SERVICES, Stack
-from stream_kit import SseClient, gauges, publish, raw_ws, wait_gauges
+from contract_stack import SERVICES
+from stream_kit import SseClient, StreamStack, gauges, publish, raw_ws, wait_gauges
 
-STREAM_ENV = {"STREAM_HEARTBEAT_S": "1", "WS_PING_S": "2", "WS_SEND_TIMEOUT_S": "1"}
 ID_RE = re.compile(r"[0-9]+-[0-9]+")
 UPGRADE_REQUIRED = b'{"error":{"code":"upgrade_required","message":"this endpoint only speaks WebSocket"}}'
 
@@ -33,15 +32,6 @@ def signed(secret: str, method: str, target: str) -> dict[str, str]:
     t = int(time.time())
     sig = hmac.new(secret.encode(), f"{t}\n{method}\n{target}".encode(), hashlib.sha256).hexdigest()
     return {"X-Strangler-Dry-Run": f"t={t},sig={sig}"}
-
-
-class StreamStack(Stack):
-    """The contract stack with the stream's timers shortened."""
-
-    def env(self, name: str, port: int) -> dict[str, str]:
-        env = super().env(name, port)
-        env.update(STREAM_ENV)
-        return env
 
 
 @dataclass

@@ -19,17 +19,17 @@ import pytest_asyncio
 from contract_kit import Account, Api  # importable: tests/e2e/conftest.py loads e2e_rig, which sets the path
 from contract_stack import Stack
 from opshelp import start_gateway
-from stream_kit import SseClient, wait_gauges
+from stream_kit import SseClient, StreamStack, wait_gauges
 
 SIDES = ("legacy", "new")
 
 
-def routes_text(ports: dict[str, int], stream_target: str) -> str:
+def routes_text(ports: dict[str, int], stream_target: str, timeout: float = 10.0) -> str:
     """Everything to legacy but the stream, which goes to `stream_target`."""
     return (
         "upstreams:\n"
-        f'  legacy: {{url: "http://127.0.0.1:{ports["legacy"]}", connect_timeout: 2.0, timeout: 10.0}}\n'
-        f'  new: {{url: "http://127.0.0.1:{ports["new"]}", connect_timeout: 2.0, timeout: 10.0}}\n'
+        f'  legacy: {{url: "http://127.0.0.1:{ports["legacy"]}", connect_timeout: 2.0, timeout: {timeout}}}\n'
+        f'  new: {{url: "http://127.0.0.1:{ports["new"]}", connect_timeout: 2.0, timeout: {timeout}}}\n'
         "default: legacy\n"
         "routes:\n"
         "  - name: posts-stream\n"
@@ -41,9 +41,10 @@ def routes_text(ports: dict[str, int], stream_target: str) -> str:
 @pytest.fixture(scope="module")
 def stream_services(make_database: Any, redis_url: str, tmp_path_factory: pytest.TempPathFactory,
                     ) -> Iterator[Stack]:
-    """legacy and new on one database and Redis prefix."""
+    """legacy and new on one database and Redis prefix, heartbeats (1 s) well below the gateway's 10 s
+    body idle timeout, which would otherwise cut a quiet stream."""
     log_dir = tmp_path_factory.mktemp("e2e-stream")
-    stack = Stack(database_url=make_database(), redis_url=redis_url, log_dir=log_dir)
+    stack = StreamStack(database_url=make_database(), redis_url=redis_url, log_dir=log_dir)
     try:
         for name in SIDES:
             stack.start(name)
@@ -156,3 +157,25 @@ async def test_socket_through_the_gateway(stream_services: Stack, flip_rig: tupl
                         break
     finally:
         api.close()
+
+
+@pytest.mark.parametrize("target", SIDES)
+async def test_heartbeats_keep_a_quiet_stream_open_past_the_gateway_idle_timeout(
+    stream_services: Stack, tmp_path: Path, target: str
+) -> None:
+    """With a 2 s body idle timeout at the gateway, 1 s heartbeats keep a stream with no events alive."""
+    ports = {name: stream_services.running[name].port for name in SIDES}
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(routes_text(ports, target, timeout=2.0))
+    gateway = await start_gateway(routes, "--access-log", "false", "--reload-interval", "600")
+    try:
+        client = await SseClient.open(int(gateway.listen.rsplit(":", 1)[1]))
+        try:
+            assert client.status == 200
+            beats = 0
+            while beats < 5:  # five heartbeats: well past two idle timeouts, the stream still open
+                beats += (await client.next(deadline=10.0)).raw == b": heartbeat"
+        finally:
+            await client.close()
+    finally:
+        assert await gateway.stop() == 0, "\n".join(gateway.raw[-40:])
