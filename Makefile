@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services bench-micro clean ensure-chromium deploy-tools \
-	check-deploy
+.PHONY: run test install lint bench bench-gateway bench-services bench-micro bench-soak clean ensure-chromium \
+	deploy-tools check-deploy
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
 # which is what lets the new service's login keep pace with the legacy app's native argon2.
@@ -69,6 +69,10 @@ bench-services: install
 # Per-call costs of the hot paths (µs); thresholds are checked only with BENCH_ARGS=--check.
 bench-micro: install
 	$(PY) -m bench.micro $(BENCH_ARGS)
+
+# Thousands of open event streams and WebSockets through the gateway for minutes (not in `bench`/`test`).
+bench-soak: install
+	$(PY) -m bench.soak $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) legacy/node_modules .pytest_cache

@@ -9,6 +9,8 @@ load on a shared machine hits both alike:
 * ``POST /api/v1/posts``       one authenticated user (bench/lua/posts_create.lua)
 * ``POST /api/v1/auth/login``  random seeded users; password hashing is slow by design, so fewer
                                connections and longer runs (bench/lua/login.lua)
+* ``GET /api/v1/posts/stream`` post events delivered per second to ``--subscribers`` open event
+                               streams (bench/stream_fanout.py; ``--only stream`` runs just this)
 
 Target on every endpoint: new >= 1.0x legacy throughput and new p99 <= legacy p99.
 """
@@ -26,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python bench/services.py`: import from the repository root
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (this file would shadow `services`)
 
-from bench import svc_setup
+from bench import stream_fanout, svc_setup
 from bench.harness import BenchError, Fleet, cpu_times, ensure_apt_packages, log
 from bench.report import Check, machine_state, spread, table, utc_now, write_json
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, run_wrk
@@ -72,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=10_000, help="seeded users (default 10000)")
     p.add_argument("--posts", type=int, default=100_000, help="seeded posts (default 100000)")
     p.add_argument("--only", default="", help="comma-separated substrings of endpoint names to run")
+    p.add_argument("--subscribers", type=int, default=500, help="event streams of the fan-out (default 500)")
+    p.add_argument("--events", type=int, default=200, help="events published per fan-out run (default 200)")
     p.add_argument("--quick", action="store_true", help="2 rounds of 3 s, smaller data: for development")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
@@ -127,12 +131,28 @@ def checks(name: str, legacy: Summary, new: Summary) -> list[Check]:
     return out
 
 
+def fanout_report(fanout: dict[str, list[stream_fanout.FanoutRun]]) -> list[Check]:
+    """Print the stream fan-out figures; new/legacy events per second >= 1.0."""
+    print("\nGET /api/v1/posts/stream: events delivered per second (subscribers x events / seconds)")
+    mean = {}
+    for name, runs in fanout.items():
+        mean[name] = sum(r.per_second for r in runs) / len(runs)
+        print(f"  {name:<6} {mean[name]:10.0f} events/s  rounds: "
+              + ", ".join(f"{r.per_second:.0f}" for r in runs)
+              + f"  (client CPU {sum(r.client_cpu_s for r in runs) / len(runs):.2f} s per run)")
+    ratio = mean["new"] / mean["legacy"] if mean.get("legacy") else None
+    pairs = [n.per_second / o.per_second
+             for n, o in zip(fanout["new"], fanout["legacy"], strict=True) if o.per_second]
+    return [Check("GET /api/v1/posts/stream: new/legacy events/s", ratio, ">=", 1.0, spread(pairs))]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the report; write the JSON file."""
     args = parse_args(argv)
     ensure_apt_packages({"wrk": "wrk"})
     started, load_before = utc_now(), machine_state()
     results: dict[str, dict[str, Summary]] = {}
+    fanout: dict[str, list[stream_fanout.FanoutRun]] = {}
     with tempfile.TemporaryDirectory(prefix="strangler-bench-svc-") as tmp:
         with svc_setup.servers(Path(tmp)) as (pg_url, redis_url), \
                 svc_setup.scratch_world(pg_url, redis_url, args.users, args.posts) as world:
@@ -142,9 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                 token = svc_setup.login(procs["new"][0])
                 for endpoint in endpoints(world, token, args):
                     results[endpoint.name] = measure(endpoint, procs, args)
+                if not args.only or "stream" in args.only:
+                    fanout = stream_fanout.measure_fanout(procs, world.redis_url, world.redis_prefix,
+                                                          args.subscribers, args.events, args.rounds)
             finally:
                 fleet.close()
     all_checks: list[Check] = []
+    if fanout:
+        all_checks += fanout_report(fanout)
     print(f"\nServices benchmark, {started}: {args.rounds} rounds x {args.duration:.0f} s per endpoint "
           f"(login x{args.login_factor:g}), wrk -t1 -c{args.connections} (login -c{args.login_connections}), "
           f"{args.users} users / {args.posts} posts;\np50/p99 are medians over rounds; CPU is the service "
@@ -166,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine_before": load_before, "machine_after": machine_state(),
         "endpoints": {name: {s: pair[s].to_json() for s in SERVICES} for name, pair in results.items()},
         "checks": [c.to_json() for c in all_checks],
+        "stream_fanout": {name: [vars(r) | {"per_second": r.per_second} for r in runs]
+                          for name, runs in fanout.items()},
     }
     print(f"\nJSON: {write_json('services', payload)}")
     return 1 if args.check and any(c.verdict == "FAIL" for c in all_checks) else 0

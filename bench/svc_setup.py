@@ -161,7 +161,8 @@ def service_env(world: World, port: int, jwt_secret: str) -> dict[str, str]:
     }
 
 
-def start_services(fleet: Fleet, world: World) -> dict[str, tuple[int, int]]:
+def start_services(fleet: Fleet, world: World,
+                   extra_env: dict[str, str] | None = None) -> dict[str, tuple[int, int]]:
     """Start legacy and new, one process each; return {name: (port, pid)} once both are ready."""
     if not (ROOT / "legacy" / "node_modules").is_dir():
         raise BenchError("legacy/node_modules is missing: run `make install` (npm ci in legacy/) first")
@@ -170,7 +171,8 @@ def start_services(fleet: Fleet, world: World) -> dict[str, tuple[int, int]]:
     for name, cmd in (("legacy", ["node", str(ROOT / "legacy" / "src" / "server.js")]),
                       ("new", [sys.executable, "-m", "services"])):
         port = free_port()
-        pid = fleet.start(name, cmd, env=service_env(world, port, secret), port=port, timeout=60)
+        env = {**service_env(world, port, secret), **(extra_env or {})}
+        pid = fleet.start(name, cmd, env=env, port=port, timeout=60)
         wait_ready(port, name, fleet.workdir / f"{name}.log")
         out[name] = (port, pid)
     return out

@@ -25,11 +25,15 @@ from services.http import Router, error_middleware, make_dispatch
 from services.metrics import METRICS
 from services.posts import routes as posts_routes
 from services.settings import Settings
+from services.stream import routes as stream_routes
+from services.stream.hub import Hub
 from services.users import repo as users_repo
 from services.users import routes as users_routes
 from services.wire import HANDLER_ARGS, drop_server_header, wire_middleware
 
-ROUTES = edge.labelled((*health.ROUTES, *auth_routes.ROUTES, *users_routes.ROUTES, *posts_routes.ROUTES))
+ROUTES = edge.labelled(
+    (*health.ROUTES, *auth_routes.ROUTES, *users_routes.ROUTES, *posts_routes.ROUTES, *stream_routes.ROUTES)
+)
 
 
 def _pool_ctx(init: ConnectionInit | None) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -71,6 +75,20 @@ async def _hash_pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    hub = Hub(settings.redis_url, settings.redis_prefix, settings.stream_history_max)
+    app[stream_routes.HUB] = hub
+    hub.start()
+    yield
+    await hub.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    # on_shutdown runs before the server waits for its handlers: open streams and sockets end now.
+    await app[stream_routes.HUB].close()
+
+
 def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> web.Application:
     """Build the service. `db_init` runs on each new database connection (tests count queries with it)."""
     stats = metrics.ServiceMetrics(health.VERSION)
@@ -97,6 +115,8 @@ def create_app(settings: Settings, *, db_init: ConnectionInit | None = None) -> 
     app.cleanup_ctx.append(_pool_ctx(db_init))
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_hash_pool_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
+    app.on_shutdown.append(_end_streams)
     # [\s\S], not `.`: a path may hold a decoded newline (/users/1%0A is "user not found", not unroutable).
     app.router.add_route("*", r"/{tail:[\s\S]*}", make_dispatch(Router(ROUTES)))
     return app

@@ -20,9 +20,8 @@ from services.compression import compress
 from services.conditional import NO_STORE, is_fresh
 from services.context import Ctx
 from services.cors import CorsPolicy
+from services.http import Handler
 from services.settings import Settings
-
-Handler = Callable[[Ctx], Awaitable[web.Response]]
 
 # Responses carrying tokens or the caller's own account: never stored by any cache.
 NO_STORE_ROUTES = frozenset({
@@ -49,7 +48,7 @@ def labelled(routes: Iterable[tuple[str, str, Handler]]) -> tuple[tuple[str, str
     """The routes with each handler wrapped to record its :class:`RouteInfo` before it runs."""
 
     def wrap(info: RouteInfo, handler: Handler) -> Handler:
-        async def run(ctx: Ctx) -> web.Response:
+        async def run(ctx: Ctx) -> web.StreamResponse:
             ctx.request[ROUTE] = info
             return await handler(ctx)
 

@@ -51,6 +51,13 @@ class InvalidJson(ApiError):
     status, code, default_message = 400, "invalid_json", "request body is not valid JSON"
 
 
+class UpgradeRequired(ApiError):
+    status, code, default_message = 426, "upgrade_required", "this endpoint only speaks WebSocket"
+
+    def headers(self) -> dict[str, str]:
+        return {"Upgrade": "websocket"}
+
+
 class Unauthorized(ApiError):
     status, code, default_message = 401, "unauthorized", "missing or invalid access token"
 

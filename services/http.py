@@ -22,7 +22,7 @@ from services.context import CACHE, DRY_RUN, POOL, SETTINGS, Ctx
 from services.db import rolled_back
 from services.logs import REQUEST_ID
 
-Handler = Callable[[Ctx], Awaitable[web.Response]]
+Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 DRY_RUN_HEADER = dryrun.HEADER
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Echoed only when it is printable ASCII: Node and aiohttp would each re-encode other bytes differently.
@@ -109,10 +109,10 @@ async def check_dry_run(request: web.Request, secret: str | None, header: str, n
         raise errors.Forbidden(errors.BAD_DRY_RUN)
 
 
-def make_dispatch(router: Router) -> Callable[[web.Request], Awaitable[web.Response]]:
+def make_dispatch(router: Router) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler behind the catch-all route."""
 
-    async def dispatch(request: web.Request) -> web.Response:
+    async def dispatch(request: web.Request) -> web.StreamResponse:
         handler, params = router.resolve(request.method, request.rel_url.raw_path)
         app = request.app
         settings = app[SETTINGS]

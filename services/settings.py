@@ -83,6 +83,11 @@ class Settings:
     cache_max_age: int = 60
     cors: CorsSettings = field(default_factory=CorsSettings)
     metrics_port: int | None = None
+    # The post event stream and WebSocket (services/stream): below a load balancer's 30 s idle timeout.
+    stream_heartbeat_s: int = 15
+    ws_ping_s: int = 15
+    ws_send_timeout_s: int = 10
+    stream_history_max: int = 10_000
 
     def __post_init__(self) -> None:
         # Checked here too, so settings built in code (tests) obey the same rules as the environment.
@@ -198,4 +203,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache_max_age=_int(env, "CACHE_MAX_AGE", 60, 0, 31_536_000),
         cors=_cors(env),
         metrics_port=_int(env, "METRICS_PORT", -1, 0, 65535) if env.get("METRICS_PORT", "").strip() else None,
+        stream_heartbeat_s=_int(env, "STREAM_HEARTBEAT_S", 15, 1, 3600),
+        ws_ping_s=_int(env, "WS_PING_S", 15, 1, 3600),
+        ws_send_timeout_s=_int(env, "WS_SEND_TIMEOUT_S", 10, 1, 3600),
+        stream_history_max=_int(env, "STREAM_HISTORY_MAX", 10_000, 1, 10_000_000),
     )

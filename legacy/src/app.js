@@ -17,13 +17,15 @@ const { healthRoutes } = require('./routes/health');
 const { authRoutes } = require('./routes/auth');
 const { usersRoutes } = require('./routes/users');
 const { postsRoutes } = require('./routes/posts');
+const { streamRoutes } = require('./routes/stream');
 
 /**
  * Build the app.
  * @param {{config: object, pool: import('pg').Pool, redis: import('ioredis').Redis, logger: object, openapi: object,
- *          metrics?: object}} deps  (metrics: from createMetrics; a private one when absent)
+ *          metrics?: object,
+ *          hub: import('./lib/streamHub').Hub}} deps  (metrics: from createMetrics; a private one when absent)
  */
-function createApp({ config, pool, redis, logger, openapi, metrics }) {
+function createApp({ config, pool, redis, logger, openapi, metrics, hub }) {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -39,6 +41,7 @@ function createApp({ config, pool, redis, logger, openapi, metrics }) {
     redis,
     logger,
     openapi,
+    hub,
     users: usersRepo(pool),
     posts: postsRepo(pool),
     refreshTokens: refreshTokensRepo(pool),
@@ -56,6 +59,7 @@ function createApp({ config, pool, redis, logger, openapi, metrics }) {
   app.use(healthRoutes(ctx));
   app.use(authRoutes(ctx));
   app.use(usersRoutes(ctx));
+  app.use(streamRoutes(ctx)); // before postsRoutes: /api/v1/posts/stream is not a post id
   app.use(postsRoutes(ctx));
   app.use(notFound());
   app.use(errorHandler(logger));

@@ -141,6 +141,11 @@ function loadConfig(env = process.env) {
     cors: corsConfig(env),
     // Unset: no metrics listener; 0 picks a free port (logged).
     metricsPort: (env.METRICS_PORT || '').trim() === '' ? null : integer(env, 'METRICS_PORT', 0, 0, 65535),
+    // The post event stream and WebSocket (routes/stream.js): below a load balancer's 30 s idle timeout.
+    streamHeartbeatS: integer(env, 'STREAM_HEARTBEAT_S', 15, 1, 3600),
+    wsPingS: integer(env, 'WS_PING_S', 15, 1, 3600),
+    wsSendTimeoutS: integer(env, 'WS_SEND_TIMEOUT_S', 10, 1, 3600),
+    streamHistoryMax: integer(env, 'STREAM_HISTORY_MAX', 10000, 1, 10000000),
     openapiPath: env.OPENAPI_PATH ? path.resolve(env.OPENAPI_PATH) : DEFAULT_OPENAPI_PATH,
   });
 }

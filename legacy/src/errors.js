@@ -45,6 +45,8 @@ const errors = {
   contentEncoding: () => new HttpError(415, 'unsupported_media_type',
     'Content-Encoding is not supported; send the body uncompressed'),
   headersTooLarge: (limit) => new HttpError(431, 'header_too_large', `request headers exceed ${limit} bytes`),
+  upgradeRequired: () => new HttpError(426, 'upgrade_required', 'this endpoint only speaks WebSocket',
+    { headers: { Upgrade: 'websocket' } }),
   validation: (fields) => new HttpError(422, 'validation_failed', 'request validation failed', { fields }),
   rateLimited: (retryAfter) => new HttpError(429, 'rate_limited', 'too many login attempts, try again later',
     { headers: { 'Retry-After': String(retryAfter) } }),

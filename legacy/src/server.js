@@ -13,6 +13,8 @@ const { createApp } = require('./app');
 const { createMetrics } = require('./metrics');
 const { version } = require('../package.json');
 const { serverOptions, onClientError } = require('./edge');
+const { Hub } = require('./lib/streamHub');
+const { UPGRADE } = require('./routes/stream');
 
 const SHUTDOWN_DEADLINE_MS = 10000;
 
@@ -63,7 +65,8 @@ function main() {
     });
   }
 
-  const app = createApp({ config, pool, redis, logger, openapi, metrics });
+  const hub = new Hub({ redis, config, logger });
+  const app = createApp({ config, pool, redis, logger, openapi, metrics, hub });
   // Head size limit and JSON answers for unparseable requests: see edge.js (the new service matches).
   const server = http.createServer(serverOptions, app);
   server.maxHeadersCount = 0; // no count limit (Node's default drops headers after 2000): only the size
@@ -75,6 +78,15 @@ function main() {
   server.listen(config.port, config.host, () => {
     const { port } = server.address();
     logger.info('listening', { host: config.host, port, pid: process.pid });
+  });
+  // WebSocket upgrades go through the app like any request, with a response bound to the socket: the
+  // /api/v1/ws route authenticates and takes the socket over; any other answer ends the connection.
+  server.on('upgrade', (req, socket, head) => {
+    const res = new http.ServerResponse(req);
+    res.assignSocket(socket);
+    res.on('finish', () => socket.destroySoon());
+    req[UPGRADE] = { socket, head };
+    app(req, res);
   });
   // Longer than the gateway's idle timeout, so a pooled upstream connection is never closed under it.
   server.keepAliveTimeout = 65000;
@@ -99,6 +111,7 @@ function main() {
     }, SHUTDOWN_DEADLINE_MS);
     force.unref();
     if (metricsServer !== null) metricsServer.close();
+    hub.close(); // open event streams and sockets end now, so the server can close
     server.close(async () => {
       await Promise.allSettled([pool.end(), redis.quit()]);
       logger.info('stopped');

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import orjson
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from services import errors
 from services.conditional import cacheable
-from services.context import Ctx, Principal, json_response, no_content
+from services.context import DRY_RUN, Ctx, Principal, json_response, no_content
+from services.errors import JSON_TYPE
 from services.posts import repo
 from services.posts.models import CREATE, PATCH, post_json
+from services.stream.routes import HUB
 from services.users import repo as users_repo
 from services.validation import page_query, query_of, validate
+
+log = logging.getLogger("services.posts")
 
 
 def _page(rows: list[Any], names: dict[int, str], limit: int, offset: int) -> dict[str, Any]:
@@ -61,7 +68,13 @@ async def create_post(ctx: Ctx) -> web.Response:
         await ctx.principal(claims)  # raises 401 for a deleted user, before the body's error
         raise
     row = await repo.create(ctx.db, claims.user_id, values["title"], values["body"])
-    return json_response(201, post_json(row, row["author_name"]))
+    body = orjson.dumps(post_json(row, row["author_name"]))
+    if not ctx.request.get(DRY_RUN):
+        try:  # the post exists either way: a stream outage must not turn its creation into an error
+            await ctx.request.app[HUB].publish(body)
+        except (RedisError, OSError) as exc:
+            log.error("post not published to the stream", extra={"post_id": row["id"], "err": repr(exc)})
+    return web.Response(status=201, body=body, headers={"Content-Type": JSON_TYPE})
 
 
 async def get_post(ctx: Ctx) -> web.Response:

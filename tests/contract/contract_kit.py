@@ -204,3 +204,16 @@ def normalise(body: bytes, subs: dict[str, str] | None = None) -> bytes:
     body = _IDS.sub(rb'"\1":"<id>"', body)
     body = _TOKENS.sub(rb'"\1":"<token>"', body)
     return _UPTIME.sub(b'"uptime_s":"<uptime>"', body)
+
+
+DRY_RUN_HEADER = "X-Strangler-Dry-Run"
+
+
+def signed(secret: str, method: str, target: str, body: bytes = b"", t: int | None = None,
+           nonce: str | None = None) -> dict[str, str]:  # fmt: skip
+    """The header, computed here from docs/API.md (not with the gateway's code): an independent oracle."""
+    t = int(time.time()) if t is None else t
+    n = secrets.token_hex(16) if nonce is None else nonce
+    message = f"{t}\n{n}\n{method}\n{target}\n{hashlib.sha256(body).hexdigest()}".encode()
+    sig = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return {DRY_RUN_HEADER: f"t={t},n={n},sig={sig}"}

@@ -7,24 +7,12 @@ tests use the `new` fixture only.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import time
 
-from contract_kit import PASSWORD, Api, assert_error, assert_json, compact, unique_email
+from contract_kit import PASSWORD, Api, assert_error, assert_json, compact, signed, unique_email
 from contract_stack import Stack
 
 HEADER = "X-Strangler-Dry-Run"
-
-
-def signed(secret: str, method: str, target: str, body: bytes = b"", t: int | None = None,
-           nonce: str | None = None) -> dict[str, str]:  # fmt: skip
-    """The header, computed here from docs/API.md (not with the gateway's code): an independent oracle."""
-    t = int(time.time()) if t is None else t
-    n = secrets.token_hex(16) if nonce is None else nonce
-    message = f"{t}\n{n}\n{method}\n{target}\n{hashlib.sha256(body).hexdigest()}".encode()
-    return {HEADER: f"t={t},n={n},sig={hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()}"}
 
 
 def test_signed_write_is_applied_then_rolled_back(new: Api, stack: Stack) -> None:

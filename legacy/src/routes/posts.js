@@ -10,7 +10,7 @@ const { page, renderJoined } = require('./pages');
 const { sendCacheable } = require('../middleware/http');
 
 function postsRoutes(ctx) {
-  const { posts } = ctx;
+  const { posts, hub, logger } = ctx;
   const router = express.Router();
   const auth = requireAuth(ctx);
 
@@ -30,7 +30,13 @@ function postsRoutes(ctx) {
   router.post('/api/v1/posts', auth, jsonBody(), async (req, res) => {
     const input = validateBody(req.body, schemas.post);
     const row = await posts.create(req.user.id, input);
-    res.status(201).json(toPost(row, { id: req.user.id, name: req.user.name }));
+    const post = toPost(row, { id: req.user.id, name: req.user.name });
+    try { // the post exists either way: a stream outage must not turn its creation into an error
+      await hub.publish(JSON.stringify(post));
+    } catch (err) {
+      logger.error('post not published to the stream', { request_id: req.id, post_id: row.id, error: err.message });
+    }
+    res.status(201).json(post);
   });
 
   router.get('/api/v1/posts/:id', async (req, res) => {

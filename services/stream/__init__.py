@@ -1,0 +1,1 @@
+"""The post event stream and the WebSocket (docs/API.md, Events)."""
