@@ -32,7 +32,7 @@ from proxy.server.exchange import Exchange
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
 from proxy.shadow.noise import AA_PER_SECOND, AaLimiter, NoiseBook
 from proxy.shadow.redis_pg import RedisPgStore
-from proxy.shadow.replay import Fetcher, Replayer, close_pools, open_pools
+from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
 from proxy.shadow.samples import SampleBuilder
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore
 
@@ -59,7 +59,7 @@ class Shadower:
     def __init__(
         self,
         settings: ShadowSettings,
-        pools: Mapping[str, Fetcher],
+        pools: Mapping[str, Pool],
         store: DiffStore,
         *,
         secret: bytes | None = None,
@@ -95,7 +95,7 @@ class Shadower:
         self._judge = Judge(store, settings.body_cap, NoiseBook(store, clock), self._samples,
                             self._job_done, self._spawn)  # fmt: skip
         self._replay = Replayer(
-            pools, store, self._judge, self._job_done, self._spawn, secret=secret,
+            pools, store, self._judge, self._job_done, secret=secret,
             max_conns=min(8, self._concurrency), body_cap=settings.body_cap, own_pools=own_pools,
         )  # fmt: skip
         # Bound once: _begin runs for every shadowed request.
@@ -104,9 +104,15 @@ class Shadower:
         self._call = self._replay.call
 
     @property
-    def pools(self) -> Mapping[str, Fetcher]:
+    def pools(self) -> Mapping[str, Pool]:
         """The pools shadow calls go out on, by upstream name."""
         return self._replay.pools
+
+    @property
+    def own_pools(self) -> Mapping[str, OwnPool]:
+        """The pools this shadower made for itself (``own_pools``), current after reloads; its owner closes
+        them after `close`."""
+        return self._replay.own_pools
 
     def set_settings(self, settings: ShadowSettings) -> None:
         """Adopt reloaded global settings (the queue size and worker count stay as started)."""
@@ -331,5 +337,5 @@ async def open_sink(
         try:
             await shadower.close()
         finally:
-            close_pools(shadower.pools)
+            close_pools(shadower.own_pools)
             await store.aclose()

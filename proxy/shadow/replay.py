@@ -1,32 +1,33 @@
 """Replay: a shadow copy of a request sent to the other side, and its answer handed to the judge. Does I/O.
 
-Everything that knows the upstream pool types is here: a GET without a body is pipelined
-(``proxy.upstream.pipe``), any other request is one buffered ``proxy.upstream.call.Call`` on the pool, and a
-pool that is not an ``UpstreamPool`` (any ``Fetcher``) is awaited in a task. No task, future or timer per
-call: the owner's periodic ``sweep`` enforces the deadlines. Requests that change data are sent only to
-the candidate, signed as a dry run (``proxy.shadow.dryrun``).
+Every copy goes through one interface, ``proxy.upstream.sender.Sender``, made once per upstream pool by
+``sender_for``: it pipelines a GET without a body and sends anything else as a buffered call, or, for a
+pool-like object of another kind (a ``Fetcher``), awaits it in a task. Shadowing knows no pool type. No
+task, future or timer per copy: the owner's periodic ``sweep`` enforces the deadlines. Requests that
+change data are sent only to the candidate, signed as a dry run (``proxy.shadow.dryrun``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable, Mapping
-from typing import Final, Protocol
+from typing import Final, cast
 
-from proxy.http1.errors import UpstreamError
 from proxy.routing.table import RouteTable, UpstreamSpec
 from proxy.server.exchange import Exchange, Headers
 from proxy.shadow import dryrun
 from proxy.shadow.bytecheck import same_headers
-from proxy.shadow.judge import CANDIDATE, CONTROL, SAFE, Failed, Fetched, Job, Judge, Spawn
+from proxy.shadow.judge import CANDIDATE, CONTROL, SAFE, Failed, Fetched, Job, Judge
 from proxy.shadow.store import DiffStore
-from proxy.upstream.call import Call, build_request
-from proxy.upstream.pipe import PipeCall, PipePool
 from proxy.upstream.pool import UpstreamPool
+from proxy.upstream.sender import Fetcher, Sender, Sent, sender_for
 
-__all__ = ["Fetcher", "Replayer", "close_pools", "open_pools"]
+__all__ = ["Fetcher", "OwnPool", "Pool", "Replayer", "close_pools", "open_pools"]
+
+# What a shadow copy can go out on (any Fetcher), and what open_pools makes; only this module knows them.
+Pool = UpstreamPool | Fetcher
+OwnPool = UpstreamPool
 
 # Request headers never replayed: the pool sets framing itself, and a client must not smuggle a dry run.
 _DROP_HEADERS: Final = frozenset(
@@ -35,25 +36,15 @@ _DROP_HEADERS: Final = frozenset(
 )  # fmt: skip
 
 
-class Fetcher(Protocol):
-    """The buffered call of ``proxy.upstream.UpstreamPool``."""
-
-    # The timeout parameter mirrors UpstreamPool.fetch, whose one deadline also covers its retry.
-    async def fetch(
-        self, method: str, path_qs: str, headers: Headers, body: bytes, timeout: float  # noqa: ASYNC109
-    ) -> tuple[int, Headers, bytes]: ...
-
-
 def open_pools(upstreams: Mapping[str, UpstreamSpec]) -> dict[str, UpstreamPool]:
     """Pools of the shadow's own, one per upstream, separate from the data path's."""
     return {name: UpstreamPool(spec) for name, spec in upstreams.items()}
 
 
-def close_pools(pools: Mapping[str, Fetcher]) -> None:
-    """Close the pools among ``pools`` that can be closed (any other Fetcher is its owner's)."""
+def close_pools(pools: Mapping[str, UpstreamPool]) -> None:
+    """Close the shadow's own pools (`open_pools`)."""
     for pool in pools.values():
-        if isinstance(pool, UpstreamPool):
-            pool.close()
+        pool.close()
 
 
 def _replayed(ex: Exchange) -> Headers:
@@ -62,99 +53,114 @@ def _replayed(ex: Exchange) -> Headers:
 
 
 class Replayer:
-    """Sends shadow calls on pools and pipes, and settles each answer with the judge.
+    """Sends shadow copies through one `Sender` per upstream, and settles each answer with the judge.
 
     ``pools`` are by upstream name; with ``own_pools`` they are this replayer's, replaced on reload when
-    their upstream changes. The pipes (one per upstream) are always its own.
+    their upstream changes. A sender is made for a pool the first time a copy goes to it; a sender whose
+    pool was replaced is retired: it takes no more copies and is swept until its copies have ended.
     """
 
     def __init__(
-        self, pools: Mapping[str, Fetcher], store: DiffStore, judge: Judge, job_done: Callable[[], None],
-        spawn: Spawn, *, secret: bytes | None, max_conns: int, body_cap: int, own_pools: bool = False,
+        self, pools: Mapping[str, UpstreamPool | Fetcher], store: DiffStore, judge: Judge,
+        job_done: Callable[[], None], *, secret: bytes | None, max_conns: int, body_cap: int,
+        own_pools: bool = False,
     ) -> None:  # fmt: skip
         self.pools = pools
+        # With own_pools the caller hands over pools it made with `open_pools` (UpstreamPools, by contract):
+        # this replayer replaces them on reload, and they are closed with `close_pools(own_pools)`.
+        self.own_pools: dict[str, UpstreamPool] = (
+            dict(cast(Mapping[str, UpstreamPool], pools)) if own_pools else {}
+        )
         self.store = store
         self.secret = secret
         self.body_cap = body_cap  # bytes of a body compared byte for byte (see one_done)
         self._max_conns = max_conns
-        self._own_pools: dict[str, UpstreamPool] = {}
-        if own_pools:
-            self._own_pools = {k: v for k, v in pools.items() if isinstance(v, UpstreamPool)}
-        self._pipes: dict[str, PipePool] = {}  # pipelined GETs, per upstream (see proxy.upstream.pipe)
-        self._calls: set[Call] = set()  # pipelined calls are swept by their pools
+        self._senders: dict[str, tuple[UpstreamPool | Fetcher, Sender]] = {}
+        self._retired: list[Sender] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # The judge's methods, bound once: one_done runs for every compared GET.
         self._settle = judge.settle
         self._tally = judge.tally
         self._identity_names = judge.identity_names
         self._job_done = job_done
-        self._spawn = spawn
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind to the running loop (calls and pipes need it)."""
+        """Bind to the running loop (senders need it)."""
         self._loop = loop
 
     def set_table(self, table: RouteTable) -> None:
-        """Adopt a reloaded table: new own pools and pipes for the upstreams that changed."""
-        if self._own_pools:
-            old = dict(self._own_pools)
-            fresh = {}
+        """Adopt a reloaded table: own pools are replaced for the upstreams that changed (their senders
+        follow), and any sender whose upstream changed is retired."""
+        if self.own_pools:
+            old = self.own_pools
+            fresh: dict[str, UpstreamPool] = {}
             for name, spec in table.upstreams.items():
                 pool = old.get(name)
                 fresh[name] = pool if pool is not None and pool.spec == spec else UpstreamPool(spec)
             for name, pool in old.items():
                 if fresh.get(name) is not pool:
                     pool.close()
-            self._own_pools = fresh
+            self.own_pools = fresh
             self.pools = fresh
-        for name, pipe in list(self._pipes.items()):
-            if table.upstreams.get(name) != pipe.spec:
-                pipe.close()  # the calls in flight on it finish; new ones go to a new pipe
-                del self._pipes[name]
+        for name, (owner, _) in list(self._senders.items()):
+            if self.pools.get(name) is not owner:
+                self._retire(name)
+
+    def _retire(self, name: str) -> None:
+        _, sender = self._senders.pop(name)
+        sender.close()  # copies in flight finish; new ones get a new sender
+        self._retired.append(sender)
+
+    def _sender(self, side: str) -> Sender | None:
+        """The sender to ``side``: made on first use, remade when the side's pool was replaced."""
+        pool = self.pools.get(side)
+        if pool is None:
+            return None
+        entry = self._senders.get(side)
+        if entry is not None:
+            if entry[0] is pool:
+                return entry[1]
+            self._retire(side)
+        assert self._loop is not None
+        sender = sender_for(pool, self._loop, name=side, max_conns=self._max_conns)
+        self._senders[side] = (pool, sender)
+        return sender
 
     def sweep(self, now: float) -> None:
-        """Fail the calls past their deadline (``now`` on the loop's clock, as the calls' deadlines)."""
-        for call in [c for c in self._calls if now >= c.deadline]:
-            call.expire(now)
-        for pipe in list(self._pipes.values()):  # an expiry's callback may start a new pipe
-            pipe.sweep(now)
+        """Fail the copies past their deadline (``now`` on the loop's clock, as the copies' deadlines)."""
+        for _, sender in list(self._senders.values()):  # an expiry's callback may make a new sender
+            sender.sweep(now)
+        if self._retired:
+            for sender in list(self._retired):
+                sender.sweep(now)
+            self._retired = [s for s in self._retired if getattr(s, "busy", False)]
 
     def close(self) -> None:
-        """Drop every call in flight without settling it, and abort the pipes (shutdown)."""
-        for call in list(self._calls):
-            call.cancel()
-        self._calls.clear()
-        for pipe in self._pipes.values():
-            pipe.close(abort=True)
-        self._pipes.clear()
+        """Drop every copy in flight without settling it (shutdown)."""
+        for _, sender in self._senders.values():
+            sender.close(abort=True)
+        for sender in self._retired:
+            sender.close(abort=True)
+        self._senders.clear()
+        self._retired.clear()
 
-    def pipe_get(self, ex: Exchange, side: str, limit: float, done: Callable[[PipeCall], None]) -> bool:
-        """Pipeline a GET without a body to ``side``; False when that side's pool cannot pipeline."""
-        pool = self.pools.get(side)
-        if not isinstance(pool, UpstreamPool):
+    def pipe_get(self, ex: Exchange, side: str, limit: float, done: Callable[[Sent], None]) -> bool:
+        """Send a GET without a body to ``side`` from the forwarded header lines as they are; False when
+        there is no such upstream."""
+        entry = self._senders.get(side)
+        sender = entry[1] if entry is not None and entry[0] is self.pools.get(side) else self._sender(side)
+        if sender is None:
             return False
-        # The request bytes are made from the forwarded header lines as they are.
-        path_qs = ex.path_qs
-        lines = ex.request_lines
         # The data path's lines hold no Host, framing or hop-by-hop header: only a client's own dry-run
         # header can be among _DROP_HEADERS, and a shadow read never carries one.
-        head = b"\r\n".join(lines)
-        if lines and b"x-strangler-dry-run" not in head.lower():
-            target = pool.base_path + path_qs.encode("utf-8")
-            message = b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target, pool.hostport, head)
+        head = b"\r\n".join(ex.request_lines)
+        if b"x-strangler-dry-run" not in head.lower():
+            sender.send_get(ex.path_qs, head, limit, done, ex)
         else:
-            message = build_request(pool, ex.method, path_qs, _replayed(ex), b"")
-        pipe = self._pipes.get(side)
-        if pipe is None or pipe.spec is not pool.spec:
-            assert self._loop is not None
-            if pipe is not None:
-                pipe.close()
-            pipe = PipePool(pool.spec, self._loop, max_conns=self._max_conns)
-            self._pipes[side] = pipe
-        pipe.call(message, limit, done, ex)
+            sender.send("GET", ex.path_qs, _replayed(ex), b"", limit, done, ex)
         return True
 
-    def one_done(self, call: PipeCall) -> None:
+    def one_done(self, call: Sent) -> None:
         """The other side's answer to a job of one pipelined GET (``pipe_get``'s ``done``).
 
         Identical answers (the common case) are counted here, with the judge's byte check inlined;
@@ -192,13 +198,15 @@ class Replayer:
     def call(self, job: Job, key: str, side: str, limit: float) -> None:
         """Send one of a job's calls to ``side``; its result is settled with the judge."""
         ex = job.ex
-        pool = self.pools.get(side)
-        if pool is None:
-            self._settle(job, key, Failed(side, f"no upstream named {side!r}"))
-            return
         body = ex.request_body or b""
-        if ex.method == "GET" and not body and isinstance(pool, UpstreamPool):
-            self.pipe_get(ex, side, limit, functools.partial(self._called, job, key, side))
+        done = functools.partial(self._called, job, key, side)
+        if ex.method == "GET" and not body:
+            if not self.pipe_get(ex, side, limit, done):
+                self._settle(job, key, Failed(side, f"no upstream named {side!r}"))
+            return
+        sender = self._sender(side)
+        if sender is None:
+            self._settle(job, key, Failed(side, f"no upstream named {side!r}"))
             return
         path_qs = ex.path_qs
         headers = _replayed(ex)
@@ -206,45 +214,16 @@ class Replayer:
             assert self.secret is not None and side == CANDIDATE
             signature = dryrun.sign(self.secret, ex.method, path_qs, body)
             headers.append((dryrun.HEADER.encode(), signature.encode()))
-        if isinstance(pool, UpstreamPool):
-            message = build_request(pool, ex.method, path_qs, headers, body)
-            done = functools.partial(self._called, job, key, side)
-            call = Call(pool, ex.method, message, limit, done, self._loop)
-            self._calls.add(call)
-            call.begin()
-        else:  # any other Fetcher: its coroutine in a task
-            fetching = self._fetch(pool, job, key, side, ex.method, path_qs, headers, body, limit)
-            self._spawn(fetching, "shadow-call")
+        sender.send(ex.method, path_qs, headers, body, limit, done, ex)
 
-    async def _fetch(
-        self, pool: Fetcher, job: Job, key: str, side: str, method: str, path_qs: str,
-        headers: Headers, body: bytes, limit: float,
-    ) -> None:  # fmt: skip
-        start = time.perf_counter()
+    def _called(self, job: Job, key: str, side: str, sent: Sent) -> None:
         res: Fetched | Failed
-        try:
-            async with asyncio.timeout(limit):
-                status, rheaders, rbody = await pool.fetch(method, path_qs, headers, body, limit)
-            res = (status, rheaders, rbody, time.perf_counter() - start)
-        except TimeoutError:
-            res = Failed(side, f"timeout after {limit:g}s")
-        except UpstreamError as exc:
+        result = sent.result
+        if result is not None:
+            status, headers, body = result
+            res = (status, headers, body, sent.latency)
+        else:
+            exc = sent.error
+            assert exc is not None
             res = Failed(side, f"{exc.kind}: {exc.message}")
         self._settle(job, key, res)
-
-    def _called(self, job: Job, key: str, side: str, call: Call | PipeCall) -> None:
-        if isinstance(call, Call):
-            self._calls.discard(call)
-        if call.result is not None:
-            status, headers, body = call.result
-            seconds: float | None
-            if isinstance(call, PipeCall):
-                seconds = call.latency
-            else:
-                assert self._loop is not None
-                seconds = self._loop.time() - call.started
-            self._settle(job, key, (status, headers, body, seconds))
-        else:
-            exc = call.error
-            assert exc is not None
-            self._settle(job, key, Failed(side, f"{exc.kind}: {exc.message}"))
