@@ -1,14 +1,13 @@
 """The admin server (its own port): /healthz, /readyz, /routes, /metrics, and a place to mount more.
 
 ``create_admin_app(state, extensions)`` builds the aiohttp app. Other features add pages by passing an
-extension (a callable taking the app and the state), or by providing ``proxy.report_web.setup(app,
-state)``, which is called when that module exists (the shadow report page).
+extension (a callable taking the app and the state); the shadow report pages are always mounted
+(``proxy.report.html.setup``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from proxy.ops.admin_auth import token_middleware
 from proxy.ops.metrics import render
+from proxy.report import html as report_html
 from proxy.routing.table import Route, RouteTable, UpstreamSpec
 
 Extension = Callable[[web.Application, "AdminState"], None]
@@ -139,7 +139,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_admin_app(state: AdminState, extensions: Iterable[Extension] = ()) -> web.Application:
-    """Build the admin app; each extension (and ``proxy.report_web.setup`` if present) may add routes."""
+    """Build the admin app with the report pages; each extension may add routes."""
     app = web.Application(middlewares=[token_middleware(state.token)] if state.token else [])
     app[STATE] = state
     app.router.add_get("/healthz", healthz)
@@ -148,11 +148,5 @@ def create_admin_app(state: AdminState, extensions: Iterable[Extension] = ()) ->
     app.router.add_get("/metrics", metrics)
     for extend in extensions:
         extend(app, state)
-    try:
-        report_web = importlib.import_module("proxy.report.html")
-    except ModuleNotFoundError as exc:
-        if exc.name != "proxy.report.html":
-            raise  # the module exists but one of its imports is missing: that is a real error
-    else:
-        report_web.setup(app, state)
+    report_html.setup(app, state)
     return app
