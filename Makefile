@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services bench-micro bench-soak clean ensure-chromium \
+.PHONY: run test install lint bench bench-gateway bench-services bench-micro bench-soak rehearsal clean ensure-chromium \
 	deploy-tools check-deploy
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
@@ -65,6 +65,11 @@ bench-gateway: install
 
 bench-services: install
 	$(PY) -m bench.services $(BENCH_ARGS)
+
+# The migration rehearsal (issue 9): the example behind the gateway under a mixed client, every route
+# shadowed, then flipped; prints each route's verdict (minutes; BENCH_ARGS=--check for the pass/fail).
+rehearsal: install
+	$(PY) -m bench.rehearsal $(BENCH_ARGS)
 
 # Per-call costs of the hot paths (µs); thresholds are checked only with BENCH_ARGS=--check.
 bench-micro: install

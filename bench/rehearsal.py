@@ -1,0 +1,296 @@
+"""The migration rehearsal: is the gateway's verdict right on the worked example, under concurrent traffic?
+
+The real legacy app and new service behind the gateway; every endpoint of docs/API.md its own route
+(the event stream and the WebSocket apart: they are not compared), reads shadowed at sample 1.0 and writes
+with ``writes: true``, the repository's default thresholds and no hand-written ignore rules; a concurrent
+client mixing what many users do (register, log in, refresh, log out, read, create, patch, delete).
+
+Phase 1 runs with every route on legacy, then every route is flipped to new (writes: false: legacy has no
+dry run) and phase 2 runs. The two implementations agree (the contract suite passes on both), so a
+trustworthy verdict is READY on every route and stays near 100 % after the flip. Printed per route: the
+time to READY, comparisons and match rate in each phase (phase 2 from counter deltas), the verdict, and
+the paths that differed or were learned as noise.
+
+`make rehearsal` (a few minutes, loopback only, bounded). `--plant user.name` (the new service's test
+switch, docs/API.md) plants a difference: the affected route must come out NOT READY. `--check` exits 1
+unless every route is READY in phase 1 and matches >= 99.9 % in phase 2 (issue 9's acceptance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import svc_setup
+from bench.harness import BenchError, Fleet, free_port, log
+
+STRANGLER = Path(sys.executable).parent / "strangler"
+# (name, method, path): docs/API.md's endpoints, one route each (streams are never compared).
+ENDPOINTS = [
+    ("health", "GET", "/health"), ("health-ready", "GET", "/health/ready"),
+    ("openapi", "GET", "/openapi.json"),
+    ("register", "POST", "/api/v1/auth/register"), ("login", "POST", "/api/v1/auth/login"),
+    ("refresh", "POST", "/api/v1/auth/refresh"), ("logout", "POST", "/api/v1/auth/logout"),
+    ("me", "GET", "/api/v1/auth/me"),
+    ("users-create", "POST", "/api/v1/users"), ("users-list", "GET", "/api/v1/users"),
+    ("users-get", "GET", "/api/v1/users/{id}"), ("users-patch", "PATCH", "/api/v1/users/{id}"),
+    ("users-delete", "DELETE", "/api/v1/users/{id}"), ("users-posts", "GET", "/api/v1/users/{id}/posts"),
+    ("posts-list", "GET", "/api/v1/posts"), ("posts-create", "POST", "/api/v1/posts"),
+    ("posts-get", "GET", "/api/v1/posts/{id}"), ("posts-patch", "PATCH", "/api/v1/posts/{id}"),
+    ("posts-delete", "DELETE", "/api/v1/posts/{id}"),
+]  # fmt: skip
+
+
+def routes_yaml(ports: dict[str, int], target: str) -> str:
+    """Every endpoint its own shadowed route on ``target`` (writes shadowed only while on legacy)."""
+    writes = "true" if target == "legacy" else "false"
+    lines = ["upstreams:",
+             f'  legacy: {{url: "http://127.0.0.1:{ports["legacy"]}", timeout: 30.0, pool_size: 64}}',
+             f'  new: {{url: "http://127.0.0.1:{ports["new"]}", timeout: 30.0, pool_size: 64}}',
+             "default: legacy", "shadow: {queue: 5000, concurrency: 64}", "routes:"]  # fmt: skip
+    for name, method, path in ENDPOINTS:
+        sample = f"{{sample: 1.0, writes: {writes}}}" if method != "GET" else "{sample: 1.0}"
+        match = f'{{methods: [{method}], path: "{path}"}}'
+        lines.append(f"  - {{name: {name}, match: {match}, target: {target}, shadow: {sample}}}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class User:
+    """One simulated client: its account, tokens and posts."""
+
+    email: str
+    password: str
+    id: int = 0
+    access: str = ""
+    refresh: str = ""
+    posts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Load:
+    """What the client did: requests by outcome class."""
+
+    sent: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class Client:
+    """Many users doing what users do, through the gateway, paced to about ``rate`` requests a second."""
+
+    def __init__(self, base: str, users: int, rate: float, seed: int) -> None:
+        self.base = base
+        self.rand = random.Random(seed)
+        self.users = [User(f"reh-{seed}-{i}-{secrets.token_hex(3)}@rehearsal.example", "rehearsal-pw-123")
+                      for i in range(users)]  # fmt: skip
+        self.pause = users / rate
+        self.load = Load()
+
+    async def call(self, s: aiohttp.ClientSession, method: str, path: str, body: Any = None,
+                   user: User | None = None) -> tuple[int, Any]:  # fmt: skip
+        headers = {"Authorization": f"Bearer {user.access}"} if user is not None and user.access else {}
+        async with s.request(method, self.base + path, json=body, headers=headers) as r:
+            raw = await r.read()
+        self.load.sent += 1
+        self.load.by_status[r.status] = self.load.by_status.get(r.status, 0) + 1
+        try:
+            return r.status, json.loads(raw) if raw else None
+        except ValueError:
+            return r.status, None
+
+    async def sign_in(self, s: aiohttp.ClientSession, u: User) -> None:
+        account = {"email": u.email, "password": u.password}
+        status, body = await self.call(s, "POST", "/api/v1/auth/register", {**account, "name": "Rehearsal"})
+        if status == 201:
+            tokens = body["tokens"]
+            u.id, u.posts = body["user"]["id"], []
+            u.access, u.refresh = tokens["access_token"], tokens["refresh_token"]
+        else:
+            status, body = await self.call(s, "POST", "/api/v1/auth/login", account)
+            if status == 200:
+                u.access, u.refresh = body["access_token"], body["refresh_token"]
+
+    async def step(self, s: aiohttp.ClientSession, u: User) -> None:
+        """One operation, weighted like a read-mostly API."""
+        r = self.rand.random()
+        post = self.rand.choice(u.posts) if u.posts else None
+        other = self.rand.choice(self.users)
+        if r < 0.14:
+            await self.call(s, "GET", f"/api/v1/posts?limit={self.rand.choice((5, 10, 20))}")
+        elif r < 0.26:
+            await self.call(s, "GET", f"/api/v1/users/{other.id or 1}")
+        elif r < 0.36:
+            await self.call(s, "GET", f"/api/v1/users/{other.id or 1}/posts?limit=5")
+        elif r < 0.46 and other.posts:
+            await self.call(s, "GET", f"/api/v1/posts/{self.rand.choice(other.posts)}")
+        elif r < 0.52:
+            await self.call(s, "GET", "/api/v1/auth/me", user=u)
+        elif r < 0.56:
+            await self.call(s, "GET", "/api/v1/users?limit=10")
+        elif r < 0.66:
+            status, body = await self.call(s, "POST", "/api/v1/posts", {"title": "t", "body": "b" * 40}, u)
+            if status == 201:
+                u.posts.append(body["id"])
+        elif r < 0.72 and post is not None:
+            await self.call(s, "PATCH", f"/api/v1/posts/{post}", {"title": f"t{self.rand.randint(0, 9)}"}, u)
+        elif r < 0.76 and post is not None:
+            if (await self.call(s, "DELETE", f"/api/v1/posts/{post}", user=u))[0] == 204:
+                u.posts.remove(post)
+        elif r < 0.80:
+            await self.call(s, "PATCH", f"/api/v1/users/{u.id}", {"name": f"N{self.rand.randint(0, 99)}"}, u)
+        elif r < 0.86:
+            status, body = await self.call(s, "POST", "/api/v1/auth/refresh", {"refresh_token": u.refresh})
+            if status == 200:
+                u.access, u.refresh = body["access_token"], body["refresh_token"]
+        elif r < 0.90:
+            await self.call(s, "POST", "/api/v1/auth/logout", user=u)
+            await self.sign_in(s, u)
+        elif r < 0.92:
+            if (await self.call(s, "DELETE", f"/api/v1/users/{u.id}", user=u))[0] == 204:
+                await self.sign_in(s, u)
+        elif r < 0.95:
+            await self.call(s, "POST", "/api/v1/users",
+                            {"email": f"x{secrets.token_hex(5)}@rehearsal.example", "password": "pw-1234567",
+                             "name": "Other"})  # fmt: skip
+        elif r < 0.97:
+            await self.call(s, "POST", "/api/v1/auth/login", {"email": u.email, "password": "wrong password"})
+        else:
+            await self.call(s, "GET", self.rand.choice(("/health", "/health/ready", "/openapi.json")))
+
+    async def run(self, seconds: float) -> None:
+        """Every user in its own loop until ``seconds`` have passed (load pacing, not waiting for events)."""
+        end = time.monotonic() + seconds
+        conn = aiohttp.TCPConnector(limit=len(self.users))
+        async with aiohttp.ClientSession(connector=conn) as s:
+            async def one(u: User) -> None:
+                if not u.access:
+                    await self.sign_in(s, u)
+                while time.monotonic() < end:
+                    await self.step(s, u)
+                    await asyncio.sleep(self.rand.uniform(0.5, 1.5) * self.pause)
+
+            await asyncio.gather(*(one(u) for u in self.users))
+
+
+def report(admin: str) -> dict[str, dict[str, Any]]:
+    """The gateway's report, by route name."""
+    with urllib.request.urlopen(f"http://{admin}/report.json", timeout=10) as r:
+        return {route["name"]: route for route in json.loads(r.read())["routes"]}
+
+
+async def phase(client: Client, admin: str, seconds: float, ready_at: dict[str, float], t0: float) -> None:
+    """Run the load while polling the report every few seconds for the first time each route is READY."""
+    load = asyncio.ensure_future(client.run(seconds))
+    while not load.done():
+        await asyncio.wait([load], timeout=3)
+        for name, r in (await asyncio.to_thread(report, admin)).items():
+            if r["verdict"] == "READY":
+                ready_at.setdefault(name, time.monotonic() - t0)
+    await load
+
+
+def rates(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[int, float | None]:
+    """Comparisons and match rate between two reports of one route (``before`` None: since the start)."""
+    compared = after["compared"] - (before["compared"] if before else 0)
+    differed = after["differed"] - (before["differed"] if before else 0)
+    return compared, (None if compared <= 0 else 1 - differed / compared)
+
+
+def table(first: dict[str, Any], last: dict[str, Any], ready_at: dict[str, float]) -> list[str]:
+    """The rehearsal's table, one row per route."""
+    out = [f"{'route':<14}{'READY after':>12}{'compared':>10}{'match':>9}{'verdict (1)':>18}"
+           f"{'compared 2':>12}{'match 2':>9}  differing / noise paths"]  # fmt: skip
+    for name, _, _ in ENDPOINTS:
+        a, b = first.get(name), last.get(name)
+        if a is None or b is None:
+            out.append(f"{name:<14} no data")
+            continue
+        c1, m1 = rates(None, a)
+        c2, m2 = rates(a, b)
+        when = f"{ready_at[name]:.0f} s" if name in ready_at else "never"
+        paths = ", ".join(p for p, _ in a["paths"][:3]) or "-"
+        noise = ", ".join(p for p, _ in a["noise_paths"][:3]) or "-"
+        fmt = lambda m: "-" if m is None else f"{m:.1%}"  # noqa: E731
+        out.append(f"{name:<14}{when:>12}{c1:>10}{fmt(m1):>9}{a['verdict']:>18}{c2:>12}{fmt(m2):>9}"
+                   f"  {paths} / {noise}")  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=90, help="seconds of load per phase (default 90)")
+    p.add_argument("--users", type=int, default=40, help="simulated users (default 40)")
+    p.add_argument("--rate", type=float, default=230, help="requests per second, about (default 230)")
+    p.add_argument("--plant", default="", help="SERVICES_TEST_DIFF of the new service (a planted difference)")
+    p.add_argument("--check", action="store_true", help="exit 1 unless the verdicts are what they should be")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="strangler-rehearsal-") as tmp, contextlib.ExitStack() as stack:
+        admin_url, redis_url = stack.enter_context(svc_setup.servers(Path(tmp)))
+        world = stack.enter_context(svc_setup.scratch_world(admin_url, redis_url, users=50, posts=200))
+        fleet = Fleet(Path(tmp))
+        stack.callback(fleet.close)  # first out: the processes stop before their database is dropped
+        secret = secrets.token_urlsafe(32)
+        extra = {"DRY_RUN_SECRET": secret, "LOG_LEVEL": "error"}
+        if args.plant:
+            extra["SERVICES_TEST_DIFF"] = args.plant
+        services = svc_setup.start_services(fleet, world, extra)
+        ports = {name: port for name, (port, _) in services.items()}
+        routes = Path(tmp) / "routes.yaml"
+        routes.write_text(routes_yaml(ports, "legacy"))
+        listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": world.database_url,
+               "STRANGLER_DRY_RUN_SECRET": secret, "STRANGLER_SHADOW_PREFIX": world.redis_prefix + "shadow:"}
+        fleet.start("gateway", [str(STRANGLER), "proxy", "--routes", str(routes), "--listen", listen,
+                                "--admin", admin, "--no-access-log", "--reload-interval", "0.5"],
+                    env=env, port=int(listen.rsplit(":", 1)[1]), timeout=60)  # fmt: skip
+        log(f"phase 1: every route on legacy, {args.seconds:g} s at ~{args.rate:g} req/s, {args.users} users")
+        client = Client(f"http://{listen}", args.users, args.rate, seed=1)
+        ready_at: dict[str, float] = {}
+        t0 = time.monotonic()
+        asyncio.run(phase(client, admin, args.seconds, ready_at, t0))
+        time.sleep(2)  # let the last shadow jobs and counter flushes land (a report, not a test)
+        first = report(admin)
+        log("phase 2: every route flipped to new")
+        routes.write_text(routes_yaml(ports, "new"))
+        deadline = time.monotonic() + 30
+        while json.loads(urllib.request.urlopen(f"http://{admin}/routes", timeout=5).read()).get(
+                "routes", [{}])[0].get("target") != "new":  # fmt: skip
+            if time.monotonic() > deadline:
+                raise BenchError("the gateway did not reload the flipped routes within 30 s")
+            time.sleep(0.2)
+        asyncio.run(phase(client, admin, args.seconds, {}, t0))
+        time.sleep(2)
+        last = report(admin)
+        for line in table(first, last, ready_at):
+            print(line)
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(client.load.by_status.items()))
+        print(f"client: {client.load.sent} requests ({statuses})")
+        if not args.check:
+            return 0
+        bad = [n for n, _, _ in ENDPOINTS if first.get(n, {}).get("verdict") != "READY"]
+        low = [n for n, _, _ in ENDPOINTS if (m := rates(first.get(n), last.get(n, {"compared": 0,
+               "differed": 0}))[1]) is not None and m < 0.999]  # fmt: skip
+        if bad or low:
+            print(f"FAIL: not READY in phase 1: {bad}; below 99.9 % after the flip: {low}")
+            return 1
+        print("PASS")
+        return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
