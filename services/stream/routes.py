@@ -1,9 +1,11 @@
 """The post event stream (server-sent events), the WebSocket, and their gauges (docs/API.md, Events).
 
 Both push the events of :mod:`services.stream.hub`. A client that stops reading is dropped after
-``WS_SEND_TIMEOUT_S`` (a write that cannot complete) or when its queue overflows; a WebSocket that
-answers no ping within half the ``WS_PING_S`` interval is dropped as dead; an event stream whose client
-went away is found by the next heartbeat write. Every drop ends the handler, which unsubscribes.
+``WS_SEND_TIMEOUT_S`` (a write that cannot complete) or when its queue overflows; a WebSocket is pinged
+every ``WS_PING_S`` seconds on a fixed schedule (as the legacy app's ``ws`` heartbeat: aiohttp's own
+heartbeat counts from the last pong, so under load its pings drift late) and dropped as dead when a ping
+finds the previous one unanswered; an event stream whose client went away is found by the next heartbeat
+write. Every drop ends the handler, which unsubscribes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from services import errors
 from services.context import Ctx, json_response
@@ -110,30 +112,60 @@ async def _pump(ws: web.WebSocketResponse, request: web.Request, hub: Hub, queue
     await ws.close(code=1001, message=b"going away")
 
 
+class _Pinged:
+    """Whether the socket's last ping is still waiting for its pong."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting = False
+
+
+async def _ping(
+    ws: web.WebSocketResponse, request: web.Request, hub: Hub, every_s: int, pinged: _Pinged
+) -> None:
+    loop = asyncio.get_running_loop()
+    ping_at = loop.time() + every_s
+    while not ws.closed:
+        await asyncio.sleep(max(0.0, ping_at - loop.time()))
+        if pinged.waiting:  # the previous ping was never answered: a dead peer
+            hub.gauges.dead_dropped += 1
+            _abort(request)
+            return
+        pinged.waiting = True
+        with contextlib.suppress(ConnectionError):
+            await ws.ping()
+        ping_at = max(ping_at + every_s, loop.time())  # a fixed schedule; never a burst after a stall
+
+
 async def socket(ctx: Ctx) -> web.StreamResponse:
     """GET /api/v1/ws: authenticated like the rest of the API (401 before the upgrade), then events."""
     await ctx.principal()
     request, hub, settings = ctx.request, ctx.request.app[HUB], ctx.settings
-    ws = web.WebSocketResponse(heartbeat=settings.ws_ping_s, max_msg_size=4096, timeout=2.0)
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=4096, timeout=2.0)
     if not ws.can_prepare(request).ok:
         raise errors.UpgradeRequired()
     ws.headers["X-Request-Id"] = REQUEST_ID.get() or ""
     await ws.prepare(request)
     sub = hub.subscribe()
     hub.gauges.ws_open += 1
-    pumping = _pump(ws, request, hub, sub.queue, settings.ws_send_timeout_s)
-    pump = asyncio.get_running_loop().create_task(pumping)
+    loop = asyncio.get_running_loop()
+    pump = loop.create_task(_pump(ws, request, hub, sub.queue, settings.ws_send_timeout_s))
+    pinged = _Pinged()
+    pinger = loop.create_task(_ping(ws, request, hub, settings.ws_ping_s, pinged))
     try:
-        async for _ in ws:
-            pass  # clients have nothing to say; pings, pongs and close frames are handled by aiohttp
+        async for msg in ws:  # clients have nothing to say but pings and pongs
+            if msg.type == WSMsgType.PONG:
+                pinged.waiting = False
+            elif msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await pump
+        for task in (pump, pinger):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
         hub.unsubscribe(sub)
         hub.gauges.ws_open -= 1
-        if isinstance(ws.exception(), TimeoutError):  # no pong in time: a dead peer
-            hub.gauges.dead_dropped += 1
         if sub.overflowed:
             hub.gauges.slow_dropped += 1
     return ws
