@@ -97,6 +97,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
                 # Our own callback failed: a gateway bug, not the client's fault.
                 log.error("request handling failed", exc_info=e.__context__)
                 refusal = Refusal(500, "the gateway failed to handle this request; see its log")
+            if refusal is None and "HTTP version" in str(e):  # llhttp: "Invalid HTTP version" (1.2, 3.0...)
+                refusal = Refusal(505, "this HTTP version is not supported: send HTTP/1.1 or HTTP/1.0")
             self._refuse(refusal or Refusal(400, f"malformed request: {e}"))
             return
         if self.state == HEAD:
@@ -201,7 +203,10 @@ class ClientProtocol(Responder, asyncio.Protocol):
         # get_http_version() formats a string on every call).
         prep = self.fwd.request_plain(self.headers, self.peer) if rq.keep_alive else None
         if prep is None:
-            rq.http11 = self.parser.get_http_version() == "1.1"
+            version = self.parser.get_http_version()
+            if version != "1.1" and version != "1.0":  # llhttp parses 0.9 and 2.0 heads as 1.x-shaped
+                raise Refusal(505, f"HTTP/{version} is not supported: send HTTP/1.1 or HTTP/1.0")
+            rq.http11 = version == "1.1"
             try:
                 prep = self.fwd.request(self.headers, self.peer, rq.http11)
             except FramingError as e:

@@ -266,12 +266,12 @@ class Responder:
         keep = rq.keep_alive and rq.body_done and rq.error is None and not self.server.draining
         rq.keep_alive = keep
         rq.status = status
+        data = error_response(
+            status, message, rq.request_id, request_id_header=self.fwd.request_id_name, close=not keep
+        )
+        rq.bytes_out = len(data) - data.index(b"\r\n\r\n") - 4  # the body, as for upstream responses
         if self.state != CLOSED and self.transport is not None:
-            self.transport.write(
-                error_response(
-                    status, message, rq.request_id, request_id_header=self.fwd.request_id_name, close=not keep
-                )
-            )
+            self.transport.write(data)
         rq.resp_done = True
         self._finish(rq, status)
         self._next(rq)
@@ -342,8 +342,18 @@ class Responder:
                 try:  # shadowing's failure must not reach the data path
                     shadow.submit(
                         Exchange(  # positional: a keyword call costs more, on every shadowed request
-                            route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
-                            status, tee.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
+                            route,
+                            rq.method_str,
+                            rq.path,
+                            rq.query,
+                            rq.header_lines,
+                            req_body,
+                            pool.name,
+                            status,
+                            tee.resp_headers,
+                            resp_body,
+                            seconds,
+                            rq.request_id.decode("ascii"),
                         )
                     )
                 except Exception:
