@@ -78,12 +78,15 @@ class Responder:
     async def _connect(self, rq: Request) -> None:
         pool = rq.pool
         assert pool is not None
+        counters = self.gateway.counters
         try:
             conn = await pool.connect(pool.total_timeout)
         except UpstreamError as e:
+            counters.upstream_failed(pool.name, e.kind, True)
             if self.cur is rq and self.state != CLOSED:
                 self._respond_error(rq, e.status, e.message)
             return
+        counters.upstream_connected(pool.name)
         if self.state == CLOSED or self.cur is not rq:
             pool._release(conn)
             return
@@ -218,6 +221,8 @@ class Responder:
             rq.retried = True
             self.server.spawn(self._connect(rq))
             return
+        if rq.pool is not None:
+            self.gateway.counters.upstream_failed(rq.pool.name, exc.kind, False)
         self.out.clear()
         self.out_size = 0
         if rq.resp_started:
