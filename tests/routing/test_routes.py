@@ -837,7 +837,8 @@ def test_route_limits_max_body() -> None:
 )
 def test_route_limits_errors(limits: str, key: str, fragment: str) -> None:
     """A bad limits value is a load error with the file's line and the exact key."""
-    errors = errors_of(UPSTREAMS + f"routes:\n  - {{name: a, match: {{path: /a}}, target: new, limits: {limits}}}\n")
+    route = f"  - {{name: a, match: {{path: /a}}, target: new, limits: {limits}}}\n"
+    errors = errors_of(UPSTREAMS + "routes:\n" + route)
     assert [(line, k) for line, k, _ in errors] == [(5, key)]
     assert fragment in errors[0][2]
 

@@ -67,12 +67,8 @@ async def test_websocket_refused_upgrade_is_plain_response(gw: RunningGateway) -
     response = await client.request(
         "GET",
         "/not-a-socket",
-        {
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            "Sec-WebSocket-Version": "13",
-        },
+        {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+         "Sec-WebSocket-Version": "13"},
     )
     assert response.status == 200
     echoed = response.json()
