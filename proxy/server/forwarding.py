@@ -7,8 +7,10 @@ server, so a client can never smuggle a body past the gateway by naming them in 
 
 from __future__ import annotations
 
+import binascii
 import os
 import re
+import struct
 
 from proxy.http1.headers import Headers
 from proxy.server.config import GatewaySettings
@@ -61,19 +63,24 @@ def valid_request_id(value: bytes) -> bool:
 
 
 # Request ids are random version-4 UUIDs in their dashed form, the form the services make: a client
-# cannot tell the gateway from the id, nor predict the next one. One os.urandom call fills a batch of ids
-# (a syscall per id cost ~1 us); the batch is dropped in a forked child so no two workers share ids.
+# cannot tell the gateway from the id, nor predict the next one. They are made in batches, each with a
+# few C calls (one os.urandom, one big-int mask setting every id's version and variant bits, one hexlify,
+# one struct unpack into the 8-4-4-4-12 groups, one join, one unpack into ids): ~0.25 us an id, where
+# os.urandom(16) and formatting per id cost ~1 us. A forked child drops its inherited batch.
 _ID_BATCH = 64
-_ID_MASK = ~((0xF << 76) | (0x3 << 62))  # clear the version nibble and the variant bits
-_ID_BITS = (0x4 << 76) | (0x2 << 62)  # version 4, variant 10 (RFC 9562)
+_ID_MASK = _ID_BITS = 0
+for _ in range(_ID_BATCH):
+    _ID_MASK = _ID_MASK << 128 | (((1 << 128) - 1) & ~(0xF << 76 | 0x3 << 62))  # version, variant cleared
+    _ID_BITS = _ID_BITS << 128 | (0x4 << 76 | 0x2 << 62)  # version 4, variant 10 (RFC 9562)
+_ID_GROUPS = struct.Struct("8s4s4s4s12s" * _ID_BATCH).unpack
+_ID_SPLIT = struct.Struct("36sx" * _ID_BATCH).unpack
 _ids: list[bytes] = []
 
 
 def _refill_ids() -> None:
-    raw = os.urandom(16 * _ID_BATCH)
-    for i in range(0, 16 * _ID_BATCH, 16):
-        r = b"%032x" % (int.from_bytes(raw[i : i + 16]) & _ID_MASK | _ID_BITS)
-        _ids.append(b"-".join((r[:8], r[8:12], r[12:16], r[16:20], r[20:])))
+    random_bits = int.from_bytes(os.urandom(16 * _ID_BATCH)) & _ID_MASK | _ID_BITS
+    dashed = b"-".join(_ID_GROUPS(binascii.hexlify(random_bits.to_bytes(16 * _ID_BATCH))))
+    _ids.extend(_ID_SPLIT(dashed + b"-"))
 
 
 os.register_at_fork(after_in_child=_ids.clear)
