@@ -4,6 +4,7 @@ number of connections. Timeouts are decided by the listener's sweep on an inject
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import cast
 
 import pytest
@@ -165,3 +166,46 @@ async def test_max_connections_refused_with_503(make_gateway: GatewayFactory, ec
     assert (await fourth.request("GET", "/y")).status == 200
     for client in (second, third, fourth):
         client.close()
+
+
+async def test_chunked_over_limit_after_response_started_is_cut(
+    make_gateway: GatewayFactory, echo: EchoUpstream
+) -> None:
+    """Past the limit once the upstream has started answering (it echoes as it reads): the client
+    connection is cut, so a truncated response can never look complete."""
+    handle = await make_gateway(routes_yaml(echo.port, echo.port), GatewaySettings(max_body_bytes=1000))
+    client = await RawClient.open(handle.port)
+    await client.send(b"POST /mirror HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await client.send(b"258\r\n" + b"a" * 600 + b"\r\n")
+    head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 4.0)
+    assert head.startswith(b"HTTP/1.1 200")
+    await client.send(b"258\r\n" + b"b" * 600 + b"\r\n")
+    rest = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(client.reader.read(65536), 4.0):
+            rest += chunk
+    assert b"0\r\n\r\n" not in rest and b"b" * 600 not in rest  # cut: no final chunk
+    await eventually(lambda: handle.server.connections == set(), what="the client connection gone")
+    client.close()
+
+
+async def test_body_timeout_after_response_started_is_cut(
+    make_gateway: GatewayFactory, echo: EchoUpstream
+) -> None:
+    """A body too slow once the response has started cannot get a 408: the connection is cut."""
+    clock = FakeClock()
+    settings = GatewaySettings(body_timeout=5.0)
+    handle = await make_gateway(routes_yaml(echo.port, echo.port), settings, clock=clock)
+    client = await RawClient.open(handle.port)
+    await client.send(b"POST /mirror HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n")
+    head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 4.0)
+    assert head.startswith(b"HTTP/1.1 200")
+    clock.now += 6.0
+    handle.server.sweep()
+    rest = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(client.reader.read(65536), 4.0):
+            rest += chunk
+    assert b"408" not in rest and b"0\r\n\r\n" not in rest
+    await eventually(lambda: handle.server.connections == set(), what="the client connection gone")
+    client.close()
