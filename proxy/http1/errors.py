@@ -8,6 +8,7 @@ an operator can find the matching access-log line:
 from __future__ import annotations
 
 import json
+from email.utils import formatdate
 from typing import Literal
 
 __all__ = ["ERROR_CODES", "ProtocolError", "UpstreamError", "UpstreamErrorKind", "error_response"]
@@ -19,12 +20,14 @@ ERROR_CODES: dict[int, tuple[bytes, str]] = {
     400: (b"Bad Request", "bad_request"),
     405: (b"Method Not Allowed", "method_not_allowed"),
     408: (b"Request Timeout", "request_timeout"),
+    413: (b"Content Too Large", "body_too_large"),
     414: (b"URI Too Long", "uri_too_long"),
     431: (b"Request Header Fields Too Large", "header_too_large"),
     500: (b"Internal Server Error", "internal_error"),
     502: (b"Bad Gateway", "bad_gateway"),
     503: (b"Service Unavailable", "unavailable"),
     504: (b"Gateway Timeout", "gateway_timeout"),
+    505: (b"HTTP Version Not Supported", "http_version_not_supported"),
     508: (b"Loop Detected", "loop_detected"),
 }
 
@@ -64,12 +67,17 @@ def error_response(
         {"error": {"code": code, "message": message, "request_id": request_id.decode("ascii")}},
         separators=(",", ":"),
     ).encode()
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s: %s\r\n" % (
-        status,
-        reason,
-        len(body),
-        request_id_header,
-        request_id,
+    # Date (RFC 9110 6.6.1): an origin with a clock must send it; errors are rare, so no caching.
+    head = (
+        b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s: %s\r\n"
+        % (
+            status,
+            reason,
+            formatdate(usegmt=True).encode("ascii"),
+            len(body),
+            request_id_header,
+            request_id,
+        )
     )
     if close:
         head += b"Connection: close\r\n"

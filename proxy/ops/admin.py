@@ -20,6 +20,7 @@ from proxy.ops.admin_auth import token_middleware
 from proxy.ops.metrics import render
 from proxy.report import html as report_html
 from proxy.routing.table import Route, RouteTable, UpstreamSpec
+from proxy.server.counters import DataPathCounters
 
 Extension = Callable[[web.Application, "AdminState"], None]
 
@@ -48,6 +49,8 @@ class AdminState:
     started_at: float = field(default_factory=time.time)
     # Bearer token required by every page but /healthz and /readyz ("" = none; see admin_auth.py).
     token: str = field(default="", repr=False)
+    # The data path's own view of the upstreams (errors answered, last connect outcome), when known.
+    data_path: Callable[[], DataPathCounters] | None = None
 
 
 STATE = web.AppKey("strangler_admin_state", AdminState)
@@ -72,6 +75,16 @@ async def _check_upstream(spec: UpstreamSpec, limit: float) -> dict[str, Any]:
     return out
 
 
+def _data_path_view(seen: DataPathCounters, name: str) -> dict[str, Any]:
+    """What the data path saw of upstream ``name``: its latest connect and the errors it answered."""
+    state = seen.upstream_up.get(name)
+    return {
+        "last_connect": None if state is None else ("ok" if state[0] else "failed"),
+        "since": None if state is None else state[1],
+        "errors": {kind: n for (up, kind), n in sorted(seen.upstream_errors.items()) if up == name},
+    }
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 while the process is alive and its event loop answers."""
     state = request.app[STATE]
@@ -79,7 +92,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 only when not draining and every upstream of the live table answers; JSON lists each one."""
+    """200 only when not draining and every upstream of the live table answers; JSON lists each one.
+
+    ``upstreams`` names each upstream ``ok`` or ``failing`` (a TCP connect now); ``checks`` adds, per
+    upstream, what the data path saw (``gateway``: its latest connect, ``ok`` or ``failed``, since when,
+    and the errors it answered by kind).
+    """
     state = request.app[STATE]
     table = state.table
     names = sorted(table.upstreams)
@@ -87,6 +105,11 @@ async def readyz(request: web.Request) -> web.Response:
         *(_check_upstream(table.upstreams[name], state.health_timeout) for name in names)
     )
     upstreams = dict(zip(names, results, strict=True))
+    if state.data_path is not None:
+        # Reading workers' snapshot files is file I/O: keep it off the event loop.
+        seen = await asyncio.get_running_loop().run_in_executor(None, state.data_path)
+        for name, result in upstreams.items():
+            result["gateway"] = _data_path_view(seen, name)
     ready = not state.draining and state.workers_alive > 0 and all(r["ok"] for r in results)
     body = {
         "status": "ready" if ready else "not_ready",

@@ -46,7 +46,7 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
     stopper = Stopper(asyncio.Event())
     stats = RequestStats()
     state = AdminState(table, settings.routes, local_registry(stats), settings.health_timeout,
-                       token=settings.admin_token)
+                       token=settings.admin_token, data_path=lambda: stats.data_path)
     async with open_shadow(table) as shadow:
         gateway = build_gateway(settings, table, stats, shadow)
         reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest, values
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
+
+from proxy.server.counters import DataPathCounters
 
 BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -47,7 +49,7 @@ Counts = dict[tuple[str, str, int], int]
 class RequestStats:
     """The request observer: counts by (route, target, status), latency buckets by (route, target)."""
 
-    __slots__ = ("_bounds", "cells", "counts", "ident")
+    __slots__ = ("_bounds", "cells", "counts", "data_path", "ident")
 
     def __init__(self) -> None:
         self._bounds = BUCKETS
@@ -56,6 +58,8 @@ class RequestStats:
         self.ident = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.counts: Counts = {}
         self.cells: Cells = {}
+        # Refused connections and upstream errors: the data path updates them (Gateway(counters=...)).
+        self.data_path = DataPathCounters()
 
     def observe(self, route: str, target: str, status: int, seconds: float) -> None:
         """Record one finished request (the data path calls this once per request)."""
@@ -79,6 +83,7 @@ class RequestStats:
         return {
             "counts": [[r, t, s, n] for (r, t, s), n in self.counts.items()],
             "cells": [[r, t, list(cell)] for (r, t), cell in self.cells.items()],
+            "data_path": self.data_path.snapshot(),
         }
 
     def write_snapshot(self, directory: Path) -> None:
@@ -101,6 +106,15 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> tuple[Counts, Cells]
             have = cells.get((r, t))
             cells[(r, t)] = list(cell) if have is None else [a + b for a, b in zip(have, cell, strict=True)]
     return counts, cells
+
+
+def merge_data_path(snapshots: Iterable[dict[str, Any]]) -> DataPathCounters:
+    """Sum the data-path counters of several processes (the latest up/down state per upstream wins)."""
+    total = DataPathCounters()
+    for snap in snapshots:
+        if "data_path" in snap:
+            total.merge(snap["data_path"])
+    return total
 
 
 def read_snapshots(directory: Path) -> list[dict[str, Any]]:
@@ -146,6 +160,39 @@ class RequestCollector(Collector):
         yield duration
 
 
+class DataPathCollector(Collector):
+    """Expose `DataPathCounters` from ``source()``: refused connections, upstream errors and up/down."""
+
+    def __init__(self, source: Callable[[], DataPathCounters]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the refused-connection and upstream-error counters and the upstream-up gauge."""
+        counters = self._source()
+        refused = CounterMetricFamily(
+            "strangler_connections_refused",
+            "Client connections refused (503) because --max-connections were open.",
+        )
+        refused.add_metric([], counters.refused_connections)
+        yield refused
+        errors = CounterMetricFamily(
+            "strangler_upstream_errors",
+            "Errors the gateway answered itself (502/504) by upstream and kind (connect, timeout, protocol).",
+            labels=["upstream", "kind"],
+        )
+        for (upstream, kind), n in sorted(counters.upstream_errors.items()):
+            errors.add_metric([upstream, kind], n)
+        yield errors
+        up = GaugeMetricFamily(
+            "strangler_upstream_up",
+            "1 if the data path's latest connect to the upstream succeeded, 0 if it failed.",
+            labels=["upstream"],
+        )
+        for upstream, (is_up, _since) in sorted(counters.upstream_up.items()):
+            up.add_metric([upstream], 1.0 if is_up else 0.0)
+        yield up
+
+
 class _Chain(Collector):
     """Yield every metric of another registry (so one scrape can add collectors without re-registering)."""
 
@@ -178,6 +225,7 @@ def local_registry(stats: RequestStats) -> CollectorRegistry:
         return dict(stats.counts), {k: list(v) for k, v in dict(stats.cells).items()}
 
     registry.register(RequestCollector(source))
+    registry.register(DataPathCollector(lambda: stats.data_path))
     registry.register(_Chain(REGISTRY))
     return registry
 
@@ -186,6 +234,7 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
     """The parent's scrape registry: every worker's snapshots plus prometheus multiprocess files."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RequestCollector(lambda: merge_snapshots(read_snapshots(directory))))
+    registry.register(DataPathCollector(lambda: merge_data_path(read_snapshots(directory))))
     MultiProcessCollector(registry, path=str(directory / "prom"))  # type: ignore[no-untyped-call]  # untyped
     return registry
 

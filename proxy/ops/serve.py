@@ -89,8 +89,16 @@ def build_gateway(settings: Settings, table: RouteTable, stats: RequestStats,
     access_log = AccessLog(sys.stderr.fileno()) if settings.access_log else None
     return Gateway(
         table,
-        GatewaySettings(trusted_hops=settings.trusted_hops),
+        GatewaySettings(
+            trusted_hops=settings.trusted_hops,
+            client_idle_timeout=settings.idle_timeout,
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            max_body_bytes=settings.max_body,
+            max_connections=settings.max_connections,
+        ),
         observer=stats,
+        counters=stats.data_path,
         shadow=shadow,
         access_log=access_log,
     )

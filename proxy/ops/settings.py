@@ -55,6 +55,12 @@ class Settings:
     reload_interval: float = 1.0
     health_timeout: float = 1.0
     admin_public: bool = False
+    # Data-path limits (see proxy.server.config.GatewaySettings; 0 means no limit).
+    idle_timeout: float = 75.0
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0
+    max_body: int = 64 * 1024 * 1024
+    max_connections: int = 10000
     # The admin bearer token (env STRANGLER_ADMIN_TOKEN or --admin-token-file); never in argv or logs.
     admin_token: str = field(default="", repr=False)
 
@@ -114,6 +120,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _byte_size(text: str) -> int:
+    """Bytes: an integer, optionally with k, m or g (binary: 1k = 1024), e.g. 65536, 64m."""
+    raw = text.strip().lower().removesuffix("b").removesuffix("i")
+    number, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in "kmg" else (raw, "")
+    if not number.isdigit():
+        raise ValueError("expected a number of bytes, optionally with k, m or g (e.g. 65536, 64m)")
+    return int(number) * _SIZE_UNITS[unit]
+
+
 def _log_level(text: str) -> str:
     lowered = text.strip().lower()
     if lowered not in LOG_LEVELS:
@@ -134,6 +152,11 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "reload_interval": ("--reload-interval", _positive_float),
     "health_timeout": ("--health-timeout", _positive_float),
     "admin_public": ("--admin-public", _bool),
+    "idle_timeout": ("--idle-timeout", _positive_float),
+    "header_timeout": ("--header-timeout", _positive_float),
+    "body_timeout": ("--body-timeout", _positive_float),
+    "max_body": ("--max-body", _byte_size),
+    "max_connections": ("--max-connections", _non_negative_int),
 }
 
 
@@ -152,6 +175,13 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
         "reload_interval": "seconds between checks of the routes file for changes",
         "health_timeout": "seconds each upstream gets to answer a readiness check",
         "admin_public": "allow a non-loopback admin address without a token (on/off)",
+        "idle_timeout": "seconds a client connection may stay idle between requests",
+        "header_timeout": "seconds a client may take to send a request head (then 408)",
+        "body_timeout": "seconds from a request head's start to its body's end (then 408)",
+        "max_body": "largest request body forwarded, bytes or 10k/64m/1g (0: no limit; routes.yaml "
+        "limits.max_body overrides it per route); larger is answered 413",
+        "max_connections": "client connections open at once per process (0: no limit); "
+        "one more is answered 503",
     }
     for name, (flag, _) in _FIELDS.items():
         env = "STRANGLER_" + name.upper()

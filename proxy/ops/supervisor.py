@@ -30,7 +30,13 @@ from aiohttp import web
 
 from proxy.ops.admin import AdminState, create_admin_app
 from proxy.ops.logs import event, setup_logging
-from proxy.ops.metrics import RequestStats, enable_multiprocess, multiprocess_registry
+from proxy.ops.metrics import (
+    RequestStats,
+    enable_multiprocess,
+    merge_data_path,
+    multiprocess_registry,
+    read_snapshots,
+)
 from proxy.ops.reload import log_routes_errors
 from proxy.ops.serve import (
     Stopper,
@@ -185,7 +191,8 @@ async def supervise(settings: Settings, table: RouteTable, raw: bytes, listen: s
         enable_multiprocess(directory)
         _write_snapshot(directory, raw)
         state = AdminState(table, settings.routes, multiprocess_registry(directory), settings.health_timeout,
-                           token=settings.admin_token)
+                           token=settings.admin_token,
+                           data_path=lambda: merge_data_path(read_snapshots(directory)))
         state.workers = settings.workers
         state.workers_alive = 0  # counted as each worker reports ready
         workers = Workers(settings, listen, directory, state)

@@ -111,6 +111,9 @@ class Route:
     shadow: ShadowSpec | None
     compare: CompareRules
     line: int
+    # ``limits.max_body``: the largest request body forwarded on this route, bytes (0: no limit); None:
+    # the gateway's --max-body applies.
+    max_body: int | None = None
 
 
 @dataclass(frozen=True)

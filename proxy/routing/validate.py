@@ -40,7 +40,9 @@ _SHADOW = {
     "min_compared": False,
     "match_threshold": False,
 }
-_ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False}
+_ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False, "limits": False}
+_LIMITS = {"max_body": False}
+MAX_BODY_LIMIT = 1 << 40  # 1 TiB: above any sane request body; 0 means no limit
 _MATCH = {"methods": False, "path": True}
 _ROUTE_SHADOW = {"sample": False, "writes": False, "timeout": False}
 _COMPARE = {
@@ -221,6 +223,14 @@ def _route(doc: Document, node: yaml.Node, index: int) -> None:
     compare: CompareRules | None = CompareRules()
     if "compare" in fields.nodes:
         compare = _compare(reader, fields.nodes["compare"], fields.sub("compare"))
+    max_body = None
+    if "limits" in fields.nodes:
+        limits = reader.mapping(fields.nodes["limits"], fields.sub("limits"), _LIMITS)
+        if limits is None:
+            fields.ok = False
+        else:
+            max_body = limits.get("max_body", lambda n, k: reader.integer(n, k, 0, MAX_BODY_LIMIT), None)
+            fields.ok = fields.ok and limits.ok
     if name in doc.names:
         message = f"duplicate route name {name!r} (first on line {doc.names[name]})"
         reader.error(fields.nodes["name"], fields.sub("name"), message)
@@ -228,7 +238,8 @@ def _route(doc: Document, node: yaml.Node, index: int) -> None:
     if name:
         doc.names[name] = node.start_mark.line + 1
     if fields.ok and template is not None and compare is not None:
-        route = Route(name, methods, template.text, target, shadow, compare, node.start_mark.line + 1)
+        line = node.start_mark.line + 1
+        route = Route(name, methods, template.text, target, shadow, compare, line, max_body)
         doc.routes.append((route, template, index))
 
 

@@ -18,6 +18,7 @@ from typing import cast
 
 import httptools
 
+from proxy.http1.errors import error_response
 from proxy.server.forwarding import FramingError, new_request_id
 from proxy.server.heads import request_head
 from proxy.server.host import ConnectionHost
@@ -40,6 +41,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
         settings = host.gateway.settings
         self.max_line = settings.max_request_line  # settings are fixed for a gateway's life
         self.max_header = settings.max_header_bytes
+        self.max_body = settings.max_body_bytes
+        self.body_limit = 0  # the chunked request body being read may not pass this (0: no limit)
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: Headers = []
@@ -58,7 +61,29 @@ class ClientProtocol(Responder, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode("ascii")
-        self.server.connections.add(self)
+        server = self.server
+        limit = server.max_connections
+        if limit and len(server.connections) >= limit:
+            self._refuse_connection()
+            return
+        server.connections.add(self)
+
+    def _refuse_connection(self) -> None:
+        # Over max_connections: say so plainly and close, before reading anything from the client.
+        self.gateway.counters.refused_connections += 1
+        self.state = CLOSED
+        assert self.transport is not None
+        self.transport.write(
+            error_response(
+                503,
+                f"the gateway has reached its limit of {self.server.max_connections} open connections; "
+                "retry shortly",
+                new_request_id(),
+                request_id_header=self.fwd.request_id_name,
+                close=True,
+            )
+        )
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
@@ -97,6 +122,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
                 # Our own callback failed: a gateway bug, not the client's fault.
                 log.error("request handling failed", exc_info=e.__context__)
                 refusal = Refusal(500, "the gateway failed to handle this request; see its log")
+            if refusal is None and "HTTP version" in str(e):  # llhttp: "Invalid HTTP version" (1.2, 3.0...)
+                refusal = Refusal(505, "this HTTP version is not supported: send HTTP/1.1 or HTTP/1.0")
             self._refuse(refusal or Refusal(400, f"malformed request: {e}"))
             return
         if self.state == HEAD:
@@ -126,11 +153,21 @@ class ClientProtocol(Responder, asyncio.Protocol):
             conn.transport.resume_reading()
 
     # ---------------------------------------------------------------- the server's calls (`host.Swept`)
-    def sweep(self, idle_before: float, head_before: float) -> None:
-        """Refuse a head started before ``head_before`` (408); close if idle since before ``idle_before``."""
+    def sweep(self, idle_before: float, head_before: float, body_before: float) -> None:
+        """Refuse a head started before ``head_before`` or a body whose head started before ``body_before``
+        (408, or a cut once the response started); close if idle since before ``idle_before``."""
+        state = self.state
+        # A paused read is the upstream's slowness (backpressure), not the client's: its timeouts apply.
+        if (
+            state == BODY
+            and self.parsing is not None
+            and self.head_started < body_before
+            and not self.reading_paused
+        ):
+            self._refuse(Refusal(408, "the request body took too long to arrive"))
+            return
         if self.cur is not None:
             return
-        state = self.state
         if state == HEAD:
             if self.head_started < head_before:
                 self._refuse(Refusal(408, "the request head took too long to arrive"))
@@ -201,7 +238,10 @@ class ClientProtocol(Responder, asyncio.Protocol):
         # get_http_version() formats a string on every call).
         prep = self.fwd.request_plain(self.headers, self.peer) if rq.keep_alive else None
         if prep is None:
-            rq.http11 = self.parser.get_http_version() == "1.1"
+            version = self.parser.get_http_version()
+            if version != "1.1" and version != "1.0":  # llhttp parses 0.9 and 2.0 heads as 1.x-shaped
+                raise Refusal(505, f"HTTP/{version} is not supported: send HTTP/1.1 or HTTP/1.0")
+            rq.http11 = version == "1.1"
             try:
                 prep = self.fwd.request(self.headers, self.peer, rq.http11)
             except FramingError as e:
@@ -234,6 +274,11 @@ class ClientProtocol(Responder, asyncio.Protocol):
                     rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
             rq.chunked = chunked
             rq.body_done = not has_body
+            limit = route.max_body if route.max_body is not None else self.max_body
+            if limit:
+                if content_length is not None and content_length > limit:
+                    raise Refusal(413, _too_large(limit, route.name))
+                self.body_limit = limit if chunked else 0  # a Content-Length body cannot exceed itself
         rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket)
         if method == b"HEAD":
             rq.is_head = True
@@ -249,7 +294,10 @@ class ClientProtocol(Responder, asyncio.Protocol):
         rq = self.parsing
         if rq is None:
             return
-        rq.bytes_in += len(body)
+        size = rq.bytes_in = rq.bytes_in + len(body)
+        if self.body_limit and size > self.body_limit:
+            self.refusal = Refusal(413, _too_large(self.body_limit, rq.route.name if rq.route else ""))
+            raise self.refusal
         tee = rq.tee
         if tee is not None and tee.req is not None:
             tee.req_size += len(body)
@@ -263,6 +311,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
     def on_message_complete(self) -> None:
         rq = self.parsing
         self.parsing = None
+        self.body_limit = 0
         if self.state == BODY:
             self.state = IDLE
         if rq is None or rq.body_done:
@@ -332,3 +381,10 @@ class ClientProtocol(Responder, asyncio.Protocol):
             self._start(err)
         else:
             self.queue.append(err)
+
+
+def _too_large(limit: int, route: str) -> str:
+    return (
+        f"the request body is larger than the {limit} bytes route {route} accepts; send a smaller body "
+        "(the limit is routes.yaml limits.max_body, or the gateway's --max-body)"
+    )

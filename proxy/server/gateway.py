@@ -3,7 +3,8 @@
 The data path reads ``gateway.table`` and ``gateway.pools`` once when a request starts, so a reload
 (`set_table`) is atomic from a request's point of view: in-flight requests finish on the table and pool
 they started with. Hooks (observer, access log, shadow) are called after a response has been sent and
-their exceptions are swallowed, so they can never break a client's request. `GatewaySettings` lives in
+their exceptions are swallowed, so they can never break a client's request. ``counters``
+(`DataPathCounters`) count refused connections and upstream errors. `GatewaySettings` lives in
 the pure `proxy.server.config` and is re-exported here for the callers that build a `Gateway`.
 """
 
@@ -15,11 +16,13 @@ from typing import NamedTuple, Protocol
 
 from proxy.routing.table import Route, RouteTable
 from proxy.server.config import GatewaySettings
+from proxy.server.counters import DataPathCounters
 from proxy.server.exchange import Exchange
 from proxy.upstream.pool import UpstreamPool
 
 __all__ = [
     "AccessRecord",
+    "DataPathCounters",
     "Gateway",
     "GatewaySettings",
     "NullObserver",
@@ -86,8 +89,10 @@ class Gateway:
         observer: RequestObserver | None = None,
         shadow: ShadowSink | None = None,
         access_log: AccessLog | None = None,
+        counters: DataPathCounters | None = None,
     ) -> None:
         self.settings = settings or GatewaySettings()
+        self.counters = counters or DataPathCounters()
         self.observer: RequestObserver = observer or NullObserver()
         self.shadow = shadow
         self.access_log = access_log

@@ -21,8 +21,8 @@ __all__ = ["ConnectionHost", "Swept"]
 class Swept(Protocol):
     """A live client connection as its server sees it: swept for timeouts, drained, aborted."""
 
-    def sweep(self, idle_before: float, head_before: float) -> None:
-        """Refuse a head started before ``head_before`` (408); close if idle since before ``idle_before``."""
+    def sweep(self, idle_before: float, head_before: float, body_before: float) -> None:
+        """Refuse a head or body too slow to arrive (408); close if idle since before ``idle_before``."""
 
     def close_if_idle(self) -> None:
         """Close now if no request is in flight or being read (draining)."""
@@ -40,6 +40,7 @@ class ConnectionHost(Protocol):
     loop: asyncio.AbstractEventLoop
     clock: float  # coarse loop time, refreshed by the sweep: the connections' idle and head timestamps
     draining: bool
+    max_connections: int  # 0: no limit
     active_requests: int
     tunnels: int
     connections: set[Swept]

@@ -36,6 +36,7 @@ class GatewayServer:
         self._time = clock or self.loop.time
         self.clock = self._time()
         self.connections: set[Swept] = set()
+        self.max_connections = gateway.settings.max_connections
         self.active_requests = 0
         self.tunnels = 0  # WebSocket tunnels open: a drain waits for them too, up to its deadline
         self.draining = False
@@ -67,7 +68,8 @@ class GatewayServer:
         task.add_done_callback(self._tasks.discard)
 
     def sweep(self) -> None:
-        """Refresh the coarse clock; answer 408 to heads slower than the header timeout, close idle clients.
+        """Refresh the coarse clock; answer 408 to heads (bodies) slower than the header (body) timeout,
+        close idle clients.
 
         Runs every `SWEEP_INTERVAL` seconds; tests with an injected clock call it directly.
         """
@@ -75,8 +77,9 @@ class GatewayServer:
         settings = self.gateway.settings
         idle_before = now - settings.client_idle_timeout
         head_before = now - settings.header_timeout
+        body_before = now - settings.body_timeout
         for conn in list(self.connections):
-            conn.sweep(idle_before, head_before)
+            conn.sweep(idle_before, head_before, body_before)
 
     def _tick(self) -> None:
         self.sweep()

@@ -78,12 +78,15 @@ class Responder:
     async def _connect(self, rq: Request) -> None:
         pool = rq.pool
         assert pool is not None
+        counters = self.gateway.counters
         try:
             conn = await pool.connect(pool.total_timeout)
         except UpstreamError as e:
+            counters.upstream_failed(pool.name, e.kind, True)
             if self.cur is rq and self.state != CLOSED:
                 self._respond_error(rq, e.status, e.message)
             return
+        counters.upstream_connected(pool.name)
         if self.state == CLOSED or self.cur is not rq:
             pool._release(conn)
             return
@@ -218,6 +221,8 @@ class Responder:
             rq.retried = True
             self.server.spawn(self._connect(rq))
             return
+        if rq.pool is not None:
+            self.gateway.counters.upstream_failed(rq.pool.name, exc.kind, False)
         self.out.clear()
         self.out_size = 0
         if rq.resp_started:
@@ -266,12 +271,12 @@ class Responder:
         keep = rq.keep_alive and rq.body_done and rq.error is None and not self.server.draining
         rq.keep_alive = keep
         rq.status = status
+        data = error_response(
+            status, message, rq.request_id, request_id_header=self.fwd.request_id_name, close=not keep
+        )
+        rq.bytes_out = len(data) - data.index(b"\r\n\r\n") - 4  # the body, as for upstream responses
         if self.state != CLOSED and self.transport is not None:
-            self.transport.write(
-                error_response(
-                    status, message, rq.request_id, request_id_header=self.fwd.request_id_name, close=not keep
-                )
-            )
+            self.transport.write(data)
         rq.resp_done = True
         self._finish(rq, status)
         self._next(rq)
@@ -342,8 +347,18 @@ class Responder:
                 try:  # shadowing's failure must not reach the data path
                     shadow.submit(
                         Exchange(  # positional: a keyword call costs more, on every shadowed request
-                            route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
-                            status, tee.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
+                            route,
+                            rq.method_str,
+                            rq.path,
+                            rq.query,
+                            rq.header_lines,
+                            req_body,
+                            pool.name,
+                            status,
+                            tee.resp_headers,
+                            resp_body,
+                            seconds,
+                            rq.request_id.decode("ascii"),
                         )
                     )
                 except Exception:

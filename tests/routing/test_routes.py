@@ -807,3 +807,47 @@ def test_table_built_by_hand_or_replaced_recompiles() -> None:
     fewer = dataclasses.replace(base, routes=tuple(r for r in base.routes if r.name != "users-me"))
     assert route_of(fewer, "GET", "/api/v1/users/me") == "users-get"
     assert route_of(base, "GET", "/api/v1/users/me") == "users-me"
+
+
+# --- per-route limits -------------------------------------------------------------------------------
+
+
+def test_route_limits_max_body() -> None:
+    """limits.max_body is read per route (bytes, 0: no limit); a route without it leaves it to --max-body."""
+    t = table(
+        """\
+        - {name: a, match: {path: /a}, target: new, limits: {max_body: 1024}}
+        - {name: b, match: {path: /b}, target: new, limits: {max_body: 0}}
+        - {name: c, match: {path: /c}, target: new}
+        """
+    )
+    assert [(r.name, r.max_body) for r in t.routes] == [("a", 1024), ("b", 0), ("c", None)]
+    assert t.default.max_body is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "key", "fragment"),
+    [
+        ("{max_body: -1}", "routes[0].limits.max_body", "integer from 0"),
+        ("{max_body: 1.5}", "routes[0].limits.max_body", "integer"),
+        ("{max_body: big}", "routes[0].limits.max_body", "integer"),
+        ("{max_bdy: 10}", "routes[0].limits.max_bdy", "max_bdy"),
+        ("[1]", "routes[0].limits", "mapping"),
+    ],
+)
+def test_route_limits_errors(limits: str, key: str, fragment: str) -> None:
+    """A bad limits value is a load error with the file's line and the exact key."""
+    route = f"  - {{name: a, match: {{path: /a}}, target: new, limits: {limits}}}\n"
+    errors = errors_of(UPSTREAMS + "routes:\n" + route)
+    assert [(line, k) for line, k, _ in errors] == [(5, key)]
+    assert fragment in errors[0][2]
+
+
+def test_route_limits_in_schema() -> None:
+    """The schema accepts what the loader accepts for limits, and refuses a negative size."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    route = {"name": "a", "match": {"path": "/a"}, "target": "new", "limits": {"max_body": 10}}
+    doc = {"upstreams": {"legacy": {"url": "http://l"}, "new": {"url": "http://n"}}, "routes": [route]}
+    assert list(validator.iter_errors(doc)) == []
+    route["limits"] = {"max_body": -1}
+    assert list(validator.iter_errors(doc)) != []

@@ -47,8 +47,15 @@ def test_trusted_hops_keep_last_entries_and_append_peer() -> None:
 def test_connection_named_headers_dropped_but_framing_kept() -> None:
     """Headers named in Connection are dropped; naming Content-Length cannot remove the framing."""
     prepared = Forwarder(GatewaySettings()).request(
-        [(b"Host", b"h"), (b"Connection", b"X-A, content-length"), (b"X-A", b"1"), (b"X-B", b"2"),
-         (b"Content-Length", b"3")], b"1.2.3.4", True,
+        [
+            (b"Host", b"h"),
+            (b"Connection", b"X-A, content-length"),
+            (b"X-A", b"1"),
+            (b"X-B", b"2"),
+            (b"Content-Length", b"3"),
+        ],
+        b"1.2.3.4",
+        True,
     )
     names = [k.lower() for k, _ in prepared.pairs()]
     assert b"x-a" not in names and b"x-b" in names and b"connection" not in names
@@ -66,8 +73,15 @@ def test_via_appended_and_loop_detected() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [(b"abc-123_X.y", True), (b"a" * 128, True), (b"a" * 129, False), (b"", False), (b"a b", False),
-     (b"a\xff", False), (b"a/b", False)],
+    [
+        (b"abc-123_X.y", True),
+        (b"a" * 128, True),
+        (b"a" * 129, False),
+        (b"", False),
+        (b"a b", False),
+        (b"a\xff", False),
+        (b"a/b", False),
+    ],
 )
 def test_request_id_sanity(value: bytes, ok: bool) -> None:
     """Request ids are kept only when 1-128 characters of [A-Za-z0-9._-]."""
@@ -93,8 +107,14 @@ def test_ambiguous_framing_raises(headers: list[tuple[bytes, bytes]]) -> None:
 def test_response_headers_filtered() -> None:
     """Hop-by-hop response headers and the upstream's request id are dropped; framing is reported."""
     prepared = Forwarder(GatewaySettings()).response(
-        [(b"Connection", b"close, X-Hop"), (b"X-Hop", b"1"), (b"Transfer-Encoding", b"chunked"),
-         (b"X-Request-Id", b"up"), (b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]
+        [
+            (b"Connection", b"close, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"X-Request-Id", b"up"),
+            (b"Content-Type", b"text/plain"),
+            (b"Set-Cookie", b"a=1"),
+        ]
     )
     assert prepared.headers == [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]
     assert prepared.chunked and prepared.content_length is None
@@ -108,8 +128,8 @@ def test_settings_validated() -> None:
         GatewaySettings(via_token="a b")
 
 
-def test_new_request_ids_are_uuid4_hex() -> None:
-    """Made request ids are distinct version-4 UUIDs in 32 hex digits."""
+def test_new_request_ids_are_dashed_uuid4() -> None:
+    """Made request ids are distinct version-4 UUIDs in their dashed form (what the services make)."""
     import uuid
 
     from proxy.server.forwarding import new_request_id
@@ -118,7 +138,20 @@ def test_new_request_ids_are_uuid4_hex() -> None:
     assert len(made) == 1000
     for rid in made:
         parsed = uuid.UUID(rid.decode())
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == rid.decode()
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == rid.decode()
+
+
+def test_request_ids_are_not_sequential() -> None:
+    """Consecutive ids share no long prefix and no counter: the next one cannot be told from the last."""
+    import itertools
+
+    from proxy.server.forwarding import new_request_id
+
+    ids = [new_request_id().replace(b"-", b"") for _ in range(200)]
+    prefixes = {rid[:12] for rid in ids}
+    assert len(prefixes) == len(ids)  # 48 random bits each: a shared prefix means a counter
+    tails = [int(rid[-12:], 16) for rid in ids]
+    assert sum(1 for a, b in itertools.pairwise(tails) if abs(a - b) < 1 << 16) < 3
 
 
 def test_request_ids_differ_in_forked_workers() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
 from support.upstreams import GZIPPED, EchoUpstream, RawClient
@@ -111,8 +112,12 @@ async def test_forwarded_headers_replace_spoofed_ones(gw: RunningGateway) -> Non
     response = await client.request(
         "GET",
         "/xff",
-        {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.test",
-         "Forwarded": "for=6.6.6.6"},
+        {
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "evil.test",
+            "Forwarded": "for=6.6.6.6",
+        },
     )
     echoed = response.json()
     assert header(echoed, "X-Forwarded-For") == ["127.0.0.1"]
@@ -132,7 +137,9 @@ async def test_request_id_created_kept_or_replaced(gw: RunningGateway) -> None:
     assert header(response.json(), "X-Request-Id") == ["abc-123.X_y"]
     response = await client.request("GET", "/rid", {"X-Request-Id": "bad id!" + "x" * 200})
     made = response.header("X-Request-Id")
-    assert made is not None and len(made) == 32 and int(made, 16) >= 0
+    # a made id is a dashed UUID4, the services' own format (issue 11: the gateway must not show)
+    assert made is not None and len(made) == 36 and str(uuid.UUID(made)) == made
+    assert uuid.UUID(made).version == 4
     assert header(response.json(), "X-Request-Id") == [made]
     response = await client.request("GET", "/rid")
     assert response.header("X-Request-Id") not in (None, made)
