@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import uvloop
+from support.clock import ManualClock
 from support.waiting import eventually
 
 from proxy.http1.errors import UpstreamError
@@ -664,13 +665,13 @@ async def test_late_call_behind_head_expires_alone(make: Make) -> None:
 @both_loops
 async def test_resent_call_latency_is_its_own(make: Make) -> None:
     """A call re-sent from behind a hung head is not timed, or its latency excludes the wait behind it."""
-    upstream, pool = await make(hang_on_hang)
-    loop = asyncio.get_running_loop()
+    clock = ManualClock()  # the calls' times: the wait behind /hang is exactly what the test says
+    upstream, pool = await make(hang_on_hang, clock=clock)
     done = Done()
     hung, behind = pool.call(get("/hang"), 0.15, done), pool.call(get("/b"), 5.0, done)
     await eventually(lambda: len(upstream.requests) == 2, what="2 requests upstream", within=1)
-    await asyncio.sleep(0.2)  # real time passes behind the hung head
-    pool.sweep(loop.time())
+    clock.advance(0.2)  # time passes behind the hung head
+    pool.sweep(clock())
     await done.wait(2)
     assert failure(hung) == "timeout"
     assert answer(behind)[2] == echoed("/b")
@@ -681,15 +682,17 @@ async def test_resent_call_latency_is_its_own(make: Make) -> None:
 @both_loops
 async def test_waiting_call_latency_is_its_own(make: Make) -> None:
     """A call that waited for room behind another call is not timed, or its latency excludes the wait."""
-    upstream, pool = await make(delay=0.1, depth=1, max_conns=1)
+    clock = ManualClock()
+    upstream, pool = await make(delay=0.1, depth=1, max_conns=1, clock=clock)
     done = Done()
     first, waited = pool.call(get("/a"), 2.0, done), pool.call(get("/b"), 2.0, done)
     assert list(pool.waiting) == [waited]
+    clock.advance(0.2)  # /b waits for room while /a is answered: 0.2 s on the calls' clock
     await done.wait(2)
     assert answer(first)[2] == echoed("/a") and answer(waited)[2] == echoed("/b")
     assert upstream.conns == 1
     own = waited.done_at - waited.started
-    assert not waited.timed or own < 0.15, f"timed, with {own:.3f}s of which ~0.1s waiting for /a"
+    assert not waited.timed or own < 0.15, f"timed, with {own:.3f}s of which 0.2s waiting for /a"
 
 
 @both_loops
