@@ -59,7 +59,7 @@ async def test_fetch_connect_error_kind() -> None:
 
 
 async def test_fetch_timeout_kind(raw_upstream: StartRaw) -> None:
-    """An upstream that never answers: UpstreamError kind 'timeout' once the pool's clock passes the deadline."""
+    """An upstream that never answers: kind 'timeout' once the pool's clock passes the deadline."""
     arrived = asyncio.Event()
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
