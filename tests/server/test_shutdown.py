@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 
 import aiohttp
@@ -39,7 +38,6 @@ async def drain_scenario(gw: GatewayProcess, legacy: Upstream) -> None:
         slow = asyncio.create_task(session.get(gw.url + "/slow"))
         await eventually(lambda: legacy.hits >= 2, what="the slow request upstream", last=lambda: legacy.hits)
         mark = len(gw.lines)
-        sent = time.monotonic()
         gw.signal(signal.SIGTERM)
         await gw.wait_for("draining", after=mark)
 
@@ -55,9 +53,10 @@ async def drain_scenario(gw: GatewayProcess, legacy: Upstream) -> None:
         resp = await asyncio.wait_for(slow, 10)
         assert resp.status == 200
         assert (await resp.json())["backend"] == "legacy"
-    code = await asyncio.wait_for(gw.proc.wait(), 10)
+    # Exiting at all (exit 0, after the slow request's 200) is the promise; the per-test timeout is the
+    # hang guard, and how long a loaded machine takes is not asserted.
+    code = await gw.proc.wait()
     assert code == 0, "\n".join(gw.raw[-30:])
-    assert time.monotonic() - sent < 8
 
 
 async def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
@@ -88,7 +87,7 @@ async def test_sigterm_with_workers_drains_through_the_supervisor(tmp_path: Path
 
 
 async def test_drain_timeout_bounds_a_request_that_takes_too_long(tmp_path: Path) -> None:
-    """A request outliving --drain-timeout is cut off and the process still exits 0 promptly."""
+    """A request outliving --drain-timeout is cut off and the process still exits 0 without waiting for it."""
     async with upstream("legacy", delay=2.5) as leg, upstream("new") as new:
         path = tmp_path / "routes.yaml"
         path.write_text(routes_text(leg.url, new.url, "legacy"))
@@ -97,10 +96,10 @@ async def test_drain_timeout_bounds_a_request_that_takes_too_long(tmp_path: Path
             async with aiohttp.ClientSession() as session:
                 slow = asyncio.create_task(session.get(gw.url + "/slow"))
                 await eventually(lambda: leg.hits >= 1, what="the slow request upstream")
-                sent = time.monotonic()
                 gw.signal(signal.SIGTERM)
-                assert await asyncio.wait_for(gw.proc.wait(), 10) == 0
-                assert time.monotonic() - sent < 3
+                # Had the drain waited for the request (2.5 s upstream), it would have been answered
+                # (no ClientError) and the "drained" line would say all_finished: both asserted.
+                assert await gw.proc.wait() == 0
                 with pytest.raises(aiohttp.ClientError):
                     await asyncio.wait_for(slow, 5)
         finally:
