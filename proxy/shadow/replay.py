@@ -83,6 +83,7 @@ class Replayer:
         self._pipes: dict[str, PipePool] = {}  # pipelined GETs, per upstream (see proxy.upstream.pipe)
         self._calls: set[Call] = set()  # pipelined calls are swept by their pools
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] | None = None  # the pipes' (see start)
         # The judge's methods, bound once: one_done runs for every compared GET.
         self._settle = judge.settle
         self._tally = judge.tally
@@ -90,9 +91,11 @@ class Replayer:
         self._job_done = job_done
         self._spawn = spawn
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind to the running loop (calls and pipes need it)."""
+    def start(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] | None = None) -> None:
+        """Bind to the running loop (calls and pipes need it); ``clock`` times the pipelined calls (their
+        deadlines and latencies; the loop's by default), the one the owner's sweep reads."""
         self._loop = loop
+        self._clock = clock
 
     def set_table(self, table: RouteTable) -> None:
         """Adopt a reloaded table: new own pools and pipes for the upstreams that changed."""
@@ -149,7 +152,7 @@ class Replayer:
             assert self._loop is not None
             if pipe is not None:
                 pipe.close()
-            pipe = PipePool(pool.spec, self._loop, max_conns=self._max_conns)
+            pipe = PipePool(pool.spec, self._loop, max_conns=self._max_conns, clock=self._clock)
             self._pipes[side] = pipe
         pipe.call(message, limit, done, ex)
         return True

@@ -7,6 +7,9 @@ the test says when time passes (``clock.advance(0.2)``) and then asserts what mu
     pool = PipePool(spec, loop, clock=clock)
     clock.advance(0.31)
     pool.sweep(clock())
+
+A part that sweeps on a timer of its own shows it has looked at the new time by reading the clock again:
+``seen = clock.reads; clock.advance(1); await eventually(lambda: clock.reads > seen)``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ class ManualClock:
 
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
+        self.reads = 0  # how often it was read: a periodic sweep that reads it is seen to have run
 
     def __call__(self) -> float:
+        self.reads += 1
         return self.now
 
     def advance(self, seconds: float) -> float:
