@@ -96,7 +96,12 @@ async def test_slow_client_slows_upstream_reading(gw: RunningGateway, echo: Echo
     total = 256 << 20
     client = await RawClient.open(gw.port)
     await client.send(b"GET /download?n=%d HTTP/1.1\r\nHost: g\r\n\r\n" % total)
-    await asyncio.sleep(1.5)  # the behaviour: a client that stalls (buffers fill, the upstream is paused)
+    pool = gw.gateway.pools["legacy"]
+
+    def paused() -> bool:  # the client stalls: buffers fill and the gateway stops reading the upstream
+        return any(c.transport is not None and not c.transport.is_reading() for c in pool.active)
+
+    await eventually(paused, what="the gateway pausing its upstream reads")
     sent = echo.seen.requests[-1]["sent"]
     assert isinstance(sent, int) and sent < 64 << 20, f"upstream wrote {sent} bytes to a stalled client"
     received = 0
