@@ -55,7 +55,7 @@ async def test_dead_port_502_quickly(make_gateway: GatewayFactory) -> None:
     """Nothing listening upstream: 502 JSON with the request id, from the refusal, not the connect timeout.
 
     A 502 "cannot connect" (not a 504 "took longer than 5s") shows the refusal ended the attempt;
-    how quickly is measured in bench/micro.py, not asserted here.
+    how quickly is measured by bench/timing.py (make bench-timing), not asserted here.
     """
     port = free_port()
     handle = await make_gateway(routes_yaml(port, port, legacy_opts=", connect_timeout: 5.0"))
