@@ -53,7 +53,8 @@ class Shadower:
 
     ``clock`` (``time.monotonic`` by default) times the A/A rate, learned-noise refreshes and sample
     intervals. ``deadline_clock`` is what the sweep compares the calls' deadlines with: the event loop's
-    clock by default, which is the one the calls set their deadlines on; a test may run it ahead.
+    clock by default; the pipelined GETs also set their deadlines and time their latencies on it, so a
+    test may run it ahead (or move it by hand) instead of waiting.
     """
 
     def __init__(
@@ -180,7 +181,7 @@ class Shadower:
         self._loop = asyncio.get_running_loop()
         if self._deadline_clock is None:
             self._deadline_clock = self._loop.time
-        self._replay.start(self._loop)
+        self._replay.start(self._loop, self._deadline_clock)
         self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
         self._spawn(self._flusher(), "shadow-flush")
         self._pump()

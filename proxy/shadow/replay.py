@@ -78,15 +78,18 @@ class Replayer:
         self._senders: dict[str, tuple[UpstreamPool | Fetcher, Sender]] = {}
         self._retired: list[Sender] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] | None = None  # the pipelined calls' (see start)
         # The judge's methods, bound once: one_done runs for every compared GET.
         self._settle = judge.settle
         self._tally = judge.tally
         self._identity_names = judge.identity_names
         self._job_done = job_done
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind to the running loop (senders need it)."""
+    def start(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] | None = None) -> None:
+        """Bind to the running loop (senders need it); ``clock`` times the pipelined calls (their deadlines
+        and latencies; the loop's by default), the one the owner's sweep reads."""
         self._loop = loop
+        self._clock = clock
 
     def set_table(self, table: RouteTable) -> None:
         """Adopt a reloaded table: own pools are replaced for the upstreams that changed (their senders
@@ -122,7 +125,7 @@ class Replayer:
                 return entry[1]
             self._retire(side)
         assert self._loop is not None
-        sender = sender_for(pool, self._loop, name=side, max_conns=self._max_conns)
+        sender = sender_for(pool, self._loop, name=side, max_conns=self._max_conns, clock=self._clock)
         self._senders[side] = (pool, sender)
         return sender
 

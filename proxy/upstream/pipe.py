@@ -45,7 +45,11 @@ IDLE_TIMEOUT = 4.0  # below Node's 5 s keepAliveTimeout, so the upstream rarely 
 
 
 class PipePool:
-    """Pipelined connections to one upstream: at most ``max_conns`` of them, ``depth`` calls each."""
+    """Pipelined connections to one upstream: at most ``max_conns`` of them, ``depth`` calls each.
+
+    ``clock`` (seconds, monotonic; default the event loop's time) stamps the calls' start, deadline and
+    answer times; the owner passes the same clock's time to `sweep`.
+    """
 
     def __init__(
         self,
@@ -55,11 +59,13 @@ class PipePool:
         max_conns: int = 8,
         depth: int = DEPTH,
         idle_timeout: float = IDLE_TIMEOUT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.loop = loop
-        self.now = loop.time
+        # The calls' start, deadline and answer times; a test injects a clock it moves by hand.
+        self.now = loop.time if clock is None else clock
         self.max_conns = max(1, max_conns)
         self.depth = max(1, depth)
         self.idle_timeout = idle_timeout

@@ -14,6 +14,7 @@ connection itself, and the response reader under it, are in `proxy.upstream.conn
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
@@ -30,9 +31,19 @@ IDLE_TIMEOUT = 30.0  # below Node's and aiohttp's keep-alive defaults, so we rar
 
 
 class UpstreamPool:
-    """Keep-alive connections to one upstream; ``spec.pool_size`` idle connections are kept at most."""
+    """Keep-alive connections to one upstream; ``spec.pool_size`` idle connections are kept at most.
 
-    def __init__(self, spec: UpstreamSpec, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    ``clock`` (seconds, monotonic; default the event loop's time) is what the sweep reads: tests inject
+    one they move by hand and call `sweep` instead of waiting for the deadlines in real time.
+    """
+
+    def __init__(
+        self,
+        spec: UpstreamSpec,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.hostport = authority(spec)
@@ -45,6 +56,7 @@ class UpstreamPool:
         self.active: set[UpConn] = set()
         self.closed = False
         self.clock = 0.0  # coarse loop time, refreshed by the sweep
+        self._time = clock  # None: the running loop's, set when the sweep starts
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._ssl = tls_context(spec)
@@ -86,13 +98,26 @@ class UpstreamPool:
 
     def _start_sweep(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        self.clock = loop.time()
-        self._timer = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        if self._time is None:
+            self._time = loop.time
+        self.clock = self._time()
+        self._timer = loop.call_later(SWEEP_INTERVAL, self._tick)
 
-    def _sweep(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        self.clock = now = loop.time()
+    def _tick(self) -> None:
+        self.sweep()
+        if self.active or self.idle:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(SWEEP_INTERVAL, self._tick)
+        else:
+            self._timer = None  # restarted by the next acquire/connect
+
+    def sweep(self) -> None:
+        """Refresh the coarse clock, fail late or stalled responses, close expired idle connections.
+
+        Runs every `SWEEP_INTERVAL` seconds once the pool is in use; tests with an injected clock call it.
+        """
+        assert self._time is not None, "the sweep starts with the pool's first acquire or connect"
+        self.clock = now = self._time()
         if self.idle:
             expired = now - self.idle_timeout
             keep = [c for c in self.idle if not c.closed and c.idle_since > expired]
@@ -129,10 +154,6 @@ class UpstreamPool:
                             f"upstream {self.name} sent no response within {conn.timeout:g}s",
                         )
                     )
-        if self.active or self.idle:
-            self._timer = loop.call_later(SWEEP_INTERVAL, self._sweep)
-        else:
-            self._timer = None  # restarted by the next acquire/connect
 
     def close(self) -> None:
         """Retire the pool: idle connections close now, active ones when their response ends."""

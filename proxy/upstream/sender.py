@@ -91,22 +91,27 @@ class Fetcher(Protocol):
 
 
 def sender_for(
-    pool: UpstreamPool | Fetcher, loop: asyncio.AbstractEventLoop, *, name: str = "", max_conns: int = 8
+    pool: UpstreamPool | Fetcher, loop: asyncio.AbstractEventLoop, *, name: str = "", max_conns: int = 8,
+    clock: Callable[[], float] | None = None,
 ) -> Sender:
     """The sender for ``pool``: pipelined and callback-driven for an `UpstreamPool`, tasks otherwise.
 
     ``max_conns`` bounds the pipelined connections (`PipePool`); buffered calls use the pool's own.
-    ``name`` names another `Fetcher`'s upstream in error messages.
+    ``name`` names another `Fetcher`'s upstream in error messages; ``clock`` times the pipelined copies
+    (their deadlines and latencies; the loop's by default).
     """
     if isinstance(pool, UpstreamPool):
-        return PoolSender(pool, loop, max_conns=max_conns)
+        return PoolSender(pool, loop, max_conns=max_conns, clock=clock)
     return FetcherSender(pool, loop, name)
 
 
 class PoolSender:
     """Copies to an `UpstreamPool`'s upstream: GETs without a body pipelined, the rest buffered `Call`s."""
 
-    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop, *, max_conns: int = 8) -> None:
+    def __init__(
+        self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop, *, max_conns: int = 8,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.pool = pool
         self.name = pool.name
         self.spec = pool.spec
@@ -115,7 +120,7 @@ class PoolSender:
         self.loop = loop
         self.closed = False
         self.calls: set[Call] = set()  # buffered calls; finished ones are dropped by the next sweep
-        self._pipe = PipePool(pool.spec, loop, max_conns=max_conns)
+        self._pipe = PipePool(pool.spec, loop, max_conns=max_conns, clock=clock)
 
     def __repr__(self) -> str:
         return f"<PoolSender {self.name} calls={len(self.calls)} {self._pipe!r}>"

@@ -10,32 +10,32 @@ already has; one that reads both in one statement sees the author and its posts 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import asyncpg
 import pytest
 from contract_kit import Api, assert_json
 from contract_stack import Stack
+from support.waiting import eventually
 
-WAIT_DEADLINE = 15.0
+WAIT_DEADLINE = 15.0  # for the lock waiter to appear: a loaded machine starts the request slowly
 
 
-async def _wait_for_lock_waiter(conn: asyncpg.Connection, deadline: float) -> None:
-    """Poll until some backend waits for a lock on `users` (the service's statement that reads it).
+async def _wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
+    """Wait until some backend waits for a lock on `users` (the service's statement that reads it).
 
     pg_locks, not pg_stat_activity: a statement blocked while being parsed still shows the previous query.
     """
-    while True:
-        waiting = await conn.fetchval(
+
+    async def waiting() -> int:
+        count: int = await conn.fetchval(
             "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
-        if waiting:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("the list request never reached the users table within the deadline")
-        await asyncio.sleep(0.02)
+        return count
+
+    await eventually(waiting, what="the list request waiting for the users table", within=WAIT_DEADLINE,
+                     interval=0.02)  # fmt: skip
 
 
 async def _list_while_author_is_deleted(stack: Stack, api: Api, path: str, author_id: int) -> Any:
@@ -46,7 +46,7 @@ async def _list_while_author_is_deleted(stack: Stack, api: Api, path: str, autho
         await conn.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         pending = asyncio.ensure_future(asyncio.to_thread(api.get, path))
         try:
-            await _wait_for_lock_waiter(conn, time.monotonic() + WAIT_DEADLINE)
+            await _wait_for_lock_waiter(conn)
             await conn.execute("DELETE FROM users WHERE id = $1", author_id)  # its posts cascade
             await tx.commit()
         except BaseException:

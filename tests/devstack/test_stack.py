@@ -227,10 +227,14 @@ def test_run_serves_both_backends_through_the_gateway_and_stops_on_sigint(run: R
         r = http.get(run.url(f"/api/v1/users/{user['id']}"), headers={"X-Request-Id": new_id})
         assert r.status_code == 200 and r.headers["x-request-id"] == new_id
         assert r.json() == user
-        run.read(1.0)
         # Each service logs the request id it served, and strangler run prefixes every line with its name.
-        assert served_by(run, legacy_id) == "legacy", run.text[-3000:]
-        assert served_by(run, new_id) == "new", run.text[-3000:]
+        def served(request_id: str) -> str | None:
+            run.read(0.1)  # collect what has been printed so far (returns early on no output)
+            return served_by(run, request_id)
+
+        tail = lambda: run.text[-3000:]  # noqa: E731  # the output so far, when a wait fails
+        assert eventually_sync(lambda: served(legacy_id), what="the legacy id's lines", last=tail) == "legacy"
+        assert eventually_sync(lambda: served(new_id), what="the new id's lines", last=tail) == "new"
 
         # Editing the user's routes file flips the route: the generated copy follows, the gateway reloads.
         text = run.routes.read_text()
@@ -248,9 +252,8 @@ def test_run_serves_both_backends_through_the_gateway_and_stops_on_sigint(run: R
 
         eventually_sync(served_by_legacy, what="the flip to legacy", within=15, last=lambda: run.text[-3000:])
 
-    started = time.monotonic()
+    # stop() fails the test if the stack ignores SIGINT for 40 s: a hang guard, not a speed check.
     assert run.stop(signal.SIGINT, 40) == 0, run.text[-4000:]
-    assert time.monotonic() - started < 40
     assert run.text.rstrip().endswith("stopped"), run.text[-2000:]
     assert not [pid for pid in children if alive(pid)], "children left running"
     assert not alive(pg), "embedded postgres left running"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
-import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+from support.clock import ManualClock
 from support.gwkit import GatewayFactory, routes_yaml
 from support.upstreams import Handler, RawClient, RawUpstream, read_request
-from support.waiting import eventually_sync
+from support.waiting import eventually, eventually_sync
 
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
 
@@ -52,18 +52,20 @@ def full_backlog_port() -> Iterator[int]:
 
 
 async def test_dead_port_502_quickly(make_gateway: GatewayFactory) -> None:
-    """Nothing listening upstream: 502 JSON with the request id, well under the connect timeout."""
+    """Nothing listening upstream: 502 JSON with the request id, from the refusal, not the connect timeout.
+
+    A 502 "cannot connect" (not a 504 "took longer than 5s") shows the refusal ended the attempt;
+    how quickly is measured by bench/timing.py (make bench-timing), not asserted here.
+    """
     port = free_port()
     handle = await make_gateway(routes_yaml(port, port, legacy_opts=", connect_timeout: 5.0"))
     client = await RawClient.open(handle.port)
-    started = time.monotonic()
     response = await client.request("GET", "/x", {"X-Request-Id": "dead-1"})
-    assert time.monotonic() - started < 1.0
     assert response.status == 502
     error = response.json()["error"]
     assert isinstance(error, dict)
     assert error["code"] == "bad_gateway" and error["request_id"] == "dead-1"
-    assert "legacy" in str(error["message"])
+    assert "legacy" in str(error["message"]) and "cannot connect" in str(error["message"])
     assert response.header("X-Request-Id") == "dead-1"
     # the request was complete: the client connection stays usable
     assert (await client.request("GET", "/y")).status == 502
@@ -71,38 +73,50 @@ async def test_dead_port_502_quickly(make_gateway: GatewayFactory) -> None:
 
 
 async def test_connect_timeout_504(make_gateway: GatewayFactory, full_backlog_port: int) -> None:
-    """An upstream that never accepts: 504 after about connect_timeout."""
+    """An upstream that never accepts: 504 from the route's connect_timeout (the message names it)."""
     port = full_backlog_port
     handle = await make_gateway(routes_yaml(port, port, legacy_opts=", connect_timeout: 0.3"))
     client = await RawClient.open(handle.port)
-    started = time.monotonic()
     response = await client.request("GET", "/x")
-    elapsed = time.monotonic() - started
     assert response.status == 504
-    assert 0.25 <= elapsed < 1.5
     error = response.json()["error"]
     assert isinstance(error, dict) and error["code"] == "gateway_timeout"
+    assert "connecting to upstream legacy" in str(error["message"])
+    assert "took longer than 0.3s" in str(error["message"])  # the route's limit, not the default
     client.close()
 
 
 async def test_stalling_upstream_504_near_timeout(
     make_gateway: GatewayFactory, raw_upstream: StartRaw
 ) -> None:
-    """An upstream that accepts but never answers: 504 after about the total timeout."""
+    """An upstream that accepts but never answers: 504 once the pool's clock passes the total timeout."""
+    arrived = asyncio.Event()
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        await asyncio.sleep(30)
+        arrived.set()
+        await asyncio.sleep(30)  # never answers; the test ends first
 
     upstream = await raw_upstream(stall)
-    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.5"))
+    clock = ManualClock()
+    handle = await make_gateway(
+        routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.5"), upstream_clock=clock
+    )
+    pool = handle.gateway.pools["legacy"]
     client = await RawClient.open(handle.port)
-    started = time.monotonic()
-    response = await client.request("GET", "/slow")
-    elapsed = time.monotonic() - started
+    answer = asyncio.ensure_future(client.request("GET", "/slow"))
+    await eventually(arrived.is_set, what="the request upstream")
+    (conn,) = pool.active
+    clock.advance(0.45)
+    pool.sweep()
+    assert not conn.closed  # not before the timeout
+    clock.advance(0.1)
+    pool.sweep()
+    response = await answer
     assert response.status == 504
-    assert 0.45 <= elapsed < 1.5
-    assert response.json()["error"]["code"] == "gateway_timeout"  # type: ignore[index]
+    error = response.json()["error"]
+    assert isinstance(error, dict) and error["code"] == "gateway_timeout"
+    assert "sent no response within 0.5s" in str(error["message"])
     client.close()
 
 
@@ -240,17 +254,28 @@ async def test_eof_delimited_upstream_body_rechunked(
 async def test_upstream_silent_mid_body_cut_near_timeout(
     make_gateway: GatewayFactory, raw_upstream: StartRaw
 ) -> None:
-    """An upstream that sends its head and part of the body, then goes silent, is cut after ~timeout."""
+    """An upstream that sends its head and part of the body, then goes silent, is cut after the timeout."""
 
     async def go_silent(writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # silent; the test ends first
 
     upstream = await raw_upstream(head_then(go_silent))
-    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.5"))
+    clock = ManualClock()
+    handle = await make_gateway(
+        routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.5"), upstream_clock=clock
+    )
+    pool = handle.gateway.pools["legacy"]
     client = await RawClient.open(handle.port)
-    started = time.monotonic()
-    await assert_truncated(client)
-    assert 0.45 <= time.monotonic() - started < 1.5
+    cut = asyncio.ensure_future(assert_truncated(client))
+    conn = await eventually(lambda: next((c for c in pool.active if c.got_head), None),
+                            what="part of the body read from upstream")  # fmt: skip
+    assert conn is not None
+    clock.advance(0.45)
+    pool.sweep()
+    assert not conn.closed and not cut.done()  # silent for less than the timeout
+    clock.advance(0.1)
+    pool.sweep()
+    await cut
     client.close()
 
 
@@ -268,12 +293,23 @@ async def test_slow_client_pause_is_not_an_upstream_stall(
             await writer.drain()
 
     upstream = await raw_upstream(big)
-    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.3"))
+    clock = ManualClock()
+    handle = await make_gateway(
+        routes_yaml(upstream.port, upstream.port, legacy_opts=", timeout: 0.3"), upstream_clock=clock
+    )
+    pool = handle.gateway.pools["legacy"]
     client = await RawClient.open(handle.port)
     await client.send(b"GET /big HTTP/1.1\r\nHost: g\r\n\r\n")
     head = await client.reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
-    await asyncio.sleep(1.2)  # four timeouts without reading
+    (conn,) = pool.active
+    transport = conn.transport
+    assert transport is not None
+    await eventually(lambda: not transport.is_reading(), what="the gateway pausing its upstream reads")
+    for _ in range(4):  # four timeouts without reading, each seen by a sweep
+        clock.advance(0.3)
+        pool.sweep()
+    assert not conn.closed
     body = await asyncio.wait_for(client.reader.readexactly(size), 20)
     assert body == b"z" * size
     client.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import cast
 
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
@@ -219,14 +217,6 @@ class FakeClock:
         return self.now
 
 
-async def _until(check: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait (polling) until ``check()`` holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "the condition did not become true in time"
-        await asyncio.sleep(0.005)
-
-
 def _states(handle: RunningGateway) -> list[str]:
     return [NAMES[cast(ClientProtocol, conn).state] for conn in handle.server.connections]
 
@@ -254,7 +244,8 @@ async def test_slow_header_gets_408(make_gateway: GatewayFactory, echo: EchoUpst
     handle = await make_gateway(routes_yaml(echo.port, echo.port), settings, clock=clock)
     client = await RawClient.open(handle.port)
     await client.send(b"GET /x HTTP/1.1\r\nHost: g\r\n")
-    await _until(lambda: _states(handle) == ["head"])
+    await eventually(lambda: _states(handle) == ["head"], what="the connection reading a head",
+                     last=lambda: _states(handle))  # fmt: skip
     clock.now += 0.9
     handle.server.sweep()  # 0.9 s of 1.0: still reading the head
     assert _states(handle) == ["head"]

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -97,7 +96,12 @@ async def test_slow_client_slows_upstream_reading(gw: RunningGateway, echo: Echo
     total = 256 << 20
     client = await RawClient.open(gw.port)
     await client.send(b"GET /download?n=%d HTTP/1.1\r\nHost: g\r\n\r\n" % total)
-    await asyncio.sleep(1.5)  # the behaviour: a client that stalls (buffers fill, the upstream is paused)
+    pool = gw.gateway.pools["legacy"]
+
+    def paused() -> bool:  # the client stalls: buffers fill and the gateway stops reading the upstream
+        return any(c.transport is not None and not c.transport.is_reading() for c in pool.active)
+
+    await eventually(paused, what="the gateway pausing its upstream reads")
     sent = echo.seen.requests[-1]["sent"]
     assert isinstance(sent, int) and sent < 64 << 20, f"upstream wrote {sent} bytes to a stalled client"
     received = 0
@@ -230,8 +234,8 @@ async def test_drain_deadline_closes_open_websocket(gw: RunningGateway) -> None:
     """A WebSocket still open at the drain deadline is closed, and the drain reports it did not finish."""
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"http://127.0.0.1:{gw.port}/ws") as socket:
-            started = time.monotonic()
+            # A drain that ignored its deadline would wait for this tunnel forever: the per-test
+            # timeout catches that; how long past the deadline it takes is not a functional property.
             assert await gw.server.drain(0.3) is False
-            assert time.monotonic() - started < 2
             msg = await socket.receive(timeout=5)
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)

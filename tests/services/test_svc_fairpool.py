@@ -175,7 +175,10 @@ async def test_a_cancelled_query_returns_its_connection(fair_pool: FairPool) -> 
 
 
 async def test_service_answers_200_concurrent_reads_over_a_small_pool(client: TestClient[Any, Any]) -> None:
-    """200 concurrent GETs (a user, a post page) over a 4-connection pool all answer 200 in bounded time."""
+    """200 concurrent GETs (a user, a post page) over a 4-connection pool all answer 200, none stuck.
+
+    A request stuck at the gate would hang the gather: the per-test timeout is the hang guard.
+    """
     author = await register(client)
     created = await client.post(
         "/api/v1/posts", json={"title": "t", "body": "b"}, headers=bearer(author["tokens"])
@@ -189,10 +192,8 @@ async def test_service_answers_200_concurrent_reads_over_a_small_pool(client: Te
             return response.status
 
     paths = [f"/api/v1/users/{user_id}" if i % 2 else "/api/v1/posts?limit=20" for i in range(200)]
-    started = time.monotonic()
-    statuses = await asyncio.wait_for(asyncio.gather(*(get(p) for p in paths)), 40)
+    statuses = await asyncio.gather(*(get(p) for p in paths))
     assert statuses == [200] * 200
-    assert time.monotonic() - started < 30
     gate = client.app[POOL].gate
     assert gate.free == 4 and gate.waiting == 0
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import time
 
 import orjson
 from aiohttp import web
 from prometheus_client import REGISTRY
 from support.memstore import MemoryStore
+from support.waiting import eventually
 
 from proxy.routing.table import CompareRules, Route, ShadowSettings, ShadowSpec, parse_routes
 from proxy.shadow import dryrun
 from proxy.shadow.admission import Shadower
 
-from .shadow_rig import Backend, Rig, RigFactory, routes_text
+from .shadow_rig import Backend, RigFactory, routes_text
 
 USERS = "  - {name: users, match: {methods: [GET], path: /users}, target: %s, shadow: {sample: 1.0}}\n"
 
@@ -228,36 +228,35 @@ async def test_queue_full_drops_and_counts(backends: tuple[Backend, Backend]) ->
 async def test_hanging_shadow_does_not_slow_primary(
     make_rig: RigFactory, backends: tuple[Backend, Backend]
 ) -> None:
-    """With the shadow backend hanging 10 s, the primary's responses and p99 stay as without shadowing."""
+    """With the shadow backend hanging, every primary response arrives while the shadow calls still hang.
+
+    The order of events is the property: had a primary waited for its shadow copy, it could not have
+    been answered before the copies were released. (The p99 cost of shadowing is bench/gateway.py's.)
+    """
     legacy, new = backends
     release = asyncio.Event()
+    hung = {"started": 0, "ended": 0}
 
     async def hang(request: web.Request) -> web.StreamResponse:
-        await asyncio.wait_for(release.wait(), 10)
+        hung["started"] += 1
+        await release.wait()
+        hung["ended"] += 1
         return web.json_response({})
 
-    async def timed(rig: Rig, n: int = 200) -> list[float]:
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            status, _, body = await rig.get("/users")
-            out.append(time.perf_counter() - t)
-            assert status == 200 and orjson.loads(body) == {"id": 1, "name": "Alice"}
-        return sorted(out)
-
-    plain_text = routes_text(legacy, new, "  - {name: users, match: {methods: [GET], path: /users}, "
-                                          "target: legacy}\n")  # fmt: skip
-    rig = await make_rig(plain_text)
-    base = await timed(rig)
     new.handler = hang
     rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "queue: 50, concurrency: 4, timeout: 10"))
-    shadowed = await timed(rig)
-    p99_base, p99_shadow = base[int(len(base) * 0.99) - 1], shadowed[int(len(shadowed) * 0.99) - 1]
-    assert p99_shadow <= max(3 * p99_base, p99_base + 0.05), (p99_base, p99_shadow)
-    await rig.store.flush()
-    st = (await rig.store.stats())["users"]
-    assert st.get("dropped") >= 100  # 4 hanging workers + 50 queued; the rest were dropped
-    release.set()
+    try:
+        for _ in range(200):
+            status, _, body = await rig.get("/users")
+            assert status == 200 and orjson.loads(body) == {"id": 1, "name": "Alice"}
+        await eventually(lambda: hung["started"] >= 4, what="the 4 shadow workers hanging",
+                         last=lambda: dict(hung))  # fmt: skip
+        assert hung["ended"] == 0  # every primary was answered while its shadow copies hung
+        await rig.store.flush()
+        st = (await rig.store.stats())["users"]
+        assert st.get("dropped") >= 100  # 4 hanging workers + 50 queued; the rest were dropped
+    finally:
+        release.set()
 
 
 async def test_dead_store_never_reaches_the_client(

@@ -9,6 +9,7 @@ import pytest
 from proxy.routing.table import parse_routes
 from proxy.server.gateway import Gateway, GatewaySettings, RequestObserver, ShadowSink
 from proxy.server.listener import start_server
+from proxy.upstream.pool import UpstreamPool
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
 from support.upstreams import EchoUpstream, Handler, RawUpstream
 
@@ -38,7 +39,11 @@ async def raw_upstream() -> AsyncIterator[Callable[[Handler], Awaitable[RawUpstr
 
 @pytest.fixture
 async def make_gateway() -> AsyncIterator[GatewayFactory]:
-    """Build and start gateways from routes YAML text; all stopped at the end."""
+    """Build and start gateways from routes YAML text; all stopped at the end.
+
+    ``clock`` is the listener's (client idle and header timeouts), ``upstream_clock`` the upstream
+    pools' (response deadlines and stalls): a test that injects one moves it and calls the sweep.
+    """
     running: list[RunningGateway] = []
 
     async def make(
@@ -48,9 +53,15 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         shadow: ShadowSink | None = None,
         access_log: Callable[..., None] | None = None,
         clock: Callable[[], float] | None = None,
+        upstream_clock: Callable[[], float] | None = None,
     ) -> RunningGateway:
         table = parse_routes(yaml_text, "test.yaml")
         gateway = Gateway(table, settings, observer=observer, shadow=shadow, access_log=access_log)
+        if upstream_clock is not None:
+            # Pools on the test's clock: it moves time and calls `pool.sweep()` (none has been used yet).
+            gateway.pools = {
+                name: UpstreamPool(pool.spec, clock=upstream_clock) for name, pool in gateway.pools.items()
+            }
         server = await start_server(gateway, clock=clock)
         handle = RunningGateway(server.port, gateway, server)
         running.append(handle)

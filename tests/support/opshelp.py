@@ -35,14 +35,20 @@ class Upstream:
 
 
 @contextlib.asynccontextmanager
-async def upstream(name: str, delay: float = 1.0) -> AsyncIterator[Upstream]:
-    """Run one loopback upstream for the duration of the block."""
+async def upstream(
+    name: str, delay: float = 1.0, hold: asyncio.Event | None = None
+) -> AsyncIterator[Upstream]:
+    """Run one loopback upstream for the duration of the block; with ``hold``, /slow answers once the
+    test sets it (instead of after ``delay`` seconds): a request in flight for as long as the test says."""
     holder: list[Upstream] = []
 
     async def handle(request: web.Request) -> web.Response:
         holder[0].hits += 1
         if request.path.endswith("/slow"):
-            await asyncio.sleep(delay)
+            if hold is not None:
+                await hold.wait()
+            else:
+                await asyncio.sleep(delay)
         await request.read()
         return web.json_response({"backend": name, "path": request.path})
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import uvloop
-from support.waiting import eventually
+from support.clock import ManualClock
+from support.waiting import WITHIN, eventually
 
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec, parse_routes
@@ -141,7 +142,7 @@ class Upstream:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1)
         # Every connection's task has run its finally (writer closed): nothing is left closing.
-        await eventually(lambda: not self._tasks, what="the upstream's connection tasks to end", within=1.0)
+        await eventually(lambda: not self._tasks, what="the upstream's connection tasks to end")
 
 
 class Done:
@@ -157,7 +158,7 @@ class Done:
         self.calls.append(call)
         self.counts[id(call)] += 1
 
-    async def wait(self, n: int, within: float = 1.5) -> None:
+    async def wait(self, n: int, within: float = WITHIN) -> None:
         """Until ``n`` calls have finished (fails the test after ``within`` seconds)."""
         finished = lambda: len(self.calls)  # noqa: E731  (used twice)
         await eventually(lambda: finished() >= n, what=f"{n} finished calls", within=within, last=finished)
@@ -170,8 +171,8 @@ class Done:
 async def settled(upstream: Upstream, pool: PipePool) -> None:
     """Until the pool has no connection attempt running and the upstream has served every connection to
     its end: after that nothing more can be sent, so an absence (no request, no connection) is final."""
-    await eventually(lambda: not pool._tasks, what="the pool's connection attempts to end", within=1)
-    await eventually(lambda: not upstream._tasks, what="every upstream connection to end", within=1)
+    await eventually(lambda: not pool._tasks, what="the pool's connection attempts to end")
+    await eventually(lambda: not upstream._tasks, what="every upstream connection to end")
 
 
 def get(path: str) -> bytes:
@@ -341,7 +342,7 @@ async def test_connection_close_response_resends_the_rest(make: Make) -> None:
     assert upstream.paths(1) == ["/b", "/c"]
     assert [c.retried for c in calls] == [False, True, True]
     assert calls[0].timed and not calls[2].timed  # /c was behind /b on the new connection
-    await eventually(lambda: 0 in upstream.ended, what="the gateway's close", within=1)
+    await eventually(lambda: 0 in upstream.ended, what="the gateway's close")
     assert done.once(calls)
 
 
@@ -515,7 +516,7 @@ async def test_garbage_fails_head_with_protocol_and_resends_rest(make: Make) -> 
     assert [answer(c)[2] for c in calls[1:]] == [echoed("/b"), echoed("/c")]
     assert upstream.conns == 2
     assert upstream.paths(1) == ["/b", "/c"]
-    await eventually(lambda: 0 in upstream.ended, what="the broken conn closed", within=1)
+    await eventually(lambda: 0 in upstream.ended, what="the broken conn closed")
     assert done.once(calls)
 
 
@@ -625,7 +626,7 @@ async def test_hung_head_expires_and_the_rest_are_resent(make: Make) -> None:
     loop = asyncio.get_running_loop()
     done = Done()
     calls = [pool.call(get("/hang"), 0.2, done)] + [pool.call(get(p), 5.0, done) for p in ("/b", "/c")]
-    await eventually(lambda: len(upstream.requests) == 3, what="3 requests upstream", within=1)
+    await eventually(lambda: len(upstream.requests) == 3, what="3 requests upstream")
     pool.sweep(loop.time())
     assert done.calls == []  # nothing is late yet
     pool.sweep(loop.time() + 0.5)
@@ -633,7 +634,7 @@ async def test_hung_head_expires_and_the_rest_are_resent(make: Make) -> None:
     await done.wait(3)
     assert [answer(c)[2] for c in calls[1:]] == [echoed("/b"), echoed("/c")]
     assert upstream.paths(1) == ["/b", "/c"]
-    await eventually(lambda: 0 in upstream.ended, what="the hung conn closed", within=1)
+    await eventually(lambda: 0 in upstream.ended, what="the hung conn closed")
     assert upstream.conns == 2
     assert done.once(calls)
 
@@ -645,14 +646,14 @@ async def test_late_call_behind_head_expires_alone(make: Make) -> None:
     loop = asyncio.get_running_loop()
     done = Done()
     calls = [pool.call(get("/slow"), 5.0, done)] + [pool.call(get(p), 0.05, done) for p in ("/b", "/c")]
-    await eventually(lambda: len(upstream.requests) == 3, what="3 requests upstream", within=1)
+    await eventually(lambda: len(upstream.requests) == 3, what="3 requests upstream")
     pool.sweep(loop.time() + 0.06)
     assert done.calls == calls[1:]
     assert [failure(c) for c in calls[1:]] == ["timeout", "timeout"]
     await done.wait(3)
     assert answer(calls[0])[2] == echoed("/slow")
     # The answers of /b and /c arrive too late and are ignored.
-    await eventually(lambda: pool.conns[0].served == 3, what="the late answers read", within=1)
+    await eventually(lambda: pool.conns[0].served == 3, what="the late answers read")
     assert done.once(calls)
     again = pool.call(get("/again"), 2.0, done)
     await done.wait(4)
@@ -664,13 +665,13 @@ async def test_late_call_behind_head_expires_alone(make: Make) -> None:
 @both_loops
 async def test_resent_call_latency_is_its_own(make: Make) -> None:
     """A call re-sent from behind a hung head is not timed, or its latency excludes the wait behind it."""
-    upstream, pool = await make(hang_on_hang)
-    loop = asyncio.get_running_loop()
+    clock = ManualClock()  # the calls' times: the wait behind /hang is exactly what the test says
+    upstream, pool = await make(hang_on_hang, clock=clock)
     done = Done()
     hung, behind = pool.call(get("/hang"), 0.15, done), pool.call(get("/b"), 5.0, done)
-    await eventually(lambda: len(upstream.requests) == 2, what="2 requests upstream", within=1)
-    await asyncio.sleep(0.2)  # real time passes behind the hung head
-    pool.sweep(loop.time())
+    await eventually(lambda: len(upstream.requests) == 2, what="2 requests upstream")
+    clock.advance(0.2)  # time passes behind the hung head
+    pool.sweep(clock())
     await done.wait(2)
     assert failure(hung) == "timeout"
     assert answer(behind)[2] == echoed("/b")
@@ -681,15 +682,17 @@ async def test_resent_call_latency_is_its_own(make: Make) -> None:
 @both_loops
 async def test_waiting_call_latency_is_its_own(make: Make) -> None:
     """A call that waited for room behind another call is not timed, or its latency excludes the wait."""
-    upstream, pool = await make(delay=0.1, depth=1, max_conns=1)
+    clock = ManualClock()
+    upstream, pool = await make(delay=0.1, depth=1, max_conns=1, clock=clock)
     done = Done()
     first, waited = pool.call(get("/a"), 2.0, done), pool.call(get("/b"), 2.0, done)
     assert list(pool.waiting) == [waited]
+    clock.advance(0.2)  # /b waits for room while /a is answered: 0.2 s on the calls' clock
     await done.wait(2)
     assert answer(first)[2] == echoed("/a") and answer(waited)[2] == echoed("/b")
     assert upstream.conns == 1
     own = waited.done_at - waited.started
-    assert not waited.timed or own < 0.15, f"timed, with {own:.3f}s of which ~0.1s waiting for /a"
+    assert not waited.timed or own < 0.15, f"timed, with {own:.3f}s of which 0.2s waiting for /a"
 
 
 @both_loops
@@ -741,7 +744,7 @@ async def test_connection_refused_fails_every_call(make: Make) -> None:
     done = Done()
     try:
         calls = [pool.call(get(f"/r{n}"), 5.0, done) for pool in (piped, queued) for n in range(3)]
-        await done.wait(6, within=1.0)
+        await done.wait(6)
         assert [failure(c) for c in calls] == ["connect"] * 6
         for pool in (piped, queued):
             assert pool.conns == [] and not pool.waiting
@@ -819,7 +822,7 @@ async def test_sweep_closes_idle_connections(make: Make) -> None:
     assert upstream.paths(0) == ["/a", "/kept"] and not upstream.ended
     pool.sweep(loop.time() + 0.6)
     assert pool.conns == []
-    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed")
     second = pool.call(get("/b"), 2.0, done)
     await done.wait(3)
     assert answer(second)[2] == echoed("/b")
@@ -834,7 +837,7 @@ async def test_sweep_keeps_busy_connections(make: Make) -> None:
     loop = asyncio.get_running_loop()
     done = Done()
     call = pool.call(get("/busy"), 5.0, done)
-    await eventually(lambda: len(upstream.requests) == 1, what="1 requests upstream", within=1)
+    await eventually(lambda: len(upstream.requests) == 1, what="1 requests upstream")
     pool.sweep(loop.time() + 1)
     await done.wait(1)
     assert answer(call)[2] == echoed("/busy")
@@ -853,10 +856,10 @@ async def test_close_graceful(make: Make) -> None:
     await done.wait(2)
     assert upstream.conns == 2
     busy = pool.call(get("/slow"), 2.0, done)
-    await eventually(lambda: any(r.path == "/slow" for r in upstream.requests), what="/slow sent", within=1)
+    await eventually(lambda: any(r.path == "/slow" for r in upstream.requests), what="/slow sent")
     busy_conn = next(r.conn for r in upstream.requests if r.path == "/slow")
     pool.close()
-    await eventually(lambda: (1 - busy_conn) in upstream.ended, what="the idle conn closed", within=1)
+    await eventually(lambda: (1 - busy_conn) in upstream.ended, what="the idle conn closed")
     assert busy_conn not in upstream.ended
     assert not busy.finished
     late = pool.call(get("/late"), 2.0, done)
@@ -864,7 +867,7 @@ async def test_close_graceful(make: Make) -> None:
     await done.wait(4)
     assert answer(busy)[2] == echoed("/slow")
     # closed after its answer
-    await eventually(lambda: busy_conn in upstream.ended, what="the busy conn closed", within=1)
+    await eventually(lambda: busy_conn in upstream.ended, what="the busy conn closed")
     assert pool.conns == []
     assert upstream.conns == 2
     assert [r.path for r in upstream.requests if r.path == "/late"] == []
@@ -889,7 +892,7 @@ async def test_close_graceful_fails_waiting_calls(make: Make) -> None:
     await done.wait(3)
     assert answer(calls[0])[2] == echoed("/a")
     # The upstream sees the close after every request sent before it.
-    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed")
     assert [r.path for r in upstream.requests] == ["/a"]
     assert done.once(calls)
 
@@ -900,11 +903,11 @@ async def test_close_abort_cancels_without_done(make: Make) -> None:
     upstream, pool = await make(delay=0.05)
     done = Done()
     calls = [pool.call(get(p), 2.0, done) for p in ("/a", "/b")]
-    await eventually(lambda: len(upstream.requests) == 2, what="2 requests upstream", within=1)
+    await eventually(lambda: len(upstream.requests) == 2, what="2 requests upstream")
     pool.close(abort=True)
-    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed")
     # The upstream has answered both (into the closed connection) and ended its connection task.
-    await eventually(lambda: not upstream._tasks, what="the upstream to finish answering", within=1)
+    await eventually(lambda: not upstream._tasks, what="the upstream to finish answering")
     assert done.calls == []
     assert all(c.finished and c.result is None and c.error is None for c in calls)
     assert pool.conns == []
@@ -943,7 +946,7 @@ async def test_unsolicited_bytes_close_the_connection(make: Make) -> None:
     first = pool.call(get("/a"), 2.0, done)
     await done.wait(1)
     assert answer(first)[2] == echoed("/a")
-    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed", within=1)
+    await eventually(lambda: 0 in upstream.ended, what="conn 0 closed")
     assert pool.conns == []
     second = pool.call(get("/b"), 2.0, done)
     await done.wait(2)

@@ -8,7 +8,9 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
+from support.clock import ManualClock
 from support.upstreams import EchoUpstream, Handler, RawUpstream, read_request
+from support.waiting import eventually
 
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec
@@ -17,13 +19,15 @@ from proxy.upstream.pool import UpstreamPool
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
 
 
-def pool_for(port: int, base_path: str = "", total_timeout: float = 5.0) -> UpstreamPool:
-    """A pool for a loopback upstream."""
+def pool_for(
+    port: int, base_path: str = "", total_timeout: float = 5.0, clock: Callable[[], float] | None = None
+) -> UpstreamPool:
+    """A pool for a loopback upstream (``clock``: its sweep's, default the loop's)."""
     spec = UpstreamSpec(
         name="up", url=f"http://127.0.0.1:{port}{base_path}", scheme="http", host="127.0.0.1", port=port,
         base_path=base_path, connect_timeout=1.0, total_timeout=total_timeout, pool_size=4,
     )  # fmt: skip
-    return UpstreamPool(spec)
+    return UpstreamPool(spec, clock=clock)
 
 
 async def test_fetch_returns_status_headers_body_and_reuses_connection(echo: EchoUpstream) -> None:
@@ -55,20 +59,29 @@ async def test_fetch_connect_error_kind() -> None:
 
 
 async def test_fetch_timeout_kind(raw_upstream: StartRaw) -> None:
-    """An upstream that never answers: UpstreamError kind 'timeout' near the given timeout."""
+    """An upstream that never answers: kind 'timeout' once the pool's clock passes the deadline."""
+    arrived = asyncio.Event()
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        await asyncio.sleep(10)
+        arrived.set()
+        await asyncio.sleep(60)  # never answers; the test ends first
 
     upstream = await raw_upstream(stall)
-    pool = pool_for(upstream.port)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    clock = ManualClock()  # the sweep's clock: the test says when the 30 s have passed
+    pool = pool_for(upstream.port, clock=clock)
+    fetching = asyncio.ensure_future(pool.fetch("GET", "/", [], b"", 30.0))
+    await eventually(arrived.is_set, what="the request upstream")
+    (conn,) = pool.active
+    clock.advance(29.9)
+    pool.sweep()
+    assert not conn.closed and not fetching.done()  # not before its deadline
+    clock.advance(0.2)
+    pool.sweep()
     with pytest.raises(UpstreamError) as caught:
-        await pool.fetch("GET", "/", [], b"", 0.3)
+        await fetching
     assert caught.value.kind == "timeout" and caught.value.status == 504
-    assert 0.25 <= loop.time() - started < 1.5
+    assert "sent no response within" in caught.value.message
     pool.close()
 
 
