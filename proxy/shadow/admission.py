@@ -9,7 +9,9 @@ one sweep every SWEEP_S enforces the deadlines), so a slow or hanging shadow bac
 client. Results are judged by ``proxy.shadow.judge``.
 
 Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then only
-to new, signed as a dry run (legacy has no dry run: such a write is counted as skipped). For an
+to new, signed as a dry run (legacy has no dry run: such a write is counted as skipped and as
+``unavailable_write``). An event stream or a WebSocket is never shadowed: the data path drops its copy as
+soon as it knows and calls ``not_comparable`` (counted as ``unavailable_stream`` / ``_websocket``). For an
 ``aa_sample`` share of reads the control is called twice, at most ``aa_rate`` a second per route
 (``proxy.shadow.noise``).
 """
@@ -35,6 +37,7 @@ from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
 from proxy.shadow.samples import SampleBuilder
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore
+from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["DROPS", "MAX_QUEUED_BYTES", "SWEEP_S", "Shadower", "open_sink"]
 
@@ -93,7 +96,7 @@ class Shadower:
         self._samples = SampleBuilder(settings, clock)
         self._aa_due = AaLimiter(aa_rate, clock).due
         self._judge = Judge(store, settings.body_cap, NoiseBook(store, clock), self._samples,
-                            self._job_done, self._spawn)  # fmt: skip
+                            self._job_done, self._spawn, Unanswered(store, clock))  # fmt: skip
         self._replay = Replayer(
             pools, store, self._judge, self._job_done, secret=secret,
             max_conns=min(8, self._concurrency), body_cap=settings.body_cap, own_pools=own_pools,
@@ -142,9 +145,20 @@ class Shadower:
             if route.target != CONTROL or self.secret is None:
                 # The copy would go to legacy, or new cannot verify a dry run: never a second real write.
                 self.store.count(name, "skipped")
+                # ...and the report says so (COMPARISON UNAVAILABLE) instead of a silent "skipped".
+                why = "unavailable_write" if route.target != CONTROL else "unavailable_secret"
+                self.store.count(name, why)
                 COMPARISONS.labels(name, "skipped").inc()
                 return False
         return True
+
+    def not_comparable(self, route: Route, reason: str) -> None:
+        """A sampled exchange that cannot be compared (``reason``: ``stream`` for an event stream,
+        ``websocket`` for an upgrade): the data path dropped its copy; counted so the report can say why."""
+        # A shadow stream would hold a second connection open for as long as the client's and has no end
+        # to compare at; a WebSocket copy would be a second live session. Neither is ever opened.
+        self.store.count(route.name, f"unavailable_{reason}")
+        COMPARISONS.labels(route.name, "unavailable").inc()
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
@@ -206,6 +220,7 @@ class Shadower:
         self._tasks.clear()
         self._running = 0  # the cancelled jobs never settle
         self._idle.set()
+        self._judge.unanswered.forget()  # this process's part of "not answering" must not outlive it
         self._judge.flush_tallies()
         await self.store.flush()
 
