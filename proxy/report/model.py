@@ -10,8 +10,8 @@ recorded before its path was learned as noise is still counted as noise.
 COMPARISON UNAVAILABLE (with the reason) is said where no comparison can be made, instead of a silent
 skip or a stale verdict: the shadow side is not answering (``UNANSWERED_MIN`` shadow calls in a row
 failed, from the ``unanswered:<side>:<kind>`` streak counters of ``proxy.shadow.unanswered``; this
-wins over any other verdict, since no new evidence arrives); a write route served by new with writes
-shadowed (legacy has no dry run); and, while a route has too few comparisons for a verdict, what it
+wins over any other verdict, since no new evidence arrives); a shadowed route of writes only, served
+by new (after its flip: legacy has no dry run, so its writes are never compared); and, while a route has too few comparisons for a verdict, what it
 did see could not be compared (event streams, WebSockets, writes without a dry-run secret).
 """
 
@@ -159,7 +159,7 @@ def _unavailable(route: Route | None, st: RouteStats, compared: int, settings: S
     reasons = []
     spec = route.shadow if route is not None else None
     flipped_writes = (
-        route is not None and spec is not None and spec.writes and route.target == "new"
+        route is not None and spec is not None and route.target == "new"
         and route.methods is not None and not (route.methods & _SAFE)
     )  # fmt: skip
     few = compared < settings.min_compared

@@ -9,8 +9,8 @@ one sweep every SWEEP_S enforces the deadlines), so a slow or hanging shadow bac
 client. Results are judged by ``proxy.shadow.judge``.
 
 Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then only
-to new, signed as a dry run (legacy has no dry run: such a write is counted as skipped and as
-``unavailable_write``). An event stream or a WebSocket is never shadowed: the data path drops its copy as
+to new, signed as a dry run (legacy has no dry run: a write served by new is counted as
+``unavailable_write``, and as skipped if the route asked for it). An event stream or a WebSocket is never shadowed: the data path drops its copy as
 soon as it knows and calls ``not_comparable`` (counted as ``unavailable_stream`` / ``_websocket``). For an
 ``aa_sample`` share of reads the control is called twice, at most ``aa_rate`` a second per route
 (``proxy.shadow.noise``).
@@ -140,14 +140,19 @@ class Shadower:
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
+            if route.target != CONTROL:
+                # The copy would go to legacy, which has no dry run: never a second real write. Counted
+                # so the report says COMPARISON UNAVAILABLE instead of nothing (after a flip writes: false).
+                self.store.count(name, "unavailable_write")
+                if spec.writes:
+                    self.store.count(name, "skipped")
+                    COMPARISONS.labels(name, "skipped").inc()
+                return False
             if not spec.writes:
                 return False
-            if route.target != CONTROL or self.secret is None:
-                # The copy would go to legacy, or new cannot verify a dry run: never a second real write.
+            if self.secret is None:  # new could not verify a dry run
                 self.store.count(name, "skipped")
-                # ...and the report says so (COMPARISON UNAVAILABLE) instead of a silent "skipped".
-                why = "unavailable_write" if route.target != CONTROL else "unavailable_secret"
-                self.store.count(name, why)
+                self.store.count(name, "unavailable_secret")
                 COMPARISONS.labels(name, "skipped").inc()
                 return False
         return True
