@@ -11,8 +11,9 @@ COMPARISON UNAVAILABLE (with the reason) is said where no comparison can be made
 skip or a stale verdict: the shadow side is not answering (``UNANSWERED_MIN`` shadow calls in a row
 failed, from the ``unanswered:<side>:<kind>`` streak counters of ``proxy.shadow.unanswered``; this
 wins over any other verdict, since no new evidence arrives); a shadowed route of writes only, served
-by new (after its flip: legacy has no dry run, so its writes are never compared); and, while a route has too few comparisons for a verdict, what it
-did see could not be compared (event streams, WebSockets, writes without a dry-run secret).
+by new (after its flip: legacy has no dry run, so its writes are never compared); and, while a route
+has too few comparisons for a verdict, what it did see could not be compared (event streams,
+WebSockets, writes without a dry-run secret).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ client. Results are judged by ``proxy.shadow.judge``.
 
 Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then only
 to new, signed as a dry run (legacy has no dry run: a write served by new is counted as
-``unavailable_write``, and as skipped if the route asked for it). An event stream or a WebSocket is never shadowed: the data path drops its copy as
-soon as it knows and calls ``not_comparable`` (counted as ``unavailable_stream`` / ``_websocket``). For an
+``unavailable_write``, and as skipped if the route asked for it). An event stream or a WebSocket is
+never shadowed: the data path drops its copy as soon as it knows and calls ``not_comparable`` (counted
+as ``unavailable_stream`` / ``_websocket``). For an
 ``aa_sample`` share of reads the control is called twice, at most ``aa_rate`` a second per route
 (``proxy.shadow.noise``).
 """

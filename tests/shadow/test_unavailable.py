@@ -58,7 +58,8 @@ async def test_event_stream_is_never_shadowed(
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{rig.port}/stream") as resp:
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
         got = [await resp.content.readline() for _ in range(9)]
-        assert [line for line in got if line.startswith(b"data:")] == [b"data: event %d\n" % i for i in range(3)]
+        data = [line for line in got if line.startswith(b"data:")]
+        assert data == [b"data: event %d\n" % i for i in range(3)]
 
         async def counted() -> int:
             await rig.store.flush()
@@ -87,7 +88,8 @@ async def test_websocket_is_never_shadowed(make_rig: RigFactory, backends: tuple
 
     legacy.handler = new.handler = echo
     rig = await make_rig(routes_text(legacy, new, SHADOWED % ("ws", "GET", "/ws", "legacy", "")))
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{rig.port}/ws") as ws:
+    url = f"http://127.0.0.1:{rig.port}/ws"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         await ws.send_str("hello")
         assert (await ws.receive_str()) == "echo hello"
     await rig.shadower.drain()
@@ -114,7 +116,9 @@ async def test_write_route_after_flip_is_unavailable(
         assert (await rig.request("POST", "/w", data=b"{}"))[0] == 200
     verdict, reasons = await _verdict(rig, "w")
     assert verdict == UNAVAILABLE
-    assert reasons == ["writes: the route is served by new and legacy has no dry run, so writes are not compared"]
+    assert reasons == [
+        "writes: the route is served by new and legacy has no dry run, so writes are not compared"
+    ]
     st = (await rig.store.stats())["w"]
     assert (st.get("seen"), st.get("unavailable_write")) == (3, 3)
     assert legacy.seen == [] and len(new.seen) == 3
@@ -131,7 +135,7 @@ async def test_dead_shadow_warns_per_clock_window_and_is_unavailable(
     """A shadow side that refuses every call: one warning line per route per WARN_EVERY_S of the injected
     clock (not one per request), a failure metric per call, COMPARISON UNAVAILABLE naming the side and
     the error; once it answers again the streak ends and the verdict is back to the usual ones."""
-    legacy, new = backends
+    legacy, _ = backends
     dead = Backend("new", port=free_port())  # never started: every shadow call is refused
     now = [1000.0]
     rig = await make_rig(routes_text(legacy, dead, SHADOWED % ("dead", "GET", "/dead", "legacy", "")),
@@ -139,7 +143,8 @@ async def test_dead_shadow_warns_per_clock_window_and_is_unavailable(
     before = _failures("dead", "connect")
 
     def warnings() -> int:
-        return sum(1 for r in caplog.records if r.levelno == logging.WARNING and "route dead" in r.getMessage())
+        lines = caplog.records
+        return sum(1 for r in lines if r.levelno == logging.WARNING and "route dead" in r.getMessage())
 
     with caplog.at_level(logging.INFO, logger="strangler.shadow"):
         for _ in range(20):
