@@ -150,7 +150,7 @@ class Responder:
                 rq.keep_alive = False  # close-delimited (HTTP/1.0): the body ends when the connection does
         tee = rq.tee
         if tee is not None:
-            if _event_stream(headers):
+            if length is None and _event_stream(headers):  # a stream has no length: others skip the scan
                 # An event stream has no end to compare at: drop the copy now rather than buffer it.
                 rq.tee = None
                 self._not_comparable(rq, "stream")
