@@ -65,15 +65,18 @@ class Unanswered:
     def __init__(self, store: DiffStore, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self._clock = clock
-        self.down: dict[tuple[str, str], _Streak] = {}  # (route, side) -> the current streak
+        self.down: dict[str, dict[str, _Streak]] = {}  # route -> side -> the current streak
 
     def failed(self, route: str, side: str, reason: str) -> None:
         """One shadow call of ``route`` to ``side`` got no answer (``reason`` says why)."""
         kind = error_kind(reason)
         FAILURES.labels(route, side, kind).inc()
-        streak = self.down.get((route, side))
+        sides = self.down.get(route)
+        if sides is None:
+            sides = self.down[route] = {}
+        streak = sides.get(side)
         if streak is None:
-            streak = self.down[(route, side)] = _Streak()
+            streak = sides[side] = _Streak()
         streak.kinds[kind] = streak.kinds.get(kind, 0) + 1
         streak.last = reason
         streak.since_warning += 1
@@ -90,19 +93,20 @@ class Unanswered:
             streak.since_warning = 0
 
     def answered(self, route: str) -> None:
-        """``route``'s shadow side answered: end its streak (a no-op unless one is running)."""
-        for key in [k for k in self.down if k[0] == route]:
-            self._end(key)
+        """``route``'s shadow side answered: end its streak (a dict miss unless one is running)."""
+        sides = self.down.pop(route, None)
+        if sides is not None:
+            self._end(route, sides, announce=True)
 
     def forget(self) -> None:
         """End every streak (the shadower is closing: the store must not keep this process's part)."""
-        for key in list(self.down):
-            self._end(key)
+        down, self.down = self.down, {}
+        for route, sides in down.items():
+            self._end(route, sides, announce=False)
 
-    def _end(self, key: tuple[str, str]) -> None:
-        streak = self.down.pop(key)
-        route, side = key
-        for kind, n in streak.kinds.items():
-            self.store.count(route, f"{PREFIX}{side}:{kind}", -n)
-        if streak.warned_at is not None:
-            log.info("shadow side %s of route %s answers again", side, route)
+    def _end(self, route: str, sides: dict[str, _Streak], *, announce: bool) -> None:
+        for side, streak in sides.items():
+            for kind, n in streak.kinds.items():
+                self.store.count(route, f"{PREFIX}{side}:{kind}", -n)
+            if announce and streak.warned_at is not None:
+                log.info("shadow side %s of route %s answers again", side, route)
