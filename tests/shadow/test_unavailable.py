@@ -12,11 +12,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
+from support.memstore import MemoryStore
 from support.waiting import eventually
 
 from proxy.devstack.embedded import free_port
 from proxy.report.model import NOT_ENOUGH, UNANSWERED_MIN, UNAVAILABLE, build_report
-from proxy.shadow.unanswered import WARN_EVERY_S
+from proxy.shadow.unanswered import WARN_EVERY_S, Unanswered
 
 from .shadow_rig import Backend, Rig, RigFactory, routes_text
 
@@ -124,7 +125,7 @@ async def test_write_route_after_flip_is_unavailable(
     assert legacy.seen == [] and len(new.seen) == 3
 
 
-def _failures(route: str, kind: str) -> float:
+def _failures(route: str, kind: str) -> float:  # strangler_shadow_failures_total of the new side
     labels = {"route": route, "side": "new", "kind": kind}
     return REGISTRY.get_sample_value("strangler_shadow_failures_total", labels) or 0.0
 
@@ -193,3 +194,25 @@ def _app() -> web.Application:
     app = web.Application()
     app.router.add_get("/dead", alice)
     return app
+
+
+async def test_streak_is_taken_back_when_answered_or_closed() -> None:
+    """The stored streak adds up failures of the current run only: an answer or a close takes it back to
+    0 (so a restarted or recovered side is not reported as silent); the metric keeps every failure."""
+    store = MemoryStore()
+    book = Unanswered(store, clock=lambda: 0.0)
+    before = _failures("r", "timeout")
+    for reason in ("timeout: no answer in 2 s", "timeout: no answer in 2 s", "connect: refused"):
+        book.failed("r", "new", reason)
+    book.failed("s", "new", "no upstream named 'new'")
+    await store.flush()
+    counters = (await store.stats())["r"].counters
+    assert (counters["unanswered:new:timeout"], counters["unanswered:new:connect"]) == (2, 1)
+    book.answered("r")
+    book.answered("unknown")
+    book.forget()  # the shadower closes: s's streak goes too
+    await store.flush()
+    stats = await store.stats()
+    assert stats["r"].get("unanswered:new:timeout") == stats["r"].get("unanswered:new:connect") == 0
+    assert stats["s"].get("unanswered:new:error") == 0
+    assert _failures("r", "timeout") == before + 2
