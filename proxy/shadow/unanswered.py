@@ -100,9 +100,9 @@ class Unanswered:
 
     def forget(self) -> None:
         """End every streak (the shadower is closing: the store must not keep this process's part)."""
-        down, self.down = self.down, {}
-        for route, sides in down.items():
+        for route, sides in list(self.down.items()):
             self._end(route, sides, announce=False)
+        self.down.clear()  # in place: the judge holds this dict
 
     def _end(self, route: str, sides: dict[str, _Streak], *, announce: bool) -> None:
         for side, streak in sides.items():
