@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.report.model import NOT_ENOUGH, READY, Report, RouteReport, gather
+from proxy.report.model import NOT_ENOUGH, READY, UNAVAILABLE, Report, RouteReport, gather
 from proxy.report.text import answered
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, StoreError
@@ -30,6 +30,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.READY{color:#0a7a2f;font-weight:bold}
 .NOT_READY{color:#b00020;font-weight:bold}.NOT_ENOUGH_DATA{color:#8a6d00}
+.COMPARISON_UNAVAILABLE{color:#555;font-weight:bold}.why{display:block;font-weight:normal}
 code{background:#f6f6f6;padding:0 .2em}.muted{color:#777}svg text{font:11px sans-serif}
 """
 
@@ -45,7 +46,10 @@ def _rate(value: float | None) -> str:
 def _verdict_cell(r: RouteReport) -> str:
     why = "; ".join(r.reasons)
     css = r.verdict.replace(" ", "_")
-    return f'<td class="l {css}" title="{escape(why)}">{escape(r.verdict)}</td>'
+    # Unavailable is not a judgement on new: its reason is the whole message, so it is shown, not hovered.
+    reasons = r.reasons if r.verdict == UNAVAILABLE else []
+    shown = "".join(f'<span class="why">{escape(w)}</span>' for w in reasons)
+    return f'<td class="l {css}" title="{escape(why)}">{escape(r.verdict)}{shown}</td>'
 
 
 def _row(r: RouteReport) -> str:
@@ -135,8 +139,9 @@ def render_html(report: Report, route: str | None = None) -> str:
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>",
         f'<p class="muted">Verdict: {READY} needs at least {report.min_compared} comparisons and a match '
-        f"rate of {report.match_threshold:.1%}; {NOT_ENOUGH} below that. Legacy is the control, new the "
-        "candidate."
+        f"rate of {report.match_threshold:.1%}; {NOT_ENOUGH} below that; {UNAVAILABLE} where nothing can be "
+        "compared (streams, writes after a flip, a shadow side not answering). Legacy is the control, new "
+        "the candidate."
         + (' <a href="/report">All routes</a>' if route else "") + "</p>",
         f'<table id="routes">{head}' + "".join(_row(r) for r in shown) + "</table>",
         "<h2>Latency</h2>",

@@ -6,6 +6,14 @@ match rate at the threshold, new p99 no slower than legacy's within a tolerance 
 has fewer than 100 timings, where "p99" would be a single outlier), no more errors), NOT
 READY (with the reasons) or NOT ENOUGH DATA. Noise is applied when the report is built, so a difference
 recorded before its path was learned as noise is still counted as noise.
+
+COMPARISON UNAVAILABLE (with the reason) is said where no comparison can be made, instead of a silent
+skip or a stale verdict: the shadow side is not answering (``UNANSWERED_MIN`` shadow calls in a row
+failed, from the ``unanswered:<side>:<kind>`` streak counters of ``proxy.shadow.unanswered``; this
+wins over any other verdict, since no new evidence arrives); a shadowed route of writes only, served
+by new (after its flip: legacy has no dry run, so its writes are never compared); and, while a route
+has too few comparisons for a verdict, what it did see could not be compared (event streams,
+WebSockets, writes without a dry-run secret).
 """
 
 from __future__ import annotations
@@ -14,14 +22,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from proxy.routing.table import RouteTable, ShadowSettings
+from proxy.routing.table import Route, RouteTable, ShadowSettings
 from proxy.shadow.store import DiffStore, RouteStats, Sample
 
-__all__ = ["NOT_ENOUGH", "NOT_READY", "READY", "Report", "RouteReport", "build_report", "gather"]
+__all__ = [
+    "NOT_ENOUGH", "NOT_READY", "READY", "UNANSWERED_MIN", "UNAVAILABLE", "Report", "RouteReport",
+    "build_report", "gather",
+]  # fmt: skip
 
 READY: Final = "READY"
 NOT_READY: Final = "NOT READY"
 NOT_ENOUGH: Final = "NOT ENOUGH DATA"
+UNAVAILABLE: Final = "COMPARISON UNAVAILABLE"
+# Shadow calls failed in a row (summed over replicas) that make a route's comparison unavailable.
+UNANSWERED_MIN: Final = 5
 # New may be this much slower at p99 (ratio, plus an absolute slack for the 15 % histogram buckets).
 P99_RATIO: Final = 1.25
 P99_SLACK_S: Final = 0.005
@@ -96,7 +110,11 @@ def _route_report(
         "legacy": st.get("errors_control") / attempts if attempts else None,
         "new": st.get("errors_candidate") / attempts if attempts else None,
     }
-    verdict, reasons = _verdict(compared, rate, latency, st, settings)
+    why_not = _unavailable(route, st, compared, settings)
+    if why_not:
+        verdict, reasons = UNAVAILABLE, why_not
+    else:
+        verdict, reasons = _verdict(compared, rate, latency, st, settings)
     return RouteReport(
         name=name,
         target=route.target if route else None,
@@ -116,6 +134,48 @@ def _route_report(
 
 
 _SHOWN: Final = frozenset({"seen", "sampled", "compared", "dropped", "skipped"})
+
+
+_KIND_TEXT: Final = {
+    "connect": "connection refused or reset (connect)",
+    "timeout": "no answer within the shadow timeout (timeout)",
+    "protocol": "an unreadable response (protocol)",
+    "error": "the call could not be made (error)",
+}
+_SAFE: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _unavailable(route: Route | None, st: RouteStats, compared: int, settings: ShadowSettings) -> list[str]:
+    """Why this route's comparisons are unavailable, or [] when they are not (see the module docstring)."""
+    for side in ("new", "legacy"):
+        prefix = f"unanswered:{side}:"
+        kinds = {k[len(prefix):]: n for k, n in st.counters.items() if k.startswith(prefix) and n > 0}
+        total = sum(kinds.values())
+        if total >= UNANSWERED_MIN:
+            kind = max(kinds, key=lambda k: kinds[k])
+            return [
+                f"the shadow side ({side}) did not answer: {_KIND_TEXT.get(kind, kind)}; the last {total} "
+                f"shadow calls failed, so nothing is being compared; check the {side} upstream"
+            ]
+    reasons = []
+    spec = route.shadow if route is not None else None
+    flipped_writes = (
+        route is not None and spec is not None and route.target == "new"
+        and route.methods is not None and not (route.methods & _SAFE)
+    )  # fmt: skip
+    few = compared < settings.min_compared
+    if flipped_writes or (few and st.get("unavailable_write")):
+        reasons.append(
+            "writes: the route is served by new and legacy has no dry run, so writes are not compared"
+        )
+    if few and st.get("unavailable_secret"):
+        reasons.append(
+            "writes: no dry-run secret is set (STRANGLER_DRY_RUN_SECRET), so writes are not compared; "
+            "set it for the gateway and new"
+        )
+    if few and (st.get("unavailable_stream") or st.get("unavailable_websocket")):
+        reasons.append("stream: responses are event streams / WebSockets, not compared")
+    return reasons
 
 
 def _verdict(

@@ -6,9 +6,14 @@ from typing import Any
 
 import orjson
 
-from proxy.report.model import NOT_READY, Report
+from proxy.report.model import NOT_READY, UNAVAILABLE, Report
 
 __all__ = ["answered", "render_markdown", "render_terminal"]
+
+
+# Counted by proxy.shadow.admission for exchanges it could not compare.
+_EXTRA = ("dropped", "skipped", "unavailable_stream", "unavailable_websocket", "unavailable_write",
+          "unavailable_secret")  # fmt: skip
 
 
 def _fmt_ms(value: float | None) -> str:
@@ -53,8 +58,8 @@ def render_terminal(report: Report) -> str:
         details += [f"  noise (A/A) {p}: {n}" for p, n in r.noise_paths[:10]]
         if r.noise:
             details.append(f"  {r.noise} comparisons differed only in noise (counted as matches)")
-        details += [f"  why: {why}" for why in r.reasons if r.verdict == NOT_READY]
-        extra = {k: v for k, v in r.counters.items() if k in ("dropped", "skipped") and v}
+        details += [f"  why: {why}" for why in r.reasons if r.verdict in (NOT_READY, UNAVAILABLE)]
+        extra = {k: v for k, v in r.counters.items() if k in _EXTRA and v}
         if extra:
             details.append("  " + ", ".join(f"{k} {v}" for k, v in extra.items()))
         if details:

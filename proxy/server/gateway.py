@@ -56,6 +56,8 @@ class ShadowSink(Protocol):
 
     def submit(self, exchange: Exchange) -> None: ...
 
+    def not_comparable(self, route: Route, reason: str) -> None: ...
+
 
 class AccessRecord(NamedTuple):
     """One access-log line's worth of facts about a finished request."""

@@ -153,8 +153,13 @@ class Responder:
                 rq.keep_alive = False  # close-delimited (HTTP/1.0): the body ends when the connection does
         tee = rq.tee
         if tee is not None:
-            tee.resp_headers = headers  # not copied: UpConn makes a new list for each response
-            tee.resp = []
+            if length is None and _event_stream(headers):  # a stream has no length: others skip the scan
+                # An event stream has no end to compare at: drop the copy now rather than buffer it.
+                rq.tee = None
+                self._not_comparable(rq, "stream")
+            else:
+                tee.resp_headers = headers  # not copied: UpConn makes a new list for each response
+                tee.resp = []
 
     def on_resp_body(self, chunk: bytes) -> None:
         rq = self.cur
@@ -337,7 +342,9 @@ class Responder:
                 )
             )
         tee = rq.tee
-        if tee is not None and rq.resp_started and rq.resp_done:
+        if tee is not None and rq.websocket:
+            self._not_comparable(rq, "websocket")  # a copy would be a second live session: never made
+        elif tee is not None and rq.resp_started and rq.resp_done:
             pool = rq.pool
             assert pool is not None
             req_body = b"".join(tee.req) if tee.req is not None else None
@@ -365,3 +372,19 @@ class Responder:
                     log.exception("shadow submit failed")
         if server.draining:
             server.check_drained()
+
+    def _not_comparable(self, rq: Request, reason: str) -> None:
+        shadow = self.gateway.shadow
+        if shadow is not None and rq.route is not None:
+            try:  # shadowing's failure must not reach the data path
+                shadow.not_comparable(rq.route, reason)
+            except Exception:
+                log.exception("shadow not_comparable failed")
+
+
+def _event_stream(headers: Headers) -> bool:
+    """Whether a response's headers say ``Content-Type: text/event-stream`` (server-sent events)."""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value[:17].lower() == b"text/event-stream"
+    return False

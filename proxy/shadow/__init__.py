@@ -7,6 +7,8 @@ The modules, from the data path's side down (each imports only modules listed af
 - ``replay``: shadow calls on the upstream pools and pipes; the only module that knows the pool types.
   Sockets (through proxy.upstream).
 - ``judge``: a job's results made into outcomes (matched, differed, noise, error) and recorded. No I/O.
+- ``unanswered``: a shadow side that stops answering: the failure metric, a warning line per route every
+  few seconds, and the streak the report reads. No I/O.
 - ``noise``: the A/A rate limit and the learned noise paths. No I/O (reads through the store).
 - ``samples``: a differing exchange made into a redacted, trimmed ``Sample``. No I/O.
 - ``compare`` (structural comparison), ``bytecheck`` (the byte fast path), ``redact``, ``dryrun``: pure.

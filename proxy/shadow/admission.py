@@ -9,7 +9,10 @@ one sweep every SWEEP_S enforces the deadlines), so a slow or hanging shadow bac
 client. Results are judged by ``proxy.shadow.judge``.
 
 Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then only
-to new, signed as a dry run (legacy has no dry run: such a write is counted as skipped). For an
+to new, signed as a dry run (legacy has no dry run: a write served by new is counted as
+``unavailable_write``, and as skipped if the route asked for it). An event stream or a WebSocket is
+never shadowed: the data path drops its copy as soon as it knows and calls ``not_comparable`` (counted
+as ``unavailable_stream`` / ``_websocket``). For an
 ``aa_sample`` share of reads the control is called twice, at most ``aa_rate`` a second per route
 (``proxy.shadow.noise``).
 """
@@ -35,6 +38,7 @@ from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
 from proxy.shadow.samples import SampleBuilder
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore
+from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["DROPS", "MAX_QUEUED_BYTES", "SWEEP_S", "Shadower", "open_sink"]
 
@@ -94,7 +98,7 @@ class Shadower:
         self._samples = SampleBuilder(settings, clock)
         self._aa_due = AaLimiter(aa_rate, clock).due
         self._judge = Judge(store, settings.body_cap, NoiseBook(store, clock), self._samples,
-                            self._job_done, self._spawn)  # fmt: skip
+                            self._job_done, self._spawn, Unanswered(store, clock))  # fmt: skip
         self._replay = Replayer(
             pools, store, self._judge, self._job_done, secret=secret,
             max_conns=min(8, self._concurrency), body_cap=settings.body_cap, own_pools=own_pools,
@@ -138,14 +142,30 @@ class Shadower:
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
+            if route.target != CONTROL:
+                # The copy would go to legacy, which has no dry run: never a second real write. Counted
+                # so the report says COMPARISON UNAVAILABLE instead of nothing (after a flip writes: false).
+                self.store.count(name, "unavailable_write")
+                if spec.writes:
+                    self.store.count(name, "skipped")
+                    COMPARISONS.labels(name, "skipped").inc()
+                return False
             if not spec.writes:
                 return False
-            if route.target != CONTROL or self.secret is None:
-                # The copy would go to legacy, or new cannot verify a dry run: never a second real write.
+            if self.secret is None:  # new could not verify a dry run
                 self.store.count(name, "skipped")
+                self.store.count(name, "unavailable_secret")
                 COMPARISONS.labels(name, "skipped").inc()
                 return False
         return True
+
+    def not_comparable(self, route: Route, reason: str) -> None:
+        """A sampled exchange that cannot be compared (``reason``: ``stream`` for an event stream,
+        ``websocket`` for an upgrade): the data path dropped its copy; counted so the report can say why."""
+        # A shadow stream would hold a second connection open for as long as the client's and has no end
+        # to compare at; a WebSocket copy would be a second live session. Neither is ever opened.
+        self.store.count(route.name, f"unavailable_{reason}")
+        COMPARISONS.labels(route.name, "unavailable").inc()
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
@@ -207,6 +227,7 @@ class Shadower:
         self._tasks.clear()
         self._running = 0  # the cancelled jobs never settle
         self._idle.set()
+        self._judge.unanswered.forget()  # this process's part of "not answering" must not outlive it
         self._judge.flush_tallies()
         await self.store.flush()
 

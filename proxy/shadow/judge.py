@@ -24,6 +24,7 @@ from proxy.shadow.compare import Diff, Observed, compare
 from proxy.shadow.noise import NoiseBook
 from proxy.shadow.samples import SampleBuilder
 from proxy.shadow.store import DiffStore
+from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "SAFE", "Failed", "Fetched", "Job", "Judge"]
 
@@ -35,7 +36,7 @@ SAFE: Final = frozenset({"GET", "HEAD"})
 
 COMPARISONS = PromCounter(
     "strangler_shadow_comparisons",
-    "Shadow comparisons by route and result (matched, differed, noise, error, skipped).",
+    "Shadow comparisons by route and result (matched, differed, noise, error, skipped, unavailable).",
     ["route", "result"],
 )
 
@@ -75,14 +76,17 @@ class Judge:
     """Settles jobs, compares their results, and records the outcomes in the store.
 
     ``job_done`` is called once per job that ``settle`` finishes (the admission side's slot is freed);
-    ``spawn`` runs the rare comparison that must first read noise from the store.
+    ``spawn`` runs the rare comparison that must first read noise from the store; ``unanswered`` keeps
+    the shadow side's failures (a new one on ``store`` by default).
     """
 
     def __init__(
         self, store: DiffStore, body_cap: int, noise: NoiseBook, samples: SampleBuilder,
-        job_done: Callable[[], None], spawn: Spawn,
+        job_done: Callable[[], None], spawn: Spawn, unanswered: Unanswered | None = None,
     ) -> None:  # fmt: skip
         self.store = store
+        self.unanswered = unanswered if unanswered is not None else Unanswered(store)
+        self._down = self.unanswered.down  # checked on every outcome: only a running streak costs more
         self.body_cap = body_cap
         self._noise = noise
         self._samples = samples
@@ -198,6 +202,8 @@ class Judge:
         # dict and add the sums at each flush instead.
         key = (route, result)
         self._tallies[key] = self._tallies.get(key, 0) + 1
+        if self._down:  # every outcome tallied means the shadow side answered
+            self.unanswered.answered(route)
 
     def flush_tallies(self) -> None:
         """Add the tallied outcomes to ``strangler_shadow_comparisons``."""
@@ -215,8 +221,14 @@ class Judge:
         return entry[1]
 
     def record_error(self, ex: Exchange, failure: Failed) -> None:
-        """Count a failed call of one side (the comparison is lost, the request was not)."""
+        """Count a failed call of one side (the comparison is lost, the request was not).
+
+        A failure of the shadow side (not the primary) goes to ``unanswered``: a metric, a warning line
+        per route every few seconds, and the streak the report shows; never a line per request.
+        """
+        name = ex.route.name
         side = "control" if failure.side == CONTROL else "candidate"
-        self.store.count(ex.route.name, f"errors_{side}")
-        COMPARISONS.labels(ex.route.name, "error").inc()
-        log.info("shadow call failed on route %s: %s", ex.route.name, failure)
+        self.store.count(name, f"errors_{side}")
+        COMPARISONS.labels(name, "error").inc()
+        if failure.side != ex.primary:
+            self.unanswered.failed(name, failure.side, failure.reason)

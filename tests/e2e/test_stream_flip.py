@@ -20,8 +20,10 @@ from contract_kit import Account, Api  # importable: tests/e2e/conftest.py loads
 from contract_stack import Stack
 from stream_kit import SseClient, StreamStack, wait_gauges
 from support.opshelp import start_gateway
+from support.waiting import eventually
 
 SIDES = ("legacy", "new")
+STREAM_WHY = "stream: responses are event streams / WebSockets, not compared"
 
 
 def routes_text(ports: dict[str, int], stream_target: str, timeout: float = 10.0) -> str:
@@ -178,4 +180,70 @@ async def test_heartbeats_keep_a_quiet_stream_open_past_the_gateway_idle_timeout
         finally:
             await client.close()
     finally:
+        assert await gateway.stop() == 0, "\n".join(gateway.raw[-40:])
+
+
+async def test_shadowed_stream_and_socket_are_never_copied(
+    stream_services: Stack, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """Stream and socket routes shadowed at sample 1.0 against the real services: new never gets a shadow
+    stream or socket, the clients get their posts, and /report.json says COMPARISON UNAVAILABLE (stream)."""
+    ports = {name: stream_services.running[name].port for name in SIDES}
+    urls = {n: stream_services.running[n].base_url for n in SIDES}
+    shadowed = "    target: legacy\n    shadow: {sample: 1.0}\n"
+    text = routes_text(ports, "legacy").replace("    target: legacy\n", shadowed) + (
+        '  - name: ws\n    match: {methods: [GET], path: "/api/v1/ws"}\n' + shadowed
+        + '  - name: posts-list\n    match: {methods: [GET], path: "/api/v1/posts"}\n' + shadowed
+    )  # fmt: skip
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(text)
+    env = {"REDIS_URL": redis_url, "STRANGLER_SHADOW_PREFIX": redis_prefix}
+    gateway = await start_gateway(routes, "--access-log", "false", "--reload-interval", "600", env=env)
+    api = stream_services.api("legacy")
+
+    async def report() -> dict[str, dict[str, Any]]:
+        url = f"http://{gateway.admin}/report.json"
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            assert r.status == 200, await r.text()
+            return {route["name"]: route for route in (await r.json())["routes"]}
+
+    async def counted(route: str, key: str) -> dict[str, dict[str, Any]] | None:
+        routes = await report()
+        return routes if routes[route]["counters"].get(key, 0) >= 1 else None
+
+    try:
+        port = int(gateway.listen.rsplit(":", 1)[1])
+        user = await asyncio.to_thread(api.register, name="Shadowed")
+        client = await SseClient.open(port)
+        try:
+            assert client.status == 200
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"{gateway.url}/api/v1/ws", headers=user.auth
+            ) as ws:
+                await wait_gauges(urls["legacy"], lambda g: g["sse_open"] == 1 and g["ws_open"] == 1)
+                body = await asyncio.to_thread(_create, api, user, "watched")
+                await _until(client, body)
+                async with asyncio.timeout(10.0):
+                    while not (await ws.receive_str()).endswith(',"post":' + body.decode() + "}"):
+                        pass
+                await eventually(lambda: counted("posts-stream", "unavailable_stream"), what="stream counted")
+                got = await eventually(lambda: counted("ws", "unavailable_websocket"), what="socket counted")
+                for name in ("posts-stream", "ws"):
+                    assert got[name]["verdict"] == "COMPARISON UNAVAILABLE", got[name]
+                    assert got[name]["reasons"] == [STREAM_WHY]
+                gauges = await wait_gauges(urls["new"], lambda g: True)
+                assert (gauges["sse_open"], gauges["ws_open"]) == (0, 0)  # no shadow stream or socket
+        finally:
+            await client.close()
+        await wait_gauges(urls["legacy"], lambda g: g["sse_open"] == 0 and g["ws_open"] == 0)
+        # A later comparison on another route: the stream's and socket's ends were recorded before it.
+        async with aiohttp.ClientSession() as session, session.get(f"{gateway.url}/api/v1/posts") as r:
+            assert r.status == 200
+        got = await eventually(lambda: counted("posts-list", "compared"), what="a later comparison")
+        assert got["posts-stream"]["counters"].get("sampled", 0) == 0
+        assert got["ws"]["counters"].get("sampled", 0) == 0
+        gauges = await wait_gauges(urls["new"], lambda g: True)
+        assert (gauges["sse_open"], gauges["ws_open"]) == (0, 0)
+    finally:
+        api.close()
         assert await gateway.stop() == 0, "\n".join(gateway.raw[-40:])
