@@ -234,6 +234,9 @@ class ClientProtocol(Responder, asyncio.Protocol):
                     rq.keep_alive = False  # after the exchange the parser is in upgrade mode: close
             rq.chunked = chunked
             rq.body_done = not has_body
+        rq.host = host = prep.host
+        if pool.client_host:  # the default: the client's Host, or ours for an HTTP/1.0 request without
+            prefix += b"Host: " + (host or pool.hostport) + b"\r\n"
         rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket)
         if method == b"HEAD":
             rq.is_head = True

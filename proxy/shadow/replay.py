@@ -61,6 +61,11 @@ def _replayed(ex: Exchange) -> Headers:
     return [(k, v) for k, v in ex.request_headers if k.lower() not in _DROP_HEADERS]
 
 
+def _host(pool: UpstreamPool, ex: Exchange) -> bytes:
+    """The Host a shadow call sends: the client's, as the primary got it, unless ``host: upstream``."""
+    return ex.client_host if pool.client_host and ex.client_host else pool.hostport
+
+
 class Replayer:
     """Sends shadow calls on pools and pipes, and settles each answer with the judge.
 
@@ -141,9 +146,9 @@ class Replayer:
         head = b"\r\n".join(lines)
         if lines and b"x-strangler-dry-run" not in head.lower():
             target = pool.base_path + path_qs.encode("utf-8")
-            message = b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target, pool.hostport, head)
+            message = b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target, _host(pool, ex), head)
         else:
-            message = build_request(pool, ex.method, path_qs, _replayed(ex), b"")
+            message = build_request(pool, ex.method, path_qs, _replayed(ex), b"", _host(pool, ex))
         pipe = self._pipes.get(side)
         if pipe is None or pipe.spec is not pool.spec:
             assert self._loop is not None
@@ -207,7 +212,7 @@ class Replayer:
             signature = dryrun.sign(self.secret, ex.method, path_qs, body)
             headers.append((dryrun.HEADER.encode(), signature.encode()))
         if isinstance(pool, UpstreamPool):
-            message = build_request(pool, ex.method, path_qs, headers, body)
+            message = build_request(pool, ex.method, path_qs, headers, body, _host(pool, ex))
             done = functools.partial(self._called, job, key, side)
             call = Call(pool, ex.method, message, limit, done, self._loop)
             self._calls.add(call)
