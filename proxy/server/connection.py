@@ -235,9 +235,10 @@ class ClientProtocol(Responder, asyncio.Protocol):
             rq.chunked = chunked
             rq.body_done = not has_body
         rq.host = host = prep.host
-        if pool.client_host:  # the default: the client's Host, or ours for an HTTP/1.0 request without
-            prefix += b"Host: " + (host or pool.hostport) + b"\r\n"
-        rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket)
+        # The default forwards the client's Host (ours for an HTTP/1.0 request without one); the prefix of
+        # a `host: upstream` pool carries the upstream's.
+        client_host = (host or pool.hostport) if pool.client_host else None
+        rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket, client_host)
         if method == b"HEAD":
             rq.is_head = True
         shadow = gateway.shadow
