@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
@@ -131,3 +133,13 @@ async def test_without_a_secret_every_dry_run_is_refused() -> None:
     """A verifier without a secret accepts nothing: a service never runs an unsigned write as a dry run."""
     verifier = Verifier(None, MemoryNonceStore())
     assert not await verifier.check(sign(SECRET, "POST", "/o", b""), "POST", "/o", b"")
+
+
+def test_the_library_imports_nothing_of_the_gateway() -> None:
+    """A service imports proxy.dryrun (and its ASGI middleware) without the gateway's modules or aiohttp."""
+    probe = "import sys, proxy.dryrun, proxy.dryrun.asgi; print(' '.join(sorted(sys.modules)))"
+    argv = [sys.executable, "-c", probe]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    loaded = done.stdout.split()
+    assert [m for m in loaded if m.startswith("proxy.") and not m.startswith("proxy.dryrun")] == []
+    assert not {"aiohttp", "yaml", "uvloop", "httptools", "redis", "asyncpg"} & set(loaded)
