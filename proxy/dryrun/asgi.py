@@ -36,6 +36,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 STATE_KEY = "strangler_dry_run"
 _HEADER_LOWER = HEADER.lower().encode("ascii")
 _APPLIED_PAIR = (_HEADER_LOWER, APPLIED.encode("ascii"))
+TOO_LARGE_BODY = (
+    b'{"error": {"code": "DRY_RUN_BODY_TOO_LARGE", "message": "a dry run\'s body is larger than this '
+    b'service accepts (DryRunMiddleware max_body); the gateway only shadows bodies up to its body_cap"}}'
+)
 
 
 def is_dry_run(scope: Scope) -> bool:
@@ -45,11 +49,16 @@ def is_dry_run(scope: Scope) -> bool:
 
 
 class DryRunMiddleware:
-    """Verifies ``X-Strangler-Dry-Run`` with ``verifier`` before the wrapped ASGI ``app`` runs."""
+    """Verifies ``X-Strangler-Dry-Run`` with ``verifier`` before the wrapped ASGI ``app`` runs.
 
-    def __init__(self, app: ASGIApp, verifier: Verifier) -> None:
+    The body must be read whole to check its hash: past ``max_body`` bytes the request is answered 413
+    (the gateway never shadows a body larger than its ``body_cap``, 1 MiB by default).
+    """
+
+    def __init__(self, app: ASGIApp, verifier: Verifier, max_body: int = 10 << 20) -> None:
         self.app = app
         self.verifier = verifier
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,11 +69,17 @@ class DryRunMiddleware:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return  # the client went away before sending its body: nothing to answer
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await _answer(send, 413, TOO_LARGE_BODY)
+                return
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
@@ -73,7 +88,7 @@ class DryRunMiddleware:
         query = scope.get("query_string", b"")
         path_qs = (path + b"?" + query if query else path).decode("latin-1")
         if not await self.verifier.check(header.decode("latin-1"), scope["method"], path_qs, body):
-            await _refuse(send)
+            await _answer(send, 403, REFUSAL_BODY)
             return
         scope = dict(scope)
         scope["state"] = {**(scope.get("state") or {}), STATE_KEY: True}
@@ -95,7 +110,7 @@ class DryRunMiddleware:
         await self.app(scope, replay, mark)
 
 
-async def _refuse(send: Send) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(REFUSAL_BODY)).encode())]
-    await send({"type": "http.response.start", "status": 403, "headers": headers})
-    await send({"type": "http.response.body", "body": REFUSAL_BODY})
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

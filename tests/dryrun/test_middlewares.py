@@ -52,13 +52,13 @@ async def aiohttp_app(verifier: Verifier) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def starlette_app(verifier: Verifier) -> AsyncIterator[str]:
+async def starlette_app(verifier: Verifier, max_body: int = 10 << 20) -> AsyncIterator[str]:
     async def orders(request: Request) -> JSONResponse:
         return JSONResponse({"dry": is_dry_run(request.scope), "body": (await request.body()).decode()})
 
     app = Starlette(
         routes=[Route("/orders", orders, methods=["POST"])],
-        middleware=[Middleware(DryRunMiddleware, verifier=verifier)],
+        middleware=[Middleware(DryRunMiddleware, verifier=verifier, max_body=max_body)],
     )
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -143,3 +143,19 @@ def test_the_library_imports_nothing_of_the_gateway() -> None:
     loaded = done.stdout.split()
     assert [m for m in loaded if m.startswith("proxy.") and not m.startswith("proxy.dryrun")] == []
     assert not {"aiohttp", "yaml", "uvloop", "httptools", "redis", "asyncpg"} & set(loaded)
+
+
+async def test_asgi_refuses_a_dry_run_body_past_max_body() -> None:
+    """The ASGI middleware reads a dry run's body whole, so it bounds it: past max_body, 413 JSON."""
+    big = b"x" * 2048
+    async with (
+        aiohttp.ClientSession() as session,
+        starlette_app(Verifier(SECRET, MemoryNonceStore()), 1024) as base,
+    ):
+        headers = {HEADER: sign(SECRET, "POST", "/orders", big)}
+        async with session.post(base + "/orders", data=big, headers=headers) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["error"]["code"] == "DRY_RUN_BODY_TOO_LARGE"
+        headers = {HEADER: sign(SECRET, "POST", "/orders", BODY)}
+        async with session.post(base + "/orders", data=BODY, headers=headers) as resp:
+            assert resp.status == 200  # under the bound: as usual
