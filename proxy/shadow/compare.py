@@ -42,7 +42,7 @@ _INDEX = re.compile(r"\[\d+\]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 try:  # brotli is optional: "br" bodies are compared as raw bytes when it is absent
-    import brotli as _brotli  # type: ignore[import-not-found, unused-ignore]
+    import brotli as _brotli  # type: ignore[import-not-found, import-untyped, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
     _brotli = None
 
