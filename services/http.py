@@ -16,14 +16,15 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from proxy.shadow import dryrun
+from proxy.dryrun import HEADER, Verifier
 from services import errors
+from services.cache import Cache
 from services.context import CACHE, DRY_RUN, POOL, SETTINGS, Ctx
 from services.db import rolled_back
 from services.logs import REQUEST_ID
 
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
-DRY_RUN_HEADER = dryrun.HEADER
+DRY_RUN_HEADER = HEADER
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Echoed only when it is printable ASCII: Node and aiohttp would each re-encode other bytes differently.
 _REQUEST_ID_RE = re.compile(r"[\x20-\x7e]+")
@@ -95,6 +96,18 @@ def _decode_param(raw: str) -> str:
         raise errors.NotFound(errors.ROUTE_NOT_FOUND) from None
 
 
+class _CacheNonces:
+    """The library's `proxy.dryrun.NonceStore` over the service's Redis cache (``dryrun:<nonce>`` keys)."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+
+    async def claim(self, nonce: str, ttl: int) -> bool:
+        return await self._cache.first_use(f"dryrun:{nonce}", ttl)
+
+
 async def check_dry_run(request: web.Request, secret: str | None, header: str, now: float) -> None:
     """Raise Forbidden unless `header` signs this very request (method, target, body, time) and its
     nonce is used for the first time (remembered in Redis for the signature's lifetime)."""
@@ -104,8 +117,10 @@ async def check_dry_run(request: web.Request, secret: str | None, header: str, n
         body = await request.read()  # aiohttp keeps it: the handler reads the same bytes
     except web.HTTPRequestEntityTooLarge:
         raise errors.PayloadTooLarge() from None
-    nonce = dryrun.verify(secret.encode(), header, request.method, request.raw_path, body, now)
-    if nonce is None or not await request.app[CACHE].first_use(f"dryrun:{nonce}", dryrun.NONCE_TTL):
+    # The verification is the library's (proxy.dryrun), as any other service's; the rollback and the
+    # error shape are this service's own.
+    verifier = Verifier(secret, _CacheNonces(request.app[CACHE]), clock=lambda: now)
+    if not await verifier.check(header, request.method, request.raw_path, body):
         raise errors.Forbidden(errors.BAD_DRY_RUN)
 
 

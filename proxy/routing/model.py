@@ -40,7 +40,12 @@ class RoutesError(Exception):
 
 @dataclass(frozen=True)
 class UpstreamSpec:
-    """A named backend: where it is (``base_path`` is "" or "/prefix") and how the pool talks to it."""
+    """A named backend: where it is (``base_path`` is "" or "/prefix") and how the pool talks to it.
+
+    ``host`` is ``client`` (send the client's Host, as apps build absolute URLs from it) or ``upstream``
+    (send the upstream's own host and port). ``ca_file`` is a PEM bundle to verify an https upstream's
+    certificate with instead of the system's trust store.
+    """
 
     name: str
     url: str
@@ -51,6 +56,8 @@ class UpstreamSpec:
     connect_timeout: float = 1.0
     total_timeout: float = 30.0
     pool_size: int = 64
+    host_header: str = "client"
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)

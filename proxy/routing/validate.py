@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -28,7 +29,15 @@ _METHOD = re.compile(r"[A-Z][A-Z_-]*")
 _HOST = re.compile(r"[A-Za-z0-9._-]+")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TOP = {"upstreams": True, "default": False, "shadow": False, "routes": False}
-_UPSTREAM = {"url": True, "connect_timeout": False, "timeout": False, "pool_size": False}
+_UPSTREAM = {
+    "url": True,
+    "connect_timeout": False,
+    "timeout": False,
+    "pool_size": False,
+    "host": False,
+    "ca_file": False,
+}
+_HOST_MODES = ("client", "upstream")
 _SHADOW = {
     "queue": False,
     "concurrency": False,
@@ -134,24 +143,45 @@ def _upstreams(doc: Document, node: yaml.Node) -> None:
         connect = spec.get("connect_timeout", lambda n, k: reader.number(n, k, 0, 3600, True), 1.0)
         total = spec.get("timeout", lambda n, k: reader.number(n, k, 0, 86400, True), 30.0)
         pool = spec.get("pool_size", lambda n, k: reader.integer(n, k, 1, 10000), 64)
+        host_mode = spec.get("host", lambda n, k: reader.string(n, k, _host_mode), "client")
+        ca_file = spec.get("ca_file", lambda n, k: reader.string(n, k, _ca_file), None)
+        if ca_file is not None and parsed is not None and parsed[0] != "https":
+            problem = "applies to https upstreams only; remove it"
+            reader.error(spec.nodes["ca_file"], spec.sub("ca_file"), problem)
         if parsed is not None and spec.ok:
-            url, host, port, base = parsed
-            doc.upstreams[name] = UpstreamSpec(name, url, "http", host, port, base, connect, total, pool)
+            scheme, url, host, port, base = parsed
+            doc.upstreams[name] = UpstreamSpec(
+                name, url, scheme, host, port, base, connect, total, pool, host_mode, ca_file
+            )
 
 
-def _url(reader: Reader, node: yaml.Node, key: str) -> tuple[str, str, int, str] | None:
+def _host_mode(value: str) -> str | None:
+    if value in _HOST_MODES:
+        return None
+    return f"must be 'client' (send the client's Host) or 'upstream' (the upstream's host); got {value!r}"
+
+
+def _ca_file(path: str) -> str | None:
+    # Loaded here, once, so that a missing or malformed bundle is a load error naming the key, not a
+    # 502 on the first request.
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        return f"no such file: {path!r} (a PEM bundle of the CA certificates that sign the upstream's)"
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot load {path!r} as a PEM CA bundle: {exc}"
+    return None
+
+
+def _url(reader: Reader, node: yaml.Node, key: str) -> tuple[str, str, str, int, str] | None:
     text = reader.string(node, key)
     if text is None:
         return None
     parts = urlsplit(text)
-    if parts.scheme == "https":
-        problem = (
-            "https upstreams are not supported yet (no TLS to upstreams); use http:// on a private network"
-        )
-    elif parts.scheme != "http":
-        problem = f"must be an http:// URL such as http://127.0.0.1:3000; got {text!r}"
+    if parts.scheme not in ("http", "https"):
+        problem = f"must be an http:// URL (or https://) such as http://127.0.0.1:3000; got {text!r}"
     elif not parts.hostname:
-        problem = f"has no host: write http://HOST[:PORT][/base]; got {text!r}"
+        problem = f"has no host: write {parts.scheme}://HOST[:PORT][/base]; got {text!r}"
     elif parts.username is not None or parts.password is not None:
         problem = "must not carry credentials (user:password@)"
     elif parts.query or parts.fragment or text.endswith(("?", "#")):
@@ -180,7 +210,7 @@ def _url(reader: Reader, node: yaml.Node, key: str) -> tuple[str, str, int, str]
             reader.error(node, key, f"base path {base!r} is refused: {exc.reason}")
             return None
         base = canonical
-    return text, parts.hostname or "", port or 80, base
+    return parts.scheme, text, parts.hostname or "", port or (443 if parts.scheme == "https" else 80), base
 
 
 def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:

@@ -279,7 +279,11 @@ class ClientProtocol(Responder, asyncio.Protocol):
                 if content_length is not None and content_length > limit:
                     raise Refusal(413, _too_large(limit, route.name))
                 self.body_limit = limit if chunked else 0  # a Content-Length body cannot exceed itself
-        rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket)
+        rq.host = host = prep.host
+        # The default forwards the client's Host (ours for an HTTP/1.0 request without one); the prefix of
+        # a `host: upstream` pool carries the upstream's.
+        client_host = (host or pool.hostport) if pool.client_host else None
+        rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket, client_host)
         if method == b"HEAD":
             rq.is_head = True
         shadow = gateway.shadow

@@ -18,7 +18,8 @@ class Exchange(NamedTuple):
     ``b"Name: value"``, without ``Host``, hop-by-hop and framing headers, which a replaying pool sets for
     itself (`request_headers` gives them as pairs). A tuple: one is made per shadowed request, on the
     data path. A body is None when it was larger than the shadow's ``body_cap`` (not teed).
-    ``response_headers`` are the upstream's, before hop-by-hop removal.
+    ``response_headers`` are the upstream's, before hop-by-hop removal. ``client_host`` is the client's
+    Host, which a replaying pool sends instead of its own unless its upstream says ``host: upstream``.
     """
 
     route: Route
@@ -33,6 +34,7 @@ class Exchange(NamedTuple):
     response_body: bytes | None
     latency_s: float
     request_id: str
+    client_host: bytes | None = None
 
     @property
     def path_qs(self) -> str:

@@ -105,7 +105,7 @@ def _tokens(value: bytes) -> list[bytes]:
 class PreparedRequest:
     """The outcome of `Forwarder.request`: the header lines to send upstream, how the body is framed."""
 
-    __slots__ = ("chunked", "content_length", "lines", "loop", "request_id", "websocket")
+    __slots__ = ("chunked", "content_length", "host", "lines", "loop", "request_id", "websocket")
 
     def __init__(
         self,
@@ -115,8 +115,10 @@ class PreparedRequest:
         request_id: bytes,
         websocket: bool,
         loop: bool,
+        host: bytes | None = None,
     ) -> None:
         self.lines = lines  # b"Name: value", ready to join with CRLF
+        self.host = host  # the client's Host (None for an HTTP/1.0 request without one): sent upstream
         self.content_length = content_length
         self.chunked = chunked
         self.request_id = request_id
@@ -202,7 +204,7 @@ class Forwarder:
             self.via_line,
             self.request_id_prefix + request_id,
         )
-        return PreparedRequest(lines, None, False, request_id, False, False)
+        return PreparedRequest(lines, None, False, request_id, False, False, host)
 
     def _plain(self, lines: list[bytes], host: bytes, peer: bytes) -> PreparedRequest:
         # Nothing to check or merge: the forwarding headers are ours alone (inlined in request_plain).
@@ -214,13 +216,13 @@ class Forwarder:
             self.via_line,
             self.request_id_prefix + request_id,
         )
-        return PreparedRequest(lines, None, False, request_id, False, False)
+        return PreparedRequest(lines, None, False, request_id, False, False, host)
 
     def request(self, raw: Headers, peer: bytes, http11: bool) -> PreparedRequest:
         """Rewrite a client's headers for the upstream; raise `FramingError` if they are ambiguous.
 
-        Returned lines exclude Host and framing (the server adds them) and end with the forwarding
-        headers: X-Forwarded-For/-Proto/-Host, Via and the request id.
+        Returned lines exclude Host (kept as ``host``) and framing (the server adds them) and end with the
+        forwarding headers: X-Forwarded-For/-Proto/-Host, Via and the request id.
         """
         special = self._request_special
         lines: list[bytes] = []
@@ -333,7 +335,7 @@ class Forwarder:
         else:
             lines.append(self.via_line)
         lines.append(self.request_id_prefix + request_id)
-        return PreparedRequest(lines, content_length, chunked, request_id, websocket, loop)
+        return PreparedRequest(lines, content_length, chunked, request_id, websocket, loop, host)
 
     def response(self, raw: Headers) -> PreparedResponse:
         """Drop hop-by-hop headers (and any named in ``Connection``) and the upstream's request id."""

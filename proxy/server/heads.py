@@ -28,17 +28,27 @@ _UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 
 
 def request_head(
-    prefix: bytes, lines: list[bytes], content_length: int | None, chunked: bool, websocket: bool
+    prefix: bytes,
+    lines: list[bytes],
+    content_length: int | None,
+    chunked: bool,
+    websocket: bool,
+    host: bytes | None = None,
 ) -> bytes:
     """The upstream request head: ``prefix`` (request line and Host), ``lines``, then the framing.
+
+    ``host``, when given, is the Host to send after a ``prefix`` that has none (the client's, forwarded).
 
     ``lines`` are the forwarded ``b"Name: value"`` lines (`Forwarder.request`); the body's framing is
     the gateway's own: ``Content-Length`` when the client sent one, ``Transfer-Encoding: chunked`` when it
     chunked, and the WebSocket upgrade headers for an upgrade the gateway tunnels.
     """
-    if content_length is None and not chunked and not websocket:
-        return prefix + _CRLF.join(lines) + b"\r\n\r\n"  # the common case (no body): one join
-    head = [prefix, _CRLF.join(lines), _CRLF]
+    if content_length is None and not chunked and not websocket:  # the common case (no body): one join
+        if host is None:
+            return prefix + _CRLF.join(lines) + b"\r\n\r\n"
+        return b"".join((prefix, b"Host: ", host, _CRLF, _CRLF.join(lines), b"\r\n\r\n"))
+    head = [prefix] if host is None else [prefix, b"Host: ", host, _CRLF]
+    head += (_CRLF.join(lines), _CRLF)
     if content_length is not None:
         head.append(b"Content-Length: %d\r\n" % content_length)
     elif chunked:

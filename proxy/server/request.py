@@ -57,6 +57,7 @@ class Request:
         "finished",
         "head",
         "header_lines",
+        "host",
         "http11",
         "is_head",
         "keep_alive",
@@ -90,6 +91,7 @@ class Request:
         self.path = ""
         self.query = ""
         self.header_lines: list[bytes] = []  # as forwarded, b"Name: value" (no Host, no framing)
+        self.host: bytes | None = None  # the client's Host
         self.head = b""
         self.chunked = False
         self.body_done = False

@@ -354,18 +354,9 @@ class Responder:
                 try:  # shadowing's failure must not reach the data path
                     shadow.submit(
                         Exchange(  # positional: a keyword call costs more, on every shadowed request
-                            route,
-                            rq.method_str,
-                            rq.path,
-                            rq.query,
-                            rq.header_lines,
-                            req_body,
-                            pool.name,
-                            status,
-                            tee.resp_headers,
-                            resp_body,
-                            seconds,
-                            rq.request_id.decode("ascii"),
+                            route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
+                            status, tee.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
+                            rq.host,
                         )
                     )
                 except Exception:

@@ -16,7 +16,7 @@ from proxy.upstream.pool import UpstreamPool
 
 __all__ = ["ROUTE_CACHE_SIZE", "RouteCache", "RouteHit"]
 
-# (query, match, pool, upstream request line + Host, method as str)
+# (query, match, pool, upstream request line (+ Host for a `host: upstream` pool), method as str)
 RouteHit = tuple[str, Match, UpstreamPool, bytes, str]
 ROUTE_CACHE_SIZE = 4096
 
@@ -32,7 +32,10 @@ class RouteCache:
     def lookup(
         self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, url: bytes
     ) -> RouteHit:
-        """Route a request target: (query, match, pool, request-line-and-Host prefix, method str).
+        """Route a request target: (query, match, pool, request line prefix, method str).
+
+        The prefix ends with the upstream's Host for a ``host: upstream`` pool; for the default
+        ``host: client`` the caller adds the client's (``pool.client_host``).
 
         Raises `Refusal` (400) for a path `canonicalise` refuses; refusals are not memoised.
         """
@@ -57,7 +60,10 @@ class RouteCache:
             upstream_target = pool.base_path + match.forward_path.encode("utf-8")
             if query:
                 upstream_target += b"?" + query.encode("utf-8")
-            prefix = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
+            if pool.client_host:  # the connection adds the client's Host
+                prefix = b"%s %s HTTP/1.1\r\n" % (method, upstream_target)
+            else:
+                prefix = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
             hit = (query, match, pool, prefix, method_str)
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()  # crude but bounded; refills with what is hot now

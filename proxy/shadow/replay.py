@@ -158,9 +158,9 @@ class Replayer:
         # header can be among _DROP_HEADERS, and a shadow read never carries one.
         head = b"\r\n".join(ex.request_lines)
         if b"x-strangler-dry-run" not in head.lower():
-            sender.send_get(ex.path_qs, head, limit, done, ex)
+            sender.send_get(ex.path_qs, head, limit, done, ex, ex.client_host)
         else:
-            sender.send("GET", ex.path_qs, _replayed(ex), b"", limit, done, ex)
+            sender.send("GET", ex.path_qs, _replayed(ex), b"", limit, done, ex, ex.client_host)
         return True
 
     def one_done(self, call: Sent) -> None:
@@ -217,7 +217,7 @@ class Replayer:
             assert self.secret is not None and side == CANDIDATE
             signature = dryrun.sign(self.secret, ex.method, path_qs, body)
             headers.append((dryrun.HEADER.encode(), signature.encode()))
-        sender.send(ex.method, path_qs, headers, body, limit, done, ex)
+        sender.send(ex.method, path_qs, headers, body, limit, done, ex, ex.client_host)
 
     def _called(self, job: Job, key: str, side: str, sent: Sent) -> None:
         res: Fetched | Failed

@@ -47,6 +47,8 @@ class UpstreamPool:
         self.spec = spec
         self.name = spec.name
         self.hostport = authority(spec)
+        # Forward the client's Host (apps build absolute URLs from it) unless told to send our own.
+        self.client_host = spec.host_header == "client"
         self.base_path = spec.base_path.rstrip("/").encode("ascii")
         self.total_timeout = spec.total_timeout
         self.connect_timeout = spec.connect_timeout

@@ -25,15 +25,18 @@ class RequestTarget(Protocol):
     def hostport(self) -> bytes: ...
 
 
-def build_request(target: RequestTarget, method: str, path_qs: str, headers: Headers, body: bytes) -> bytes:
+def build_request(
+    target: RequestTarget, method: str, path_qs: str, headers: Headers, body: bytes, host: bytes | None = None
+) -> bytes:
     """The request bytes for ``target``: its base path and Host, framing headers replaced by our own.
 
     ``path_qs`` is the path (the base path is prefixed) plus ``?query``; ``headers`` may carry Host and
-    framing headers: they are dropped. Content-Length is sent when there is a body or the method is not
-    one that usually has none.
+    framing headers: they are dropped. ``host`` (a client's Host, forwarded) replaces the target's own.
+    Content-Length is sent when there is a body or the method is not one that usually has none.
     """
     verb = method.upper().encode("ascii")
-    parts = [verb, b" ", target.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", target.hostport]
+    hostport = host or target.hostport
+    parts = [verb, b" ", target.base_path, path_qs.encode("utf-8"), b" HTTP/1.1\r\nHost: ", hostport]
     for name, value in headers:
         if name.lower() not in _DROP:
             parts += (b"\r\n", name, b": ", value)
@@ -43,13 +46,15 @@ def build_request(target: RequestTarget, method: str, path_qs: str, headers: Hea
     return b"".join(parts) + body
 
 
-def build_get(target: RequestTarget, path_qs: str, header_block: bytes) -> bytes:
+def build_get(target: RequestTarget, path_qs: str, header_block: bytes, host: bytes | None = None) -> bytes:
     """A GET without a body for ``target`` from header lines already joined with CRLF (may be empty).
 
     The fast way for headers a gateway already holds as lines: the caller guarantees that none of them
-    is Host, a framing or a hop-by-hop header (`build_request` drops those itself).
+    is Host, a framing or a hop-by-hop header (`build_request` drops those itself). ``host`` (a client's
+    Host, forwarded) replaces the target's own.
     """
     target_path = target.base_path + path_qs.encode("utf-8")
+    hostport = host or target.hostport
     if header_block:
-        return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target_path, target.hostport, header_block)
-    return b"GET %b HTTP/1.1\r\nHost: %b\r\n\r\n" % (target_path, target.hostport)
+        return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target_path, hostport, header_block)
+    return b"GET %b HTTP/1.1\r\nHost: %b\r\n\r\n" % (target_path, hostport)

@@ -61,11 +61,20 @@ class Sender(Protocol):
         limit: float,
         done: Done,
         tag: object = None,
+        host: bytes | None = None,
     ) -> None:
-        """Send one request (Host and framing headers are replaced); ``limit``: seconds to its deadline."""
+        """Send one request (Host and framing headers are replaced); ``limit``: seconds to its deadline.
+
+        ``host`` is the client's Host: sent instead of the upstream's unless it says ``host: upstream``."""
 
     def send_get(
-        self, path_qs: str, header_block: bytes, limit: float, done: Done, tag: object = None
+        self,
+        path_qs: str,
+        header_block: bytes,
+        limit: float,
+        done: Done,
+        tag: object = None,
+        host: bytes | None = None,
     ) -> None:
         """Send a GET without a body whose header lines are joined already (see `build_get`)."""
 
@@ -144,9 +153,10 @@ class PoolSender:
         limit: float,
         done: Done,
         tag: object = None,
+        host: bytes | None = None,
     ) -> None:
         """Send one request: pipelined when it is a GET without a body, else a buffered call."""
-        message = build_request(self, method, path_qs, headers, body)
+        message = build_request(self, method, path_qs, headers, body, host if self.pool.client_host else None)
         if method == "GET" and not body:
             pipe = self._pipe
             pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag))  # PipePool.call, inlined
@@ -159,11 +169,17 @@ class PoolSender:
         call.begin()
 
     def send_get(
-        self, path_qs: str, header_block: bytes, limit: float, done: Done, tag: object = None
+        self,
+        path_qs: str,
+        header_block: bytes,
+        limit: float,
+        done: Done,
+        tag: object = None,
+        host: bytes | None = None,
     ) -> None:
         """Send a GET without a body, pipelined, from header lines joined already (see `build_get`)."""
         pipe = self._pipe
-        message = build_get(self, path_qs, header_block)
+        message = build_get(self, path_qs, header_block, host if self.pool.client_host else None)
         pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag))  # PipePool.call, inlined
 
     def sweep(self, now: float) -> None:
@@ -225,6 +241,7 @@ class FetcherSender:
         limit: float,
         done: Done,
         tag: object = None,
+        host: bytes | None = None,  # a Fetcher sets its own Host
     ) -> None:
         """Send one request in a task; ``done`` runs when it ends, whichever way."""
         if self.closed:
@@ -237,7 +254,13 @@ class FetcherSender:
         task.add_done_callback(self.tasks.discard)
 
     def send_get(
-        self, path_qs: str, header_block: bytes, limit: float, done: Done, tag: object = None
+        self,
+        path_qs: str,
+        header_block: bytes,
+        limit: float,
+        done: Done,
+        tag: object = None,
+        host: bytes | None = None,
     ) -> None:
         """Send a GET without a body from header lines joined already."""
         headers = header_pairs(header_block.split(b"\r\n")) if header_block else []

@@ -364,7 +364,7 @@ def test_partially_shadowed_route_is_fine() -> None:
 
 BAD = """\
 upstreams:
-  legacy: {url: "https://127.0.0.1:3000", pool_size: 0}
+  legacy: {url: "ftp://127.0.0.1:3000", pool_size: 0}
   new:
     url: "http://127.0.0.1:99999"
     timeout: -1
@@ -430,11 +430,14 @@ def test_every_error_is_reported_with_line_and_key() -> None:
 @pytest.mark.parametrize(
     ("key", "fragment"),
     [
-        ("upstreams.legacy.url", "https upstreams are not supported yet"),
+        ("upstreams.legacy.url", "must be an http:// URL (or https://)"),
         ("upstreams.legacy.pool_size", "must be an integer from 1 to 10000; got 0"),
         ("upstreams.new.url", "invalid port"),
         ("upstreams.new.timeout", "must be a number > 0"),
-        ("upstreams.new.colour", "unknown key 'colour' (allowed: url, connect_timeout, timeout, pool_size)"),
+        (
+            "upstreams.new.colour",
+            "unknown key 'colour' (allowed: url, connect_timeout, timeout, pool_size, host, ca_file)",
+        ),
         ("upstreams.third", "unknown key 'third' (allowed: legacy, new)"),
         ("default", "unknown upstream 'nwe' (known: legacy, new)"),
         ("routes[0].target", "unknown upstream 'nwe' (known: legacy, new)"),
@@ -587,7 +590,8 @@ SCHEMA_AND_LOADER_REJECT = [
     "routes: []\n",
     UPSTREAMS + "extra: 1\n",
     "upstreams:\n  legacy: {url: 'http://h'}\n",
-    "upstreams:\n  legacy: {url: 'https://h'}\n  new: {url: 'http://h'}\n",
+    "upstreams:\n  legacy: {url: 'ftp://h'}\n  new: {url: 'http://h'}\n",
+    "upstreams:\n  legacy: {url: 'http://h', host: both}\n  new: {url: 'http://h'}\n",
     "upstreams:\n  legacy: {url: 'h:80'}\n  new: {url: 'http://h'}\n",
     "upstreams:\n  legacy: {url: 'http://h', pool_size: 0}\n  new: {url: 'http://h'}\n",
     "upstreams:\n  legacy: {url: 'http://h', timeout: 0}\n  new: {url: 'http://h'}\n",
@@ -628,6 +632,8 @@ LOADER_ONLY = [
     UPSTREAMS + "routes: [{name: a, match: {path: '/a/{x}/{x}'}, target: new}]\n",
     UPSTREAMS + "routes: [{name: a, match: {path: /a}, target: new, shadow: {writes: true}}]\n",
     "upstreams:\n  legacy: {url: 'http://h:99999'}\n  new: {url: 'http://h'}\n",
+    "upstreams:\n  legacy: {url: 'https://h', ca_file: /no/such/ca.pem}\n  new: {url: 'http://h'}\n",
+    "upstreams:\n  legacy: {url: 'http://h', ca_file: /etc/hostname}\n  new: {url: 'http://h'}\n",
 ]
 
 
@@ -655,6 +661,8 @@ def test_loader_only_errors(text: str) -> None:
         UPSTREAMS,
         UPSTREAMS + "routes:\n",
         UPSTREAMS + "routes: [{name: a, match: {path: '/*'}, target: new}]\n",
+        "upstreams:\n  legacy: {url: 'https://h/api', host: upstream}\n"
+        "  new: {url: 'http://h', host: client}\n",
         UPSTREAMS + "routes: [{name: a.b_c-1, match: {path: '/', methods: [GET, M-SEARCH]}, target: new}]\n",
         UPSTREAMS + "routes: [{name: a, match: {path: '/x;y/{id}/{rest*}'}, target: legacy,"
         " shadow: {writes: true}, compare: {ignore: ['$', '$.a[0].b[*]'], null_equals_missing: true}}]\n",

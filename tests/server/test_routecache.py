@@ -11,16 +11,16 @@ from proxy.upstream.pool import UpstreamPool
 
 ROUTES = (
     "upstreams:\n"
-    '  legacy: {url: "http://127.0.0.1:3000/base"}\n'
-    '  new: {url: "http://127.0.0.1:8000"}\n'
+    '  legacy: {url: "http://127.0.0.1:3000/base", host: upstream}\n'
+    '  new: {url: "http://127.0.0.1:8000", host: upstream}\n'
     "default: legacy\n"
     "routes:\n"
     '  - {name: users, match: {path: "/users/{id}"}, target: new}\n'
 )
 
 
-def _table_and_pools() -> tuple[RouteTable, dict[str, UpstreamPool]]:
-    table = parse_routes(ROUTES, "test.yaml")
+def _table_and_pools(routes: str = ROUTES) -> tuple[RouteTable, dict[str, UpstreamPool]]:
+    table = parse_routes(routes, "test.yaml")
     return table, {name: UpstreamPool(spec) for name, spec in table.upstreams.items()}
 
 
@@ -33,6 +33,14 @@ def test_lookup_gives_route_pool_and_upstream_request_line() -> None:
     _, match, pool, prefix, _ = RouteCache().lookup(table, pools, b"POST", b"/other")
     assert match.route.target == "legacy" and pool is pools["legacy"]
     assert prefix == b"POST /base/other HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"
+
+
+def test_lookup_leaves_host_to_the_connection_for_a_client_host_upstream() -> None:
+    """With the default ``host: client`` the prefix is the request line alone: the client's Host follows."""
+    table, pools = _table_and_pools(ROUTES.replace(", host: upstream", ""))
+    _, _, pool, prefix, _ = RouteCache().lookup(table, pools, b"GET", b"/users/7?a=1")
+    assert pool.client_host
+    assert prefix == b"GET /users/7?a=1 HTTP/1.1\r\n"
 
 
 def test_lookup_is_memoised_per_table_and_pools() -> None:

@@ -1,6 +1,6 @@
 'use strict';
 // An orders/invoices backend as another team would write it (Express 4): the test bed of
-// `strangler routes discover`. Every handler answers a fixed JSON body; nothing here needs a database.
+// `strangler routes discover` and of the adoption test (tests/adopt). Orders live in memory (src/store.js).
 const path = require('path');
 const express = require('express');
 const { ordersRouter } = require('./routes/orders');

@@ -1,11 +1,11 @@
 'use strict';
 const express = require('express');
-
+const store = require('../store').createStore(); // one per process, like a database
 function ordersRouter() {
   const router = express.Router();
-  router.get('/', (req, res) => res.json({ items: [] }));
-  router.post('/', (req, res) => res.status(201).json({ id: 1 }));
-  router.get('/:orderId(\\d+)', (req, res) => res.json({ id: Number(req.params.orderId) }));
+  router.get('/', (req, res) => res.json({ items: store.list() }));
+  router.post('/', (req, res) => { const order = store.create(req.body || {}); res.status(201).location(`${req.protocol}://${req.get('host')}${req.baseUrl}/${order.id}`).json(order); });
+  router.get('/:orderId(\\d+)', (req, res) => { const order = store.get(Number(req.params.orderId)); return order ? res.json(order) : res.status(404).json({ error: 'order not found' }); });
   router.put('/:orderId', (req, res) => res.json({ id: req.params.orderId }));
   router.delete('/:orderId', (req, res) => res.status(204).end());
   router.get('/search/:status?', (req, res) => res.json({ status: req.params.status || 'any' }));
