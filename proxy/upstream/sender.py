@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers, header_pairs
 from proxy.upstream.call import Call
@@ -72,6 +73,9 @@ class Sender(Protocol):
     def sweep(self, now: float) -> None:
         """Fail the copies past their deadline (``now``: event-loop time); the owner calls it periodically."""
 
+    def set_body_cap(self, cap: int) -> None:
+        """Keep at most ``cap`` + 1 bytes of each response body from now on (where the sender reads them)."""
+
     def close(self, abort: bool = False) -> None:
         """Take no more copies; those in flight finish (``abort``: are dropped without ``done``)."""
 
@@ -91,23 +95,34 @@ class Fetcher(Protocol):
 
 
 def sender_for(
-    pool: UpstreamPool | Fetcher, loop: asyncio.AbstractEventLoop, *, name: str = "", max_conns: int = 8
+    pool: UpstreamPool | Fetcher,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    name: str = "",
+    max_conns: int = 8,
+    body_cap: int = NO_CAP,
 ) -> Sender:
     """The sender for ``pool``: pipelined and callback-driven for an `UpstreamPool`, tasks otherwise.
 
     ``max_conns`` bounds the pipelined connections (`PipePool`); buffered calls use the pool's own.
-    ``name`` names another `Fetcher`'s upstream in error messages.
+    ``name`` names another `Fetcher`'s upstream in error messages. An `UpstreamPool`'s sender keeps at
+    most ``body_cap`` + 1 bytes of a response body and hashes the rest (`proxy.http1.capped`); another
+    `Fetcher` returns what it read.
     """
     if isinstance(pool, UpstreamPool):
-        return PoolSender(pool, loop, max_conns=max_conns)
+        return PoolSender(pool, loop, max_conns=max_conns, body_cap=body_cap)
     return FetcherSender(pool, loop, name)
 
 
 class PoolSender:
     """Copies to an `UpstreamPool`'s upstream: GETs without a body pipelined, the rest buffered `Call`s."""
 
-    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop, *, max_conns: int = 8) -> None:
+    def __init__(
+        self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop, *, max_conns: int = 8,
+        body_cap: int = NO_CAP,
+    ) -> None:  # fmt: skip
         self.pool = pool
+        self.body_cap = body_cap
         self.name = pool.name
         self.spec = pool.spec
         self.base_path = pool.base_path
@@ -115,7 +130,7 @@ class PoolSender:
         self.loop = loop
         self.closed = False
         self.calls: set[Call] = set()  # buffered calls; finished ones are dropped by the next sweep
-        self._pipe = PipePool(pool.spec, loop, max_conns=max_conns)
+        self._pipe = PipePool(pool.spec, loop, max_conns=max_conns, body_cap=body_cap)
 
     def __repr__(self) -> str:
         return f"<PoolSender {self.name} calls={len(self.calls)} {self._pipe!r}>"
@@ -149,7 +164,7 @@ class PoolSender:
         if self.closed:  # (a closed PipePool fails a pipelined copy the same way)
             _refuse(self.name, done, tag)
             return
-        call = Call(self.pool, method, message, limit, done, self.loop, tag)
+        call = Call(self.pool, method, message, limit, done, self.loop, tag, self.body_cap)
         self.calls.add(call)
         call.begin()
 
@@ -160,6 +175,11 @@ class PoolSender:
         pipe = self._pipe
         message = build_get(self, path_qs, header_block)
         pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag))  # PipePool.call, inlined
+
+    def set_body_cap(self, cap: int) -> None:
+        """Keep at most ``cap`` + 1 bytes of each response body from now on."""
+        self.body_cap = cap
+        self._pipe.set_body_cap(cap)
 
     def sweep(self, now: float) -> None:
         """Fail copies past their deadline, forget finished calls, close idle pipelined connections."""
@@ -263,6 +283,9 @@ class FetcherSender:
 
     def sweep(self, now: float) -> None:
         """Nothing to do: each copy's task has its own deadline."""
+
+    def set_body_cap(self, cap: int) -> None:
+        """Nothing to do: a `Fetcher` reads bodies its own way (the judge hashes what is over the cap)."""
 
     def close(self, abort: bool = False) -> None:
         """Take no more copies; with ``abort`` the ones in flight are cancelled without ``done``."""
