@@ -1,4 +1,4 @@
-"""Differing shadow samples in PostgreSQL (table ``shadow_diffs``, migrations/0002). Does I/O.
+"""Differing shadow samples in PostgreSQL: ``strangler.shadow_diffs``, the gateway's own schema. Does I/O.
 
 ``write`` decides per route which samples earn a slot (``Slots``: a quota per signature, a cap per
 route, frequent signatures always represented) and then deletes the few evicted rows and inserts the
@@ -21,17 +21,21 @@ from proxy.shadow.store import Sample, StoreError
 __all__ = ["expire", "read", "write"]
 
 _INSERT: Final = """
-INSERT INTO shadow_diffs (route, signature, method, path, primary_side, control_status, candidate_status,
-    control_error, candidate_error, diff, control_body, candidate_body, control_ms, candidate_ms, created_at)
+INSERT INTO strangler.shadow_diffs (route, signature, method, path, primary_side, control_status,
+    candidate_status, control_error, candidate_error, diff, control_body, candidate_body, control_ms,
+    candidate_ms, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, to_timestamp($15))
 """
 _LOCK_PREFIX: Final = "strangler.shadow_diffs:"  # advisory lock key: one per route (hashtext)
-_ROUTE_ROWS: Final = "SELECT id, signature FROM shadow_diffs WHERE route = $1 ORDER BY created_at, id"
+_ROUTE_ROWS: Final = (
+    "SELECT id, signature FROM strangler.shadow_diffs WHERE route = $1 ORDER BY created_at, id"
+)
+_DELETE: Final = "DELETE FROM strangler.shadow_diffs WHERE id = ANY($1::bigint[])"
 _SELECT: Final = """
 SELECT route, signature, method, path, primary_side, control_status, candidate_status, diff::text AS diff,
        control_body, candidate_body, control_ms, candidate_ms, control_error, candidate_error,
        extract(epoch FROM created_at)::float8 AS at
-FROM shadow_diffs WHERE route = $1 ORDER BY created_at DESC, id DESC LIMIT $2
+FROM strangler.shadow_diffs WHERE route = $1 ORDER BY created_at DESC, id DESC LIMIT $2
 """
 
 
@@ -55,7 +59,7 @@ async def write(
                 for s in mine:
                     slots.offer(s)
                 if slots.evicted:
-                    await conn.execute("DELETE FROM shadow_diffs WHERE id = ANY($1::bigint[])", slots.evicted)
+                    await conn.execute(_DELETE, slots.evicted)
                 if slots.added:
                     await conn.executemany(_INSERT, [_row(s) for s in slots.added])
 
@@ -117,7 +121,7 @@ class Slots:
 async def expire(pg: asyncpg.Pool, retention_days: float) -> None:
     """Delete the samples older than ``retention_days``."""
     await pg.execute(
-        "DELETE FROM shadow_diffs WHERE created_at < now() - make_interval(secs => $1)",
+        "DELETE FROM strangler.shadow_diffs WHERE created_at < now() - make_interval(secs => $1)",
         retention_days * 86400.0,
     )
 
@@ -128,7 +132,8 @@ async def read(pg: asyncpg.Pool, route: str, limit: int) -> list[Sample]:
         rows = await pg.fetch(_SELECT, route, limit)
     except asyncpg.UndefinedTableError:
         raise StoreError(
-            "the database has no shadow_diffs table: apply the migrations (strangler migrate) and retry"
+            "the database has no strangler.shadow_diffs table (the gateway's own schema, created when the"
+            " gateway starts): run `strangler migrate --gateway` (or start the gateway once) and retry"
         ) from None
     return [_sample(r) for r in rows]
 

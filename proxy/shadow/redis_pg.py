@@ -20,6 +20,7 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import redis.asyncio as aioredis
 
 from proxy.shadow import pg_samples, redis_counters
+from proxy.shadow.migrator import MigrationError, migrate_gateway_on
 from proxy.shadow.store import DEFAULT_PREFIX, STORE_ERRORS, Recording, RouteStats, Sample
 
 __all__ = ["RedisPgStore"]
@@ -82,12 +83,21 @@ class RedisPgStore(Recording):
     async def connect_lenient(
         cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: float
     ) -> RedisPgStore:
-        """Like ``connect``, but an unreachable database only pauses samples (logged), for servers
-        that must start anyway: counters in Redis are the part that matters. Later flushes try the
-        database again, with backoff, and samples resume once it answers."""
+        """Like ``connect``, for the gateway's processes: the gateway's own tables are created or
+        migrated (``proxy.shadow.migrator``, under its advisory lock), and an unreachable database only
+        pauses samples (logged), for servers that must start anyway: counters in Redis are the part
+        that matters. Later flushes try the database again, with backoff, and samples resume once it
+        answers (its schema applied then)."""
         try:
-            return await cls.connect(redis_url, database_url, prefix, **caps)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            store = await cls.connect(redis_url, database_url, prefix, **caps)
+            if store.pg is not None:
+                try:
+                    await _own_schema(store.pg)
+                except BaseException:
+                    await store.aclose()
+                    raise
+            return store
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
             log.warning(
                 "shadow samples are paused: cannot connect to DATABASE_URL (%s); counters work, and the"
                 " database is tried again with backoff (up to every %gs)", exc, _MAX_RETRY_S,
@@ -102,13 +112,18 @@ class RedisPgStore(Recording):
         now = self._clock()
         if self.database_url is None or now < self._pg_retry_at:
             return
+        pg = None
         try:
-            self.pg = await _open_pg(self.database_url, 2.0)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            pg = await _open_pg(self.database_url, 2.0)
+            await _own_schema(pg)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
+            if pg is not None:
+                await pg.close()
             self._pg_backoff = min(_MAX_RETRY_S, self._pg_backoff * 2)
             self._pg_retry_at = now + self._pg_backoff
             self._log_failure("postgres", "shadow samples still paused: DATABASE_URL unreachable (%s)", exc)
             return
+        self.pg = pg
         self.database_url = None
         log.warning("shadow samples resumed: connected to DATABASE_URL")
 
@@ -195,6 +210,12 @@ async def _open_pg(database_url: str, connect_s: float) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         database_url, min_size=1, max_size=2, timeout=connect_s, command_timeout=10.0
     )
+
+
+async def _own_schema(pg: asyncpg.Pool) -> None:
+    """Create or migrate the gateway's own tables (schema ``strangler``); never the application's."""
+    async with pg.acquire() as conn:
+        await migrate_gateway_on(conn)
 
 
 def _str(value: bytes | str) -> str:

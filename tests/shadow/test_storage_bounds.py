@@ -32,7 +32,7 @@ async def store(redis_url: str, redis_prefix: str, shadow_db: str) -> AsyncItera
         redis_url, shadow_db, redis_prefix, per_signature=3, per_route=10, max_fields=100
     )
     assert store.pg is not None
-    await store.pg.execute("TRUNCATE shadow_diffs")
+    await store.pg.execute("TRUNCATE strangler.shadow_diffs")
     yield store
     await store.aclose()
 
@@ -63,7 +63,7 @@ async def test_redis_fields_capped_with_other_bucket_and_ttl(store: RedisPgStore
 
 async def rows(store: RedisPgStore) -> list[tuple[int, str]]:
     assert store.pg is not None
-    got = await store.pg.fetch("SELECT id, signature FROM shadow_diffs WHERE route = 'r' ORDER BY id")
+    got = await store.pg.fetch("SELECT id, signature FROM strangler.shadow_diffs WHERE route = 'r' ORDER BY id")
     return [(r["id"], r["signature"]) for r in got]
 
 
