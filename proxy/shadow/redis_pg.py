@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import redis.asyncio as aioredis
@@ -65,7 +65,7 @@ class RedisPgStore(Recording):
 
     @classmethod
     async def connect(
-        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: float
+        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: Any
     ) -> RedisPgStore:
         """Open a Redis client and (with a database URL) a small PostgreSQL pool; ``aclose`` closes both."""
         # Timeouts: a hung Redis must stall only the background flush, and not forever.
@@ -81,7 +81,7 @@ class RedisPgStore(Recording):
 
     @classmethod
     async def connect_lenient(
-        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: float
+        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: Any
     ) -> RedisPgStore:
         """Like ``connect``, for the gateway's processes: the gateway's own tables are created or
         migrated (``proxy.shadow.migrator``, under its advisory lock), and an unreachable database only
