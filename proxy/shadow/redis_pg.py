@@ -77,7 +77,7 @@ class RedisPgStore(Recording):
             except BaseException:
                 await client.aclose()
                 raise
-        return cls(client, pg, prefix, **caps)  # type: ignore[arg-type]  # caps are the keyword options
+        return cls(client, pg, prefix, **caps)  # caps: the keyword options
 
     @classmethod
     async def connect_lenient(

@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -49,7 +50,9 @@ def bare_db(make_database: Callable[..., str]) -> str:
     return make_database(migrated=False)
 
 
-async def test_gateway_start_creates_its_own_schema_only(bare_db: str, redis_url: str, redis_prefix: str) -> None:
+async def test_gateway_start_creates_its_own_schema_only(
+    bare_db: str, redis_url: str, redis_prefix: str
+) -> None:
     """Opening the gateway's store on a bare database creates strangler.* and nothing of the app's."""
     url = bare_db
     store = await RedisPgStore.connect_lenient(redis_url, url, redis_prefix)
@@ -65,7 +68,9 @@ async def test_gateway_start_creates_its_own_schema_only(bare_db: str, redis_url
     await again.aclose()
 
 
-def test_migrate_gateway_command(make_database: Callable[..., str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_gateway_command(
+    make_database: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """`strangler migrate --gateway` applies the packaged set once; the example's set no longer keeps a
     public.shadow_diffs (0004 drops it); both histories stay apart."""
     url = make_database(migrated=False)
@@ -82,10 +87,9 @@ def test_migrate_gateway_command(make_database: Callable[..., str], capsys: pyte
 @pytest.fixture
 async def later_database(pg_admin_url: str) -> AsyncIterator[tuple[str, str, str]]:
     """(admin URL, URL and name of a database that does not exist yet); dropped at the end if made."""
-    from conftest import with_database
-
     name = f"strangler_late_{secrets.token_hex(4)}"
-    yield pg_admin_url, with_database(pg_admin_url, name), name
+    parts = urlsplit(pg_admin_url)  # the admin URL with another database (host, socket dir kept)
+    yield pg_admin_url, urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, "")), name
     conn = await asyncpg.connect(pg_admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -63,7 +63,9 @@ async def test_redis_fields_capped_with_other_bucket_and_ttl(store: RedisPgStore
 
 async def rows(store: RedisPgStore) -> list[tuple[int, str]]:
     assert store.pg is not None
-    got = await store.pg.fetch("SELECT id, signature FROM strangler.shadow_diffs WHERE route = 'r' ORDER BY id")
+    got = await store.pg.fetch(
+        "SELECT id, signature FROM strangler.shadow_diffs WHERE route = 'r' ORDER BY id"
+    )
     return [(r["id"], r["signature"]) for r in got]
 
 
