@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services bench-micro bench-timing bench-soak rehearsal clean \
-	ensure-chromium \
+.PHONY: run test install lint bench bench-gateway bench-services bench-micro bench-timing bench-soak \
+	bench-shadow-soak rehearsal clean ensure-chromium \
 	deploy-tools check-deploy
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
@@ -85,6 +85,9 @@ bench-timing: install
 # Thousands of open event streams and WebSockets through the gateway for minutes (not in `bench`/`test`).
 bench-soak: install
 	$(PY) -m bench.soak $(BENCH_ARGS)
+
+bench-shadow-soak: install
+	$(PY) -m bench.shadow_soak $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) legacy/node_modules .pytest_cache

@@ -16,7 +16,7 @@ from proxy.ops.settings import SettingsError, add_proxy_arguments, settings_from
 
 # subcommand -> (module, function, help); the function takes the remaining argv and returns an exit code.
 DELEGATED: dict[str, tuple[str, str, str]] = {
-    "migrate": ("services.migrate", "main", "apply database migrations (the new service's schema)"),
+    "migrate": ("proxy.shadow.migrate_cli", "main", "apply an app's migrations (--gateway: the gateway's)"),
     "report": ("proxy.report.cli", "main", "print the shadow-comparison report"),
     "run": ("proxy.devstack.stack", "main", "run the whole system locally: databases, both apps, gateway"),
 }

@@ -73,7 +73,7 @@ async def _drop_database(admin_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def make_database(pg_admin_url: str) -> Iterator[object]:
     """Factory: a new, migrated database; all of them are dropped at the end of the session."""
-    from services.migrate import migrate
+    from services.migrate import migrate, migrate_gateway
 
     created: list[str] = []
 
@@ -84,6 +84,7 @@ def make_database(pg_admin_url: str) -> Iterator[object]:
         url = with_database(pg_admin_url, name)
         if migrated:
             asyncio.run(migrate(url, ROOT / "migrations"))
+            asyncio.run(migrate_gateway(url))  # the gateway's own tables (schema strangler)
         return url
 
     yield make

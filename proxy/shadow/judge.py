@@ -10,13 +10,13 @@ tallied in a dict and added to the Prometheus counter at each flush.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from prometheus_client import Counter as PromCounter
 
+from proxy.http1.capped import Capped, digest_of
 from proxy.routing.table import CompareRules
 from proxy.server.exchange import Exchange, Headers
 from proxy.shadow.bytecheck import identical, identity_headers
@@ -67,8 +67,9 @@ class Job:
 
 def _observed(status: int, headers: Headers, body: bytes, cap: int, force_hash: bool) -> Observed:
     text = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
-    if force_hash or len(body) > cap:
-        return Observed(status, text, b"", complete=False, digest=hashlib.sha256(body).hexdigest())
+    if force_hash or len(body) > cap or isinstance(body, Capped):
+        # A Capped body was cut by its collector: its digest is the whole body's.
+        return Observed(status, text, b"", complete=False, digest=digest_of(body))
     return Observed(status, text, body)
 
 
@@ -138,13 +139,15 @@ class Judge:
         candidate_s = raw[CANDIDATE][3]
         rules = route.compare
         names = self.identity_names(rules)
-        if aa_res is None and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
+        # A body its collector cut (Capped) is over the cap even if the cap changed since.
+        capped = any(isinstance(r[2], Capped) for r in raw.values())
+        if aa_res is None and not capped and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
             self.store.matched(name, control_s, candidate_s)
             self.tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
-        force_hash = ex.response_body is None or any(len(r[2]) > cap for r in raw.values())
+        force_hash = capped or ex.response_body is None or any(len(r[2]) > cap for r in raw.values())
         sides = {s: (_observed(st, h, b, cap, force_hash), lat, b) for s, (st, h, b, lat) in raw.items()}
         control, _, control_raw = sides[CONTROL]
         candidate, _, candidate_raw = sides[CANDIDATE]

@@ -1,13 +1,16 @@
-"""Differing shadow samples in PostgreSQL (table ``shadow_diffs``, migrations/0002). Does I/O.
+"""Differing shadow samples in PostgreSQL: ``strangler.shadow_diffs``, the gateway's own schema. Does I/O.
 
-``write`` skips samples whose signature already has its quota, inserts the rest with one
-``executemany`` and trims each route to its caps; ``expire`` deletes rows past the retention period;
-``read`` returns a route's newest samples. Errors are the caller's (``RedisPgStore`` logs and counts
-write failures; a missing table on read becomes a ``StoreError`` that says what to do).
+``write`` decides per route which samples earn a slot (``Slots``: a quota per signature, a cap per
+route, frequent signatures always represented) and then deletes the few evicted rows and inserts the
+kept samples, so no row is inserted only to be deleted by a trim; ``expire`` deletes rows past the
+retention period; ``read`` returns a route's newest samples. Errors are the caller's (``RedisPgStore``
+logs and counts write failures; a missing table on read becomes a ``StoreError`` that says what to do).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -18,53 +21,107 @@ from proxy.shadow.store import Sample, StoreError
 __all__ = ["expire", "read", "write"]
 
 _INSERT: Final = """
-INSERT INTO shadow_diffs (route, signature, method, path, primary_side, control_status, candidate_status,
-    control_error, candidate_error, diff, control_body, candidate_body, control_ms, candidate_ms, created_at)
+INSERT INTO strangler.shadow_diffs (route, signature, method, path, primary_side, control_status,
+    candidate_status, control_error, candidate_error, diff, control_body, candidate_body, control_ms,
+    candidate_ms, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, to_timestamp($15))
 """
-_TRIM: Final = """
-DELETE FROM shadow_diffs d USING (
-    SELECT id,
-           row_number() OVER (PARTITION BY route, signature ORDER BY created_at DESC, id DESC) AS per_sig,
-           row_number() OVER (PARTITION BY route ORDER BY created_at DESC, id DESC) AS per_route
-    FROM shadow_diffs WHERE route = ANY($1::text[])
-) x
-WHERE d.id = x.id AND (x.per_sig > $2 OR x.per_route > $3)
-"""
+_LOCK_PREFIX: Final = "strangler.shadow_diffs:"  # advisory lock key: one per route (hashtext)
+_ROUTE_ROWS: Final = (
+    "SELECT id, signature FROM strangler.shadow_diffs WHERE route = $1 ORDER BY created_at, id"
+)
+_DELETE: Final = "DELETE FROM strangler.shadow_diffs WHERE id = ANY($1::bigint[])"
 _SELECT: Final = """
 SELECT route, signature, method, path, primary_side, control_status, candidate_status, diff::text AS diff,
        control_body, candidate_body, control_ms, candidate_ms, control_error, candidate_error,
        extract(epoch FROM created_at)::float8 AS at
-FROM shadow_diffs WHERE route = $1 ORDER BY created_at DESC, id DESC LIMIT $2
+FROM strangler.shadow_diffs WHERE route = $1 ORDER BY created_at DESC, id DESC LIMIT $2
 """
 
 
-async def write(pg: asyncpg.Pool, samples: list[Sample], per_signature: int, per_route: int) -> None:
-    """Store the samples whose signature is under its quota, then trim their routes to the caps."""
-    routes = sorted({s.route for s in samples})
+async def write(
+    pg: asyncpg.Pool, samples: list[Sample], per_signature: int, per_route: int,
+    seen: Mapping[tuple[str, str], int] | None = None,
+) -> None:  # fmt: skip
+    """Store the samples that earn a slot (`Slots`), each route under a transaction-scoped advisory lock
+    so that replicas writing at once keep the caps. Nothing is inserted only to be deleted."""
+    by_route: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_route.setdefault(s.route, []).append(s)
     async with pg.acquire() as conn:
-        # Skip samples whose signature already has its quota, so a saturated signature costs no writes.
-        rows = await conn.fetch(
-            "SELECT route, signature, count(*) AS n FROM shadow_diffs WHERE route = ANY($1::text[])"
-            " GROUP BY route, signature",
-            routes,
-        )
-        have = {(r["route"], r["signature"]): r["n"] for r in rows}
-        keep = []
-        for s in samples:
-            key = (s.route, s.signature)
-            if have.get(key, 0) < per_signature:
-                have[key] = have.get(key, 0) + 1
-                keep.append(s)
-        if keep:
-            await conn.executemany(_INSERT, [_row(s) for s in keep])
-            await conn.execute(_TRIM, routes, per_signature, per_route)
+        for route, mine in sorted(by_route.items()):
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _LOCK_PREFIX + route)
+                rows = await conn.fetch(_ROUTE_ROWS, route)
+                slots = Slots(per_signature, per_route, functools.partial(_seen, seen or {}, route))
+                for row in rows:
+                    slots.held(row["id"], row["signature"])
+                for s in mine:
+                    slots.offer(s)
+                if slots.evicted:
+                    await conn.execute(_DELETE, slots.evicted)
+                if slots.added:
+                    await conn.executemany(_INSERT, [_row(s) for s in slots.added])
+
+
+class Slots:
+    """Which samples a route keeps: at most ``per_signature`` of one signature and ``per_route`` in all,
+    decided before anything is written.
+
+    Slots go by the highest-averages rule: the k-th example of a signature is worth ``seen / k``, where
+    ``seen`` is how often that signature differed (the Redis counters), and a full route gives a new
+    sample the slot of the least-worth stored example if the newcomer is worth more. So the most frequent
+    signature always keeps its first example, frequent ones keep more, one-off signatures take what is
+    left, and equals never displace each other (no churn). An evicted example is the signature's oldest.
+    """
+
+    def __init__(self, per_signature: int, per_route: int, seen: Callable[[str], int]) -> None:
+        self.per_signature = per_signature
+        self.per_route = per_route
+        self.seen = seen
+        self.rows: dict[str, list[int | Sample]] = {}  # signature -> stored ids and new samples, oldest first
+        self.total = 0
+        self.evicted: list[int] = []
+        self.added: list[Sample] = []
+
+    def held(self, row_id: int, signature: str) -> None:
+        """A row already stored (oldest first)."""
+        self.rows.setdefault(signature, []).append(row_id)
+        self.total += 1
+
+    def offer(self, sample: Sample) -> bool:
+        """Keep ``sample`` if it earns a slot (evicting the least-worth example when the route is full)."""
+        mine = self.rows.setdefault(sample.signature, [])
+        if len(mine) >= self.per_signature or self.per_route <= 0:
+            return False
+        if self.total >= self.per_route:
+            worth = self._worth(sample.signature, len(mine) + 1)
+            victim = min(
+                (sig for sig, held in self.rows.items() if held and sig != sample.signature),
+                key=lambda sig: self._worth(sig, len(self.rows[sig])),
+                default=None,
+            )
+            if victim is None or worth <= self._worth(victim, len(self.rows[victim])):
+                return False
+            gone = self.rows[victim].pop(0)
+            if isinstance(gone, int):
+                self.evicted.append(gone)
+            else:  # taken in this same batch: it is simply not inserted
+                self.added.remove(gone)
+            self.total -= 1
+        mine.append(sample)
+        self.added.append(sample)
+        self.total += 1
+        return True
+
+    def _worth(self, signature: str, k: int) -> float:
+        return max(1, self.seen(signature)) / k
 
 
 async def expire(pg: asyncpg.Pool, retention_days: float) -> None:
     """Delete the samples older than ``retention_days``."""
     await pg.execute(
-        "DELETE FROM shadow_diffs WHERE created_at < now() - make_interval(secs => $1)",
+        "DELETE FROM strangler.shadow_diffs WHERE created_at < now() - make_interval(secs => $1)",
         retention_days * 86400.0,
     )
 
@@ -75,9 +132,14 @@ async def read(pg: asyncpg.Pool, route: str, limit: int) -> list[Sample]:
         rows = await pg.fetch(_SELECT, route, limit)
     except asyncpg.UndefinedTableError:
         raise StoreError(
-            "the database has no shadow_diffs table: apply the migrations (strangler migrate) and retry"
+            "the database has no strangler.shadow_diffs table (the gateway's own schema, created when the"
+            " gateway starts): run `strangler migrate --gateway` (or start the gateway once) and retry"
         ) from None
     return [_sample(r) for r in rows]
+
+
+def _seen(seen: Mapping[tuple[str, str], int], route: str, signature: str) -> int:
+    return seen.get((route, signature), 1)
 
 
 def _text(value: str) -> str:

@@ -4,6 +4,12 @@ Layout under ``prefix``: ``routes`` (set), ``c:<route>`` (counters), ``lat:<rout
 count), ``paths:<route>``, ``sigs:<route>`` and ``noise:<route>`` (path or signature -> count). Several
 gateway replicas add into the same hashes, so a report sums every replica. Errors are the caller's
 (``proxy.shadow.redis_pg.RedisPgStore`` logs and counts them).
+
+Bounded: ever-new diff signatures and paths would add a hash field each, forever. The ``paths``,
+``sigs`` and ``noise`` hashes take at most ``max_fields`` distinct fields per route (a Lua script
+decides atomically, whichever replica writes); increments of any further field go to the ``OTHER``
+field. Every key written gets a TTL of ``ttl`` seconds, renewed by each write, so a route no longer
+shadowed stops holding memory after that long.
 """
 
 from __future__ import annotations
@@ -14,9 +20,28 @@ import redis.asyncio as aioredis
 
 from proxy.shadow.store import Batch, RouteStats
 
-__all__ = ["add", "key", "noise_paths", "stats"]
+__all__ = ["DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "OTHER", "add", "key", "noise_paths", "stats"]
 
 _KINDS: Final = ("c", "lat:control", "lat:candidate", "paths", "sigs", "noise")
+_CAPPED: Final = frozenset({"paths", "sigs", "noise"})  # fields named by the compared data: unbounded
+OTHER: Final = "(other)"  # the field counting what a full hash had no room for (never a diff path)
+DEFAULT_MAX_FIELDS: Final = 1000
+DEFAULT_TTL_S: Final = 30 * 86400
+
+# KEYS[1]: the hash; ARGV: max fields, ttl (0: none), OTHER, then field/increment pairs.
+_CAPPED_INCR: Final = """
+local cap = tonumber(ARGV[1])
+local n = redis.call('HLEN', KEYS[1])
+for i = 4, #ARGV, 2 do
+  local field = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], field) == 0 then
+    if n < cap then n = n + 1 else field = ARGV[3] end
+  end
+  redis.call('HINCRBY', KEYS[1], field, ARGV[i + 1])
+end
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return n
+"""
 
 
 def key(prefix: str, kind: str, route: str) -> str:
@@ -26,13 +51,32 @@ def key(prefix: str, kind: str, route: str) -> str:
     return f"{prefix}{kind}:{route}"
 
 
-async def add(redis: aioredis.Redis, prefix: str, batch: Batch) -> None:
-    """Add a batch's increments (and its routes to the set of routes) in one pipeline."""
+async def add(
+    redis: aioredis.Redis, prefix: str, batch: Batch, *, max_fields: int = DEFAULT_MAX_FIELDS,
+    ttl: int = DEFAULT_TTL_S,
+) -> None:  # fmt: skip
+    """Add a batch's increments (and its routes to the set of routes) in one pipeline, the capped hashes
+    through the capping script, every key's TTL renewed."""
     pipe = redis.pipeline(transaction=False)
     if batch.routes:
         pipe.sadd(prefix + "routes", *sorted(batch.routes))
+        if ttl > 0:
+            pipe.expire(prefix + "routes", ttl)
+    capped: dict[str, list[str | int]] = {}
+    plain: set[str] = set()
     for (kind, route, name), n in batch.incr.items():
-        pipe.hincrby(key(prefix, kind, route), name, n)
+        k = key(prefix, kind, route)
+        if kind in _CAPPED:
+            capped.setdefault(k, []).extend((name, n))
+        else:
+            pipe.hincrby(k, name, n)
+            plain.add(k)
+    if ttl > 0:
+        for k in plain:
+            pipe.expire(k, ttl)
+    script = redis.register_script(_CAPPED_INCR)
+    for k, pairs in capped.items():
+        await script(keys=[k], args=[max_fields, ttl, OTHER, *pairs], client=pipe)
     await pipe.execute()
 
 

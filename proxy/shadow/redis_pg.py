@@ -1,9 +1,12 @@
 """The product's ``DiffStore``: counters in Redis, samples in PostgreSQL (optional). Does I/O.
 
 Recording fills a batch in memory (``proxy.shadow.store.Recording``); ``flush()`` writes it with one
-Redis pipeline (``proxy.shadow.redis_counters``) and one PostgreSQL ``executemany``
-(``proxy.shadow.pg_samples``), off the hot path. Samples expire after ``retention_days``. A storage
-failure is logged (once a minute per part) and counted in ``strangler_shadow_store_errors``, never raised.
+Redis pipeline (``proxy.shadow.redis_counters``: capped hashes with a TTL) and one PostgreSQL
+``executemany`` (``proxy.shadow.pg_samples``: slots decided before writing), off the hot path. Samples
+expire after ``retention_days``. A storage failure is logged (once a minute per part) and counted in
+``strangler_shadow_store_errors``, never raised. A database unreachable when the store opens
+(``connect_lenient``) is retried at later flushes with exponential backoff (1 s doubling to 60 s); the
+samples recorded meanwhile are dropped and counted.
 """
 
 from __future__ import annotations
@@ -11,16 +14,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import redis.asyncio as aioredis
 
 from proxy.shadow import pg_samples, redis_counters
+from proxy.shadow.migrator import MigrationError, migrate_gateway_on
 from proxy.shadow.store import DEFAULT_PREFIX, STORE_ERRORS, Recording, RouteStats, Sample
 
 __all__ = ["RedisPgStore"]
 
 log = logging.getLogger("strangler.shadow.store")
+
+_FIRST_RETRY_S: Final = 1.0
+_MAX_RETRY_S: Final = 60.0
 
 
 class RedisPgStore(Recording):
@@ -32,9 +40,11 @@ class RedisPgStore(Recording):
         pg: asyncpg.Pool | None,
         prefix: str = DEFAULT_PREFIX,
         *,
-        per_signature: int = 20,
+        per_signature: int = 5,
         per_route: int = 200,
         retention_days: float = 7.0,
+        max_fields: int = redis_counters.DEFAULT_MAX_FIELDS,
+        ttl_days: float = redis_counters.DEFAULT_TTL_S / 86400,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -44,13 +54,18 @@ class RedisPgStore(Recording):
         self.per_signature = per_signature
         self.per_route = per_route
         self.retention_days = retention_days
+        self.max_fields = max_fields  # distinct paths / signatures / noise paths per route in Redis
+        self.ttl_s = int(ttl_days * 86400)  # Redis keys expire this long after their last write
+        self.database_url: str | None = None  # set while the database is to be reached again (see flush)
+        self._pg_retry_at = 0.0
+        self._pg_backoff = _FIRST_RETRY_S
         self._clock = clock  # times the retention sweeps and the failure logs (a test may drive it)
         self._last_retention: float | None = None
         self._last_failure_log: dict[str, float] = {}
 
     @classmethod
     async def connect(
-        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: float
+        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: Any
     ) -> RedisPgStore:
         """Open a Redis client and (with a database URL) a small PostgreSQL pool; ``aclose`` closes both."""
         # Timeouts: a hung Redis must stall only the background flush, and not forever.
@@ -58,24 +73,59 @@ class RedisPgStore(Recording):
         pg = None
         if database_url:
             try:
-                pg = await asyncpg.create_pool(database_url, min_size=1, max_size=2, timeout=5.0,
-                                               command_timeout=10.0)  # fmt: skip
+                pg = await _open_pg(database_url, 5.0)
             except BaseException:
                 await client.aclose()
                 raise
-        return cls(client, pg, prefix, **caps)  # type: ignore[arg-type]  # caps are the keyword options
+        return cls(client, pg, prefix, **caps)  # caps: the keyword options
 
     @classmethod
     async def connect_lenient(
-        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX
+        cls, redis_url: str, database_url: str | None, prefix: str = DEFAULT_PREFIX, **caps: Any
     ) -> RedisPgStore:
-        """Like ``connect``, but an unreachable database only turns samples off (logged), for servers
-        that must start anyway: counters in Redis are the part that matters."""
+        """Like ``connect``, for the gateway's processes: the gateway's own tables are created or
+        migrated (``proxy.shadow.migrator``, under its advisory lock), and an unreachable database only
+        pauses samples (logged), for servers that must start anyway: counters in Redis are the part
+        that matters. Later flushes try the database again, with backoff, and samples resume once it
+        answers (its schema applied then)."""
         try:
-            return await cls.connect(redis_url, database_url, prefix)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("shadow samples are off: cannot connect to DATABASE_URL (%s); counters work", exc)
-            return await cls.connect(redis_url, None, prefix)
+            store = await cls.connect(redis_url, database_url, prefix, **caps)
+            if store.pg is not None:
+                try:
+                    await _own_schema(store.pg)
+                except BaseException:
+                    await store.aclose()
+                    raise
+            return store
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
+            log.warning(
+                "shadow samples are paused: cannot connect to DATABASE_URL (%s); counters work, and the"
+                " database is tried again with backoff (up to every %gs)", exc, _MAX_RETRY_S,
+            )  # fmt: skip
+            store = await cls.connect(redis_url, None, prefix, **caps)
+            store.database_url = database_url
+            store._pg_retry_at = store._clock() + _FIRST_RETRY_S
+            return store
+
+    async def _reconnect_pg(self) -> None:
+        # The database was down when the store opened: try it again when the backoff allows.
+        now = self._clock()
+        if self.database_url is None or now < self._pg_retry_at:
+            return
+        pg = None
+        try:
+            pg = await _open_pg(self.database_url, 2.0)
+            await _own_schema(pg)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
+            if pg is not None:
+                await pg.close()
+            self._pg_backoff = min(_MAX_RETRY_S, self._pg_backoff * 2)
+            self._pg_retry_at = now + self._pg_backoff
+            self._log_failure("postgres", "shadow samples still paused: DATABASE_URL unreachable (%s)", exc)
+            return
+        self.pg = pg
+        self.database_url = None
+        log.warning("shadow samples resumed: connected to DATABASE_URL")
 
     async def aclose(self) -> None:
         """Flush, then close the clients opened by ``connect``."""
@@ -89,11 +139,15 @@ class RedisPgStore(Recording):
     async def flush(self) -> None:
         """Write the pending batch; failures are logged and counted, the batch is then dropped."""
         batch = self.take()
+        if self.pg is None and self.database_url is not None:
+            await self._reconnect_pg()
         if not batch:
             return
         if batch.incr:
             try:
-                await redis_counters.add(self.redis, self.prefix, batch)
+                await redis_counters.add(
+                    self.redis, self.prefix, batch, max_fields=self.max_fields, ttl=self.ttl_s
+                )
             except (aioredis.RedisError, OSError) as exc:
                 STORE_ERRORS.labels("redis").inc()
                 self._log_failure("redis", "shadow counters not written to Redis (%s); batch lost", exc)
@@ -103,6 +157,8 @@ class RedisPgStore(Recording):
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 STORE_ERRORS.labels("postgres").inc()
                 self._log_failure("postgres", "shadow samples not written to PostgreSQL (%s); lost", exc)
+        elif batch.samples and self.database_url is not None:
+            STORE_ERRORS.labels("postgres").inc(len(batch.samples))  # paused: the database is down
 
     def _log_failure(self, part: str, message: str, exc: BaseException) -> None:
         # A store that is down fails every flush (twice a second): log once a minute, count every time.
@@ -114,7 +170,16 @@ class RedisPgStore(Recording):
 
     async def _write_samples(self, samples: list[Sample]) -> None:
         assert self.pg is not None
-        await pg_samples.write(self.pg, samples, self.per_signature, self.per_route)
+        # How often each signature differed (Redis, capped) decides which examples keep their slots.
+        seen: dict[tuple[str, str], int] = {}
+        for route in sorted({s.route for s in samples}):
+            try:
+                counts = await self.redis.hgetall(redis_counters.key(self.prefix, "sigs", route))
+            except (aioredis.RedisError, OSError):
+                continue  # without counts every signature weighs the same: still bounded
+            for sig, n in counts.items():
+                seen[(route, _str(sig))] = int(n)
+        await pg_samples.write(self.pg, samples, self.per_signature, self.per_route, seen)
         now = self._clock()
         # The retention sweep scans the table: once a minute is plenty.
         if self._last_retention is None or now - self._last_retention > 60:
@@ -138,3 +203,20 @@ class RedisPgStore(Recording):
     async def close(self) -> None:
         """Flush what is pending (the caller owns and closes the clients)."""
         await self.flush()
+
+
+async def _open_pg(database_url: str, connect_s: float) -> asyncpg.Pool:
+    """A small pool (the store writes from one background flush)."""
+    return await asyncpg.create_pool(
+        database_url, min_size=1, max_size=2, timeout=connect_s, command_timeout=10.0
+    )
+
+
+async def _own_schema(pg: asyncpg.Pool) -> None:
+    """Create or migrate the gateway's own tables (schema ``strangler``); never the application's."""
+    async with pg.acquire() as conn:
+        await migrate_gateway_on(conn)
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -73,7 +73,7 @@ class Replayer:
         )
         self.store = store
         self.secret = secret
-        self.body_cap = body_cap  # bytes of a body compared byte for byte (see one_done)
+        self._body_cap = body_cap  # bytes of a body compared byte for byte (see one_done), and kept
         self._max_conns = max_conns
         self._senders: dict[str, tuple[UpstreamPool | Fetcher, Sender]] = {}
         self._retired: list[Sender] = []
@@ -84,6 +84,18 @@ class Replayer:
         self._tally = judge.tally
         self._identity_names = judge.identity_names
         self._job_done = job_done
+
+    @property
+    def body_cap(self) -> int:
+        """Bytes of a body compared byte for byte; the senders keep at most one more (then hash)."""
+        return self._body_cap
+
+    @body_cap.setter
+    def body_cap(self, cap: int) -> None:
+        # The senders' collectors follow at once, so that a body they kept whole is never over this cap.
+        self._body_cap = cap
+        for _, sender in self._senders.values():
+            sender.set_body_cap(cap)
 
     def start(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] | None = None) -> None:
         """Bind to the running loop (senders need it); ``clock`` times the pipelined calls (their deadlines
@@ -125,7 +137,9 @@ class Replayer:
                 return entry[1]
             self._retire(side)
         assert self._loop is not None
-        sender = sender_for(pool, self._loop, name=side, max_conns=self._max_conns, clock=self._clock)
+        sender = sender_for(
+            pool, self._loop, name=side, max_conns=self._max_conns, clock=self._clock, body_cap=self._body_cap
+        )
         self._senders[side] = (pool, sender)
         return sender
 
@@ -184,7 +198,7 @@ class Replayer:
             if (
                 status == ex.status
                 and body == ex.response_body
-                and len(body) <= self.body_cap
+                and len(body) <= self._body_cap  # a capped body (over it) is compared by hash
                 and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
             ):
                 name = ex.route.name

@@ -80,7 +80,8 @@ class SampleBuilder:
     def _body(self, obs: Observed, raw: bytes) -> str:
         decoded = decode_body(raw, obs.header("content-encoding"), self.body_cap)
         if decoded is None:
-            return f"<{len(raw)} bytes, {obs.header('content-encoding')} encoded>"
+            size = getattr(raw, "size", len(raw))  # a body cut at the cap (Capped) knows its whole size
+            return f"<{size} bytes, {obs.header('content-encoding')} encoded>"
         head = decoded[: STORED_BODY_CHARS * 4]  # enough bytes for the stored characters
         return self.redactor.body(head, obs.header("content-type"), STORED_BODY_CHARS)
 

@@ -4,9 +4,11 @@ latency buckets, and ``Recording``, the synchronous half every store shares. No 
 Recording is synchronous and only touches memory (a ``Batch``); a store's ``flush()`` writes the batch
 off the hot path. The real store is ``proxy.shadow.redis_pg.RedisPgStore``: counters and latency
 histograms in Redis (``proxy.shadow.redis_counters``), differing samples in PostgreSQL
-(``proxy.shadow.pg_samples``, table ``shadow_diffs``, migrations/0002). Latencies go into fixed
-logarithmic buckets (hash fields), which add up across replicas and still give p50/p99. Samples are
-capped per route and per diff signature. A storage failure is logged and counted, never raised.
+(``proxy.shadow.pg_samples``, table ``strangler.shadow_diffs``, the gateway's own schema in
+``proxy/shadow/schema``). Latencies go into fixed logarithmic buckets (hash fields), which add up across
+replicas and still give p50/p99. Distinct paths and signatures are capped per route in Redis, and
+samples per route and per diff signature in PostgreSQL. A storage failure is logged and counted, never
+raised.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
+from proxy.http1.capped import NO_CAP, overflow, whole
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
 from proxy.upstream.conn import ConnSource, UpConn
@@ -29,9 +31,9 @@ class Call:
     """
 
     __slots__ = (
-        "_body", "_conn", "_done", "_headers", "_loop", "_retried", "_status", "_task", "deadline",
-        "done_at", "error", "finished", "idempotent", "is_head", "limit", "message", "pool", "result",
-        "started", "tag",
+        "_body", "_conn", "_done", "_hasher", "_headers", "_loop", "_retried", "_size", "_status", "_task",
+        "body_cap", "deadline", "done_at", "error", "finished", "idempotent", "is_head", "limit", "message",
+        "pool", "result", "started", "tag",
     )  # fmt: skip
 
     def __init__(
@@ -43,8 +45,10 @@ class Call:
         done: Callable[[Call], None],
         loop: asyncio.AbstractEventLoop | None = None,
         tag: object = None,
+        body_cap: int = NO_CAP,
     ) -> None:
         self.pool = pool
+        self.body_cap = body_cap  # bytes of the body kept; past them it is hashed (proxy.http1.capped)
         self.tag = tag
         self.message = message
         verb = method.upper().encode("ascii")
@@ -66,6 +70,8 @@ class Call:
         self._status = 0
         self._headers: Headers = []
         self._body: list[bytes] = []
+        self._size = 0
+        self._hasher: Any = None
 
     @property
     def latency(self) -> float | None:
@@ -143,13 +149,18 @@ class Call:
         self._headers = list(headers)
 
     def on_resp_body(self, chunk: bytes) -> None:
-        """Keep a body chunk."""
+        """Keep a body chunk (up to the cap; past it, hash it)."""
+        self._size += len(chunk)
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+            return
         self._body.append(chunk)
+        if self._size > self.body_cap:
+            self._hasher = overflow(self._body, self.body_cap)
 
     def on_resp_done(self) -> None:
         """The response is complete (the pool takes the connection back)."""
-        body = self._body
-        self._finish((self._status, self._headers, body[0] if len(body) == 1 else b"".join(body)), None)
+        self._finish((self._status, self._headers, whole(self._body, self._hasher, self._size)), None)
 
     def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
         """Retry once on a new connection when that is safe, else fail."""
@@ -158,7 +169,7 @@ class Call:
         if retryable and self.idempotent and not self._retried:
             self._retried = True
             self._conn = None
-            self._status, self._headers, self._body = 0, [], []
+            self._status, self._headers, self._body, self._size, self._hasher = 0, [], [], 0, None
             self.begin()
             return
         self._finish(None, exc)

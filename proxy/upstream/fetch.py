@@ -8,7 +8,9 @@ a future. It needs only a `ConnSource` (the pool imports this module, not the ot
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from proxy.http1.capped import NO_CAP, overflow, whole
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
 from proxy.upstream.conn import ConnSource, UpConn
@@ -24,8 +26,12 @@ async def fetch(
     headers: Headers,
     body: bytes,
     timeout: float,  # noqa: ASYNC109  # the documented contract; enforced with timeout_at below
+    body_cap: int = NO_CAP,
 ) -> tuple[int, Headers, bytes]:
-    """Send one buffered request on ``pool`` and read the whole response; see `UpstreamPool.fetch`."""
+    """Send one buffered request on ``pool`` and read the whole response; see `UpstreamPool.fetch`.
+
+    A body longer than ``body_cap`` comes back as a `proxy.http1.capped.Capped` (its head and hash).
+    """
     loop = asyncio.get_running_loop()
     verb = method.upper().encode("ascii")
     message = build_request(pool, method, path_qs, headers, body)
@@ -34,7 +40,7 @@ async def fetch(
         conn = pool.acquire()
         if conn is None:
             conn = await pool.connect(max(0.0, end - loop.time()))
-        sink = _BufferSink(loop.create_future())
+        sink = _BufferSink(loop.create_future(), body_cap)
         conn.start(sink, message, verb == b"HEAD", True, False)
         conn.timeout = max(0.0, end - loop.time())
         conn.deadline = pool.clock + conn.timeout
@@ -63,13 +69,16 @@ class _Retry(Exception):
 class _BufferSink:
     """Collects one response for `UpstreamPool.fetch`."""
 
-    __slots__ = ("body", "future", "headers", "status")
+    __slots__ = ("body", "cap", "future", "hasher", "headers", "size", "status")
 
-    def __init__(self, future: asyncio.Future[tuple[int, Headers, bytes]]) -> None:
+    def __init__(self, future: asyncio.Future[tuple[int, Headers, bytes]], cap: int) -> None:
         self.future = future
+        self.cap = cap
         self.status = 0
         self.headers: Headers = []
         self.body: list[bytes] = []
+        self.size = 0
+        self.hasher: Any = None
 
     def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
         pass
@@ -79,11 +88,17 @@ class _BufferSink:
         self.headers = list(headers)
 
     def on_resp_body(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.hasher is not None:
+            self.hasher.update(chunk)
+            return
         self.body.append(chunk)
+        if self.size > self.cap:
+            self.hasher = overflow(self.body, self.cap)
 
     def on_resp_done(self) -> None:
         if not self.future.done():
-            self.future.set_result((self.status, self.headers, b"".join(self.body)))
+            self.future.set_result((self.status, self.headers, whole(self.body, self.hasher, self.size)))
 
     def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
         if not self.future.done():

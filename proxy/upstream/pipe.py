@@ -33,6 +33,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 
+from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec
 from proxy.upstream.connect import open_connection, tls_context
@@ -60,8 +61,10 @@ class PipePool:
         depth: int = DEPTH,
         idle_timeout: float = IDLE_TIMEOUT,
         clock: Callable[[], float] | None = None,
+        body_cap: int = NO_CAP,
     ) -> None:
         self.spec = spec
+        self.body_cap = body_cap  # bytes of a response body kept; the rest is hashed (`set_body_cap`)
         self.name = spec.name
         self.loop = loop
         # The calls' start, deadline and answer times; a test injects a clock it moves by hand.
@@ -90,6 +93,12 @@ class PipePool:
         call = PipeCall(self, message, limit, done, self.now(), tag)
         self._send(call)
         return call
+
+    def set_body_cap(self, cap: int) -> None:
+        """Keep at most ``cap`` + 1 bytes of each body from now on (open connections adopt it too)."""
+        self.body_cap = cap
+        for conn in self.conns:
+            conn.cap = cap
 
     def sweep(self, now: float) -> None:
         """Fail calls past their deadline; close connections idle for longer than the idle timeout.

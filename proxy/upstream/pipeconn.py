@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import httptools
 
+from proxy.http1.capped import NO_CAP, overflow, whole
 from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
 from proxy.http1.reader import ResponseReader, protocol_error
@@ -26,6 +27,7 @@ class PipeOwner(Protocol):
 
     name: str
     closed: bool
+    body_cap: int
     now: Callable[[], float]
     waiting: collections.deque[PipeCall]
 
@@ -93,13 +95,13 @@ class PipeCall:
         """Give up without calling ``done`` (shutdown)."""
         self.finished = True
 
-    def complete(self, status: int, headers: Headers, body: list[bytes], now: float) -> None:
+    def complete(self, status: int, headers: Headers, body: bytes, now: float) -> None:
         if self.finished:
             return  # expired while pipelined behind another call: the answer came too late
         self.finished = True
         self.conn = None
         self.done_at = now
-        self.result = (status, headers, body[0] if len(body) == 1 else b"".join(body))
+        self.result = (status, headers, body)
         self.done(self)
 
     def fail(self, error: UpstreamError) -> None:
@@ -115,12 +117,13 @@ class PipeConn(ResponseReader, asyncio.Protocol):
     """One upstream connection carrying pipelined GETs, answered in the order they were sent.
 
     Its reader has no sink: the head stays in the reader's fields and `on_body` collects the body, so
-    a response costs no call beyond the parser's own callbacks.
+    a response costs no call beyond the parser's own callbacks. A body keeps at most the pool's
+    ``body_cap`` + 1 bytes; past that it is hashed (`proxy.http1.capped`).
     """
 
     __slots__ = (
-        "body", "closed", "got_bytes", "idle_since", "inflight", "pool", "queued", "read_at", "served",
-        "transport",
+        "body", "body_size", "cap", "closed", "got_bytes", "hasher", "idle_since", "inflight", "pool",
+        "queued", "read_at", "served", "transport",
     )  # fmt: skip
 
     # Shadow results have no reason phrase: without this callback llhttp makes one call less a response.
@@ -133,6 +136,9 @@ class PipeConn(ResponseReader, asyncio.Protocol):
         self.inflight: collections.deque[PipeCall] = collections.deque()
         self.queued: list[bytes] = []  # requests waiting for the connection to open
         self.body: list[bytes] = []
+        self.body_size = 0
+        self.cap: int = getattr(pool, "body_cap", NO_CAP)
+        self.hasher: Any = None  # the running sha256 of a body past the cap
         self.got_bytes = False  # bytes of the head call's response have arrived
         self.closed = False
         self.served = 0  # responses completed on this connection
@@ -198,7 +204,7 @@ class PipeConn(ResponseReader, asyncio.Protocol):
         head, rest = calls[0], calls[1:]
         name = self.pool.name
         if self.ends_at_close():  # a body delimited by the connection's end ends here
-            head.complete(self.status, self.headers, self.body, self.pool.now())
+            head.complete(self.status, self.headers, self._take_body(), self.pool.now())
         elif self.got_bytes:
             head.fail(UpstreamError("protocol", f"upstream {name} closed the connection mid-response"))
         elif self.served and not head.retried:  # a reused connection closed unanswered: the keep-alive race
@@ -209,7 +215,15 @@ class PipeConn(ResponseReader, asyncio.Protocol):
 
     # --- the reader's events
     def on_body(self, body: bytes) -> None:
+        hasher = self.hasher
+        if hasher is not None:  # past the cap: hashed, not kept
+            hasher.update(body)
+            self.body_size += len(body)
+            return
         self.body.append(body)
+        self.body_size += len(body)
+        if self.body_size > self.cap:
+            self.hasher = overflow(self.body, self.cap)
 
     def on_message_complete(self) -> None:
         # The reader's on_message_complete with the end of a final response inlined: every shadow GET
@@ -224,8 +238,14 @@ class PipeConn(ResponseReader, asyncio.Protocol):
         if not inflight:
             raise ProtocolError("one response more than requests sent")
         call = inflight.popleft()
-        body = self.body
+        chunks = self.body
+        if self.hasher is None:
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        else:
+            body = whole(chunks, self.hasher, self.body_size)
+            self.hasher = None
         self.body = []
+        self.body_size = 0
         self.got_bytes = False
         self.served += 1
         now = self.read_at
@@ -244,6 +264,11 @@ class PipeConn(ResponseReader, asyncio.Protocol):
         raise ProtocolError("a pipelined connection cannot end a response before its body")
 
     # --- internals
+    def _take_body(self) -> bytes:
+        body = whole(self.body, self.hasher, self.body_size)
+        self.body, self.body_size, self.hasher = [], 0, None
+        return body
+
     def _shut(self, how: Literal["close", "abort", "gone"]) -> list[PipeCall]:
         """Leave the pool and close the transport (``gone``: it already is); return the calls that were
         in flight, in order, for the caller to complete, fail or send again."""

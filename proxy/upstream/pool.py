@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
 from proxy.routing.table import UpstreamSpec
@@ -171,11 +172,13 @@ class UpstreamPool:
         headers: Headers,
         body: bytes,
         timeout: float,  # noqa: ASYNC109  # the documented contract; enforced with timeout_at
+        body_cap: int = NO_CAP,
     ) -> tuple[int, Headers, bytes]:
         """Send one buffered request and read the whole response (see `proxy.fetch.fetch`).
 
         ``path_qs`` is the path (the pool's base path is prefixed) plus ``?query``. ``headers`` may
         carry Host/framing headers: they are replaced. A GET/HEAD/OPTIONS on a pooled connection that
-        dies before any response byte is retried once on a new one. Raises `UpstreamError`.
+        dies before any response byte is retried once on a new one. A body over ``body_cap`` bytes
+        comes back as a `proxy.http1.capped.Capped` (its head and hash). Raises `UpstreamError`.
         """
-        return await fetch(self, method, path_qs, headers, body, timeout)
+        return await fetch(self, method, path_qs, headers, body, timeout, body_cap)

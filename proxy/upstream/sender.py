@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers, header_pairs
 from proxy.upstream.call import Call
@@ -81,6 +82,9 @@ class Sender(Protocol):
     def sweep(self, now: float) -> None:
         """Fail the copies past their deadline (``now``: event-loop time); the owner calls it periodically."""
 
+    def set_body_cap(self, cap: int) -> None:
+        """Keep at most ``cap`` + 1 bytes of each response body from now on (where the sender reads them)."""
+
     def close(self, abort: bool = False) -> None:
         """Take no more copies; those in flight finish (``abort``: are dropped without ``done``)."""
 
@@ -100,17 +104,24 @@ class Fetcher(Protocol):
 
 
 def sender_for(
-    pool: UpstreamPool | Fetcher, loop: asyncio.AbstractEventLoop, *, name: str = "", max_conns: int = 8,
+    pool: UpstreamPool | Fetcher,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    name: str = "",
+    max_conns: int = 8,
+    body_cap: int = NO_CAP,
     clock: Callable[[], float] | None = None,
 ) -> Sender:
     """The sender for ``pool``: pipelined and callback-driven for an `UpstreamPool`, tasks otherwise.
 
     ``max_conns`` bounds the pipelined connections (`PipePool`); buffered calls use the pool's own.
-    ``name`` names another `Fetcher`'s upstream in error messages; ``clock`` times the pipelined copies
-    (their deadlines and latencies; the loop's by default).
+    ``name`` names another `Fetcher`'s upstream in error messages. An `UpstreamPool`'s sender keeps at
+    most ``body_cap`` + 1 bytes of a response body and hashes the rest (`proxy.http1.capped`); another
+    `Fetcher` returns what it read. ``clock`` times the pipelined copies (their deadlines and
+    latencies; the loop's by default).
     """
     if isinstance(pool, UpstreamPool):
-        return PoolSender(pool, loop, max_conns=max_conns, clock=clock)
+        return PoolSender(pool, loop, max_conns=max_conns, body_cap=body_cap, clock=clock)
     return FetcherSender(pool, loop, name)
 
 
@@ -119,9 +130,11 @@ class PoolSender:
 
     def __init__(
         self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop, *, max_conns: int = 8,
+        body_cap: int = NO_CAP,
         clock: Callable[[], float] | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.pool = pool
+        self.body_cap = body_cap
         self.name = pool.name
         self.spec = pool.spec
         self.base_path = pool.base_path
@@ -129,7 +142,7 @@ class PoolSender:
         self.loop = loop
         self.closed = False
         self.calls: set[Call] = set()  # buffered calls; finished ones are dropped by the next sweep
-        self._pipe = PipePool(pool.spec, loop, max_conns=max_conns, clock=clock)
+        self._pipe = PipePool(pool.spec, loop, max_conns=max_conns, body_cap=body_cap, clock=clock)
 
     def __repr__(self) -> str:
         return f"<PoolSender {self.name} calls={len(self.calls)} {self._pipe!r}>"
@@ -164,7 +177,7 @@ class PoolSender:
         if self.closed:  # (a closed PipePool fails a pipelined copy the same way)
             _refuse(self.name, done, tag)
             return
-        call = Call(self.pool, method, message, limit, done, self.loop, tag)
+        call = Call(self.pool, method, message, limit, done, self.loop, tag, self.body_cap)
         self.calls.add(call)
         call.begin()
 
@@ -181,6 +194,11 @@ class PoolSender:
         pipe = self._pipe
         message = build_get(self, path_qs, header_block, host if self.pool.client_host else None)
         pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag))  # PipePool.call, inlined
+
+    def set_body_cap(self, cap: int) -> None:
+        """Keep at most ``cap`` + 1 bytes of each response body from now on."""
+        self.body_cap = cap
+        self._pipe.set_body_cap(cap)
 
     def sweep(self, now: float) -> None:
         """Fail copies past their deadline, forget finished calls, close idle pipelined connections."""
@@ -291,6 +309,9 @@ class FetcherSender:
 
     def sweep(self, now: float) -> None:
         """Nothing to do: each copy's task has its own deadline."""
+
+    def set_body_cap(self, cap: int) -> None:
+        """Nothing to do: a `Fetcher` reads bodies its own way (the judge hashes what is over the cap)."""
 
     def close(self, abort: bool = False) -> None:
         """Take no more copies; with ``abort`` the ones in flight are cancelled without ``done``."""

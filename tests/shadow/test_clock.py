@@ -170,7 +170,7 @@ async def test_store_expires_old_samples_once_a_minute_on_its_clock(
         return sorted(s.signature for s in await store.samples("r", 100))
 
     try:
-        await pg.execute("TRUNCATE shadow_diffs")
+        await pg.execute("TRUNCATE strangler.shadow_diffs")
         for signature, step in (("$.a", 0.0), ("$.b", 60.0), ("$.c", 0.001)):
             clock.now += step
             store.sample(old(signature))

@@ -93,7 +93,7 @@ async def test_memory_store_caps_samples() -> None:
 async def real_store(redis_url: str, redis_prefix: str, shadow_db: str) -> AsyncIterator[RedisPgStore]:
     store = await RedisPgStore.connect(redis_url, shadow_db, redis_prefix, per_signature=3, per_route=5)
     async with store.pg.acquire() as conn:  # one database per module: start each test with an empty table
-        await conn.execute("TRUNCATE shadow_diffs")
+        await conn.execute("TRUNCATE strangler.shadow_diffs")
     yield store
     await store.aclose()
 

@@ -80,7 +80,7 @@ async def test_no_secret_stored(
 
         conn = await asyncpg.connect(shadow_db)
         try:
-            rows = [r[0] for r in await conn.fetch("SELECT t::text FROM shadow_diffs t")]
+            rows = [r[0] for r in await conn.fetch("SELECT t::text FROM strangler.shadow_diffs t")]
         finally:
             await conn.close()
         assert len(rows) >= 2  # both routes stored differing samples
@@ -132,8 +132,8 @@ async def test_values_found_by_abuse_testing_are_not_stored(
         await rig.shadower.drain()
         conn = await asyncpg.connect(shadow_db)
         try:
-            rows = [r[0] for r in await conn.fetch("SELECT t::text FROM shadow_diffs t")]
-            diffs = [orjson.loads(r[0]) for r in await conn.fetch("SELECT diff FROM shadow_diffs")]
+            rows = [r[0] for r in await conn.fetch("SELECT t::text FROM strangler.shadow_diffs t")]
+            diffs = [orjson.loads(r[0]) for r in await conn.fetch("SELECT diff FROM strangler.shadow_diffs")]
         finally:
             await conn.close()
         assert rows, "the differing sample was stored"

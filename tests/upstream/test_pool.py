@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from support.clock import ManualClock
 from support.upstreams import EchoUpstream, Handler, RawUpstream, read_request
 from support.waiting import eventually
 
+from proxy.http1.capped import Capped, digest_of
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec
 from proxy.upstream.pool import UpstreamPool
@@ -193,3 +195,35 @@ async def test_closed_pool_closes_connections_once_idle(echo: EchoUpstream) -> N
     await pool.fetch("GET", "/", [], b"", 2.0)
     assert pool.idle == []
 
+
+
+async def test_fetch_keeps_a_body_to_its_cap_and_hashes_the_whole(raw_upstream: StartRaw) -> None:
+    """With ``body_cap``, a longer body comes back as a Capped: its first cap + 1 bytes, and the sha256
+    and size of all of it (chunked here, so the cap is passed in the middle of a chunk); the connection
+    is reused. A body within the cap is plain bytes."""
+    whole = bytes(range(256)) * 4096  # 1 MiB
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line, _, _ = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            body = whole if b"/big" in line else b"small"
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, len(body), 10000):
+                part = body[start:start + 10000]
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    upstream = await raw_upstream(answer)
+    pool = pool_for(upstream.port)
+    _, _, body = await pool.fetch("GET", "/big", [], b"", 5.0, body_cap=25000)
+    assert isinstance(body, Capped) and bytes(body) == whole[:25001]
+    assert (body.size, body.digest) == (len(whole), hashlib.sha256(whole).hexdigest())
+    assert digest_of(body) == hashlib.sha256(whole).hexdigest()
+    small = (await pool.fetch("GET", "/small", [], b"", 5.0, body_cap=25000))[2]
+    assert small == b"small" and not isinstance(small, Capped)
+    assert upstream.connections == 1
+    pool.close()
