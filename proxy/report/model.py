@@ -36,8 +36,7 @@ NOT_ENOUGH: Final = "NOT ENOUGH DATA"
 UNAVAILABLE: Final = "COMPARISON UNAVAILABLE"
 # Shadow calls failed in a row (summed over replicas) that make a route's comparison unavailable.
 UNANSWERED_MIN: Final = 5
-# New may be this much slower at p99 (ratio, plus an absolute slack for the 15 % histogram buckets).
-P99_RATIO: Final = 1.25
+# New may be shadow.latency_ratio times slower at p99, plus an absolute slack for the 15 % histogram buckets.
 P99_SLACK_S: Final = 0.005
 P99_MIN_SAMPLES: Final = 100
 
@@ -194,7 +193,8 @@ def _verdict(
     samples = min(sum(st.latency.get(side, {}).values()) for side in ("control", "candidate"))
     q = "p99" if samples >= P99_MIN_SAMPLES else "p50"
     legacy_q, new_q = latency["legacy"][q], latency["new"][q]
-    if legacy_q is not None and new_q is not None and new_q > legacy_q * P99_RATIO + P99_SLACK_S * 1000:
+    ratio = settings.latency_ratio
+    if ratio and legacy_q is not None and new_q is not None and new_q > legacy_q * ratio + P99_SLACK_S * 1000:
         reasons.append(f"new {q} {new_q:g} ms is slower than legacy {q} {legacy_q:g} ms")
     if st.get("errors_candidate") > st.get("errors_control"):
         reasons.append(

@@ -101,6 +101,9 @@ class ShadowSettings:
     personal: tuple[str, ...] = PERSONAL_WORDS
     min_compared: int = 100
     match_threshold: float = 0.99
+    # New's p99 (its median under 100 timings) may be this many times legacy's, plus 5 ms; 0: latency
+    # does not decide the verdict.
+    latency_ratio: float = 1.25
 
 
 @dataclass(frozen=True)

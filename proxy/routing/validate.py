@@ -48,6 +48,7 @@ _SHADOW = {
     "personal": False,
     "min_compared": False,
     "match_threshold": False,
+    "latency_ratio": False,
 }
 _ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False, "limits": False}
 _LIMITS = {"max_body": False}
@@ -233,6 +234,9 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
         ),
         match_threshold=fields.get(
             "match_threshold", lambda n, k: reader.number(n, k, 0, 1), base.match_threshold
+        ),
+        latency_ratio=fields.get(
+            "latency_ratio", lambda n, k: reader.number(n, k, 0, 1000), base.latency_ratio
         ),
     )
 

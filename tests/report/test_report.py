@@ -273,3 +273,16 @@ def test_example_side_without_latency_says_not_timed() -> None:
     assert answered(200, 1.5) == "200 in 1.5 ms"
     assert answered(200, None) == "200 (not timed)"
     assert answered(None, None) == "no answer"
+
+
+def test_latency_ratio_setting_decides_whether_latency_gates_the_verdict() -> None:
+    """A slower candidate is NOT READY under the default latency_ratio, READY with latency_ratio 0 or a
+    generous one: the ratio is a routes.yaml setting."""
+    latency = {"control": {bucket_of(0.010): 200}, "candidate": {bucket_of(0.100): 200}}
+    slow = RouteStats("users-get", counters={"compared": 200, "matched": 200}, latency=latency)
+    for ratio, verdict in ((None, NOT_READY), (0, READY), (20, READY)):
+        shadow = "{min_compared: 10, match_threshold: 0.95}" if ratio is None else \
+            f"{{min_compared: 10, match_threshold: 0.95, latency_ratio: {ratio}}}"  # fmt: skip
+        text = ROUTES.replace("shadow: {min_compared: 10, match_threshold: 0.95}", f"shadow: {shadow}", 1)
+        report = build_report({"users-get": slow}, parse_routes(text, "r.yaml"))
+        assert report.route("users-get").verdict == verdict, ratio
