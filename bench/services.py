@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default="", help="comma-separated substrings of endpoint names to run")
     p.add_argument("--subscribers", type=int, default=500, help="event streams of the fan-out (default 500)")
     p.add_argument("--events", type=int, default=200, help="events published per fan-out run (default 200)")
+    p.add_argument("--no-compression", dest="compression", action="store_false",
+                   help="send no Accept-Encoding (default: gzip, as browsers do, so responses over "
+                        "the threshold are compressed by both services)")
     p.add_argument("--quick", action="store_true", help="2 rounds of 3 s, smaller data: for development")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
@@ -98,7 +101,8 @@ def measure(endpoint: Endpoint, procs: dict[str, tuple[int, int]],
         try:
             return run_wrk(f"http://127.0.0.1:{port}{endpoint.path}", connections=conns, duration=seconds,
                            script=endpoint.script, script_args=endpoint.args,
-                           cpu_of=(lambda: cpu_times(pid)) if measured else None)
+                           cpu_of=(lambda: cpu_times(pid)) if measured else None,
+                           headers=("Accept-Encoding: gzip",) if args.compression else ())
         except WrkParseError as exc:
             raise BenchError(f"{endpoint.name} on {name}: {exc}") from exc
 

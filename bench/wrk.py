@@ -86,10 +86,13 @@ def parse_wrk(output: str) -> Run:
 
 
 def wrk_command(url: str, *, connections: int, duration: float, script: str | None = None,
-                script_args: Sequence[str] = (), threads: int = 1) -> list[str]:
-    """The wrk command line: one thread (the machine is small), `--latency`, optional Lua script."""
+                script_args: Sequence[str] = (), threads: int = 1, headers: Sequence[str] = ()) -> list[str]:
+    """The wrk command line: one thread (the machine is small), `--latency`, optional Lua script and
+    extra request headers (``"Name: value"``; a script's ``wrk.format`` sends them too)."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
            "--timeout", "10s"]
+    for header in headers:
+        cmd += ["-H", header]
     if script is not None:
         cmd += ["-s", str(LUA_DIR / script)]
     cmd.append(url)
@@ -99,9 +102,11 @@ def wrk_command(url: str, *, connections: int, duration: float, script: str | No
 
 
 def run_wrk(url: str, *, connections: int, duration: float, script: str | None = None,
-            script_args: Sequence[str] = (), cpu_of: Callable[[], tuple[float, float]] | None = None) -> Run:
+            script_args: Sequence[str] = (), cpu_of: Callable[[], tuple[float, float]] | None = None,
+            headers: Sequence[str] = ()) -> Run:
     """Run wrk once; `cpu_of` ((user, system) seconds) is read before and after to charge CPU to the run."""
-    cmd = wrk_command(url, connections=connections, duration=duration, script=script, script_args=script_args)
+    cmd = wrk_command(url, connections=connections, duration=duration, script=script, script_args=script_args,
+                      headers=headers)
     before = cpu_of() if cpu_of else (0.0, 0.0)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     after = cpu_of() if cpu_of else (0.0, 0.0)
