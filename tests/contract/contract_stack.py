@@ -184,19 +184,17 @@ class Stack:
             proc = subprocess.Popen(command(name), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT)
         run = Running(name, proc, port, log, metrics_port)
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} during start:\n{run.tail()}")
+            return httpx.get(f"{run.base_url}/health", timeout=2.0).status_code == 200
+
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:  # wait for the event "answers /health", polling with a deadline
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode} during start:\n{run.tail()}")
-                try:
-                    if httpx.get(f"{run.base_url}/health", timeout=2.0).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} gave no /health in {START_TIMEOUT}s:\n{run.tail()}")
-                time.sleep(0.05)
+            try:
+                eventually_sync(healthy, what=f"{name} /health", within=START_TIMEOUT,
+                                ignore=(httpx.HTTPError,))  # fmt: skip
+            except AssertionError as exc:
+                raise RuntimeError(f"{name} gave no /health: {exc}\n{run.tail()}") from None
             yield run
         finally:
             proc.send_signal(signal.SIGTERM)
