@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import redis
 from contract_stack import Stack
+from support.waiting import eventually
 
 EVENT_RE = re.compile(rb"id: ([0-9]+-[0-9]+)\nevent: post\ndata: (.*)")
 WS_HANDSHAKE = (
@@ -147,15 +148,15 @@ def gauges(base_url: str) -> dict[str, Any]:
 async def wait_gauges(base_url: str, check: Any, deadline: float = 20.0) -> dict[str, Any]:
     """Poll the gauges until ``check(gauges)`` holds; fail with the last reading at the deadline."""
     last: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(deadline):
-            while True:
-                last = await asyncio.to_thread(gauges, base_url)
-                if check(last):
-                    return last
-                await asyncio.sleep(0.05)  # poll interval of a condition wait, not a wait for time
-    except TimeoutError:
-        raise AssertionError(f"gauges never matched; last: {last}") from None
+
+    async def matching() -> dict[str, Any] | None:
+        nonlocal last
+        last = await asyncio.to_thread(gauges, base_url)
+        return last if check(last) else None
+
+    found: dict[str, Any] = await eventually(matching, what="the stream gauges to match", within=deadline,
+                                             last=lambda: last)  # fmt: skip
+    return found
 
 
 def publish(client: redis.Redis, prefix: str, data: bytes, history_max: int = 10_000) -> str:
