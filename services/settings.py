@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-TEST_DIFFS = ("user.name",)
+# The test-only planted differences (docs/API.md, Test-only switch): what the rehearsal must catch.
+TEST_DIFFS = (
+    "user.name", "post.get.title", "post.create.status", "post.create.missing", "post.patch.precision",
+)  # fmt: skip
 _ORIGIN_RE = re.compile(r"https?://[^/\s,*]+")
 
 

@@ -68,13 +68,18 @@ async def create_post(ctx: Ctx) -> web.Response:
         await ctx.principal(claims)  # raises 401 for a deleted user, before the body's error
         raise
     row = await repo.create(ctx.db, claims.user_id, values["title"], values["body"])
-    body = orjson.dumps(post_json(row, row["author_name"]))
+    post = post_json(row, row["author_name"])
+    planted = ctx.settings.test_diff
+    if planted == "post.create.missing":
+        del post["updated_at"]
+    body = orjson.dumps(post)
     if not ctx.request.get(DRY_RUN):
         try:  # the post exists either way: a stream outage must not turn its creation into an error
             await ctx.request.app[HUB].publish(body)
         except (RedisError, OSError) as exc:
             log.error("post not published to the stream", extra={"post_id": row["id"], "err": repr(exc)})
-    return web.Response(status=201, body=body, headers={"Content-Type": JSON_TYPE})
+    status = 200 if planted == "post.create.status" else 201
+    return web.Response(status=status, body=body, headers={"Content-Type": JSON_TYPE})
 
 
 async def get_post(ctx: Ctx) -> web.Response:
@@ -83,8 +88,11 @@ async def get_post(ctx: Ctx) -> web.Response:
     row = None if post_id is None else await repo.get(ctx.db, post_id)
     if row is None:
         raise errors.NotFound(errors.POST_NOT_FOUND)
+    post = post_json(row, row["author_name"])
+    if ctx.settings.test_diff == "post.get.title":
+        post["title"] += "!"
     # No Last-Modified: the post embeds its author's name, which changes without the post's updated_at.
-    return cacheable(json_response(200, post_json(row, row["author_name"])), ctx.settings.cache_max_age)
+    return cacheable(json_response(200, post), ctx.settings.cache_max_age)
 
 
 async def _own_post(ctx: Ctx, me: Principal) -> int:
@@ -105,7 +113,11 @@ async def patch_post(ctx: Ctx) -> web.Response:
     row = await repo.update(ctx.db, post_id, values.get("title"), values.get("body"))
     if row is None:
         raise errors.NotFound(errors.POST_NOT_FOUND)
-    return json_response(200, post_json(row, row["author_name"]))
+    post = post_json(row, row["author_name"])
+    if ctx.settings.test_diff == "post.patch.precision":  # whole seconds: "...:00Z", not "...:00.123Z"
+        for key in ("created_at", "updated_at"):
+            post[key] = post[key].rpartition(".")[0] + "Z"
+    return json_response(200, post)
 
 
 async def delete_post(ctx: Ctx) -> web.Response:

@@ -130,3 +130,35 @@ async def test_test_diff_switch_marks_user_names(make_client: MakeClient) -> Non
     assert body["user"]["name"] == "Ann!"
     fetched = await (await client.get(f"/api/v1/users/{body['user']['id']}")).json()
     assert fetched["name"] == "Ann!"
+
+
+NEW_POST = {"title": "t", "body": "b"}
+
+
+async def test_test_diff_switch_plants_post_differences(make_client: MakeClient) -> None:
+    """The post plants: one read's title, a create answered 200, a create without updated_at, a patch
+    in whole seconds; each changes only its own endpoint."""
+    title = await make_client(test_diff="post.get.title")
+    post = await create_post(title, (await register(title))["tokens"], title="t")
+    assert (await (await title.get(f"/api/v1/posts/{post['id']}")).json())["title"] == "t!"
+    assert post["title"] == "t"
+    status = await make_client(test_diff="post.create.status")
+    user = await register(status)
+    made = await status.post("/api/v1/posts", json=NEW_POST, headers=bearer(user["tokens"]))
+    assert made.status == 200
+    missing = await make_client(test_diff="post.create.missing")
+    user = await register(missing)
+    made = await missing.post("/api/v1/posts", json=NEW_POST, headers=bearer(user["tokens"]))
+    post = await made.json()
+    assert made.status == 201 and "updated_at" not in post and "created_at" in post
+    assert "updated_at" in await (await missing.get(f"/api/v1/posts/{post['id']}")).json()
+    precision = await make_client(test_diff="post.patch.precision")
+    user = await register(precision)
+    post = await create_post(precision, user["tokens"])
+    assert post["created_at"].count(".") == 1  # the create is untouched: milliseconds
+    patched = await precision.patch(f"/api/v1/posts/{post['id']}", json={"title": "u"},
+                                    headers=bearer(user["tokens"]))  # fmt: skip
+    body = await patched.json()
+    assert patched.status == 200
+    assert "." not in body["created_at"] and body["created_at"].endswith("Z")
+    assert body["created_at"] == post["created_at"].rpartition(".")[0] + "Z"
