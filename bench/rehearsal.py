@@ -11,9 +11,12 @@ trustworthy verdict is READY on every route and stays near 100 % after the flip.
 time to READY, comparisons and match rate in each phase (phase 2 from counter deltas), the verdict, and
 the paths that differed or were learned as noise.
 
-`make rehearsal` (a few minutes, loopback only, bounded). `--plant user.name` (the new service's test
-switch, docs/API.md) plants a difference: the affected route must come out NOT READY. `--check` exits 1
-unless every route is READY in phase 1 and matches >= 99.9 % in phase 2 (issue 9's acceptance).
+`make rehearsal` (a few minutes, loopback only, bounded). `--plant post.get.title` (the new service's test
+switch, docs/API.md) plants a difference and runs phase 1 only: the affected route must come out NOT READY
+naming the planted path, and every other route READY; `--plant all` runs the unplanted rehearsal, then each
+plant in turn (each on its own database and shadow prefix). `--check` exits 1 unless the verdicts are
+right: unplanted, every route READY in phase 1, none ever reported NOT READY, and >= 99.9 % matched after
+the flip (issue 9's acceptance).
 """
 
 from __future__ import annotations
@@ -186,20 +189,42 @@ class Client:
             await asyncio.gather(*(one(u) for u in self.users))
 
 
+# The new service's planted differences (SERVICES_TEST_DIFF, docs/API.md): the route each one must turn NOT
+# READY and the path it must name; every other route must stay READY. (``user.name`` shows wherever a user
+# does, so it is left to the end-to-end tests.)
+PLANTS: dict[str, tuple[str, str]] = {
+    "post.get.title": ("posts-get", "$.title"),
+    "post.create.status": ("posts-create", "status"),
+    "post.create.missing": ("posts-create", "$.updated_at"),
+    "post.patch.precision": ("posts-patch", "$.created_at"),
+}
+
+
 def report(admin: str) -> dict[str, dict[str, Any]]:
     """The gateway's report, by route name."""
     with urllib.request.urlopen(f"http://{admin}/report.json", timeout=10) as r:
         return {route["name"]: route for route in json.loads(r.read())["routes"]}
 
 
-async def phase(client: Client, admin: str, seconds: float, ready_at: dict[str, float], t0: float) -> None:
-    """Run the load while polling the report every few seconds for the first time each route is READY."""
+@dataclass
+class Seen:
+    """What the polled reports said during a phase: when each route was first READY, and the routes ever
+    NOT READY (a trustworthy verdict never says it of a route that matches)."""
+
+    ready_at: dict[str, float] = field(default_factory=dict)
+    not_ready: dict[str, list[str]] = field(default_factory=dict)
+
+
+async def phase(client: Client, admin: str, seconds: float, seen: Seen, t0: float) -> None:
+    """Run the load while polling the report every few seconds."""
     load = asyncio.ensure_future(client.run(seconds))
     while not load.done():
-        await asyncio.wait([load], timeout=3)
+        await asyncio.wait([load], timeout=2)
         for name, r in (await asyncio.to_thread(report, admin)).items():
             if r["verdict"] == "READY":
-                ready_at.setdefault(name, time.monotonic() - t0)
+                seen.ready_at.setdefault(name, time.monotonic() - t0)
+            elif r["verdict"] == "NOT READY":
+                seen.not_ready.setdefault(name, r.get("reasons", []))
     await load
 
 
@@ -210,46 +235,77 @@ def rates(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[int, fl
     return compared, (None if compared <= 0 else 1 - differed / compared)
 
 
-def table(first: dict[str, Any], last: dict[str, Any], ready_at: dict[str, float]) -> list[str]:
-    """The rehearsal's table, one row per route."""
+def table(first: dict[str, Any], last: dict[str, Any] | None, seen: Seen) -> list[str]:
+    """The rehearsal's table, one row per route (phase 2's columns when there was a phase 2)."""
     out = [f"{'route':<14}{'READY after':>12}{'compared':>10}{'match':>9}{'verdict (1)':>18}"
            f"{'compared 2':>12}{'match 2':>9}  differing / noise paths"]  # fmt: skip
     for name, _, _ in ENDPOINTS:
-        a, b = first.get(name), last.get(name)
-        if a is None or b is None:
+        a = first.get(name)
+        b = last.get(name) if last is not None else None
+        if a is None:
             out.append(f"{name:<14} no data")
             continue
         c1, m1 = rates(None, a)
-        c2, m2 = rates(a, b)
-        when = f"{ready_at[name]:.0f} s" if name in ready_at else "never"
+        c2, m2 = rates(a, b) if b is not None else (0, None)
+        when = f"{seen.ready_at[name]:.0f} s" if name in seen.ready_at else "never"
         paths = ", ".join(p for p, _ in a["paths"][:3]) or "-"
         noise = ", ".join(p for p, _ in a["noise_paths"][:3]) or "-"
-        fmt = lambda m: "-" if m is None else f"{m:.1%}"  # noqa: E731
         out.append(f"{name:<14}{when:>12}{c1:>10}{fmt(m1):>9}{a['verdict']:>18}{c2:>12}{fmt(m2):>9}"
                    f"  {paths} / {noise}")  # fmt: skip
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=90, help="seconds of load per phase (default 90)")
-    p.add_argument("--users", type=int, default=40, help="simulated users (default 40)")
-    p.add_argument("--rate", type=float, default=230, help="requests per second, about (default 230)")
-    p.add_argument("--plant", default="", help="SERVICES_TEST_DIFF of the new service (a planted difference)")
-    p.add_argument("--check", action="store_true", help="exit 1 unless the verdicts are what they should be")
-    args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="strangler-rehearsal-") as tmp, contextlib.ExitStack() as stack:
-        admin_url, redis_url = stack.enter_context(svc_setup.servers(Path(tmp)))
+def fmt(rate: float | None) -> str:
+    """A match rate for the table."""
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def judge_clean(first: dict[str, Any], last: dict[str, Any], seen: Seen) -> list[str]:
+    """What is wrong with an unplanted run: a route not READY in phase 1, ever NOT READY, or below
+    99.9 % after the flip."""
+    bad = [n for n, _, _ in ENDPOINTS if first.get(n, {}).get("verdict") != "READY"]
+    low = [n for n, _, _ in ENDPOINTS if (m := rates(first.get(n), last.get(n, {"compared": 0,
+           "differed": 0}))[1]) is not None and m < 0.999]  # fmt: skip
+    out = []
+    if bad:
+        out.append(f"not READY at the end of phase 1: {bad}")
+    if seen.not_ready:
+        out.append(f"reported NOT READY during phase 1: {sorted(seen.not_ready)}")
+    if low:
+        out.append(f"below 99.9 % after the flip: {low}")
+    return out
+
+
+def judge_planted(plant: str, first: dict[str, Any]) -> list[str]:
+    """What is wrong with a planted run: the planted route not NOT READY or not naming the path, or
+    another route not READY."""
+    route, path = PLANTS[plant]
+    out = []
+    r = first.get(route, {})
+    if r.get("verdict") != "NOT READY":
+        out.append(f"{plant}: {route} is {r.get('verdict')}, not NOT READY")
+    elif path not in [p for p, _ in r.get("paths", [])]:
+        out.append(f"{plant}: {route} is NOT READY but does not name {path} ({r.get('paths')})")
+    others = [n for n, _, _ in ENDPOINTS if n != route and first.get(n, {}).get("verdict") != "READY"]
+    if others:
+        out.append(f"{plant}: other routes not READY: {others}")
+    return out
+
+
+def rehearse(tmp: Path, admin_url: str, redis_url: str, args: argparse.Namespace, plant: str) -> list[str]:
+    """One rehearsal on its own database and Redis prefix: phase 1 on legacy, then (unplanted) the flip and
+    phase 2. Prints the table; returns what is wrong (empty: the verdicts were right)."""
+    with contextlib.ExitStack() as stack:
         world = stack.enter_context(svc_setup.scratch_world(admin_url, redis_url, users=50, posts=200))
-        fleet = Fleet(Path(tmp))
+        fleet = Fleet(tmp)
         stack.callback(fleet.close)  # first out: the processes stop before their database is dropped
         secret = secrets.token_urlsafe(32)
         extra = {"DRY_RUN_SECRET": secret, "LOG_LEVEL": "error"}
-        if args.plant:
-            extra["SERVICES_TEST_DIFF"] = args.plant
+        if plant:
+            extra.update({"SERVICES_TEST_DIFF": plant, "SERVICES_TEST_MODE": "1"})
         services = svc_setup.start_services(fleet, world, extra)
         ports = {name: port for name, (port, _) in services.items()}
-        routes = Path(tmp) / "routes.yaml"
+        routes = tmp / "routes.yaml"
         routes.write_text(routes_yaml(ports, "legacy"))
         listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": world.database_url,
@@ -257,38 +313,60 @@ def main(argv: list[str] | None = None) -> int:
         fleet.start("gateway", [str(STRANGLER), "proxy", "--routes", str(routes), "--listen", listen,
                                 "--admin", admin, "--no-access-log", "--reload-interval", "0.5"],
                     env=env, port=int(listen.rsplit(":", 1)[1]), timeout=60)  # fmt: skip
-        log(f"phase 1: every route on legacy, {args.seconds:g} s at ~{args.rate:g} req/s, {args.users} users")
+        title = f"planted {plant}" if plant else "as the two implementations are"
+        log(f"{title}; phase 1: every route on legacy, {args.seconds:g} s at ~{args.rate:g} req/s, "
+            f"{args.users} users")
         client = Client(f"http://{listen}", args.users, args.rate, seed=1)
-        ready_at: dict[str, float] = {}
+        seen = Seen()
         t0 = time.monotonic()
-        asyncio.run(phase(client, admin, args.seconds, ready_at, t0))
+        asyncio.run(phase(client, admin, args.seconds, seen, t0))
         time.sleep(2)  # let the last shadow jobs and counter flushes land (a report, not a test)
         first = report(admin)
-        log("phase 2: every route flipped to new")
-        routes.write_text(routes_yaml(ports, "new"))
-        deadline = time.monotonic() + 30
-        while json.loads(urllib.request.urlopen(f"http://{admin}/routes", timeout=5).read()).get(
-                "routes", [{}])[0].get("target") != "new":  # fmt: skip
-            if time.monotonic() > deadline:
-                raise BenchError("the gateway did not reload the flipped routes within 30 s")
-            time.sleep(0.2)
-        asyncio.run(phase(client, admin, args.seconds, {}, t0))
-        time.sleep(2)
-        last = report(admin)
-        for line in table(first, last, ready_at):
+        last = None
+        if not plant:
+            log("phase 2: every route flipped to new")
+            routes.write_text(routes_yaml(ports, "new"))
+            deadline = time.monotonic() + 30
+            while json.loads(urllib.request.urlopen(f"http://{admin}/routes", timeout=5).read()).get(
+                    "routes", [{}])[0].get("target") != "new":  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise BenchError("the gateway did not reload the flipped routes within 30 s")
+                time.sleep(0.2)
+            asyncio.run(phase(client, admin, args.seconds, Seen(), t0))
+            time.sleep(2)
+            last = report(admin)
+        print(f"\n## {title}")
+        for line in table(first, last, seen):
             print(line)
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(client.load.by_status.items()))
         print(f"client: {client.load.sent} requests ({statuses})")
-        if not args.check:
-            return 0
-        bad = [n for n, _, _ in ENDPOINTS if first.get(n, {}).get("verdict") != "READY"]
-        low = [n for n, _, _ in ENDPOINTS if (m := rates(first.get(n), last.get(n, {"compared": 0,
-               "differed": 0}))[1]) is not None and m < 0.999]  # fmt: skip
-        if bad or low:
-            print(f"FAIL: not READY in phase 1: {bad}; below 99.9 % after the flip: {low}")
-            return 1
-        print("PASS")
+        return judge_planted(plant, first) if plant else judge_clean(first, last or {}, seen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=90, help="seconds of load per phase (default 90)")
+    p.add_argument("--users", type=int, default=40, help="simulated users (default 40)")
+    p.add_argument("--rate", type=float, default=230, help="requests per second, about (default 230)")
+    p.add_argument("--plant", default="", choices=["", "all", *PLANTS],
+                   help="SERVICES_TEST_DIFF of the new service (a planted difference; phase 1 only); "
+                        "'all': the unplanted run, then each plant in turn")  # fmt: skip
+    p.add_argument("--check", action="store_true", help="exit 1 unless the verdicts are what they should be")
+    args = p.parse_args(argv)
+    runs = ["", *PLANTS] if args.plant == "all" else [args.plant]
+    wrong: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="strangler-rehearsal-") as tmp:
+        with svc_setup.servers(Path(tmp)) as (admin_url, redis_url):
+            for i, plant in enumerate(runs):
+                work = Path(tmp) / f"run{i}"
+                work.mkdir()
+                wrong += rehearse(work, admin_url, redis_url, args, plant)
+    for line in wrong:
+        print(f"FAIL: {line}")
+    if not args.check:
         return 0
+    print("PASS" if not wrong else "FAIL")
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
