@@ -393,4 +393,3 @@ class ClientProtocol(Holder, asyncio.Protocol):
             self._start(err)
         else:
             self.queue.append(err)
-
