@@ -7,12 +7,16 @@ import asyncio
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import REGISTRY
 from support.upstreams import RawClient
 from support.waiting import eventually
 
+from proxy.report.model import build_report
+from proxy.report.text import render_terminal
 from proxy.shadow import dryrun
+from proxy.shadow.redis_pg import RedisPgStore
 
 from .shadow_rig import Backend, RigFactory, routes_text
 
@@ -248,3 +252,24 @@ async def test_client_expecting_continue_is_not_held(
     await rig.shadower.drain()
     st = (await rig.store.stats())["w"]
     assert (st.get("not_compared"), st.get("not_compared_expect")) == (1, 1)
+
+
+async def test_write_wait_is_stored_in_redis_and_reported(
+    make_rig: RigFactory, backends: tuple[Backend, Backend], redis_url: str, redis_prefix: str
+) -> None:
+    """Through the product's store: the waits read back from Redis, and the report prints them with the
+    writes not compared and why."""
+    legacy, new = backends
+    store = RedisPgStore(aioredis.Redis.from_url(redis_url), None, redis_prefix)
+    try:
+        rig = await make_rig(routes_text(legacy, new, WRITE % "", "aa_sample: 0, body_cap: 100"), store=store)
+        for body in (b"{}", b"{}", b"x" * 200):
+            assert (await rig.request("POST", "/w", data=body))[0] == 200
+        await rig.shadower.drain()
+        stats = await store.stats()
+        assert sum(stats["w"].latency["prewrite"].values()) == 2
+        text = render_terminal(build_report(stats, rig.table))
+        assert "writes waited for dry run: p50 " in text and "(2 writes)" in text
+        assert "writes not compared: 1 (body 1)" in text
+    finally:
+        await store.aclose()
