@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from time import perf_counter
 from typing import Final
 
 from proxy.server.request import Request
@@ -60,6 +61,7 @@ class Holder(Responder):
             self._release(rq)
             return
         tee.hold = ASKED
+        tee.held = perf_counter()
         path_qs = rq.path + "?" + rq.query if rq.query else rq.path
         body = b"".join(tee.req)
         try:
@@ -98,6 +100,8 @@ class Holder(Responder):
     def _release(self, rq: Request) -> None:
         tee = rq.tee
         if tee is not None:
+            if tee.hold == ASKED:  # the wait is the dry run's, not the primary's latency
+                tee.held = perf_counter() - tee.held
             tee.hold = NO_HOLD
         if self.cur is rq and not rq.finished:
             self._forward(rq)

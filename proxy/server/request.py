@@ -29,11 +29,12 @@ class Tee:
 
     ``hold`` is set for a sampled write (`proxy.server.holding`): the request is held until new's dry
     run of it has answered (``WAIT_BODY``: its body is still arriving; ``ASKED``: the dry run is out), and
-    ``prewrite`` is the shadow's handle of that dry run, handed back with the exchange.
+    ``prewrite`` is the shadow's handle of that dry run, handed back with the exchange; ``held`` the
+    seconds the request waited for it, taken off the primary's latency in the exchange.
     """
 
     __slots__ = (
-        "cap", "hold", "prewrite", "req", "req_over", "req_size", "resp", "resp_headers", "resp_over",
+        "cap", "held", "hold", "prewrite", "req", "req_over", "req_size", "resp", "resp_headers", "resp_over",
         "resp_size",
     )  # fmt: skip
 
@@ -48,6 +49,7 @@ class Tee:
         self.resp_headers: Headers = []  # the upstream's, before hop-by-hop removal
         self.hold = 0  # NO_HOLD, WAIT_BODY or ASKED (proxy.server.holding)
         self.prewrite: object = None  # the shadow's handle of the dry run run before the primary
+        self.held = 0.0  # seconds held for it (not the primary's latency): while held, when it was asked
 
 
 class Request:

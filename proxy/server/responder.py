@@ -374,8 +374,8 @@ class Responder:
                     shadow.submit(
                         Exchange(  # positional: a keyword call costs more, on every shadowed request
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
-                            status, tee.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
-                            rq.host, tee.prewrite,
+                            status, tee.resp_headers, resp_body, seconds - tee.held,
+                            rq.request_id.decode("ascii"), rq.host, tee.prewrite,
                         )
                     )
                 except Exception:
