@@ -19,6 +19,7 @@ import proxy.server.holding
 import proxy.server.responder
 from proxy.routing.table import Route
 from proxy.server.exchange import Exchange
+from proxy.server.gateway import GatewaySettings
 
 SHADOWED = (
     'routes:\n  - name: users\n    match: {path: "/users/{id}"}\n'
@@ -129,3 +130,21 @@ async def test_failing_sink_never_blocks_the_write(make_gateway: GatewayFactory,
     finally:
         client.close()
     assert shadow.exchanges[0].prewrite is None and shadow.exchanges[0].method == "POST"
+
+
+async def test_write_over_the_pending_limit_is_forwarded_not_held(
+    make_gateway: GatewayFactory, echo: EchoUpstream
+) -> None:
+    """A write body the gateway would pause reading for (over its pending-body limit, under the shadow's
+    cap) is not held: it streams to the upstream whole, without a dry run, counted as ``write_body``."""
+    shadow = HoldingShadow()
+    handle = await make_gateway(routes_yaml(echo.port, echo.port, routes=SHADOWED), shadow=shadow,
+                                settings=GatewaySettings(pending_body_limit=1024))  # fmt: skip
+    client = await RawClient.open(handle.port)
+    body = bytes(range(256)) * 64  # 16 KiB
+    try:
+        response = await client.request("POST", "/users/1", body=body)
+    finally:
+        client.close()
+    assert response.status == 200 and response.json()["body_len"] == len(body)
+    assert shadow.asked == [] and shadow.reasons == ["write_body"] and shadow.exchanges == []
