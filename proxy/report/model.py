@@ -60,6 +60,8 @@ class RouteReport:
     verdict: str
     reasons: list[str]
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # How long sampled writes waited for new's dry run before legacy got them (p50, p99, count), or None.
+    write_wait_ms: dict[str, float | None] | None = None
 
 
 @dataclass
@@ -129,7 +131,16 @@ def _route_report(
         error_rate=errors,
         verdict=verdict,
         reasons=reasons,
+        write_wait_ms=_write_wait(st),
     )
+
+
+def _write_wait(st: RouteStats) -> dict[str, float | None] | None:
+    waits = sum(st.latency.get("prewrite", {}).values())
+    if not waits:
+        return None
+    return {"p50": _ms(st.percentile("prewrite", 0.5)), "p99": _ms(st.percentile("prewrite", 0.99)),
+            "count": float(waits)}  # fmt: skip
 
 
 _SHOWN: Final = frozenset({"seen", "sampled", "compared", "dropped", "skipped"})

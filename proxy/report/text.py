@@ -59,6 +59,14 @@ def render_terminal(report: Report) -> str:
         if r.noise:
             details.append(f"  {r.noise} comparisons differed only in noise (counted as matches)")
         details += [f"  why: {why}" for why in r.reasons if r.verdict in (NOT_READY, UNAVAILABLE)]
+        wait = r.write_wait_ms
+        if wait is not None:
+            details.append(f"  writes waited for dry run: p50 {_fmt_ms(wait['p50'])} ms, "
+                           f"p99 {_fmt_ms(wait['p99'])} ms ({wait['count']:.0f} writes)")  # fmt: skip
+        why_not = ", ".join(f"{k[13:]} {v}" for k, v in sorted(r.counters.items())
+                            if k.startswith("not_compared_") and v)  # fmt: skip
+        if why_not:
+            details.append(f"  writes not compared: {r.counters.get('not_compared', 0)} ({why_not})")
         extra = {k: v for k, v in r.counters.items() if k in _EXTRA and v}
         if extra:
             details.append("  " + ", ".join(f"{k} {v}" for k, v in extra.items()))

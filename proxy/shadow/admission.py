@@ -6,14 +6,17 @@ client has its response; both are synchronous and cheap (a random draw, a bounde
 queue is full the exchange is dropped and counted. At most ``concurrency`` exchanges are replayed at
 once, on pools of their own, as callbacks (``proxy.shadow.replay``: no task, future or timer per call;
 one sweep every SWEEP_S enforces the deadlines), so a slow or hanging shadow backend never reaches the
-client. Results are judged by ``proxy.shadow.judge``.
+client, except that a sampled write waits for its dry run (at most the route's shadow timeout). Results
+are judged by ``proxy.shadow.judge``.
 
-Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then only
-to new, signed as a dry run (legacy has no dry run: a write served by new is counted as
-``unavailable_write``, and as skipped if the route asked for it). An event stream or a WebSocket is
-never shadowed: the data path drops its copy as soon as it knows and calls ``not_comparable`` (counted
-as ``unavailable_stream`` / ``_websocket``). For an
-``aa_sample`` share of reads the control is called twice, at most ``aa_rate`` a second per route
+Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then
+only to new, signed as a dry run (legacy has no dry run: a write served by new is counted as
+``unavailable_write``, and as skipped if the route asked for it). A write's dry run runs *before* its
+primary, while the data path holds the write (``prewrite``, `proxy.shadow.prewrite`): new answers against
+the state legacy is about to change, and the exchange submitted afterwards carries that answer. An event
+stream or a WebSocket is never shadowed: the data path drops its copy as soon as it knows and calls
+``not_comparable`` (counted as ``unavailable_stream`` / ``_websocket``). For an ``aa_sample`` share of
+reads the control is called twice, at most ``aa_rate`` a second per route
 (``proxy.shadow.noise``).
 """
 
@@ -34,6 +37,7 @@ from proxy.routing.table import Route, RouteTable, ShadowSettings
 from proxy.server.exchange import Exchange
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
 from proxy.shadow.noise import AA_PER_SECOND, AaLimiter, NoiseBook
+from proxy.shadow.prewrite import Prewrite, Prewrites
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
 from proxy.shadow.samples import SampleBuilder
@@ -103,6 +107,7 @@ class Shadower:
             pools, store, self._judge, self._job_done, secret=secret,
             max_conns=min(8, self._concurrency), body_cap=settings.body_cap, own_pools=own_pools,
         )  # fmt: skip
+        self._prewrites = Prewrites(self._replay, store, self._judge.unanswered, self._concurrency)
         # Bound once: _begin runs for every shadowed request.
         self._pipe_get = self._replay.pipe_get
         self._one_done = self._replay.one_done
@@ -161,11 +166,28 @@ class Shadower:
 
     def not_comparable(self, route: Route, reason: str) -> None:
         """A sampled exchange that cannot be compared (``reason``: ``stream`` for an event stream,
-        ``websocket`` for an upgrade): the data path dropped its copy; counted so the report can say why."""
+        ``websocket`` for an upgrade, ``write_<why>`` for a write forwarded without its dry run): the data
+        path dropped its copy; counted so the report can say why."""
+        if reason.startswith("write_"):
+            self._prewrites.not_compared(route.name, reason[6:])
+            return
         # A shadow stream would hold a second connection open for as long as the client's and has no end
         # to compare at; a WebSocket copy would be a second live session. Neither is ever opened.
         self.store.count(route.name, f"unavailable_{reason}")
         COMPARISONS.labels(route.name, "unavailable").inc()
+
+    def prewrite(
+        self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,
+        host: bytes | None, done: Callable[[], None],
+    ) -> Prewrite | None:  # fmt: skip
+        """Send new's dry run of a sampled write before its primary; ``done()`` runs once it answered,
+        failed or timed out (the route's shadow timeout at most). None (counted): forward at once."""
+        if self._closed or not self._started:
+            self._prewrites.not_compared(route.name, "closed")
+            return None
+        spec = route.shadow
+        timeout = spec.timeout if spec is not None and spec.timeout > 0 else self.settings.timeout
+        return self._prewrites.ask(route, method, path_qs, lines, body, host, done, timeout, SWEEP_S)
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
@@ -202,6 +224,7 @@ class Shadower:
         if self._deadline_clock is None:
             self._deadline_clock = self._loop.time
         self._replay.start(self._loop, self._deadline_clock)
+        self._prewrites.start(self._deadline_clock)
         self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
         self._spawn(self._flusher(), "shadow-flush")
         self._pump()
@@ -214,6 +237,7 @@ class Shadower:
                 async with asyncio.timeout(grace):
                     await self._idle.wait()
         self._started = False
+        self._prewrites.close()  # the writes held for a dry run go on now
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -307,8 +331,18 @@ class Shadower:
             self._judge.record_error(ex, failure)
             self._job_done()
             return
-        unreplayable = ex.request_body is None or (ex.response_body is None and not safe)
-        if unreplayable or (not safe and (other != CANDIDATE or self.secret is None)):
+        if not safe:  # a write: its dry run ran before the primary (or not at all); compare that
+            pw = ex.prewrite
+            res = pw.result if isinstance(pw, Prewrite) else None
+            if isinstance(res, tuple) and ex.response_body is not None and other == CANDIDATE:
+                self._judge.settle(Job(ex, CANDIDATE, 1), "other", res)  # settle frees the slot
+                return
+            if res is None or ex.response_body is None:  # not dry-run (counted why), or too large
+                self.store.count(name, "skipped")
+                COMPARISONS.labels(name, "skipped").inc()
+            self._job_done()  # a failed dry run was counted when it failed
+            return
+        if ex.request_body is None:
             self.store.count(name, "skipped")
             COMPARISONS.labels(name, "skipped").inc()
             self._job_done()

@@ -1,9 +1,9 @@
 """Shadow counters in Redis: write a batch's increments, read every route's stats and noise. Does I/O.
 
-Layout under ``prefix``: ``routes`` (set), ``c:<route>`` (counters), ``lat:<route>:<side>`` (bucket ->
-count), ``paths:<route>``, ``sigs:<route>`` and ``noise:<route>`` (path or signature -> count). Several
-gateway replicas add into the same hashes, so a report sums every replica. Errors are the caller's
-(``proxy.shadow.redis_pg.RedisPgStore`` logs and counts them).
+Layout under ``prefix``: ``routes`` (set), ``c:<route>`` (counters), ``lat:<route>:<side>`` (side:
+control, candidate, prewrite; bucket -> count), ``paths:<route>``, ``sigs:<route>`` and ``noise:<route>``
+(path or signature -> count). Several gateway replicas add into the same hashes, so a report sums every
+replica. Errors are the caller's (``proxy.shadow.redis_pg.RedisPgStore`` logs and counts them).
 
 Bounded: ever-new diff signatures and paths would add a hash field each, forever. The ``paths``,
 ``sigs`` and ``noise`` hashes take at most ``max_fields`` distinct fields per route (a Lua script
@@ -22,7 +22,7 @@ from proxy.shadow.store import Batch, RouteStats
 
 __all__ = ["DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "OTHER", "add", "key", "noise_paths", "stats"]
 
-_KINDS: Final = ("c", "lat:control", "lat:candidate", "paths", "sigs", "noise")
+_KINDS: Final = ("c", "lat:control", "lat:candidate", "paths", "sigs", "noise", "lat:prewrite")
 _CAPPED: Final = frozenset({"paths", "sigs", "noise"})  # fields named by the compared data: unbounded
 OTHER: Final = "(other)"  # the field counting what a full hash had no room for (never a diff path)
 DEFAULT_MAX_FIELDS: Final = 1000
@@ -90,12 +90,14 @@ async def stats(redis: aioredis.Redis, prefix: str) -> dict[str, RouteStats]:
     replies = await pipe.execute()
     out: dict[str, RouteStats] = {}
     for i, route in enumerate(routes):
-        parts = [{_str(k): int(v) for k, v in h.items()} for h in replies[i * 6 : i * 6 + 6]]
+        n = len(_KINDS)
+        parts = [{_str(k): int(v) for k, v in h.items()} for h in replies[i * n : i * n + n]]
         out[route] = RouteStats(
             route,
             counters=parts[0],
             latency={"control": {int(k): v for k, v in parts[1].items()},
-                     "candidate": {int(k): v for k, v in parts[2].items()}},
+                     "candidate": {int(k): v for k, v in parts[2].items()},
+                     **({"prewrite": {int(k): v for k, v in parts[6].items()}} if parts[6] else {})},
             paths=parts[3],
             signatures=parts[4],
             noise=parts[5],

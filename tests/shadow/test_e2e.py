@@ -79,6 +79,14 @@ routes:
     target: legacy
     shadow: {{sample: 1.0, writes: true}}
     compare: {{ignore: ["$.updated_at"]}}
+  - name: auth-register
+    match: {{methods: [POST], path: /api/v1/auth/register}}
+    target: legacy
+    shadow: {{sample: 1.0, writes: true}}
+  - name: auth-logout
+    match: {{methods: [POST], path: /api/v1/auth/logout}}
+    target: legacy
+    shadow: {{sample: 1.0, writes: true}}
 """
 
 
@@ -238,6 +246,28 @@ def test_write_shadowed_as_dry_run_changes_nothing(rig: Rig) -> None:
     assert (example["control_status"], example["candidate_status"]) == (200, 200)
     rows = rig.stack.query("SELECT name FROM users WHERE id = $1", user_id)
     assert [row["name"] for row in rows] == ["Wes2"]
+
+
+def test_writes_are_dry_run_against_the_state_legacy_saw(rig: Rig) -> None:
+    """Register and logout, each dry-run on new before legacy applies it: new answers 201 and 204 as
+    legacy does (after the fact it would say 409 and 401), logout matches, and only legacy's writes
+    remain (one user, the token revoked). The writes' wait for the dry run is reported."""
+    with httpx.Client(base_url=rig.gateway, timeout=10) as client:
+        email = f"pre-{secrets.token_hex(4)}@example.com"
+        body = {"email": email, "password": "pw-123456", "name": "Pam"}
+        r = client.post("/api/v1/auth/register", json=body)
+        assert r.status_code == 201, r.text
+        auth = {"Authorization": f"Bearer {r.json()['tokens']['access_token']}"}
+        assert client.post("/api/v1/auth/logout", headers=auth).status_code == 204
+        assert client.get("/api/v1/auth/me", headers=auth).status_code == 401  # legacy's logout happened
+    routes = wait_compared(rig, {"auth-register": 1, "auth-logout": 1})
+    logout = routes["auth-logout"]
+    assert (logout["match_rate"], logout["counters"].get("not_compared", 0)) == (1.0, 0)
+    assert logout["write_wait_ms"]["count"] >= 1
+    examples = rig.report("--route", "auth-register")["routes"][0]["examples"]
+    assert examples  # new's test mode appends "!" to names: register differs, but not in its status
+    assert all((e["control_status"], e["candidate_status"]) == (201, 201) for e in examples)
+    assert len(rig.stack.query("SELECT id FROM users WHERE email = $1", email)) == 1
 
 
 def test_admin_report_page_from_the_gateway(rig: Rig) -> None:
