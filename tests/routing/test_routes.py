@@ -524,7 +524,8 @@ def test_yaml_syntax_error_reports_its_line(text: str, line: int, fragment: str)
             [(9, "routes[0].compare.generated[1]", "must start with '$'")],
         ),
         (
-            UPSTREAMS + "routes:\n  - {name: a, match: {path: /a}, target: new, compare: {generated: '$.id'}}\n",
+            UPSTREAMS
+            + "routes:\n  - {name: a, match: {path: /a}, target: new, compare: {generated: '$.id'}}\n",
             [(5, "routes[0].compare.generated", "must be a list of strings")],
         ),
         (
@@ -687,7 +688,7 @@ def test_schema_and_loader_accept(text: str) -> None:
 
 def test_compare_generated_is_loaded() -> None:
     """compare.generated lists JSON paths, kept in the route's CompareRules (empty by default)."""
-    text = UPSTREAMS + "routes: [{name: a, match: {path: '/a'}, target: legacy, compare: {generated: ['$.id']}}]\n"
+    text = UPSTREAMS + "routes: [{name: a, match: {path: /a}, target: new, compare: {generated: [$.id]}}]\n"
     [route] = parse_routes(text, "g.yaml").routes
     assert route.compare.generated == ("$.id",)
     assert CompareRules().generated == ()
