@@ -13,6 +13,7 @@ import pytest
 from support.memstore import MemoryStore
 
 from proxy.report.cli import main, render, suggest
+from proxy.report.html import render_html
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, build_report, gather
 from proxy.report.text import answered, render_terminal
 from proxy.routing.table import parse_routes
@@ -127,6 +128,9 @@ def test_noise_is_applied_at_report_time() -> None:
     text = render_terminal(build_report({"health": st}, TABLE))
     assert "noise GET $.uptime_s: A/A 62.5% of 40, new 62.0% of 100" in text
     assert "3 reads changed during the comparison" in text
+    page = render_html(build_report({"health": st}, TABLE), "health")
+    assert "noise GET <code>$.uptime_s</code>: A/A 62.5% of 40, new 62.0% of 100" in page
+    assert "3 reads changed during the comparison" in page
 
 
 def test_a_few_aa_races_do_not_make_noise() -> None:
