@@ -1,19 +1,19 @@
-"""Judging: the results of one exchange's shadow calls made into outcomes, counted and recorded. No I/O
-of its own (it records into the store's in-memory batch; reading noise may wait on the store).
+"""Judging: the results of one exchange's shadow calls made into outcomes, counted and recorded. No I/O of
+its own (it records into the store's in-memory batch; reading noise may wait on the store).
 
 Legacy is always the *control* and new the *candidate*, whichever served. A ``Job`` collects its calls'
 results (``settle``); when all are back, ``complete`` compares them: a byte check first
 (``proxy.shadow.bytecheck.identical``), JSON only when they differ, then the A/A pair (counted for
 learning). A difference is then judged with what the route and method learned (``proxy.shadow.noise``):
 same-shape value changes on generated paths (learned, or ``compare.generated``; ``proxy.shadow.shapes``)
-are no difference (outcome ``matched``, counter ``generated``); while fewer than ``MIN_GENERATED``
-comparisons were made, a difference only of same-shape generated values is held (``learning``: neither
-matched nor differed); a difference only on noise paths is ``noise``. What is left on a read is checked
-for a race: the primary side is read again once (same request headers, through the replayer, at most
-``REREAD_PER_SECOND`` per route); when that answer differs from the primary's on every path where the
-candidate differed, the data changed during the comparison (``raced``: not compared, not counted
-against the candidate). Otherwise ``differed``, with a sample (``proxy.shadow.samples``). Outcomes are
-tallied in a dict and added to the Prometheus counter at each flush.
+are no difference (outcome ``matched``, counter ``generated``); on a write, while fewer than
+``MIN_GENERATED`` comparisons were made, a difference only of same-shape generated values is held
+(``learning``: neither matched nor differed); a difference only on noise paths is ``noise``. What is left
+on a read is checked for a race: the primary side is read again once (same request headers, through the
+replayer, at most ``REREAD_PER_SECOND`` per route); when that answer differs from the primary's on every
+path where the candidate differed, the data changed during the comparison (``raced``: not compared, not
+counted against the candidate). Otherwise ``differed``, with a sample (``proxy.shadow.samples``). Outcomes
+are tallied in a dict and added to the Prometheus counter at each flush.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ class Judge:
             self.store.count(name, "generated")
             self.tally(name, "matched")
             return False
-        if not learned.settled and all(p in gen for p in rest.paths):
+        if learned.holds and all(p in gen for p in rest.paths):
             self._learn(case)  # maybe generated: not known before MIN_GENERATED comparisons
             self.store.count(name, "learning")
             self.tally(name, "learning")

@@ -13,8 +13,12 @@ differences and the same-shape value differences (``proxy.shadow.store.PathCount
   no more often than the control does with itself.
 - **generated** (``is_generated``): a path whose value differed with the same generated shape
   (``proxy.shadow.shapes``: integer, UUID, timestamp, JWT, token) in at least ``GENERATED_SHARE`` (90 %)
-  of at least ``MIN_GENERATED`` (20) comparisons; unless ``MIN_AA_PAIRS`` A/A pairs show the control
-  stable there (it differed with itself in under half of them): then the candidate really differs.
+  of at least ``MIN_GENERATED`` (20) comparisons. On reads (``READS``), which get A/A pairs, the control
+  must also show it: at least ``MIN_AA_PAIRS`` A/A pairs, differing there in at least half of them (a
+  read's value that is stable between two control calls and differs on the candidate is a real
+  difference). Writes get no A/A pairs: there the shape rule alone decides, and until ``MIN_GENERATED``
+  comparisons were made a write's difference made only of same-shape generated values is held
+  (``Learned.holds``).
 
 A/A calls teach noise, which a trickle teaches as well as a flood, so ``AaLimiter`` caps them per route
 (a token bucket; the race re-reads use one too). ``NoiseBook`` caches each route and method's learning
@@ -35,8 +39,8 @@ from proxy.shadow.store import DiffStore, PathCounts, RouteStats
 
 __all__ = [
     "AA_PER_SECOND", "GENERATED_SHARE", "MIN_AA_DIFFS", "MIN_AA_PAIRS", "MIN_COMPARED", "MIN_GENERATED",
-    "NOISE_REFRESH_S", "REREAD_PER_SECOND", "Z_CRITICAL", "AaLimiter", "Learned", "LearnedRows", "NoiseBook",
-    "is_generated", "is_noise", "learned_from", "learned_rows",
+    "NOISE_REFRESH_S", "READS", "REREAD_PER_SECOND", "Z_CRITICAL", "AaLimiter", "Learned", "LearnedRows",
+    "NoiseBook", "is_generated", "is_noise", "learned_from", "learned_rows",
 ]  # fmt: skip
 
 log = logging.getLogger("strangler.shadow")
@@ -50,6 +54,7 @@ MIN_AA_DIFFS: Final = 3
 Z_CRITICAL: Final = 2.326  # one-sided, alpha = 0.01
 MIN_GENERATED: Final = 20
 GENERATED_SHARE: Final = 0.9
+READS: Final = frozenset({"GET", "HEAD"})  # the methods with A/A pairs (and race re-reads)
 
 Clock = Callable[[], float]
 
@@ -67,10 +72,12 @@ def is_noise(aa_pairs: int, aa_diffs: int, compared: int, candidate_diffs: int) 
     return se > 0 and (p_c - p_aa) / se < Z_CRITICAL
 
 
-def is_generated(compared: int, same_shape: int, aa_pairs: int, aa_diffs: int) -> bool:
-    """Whether a path's values are generated per call (see the module)."""
+def is_generated(compared: int, same_shape: int, aa_pairs: int, aa_diffs: int, read: bool = False) -> bool:
+    """Whether a path's values are generated per call (see the module); ``read``: a method with A/A pairs."""
     if compared < MIN_GENERATED or same_shape < GENERATED_SHARE * compared:
         return False
+    if read:
+        return aa_pairs >= MIN_AA_PAIRS and aa_diffs * 2 >= aa_pairs
     return not (aa_pairs >= MIN_AA_PAIRS and aa_diffs * 2 < aa_pairs)
 
 
@@ -81,25 +88,28 @@ class Learned:
     noise: frozenset[str] = frozenset()
     generated: frozenset[str] = frozenset()
     counts: PathCounts = field(default_factory=PathCounts)
+    read: bool = False
 
     @property
-    def settled(self) -> bool:
-        """Whether enough comparisons were made to tell generated paths (before: differences held)."""
-        return self.counts.compared >= MIN_GENERATED
+    def holds(self) -> bool:
+        """Whether a difference made only of same-shape generated values is held (neither matched nor
+        differed): on a write, until MIN_GENERATED comparisons tell whether those paths are generated."""
+        return not self.read and self.counts.compared < MIN_GENERATED
 
 
-def learned_from(counts: PathCounts) -> Learned:
-    """The noise and generated paths the counts show (a generated path is never noise: it is compared
-    by shape, so a shape difference there stays a difference)."""
+def learned_from(counts: PathCounts, method: str = "GET") -> Learned:
+    """The noise and generated paths the counts of ``method`` show (a generated path is never noise: it is
+    compared by shape, so a shape difference there stays a difference)."""
+    read = method in READS
     generated = frozenset(
         p for p, n in counts.same_shape.items()
-        if is_generated(counts.compared, n, counts.aa_pairs, counts.aa.get(p, 0))
+        if is_generated(counts.compared, n, counts.aa_pairs, counts.aa.get(p, 0), read)
     )  # fmt: skip
     noise = frozenset(
         p for p, n in counts.aa.items()
         if p not in generated and is_noise(counts.aa_pairs, n, counts.compared, counts.candidate.get(p, 0))
     )  # fmt: skip
-    return Learned(noise, generated, counts)
+    return Learned(noise, generated, counts, read)
 
 
 class AaLimiter:
@@ -146,7 +156,7 @@ class NoiseBook:
         cached = self._cached.get((route, method))
         if cached is None or now - cached[0] > NOISE_REFRESH_S:
             try:
-                learned = learned_from(await self.store.path_counts(route, method))
+                learned = learned_from(await self.store.path_counts(route, method), method)
             except Exception:
                 log.warning("could not read the learned noise of route %s; using the cached one", route)
                 learned = cached[1] if cached else Learned()
@@ -173,7 +183,7 @@ def learned_rows(stats: RouteStats, configured: tuple[str, ...] = ()) -> Learned
     gen_rows: list[dict[str, Any]] = []
     for method in stats.methods():
         counts = stats.path_counts(method)
-        learned = learned_from(counts)
+        learned = learned_from(counts, method)
         noise |= learned.noise
         for path in sorted(learned.noise):
             noise_rows.append({

@@ -42,22 +42,26 @@ def test_is_noise(
 
 
 @pytest.mark.parametrize(
-    ("compared", "same_shape", "aa_pairs", "aa_diffs", "generated", "why"),
+    ("compared", "same_shape", "aa_pairs", "aa_diffs", "read", "generated", "why"),
     [
-        (20, 20, 0, 0, True, "a write (no A/A): every comparison differed with the same shape"),
-        (100, 90, 0, 0, True, "90 %"),
-        (100, 89, 0, 0, False, "under 90 %"),
-        (MIN_GENERATED - 1, MIN_GENERATED - 1, 0, 0, False, "too few comparisons"),
-        (100, 100, 50, 50, True, "a read whose control differs with itself too"),
-        (100, 100, 50, 0, False, "the control is stable there: the candidate really differs"),
-        (100, 100, 10, 0, True, "too few A/A pairs to say the control is stable"),
+        (20, 20, 0, 0, False, True, "a write (no A/A): every comparison differed with the same shape"),
+        (100, 90, 0, 0, False, True, "90 %"),
+        (100, 89, 0, 0, False, False, "under 90 %"),
+        (MIN_GENERATED - 1, MIN_GENERATED - 1, 0, 0, False, False, "too few comparisons"),
+        (100, 100, 50, 50, True, True, "a read whose control differs with itself too"),
+        (100, 100, 50, 25, True, True, "a read: the control differs with itself in half the pairs"),
+        (100, 100, 50, 0, True, False, "a read whose control is stable there: the candidate really differs"),
+        (100, 100, 10, 10, True, False, "a read: too few A/A pairs to confirm it"),
+        (100, 100, 50, 0, False, False, "A/A pairs on another method's path show it stable"),
+        (100, 100, 10, 0, False, True, "a write: too few A/A pairs to say the control is stable"),
     ],
 )
 def test_is_generated(
-    compared: int, same_shape: int, aa_pairs: int, aa_diffs: int, generated: bool, why: str
+    compared: int, same_shape: int, aa_pairs: int, aa_diffs: int, read: bool, generated: bool, why: str
 ) -> None:
-    """Generated: nearly every comparison differed there with the same generated shape."""
-    assert is_generated(compared, same_shape, aa_pairs, aa_diffs) is generated, why
+    """Generated: nearly every comparison differed there with the same generated shape (and, on a read,
+    the control differs with itself there too)."""
+    assert is_generated(compared, same_shape, aa_pairs, aa_diffs, read) is generated, why
 
 
 def test_learned_from_counts_and_report_rows() -> None:
@@ -69,9 +73,14 @@ def test_learned_from_counts_and_report_rows() -> None:
         candidate={"$.uptime": 100, "$.id": 100, "$.title": 100},
         same_shape={"$.id": 100},
     )  # fmt: skip
-    learned = learned_from(counts)
+    learned = learned_from(counts, "GET")
     assert learned.generated == {"$.id"} and learned.noise == {"$.uptime"}
-    assert learned.settled
+    assert not learned.holds  # reads never hold: they have A/A pairs and re-reads
+    few = MIN_GENERATED - 1
+    write = learned_from(PathCounts(compared=few, same_shape={"$.id": few}), "POST")
+    assert write.holds and write.generated == frozenset()
+    enough = learned_from(PathCounts(compared=MIN_GENERATED, same_shape={"$.id": MIN_GENERATED}), "POST")
+    assert not enough.holds and enough.generated == {"$.id"}
     st = RouteStats(
         "r", counters={"compared:GET": 100, "aa_pairs:GET": 40, "compared:POST": 5},
         aa={"GET $.uptime": 40, "GET $.id": 40, "GET $.title": 4},
