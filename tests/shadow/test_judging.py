@@ -4,6 +4,7 @@ compared by shape, and noise that A/A pairs must explain (proxy.shadow.judge, no
 from __future__ import annotations
 
 import base64
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -290,3 +291,37 @@ async def test_a_dozen_aa_races_do_not_make_a_lists_fields_noise(
     await rig.get("/item")
     await rig.shadower.drain()
     assert (await rig.store.stats())["item"].get("noise") == 1
+
+
+async def test_on_reads_generated_needs_the_control_to_differ_with_itself(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A read's request id (a new UUID on every call, on both sides) is learned as generated once the A/A
+    pairs show it; an integer that is stable on legacy and different on new never is: it differs."""
+    legacy, new = backends
+    now = [1000.0]
+
+    async def legacy_h(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"request_id": str(uuid.uuid4()), "count": 3})
+
+    async def new_h(request: web.Request) -> web.StreamResponse:
+        bad = request.query.get("bad") is not None
+        return web.json_response({"request_id": str(uuid.uuid4()), "count": 4 if bad else 3})
+
+    legacy.handler, new.handler = legacy_h, new_h
+    rig = await make_rig(routes_text(legacy, new, ITEM % "legacy", "aa_sample: 1.0"), reread_rate=0.0,
+                         aa_rate=1000.0, clock=lambda: now[0])  # fmt: skip
+    for _ in range(MIN_GENERATED + 2):
+        await rig.get("/item?bad=1")
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["item"]
+    assert (st.get("differed"), st.get("learning")) == (MIN_GENERATED + 2, 0)  # reads are never held
+    now[0] += NOISE_REFRESH_S + 1
+    await rig.get("/item")
+    await rig.get("/item?bad=1")
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["item"]
+    assert (st.get("generated"), st.get("differed")) == (1, MIN_GENERATED + 3)
+    assert st.signatures["$.count"] == 1  # the request id no longer counts; the count does
+    (report,) = [r for r in build_report(await rig.store.stats(), rig.table).routes if r.name == "item"]
+    assert [(g["path"], g["learned"]) for g in report.generated] == [("$.request_id", True)]
