@@ -125,6 +125,7 @@ class Shadower:
         """Adopt reloaded global settings (the queue size and worker count stay as started)."""
         self.settings = settings
         self.body_cap = self._judge.body_cap = self._replay.body_cap = settings.body_cap
+        self._judge.reread_timeout = settings.timeout
         self._samples.set_settings(settings)
 
     def set_table(self, table: RouteTable) -> None:

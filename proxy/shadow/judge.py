@@ -123,7 +123,7 @@ class Judge:
         self._tallies: dict[tuple[str, str], int] = {}
         self._reread: Call | None = None
         self._reread_due: Callable[[str], bool] = lambda route: False
-        self._reread_timeout = 5.0
+        self.reread_timeout = 5.0
         # By id() of the rules object: CompareRules hashes field by field, which costs more than the check.
         self._names: dict[int, tuple[CompareRules, frozenset[bytes]]] = {}
 
@@ -134,7 +134,7 @@ class Judge:
         ``rate`` a second per route; ``timeout`` when the route has no shadow timeout of its own."""
         self._reread = call
         self._reread_due = AaLimiter(rate, clock).due
-        self._reread_timeout = timeout
+        self.reread_timeout = timeout
 
     def settle(self, job: Job, key: str, res: Fetched | Failed) -> None:
         """Record one call's result; the last one completes the job."""
@@ -254,7 +254,7 @@ class Judge:
         ex = job.ex
         if self._reread is not None and case.method in SAFE and self._reread_due(name):
             spec = ex.route.shadow
-            limit = spec.timeout if spec is not None and spec.timeout > 0 else self._reread_timeout
+            limit = spec.timeout if spec is not None and spec.timeout > 0 else self.reread_timeout
             job.case = case
             job.pending = 1
             self._reread(job, "reread", ex.primary, limit)
