@@ -8,8 +8,9 @@ client mixing what many users do (register, log in, refresh, log out, read, crea
 Phase 1 runs with every route on legacy, then every route is flipped to new (writes: false: legacy has no
 dry run) and phase 2 runs. The two implementations agree (the contract suite passes on both), so a
 trustworthy verdict is READY on every route and stays near 100 % after the flip. Printed per route: the
-time to READY, comparisons and match rate in each phase (phase 2 from counter deltas), the verdict, and
-the paths that differed or were learned as noise.
+time to READY, comparisons and match rate in each phase (phase 2 from counter deltas), the verdict, the
+races seen (reads whose data changed during the comparison), and the paths that differed, were learned as
+noise, or as generated (compared by shape).
 
 `make rehearsal` (a few minutes, loopback only, bounded). `--plant post.get.title` (the new service's test
 switch, docs/API.md) plants a difference and runs phase 1 only: the affected route must come out NOT READY
@@ -238,7 +239,7 @@ def rates(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[int, fl
 def table(first: dict[str, Any], last: dict[str, Any] | None, seen: Seen) -> list[str]:
     """The rehearsal's table, one row per route (phase 2's columns when there was a phase 2)."""
     out = [f"{'route':<14}{'READY after':>12}{'compared':>10}{'match':>9}{'verdict (1)':>18}"
-           f"{'compared 2':>12}{'match 2':>9}  differing / noise paths"]  # fmt: skip
+           f"{'compared 2':>12}{'match 2':>9}{'races':>7}  differing / noise / generated paths"]  # fmt: skip
     for name, _, _ in ENDPOINTS:
         a = first.get(name)
         b = last.get(name) if last is not None else None
@@ -250,8 +251,11 @@ def table(first: dict[str, Any], last: dict[str, Any] | None, seen: Seen) -> lis
         when = f"{seen.ready_at[name]:.0f} s" if name in seen.ready_at else "never"
         paths = ", ".join(p for p, _ in a["paths"][:3]) or "-"
         noise = ", ".join(p for p, _ in a["noise_paths"][:3]) or "-"
-        out.append(f"{name:<14}{when:>12}{c1:>10}{fmt(m1):>9}{a['verdict']:>18}{c2:>12}{fmt(m2):>9}"
-                   f"  {paths} / {noise}")  # fmt: skip
+        latest = b if b is not None else a
+        generated = ", ".join(sorted({g["path"] for g in latest.get("generated", [])})[:4]) or "-"
+        races = latest.get("raced", 0)
+        out.append(f"{name:<14}{when:>12}{c1:>10}{fmt(m1):>9}{a['verdict']:>18}{c2:>12}{fmt(m2):>9}{races:>7}"
+                   f"  {paths} / {noise} / {generated}")  # fmt: skip
     return out
 
 

@@ -124,6 +124,23 @@ def _example(ex: dict[str, Any]) -> str:
     )
 
 
+def _learned(r: RouteReport) -> str:
+    """A route's generated paths (with their rate), noise paths (with both rates) and races."""
+    items = [
+        f"<li>generated {escape(g['method'])} <code>{escape(g['path'])}</code>: same shape, other value in "
+        f"{g['rate']:.1%} of {g['compared']} ({'learned' if g['learned'] else 'compare.generated'})</li>"
+        for g in r.generated
+    ]
+    items += [
+        f"<li>noise {escape(n['method'])} <code>{escape(n['path'])}</code>: A/A {n['aa_rate']:.1%} of "
+        f"{n['aa_pairs']}, new {n['candidate_rate']:.1%} of {n['compared']}</li>"
+        for n in r.noise_rates
+    ]
+    if r.raced:
+        items.append(f"<li>{r.raced} reads changed during the comparison (raced, not counted)</li>")
+    return "<h2>Learned</h2><ul>" + "".join(items) + "</ul>" if items else ""
+
+
 def render_html(report: Report, route: str | None = None) -> str:
     """The report page (all routes), or one route's page with its example diffs side by side."""
     shown = [r for r in report.routes if route is None or r.name == route]
@@ -151,6 +168,7 @@ def render_html(report: Report, route: str | None = None) -> str:
         for r in shown:
             if r.reasons:
                 body.append("<ul>" + "".join(f"<li>{escape(w)}</li>" for w in r.reasons) + "</ul>")
+            body.append(_learned(r))
             body.append("<h2>Example diffs</h2>")
             examples = [_example(ex) for ex in r.examples]
             body += examples or ['<p class="muted">No stored differing sample.</p>']

@@ -1,6 +1,7 @@
 """The shadow-comparison report's model, built from the stores (renderers: text.py, html.py; CLI: cli.py).
 
-Per route: requests seen, compared, match rate, the differing paths with counts (noise apart), latency
+Per route: requests seen, compared, match rate, the differing paths with counts (noise apart, each
+noise path with its A/A and candidate rates; generated paths with their rate; races counted apart), latency
 p50/p99 of legacy (control) and new (candidate), error rates, and a verdict: READY (enough comparisons,
 match rate at the threshold, new p99 no slower than legacy's within a tolerance (the median when a side
 has fewer than 100 timings, where "p99" would be a single outlier), no more errors), NOT
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from proxy.routing.table import Route, RouteTable, ShadowSettings
+from proxy.shadow.noise import learned_rows
 from proxy.shadow.store import DiffStore, RouteStats, Sample
 
 __all__ = [
@@ -62,6 +64,11 @@ class RouteReport:
     examples: list[dict[str, Any]] = field(default_factory=list)
     # How long sampled writes waited for new's dry run before legacy got them (p50, p99, count), or None.
     write_wait_ms: dict[str, float | None] | None = None
+    # Learned per method (proxy.shadow.noise): noise paths with their A/A and candidate rates, generated
+    # paths with their same-shape rate; reads whose data changed during the comparison (not compared).
+    noise_rates: list[dict[str, Any]] = field(default_factory=list)
+    generated: list[dict[str, Any]] = field(default_factory=list)
+    raced: int = 0
 
 
 @dataclass
@@ -92,7 +99,8 @@ def _route_report(
 ) -> RouteReport:
     declared = {r.name: r for r in table.routes} if table else {}
     route = declared.get(name)
-    noise_set = set(st.noise)
+    learned = learned_rows(st, route.compare.generated if route else ())
+    noise_set = learned.noise  # statistically learned (proxy.shadow.noise), never a generated path
     compared = st.get("compared")
     # Reclassify with the noise known now: a signature is real if any of its paths is not noise.
     differed = sum(n for sig, n in st.signatures.items() if any(p not in noise_set for p in sig.split(" ")))
@@ -101,7 +109,10 @@ def _route_report(
     noise = max(0, matched_or_noise - st.get("matched"))
     rate = matched_or_noise / compared if compared else None
     paths = sorted(((p, n) for p, n in st.paths.items() if p not in noise_set), key=lambda x: (-x[1], x[0]))
-    noise_paths = sorted(st.noise.items(), key=lambda x: (-x[1], x[0]))
+    aa_counts: dict[str, int] = {}
+    for row in learned.noise_rows:
+        aa_counts[row["path"]] = aa_counts.get(row["path"], 0) + row["aa_diffs"]
+    noise_paths = sorted(aa_counts.items(), key=lambda x: (-x[1], x[0]))
     latency = {
         label: {"p50": _ms(st.percentile(side, 0.5)), "p99": _ms(st.percentile(side, 0.99))}
         for label, side in (("legacy", "control"), ("new", "candidate"))
@@ -132,6 +143,9 @@ def _route_report(
         verdict=verdict,
         reasons=reasons,
         write_wait_ms=_write_wait(st),
+        noise_rates=list(learned.noise_rows),
+        generated=list(learned.generated_rows),
+        raced=st.get("raced"),
     )
 
 

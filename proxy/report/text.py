@@ -13,7 +13,7 @@ __all__ = ["answered", "render_markdown", "render_terminal"]
 
 # Counted by proxy.shadow.admission for exchanges it could not compare.
 _EXTRA = ("dropped", "skipped", "unavailable_stream", "unavailable_websocket", "unavailable_write",
-          "unavailable_secret")  # fmt: skip
+          "unavailable_secret", "learning")  # fmt: skip
 
 
 def _fmt_ms(value: float | None) -> str:
@@ -55,7 +55,18 @@ def render_terminal(report: Report) -> str:
     for r in report.routes:
         details = []
         details += [f"  differs at {p}: {n}" for p, n in r.paths[:10]]
-        details += [f"  noise (A/A) {p}: {n}" for p, n in r.noise_paths[:10]]
+        details += [
+            f"  noise {n['method']} {n['path']}: A/A {n['aa_rate']:.1%} of {n['aa_pairs']}, "
+            f"new {n['candidate_rate']:.1%} of {n['compared']}"
+            for n in r.noise_rates[:10]
+        ]
+        details += [
+            f"  generated {g['method']} {g['path']}: same shape, other value in {g['rate']:.1%} of "
+            f"{g['compared']} ({'learned' if g['learned'] else 'compare.generated'})"
+            for g in r.generated[:10]
+        ]
+        if r.raced:
+            details.append(f"  {r.raced} reads changed during the comparison (raced: not counted against it)")
         if r.noise:
             details.append(f"  {r.noise} comparisons differed only in noise (counted as matches)")
         details += [f"  why: {why}" for why in r.reasons if r.verdict in (NOT_READY, UNAVAILABLE)]
@@ -110,10 +121,17 @@ def render_markdown(report: Report) -> str:
             f"{_fmt_rate(r.error_rate['legacy'])}/{_fmt_rate(r.error_rate['new'])} | **{r.verdict}** |"
         )
     for r in report.routes:
-        if r.paths or r.noise_paths or r.reasons:
+        if r.paths or r.noise_paths or r.generated or r.raced or r.reasons:
             out += ["", f"### {r.name}", ""]
             out += [f"- differs at `{p}`: {n}" for p, n in r.paths]
-            out += [f"- noise `{p}`: {n}" for p, n in r.noise_paths]
+            out += [
+                f"- noise {n['method']} `{n['path']}`: A/A {n['aa_rate']:.1%} of {n['aa_pairs']}, "
+                f"new {n['candidate_rate']:.1%} of {n['compared']}"
+                for n in r.noise_rates
+            ]
+            out += [f"- generated {g['method']} `{g['path']}`: {g['rate']:.1%}" for g in r.generated]
+            if r.raced:
+                out.append(f"- raced (data changed during the comparison): {r.raced}")
             out += [f"- {why}" for why in r.reasons]
         for ex in r.examples:
             out += ["", f"`{ex['method']} {ex['path']}`", ""]

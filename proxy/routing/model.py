@@ -78,6 +78,9 @@ class CompareRules:
     tolerance: float = 0.0
     null_equals_missing: bool = False
     headers: tuple[str, ...] = ("content-type", "cache-control", "location")
+    # Paths whose values are generated on each call (ids, timestamps, tokens): a value difference with the
+    # same shape is not a difference there, a shape difference is (see proxy/shadow/shapes.py).
+    generated: tuple[str, ...] = ()
 
 
 # Field-name substrings whose values are never stored (secrets), and those stored only as a tagged

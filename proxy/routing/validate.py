@@ -61,6 +61,7 @@ _COMPARE = {
     "tolerance": False,
     "null_equals_missing": False,
     "headers": False,
+    "generated": False,
 }
 
 
@@ -359,6 +360,7 @@ def _compare(reader: Reader, node: yaml.Node, key: str) -> CompareRules | None:
         sets=fields.get("sets", lambda n, k: reader.strings(n, k, _json_path), base.sets),
         tolerance=fields.get("tolerance", lambda n, k: reader.number(n, k, 0, math.inf), base.tolerance),
         null_equals_missing=fields.get("null_equals_missing", reader.boolean, base.null_equals_missing),
+        generated=fields.get("generated", lambda n, k: reader.strings(n, k, _json_path), base.generated),
         headers=tuple(
             h.lower() for h in fields.get("headers", lambda n, k: reader.strings(n, k, _header), base.headers)
         ),

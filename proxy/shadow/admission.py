@@ -36,7 +36,7 @@ from prometheus_client import Counter as PromCounter
 from proxy.routing.table import Route, RouteTable, ShadowSettings
 from proxy.server.exchange import Exchange
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
-from proxy.shadow.noise import AA_PER_SECOND, AaLimiter, NoiseBook
+from proxy.shadow.noise import AA_PER_SECOND, REREAD_PER_SECOND, AaLimiter, NoiseBook
 from proxy.shadow.prewrite import Prewrite, Prewrites
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
@@ -75,6 +75,7 @@ class Shadower:
         rand: Callable[[], float] = random.random,
         flush_interval: float = 0.5,
         aa_rate: float = AA_PER_SECOND,
+        reread_rate: float = REREAD_PER_SECOND,
         clock: Callable[[], float] = time.monotonic,
         deadline_clock: Callable[[], float] | None = None,
         own_pools: bool = False,
@@ -112,6 +113,7 @@ class Shadower:
         self._pipe_get = self._replay.pipe_get
         self._one_done = self._replay.one_done
         self._call = self._replay.call
+        self._judge.enable_rereads(self._replay.call, settings.timeout, clock, reread_rate)  # see judge.py
 
     @property
     def pools(self) -> Mapping[str, Pool]:
@@ -128,6 +130,7 @@ class Shadower:
         """Adopt reloaded global settings (the queue size and worker count stay as started)."""
         self.settings = settings
         self.body_cap = self._judge.body_cap = self._replay.body_cap = settings.body_cap
+        self._judge.reread_timeout = settings.timeout
         self._samples.set_settings(settings)
 
     def set_table(self, table: RouteTable) -> None:

@@ -2,14 +2,17 @@
 
 Layout under ``prefix``: ``routes`` (set), ``c:<route>`` (counters), ``lat:<route>:<side>`` (side:
 control, candidate, prewrite; bucket -> count), ``paths:<route>``, ``sigs:<route>`` and ``noise:<route>``
-(path or signature -> count). Several gateway replicas add into the same hashes, so a report sums every
-replica. Errors are the caller's (``proxy.shadow.redis_pg.RedisPgStore`` logs and counts them).
+(path or signature -> count), and for learning noise and generated fields per method
+(``proxy.shadow.store.PathCounts``) ``aa:<route>``, ``cand:<route>`` and ``shape:<route>``
+("<METHOD> <path>" -> count) with the counters ``compared:<METHOD>`` and ``aa_pairs:<METHOD>`` in
+``c:<route>``. Several gateway replicas add into the same hashes, so a report sums every replica. Errors
+are the caller's (``proxy.shadow.redis_pg.RedisPgStore`` logs and counts them).
 
 Bounded: ever-new diff signatures and paths would add a hash field each, forever. The ``paths``,
-``sigs`` and ``noise`` hashes take at most ``max_fields`` distinct fields per route (a Lua script
-decides atomically, whichever replica writes); increments of any further field go to the ``OTHER``
-field. Every key written gets a TTL of ``ttl`` seconds, renewed by each write, so a route no longer
-shadowed stops holding memory after that long.
+``sigs``, ``noise``, ``aa``, ``cand`` and ``shape`` hashes take at most ``max_fields`` distinct fields
+per route (a Lua script decides atomically, whichever replica writes); increments of any further
+field go to the ``OTHER`` field. Every key written gets a TTL of ``ttl`` seconds, renewed by each
+write, so a route no longer shadowed stops holding memory after that long.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
-from proxy.shadow.store import Batch, RouteStats
+from proxy.shadow.store import Batch, PathCounts, RouteStats, path_counts
 
-__all__ = ["DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "OTHER", "add", "key", "noise_paths", "stats"]
+__all__ = ["DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "OTHER", "add", "key", "learning", "noise_paths", "stats"]
 
-_KINDS: Final = ("c", "lat:control", "lat:candidate", "paths", "sigs", "noise", "lat:prewrite")
-_CAPPED: Final = frozenset({"paths", "sigs", "noise"})  # fields named by the compared data: unbounded
+_KINDS: Final = (
+    "c", "lat:control", "lat:candidate", "paths", "sigs", "noise", "aa", "cand", "shape", "lat:prewrite",
+)  # fmt: skip
+# Fields named by the compared data: unbounded.
+_CAPPED: Final = frozenset({"paths", "sigs", "noise", "aa", "cand", "shape"})
 OTHER: Final = "(other)"  # the field counting what a full hash had no room for (never a diff path)
 DEFAULT_MAX_FIELDS: Final = 1000
 DEFAULT_TTL_S: Final = 30 * 86400
@@ -97,10 +103,13 @@ async def stats(redis: aioredis.Redis, prefix: str) -> dict[str, RouteStats]:
             counters=parts[0],
             latency={"control": {int(k): v for k, v in parts[1].items()},
                      "candidate": {int(k): v for k, v in parts[2].items()},
-                     **({"prewrite": {int(k): v for k, v in parts[6].items()}} if parts[6] else {})},
+                     **({"prewrite": {int(k): v for k, v in parts[9].items()}} if parts[9] else {})},
             paths=parts[3],
             signatures=parts[4],
             noise=parts[5],
+            aa=parts[6],
+            cand=parts[7],
+            shape=parts[8],
         )  # fmt: skip
     return out
 
@@ -112,3 +121,15 @@ async def noise_paths(redis: aioredis.Redis, prefix: str, route: str) -> set[str
 
 def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def learning(redis: aioredis.Redis, prefix: str, route: str, method: str) -> PathCounts:
+    """The learning counts of ``route`` and ``method`` (one pipeline)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hmget(key(prefix, "c", route), [f"compared:{method}", f"aa_pairs:{method}"])
+    for kind in ("aa", "cand", "shape"):
+        pipe.hgetall(key(prefix, kind, route))
+    (compared, pairs), aa, cand, shape = await pipe.execute()
+    counters = {f"compared:{method}": int(compared or 0), f"aa_pairs:{method}": int(pairs or 0)}
+    aa_t, cand_t, shape_t = ({_str(k): int(v) for k, v in h.items()} for h in (aa, cand, shape))
+    return path_counts(counters, aa_t, cand_t, shape_t, method)

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from proxy.shadow import pg_samples, redis_counters
 from proxy.shadow.migrator import MigrationError, migrate_gateway_on
-from proxy.shadow.store import DEFAULT_PREFIX, STORE_ERRORS, Recording, RouteStats, Sample
+from proxy.shadow.store import DEFAULT_PREFIX, STORE_ERRORS, PathCounts, Recording, RouteStats, Sample
 
 __all__ = ["RedisPgStore"]
 
@@ -199,6 +199,10 @@ class RedisPgStore(Recording):
     async def noise_paths(self, route: str) -> set[str]:
         """Paths known to differ between two control calls on ``route``."""
         return await redis_counters.noise_paths(self.redis, self.prefix, route)
+
+    async def path_counts(self, route: str, method: str) -> PathCounts:
+        """What learning noise and generated fields of ``route`` and ``method`` needs (see PathCounts)."""
+        return await redis_counters.learning(self.redis, self.prefix, route, method)
 
     async def close(self) -> None:
         """Flush what is pending (the caller owns and closes the clients)."""

@@ -205,9 +205,9 @@ class Replayer:
             ):
                 name = ex.route.name
                 if other == CANDIDATE:
-                    self.store.matched(name, ex.latency_s, seconds)
+                    self.store.matched(name, ex.latency_s, seconds, ex.method)
                 else:
-                    self.store.matched(name, seconds, ex.latency_s)
+                    self.store.matched(name, seconds, ex.latency_s, ex.method)
                 self._tally(name, "matched")
                 self._job_done()
                 return

@@ -26,12 +26,15 @@ __all__ = [
     "STORE_ERRORS",
     "Batch",
     "DiffStore",
+    "PathCounts",
     "Recording",
     "RouteStats",
     "Sample",
     "StoreError",
     "bucket_of",
     "bucket_upper",
+    "method_field",
+    "path_counts",
 ]
 
 DEFAULT_PREFIX: Final = "strangler:shadow:"
@@ -85,6 +88,27 @@ class Sample:
 
 
 @dataclass
+class PathCounts:
+    """What learning noise and generated fields needs for one route and method (see proxy.shadow.noise).
+
+    ``compared``: comparisons (raced ones left out); ``aa_pairs``: A/A pairs made; per normalised path:
+    ``aa`` A/A differences, ``candidate`` control-vs-candidate differences, ``same_shape`` value
+    differences where both sides had the same generated shape (proxy.shadow.shapes).
+    """
+
+    compared: int = 0
+    aa_pairs: int = 0
+    aa: dict[str, int] = field(default_factory=dict)
+    candidate: dict[str, int] = field(default_factory=dict)
+    same_shape: dict[str, int] = field(default_factory=dict)
+
+
+def method_field(method: str, path: str) -> str:
+    """The field of ``path`` for ``method`` in the per-method path hashes (``aa``, ``cand``, ``shape``)."""
+    return f"{method} {path}"
+
+
+@dataclass
 class RouteStats:
     """Everything the stores know about one route, summed over replicas."""
 
@@ -94,10 +118,24 @@ class RouteStats:
     paths: dict[str, int] = field(default_factory=dict)
     signatures: dict[str, int] = field(default_factory=dict)
     noise: dict[str, int] = field(default_factory=dict)
+    # Per method: fields "<METHOD> <path>" (see method_field and PathCounts).
+    aa: dict[str, int] = field(default_factory=dict)
+    cand: dict[str, int] = field(default_factory=dict)
+    shape: dict[str, int] = field(default_factory=dict)
 
     def get(self, name: str) -> int:
         """A counter's value (0 when never incremented)."""
         return self.counters.get(name, 0)
+
+    def methods(self) -> list[str]:
+        """The methods with comparisons or A/A pairs counted for learning."""
+        found = {k.split(":", 1)[1] for k in self.counters if k.startswith(("compared:", "aa_pairs:"))}
+        return sorted(found)
+
+    def path_counts(self, method: str) -> PathCounts:
+        """The learning counts of ``method`` (see PathCounts)."""
+        return path_counts(self.counters, self.aa, self.cand, self.shape, method)
+
 
     def percentile(self, side: str, q: float) -> float | None:
         """The ``q`` quantile (0..1) of ``side``'s latency in seconds (bucket upper bound), or None."""
@@ -112,6 +150,22 @@ class RouteStats:
             if seen >= rank:
                 return bucket_upper(index)
         return bucket_upper(max(hist))
+
+
+def path_counts(
+    counters: dict[str, int], aa: dict[str, int], cand: dict[str, int], shape: dict[str, int], method: str
+) -> PathCounts:
+    """``PathCounts`` of ``method`` from a route's counters and per-method path hashes."""
+    prefix = method + " "
+    cut = len(prefix)
+
+    def mine(table: dict[str, int]) -> dict[str, int]:
+        return {k[cut:]: v for k, v in table.items() if k.startswith(prefix)}
+
+    return PathCounts(
+        counters.get(f"compared:{method}", 0), counters.get(f"aa_pairs:{method}", 0),
+        mine(aa), mine(cand), mine(shape),
+    )  # fmt: skip
 
 
 @dataclass
@@ -131,14 +185,22 @@ class DiffStore(Protocol):
 
     def count(self, route: str, name: str, n: int = 1) -> None: ...
     def latency(self, route: str, side: str, seconds: float) -> None: ...
-    def matched(self, route: str, control_s: float | None, candidate_s: float | None) -> None: ...
+    def matched(
+        self, route: str, control_s: float | None, candidate_s: float | None, method: str | None = None
+    ) -> None: ...
     def differed(self, route: str, signature: str, paths: tuple[str, ...]) -> None: ...
     def noise(self, route: str, paths: tuple[str, ...]) -> None: ...
+    def aa_pair(self, route: str, method: str, paths: tuple[str, ...]) -> None: ...
+    def path_diffs(
+        self, route: str, method: str, paths: tuple[str, ...], same_shape: tuple[str, ...]
+    ) -> None: ...
+    def raced(self, route: str, method: str) -> None: ...
     def sample(self, sample: Sample) -> None: ...
     async def flush(self) -> None: ...
     async def stats(self) -> dict[str, RouteStats]: ...
     async def samples(self, route: str, limit: int = 20) -> list[Sample]: ...
     async def noise_paths(self, route: str) -> set[str]: ...
+    async def path_counts(self, route: str, method: str) -> PathCounts: ...
     async def close(self) -> None: ...
 
 
@@ -161,8 +223,11 @@ class Recording:
         self.batch.incr[(kind, route, _BUCKET_KEYS[bucket_of(seconds)])] += 1
         self.batch.routes.add(route)
 
-    def matched(self, route: str, control_s: float | None, candidate_s: float | None) -> None:
-        """One comparison that matched: ``compared`` and ``matched`` counted, latencies recorded.
+    def matched(
+        self, route: str, control_s: float | None, candidate_s: float | None, method: str | None = None
+    ) -> None:
+        """One comparison that matched: ``compared`` and ``matched`` counted, latencies recorded; with
+        ``method``, ``compared:<method>`` too (the learning's denominator, see PathCounts).
 
         A latency is None when it was not measured (a pipelined shadow call, see proxy.upstream.pipe).
         """
@@ -170,6 +235,8 @@ class Recording:
         incr = batch.incr
         incr[("c", route, "compared")] += 1
         incr[("c", route, "matched")] += 1
+        if method is not None:
+            incr[("c", route, "compared:" + method)] += 1
         if control_s is not None:
             bucket = min(_LAST, bisect.bisect_left(_UPPERS, control_s))
             incr[("lat:control", route, _BUCKET_KEYS[bucket])] += 1
@@ -188,6 +255,34 @@ class Recording:
         """Count paths that differed between two control calls (A/A)."""
         for path in paths:
             self.batch.incr[("noise", route, path)] += 1
+        self.batch.routes.add(route)
+
+    def aa_pair(self, route: str, method: str, paths: tuple[str, ...]) -> None:
+        """One A/A pair of ``method`` made (counter ``aa_pairs:<method>``), ``paths`` differing in it."""
+        incr = self.batch.incr
+        incr[("c", route, "aa_pairs:" + method)] += 1
+        for path in paths:
+            incr[("aa", route, method_field(method, path))] += 1
+        self.batch.routes.add(route)
+
+    def path_diffs(
+        self, route: str, method: str, paths: tuple[str, ...], same_shape: tuple[str, ...]
+    ) -> None:
+        """One comparison of ``method`` that differed (``compared:<method>`` counted): each of ``paths``
+        differed, and those of ``same_shape`` only in value with the same generated shape."""
+        incr = self.batch.incr
+        incr[("c", route, "compared:" + method)] += 1
+        for path in paths:
+            incr[("cand", route, method_field(method, path))] += 1
+        for path in same_shape:
+            incr[("shape", route, method_field(method, path))] += 1
+        self.batch.routes.add(route)
+
+    def raced(self, route: str, method: str) -> None:
+        """One difference explained by data changing during the comparison (``raced``, ``raced:<method>``)."""
+        incr = self.batch.incr
+        incr[("c", route, "raced")] += 1
+        incr[("c", route, "raced:" + method)] += 1
         self.batch.routes.add(route)
 
     def sample(self, sample: Sample) -> None:

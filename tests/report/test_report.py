@@ -13,8 +13,9 @@ import pytest
 from support.memstore import MemoryStore
 
 from proxy.report.cli import main, render, suggest
+from proxy.report.html import render_html
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, build_report, gather
-from proxy.report.text import answered
+from proxy.report.text import answered, render_terminal
 from proxy.routing.table import parse_routes
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import RouteStats, Sample, bucket_of
@@ -105,13 +106,39 @@ def test_latency_verdict_uses_median_below_100_timings() -> None:
     assert r.verdict == NOT_READY and r.reasons[0].startswith("new p99")
 
 
+def _learned(st: RouteStats, aa_pairs: int, aa_uptime: int) -> RouteStats:
+    """``st`` with GET's learning counts: ``aa_uptime`` of ``aa_pairs`` A/A pairs differed at uptime_s."""
+    st.counters.update({"compared:GET": st.get("compared"), "aa_pairs:GET": aa_pairs, "raced": 3})
+    st.aa = {"GET $.uptime_s": aa_uptime}
+    st.cand = {f"GET {p}": n for p, n in st.paths.items()}
+    return st
+
+
 def test_noise_is_applied_at_report_time() -> None:
-    """Signatures made only of noise paths count as matches; mixed ones still count as differences."""
-    st = stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}, noise={"$.uptime_s": 5})
+    """Signatures made only of noise paths count as matches; mixed ones still count as differences. Noise
+    is what the statistical test says (proxy.shadow.noise), shown with both rates; races apart."""
+    st = _learned(stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}), aa_pairs=40, aa_uptime=25)
     (r,) = [x for x in build_report({"health": st}, TABLE).routes if x.name == "health"]
     assert (r.differed, r.noise, r.match_rate) == (2, 60, pytest.approx(0.98))
-    assert r.paths == [("$.name", 2)] and r.noise_paths == [("$.uptime_s", 5)]
-    assert r.verdict == READY
+    assert r.paths == [("$.name", 2)] and r.noise_paths == [("$.uptime_s", 25)]
+    row = {"method": "GET", "path": "$.uptime_s", "aa_rate": 25 / 40, "candidate_rate": 0.62, "aa_pairs": 40,
+           "aa_diffs": 25, "compared": 100}  # fmt: skip
+    assert r.noise_rates == [row]
+    assert r.verdict == READY and r.raced == 3
+    text = render_terminal(build_report({"health": st}, TABLE))
+    assert "noise GET $.uptime_s: A/A 62.5% of 40, new 62.0% of 100" in text
+    assert "3 reads changed during the comparison" in text
+    page = render_html(build_report({"health": st}, TABLE), "health")
+    assert "noise GET <code>$.uptime_s</code>: A/A 62.5% of 40, new 62.0% of 100" in page
+    assert "3 reads changed during the comparison" in page
+
+
+def test_a_few_aa_races_do_not_make_noise() -> None:
+    """Two A/A differences in 40 pairs do not excuse a path the candidate differs at 62 times in 100."""
+    st = _learned(stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}), aa_pairs=40, aa_uptime=2)
+    (r,) = [x for x in build_report({"health": st}, TABLE).routes if x.name == "health"]
+    assert (r.differed, r.noise, r.noise_rates) == (62, 0, [])
+    assert r.verdict == NOT_READY
 
 
 def test_renderers_show_the_same_facts() -> None:

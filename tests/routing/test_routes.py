@@ -519,6 +519,16 @@ def test_yaml_syntax_error_reports_its_line(text: str, line: int, fragment: str)
             [(5, "routes[0].compare.ignore[0]", "allowed segments are .name, [n] and [*]")],
         ),
         (
+            UPSTREAMS + "routes:\n  - name: a\n    match: {path: /a}\n    target: new\n    compare:\n"
+            "      generated: ['$.id', 'token']\n",
+            [(9, "routes[0].compare.generated[1]", "must start with '$'")],
+        ),
+        (
+            UPSTREAMS
+            + "routes:\n  - {name: a, match: {path: /a}, target: new, compare: {generated: '$.id'}}\n",
+            [(5, "routes[0].compare.generated", "must be a list of strings")],
+        ),
+        (
             UPSTREAMS + "routes:\n  - {name: default, match: {path: /a}, target: new}\n",
             [(5, "routes[0].name", "reserved")],
         ),
@@ -666,12 +676,22 @@ def test_loader_only_errors(text: str) -> None:
         UPSTREAMS + "routes: [{name: a.b_c-1, match: {path: '/', methods: [GET, M-SEARCH]}, target: new}]\n",
         UPSTREAMS + "routes: [{name: a, match: {path: '/x;y/{id}/{rest*}'}, target: legacy,"
         " shadow: {writes: true}, compare: {ignore: ['$', '$.a[0].b[*]'], null_equals_missing: true}}]\n",
+        UPSTREAMS + "routes: [{name: a, match: {path: '/a'}, target: legacy,"
+        " compare: {generated: ['$.id', '$.items[*].created_at']}}]\n",
     ],
 )
 def test_schema_and_loader_accept(text: str) -> None:
     """A good file is accepted by both the schema and the loader."""
     assert _schema_errors(text) == []
     parse_routes(text, "good.yaml")
+
+
+def test_compare_generated_is_loaded() -> None:
+    """compare.generated lists JSON paths, kept in the route's CompareRules (empty by default)."""
+    text = UPSTREAMS + "routes: [{name: a, match: {path: /a}, target: new, compare: {generated: [$.id]}}]\n"
+    [route] = parse_routes(text, "g.yaml").routes
+    assert route.compare.generated == ("$.id",)
+    assert CompareRules().generated == ()
 
 
 # --- JSON paths -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from aiohttp import web
 from support.memstore import MemoryStore
 
 from proxy.routing.table import ShadowSettings
-from proxy.shadow.noise import NOISE_REFRESH_S, AaLimiter, NoiseBook
+from proxy.shadow.noise import MIN_AA_PAIRS, NOISE_REFRESH_S, AaLimiter, NoiseBook
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.samples import SAMPLE_INTERVAL_S, SampleBuilder
 from proxy.shadow.store import Sample
@@ -53,17 +53,29 @@ async def test_noise_book_reads_the_store_again_only_when_stale() -> None:
     clock = Clock()
     store = MemoryStore()
     book = NoiseBook(store, clock)
-    assert book.fresh("r") is None
-    store.noise("r", ("$.a",))
+    assert book.fresh("r", "GET") is None
+
+    def teach(path: str) -> None:  # as often between two control calls as against the candidate
+        for i in range(MIN_AA_PAIRS):
+            store.aa_pair("r", "GET", (path,) if i % 4 == 0 else ())
+            if i % 4 == 0:
+                store.path_diffs("r", "GET", (path,), ())
+            else:
+                store.matched("r", None, None, "GET")
+
+    teach("$.a")
     await store.flush()
-    assert await book.paths("r") == {"$.a"}
-    store.noise("r", ("$.b",))
+    assert (await book.learned("r", "GET")).noise == {"$.a"}
+    teach("$.b")
     await store.flush()
     clock.now += NOISE_REFRESH_S
-    assert book.fresh("r") == {"$.a"} and await book.paths("r") == {"$.a"}  # still fresh
+    fresh = book.fresh("r", "GET")
+    assert fresh is not None and fresh.noise == {"$.a"}  # still fresh
+    assert (await book.learned("r", "GET")).noise == {"$.a"}
     clock.now += 0.001
-    assert book.fresh("r") is None
-    assert await book.paths("r") == {"$.a", "$.b"}
+    assert book.fresh("r", "GET") is None
+    assert (await book.learned("r", "GET")).noise == {"$.a", "$.b"}
+    assert (await book.learned("r", "POST")).noise == set()  # per method
 
 
 def test_sample_builder_builds_one_per_signature_per_interval() -> None:

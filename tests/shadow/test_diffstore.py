@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from support.memstore import MemoryStore
 
 from proxy.shadow.redis_pg import RedisPgStore
-from proxy.shadow.store import RouteStats, Sample, bucket_of, bucket_upper
+from proxy.shadow.store import PathCounts, RouteStats, Sample, bucket_of, bucket_upper
 
 
 def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | None = None) -> Sample:
@@ -55,6 +55,13 @@ async def record_some(store: Any) -> None:
     store.differed("r", "$.a", ("$.a",))
     store.noise("r", ("$.uptime_s",))
     store.count("other", "dropped", 2)
+    # Learning, per method: A/A pairs, differing comparisons with their same-shape paths, races.
+    store.aa_pair("l", "GET", ("$.uptime_s",))
+    store.aa_pair("l", "GET", ())
+    store.path_diffs("l", "GET", ("$.id", "$.uptime_s"), ("$.id",))
+    store.path_diffs("l", "POST", ("$.id",), ("$.id",))
+    store.matched("l", None, None, "GET")
+    store.raced("l", "GET")
     await store.flush()
 
 
@@ -68,6 +75,18 @@ async def check_stats(store: Any) -> None:
     assert st.percentile("candidate", 0.5) == pytest.approx(bucket_upper(bucket_of(0.020)))
     assert stats["other"].counters == {"dropped": 2}
     assert await store.noise_paths("r") == {"$.uptime_s"}
+    learn = stats["l"]
+    assert learn.counters == {"aa_pairs:GET": 2, "compared:GET": 2, "compared:POST": 1, "compared": 1,
+                              "matched": 1, "raced": 1, "raced:GET": 1}  # fmt: skip
+    assert learn.aa == {"GET $.uptime_s": 1}
+    assert learn.cand == {"GET $.id": 1, "GET $.uptime_s": 1, "POST $.id": 1}
+    assert learn.shape == {"GET $.id": 1, "POST $.id": 1}
+    assert await store.path_counts("l", "GET") == PathCounts(
+        compared=2, aa_pairs=2, aa={"$.uptime_s": 1}, candidate={"$.id": 1, "$.uptime_s": 1},
+        same_shape={"$.id": 1},
+    )  # fmt: skip
+    assert await store.path_counts("l", "DELETE") == PathCounts()
+    assert await store.path_counts("nobody", "GET") == PathCounts()
 
 
 async def test_memory_store_counts() -> None:

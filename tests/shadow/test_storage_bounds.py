@@ -38,21 +38,24 @@ async def store(redis_url: str, redis_prefix: str, shadow_db: str) -> AsyncItera
 
 
 async def test_redis_fields_capped_with_other_bucket_and_ttl(store: RedisPgStore) -> None:
-    """3,000 one-off signatures and paths on a route: at most 100 fields each (+ ``(other)``), nothing
-    lost from the totals, the frequent signature counted exactly, and every key expiring."""
+    """3,000 one-off signatures and paths (and learning paths) on a route: at most 100 fields each (+
+    ``(other)``), nothing lost from the totals, the frequent signature counted exactly, and every key
+    expiring."""
     for i in range(3000):
         store.differed("r", "$.name", ("$.name",))
         store.differed("r", f"$.x{i}", (f"$.x{i}",))
         store.noise("r", (f"$.n{i}",))
+        store.aa_pair("r", "GET", (f"$.a{i}",))
+        store.path_diffs("r", "GET", (f"$.c{i}",), (f"$.s{i}",))
         if i % 500 == 499:
             await store.flush()
     await store.flush()
     redis = store.redis
-    for kind in ("sigs", "paths", "noise"):
+    for kind in ("sigs", "paths", "noise", "aa", "cand", "shape"):
         fields = {k.decode(): int(v) for k, v in (await redis.hgetall(key(store.prefix, kind, "r"))).items()}
         assert len(fields) <= 101, kind
         assert OTHER in fields, kind
-        assert sum(fields.values()) == (6000 if kind != "noise" else 3000), kind
+        assert sum(fields.values()) == (6000 if kind in ("sigs", "paths") else 3000), kind
     stats = (await store.stats())["r"]
     assert stats.signatures["$.name"] == 3000
     keys = [k async for k in redis.scan_iter(match=store.prefix + "*")]

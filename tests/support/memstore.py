@@ -6,7 +6,7 @@ runs the same checks against both.
 
 from __future__ import annotations
 
-from proxy.shadow.store import Recording, RouteStats, Sample
+from proxy.shadow.store import PathCounts, Recording, RouteStats, Sample
 
 __all__ = ["MemoryStore"]
 
@@ -47,7 +47,8 @@ class MemoryStore(Recording):
         """A copy of every route's stats."""
         return {
             k: RouteStats(v.route, dict(v.counters), {s: dict(h) for s, h in v.latency.items()},
-                          dict(v.paths), dict(v.signatures), dict(v.noise))
+                          dict(v.paths), dict(v.signatures), dict(v.noise), dict(v.aa), dict(v.cand),
+                          dict(v.shape))
             for k, v in self._stats.items()
         }
 
@@ -59,6 +60,10 @@ class MemoryStore(Recording):
     async def noise_paths(self, route: str) -> set[str]:
         """Paths known to differ between two control calls on ``route``."""
         return set(self._stats[route].noise) if route in self._stats else set()
+
+    async def path_counts(self, route: str, method: str) -> PathCounts:
+        """What learning noise and generated fields of ``route`` and ``method`` needs (see PathCounts)."""
+        return self._stats[route].path_counts(method) if route in self._stats else PathCounts()
 
     async def close(self) -> None:
         """Flush what is pending."""
