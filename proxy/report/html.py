@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from proxy.report.model import NOT_ENOUGH, READY, UNAVAILABLE, Report, RouteReport, gather
-from proxy.report.text import answered
+from proxy.report.text import answered, epoch_line, history_lines, method_lines
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, StoreError
 
@@ -144,6 +144,7 @@ def render_html(report: Report, route: str | None = None) -> str:
         "the candidate."
         + (' <a href="/report">All routes</a>' if route else "") + "</p>",
         f'<table id="routes">{head}' + "".join(_row(r) for r in shown) + "</table>",
+        _epochs(shown),
         "<h2>Latency</h2>",
         _chart(shown),
     ]
@@ -158,6 +159,18 @@ def render_html(report: Report, route: str | None = None) -> str:
     return "".join(body)
 
 
+def _epochs(routes: list[RouteReport]) -> str:
+    """Per route: the epoch counted, its methods, and (when read) its history."""
+    items = []
+    for r in routes:
+        lines = [line for line in (epoch_line(r), *method_lines(r)) if line]
+        lines += [f"history: {line}" for line in history_lines(r)]
+        if lines:
+            inner = "".join(f"<li>{escape(line)}</li>" for line in lines)
+            items.append(f'<li data-route="{escape(r.name)}"><b>{escape(r.name)}</b><ul>{inner}</ul></li>')
+    return f'<h2>Epochs and methods</h2><ul id="epochs">{"".join(items)}</ul>' if items else ""
+
+
 async def _report(request: web.Request, route: str | None) -> Report:
     store = request.app.get(REPORT_STORE)
     if store is None:
@@ -167,7 +180,9 @@ async def _report(request: web.Request, route: str | None) -> Report:
         )
     table = request.app[_STATE].table
     try:
-        return await gather(store, table, route)
+        # A route's page (or ?epoch=all) lists every kept epoch of the route(s).
+        history = request.query.get("epoch") == "all" or request.match_info.get("route") is not None
+        return await gather(store, table, route, history=history)
     except StoreError as exc:
         raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
 
@@ -187,7 +202,8 @@ async def report_route_page(request: web.Request) -> web.Response:
 
 
 async def report_json(request: web.Request) -> web.Response:
-    """GET /report.json: the report as JSON (``?route=NAME`` adds that route's example diffs)."""
+    """GET /report.json: the report as JSON (``?route=NAME`` adds that route's example diffs,
+    ``?epoch=all`` every kept epoch's totals)."""
     report = await _report(request, request.query.get("route"))
     return web.Response(body=orjson.dumps(report.as_json()), content_type="application/json")
 

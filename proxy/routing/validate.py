@@ -49,6 +49,9 @@ _SHADOW = {
     "min_compared": False,
     "match_threshold": False,
     "latency_ratio": False,
+    "ready_min_count": False,
+    "ready_min_s": False,
+    "ready_margin": False,
 }
 _ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False, "limits": False}
 _LIMITS = {"max_body": False}
@@ -238,6 +241,11 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
         latency_ratio=fields.get(
             "latency_ratio", lambda n, k: reader.number(n, k, 0, 1000), base.latency_ratio
         ),
+        ready_min_count=fields.get(
+            "ready_min_count", lambda n, k: reader.integer(n, k, 0, 1 << 31), base.ready_min_count
+        ),
+        ready_min_s=fields.get("ready_min_s", lambda n, k: reader.number(n, k, 0, 86400), base.ready_min_s),
+        ready_margin=fields.get("ready_margin", lambda n, k: reader.number(n, k, 0, 1), base.ready_margin),
     )
 
 

@@ -23,7 +23,7 @@ from proxy.shadow.bytecheck import identical, identity_headers
 from proxy.shadow.compare import Diff, Observed, compare
 from proxy.shadow.noise import NoiseBook
 from proxy.shadow.samples import SampleBuilder
-from proxy.shadow.store import DiffStore
+from proxy.shadow.store import ANY_METHOD, DiffStore
 from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "SAFE", "Failed", "Fetched", "Job", "Judge"]
@@ -117,6 +117,7 @@ class Judge:
         ex = job.ex
         route = ex.route
         name = route.name
+        rkey = self.store.key(route, ex.method)  # the store key: route, epoch, method
         other = job.other
         results = job.results
         raw: dict[str, Fetched] = {}
@@ -143,7 +144,7 @@ class Judge:
         capped = any(isinstance(r[2], Capped) for r in raw.values())
         if aa_res is None and not capped and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
-            self.store.matched(name, control_s, candidate_s)
+            self.store.matched(rkey, control_s, candidate_s)
             self.tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
@@ -152,51 +153,51 @@ class Judge:
         control, _, control_raw = sides[CONTROL]
         candidate, _, candidate_raw = sides[CANDIDATE]
         if control_s is not None:
-            self.store.latency(name, "control", control_s)
+            self.store.latency(rkey, "control", control_s)
         if candidate_s is not None:
-            self.store.latency(name, "candidate", candidate_s)
+            self.store.latency(rkey, "candidate", candidate_s)
         diff = compare(control, candidate, route.compare, cap)
         aa_paths: tuple[str, ...] = ()
         if second is not None:
             aa_obs = _observed(second[0], second[1], second[2], cap, force_hash)
             aa_diff = compare(control, aa_obs, route.compare, cap)
             if aa_diff is not None:
-                self.store.noise(name, aa_diff.paths)
+                self.store.noise(rkey, aa_diff.paths)
                 aa_paths = aa_diff.paths
         if diff is None:
-            self.store.count(name, "compared")
-            self.store.count(name, "matched")
+            self.store.count(rkey, "compared")
+            self.store.count(rkey, "matched")
             self.tally(name, "matched")
             return False
         sample = (ex, diff, control, candidate, control_raw, candidate_raw, control_s, candidate_s)
-        noise = self._noise.fresh(name)
+        noise = self._noise.fresh(rkey)
         if noise is not None:
             noise.update(aa_paths)
-            self._differed(name, diff, noise, sample)
+            self._differed(name, rkey, diff, noise, sample)
             return False
-        self._spawn(self._differed_later(name, diff, aa_paths, sample), "shadow-noise")
+        self._spawn(self._differed_later(name, rkey, diff, aa_paths, sample), "shadow-noise")
         return True
 
     async def _differed_later(
-        self, name: str, diff: Diff, aa_paths: tuple[str, ...], sample: tuple[Any, ...]
+        self, name: str, key: str, diff: Diff, aa_paths: tuple[str, ...], sample: tuple[Any, ...]
     ) -> None:
         try:
-            noise = await self._noise.paths(name)
+            noise = await self._noise.paths(key)
             noise.update(aa_paths)
-            self._differed(name, diff, noise, sample)
+            self._differed(name, key, diff, noise, sample)
         except Exception:
             log.exception("shadow comparison failed for route %s", name)
             COMPARISONS.labels(name, "error").inc()
         finally:
             self._job_done()
 
-    def _differed(self, name: str, diff: Diff, noise: set[str], sample: tuple[Any, ...]) -> None:
-        self.store.count(name, "compared")
-        self.store.differed(name, diff.signature, diff.paths)
+    def _differed(self, name: str, key: str, diff: Diff, noise: set[str], sample: tuple[Any, ...]) -> None:
+        self.store.count(key, "compared")
+        self.store.differed(key, diff.signature, diff.paths)
         result = "noise" if all(p in noise for p in diff.paths) else "differed"
         if result == "differed" and self._samples.due(name, diff.signature):
-            self.store.sample(self._samples.build(*sample))
-        self.store.count(name, result)
+            self.store.sample(key, self._samples.build(*sample))
+        self.store.count(key, result)
         self.tally(name, result)
 
     def tally(self, route: str, result: str) -> None:
@@ -231,7 +232,8 @@ class Judge:
         """
         name = ex.route.name
         side = "control" if failure.side == CONTROL else "candidate"
-        self.store.count(name, f"errors_{side}")
+        self.store.count(self.store.key(ex.route, ex.method), f"errors_{side}")
         COMPARISONS.labels(name, "error").inc()
         if failure.side != ex.primary:
-            self.unanswered.failed(name, failure.side, failure.reason)
+            route_key = self.store.key(ex.route, ANY_METHOD)
+            self.unanswered.failed(name, failure.side, failure.reason, route_key)

@@ -173,7 +173,7 @@ async def test_store_expires_old_samples_once_a_minute_on_its_clock(
         await pg.execute("TRUNCATE strangler.shadow_diffs")
         for signature, step in (("$.a", 0.0), ("$.b", 60.0), ("$.c", 0.001)):
             clock.now += step
-            store.sample(old(signature))
+            store.sample("r", old(signature))
             await store.flush()
             if signature == "$.a":
                 assert await kept() == []  # the first write sweeps

@@ -81,8 +81,8 @@ async def test_memory_store_caps_samples() -> None:
     """At most N samples per signature and M per route are kept (newest per route)."""
     store = MemoryStore(per_signature=2, per_route=3)
     for i in range(5):
-        store.sample(sample(signature="$.a", n=i, at=1000 + i))
-        store.sample(sample(signature="$.b", n=i, at=2000 + i))
+        store.sample("r", sample(signature="$.a", n=i, at=1000 + i))
+        store.sample("r", sample(signature="$.b", n=i, at=2000 + i))
     await store.flush()
     kept = await store.samples("r", 10)
     assert len(kept) == 3
@@ -135,11 +135,11 @@ async def test_matched_records_like_its_parts(real_store: RedisPgStore) -> None:
 async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStore) -> None:
     """Samples are stored with all columns, capped per signature (3) and per route (5)."""
     for i in range(6):
-        real_store.sample(sample(signature="$.a", n=i))
+        real_store.sample("r", sample(signature="$.a", n=i))
     await real_store.flush()
     for sig in ("$.b", "$.c", "$.d"):
         for i in range(2):
-            real_store.sample(sample(signature=sig, n=i))
+            real_store.sample("r", sample(signature=sig, n=i))
         await real_store.flush()
     kept = await real_store.samples("r", 100)
     assert len(kept) == 5
@@ -153,8 +153,8 @@ async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStor
 async def test_pg_retention_deletes_old_rows(real_store: RedisPgStore) -> None:
     """Rows older than the retention period are deleted by the writer."""
     real_store.retention_days = 1.0
-    real_store.sample(sample(signature="$.old", at=time.time() - 3 * 86400))
-    real_store.sample(sample(signature="$.new"))
+    real_store.sample("r", sample(signature="$.old", at=time.time() - 3 * 86400))
+    real_store.sample("r", sample(signature="$.new"))
     await real_store.flush()
     assert [s.signature for s in await real_store.samples("r")] == ["$.new"]
 
@@ -170,7 +170,7 @@ async def test_storage_failure_is_counted_not_raised(redis_prefix: str) -> None:
     before = REGISTRY.get_sample_value("strangler_shadow_store_errors_total", {"part": "redis"}) or 0.0
     try:
         store.count("r", "seen")
-        store.sample(sample())
+        store.sample("r", sample())
         await store.flush()  # must not raise
         assert not store.batch
         after = REGISTRY.get_sample_value("strangler_shadow_store_errors_total", {"part": "redis"})
