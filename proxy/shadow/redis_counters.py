@@ -69,7 +69,11 @@ if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
   return 2
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+-- Registration order decides which epoch came before which: never at or below the newest's score.
+local score = tonumber(ARGV[4])
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 0.001 end
+redis.call('ZADD', KEYS[2], score, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
 if excess > 0 then
@@ -126,6 +130,8 @@ async def add(
             plain.add(methods)
         pipe.sadd(prefix + "routes", *sorted(names))
         plain.add(prefix + "routes")
+        for route in names:  # the registry lives as long as anything is written to the route
+            plain.update(_registry(prefix, route))
     capped: dict[str, list[str | int]] = {}
     for (kind, key, name), n in batch.incr.items():
         k = hash_key(prefix, kind, key)
@@ -193,14 +199,16 @@ async def save_state(
     await pipe.execute()
 
 
-def _epochs(raw: dict[Any, Any]) -> list[Epoch]:
-    """A route's epochs, oldest first, each with the reason it began (compared with the one before)."""
+def _epochs(raw: dict[Any, Any], order: list[Any]) -> list[Epoch]:
+    """A route's epochs in registration order, each with the reason it began (compared with the one
+    before)."""
     out = []
     for k, v in raw.items():
         info = orjson.loads(v)
         started = float(info.pop("started", 0.0))
         out.append(Epoch(_str(k), started, config=info))
-    out.sort(key=lambda e: (e.started, e.id))
+    rank = {_str(k): i for i, k in enumerate(order)}
+    out.sort(key=lambda e: (rank.get(e.id, -1), e.started, e.id))
     for before, epoch in zip([None, *out[:-1]], out, strict=True):
         epoch.reason = epoch_reason(before, epoch)
     return out
@@ -218,7 +226,9 @@ async def stats(redis: aioredis.Redis, prefix: str, history: bool = False) -> di
     pipe = redis.pipeline(transaction=False)
     for route in routes:
         pipe.hgetall(f"{prefix}epochs:{route}")
-    epochs = {route: _epochs(raw) for route, raw in zip(routes, await pipe.execute(), strict=True)}
+        pipe.zrange(f"{prefix}epoch_times:{route}", 0, -1)
+    replies = await pipe.execute()
+    epochs = {route: _epochs(replies[2 * i], replies[2 * i + 1]) for i, route in enumerate(routes)}
     # Which epochs to read: the newest of each route, and with ``history`` every kept one.
     wanted = [(r, e) for r in routes for e in ([x.id for x in epochs[r]] if history else [latest[r]])]
     if history and any(latest[r] not in {x.id for x in epochs[r]} for r in routes):

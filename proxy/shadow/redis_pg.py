@@ -39,6 +39,10 @@ log = logging.getLogger("strangler.shadow.store")
 _FIRST_RETRY_S: Final = 1.0
 _MAX_RETRY_S: Final = 60.0
 GENERATIONS_EVERY_S: Final = 1.0  # how often the routes' reset generations are read again (at a flush)
+# After a route's epoch changes in this process, a count for the epoch it left is a straggler (a shadow
+# call in flight across the reload) for this long, and a return to that configuration (a rollback)
+# after it: only the latter starts a fresh epoch.
+STRAGGLER_S: Final = 60.0
 
 
 class RedisPgStore(Recording):
@@ -75,6 +79,7 @@ class RedisPgStore(Recording):
         self._last_failure_log: dict[str, float] = {}
         self._wall = wall  # epoch start times (shown by the report, shared by replicas: wall time)
         self._registered: set[tuple[str, str]] = set()  # (route, epoch) this process made known
+        self._current: dict[str, tuple[str, float]] = {}  # route -> (its epoch here, since when)
         self._generations_at: float | None = None
 
     @classmethod
@@ -183,12 +188,19 @@ class RedisPgStore(Recording):
         # reset generations (read again every GENERATIONS_EVERY_S: a reset by hand is seen within that).
         now = self._clock()
         stale = self._generations_due()
-        for route, epoch in sorted({split_key(k)[:2] for k in batch.routes} - self._registered):
+        order = {pair: i for i, pair in enumerate(self.described)}  # the order this process met them
+        for route, epoch in sorted({split_key(k)[:2] for k in batch.routes}, key=lambda p: (order.get(p, -1), p)):
+            current = self._current.get(route)
+            if current is not None and (
+                current[0] == epoch or ((route, epoch) in self._registered and now - current[1] < STRAGGLER_S)
+            ):
+                continue
             config = self.described.get((route, epoch), {})
             done = await redis_counters.register(
                 self.redis, self.prefix, route, epoch, config, self._wall(), ttl=self.ttl_s
             )
             self._registered.add((route, epoch))
+            self._current[route] = (epoch, now)
             stale = stale or done == 2  # back to an earlier configuration: a fresh generation
         if stale:
             self._generations_at = now

@@ -14,6 +14,7 @@ raised.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -220,7 +221,8 @@ class DiffStore(Protocol):
 def describe(route: Route) -> dict[str, Any]:
     """What an epoch records of its route's configuration (the report says why an epoch began)."""
     methods = sorted(route.methods) if route.methods is not None else None
-    return {"target": route.target, "methods": methods, "path": route.path, "compare": route.fingerprint}
+    compare = hashlib.sha256(repr(route.compare).encode()).hexdigest()[:12]
+    return {"target": route.target, "methods": methods, "path": route.path, "compare": compare}
 
 
 class Recording:
