@@ -143,7 +143,7 @@ class Reloader:
         self.state.table = table
         self.state.last_reload = ReloadStatus("success", time.time())
         for name, what in changes:
-            event("route starts a new comparison epoch", route=name, changed=what)
+            event(f"route {name} starts a new comparison epoch ({what})", route=name, changed=what)
         RELOADS.labels("success").inc()
         event(
             "routes reloaded",

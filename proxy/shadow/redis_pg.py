@@ -96,7 +96,13 @@ class RedisPgStore(Recording):
             except BaseException:
                 await client.aclose()
                 raise
-        return cls(client, pg, prefix, **caps)  # caps: the keyword options
+        store = cls(client, pg, prefix, **caps)  # caps: the keyword options
+        try:  # the epochs' generations before anything is recorded (else read at the first flush)
+            store.set_generations(await redis_counters.generations(client, prefix))
+            store._generations_at = store._clock()
+        except (aioredis.RedisError, OSError):
+            pass
+        return store
 
     @classmethod
     async def connect_lenient(
@@ -189,7 +195,8 @@ class RedisPgStore(Recording):
         now = self._clock()
         stale = self._generations_due()
         order = {pair: i for i, pair in enumerate(self.described)}  # the order this process met them
-        for route, epoch in sorted({split_key(k)[:2] for k in batch.routes}, key=lambda p: (order.get(p, -1), p)):
+        pairs = sorted({split_key(k)[:2] for k in batch.routes}, key=lambda p: (order.get(p, -1), p))
+        for route, epoch in pairs:
             current = self._current.get(route)
             if current is not None and (
                 current[0] == epoch or ((route, epoch) in self._registered and now - current[1] < STRAGGLER_S)

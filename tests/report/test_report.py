@@ -150,7 +150,8 @@ def seed(redis_url: str, prefix: str, db: str | None) -> None:
             store.count("users-get", "matched", 11)
             store.differed("users-get", "$.name", ("$.name",))
             change = {"path": "$.name", "kind": "changed", "control": "Al", "candidate": "Al!"}
-            store.sample("users-get", Sample("users-get", "$.name", "GET", "/users/1", "legacy", 200, 200, [change]))
+            example = Sample("users-get", "$.name", "GET", "/users/1", "legacy", 200, 200, [change])
+            store.sample("users-get", example)
         finally:
             await store.aclose()
 
@@ -281,8 +282,8 @@ def test_latency_ratio_setting_decides_whether_latency_gates_the_verdict() -> No
     latency = {"control": {bucket_of(0.010): 200}, "candidate": {bucket_of(0.100): 200}}
     slow = RouteStats("users-get", counters={"compared": 200, "matched": 200}, latency=latency)
     for ratio, verdict in ((None, NOT_READY), (0, READY), (20, READY)):
-        shadow = "{min_compared: 10, match_threshold: 0.95, ready_min_s: 0, ready_min_count: 0}" if ratio is None else \
-            f"{{min_compared: 10, match_threshold: 0.95, ready_min_s: 0, ready_min_count: 0, latency_ratio: {ratio}}}"  # fmt: skip
-        text = ROUTES.replace("shadow: {min_compared: 10, match_threshold: 0.95, ready_min_s: 0, ready_min_count: 0}", f"shadow: {shadow}", 1)
+        base = "min_compared: 10, match_threshold: 0.95, ready_min_s: 0, ready_min_count: 0"
+        shadow = f"{{{base}}}" if ratio is None else f"{{{base}, latency_ratio: {ratio}}}"
+        text = ROUTES.replace(f"shadow: {{{base}}}", f"shadow: {shadow}", 1)
         report = build_report({"users-get": slow}, parse_routes(text, "r.yaml"))
         assert report.route("users-get").verdict == verdict, ratio

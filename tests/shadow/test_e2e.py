@@ -63,7 +63,8 @@ upstreams:
   legacy: {{url: "http://127.0.0.1:{legacy}"}}
   new: {{url: "http://127.0.0.1:{new}"}}
 default: legacy
-shadow: {{aa_sample: 1.0, min_compared: 5, match_threshold: 0.99, timeout: 5.0, ready_min_s: 0, ready_min_count: 0}}
+shadow: {{aa_sample: 1.0, min_compared: 5, match_threshold: 0.99, timeout: 5.0, ready_min_s: 0,
+         ready_min_count: 0}}
 routes:
   - {{name: health, match: {{methods: [GET], path: /health}}, target: legacy, shadow: {{sample: 1.0}}}}
   - name: health-ready

@@ -53,7 +53,9 @@ async def clocks() -> tuple[ManualClock, ManualClock]:
 async def store(
     redis_url: str, redis_prefix: str, shadow_db: str, clocks: tuple[ManualClock, ManualClock]
 ) -> AsyncIterator[RedisPgStore]:
-    s = await RedisPgStore.connect_lenient(redis_url, shadow_db, redis_prefix, clock=clocks[0], wall=clocks[1])
+    s = await RedisPgStore.connect_lenient(
+        redis_url, shadow_db, redis_prefix, clock=clocks[0], wall=clocks[1]
+    )
     try:
         assert s.pg is not None
         await s.pg.execute("DELETE FROM strangler.shadow_diffs WHERE route = 'users'")

@@ -49,7 +49,8 @@ async def test_redis_fields_capped_with_other_bucket_and_ttl(store: RedisPgStore
     await store.flush()
     redis = store.redis
     for kind in ("sigs", "paths", "noise"):
-        fields = {k.decode(): int(v) for k, v in (await redis.hgetall(hash_key(store.prefix, kind, "r"))).items()}
+        raw = await redis.hgetall(hash_key(store.prefix, kind, "r"))
+        fields = {k.decode(): int(v) for k, v in raw.items()}
         assert len(fields) <= 101, kind
         assert OTHER in fields, kind
         assert sum(fields.values()) == (6000 if kind != "noise" else 3000), kind
