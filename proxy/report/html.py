@@ -3,15 +3,21 @@
 
 ``proxy.admin.create_admin_app`` calls ``setup(app, state)``. The store comes from ``app[REPORT_STORE]``
 when an extension put one there, else it is opened from REDIS_URL / DATABASE_URL /
-STRANGLER_SHADOW_PREFIX for the app's lifetime; without REDIS_URL the page says how to enable it.
+STRANGLER_SHADOW_PREFIX for the app's lifetime; without REDIS_URL the page says how to enable it. While
+the app runs it also reads the report every ``VERDICTS_EVERY_S`` (``keep_verdicts``), so the stable
+verdicts' state (``proxy.report.stable``: how long the threshold has held) moves on without anyone
+reading the report.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from html import escape
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -21,7 +27,11 @@ from proxy.report.text import answered, epoch_line, history_lines, method_lines
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, StoreError
 
-__all__ = ["REPORT_STORE", "render_html", "setup"]
+__all__ = ["REPORT_STORE", "VERDICTS_EVERY_S", "keep_verdicts", "render_html", "setup"]
+
+log = logging.getLogger("strangler.report")
+
+VERDICTS_EVERY_S: Final = 5.0  # how often the admin app reads the report to move the stable verdicts on
 
 REPORT_STORE = web.AppKey("strangler_report_store", DiffStore)
 
@@ -225,6 +235,34 @@ async def _env_store(app: web.Application) -> AsyncIterator[None]:
 _STATE: web.AppKey[Any] = web.AppKey("strangler_report_admin_state", object)
 
 
+async def keep_verdicts(app: web.Application, interval: float | None = None) -> None:
+    """Read the report every ``interval`` seconds (``VERDICTS_EVERY_S``) so that the stable verdicts'
+    state is kept current (runs until cancelled; a failed read is logged once per streak)."""
+    failing = False
+    while True:
+        await asyncio.sleep(VERDICTS_EVERY_S if interval is None else interval)
+        store = app.get(REPORT_STORE)
+        if store is None:
+            continue
+        try:
+            await gather(store, app[_STATE].table)
+            failing = False
+        except Exception as exc:  # the stores log their own failures; this task must outlive any one
+            if not failing:
+                log.warning("could not read the shadow report to keep the verdicts current: %r", exc)
+            failing = True
+
+
+async def _verdicts(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(keep_verdicts(app), name="report-verdicts")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def setup(app: web.Application, state: Any) -> None:
     """Add the report routes to the admin app (``state.table`` is the live route table)."""
     app[_STATE] = state
@@ -233,3 +271,4 @@ def setup(app: web.Application, state: Any) -> None:
     app.router.add_get("/report/{route}", report_route_page)
     if REPORT_STORE not in app:
         app.cleanup_ctx.append(_env_store)
+    app.cleanup_ctx.append(_verdicts)

@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import textwrap
 from pathlib import Path
 
 import orjson
+from aiohttp import web
 from support.clock import ManualClock
 from support.memstore import MemoryStore
+from support.waiting import eventually
 
+from proxy.ops.admin import AdminState
+from proxy.ops.metrics import RequestStats, local_registry
+from proxy.report import html as report_html
 from proxy.report.cli import main, render
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, Report, gather
 from proxy.routing.table import Route, RouteTable, parse_routes
@@ -228,3 +234,26 @@ def test_cli_reset_starts_a_new_epoch_the_report_shows(
     assert code == 0 and "history: epoch" in out and "since the reset by hand" in out
     code, _, err = run([*base, "--reset", "nobody"])
     assert code == 2 and "nothing recorded" in err
+
+
+async def test_the_admin_app_keeps_the_stable_verdicts_moving() -> None:
+    """Nobody reads the report, yet the admin app's keeper reads it and saves where the hold began."""
+    t = table("ready_min_s: 60, ready_min_count: 5")
+    store = MemoryStore()
+    record(store, route(t, "users"), "GET", matched=20)
+    await store.flush()
+    app = web.Application()
+    report_html.setup(app, AdminState(t, "routes.yaml", local_registry(RequestStats())))
+    app[report_html.REPORT_STORE] = store
+    keeper = asyncio.get_running_loop().create_task(report_html.keep_verdicts(app, interval=0.01))
+
+    async def held() -> bool:
+        st = (await store.stats())["users"]
+        return "held_since" in st.state and st.state.get("held_from") == 20.0
+
+    try:
+        await eventually(held, what="the keeper saved where the hold began")
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
