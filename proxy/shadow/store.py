@@ -91,6 +91,9 @@ def epoch_reason(before: Epoch | None, epoch: Epoch) -> str:
         return "reset by hand"
     if before is None:
         return "first recorded"
+    fingerprint, _, generation = epoch.id.rpartition(".")
+    if before.id.rpartition(".")[0] == fingerprint and before.id.rpartition(".")[2] != generation:
+        return "reset by hand"  # same configuration, a later generation (whoever registered it first)
     old, new = before.config, epoch.config
     if old.get("target") != new.get("target") and old.get("target") and new.get("target"):
         return f"the flip ({old.get('target')} -> {new.get('target')})"
