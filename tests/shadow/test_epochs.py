@@ -11,12 +11,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from support.clock import ManualClock
 
+from proxy.report.model import NOT_READY, READY, build_report
 from proxy.routing.table import Route, parse_routes
 from proxy.shadow import redis_counters
 from proxy.shadow.redis_pg import GENERATIONS_EVERY_S, STRAGGLER_S, RedisPgStore
 from proxy.shadow.store import ANY_METHOD, Sample, split_key
+
+from .shadow_rig import Backend, RigFactory, routes_text
+from .test_shadow import USERS
 
 ROUTES = textwrap.dedent("""\
     upstreams:
@@ -203,3 +208,40 @@ async def test_old_epochs_are_capped_and_expire(store: RedisPgStore) -> None:
     keys = [k async for k in redis.scan_iter(match=prefix + "*")]
     assert keys and all([await redis.ttl(k) > 0 for k in keys])
     assert split_key(second)[1] in {k.decode() for k in await redis.hkeys(prefix + "epochs:users")}
+
+
+async def test_a_flip_through_the_gateway_starts_a_new_epoch(
+    make_rig: RigFactory, backends: tuple[Backend, Backend], redis_url: str, redis_prefix: str
+) -> None:
+    """Real traffic: new differs while legacy serves; the route is flipped by a reload (and the bug
+    fixed); the report then counts only the comparisons made since the flip, and says so."""
+    legacy, new = backends
+
+    async def renamed(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"id": 1, "name": "Alice!"})
+
+    new.handler = renamed
+    store = await RedisPgStore.connect(redis_url, None, redis_prefix)
+    text = routes_text(legacy, new, USERS % "legacy", "aa_sample: 0, min_compared: 3, ready_min_s: 0, ready_min_count: 0")
+    rig = await make_rig(text, store=store)
+    try:
+        for _ in range(3):
+            assert (await rig.get("/users"))[0] == 200
+        await rig.shadower.drain()
+        before = build_report(await store.stats(), rig.table).route("users")
+        assert before is not None and (before.compared, before.differed, before.verdict) == (3, 3, NOT_READY)
+        new.handler = backends[0].handler  # fixed: answers like legacy
+        flipped = parse_routes(text.replace("target: legacy", "target: new"), "shadow-test.yaml")
+        rig.gateway.set_table(flipped)
+        rig.shadower.set_table(flipped)
+        for _ in range(4):
+            assert (await rig.get("/users"))[0] == 200
+        await rig.shadower.drain()
+        rr = build_report(await store.stats(), flipped).route("users")
+        assert rr is not None and (rr.compared, rr.differed, rr.paths, rr.verdict) == (4, 0, [], READY)
+        assert rr.epoch is not None and rr.epoch["reason"] == "the flip (legacy -> new)"
+        assert [m.method for m in rr.methods] == ["GET"]
+        history = (await store.stats(history=True))["users"].history
+        assert [(e.compared, e.differed) for e in history] == [(3, 3), (4, 0)]
+    finally:
+        await store.aclose()
