@@ -222,7 +222,8 @@ async def test_a_flip_through_the_gateway_starts_a_new_epoch(
 
     new.handler = renamed
     store = await RedisPgStore.connect(redis_url, None, redis_prefix)
-    text = routes_text(legacy, new, USERS % "legacy", "aa_sample: 0, min_compared: 3, ready_min_s: 0, ready_min_count: 0")
+    settings = "aa_sample: 0, min_compared: 3, ready_min_s: 0, ready_min_count: 0"
+    text = routes_text(legacy, new, USERS % "legacy", settings)
     rig = await make_rig(text, store=store)
     try:
         for _ in range(3):
