@@ -93,7 +93,10 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``/report.json`` and ``--format json`` document)."""
-        return asdict(self)
+        doc = asdict(self)
+        for route in doc["routes"]:
+            route.pop("state_changed", None)  # bookkeeping of gather(), not part of the report
+        return doc
 
     def route(self, name: str) -> RouteReport | None:
         """The named route's report, if any."""
