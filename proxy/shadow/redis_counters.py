@@ -32,11 +32,14 @@ import redis.asyncio as aioredis
 from proxy.shadow.store import ANY_METHOD, Batch, Epoch, RouteStats, epoch_reason, split_key
 
 __all__ = [
-    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "MAX_EPOCHS", "OTHER", "add", "epoch_prefix", "generations",
+    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "add", "epoch_prefix", "generations",
     "hash_key", "noise_paths", "register", "reset", "save_state", "signatures", "stats",
 ]  # fmt: skip
 
 _KINDS: Final = ("c", "lat:control", "lat:candidate", "paths", "sigs", "noise")
+# Every per-method hash kept under an epoch's prefix (``hash_key(prefix, kind, key)``): deleted with the
+# epoch when a route has too many. A part that keeps more per epoch adds its kind here.
+EPOCH_KINDS: Final = _KINDS
 _CAPPED: Final = frozenset({"paths", "sigs", "noise"})  # fields named by the compared data: unbounded
 OTHER: Final = "(other)"  # the field counting what a full hash had no room for (never a diff path)
 DEFAULT_MAX_FIELDS: Final = 1000
@@ -157,7 +160,7 @@ async def register(
     info = orjson.dumps({"started": started, **config}).decode()
     script = redis.register_script(_REGISTER)
     args: list[str | int | float] = [
-        route, epoch, info, started, ttl, max_epochs, f"{prefix}ep:{route}:", " ".join(_KINDS)
+        route, epoch, info, started, ttl, max_epochs, f"{prefix}ep:{route}:", " ".join(EPOCH_KINDS)
     ]  # fmt: skip
     return int(await script(keys=_registry(prefix, route), args=args))
 
