@@ -32,8 +32,8 @@ import redis.asyncio as aioredis
 from proxy.shadow.store import ANY_METHOD, Batch, Epoch, RouteStats, epoch_reason, split_key
 
 __all__ = [
-    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "add", "epoch_prefix", "generations",
-    "hash_key", "noise_paths", "register", "reset", "save_state", "signatures", "stats",
+    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "add", "epoch_prefix",
+    "generations", "hash_key", "noise_paths", "register", "reset", "save_state", "signatures", "stats",
 ]  # fmt: skip
 
 _KINDS: Final = ("c", "lat:control", "lat:candidate", "paths", "sigs", "noise")
