@@ -82,7 +82,7 @@ def history_lines(r: RouteReport) -> list[str]:
         rate = 1 - e["differed"] / e["compared"] if e["compared"] else None
         mark = " (current)" if r.epoch is not None and e["id"] == r.epoch["id"] else ""
         out.append(
-            f"epoch {e['id']}{mark}: since {_since(e)}, {_age(e.get('age_s'))} ago, {e['compared']:,} "
+            f"epoch {e['id']}{mark}: {_since(e)}, started {_age(e.get('age_s'))} ago, {e['compared']:,} "
             f"compared, {_fmt_rate(rate)} match"
         )
     return out
