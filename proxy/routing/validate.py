@@ -222,6 +222,14 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
     base = ShadowSettings()
     if fields is None:
         return base
+    threshold = fields.get("match_threshold", lambda n, k: reader.number(n, k, 0, 1), base.match_threshold)
+    margin = fields.get("ready_margin", lambda n, k: reader.number(n, k, 0, 1), base.ready_margin)
+    if margin > 0 and margin >= threshold and "ready_margin" in fields.nodes:
+        reader.error(
+            fields.nodes["ready_margin"], fields.sub("ready_margin"),
+            f"must be below match_threshold ({threshold:g}): a READY route is kept down to match_threshold "
+            "- ready_margin",
+        )  # fmt: skip
     return ShadowSettings(
         queue=fields.get("queue", lambda n, k: reader.integer(n, k, 1, 10_000_000), base.queue),
         concurrency=fields.get(
@@ -235,9 +243,7 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
         min_compared=fields.get(
             "min_compared", lambda n, k: reader.integer(n, k, 1, 1 << 31), base.min_compared
         ),
-        match_threshold=fields.get(
-            "match_threshold", lambda n, k: reader.number(n, k, 0, 1), base.match_threshold
-        ),
+        match_threshold=threshold,
         latency_ratio=fields.get(
             "latency_ratio", lambda n, k: reader.number(n, k, 0, 1000), base.latency_ratio
         ),
@@ -245,7 +251,7 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
             "ready_min_count", lambda n, k: reader.integer(n, k, 0, 1 << 31), base.ready_min_count
         ),
         ready_min_s=fields.get("ready_min_s", lambda n, k: reader.number(n, k, 0, 86400), base.ready_min_s),
-        ready_margin=fields.get("ready_margin", lambda n, k: reader.number(n, k, 0, 1), base.ready_margin),
+        ready_margin=margin,
     )
 
 

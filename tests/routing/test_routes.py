@@ -883,6 +883,13 @@ def test_stable_verdict_settings_are_validated_with_lines() -> None:
     ]
 
 
+def test_ready_margin_must_be_below_the_match_threshold() -> None:
+    text = UPSTREAMS + "shadow:\n  match_threshold: 0.5\n  ready_margin: 0.6\nroutes: []\n"
+    ((line, key, message),) = errors_of(text)
+    assert (line, key) == (UPSTREAMS.count("\n") + 3, "shadow.ready_margin")
+    assert message.startswith("must be below match_threshold (0.5)")
+
+
 def test_route_fingerprint_changes_with_target_methods_path_and_compare_only() -> None:
     """The epoch fingerprint: a flip, other methods, another path or other compare rules change it; the
     shadow sample rate or the route's line do not."""
