@@ -130,14 +130,19 @@ _COMPARED_SAFE: Final = frozenset({"GET", "HEAD"})  # compared without writes: t
 
 
 def _required(route: Route | None, st: RouteStats) -> list[str]:
-    """The methods a route's verdict needs: every method it served that is compared (a read, or a write
-    with ``writes: true`` while legacy serves), or that was sampled. HEAD is covered by GET."""
+    """The methods a route's verdict needs: every method it declares or served that is compared (a read,
+    or a write with ``writes: true`` while legacy serves), and any that was sampled. HEAD is covered by
+    GET. (Without per-method data, from before epochs, none: the route's totals decide.)"""
+    if not st.methods:
+        return []
     spec = route.shadow if route is not None else None
     writes = spec is not None and spec.writes and route is not None and route.target == "legacy"
+    declared = route.methods if route is not None and route.methods is not None else frozenset()
     out = []
-    for method, ms in sorted(st.methods.items()):
-        comparable = spec is not None and ms.get("seen") > 0 and (method in _COMPARED_SAFE or writes)
-        if comparable or ms.get("sampled") > 0 or ms.get("compared") > 0:
+    for method in sorted(set(st.methods) | declared):
+        ms = st.methods.get(method) or RouteStats(st.route)
+        comparable = spec is not None and (ms.get("seen") > 0 or method in declared)
+        if (comparable and (method in _COMPARED_SAFE or writes)) or ms.get("sampled") or ms.get("compared"):
             out.append(method)
     if "GET" in out and "HEAD" in out:
         out.remove("HEAD")
@@ -150,7 +155,8 @@ def _raw(
     """The verdict now, without stability: every required method judged on its own counts."""
     required = _required(route, st)
     methods = []
-    for method, ms in sorted(st.methods.items()):
+    for method in sorted(set(st.methods) | set(required)):
+        ms = st.methods.get(method) or RouteStats(st.route)
         compared, _, _, rate = _rates(ms)
         verdict, reasons = ("", []) if method not in required else _verdict(
             compared, rate, _latency(ms), ms, settings

@@ -109,6 +109,19 @@ async def test_a_method_never_compared_keeps_the_route_from_ready() -> None:
     assert rr is not None and rr.verdict == NOT_READY and rr.reasons[0].startswith("DELETE: match rate 50.0%")
 
 
+async def test_a_declared_method_never_seen_keeps_the_route_from_ready() -> None:
+    """users-write declares GET and DELETE with writes: true: READY needs DELETE compared too, even
+    when no DELETE has come yet."""
+    t = table()
+    store, clock = MemoryStore(), ManualClock()
+    record(store, route(t, "users-write"), "GET", matched=50, seen=50)
+    rr = (await report_at(store, t, clock)).route("users-write")
+    assert rr is not None and rr.verdict == NOT_ENOUGH
+    assert rr.reasons == ["DELETE: 0 of the 10 comparisons needed (min_compared)"]
+    methods = [(m.method, m.seen, m.verdict) for m in rr.methods]
+    assert methods == [("DELETE", 0, NOT_ENOUGH), ("GET", 50, READY)]
+
+
 async def test_a_method_that_is_not_compared_is_not_required() -> None:
     """Without writes: true a DELETE is seen but never compared: the route's verdict is its GETs'."""
     t = table()
