@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from proxy.report.model import NOT_READY, UNAVAILABLE, Report
+from proxy.report.model import NOT_ENOUGH, NOT_READY, UNAVAILABLE, Report, RouteReport
 
-__all__ = ["answered", "render_markdown", "render_terminal"]
+__all__ = ["answered", "epoch_line", "history_lines", "method_lines", "render_markdown", "render_terminal"]
 
 
 # Counted by proxy.shadow.admission for exchanges it could not compare.
@@ -34,6 +34,60 @@ def _fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "age unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _since(epoch: dict[str, Any]) -> str:
+    reason = str(epoch.get("reason") or "")
+    if reason == "reset by hand":
+        return "the reset by hand"
+    if reason.startswith("routes.yaml changed: "):
+        return f"routes.yaml changed ({reason.removeprefix('routes.yaml changed: ')})"
+    return reason or "first recorded"
+
+
+def epoch_line(r: RouteReport) -> str:
+    """``epoch 3f2a…: since the flip (legacy -> new), 14 min, 3,200 compared`` (empty without an epoch)."""
+    if r.epoch is None:
+        return ""
+    age = _age(r.epoch.get("age_s"))
+    return f"epoch {r.epoch['id']}: since {_since(r.epoch)}, {age}, {r.compared:,} compared"
+
+
+def method_lines(r: RouteReport) -> list[str]:
+    """One line per method of a route serving several: ``GET 1,200 compared, 99.9% match: READY``."""
+    if len(r.methods) < 2:
+        return []
+    return [
+        f"{m.method}: {m.seen:,} seen, {m.compared:,} compared, {_fmt_rate(m.match_rate)} match"
+        + (f": {m.verdict}" if m.verdict else " (not compared)")
+        + (f" ({'; '.join(m.reasons)})" if m.reasons and m.verdict != "READY" else "")
+        for m in r.methods
+    ]
+
+
+def history_lines(r: RouteReport) -> list[str]:
+    """One line per kept epoch, oldest first (``--epoch all``)."""
+    out = []
+    for e in r.history:
+        rate = 1 - e["differed"] / e["compared"] if e["compared"] else None
+        mark = " (current)" if r.epoch is not None and e["id"] == r.epoch["id"] else ""
+        out.append(
+            f"epoch {e['id']}{mark}: {_since(e)}, started {_age(e.get('age_s'))} ago, {e['compared']:,} "
+            f"compared, {_fmt_rate(rate)} match"
+        )
+    return out
+
+
 def render_terminal(report: Report) -> str:
     """A fixed-width table, then each route's paths, noise and reasons."""
     head = (
@@ -53,7 +107,8 @@ def render_terminal(report: Report) -> str:
     if not report.routes:
         out.append("(no shadowed routes and no recorded comparisons)")
     for r in report.routes:
-        details = []
+        details = [f"  {line}" for line in [epoch_line(r), *method_lines(r)] if line]
+        details += [f"  history: {line}" for line in history_lines(r)]
         details += [f"  differs at {p}: {n}" for p, n in r.paths[:10]]
         details += [
             f"  noise {n['method']} {n['path']}: A/A {n['aa_rate']:.1%} of {n['aa_pairs']}, "
@@ -69,7 +124,7 @@ def render_terminal(report: Report) -> str:
             details.append(f"  {r.raced} reads changed during the comparison (raced: not counted against it)")
         if r.noise:
             details.append(f"  {r.noise} comparisons differed only in noise (counted as matches)")
-        details += [f"  why: {why}" for why in r.reasons if r.verdict in (NOT_READY, UNAVAILABLE)]
+        details += [f"  why: {why}" for why in r.reasons if r.verdict in (NOT_READY, UNAVAILABLE, NOT_ENOUGH)]
         wait = r.write_wait_ms
         if wait is not None:
             details.append(f"  writes waited for dry run: p50 {_fmt_ms(wait['p50'])} ms, "
@@ -121,8 +176,10 @@ def render_markdown(report: Report) -> str:
             f"{_fmt_rate(r.error_rate['legacy'])}/{_fmt_rate(r.error_rate['new'])} | **{r.verdict}** |"
         )
     for r in report.routes:
-        if r.paths or r.noise_paths or r.generated or r.raced or r.reasons:
+        if r.paths or r.noise_paths or r.generated or r.raced or r.reasons or r.epoch or r.methods:
             out += ["", f"### {r.name}", ""]
+            out += [f"- {line}" for line in [epoch_line(r), *method_lines(r)] if line]
+            out += [f"- history: {line}" for line in history_lines(r)]
             out += [f"- differs at `{p}`: {n}" for p, n in r.paths]
             out += [
                 f"- noise {n['method']} `{n['path']}`: A/A {n['aa_rate']:.1%} of {n['aa_pairs']}, "

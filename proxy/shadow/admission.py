@@ -41,7 +41,7 @@ from proxy.shadow.prewrite import Prewrite, Prewrites
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
 from proxy.shadow.samples import SampleBuilder
-from proxy.shadow.store import DEFAULT_PREFIX, DiffStore
+from proxy.shadow.store import ANY_METHOD, DEFAULT_PREFIX, DiffStore
 from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["DROPS", "MAX_QUEUED_BYTES", "SWEEP_S", "Shadower", "open_sink"]
@@ -146,23 +146,24 @@ class Shadower:
         if spec is None or self._closed:
             return False
         name = route.name
-        self.store.count(name, "seen")
+        key = self.store.key(route, method)  # the store key: route, current epoch, method
+        self.store.count(key, "seen")
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
             if route.target != CONTROL:
                 # The copy would go to legacy, which has no dry run: never a second real write. Counted
                 # so the report says COMPARISON UNAVAILABLE instead of nothing (after a flip writes: false).
-                self.store.count(name, "unavailable_write")
+                self.store.count(key, "unavailable_write")
                 if spec.writes:
-                    self.store.count(name, "skipped")
+                    self.store.count(key, "skipped")
                     COMPARISONS.labels(name, "skipped").inc()
                 return False
             if not spec.writes:
                 return False
             if self.secret is None:  # new could not verify a dry run
-                self.store.count(name, "skipped")
-                self.store.count(name, "unavailable_secret")
+                self.store.count(key, "skipped")
+                self.store.count(key, "unavailable_secret")
                 COMPARISONS.labels(name, "skipped").inc()
                 return False
         return True
@@ -172,11 +173,11 @@ class Shadower:
         ``websocket`` for an upgrade, ``write_<why>`` for a write forwarded without its dry run): the data
         path dropped its copy; counted so the report can say why."""
         if reason.startswith("write_"):
-            self._prewrites.not_compared(route.name, reason[6:])
+            self._prewrites.not_compared(route, reason[6:])
             return
         # A shadow stream would hold a second connection open for as long as the client's and has no end
         # to compare at; a WebSocket copy would be a second live session. Neither is ever opened.
-        self.store.count(route.name, f"unavailable_{reason}")
+        self.store.count(self.store.key(route, ANY_METHOD), f"unavailable_{reason}")
         COMPARISONS.labels(route.name, "unavailable").inc()
 
     def prewrite(
@@ -186,7 +187,7 @@ class Shadower:
         """Send new's dry run of a sampled write before its primary; ``done()`` runs once it answered,
         failed or timed out (the route's shadow timeout at most). None (counted): forward at once."""
         if self._closed or not self._started:
-            self._prewrites.not_compared(route.name, "closed")
+            self._prewrites.not_compared(route, "closed")
             return None
         spec = route.shadow
         timeout = spec.timeout if spec is not None and spec.timeout > 0 else self.settings.timeout
@@ -195,7 +196,8 @@ class Shadower:
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
         name = exchange.route.name
-        self.store.count(name, "sampled")
+        key = self.store.key(exchange.route, exchange.method)
+        self.store.count(key, "sampled")
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
             self._idle.clear()
             self._start(exchange)  # room to start it now (the common case): no queueing
@@ -207,7 +209,7 @@ class Shadower:
             or (self._maxsize > 0 and len(self._waiting) >= self._maxsize)
             or self._queued_bytes + size > MAX_QUEUED_BYTES
         ):
-            self.store.count(name, "dropped")
+            self.store.count(key, "dropped")
             DROPS.labels(name).inc()
             return
         self._waiting.append(exchange)
@@ -341,12 +343,12 @@ class Shadower:
                 self._judge.settle(Job(ex, CANDIDATE, 1), "other", res)  # settle frees the slot
                 return
             if res is None or ex.response_body is None:  # not dry-run (counted why), or too large
-                self.store.count(name, "skipped")
+                self.store.count(self.store.key(route, ex.method), "skipped")
                 COMPARISONS.labels(name, "skipped").inc()
             self._job_done()  # a failed dry run was counted when it failed
             return
         if ex.request_body is None:
-            self.store.count(name, "skipped")
+            self.store.count(self.store.key(route, ex.method), "skipped")
             COMPARISONS.labels(name, "skipped").inc()
             self._job_done()
             return

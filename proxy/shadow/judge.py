@@ -32,7 +32,7 @@ from proxy.shadow.compare import Diff, Observed, compare
 from proxy.shadow.noise import REREAD_PER_SECOND, AaLimiter, Learned, NoiseBook
 from proxy.shadow.samples import SampleBuilder
 from proxy.shadow.shapes import on_generated, same_shapes, without
-from proxy.shadow.store import DiffStore
+from proxy.shadow.store import ANY_METHOD, DiffStore
 from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "SAFE", "Failed", "Fetched", "Job", "Judge"]
@@ -80,10 +80,13 @@ class Job:
 class _Case:
     """A difference being judged: what its outcome needs once learning (and a re-read) are in."""
 
-    __slots__ = ("diff", "gen", "method", "name", "primary", "rest", "sample")
+    __slots__ = ("diff", "gen", "key", "method", "name", "primary", "rest", "sample")
 
-    def __init__(self, name: str, method: str, diff: Diff, primary: Fetched, sample: tuple[Any, ...]) -> None:
+    def __init__(
+        self, name: str, key: str, method: str, diff: Diff, primary: Fetched, sample: tuple[Any, ...]
+    ) -> None:
         self.name = name
+        self.key = key  # the store key: route, epoch, method
         self.method = method
         self.diff = diff
         self.primary = primary
@@ -159,6 +162,7 @@ class Judge:
         ex = job.ex
         route = ex.route
         name = route.name
+        rkey = self.store.key(route, ex.method)  # the store key: route, current epoch, method
         other = job.other
         results = job.results
         raw: dict[str, Fetched] = {}
@@ -185,7 +189,7 @@ class Judge:
         capped = any(isinstance(r[2], Capped) for r in raw.values())
         if aa_res is None and not capped and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
-            self.store.matched(name, control_s, candidate_s, ex.method)
+            self.store.matched(rkey, control_s, candidate_s)
             self.tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
@@ -194,22 +198,22 @@ class Judge:
         control, _, control_raw = sides[CONTROL]
         candidate, _, candidate_raw = sides[CANDIDATE]
         if control_s is not None:
-            self.store.latency(name, "control", control_s)
+            self.store.latency(rkey, "control", control_s)
         if candidate_s is not None:
-            self.store.latency(name, "candidate", candidate_s)
+            self.store.latency(rkey, "candidate", candidate_s)
         diff = compare(control, candidate, route.compare, cap)
         method = ex.method
         if second is not None:
             aa_obs = _observed(second[0], second[1], second[2], cap, force_hash)
             aa_diff = compare(control, aa_obs, route.compare, cap)
-            self.store.aa_pair(name, method, aa_diff.paths if aa_diff is not None else ())
+            self.store.aa_pair(rkey, aa_diff.paths if aa_diff is not None else ())
         if diff is None:
-            self.store.matched(name, None, None, method)
+            self.store.matched(rkey, None, None)
             self.tally(name, "matched")
             return False
         sample = (ex, diff, control, candidate, control_raw, candidate_raw, control_s, candidate_s)
-        case = _Case(name, method, diff, raw[ex.primary], sample)
-        learned = self._noise.fresh(name, method)
+        case = _Case(name, rkey, method, diff, raw[ex.primary], sample)
+        learned = self._noise.fresh(rkey)
         if learned is not None:
             return self._judge(job, case, learned)
         self._spawn(self._judge_later(job, case), "shadow-noise")
@@ -218,7 +222,7 @@ class Judge:
     async def _judge_later(self, job: Job, case: _Case) -> None:
         deferred = False
         try:
-            learned = await self._noise.learned(case.name, case.method)
+            learned = await self._noise.learned(case.key)
             deferred = self._judge(job, case, learned)
         except Exception:
             log.exception("shadow comparison failed for route %s", case.name)
@@ -238,14 +242,15 @@ class Judge:
         rest = case.rest = without(diff, by_shape) if by_shape else diff
         if rest is None:
             self._learn(case)
-            self.store.count(name, "compared")
-            self.store.count(name, "matched")
-            self.store.count(name, "generated")
+            key = case.key
+            self.store.count(key, "compared")
+            self.store.count(key, "matched")
+            self.store.count(key, "generated")
             self.tally(name, "matched")
             return False
         if learned.holds and all(p in gen for p in rest.paths):
             self._learn(case)  # maybe generated: not known before MIN_GENERATED comparisons
-            self.store.count(name, "learning")
+            self.store.count(case.key, "learning")
             self.tally(name, "learning")
             return False
         if all(p in learned.noise for p in rest.paths):
@@ -270,23 +275,23 @@ class Judge:
         if isinstance(res, tuple) and _changed(case.primary, res, rest, job.ex.route.compare, self.body_cap):
             # Learning counts it all the same: A/A pairs race too, so the rates stay comparable.
             self._learn(case)
-            self.store.raced(case.name, case.method)
+            self.store.raced(case.key)
             self.tally(case.name, "raced")
             return
         self._outcome(case, rest, "differed")  # no answer or no change: counted as without a re-read
 
     def _learn(self, case: _Case) -> None:
-        self.store.path_diffs(case.name, case.method, case.diff.paths, case.gen)
+        self.store.path_diffs(case.key, case.diff.paths, case.gen)
 
     def _outcome(self, case: _Case, rest: Diff, result: str) -> None:
-        name = case.name
+        name, key = case.name, case.key
         self._learn(case)
-        self.store.count(name, "compared")
-        self.store.differed(name, rest.signature, rest.paths)
+        self.store.count(key, "compared")
+        self.store.differed(key, rest.signature, rest.paths)
         if result == "differed" and self._samples.due(name, rest.signature):
             ex, _, *rest_of_sample = case.sample
-            self.store.sample(self._samples.build(ex, rest, *rest_of_sample))
-        self.store.count(name, result)
+            self.store.sample(key, self._samples.build(ex, rest, *rest_of_sample))
+        self.store.count(key, result)
         self.tally(name, result)
 
     def tally(self, route: str, result: str) -> None:
@@ -321,10 +326,11 @@ class Judge:
         """
         name = ex.route.name
         side = "control" if failure.side == CONTROL else "candidate"
-        self.store.count(name, f"errors_{side}")
+        self.store.count(self.store.key(ex.route, ex.method), f"errors_{side}")
         COMPARISONS.labels(name, "error").inc()
         if failure.side != ex.primary:
-            self.unanswered.failed(name, failure.side, failure.reason)
+            route_key = self.store.key(ex.route, ANY_METHOD)
+            self.unanswered.failed(name, failure.side, failure.reason, route_key)
 
 
 def _changed(primary: Fetched, again: Fetched, rest: Diff, rules: CompareRules, cap: int) -> bool:

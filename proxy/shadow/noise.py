@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from proxy.shadow.store import DiffStore, PathCounts, RouteStats
+from proxy.shadow.store import DiffStore, PathCounts, RouteStats, split_key
 
 __all__ = [
     "AA_PER_SECOND", "GENERATED_SHARE", "MIN_AA_DIFFS", "MIN_AA_PAIRS", "MIN_COMPARED", "MIN_GENERATED",
@@ -140,28 +140,31 @@ class NoiseBook:
     def __init__(self, store: DiffStore, clock: Clock = time.monotonic) -> None:
         self.store = store
         self._clock = clock
-        self._cached: dict[tuple[str, str], tuple[float, Learned]] = {}  # (route, method) -> (when, learned)
+        # By recording key (route, epoch, method): a new epoch learns from nothing.
+        self._cached: dict[str, tuple[float, Learned]] = {}  # key -> (when read, learned)
 
-    def fresh(self, route: str, method: str) -> Learned | None:
-        """The cached learning of ``route`` and ``method`` while it is fresh, else None."""
-        cached = self._cached.get((route, method))
+    def fresh(self, key: str) -> Learned | None:
+        """The cached learning of a recording key while it is fresh, else None."""
+        cached = self._cached.get(key)
         if cached is not None and self._clock() - cached[0] <= NOISE_REFRESH_S:
             return cached[1]
         return None
 
-    async def learned(self, route: str, method: str) -> Learned:
-        """The learning of ``route`` and ``method``, read again when stale (the cached one if reading
-        fails)."""
+    async def learned(self, key: str) -> Learned:
+        """The learning of a recording key, read again when stale (the cached one if reading fails)."""
         now = self._clock()
-        cached = self._cached.get((route, method))
+        cached = self._cached.get(key)
         if cached is None or now - cached[0] > NOISE_REFRESH_S:
+            route, _, method = split_key(key)
             try:
-                learned = learned_from(await self.store.path_counts(route, method), method)
+                learned = learned_from(await self.store.path_counts(key), method)
             except Exception:
                 log.warning("could not read the learned noise of route %s; using the cached one", route)
                 learned = cached[1] if cached else Learned()
+            if len(self._cached) >= 4096:  # epochs make new keys: forget, rather than grow
+                self._cached.clear()
             cached = (now, learned)
-            self._cached[(route, method)] = cached
+            self._cached[key] = cached
         return cached[1]
 
 
@@ -181,8 +184,8 @@ def learned_rows(stats: RouteStats, configured: tuple[str, ...] = ()) -> Learned
     noise: set[str] = set()
     noise_rows: list[dict[str, Any]] = []
     gen_rows: list[dict[str, Any]] = []
-    for method in stats.methods():
-        counts = stats.path_counts(method)
+    for method, per_method in sorted(stats.methods.items()):
+        counts = per_method.path_counts()
         learned = learned_from(counts, method)
         noise |= learned.noise
         for path in sorted(learned.noise):

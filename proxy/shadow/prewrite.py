@@ -26,7 +26,7 @@ from prometheus_client import Histogram
 from proxy.routing.table import Route
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, Failed, Fetched
 from proxy.shadow.replay import Replayer, Sent
-from proxy.shadow.store import DiffStore
+from proxy.shadow.store import ANY_METHOD, DiffStore
 from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["PREWRITE_WAIT", "Prewrite", "Prewrites"]
@@ -44,10 +44,11 @@ PREWRITE_WAIT: Final = Histogram(
 class Prewrite:
     """One dry run before its primary: ``result`` once it ended (None until then)."""
 
-    __slots__ = ("done", "result", "route", "started")
+    __slots__ = ("done", "key", "result", "route", "started")
 
-    def __init__(self, route: Route, done: Callable[[], None], started: float) -> None:
+    def __init__(self, route: Route, key: str, done: Callable[[], None], started: float) -> None:
         self.route = route
+        self.key = key  # the store key: route, epoch, method
         self.done: Callable[[], None] | None = done
         self.started = started
         self.result: Fetched | Failed | None = None
@@ -75,18 +76,18 @@ class Prewrites:
         """Send the dry run; None (counted) when it is not sent and the write goes on at once."""
         clock = self._clock
         if clock is None:
-            self.not_compared(route.name, "closed")
+            self.not_compared(route, "closed")
             return None
         if len(self.inflight) >= self.limit:
-            self.not_compared(route.name, "busy")
+            self.not_compared(route, "busy")
             return None
-        pw = Prewrite(route, done, clock())
+        pw = Prewrite(route, self._store.key(route, method), done, clock())
         self.inflight.add(pw)
         # The sweep fails a call up to one period after its deadline: start that much inside the timeout.
         limit = max(timeout - sweep_s, timeout / 2)
         if not self._replay.prewrite(method, path_qs, lines, body, host, limit, self._answered, pw):
             self.inflight.discard(pw)
-            self.not_compared(route.name, "error")
+            self.not_compared(route, "error")
             return None
         return pw
 
@@ -111,12 +112,12 @@ class Prewrites:
         if self._clock is not None:
             waited = max(0.0, self._clock() - pw.started)
             PREWRITE_WAIT.labels(name).observe(waited)
-            self._store.latency(name, "prewrite", waited)
+            self._store.latency(pw.key, "prewrite", waited)
         if isinstance(res, Failed):
             reason = res.reason.partition(":")[0]
-            self.not_compared(name, reason if reason in ("timeout", "closed") else "error")
-            self._store.count(name, "errors_candidate")
-            self._unanswered.failed(name, CANDIDATE, res.reason)
+            self.not_compared(pw.route, reason if reason in ("timeout", "closed") else "error")
+            self._store.count(pw.key, "errors_candidate")
+            self._unanswered.failed(name, CANDIDATE, res.reason, self._store.key(pw.route, ANY_METHOD))
         done, pw.done = pw.done, None
         if done is not None:
             try:  # the data path's callback forwards the write; its failure must not reach us
@@ -124,11 +125,13 @@ class Prewrites:
             except Exception:
                 log.exception("prewrite callback failed for route %s", name)
 
-    def not_compared(self, route: str, reason: str) -> None:
-        """Count a sampled write that is not compared, and why."""
-        self._store.count(route, "not_compared")
-        self._store.count(route, f"not_compared_{reason}")
-        COMPARISONS.labels(route, "not_compared").inc()
+    def not_compared(self, route: Route, reason: str) -> None:
+        """Count a sampled write that is not compared, and why (route-level: the data path may not say
+        which method)."""
+        key = self._store.key(route, ANY_METHOD)
+        self._store.count(key, "not_compared")
+        self._store.count(key, f"not_compared_{reason}")
+        COMPARISONS.labels(route.name, "not_compared").inc()
 
     def close(self) -> None:
         """End every dry run in flight as failed (the shadower closes): their writes go on now."""

@@ -204,10 +204,11 @@ class Replayer:
                 and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
             ):
                 name = ex.route.name
+                key = self.store.key(ex.route, ex.method)
                 if other == CANDIDATE:
-                    self.store.matched(name, ex.latency_s, seconds, ex.method)
+                    self.store.matched(key, ex.latency_s, seconds)
                 else:
-                    self.store.matched(name, seconds, ex.latency_s, ex.method)
+                    self.store.matched(key, seconds, ex.latency_s)
                 self._tally(name, "matched")
                 self._job_done()
                 return

@@ -46,7 +46,8 @@ async def test_data_changed_during_the_comparison_is_raced_not_differed(
         assert status == 200
     await rig.shadower.drain()
     st = (await rig.store.stats())["item"]
-    assert (st.get("raced"), st.get("raced:GET"), st.get("compared"), st.get("differed")) == (5, 5, 0, 0)
+    get = st.methods["GET"]
+    assert (st.get("raced"), get.get("raced"), st.get("compared"), st.get("differed")) == (5, 5, 0, 0)
     assert len(legacy.seen) == 10  # each primary and its re-read
     reread = legacy.seen[1]
     assert reread["method"] == "GET" and reread["path"] == "/item"
@@ -209,7 +210,8 @@ async def test_generated_values_learned_and_compared_by_shape(
     for _ in range(MIN_GENERATED + 5):
         await post()
     st = (await rig.store.stats())["create"]
-    assert (st.get("learning"), st.get("compared"), st.get("compared:POST")) == (MIN_GENERATED + 5, 0, 25)
+    post_counts = st.methods["POST"].path_counts()
+    assert (st.get("learning"), st.get("compared"), post_counts.compared) == (MIN_GENERATED + 5, 0, 25)
     now[0] += NOISE_REFRESH_S + 1  # the learned state is read again
     for _ in range(3):
         await post()
@@ -280,7 +282,7 @@ async def test_a_dozen_aa_races_do_not_make_a_lists_fields_noise(
     await rig.get("/item")
     await rig.shadower.drain()
     st = (await rig.store.stats())["item"]
-    assert st.get("aa_pairs:GET") == 31 and st.aa["GET $.items[*].title"] == 12
+    assert st.methods["GET"].get("aa_pairs") == 31 and st.methods["GET"].aa["$.items[*].title"] == 12
     assert st.get("differed") == 31 and st.get("noise") == 0  # the titles still count, every time
     (report,) = [r for r in build_report(await rig.store.stats(), rig.table).routes if r.name == "item"]
     assert [(n["path"], n["aa_rate"], n["candidate_rate"]) for n in report.noise_rates] == [

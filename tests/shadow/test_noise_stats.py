@@ -81,13 +81,13 @@ def test_learned_from_counts_and_report_rows() -> None:
     assert write.holds and write.generated == frozenset()
     enough = learned_from(PathCounts(compared=MIN_GENERATED, same_shape={"$.id": MIN_GENERATED}), "POST")
     assert not enough.holds and enough.generated == {"$.id"}
-    st = RouteStats(
-        "r", counters={"compared:GET": 100, "aa_pairs:GET": 40, "compared:POST": 5},
-        aa={"GET $.uptime": 40, "GET $.id": 40, "GET $.title": 4},
-        cand={"GET $.uptime": 100, "GET $.id": 100, "GET $.title": 100, "POST $.id": 5},
-        shape={"GET $.id": 100, "POST $.id": 5},
+    get = RouteStats(
+        "r", counters={"compared": 97, "raced": 3, "aa_pairs": 40}, aa={"$.uptime": 40, "$.id": 40, "$.title": 4},
+        cand={"$.uptime": 100, "$.id": 100, "$.title": 100}, shape={"$.id": 100},
     )  # fmt: skip
-    assert st.methods() == ["GET", "POST"] and st.path_counts("GET") == counts
+    post = RouteStats("r", counters={"learning": 5}, cand={"$.id": 5}, shape={"$.id": 5})
+    st = RouteStats("r", methods={"GET": get, "POST": post})
+    assert get.path_counts() == counts  # the denominator: compared, raced and held comparisons
     rows = learned_rows(st, configured=("$.id",))
     assert rows.noise == {"$.uptime"}
     assert rows.noise_rows == ({"method": "GET", "path": "$.uptime", "aa_rate": 1.0, "candidate_rate": 1.0,
