@@ -59,13 +59,15 @@ ENDPOINTS = [
 ]  # fmt: skip
 
 
-def routes_yaml(ports: dict[str, int], target: str) -> str:
-    """Every endpoint its own shadowed route on ``target`` (writes shadowed only while on legacy)."""
+def routes_yaml(ports: dict[str, int], target: str, ready_min_s: float | None = None) -> str:
+    """Every endpoint its own shadowed route on ``target`` (writes shadowed only while on legacy); the
+    repository's default thresholds, but for ``ready_min_s`` when given."""
     writes = "true" if target == "legacy" else "false"
+    hold = "" if ready_min_s is None else f", ready_min_s: {ready_min_s:g}"
     lines = ["upstreams:",
              f'  legacy: {{url: "http://127.0.0.1:{ports["legacy"]}", timeout: 30.0, pool_size: 64}}',
              f'  new: {{url: "http://127.0.0.1:{ports["new"]}", timeout: 30.0, pool_size: 64}}',
-             "default: legacy", "shadow: {queue: 5000, concurrency: 64}", "routes:"]  # fmt: skip
+             "default: legacy", f"shadow: {{queue: 5000, concurrency: 64{hold}}}", "routes:"]  # fmt: skip
     for name, method, path in ENDPOINTS:
         sample = f"{{sample: 1.0, writes: {writes}}}" if method != "GET" else "{sample: 1.0}"
         match = f'{{methods: [{method}], path: "{path}"}}'
@@ -218,6 +220,7 @@ class Seen:
 
 async def phase(client: Client, admin: str, seconds: float, seen: Seen, t0: float) -> None:
     """Run the load while polling the report every few seconds."""
+    sent, began = client.load.sent, time.monotonic()
     load = asyncio.ensure_future(client.run(seconds))
     while not load.done():
         await asyncio.wait([load], timeout=2)
@@ -227,10 +230,15 @@ async def phase(client: Client, admin: str, seconds: float, seen: Seen, t0: floa
             elif r["verdict"] == "NOT READY":
                 seen.not_ready.setdefault(name, r.get("reasons", []))
     await load
+    n = client.load.sent - sent
+    log(f"{n} requests in {time.monotonic() - began:.0f} s ({n / (time.monotonic() - began):.0f} a second)")
 
 
 def rates(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[int, float | None]:
-    """Comparisons and match rate between two reports of one route (``before`` None: since the start)."""
+    """Comparisons and match rate between two reports of one route (``before`` None, or of an earlier
+    epoch: ``after``'s own, since the epoch began; the flip starts one)."""
+    if before is not None and (before.get("epoch") or {}).get("id") != (after.get("epoch") or {}).get("id"):
+        before = None
     compared = after["compared"] - (before["compared"] if before else 0)
     differed = after["differed"] - (before["differed"] if before else 0)
     return compared, (None if compared <= 0 else 1 - differed / compared)
@@ -310,7 +318,7 @@ def rehearse(tmp: Path, admin_url: str, redis_url: str, args: argparse.Namespace
         services = svc_setup.start_services(fleet, world, extra)
         ports = {name: port for name, (port, _) in services.items()}
         routes = tmp / "routes.yaml"
-        routes.write_text(routes_yaml(ports, "legacy"))
+        routes.write_text(routes_yaml(ports, "legacy", args.ready_min_s))
         listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": world.database_url,
                "STRANGLER_DRY_RUN_SECRET": secret, "STRANGLER_SHADOW_PREFIX": world.redis_prefix + "shadow:"}
@@ -329,7 +337,7 @@ def rehearse(tmp: Path, admin_url: str, redis_url: str, args: argparse.Namespace
         last = None
         if not plant:
             log("phase 2: every route flipped to new")
-            routes.write_text(routes_yaml(ports, "new"))
+            routes.write_text(routes_yaml(ports, "new", args.ready_min_s))
             deadline = time.monotonic() + 30
             while json.loads(urllib.request.urlopen(f"http://{admin}/routes", timeout=5).read()).get(
                     "routes", [{}])[0].get("target") != "new":  # fmt: skip
@@ -355,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plant", default="", choices=["", "all", *PLANTS],
                    help="SERVICES_TEST_DIFF of the new service (a planted difference; phase 1 only); "
                         "'all': the unplanted run, then each plant in turn")  # fmt: skip
+    p.add_argument("--ready-min-s", type=float, default=None,
+                   help="shadow.ready_min_s of every route (default: the repository's, 60 s)")
     p.add_argument("--check", action="store_true", help="exit 1 unless the verdicts are what they should be")
     args = p.parse_args(argv)
     runs = ["", *PLANTS] if args.plant == "all" else [args.plant]
