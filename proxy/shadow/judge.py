@@ -80,7 +80,7 @@ class Job:
 class _Case:
     """A difference being judged: what its outcome needs once learning (and a re-read) are in."""
 
-    __slots__ = ("diff", "gen", "key", "method", "name", "primary", "rest", "sample")
+    __slots__ = ("diff", "gen", "key", "method", "name", "primary", "rest", "sample", "status")
 
     def __init__(
         self, name: str, key: str, method: str, diff: Diff, primary: Fetched, sample: tuple[Any, ...]
@@ -90,6 +90,7 @@ class _Case:
         self.method = method
         self.diff = diff
         self.primary = primary
+        self.status = 0  # the control's status (learning counts generated values per status)
         self.sample = sample
         self.gen: tuple[str, ...] = ()  # normalised paths that changed only in value, with a generated shape
         self.rest: Diff | None = diff  # the differences left once generated values are compared by shape
@@ -189,7 +190,7 @@ class Judge:
         capped = any(isinstance(r[2], Capped) for r in raw.values())
         if aa_res is None and not capped and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
-            self.store.matched(rkey, control_s, candidate_s)
+            self.store.matched(rkey, control_s, candidate_s, raw[CONTROL][0])
             self.tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
@@ -208,11 +209,12 @@ class Judge:
             aa_diff = compare(control, aa_obs, route.compare, cap)
             self.store.aa_pair(rkey, aa_diff.paths if aa_diff is not None else ())
         if diff is None:
-            self.store.matched(rkey, None, None)
+            self.store.matched(rkey, None, None, raw[CONTROL][0])
             self.tally(name, "matched")
             return False
         sample = (ex, diff, control, candidate, control_raw, candidate_raw, control_s, candidate_s)
         case = _Case(name, rkey, method, diff, raw[ex.primary], sample)
+        case.status = control.status
         learned = self._noise.fresh(rkey)
         if learned is not None:
             return self._judge(job, case, learned)
@@ -272,16 +274,24 @@ class Judge:
         res = job.results.get("reread")
         rest = case.rest
         assert rest is not None
-        if isinstance(res, tuple) and _changed(case.primary, res, rest, job.ex.route.compare, self.body_cap):
+        if not isinstance(res, tuple):
+            self._outcome(case, rest, "differed")  # no answer: counted as without a re-read
+            return
+        moved = _moved(case.primary, res, job.ex.route.compare, self.body_cap)
+        # The primary and its re-read are two calls of one side: a same-side pair like an A/A pair (after a
+        # flip, of new), so a path that changes between any two calls (a clock, a counter) is learned as
+        # noise, not raced for ever.
+        self.store.aa_pair(case.key, moved)
+        if moved and set(rest.paths) <= set(moved):
             # Learning counts it all the same: A/A pairs race too, so the rates stay comparable.
             self._learn(case)
             self.store.raced(case.key)
             self.tally(case.name, "raced")
             return
-        self._outcome(case, rest, "differed")  # no answer or no change: counted as without a re-read
+        self._outcome(case, rest, "differed")  # no change where the candidate differed
 
     def _learn(self, case: _Case) -> None:
-        self.store.path_diffs(case.key, case.diff.paths, case.gen)
+        self.store.path_diffs(case.key, case.diff.paths, case.gen, case.status)
 
     def _outcome(self, case: _Case, rest: Diff, result: str) -> None:
         name, key = case.name, case.key
@@ -333,12 +343,12 @@ class Judge:
             self.unanswered.failed(name, failure.side, failure.reason, route_key)
 
 
-def _changed(primary: Fetched, again: Fetched, rest: Diff, rules: CompareRules, cap: int) -> bool:
-    """Whether the re-read answer differs from the primary's at every path where the candidate differed
-    (a byte check first, then the JSON comparison)."""
+def _moved(primary: Fetched, again: Fetched, rules: CompareRules, cap: int) -> tuple[str, ...]:
+    """The paths where the re-read answer differs from the primary's (a byte check first, then the JSON
+    comparison); the difference is a race when they cover every path where the candidate differed."""
     if primary[0] == again[0] and bytes(primary[2]) == bytes(again[2]):
-        return False
+        return ()
     first = _observed(primary[0], primary[1], primary[2], cap, False)
     second = _observed(again[0], again[1], again[2], cap, False)
     moved = compare(first, second, rules, cap)
-    return moved is not None and set(rest.paths) <= set(moved.paths)
+    return () if moved is None else moved.paths

@@ -13,17 +13,21 @@ differences and the same-shape value differences (``proxy.shadow.store.PathCount
   no more often than the control does with itself.
 - **generated** (``is_generated``): a path whose value differed with the same generated shape
   (``proxy.shadow.shapes``: integer, UUID, timestamp, JWT, token) in at least ``GENERATED_SHARE`` (90 %)
-  of at least ``MIN_GENERATED`` (20) comparisons. On reads (``READS``), which get A/A pairs, the control
-  must also show it: at least ``MIN_AA_PAIRS`` A/A pairs, differing there in at least half of them (a
-  read's value that is stable between two control calls and differs on the candidate is a real
-  difference). Writes get no A/A pairs: there the shape rule alone decides, and until ``MIN_GENERATED``
-  comparisons were made a write's difference made only of same-shape generated values is held
-  (``Learned.holds``).
+  of at least ``MIN_GENERATED`` (20) comparisons where it could show: those whose control answered with
+  a status the path changed under (a login's token is in its 200s, not in its 401s). On reads
+  (``READS``), which get A/A pairs, the control must also show it: at least ``MIN_AA_PAIRS`` A/A pairs,
+  differing there in at least half of them (a read's value that is stable between two control calls and
+  differs on the candidate is a real difference). Writes get no A/A pairs: there the shape rule alone
+  decides, and until ``MIN_GENERATED`` comparisons were made a write's difference made only of
+  same-shape generated values is held (``Learned.holds``).
 
-A/A calls teach noise, which a trickle teaches as well as a flood, so ``AaLimiter`` caps them per route
-(a token bucket; the race re-reads use one too). ``NoiseBook`` caches each route and method's learning
-for ``NOISE_REFRESH_S``. Both read time from an injected ``clock`` (``time.monotonic`` by default) so
-tests drive it instead of sleeping.
+A race re-read (``proxy.shadow.judge``) counts as an A/A pair too: the primary and its re-read are two
+calls of one side (the control's, or after a flip new's), so a path that changes between any two calls
+(a clock, a counter) is learned as noise rather than raced for ever. A/A calls teach noise, which a
+trickle teaches as well as a flood, so ``AaLimiter`` caps them per route (a token bucket; the race
+re-reads use one too). ``NoiseBook`` caches each route and method's learning for ``NOISE_REFRESH_S``.
+Both read time from an injected ``clock`` (``time.monotonic`` by default) so tests drive it instead of
+sleeping.
 """
 
 from __future__ import annotations
@@ -73,7 +77,9 @@ def is_noise(aa_pairs: int, aa_diffs: int, compared: int, candidate_diffs: int) 
 
 
 def is_generated(compared: int, same_shape: int, aa_pairs: int, aa_diffs: int, read: bool = False) -> bool:
-    """Whether a path's values are generated per call (see the module); ``read``: a method with A/A pairs."""
+    """Whether a path's values are generated per call (see the module); ``read``: a method with A/A pairs.
+    ``compared``: the comparisons where the path could show (those answered with a status it changed
+    under; ``PathCounts.present``)."""
     if compared < MIN_GENERATED or same_shape < GENERATED_SHARE * compared:
         return False
     if read:
@@ -103,7 +109,7 @@ def learned_from(counts: PathCounts, method: str = "GET") -> Learned:
     read = method in READS
     generated = frozenset(
         p for p, n in counts.same_shape.items()
-        if is_generated(counts.compared, n, counts.aa_pairs, counts.aa.get(p, 0), read)
+        if is_generated(counts.present.get(p, counts.compared), n, counts.aa_pairs, counts.aa.get(p, 0), read)
     )  # fmt: skip
     noise = frozenset(
         p for p, n in counts.aa.items()
@@ -195,9 +201,9 @@ def learned_rows(stats: RouteStats, configured: tuple[str, ...] = ()) -> Learned
                 "aa_pairs": counts.aa_pairs, "aa_diffs": counts.aa.get(path, 0), "compared": counts.compared,
             })  # fmt: skip
         for path in sorted(learned.generated | {p for p in counts.same_shape if p in configured}):
-            rate = counts.same_shape.get(path, 0) / max(1, counts.compared)
+            rate = counts.share(path)
             gen_rows.append({
                 "method": method, "path": path, "rate": rate,
-                "compared": counts.compared, "learned": path in learned.generated,
+                "compared": counts.present.get(path, counts.compared), "learned": path in learned.generated,
             })  # fmt: skip
     return LearnedRows(frozenset(noise), tuple(noise_rows), tuple(gen_rows))

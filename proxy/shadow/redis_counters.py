@@ -34,12 +34,12 @@ import redis.asyncio as aioredis
 
 from proxy.shadow.store import (
     ANY_METHOD,
-    LEARNING_COUNTED,
     Batch,
     Epoch,
     PathCounts,
     RouteStats,
     epoch_reason,
+    learning_counts,
     split_key,
 )  # fmt: skip
 
@@ -319,13 +319,10 @@ async def signatures(redis: aioredis.Redis, prefix: str, route: str, epoch: str)
 async def learning(redis: aioredis.Redis, prefix: str, key: str) -> PathCounts:
     """The learning counts of a recording key (route, epoch, method), in one pipeline."""
     pipe = redis.pipeline(transaction=False)
-    pipe.hmget(hash_key(prefix, "c", key), [*LEARNING_COUNTED, "aa_pairs"])
-    for kind in ("aa", "cand", "shape"):
+    for kind in ("c", "aa", "cand", "shape"):
         pipe.hgetall(hash_key(prefix, kind, key))
-    counters, aa, cand, shape = await pipe.execute()
-    *compared, pairs = (int(v or 0) for v in counters)
-    aa_t, cand_t, shape_t = ({_str(k): int(v) for k, v in h.items()} for h in (aa, cand, shape))
-    return PathCounts(sum(compared), pairs, aa_t, cand_t, shape_t)
+    counters, aa, cand, shape = ({_str(k): int(v) for k, v in h.items()} for h in await pipe.execute())
+    return learning_counts(counters, aa, cand, shape)
 
 
 async def noise_paths(redis: aioredis.Redis, prefix: str, key: str) -> set[str]:

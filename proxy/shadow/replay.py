@@ -206,9 +206,9 @@ class Replayer:
                 name = ex.route.name
                 key = self.store.key(ex.route, ex.method)
                 if other == CANDIDATE:
-                    self.store.matched(key, ex.latency_s, seconds)
+                    self.store.matched(key, ex.latency_s, seconds, ex.status)
                 else:
-                    self.store.matched(key, seconds, ex.latency_s)
+                    self.store.matched(key, seconds, ex.latency_s, ex.status)
                 self._tally(name, "matched")
                 self._job_done()
                 return

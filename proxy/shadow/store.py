@@ -42,7 +42,9 @@ __all__ = [
     "describe",
     "epoch_id",
     "epoch_reason",
+    "learning_counts",
     "split_key",
+    "status_counter",
 ]
 
 DEFAULT_PREFIX: Final = "strangler:shadow:"
@@ -159,6 +161,40 @@ class PathCounts:
     aa: dict[str, int] = field(default_factory=dict)
     candidate: dict[str, int] = field(default_factory=dict)
     same_shape: dict[str, int] = field(default_factory=dict)
+    # Per path of ``same_shape``: the comparisons whose control answered with a status under which the path
+    # changed with the same shape (a token of a 200 is never in a 401: its share is of the 200s).
+    present: dict[str, int] = field(default_factory=dict)
+
+    def share(self, path: str) -> float:
+        """The share of comparisons where ``path`` changed with the same generated shape (see present)."""
+        return self.same_shape.get(path, 0) / max(1, self.present.get(path, self.compared))
+
+
+def status_counter(status: int) -> str:
+    """The counter of comparisons whose control answered ``status`` (learning's per-status denominator)."""
+    name = _STATUS_COUNTERS.get(status)
+    if name is None:
+        name = _STATUS_COUNTERS[status] = f"n@{status}"
+    return name
+
+
+_STATUS_COUNTERS: dict[int, str] = {}
+
+
+def learning_counts(
+    counters: dict[str, int], aa: dict[str, int], cand: dict[str, int], shape: dict[str, int]
+) -> PathCounts:
+    """``PathCounts`` from one recording key's counters and learning hashes (``shape`` fields are
+    "<control status> <path>")."""
+    compared = sum(counters.get(name, 0) for name in LEARNING_COUNTED)
+    by_status = {k[2:]: n for k, n in counters.items() if k.startswith("n@")}
+    same: dict[str, int] = {}
+    present: dict[str, int] = {}
+    for name, n in shape.items():
+        status, _, path = name.partition(" ")
+        same[path] = same.get(path, 0) + n
+        present[path] = present.get(path, 0) + by_status.get(status, 0)
+    return PathCounts(compared, counters.get("aa_pairs", 0), dict(aa), dict(cand), same, present)
 
 
 # The counters a comparison's learning is counted in: every compared one, and the two kinds of
@@ -204,8 +240,7 @@ class RouteStats:
 
     def path_counts(self) -> PathCounts:
         """The learning counts of these stats (one method's, to mean anything; see PathCounts)."""
-        compared = sum(self.counters.get(name, 0) for name in LEARNING_COUNTED)
-        return PathCounts(compared, self.get("aa_pairs"), dict(self.aa), dict(self.cand), dict(self.shape))
+        return learning_counts(self.counters, self.aa, self.cand, self.shape)
 
     def percentile(self, side: str, q: float) -> float | None:
         """The ``q`` quantile (0..1) of ``side``'s latency in seconds (bucket upper bound), or None."""
@@ -244,12 +279,16 @@ class DiffStore(Protocol):
     def key(self, route: Route, method: str) -> str: ...
     def count(self, key: str, name: str, n: int = 1) -> None: ...
     def latency(self, key: str, side: str, seconds: float) -> None: ...
-    def matched(self, key: str, control_s: float | None, candidate_s: float | None) -> None: ...
+    def matched(
+        self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
+    ) -> None: ...
     def differed(self, key: str, signature: str, paths: tuple[str, ...]) -> None: ...
     def noise(self, key: str, paths: tuple[str, ...]) -> None: ...
     def sample(self, key: str, sample: Sample) -> None: ...
     def aa_pair(self, key: str, paths: tuple[str, ...]) -> None: ...
-    def path_diffs(self, key: str, paths: tuple[str, ...], same_shape: tuple[str, ...]) -> None: ...
+    def path_diffs(
+        self, key: str, paths: tuple[str, ...], same_shape: tuple[str, ...], status: int = 0
+    ) -> None: ...
     def raced(self, key: str) -> None: ...
     async def flush(self) -> None: ...
     async def stats(self, history: bool = False) -> dict[str, RouteStats]: ...
@@ -313,8 +352,11 @@ class Recording:
         self.batch.incr[(kind, key, _BUCKET_KEYS[bucket_of(seconds)])] += 1
         self.batch.routes.add(key)
 
-    def matched(self, key: str, control_s: float | None, candidate_s: float | None) -> None:
-        """One comparison that matched: ``compared`` and ``matched`` counted, latencies recorded.
+    def matched(
+        self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
+    ) -> None:
+        """One comparison that matched: ``compared`` and ``matched`` counted (and the control's ``status``,
+        when given, for learning), latencies recorded.
 
         A latency is None when it was not measured (a pipelined shadow call, see proxy.upstream.pipe).
         """
@@ -322,6 +364,8 @@ class Recording:
         incr = batch.incr
         incr[("c", key, "compared")] += 1
         incr[("c", key, "matched")] += 1
+        if status:
+            incr[("c", key, _STATUS_COUNTERS.get(status) or status_counter(status))] += 1
         if control_s is not None:
             bucket = min(_LAST, bisect.bisect_left(_UPPERS, control_s))
             incr[("lat:control", key, _BUCKET_KEYS[bucket])] += 1
@@ -351,14 +395,18 @@ class Recording:
             incr[("aa", key, path)] += 1
         self.batch.routes.add(key)
 
-    def path_diffs(self, key: str, paths: tuple[str, ...], same_shape: tuple[str, ...]) -> None:
-        """One comparison that differed (the outcome is counted apart): each of ``paths`` differed, and
-        those of ``same_shape`` only in value with the same generated shape."""
+    def path_diffs(
+        self, key: str, paths: tuple[str, ...], same_shape: tuple[str, ...], status: int = 0
+    ) -> None:
+        """One comparison that differed (the outcome is counted apart) where the control answered ``status``:
+        each of ``paths`` differed, and those of ``same_shape`` only in value with the same generated
+        shape."""
         incr = self.batch.incr
+        incr[("c", key, status_counter(status))] += 1
         for path in paths:
             incr[("cand", key, path)] += 1
         for path in same_shape:
-            incr[("shape", key, path)] += 1
+            incr[("shape", key, f"{status} {path}")] += 1
         self.batch.routes.add(key)
 
     def raced(self, key: str) -> None:

@@ -60,12 +60,12 @@ async def record_some(store: Any) -> None:
     # Learning, per epoch and method: A/A pairs, differing comparisons with their same-shape paths, races.
     store.aa_pair(L_GET, ("$.uptime_s",))
     store.aa_pair(L_GET, ())
-    store.path_diffs(L_GET, ("$.id", "$.uptime_s"), ("$.id",))
+    store.path_diffs(L_GET, ("$.id", "$.uptime_s"), ("$.id",), 200)
     store.count(L_GET, "compared")  # that comparison's outcome, as the judge counts it
-    store.path_diffs(L_POST, ("$.id",), ("$.id",))
+    store.path_diffs(L_POST, ("$.id",), ("$.id",), 201)
     store.count(L_POST, "learning")  # held while learning whether $.id is generated
-    store.matched(L_GET, None, None)
-    store.path_diffs(L_GET, ("$.name",), ())
+    store.matched(L_GET, None, None, 200)
+    store.path_diffs(L_GET, ("$.name",), (), 404)
     store.raced(L_GET)
     await store.flush()
 
@@ -82,16 +82,18 @@ async def check_stats(store: Any) -> None:
     assert await store.noise_paths("r") == {"$.uptime_s"}
     learn = stats["l"]
     get, post = learn.methods["GET"], learn.methods["POST"]
-    assert get.counters == {"aa_pairs": 2, "compared": 2, "matched": 1, "raced": 1}
+    assert get.counters == {"aa_pairs": 2, "compared": 2, "matched": 1, "raced": 1, "n@200": 2, "n@404": 1}
     assert (get.aa, get.cand, get.shape) == (
-        {"$.uptime_s": 1}, {"$.id": 1, "$.uptime_s": 1, "$.name": 1}, {"$.id": 1}
+        {"$.uptime_s": 1}, {"$.id": 1, "$.uptime_s": 1, "$.name": 1}, {"200 $.id": 1}
     )
-    assert (post.counters, post.cand, post.shape) == ({"learning": 1}, {"$.id": 1}, {"$.id": 1})
+    assert post.counters == {"learning": 1, "n@201": 1}
+    assert (post.cand, post.shape) == ({"$.id": 1}, {"201 $.id": 1})
     assert learn.cand == {"$.id": 2, "$.uptime_s": 1, "$.name": 1}  # the route: its methods summed
     # The learning's denominator: compared, raced and held comparisons of that epoch and method.
+    # $.id changed with its shape in 1 of the 2 comparisons answered 200 (not in the 404's: it cannot show).
     assert await store.path_counts(L_GET) == PathCounts(
         compared=3, aa_pairs=2, aa={"$.uptime_s": 1}, candidate={"$.id": 1, "$.uptime_s": 1, "$.name": 1},
-        same_shape={"$.id": 1},
+        same_shape={"$.id": 1}, present={"$.id": 2},
     )  # fmt: skip
     assert (await store.path_counts(L_POST)).compared == 1
     assert await store.path_counts("l|e1|DELETE") == PathCounts()

@@ -327,3 +327,37 @@ async def test_on_reads_generated_needs_the_control_to_differ_with_itself(
     assert st.signatures["$.count"] == 1  # the request id no longer counts; the count does
     (report,) = [r for r in build_report(await rig.store.stats(), rig.table).routes if r.name == "item"]
     assert [(g["path"], g["learned"]) for g in report.generated] == [("$.request_id", True)]
+
+
+async def test_a_value_that_changes_on_every_call_is_learned_as_noise_from_its_rereads(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """An uptime changes on every call of either side: each re-read shows it, so the first differences are
+    races, and the primary and its re-read count as an A/A pair; once enough pairs say the control differs
+    with itself there as often as new does, the path is noise and the comparisons count (no A/A sampling)."""
+    legacy, new = backends
+    calls = {"legacy": 0, "new": 0}
+
+    def uptime(side: str, start: float) -> Any:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            calls[side] += 1
+            return web.json_response({"status": "ok", "uptime_s": start + calls[side] / 1000})
+
+        return handler
+
+    legacy.handler, new.handler = uptime("legacy", 10.0), uptime("new", 3.0)
+    now = [1000.0]
+    rig = await make_rig(routes_text(legacy, new, ITEM % "legacy", "aa_sample: 0"), clock=lambda: now[0])
+    for _ in range(20):  # the re-read budget's burst: the clock stands still
+        await rig.get("/item")
+        await rig.shadower.drain()
+    st = (await rig.store.stats())["item"]
+    assert (st.get("raced"), st.get("compared"), st.get("aa_pairs")) == (20, 0, 20)
+    now[0] += NOISE_REFRESH_S + 1  # the learning is read again
+    for _ in range(10):
+        await rig.get("/item")
+        await rig.shadower.drain()
+    st = (await rig.store.stats())["item"]
+    assert (st.get("raced"), st.get("compared"), st.get("noise")) == (20, 10, 10)
+    (report,) = [r for r in build_report(await rig.store.stats(), rig.table).routes if r.name == "item"]
+    assert report.match_rate == 1.0 and report.paths == [] and report.noise_paths == [("$.uptime_s", 20)]

@@ -71,7 +71,7 @@ def test_learned_from_counts_and_report_rows() -> None:
         compared=100, aa_pairs=40,
         aa={"$.uptime": 40, "$.id": 40, "$.title": 4},
         candidate={"$.uptime": 100, "$.id": 100, "$.title": 100},
-        same_shape={"$.id": 100},
+        same_shape={"$.id": 100}, present={"$.id": 100},
     )  # fmt: skip
     learned = learned_from(counts, "GET")
     assert learned.generated == {"$.id"} and learned.noise == {"$.uptime"}
@@ -82,10 +82,11 @@ def test_learned_from_counts_and_report_rows() -> None:
     enough = learned_from(PathCounts(compared=MIN_GENERATED, same_shape={"$.id": MIN_GENERATED}), "POST")
     assert not enough.holds and enough.generated == {"$.id"}
     get = RouteStats(
-        "r", counters={"compared": 97, "raced": 3, "aa_pairs": 40}, aa={"$.uptime": 40, "$.id": 40, "$.title": 4},
-        cand={"$.uptime": 100, "$.id": 100, "$.title": 100}, shape={"$.id": 100},
+        "r", counters={"compared": 97, "raced": 3, "aa_pairs": 40, "n@200": 100},
+        aa={"$.uptime": 40, "$.id": 40, "$.title": 4}, cand={"$.uptime": 100, "$.id": 100, "$.title": 100},
+        shape={"200 $.id": 100},
     )  # fmt: skip
-    post = RouteStats("r", counters={"learning": 5}, cand={"$.id": 5}, shape={"$.id": 5})
+    post = RouteStats("r", counters={"learning": 5, "n@201": 5}, cand={"$.id": 5}, shape={"201 $.id": 5})
     st = RouteStats("r", methods={"GET": get, "POST": post})
     assert get.path_counts() == counts  # the denominator: compared, raced and held comparisons
     rows = learned_rows(st, configured=("$.id",))
@@ -96,3 +97,14 @@ def test_learned_from_counts_and_report_rows() -> None:
         {"method": "GET", "path": "$.id", "rate": 1.0, "compared": 100, "learned": True},
         {"method": "POST", "path": "$.id", "rate": 1.0, "compared": 5, "learned": False},  # configured only
     )
+
+
+def test_generated_share_is_of_the_comparisons_where_the_path_shows() -> None:
+    """A login's tokens change in every 200 and are absent from its 401s: generated, though only 60 % of
+    all its comparisons show them. A path that changed in 30 % of the 200s is not generated."""
+    login = RouteStats("r", counters={"compared": 100, "n@200": 60, "n@401": 40},
+                       shape={"200 $.access_token": 60, "200 $.id": 18})  # fmt: skip
+    counts = login.path_counts()
+    assert counts.present == {"$.access_token": 60, "$.id": 60}
+    assert counts.share("$.access_token") == 1.0
+    assert learned_from(counts, "POST").generated == {"$.access_token"}
