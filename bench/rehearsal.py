@@ -250,9 +250,12 @@ def rates(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[int, fl
 
 
 def table(first: dict[str, Any], last: dict[str, Any] | None, seen: Seen) -> list[str]:
-    """The rehearsal's table, one row per route (phase 2's columns when there was a phase 2)."""
+    """The rehearsal's table, one row per route (phase 2's columns when there was a phase 2): when it was
+    first READY, comparisons and match rate per phase, races seen (both phases), how long sampled writes
+    waited for their dry run (p50 / p99 ms), and the paths that differed, were noise or generated."""
     out = [f"{'route':<14}{'READY after':>12}{'compared':>10}{'match':>9}{'verdict (1)':>18}"
-           f"{'compared 2':>12}{'match 2':>9}{'races':>7}  differing / noise / generated paths"]  # fmt: skip
+           f"{'compared 2':>12}{'match 2':>9}{'races':>7}{'dry-run wait':>14}"
+           "  differing / noise / generated paths"]  # fmt: skip
     for name, _, _ in ENDPOINTS:
         a = first.get(name)
         b = last.get(name) if last is not None else None
@@ -262,13 +265,16 @@ def table(first: dict[str, Any], last: dict[str, Any] | None, seen: Seen) -> lis
         c1, m1 = rates(None, a)
         c2, m2 = rates(a, b) if b is not None else (0, None)
         when = f"{seen.ready_at[name]:.0f} s" if name in seen.ready_at else "never"
+        both = [x for x in (a, b) if x is not None]
         paths = ", ".join(p for p, _ in a["paths"][:3]) or "-"
-        noise = ", ".join(p for p, _ in a["noise_paths"][:3]) or "-"
-        latest = b if b is not None else a
-        generated = ", ".join(sorted({g["path"] for g in latest.get("generated", [])})[:4]) or "-"
-        races = latest.get("raced", 0)
+        noise = ", ".join(sorted({p for x in both for p, _ in x["noise_paths"]})[:3]) or "-"
+        generated = ", ".join(sorted({g["path"] for x in both for g in x.get("generated", [])})[:4]) or "-"
+        races = sum(x.get("raced", 0) for x in both) if b is None or (a.get("epoch") or {}).get("id") != (
+            b.get("epoch") or {}).get("id") else b.get("raced", 0)  # fmt: skip
+        w = a.get("write_wait_ms")
+        wait = f"{w['p50']:g} / {w['p99']:g}" if w else "-"
         out.append(f"{name:<14}{when:>12}{c1:>10}{fmt(m1):>9}{a['verdict']:>18}{c2:>12}{fmt(m2):>9}{races:>7}"
-                   f"  {paths} / {noise} / {generated}")  # fmt: skip
+                   f"{wait:>14}  {paths} / {noise} / {generated}")  # fmt: skip
     return out
 
 

@@ -10,7 +10,10 @@ differences and the same-shape value differences (``proxy.shadow.store.PathCount
   A/A differences on the path (the A/A rate is non-trivial); then a one-sided two-proportion z-test
   (pooled) of "the candidate rate is above the A/A rate": noise when z < ``Z_CRITICAL`` (2.326, one-sided
   alpha 0.01). A dozen A/A races never make a path noise on their own: the candidate must differ there
-  no more often than the control does with itself.
+  no more often than the control does with itself. A path the control changes in at least
+  ``VOLATILE_SHARE`` (90 %) of its A/A pairs is noise whatever the candidate does: it has no stable value
+  to compare (an uptime in milliseconds; two calls in the same millisecond make its A/A rate a little
+  under new's 100 %, which the test alone would call a difference).
 - **generated** (``is_generated``): a path whose value differed with the same generated shape
   (``proxy.shadow.shapes``: integer, UUID, timestamp, JWT, token) in at least ``GENERATED_SHARE`` (90 %)
   of at least ``MIN_GENERATED`` (20) comparisons where it could show: those whose control answered with
@@ -43,7 +46,8 @@ from proxy.shadow.store import DiffStore, PathCounts, RouteStats, split_key
 
 __all__ = [
     "AA_PER_SECOND", "GENERATED_SHARE", "MIN_AA_DIFFS", "MIN_AA_PAIRS", "MIN_COMPARED", "MIN_GENERATED",
-    "NOISE_REFRESH_S", "READS", "REREAD_PER_SECOND", "Z_CRITICAL", "AaLimiter", "Learned", "LearnedRows",
+    "NOISE_REFRESH_S", "READS", "REREAD_PER_SECOND", "VOLATILE_SHARE", "Z_CRITICAL", "AaLimiter", "Learned",
+    "LearnedRows",
     "NoiseBook", "is_generated", "is_noise", "learned_from", "learned_rows",
 ]  # fmt: skip
 
@@ -56,6 +60,7 @@ MIN_AA_PAIRS: Final = 20
 MIN_COMPARED: Final = 20
 MIN_AA_DIFFS: Final = 3
 Z_CRITICAL: Final = 2.326  # one-sided, alpha = 0.01
+VOLATILE_SHARE: Final = 0.9  # a path the control changes in this share of its A/A pairs has no stable value
 MIN_GENERATED: Final = 20
 GENERATED_SHARE: Final = 0.9
 READS: Final = frozenset({"GET", "HEAD"})  # the methods with A/A pairs (and race re-reads)
@@ -69,7 +74,7 @@ def is_noise(aa_pairs: int, aa_diffs: int, compared: int, candidate_diffs: int) 
         return False
     p_aa = aa_diffs / aa_pairs
     p_c = candidate_diffs / compared
-    if p_c <= p_aa:
+    if p_c <= p_aa or p_aa >= VOLATILE_SHARE:
         return True
     pooled = (aa_diffs + candidate_diffs) / (aa_pairs + compared)
     se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / aa_pairs + 1.0 / compared))

@@ -32,6 +32,8 @@ from proxy.shadow.store import PathCounts, RouteStats
         (100, 100, MIN_COMPARED - 1, MIN_COMPARED - 1, False, "too few comparisons"),
         (20, 18, 20, 20, True, "90 % vs 100 % of 20 each: not significant (z about 1.45)"),
         (20, 10, 20, 20, False, "50 % vs 100 % of 20 each: significant (z about 3.65)"),
+        (97, 90, 228, 228, True, "93 % vs 100 %: significant (z about 4), but a path this volatile is noise"),
+        (100, 89, 1000, 1000, False, "89 % vs 100 %: under VOLATILE_SHARE, the test decides"),
     ],
 )
 def test_is_noise(
