@@ -9,7 +9,9 @@
   bare ISO date;
 - ``jwt(<header keys>;<payload keys>)``: a JSON Web Token by its claims set (key names, not values);
 - ``token(<alphabet>,<length bucket>)``: an opaque token of 16 characters or more without spaces, with a
-  digit in it, from one alphabet (``hex``, ``b64url``, ``b64``), its length bucket ``len // 8``;
+  digit in it (or, from 20 characters, both cases of letters: a random base64 token of 43 characters
+  has no digit about once in 1,500), from one alphabet (``hex``, ``b64url``, ``b64``), its length
+  bucket ``len // 8``;
 - ``string`` for any other string.
 
 ``same_shapes``, ``on_generated`` and ``without`` apply shapes to a ``proxy.shadow.compare.Diff``.
@@ -42,6 +44,11 @@ _HEX: Final = re.compile(r"[0-9a-fA-F]+\Z")
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
 _B64: Final = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
 _DIGIT: Final = re.compile(r"\d")
+
+
+def _mixed_case(s: str) -> bool:
+    return not s.isupper() and not s.islower() and any(c.isalpha() for c in s)
+
 _GENERATED: Final = ("integer", "uuid", "timestamp(", "jwt(", "token(")
 
 
@@ -89,7 +96,7 @@ def _string_shape(s: str) -> str:
         return "date"
     if s.count(".") == 2 and (jwt := _jwt_shape(s)) is not None:
         return jwt
-    if len(s) >= 16 and _DIGIT.search(s):
+    if len(s) >= 16 and (_DIGIT.search(s) or (len(s) >= 20 and _mixed_case(s))):
         if _HEX.match(s):
             return f"token(hex,{len(s) // 8})"
         if _B64URL.match(s):

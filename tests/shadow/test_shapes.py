@@ -51,6 +51,10 @@ JWT_OTHER_CLAIMS = _jwt({"alg": "HS256", "typ": "JWT"}, {"sub": "1", "exp": 1700
         ("q3J8sd_-x0Kd93nPq3J8sd_-x0Kd93nPq3J8sd_-x0K", "token(b64url,5)"),
         ("q3J8sd+/x0Kd93nPq3J8sd+/x0Kd93nP==", "token(b64,4)"),
         ("abcdefghijklmnopqrstuvwxyz", "string"),  # no digit: a word, not a token
+        ("qJsd_xKdnPqJsdxKdnPqJsd-xKdnPqJsdxKdnPqJsdx", "token(b64url,5)"),  # random, no digit: both cases
+        ("Hello_World_Greeting", "token(b64url,2)"),  # 20+ characters, both cases: taken for a token
+        ("abcdefghijklmnopqrstuvwxyzAb", "token(b64url,3)"),
+        ("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "string"),  # one case, no digit
         ("short1", "string"),
     ],
 )
