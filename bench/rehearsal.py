@@ -254,7 +254,7 @@ def table(first: dict[str, Any], last: dict[str, Any] | None, seen: Seen) -> lis
     first READY, comparisons and match rate per phase, races seen (both phases), how long sampled writes
     waited for their dry run (p50 / p99 ms), and the paths that differed, were noise or generated."""
     out = [f"{'route':<14}{'READY after':>12}{'compared':>10}{'match':>9}{'verdict (1)':>18}"
-           f"{'compared 2':>12}{'match 2':>9}{'races':>7}{'dry-run wait':>14}"
+           f"{'compared 2':>12}{'match 2':>9}{'races':>7}{'dry-run wait ms':>16}"
            "  differing / noise / generated paths"]  # fmt: skip
     for name, _, _ in ENDPOINTS:
         a = first.get(name)
@@ -274,7 +274,7 @@ def table(first: dict[str, Any], last: dict[str, Any] | None, seen: Seen) -> lis
         w = a.get("write_wait_ms")
         wait = f"{w['p50']:g} / {w['p99']:g}" if w else "-"
         out.append(f"{name:<14}{when:>12}{c1:>10}{fmt(m1):>9}{a['verdict']:>18}{c2:>12}{fmt(m2):>9}{races:>7}"
-                   f"{wait:>14}  {paths} / {noise} / {generated}")  # fmt: skip
+                   f" {wait:>15}  {paths} / {noise} / {generated}")  # fmt: skip
     return out
 
 
