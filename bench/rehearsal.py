@@ -379,7 +379,7 @@ def rehearse(tmp: Path, admin_url: str, redis_url: str, args: argparse.Namespace
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=90, help="seconds of load per phase (default 90)")
+    p.add_argument("--seconds", type=float, default=120, help="seconds of load per phase (default 120)")
     p.add_argument("--users", type=int, default=40, help="simulated users (default 40)")
     p.add_argument("--rate", type=float, default=230, help="requests per second, about (default 230)")
     p.add_argument("--plant", default="", choices=["", "all", *PLANTS],
