@@ -11,9 +11,10 @@ differences and the same-shape value differences (``proxy.shadow.store.PathCount
   (pooled) of "the candidate rate is above the A/A rate": noise when z < ``Z_CRITICAL`` (2.326, one-sided
   alpha 0.01). A dozen A/A races never make a path noise on their own: the candidate must differ there
   no more often than the control does with itself. A path the control changes in at least
-  ``VOLATILE_SHARE`` (90 %) of its A/A pairs is noise whatever the candidate does: it has no stable value
-  to compare (an uptime in milliseconds; two calls in the same millisecond make its A/A rate a little
-  under new's 100 %, which the test alone would call a difference).
+  ``VOLATILE_SHARE`` (three in four) of its A/A pairs is noise whatever the candidate does: it has no
+  value stable enough to compare. (An uptime in milliseconds differs between any two processes, so new
+  differs from legacy there every time, while two legacy calls in the same millisecond agree: its A/A
+  rate is 90-93 %, and the test alone would call that a difference.)
 - **generated** (``is_generated``): a path whose value differed with the same generated shape
   (``proxy.shadow.shapes``: integer, UUID, timestamp, JWT, token) in at least ``GENERATED_SHARE`` (90 %)
   of at least ``MIN_GENERATED`` (20) comparisons where it could show: those whose control answered with
@@ -60,7 +61,7 @@ MIN_AA_PAIRS: Final = 20
 MIN_COMPARED: Final = 20
 MIN_AA_DIFFS: Final = 3
 Z_CRITICAL: Final = 2.326  # one-sided, alpha = 0.01
-VOLATILE_SHARE: Final = 0.9  # a path the control changes in this share of its A/A pairs has no stable value
+VOLATILE_SHARE: Final = 0.75  # a path the control changes in this share of its A/A pairs has no stable value
 MIN_GENERATED: Final = 20
 GENERATED_SHARE: Final = 0.9
 READS: Final = frozenset({"GET", "HEAD"})  # the methods with A/A pairs (and race re-reads)

@@ -33,7 +33,8 @@ from proxy.shadow.store import PathCounts, RouteStats
         (20, 18, 20, 20, True, "90 % vs 100 % of 20 each: not significant (z about 1.45)"),
         (20, 10, 20, 20, False, "50 % vs 100 % of 20 each: significant (z about 3.65)"),
         (97, 90, 228, 228, True, "93 % vs 100 %: significant (z about 4), but a path this volatile is noise"),
-        (100, 89, 1000, 1000, False, "89 % vs 100 %: under VOLATILE_SHARE, the test decides"),
+        (100, 89, 1000, 1000, True, "89 % vs 100 %: significant, but the control changes it in 3 of 4 pairs"),
+        (100, 70, 1000, 1000, False, "70 % vs 100 %: under VOLATILE_SHARE, and significant"),
     ],
 )
 def test_is_noise(
