@@ -33,7 +33,11 @@ def _ext_modules() -> list[Any]:
         print(f"strangler: no mypyc ({exc}): building the pure-Python package", file=sys.stderr)
         return []
     paths = [str(BUILD["source_path"](m, Path("proxy"))) for m in BUILD["HOT_MODULES"]]
-    return list(mypycify(paths, opt_level="3", group_name="strangler_hot"))
+    try:
+        return list(mypycify(paths, opt_level="3", group_name="strangler_hot"))
+    except SystemExit as exc:  # mypyc refused the sources (it prints the type errors and exits)
+        print(f"strangler: mypyc failed ({exc}): building the pure-Python package", file=sys.stderr)
+        return []
 
 
 class OptionalBuildExt(build_ext):
