@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench.gw_targets import ROUTES, shadow_storage, start_upstream, upstream_count
-from bench.harness import ROOT, Fleet, cpu_times, free_port, log
+from bench.harness import ROOT, Fleet, cpu_times, free_port, log, process_tree, rss_mib
 
 REQUEST = b"GET /api/v1/users/1 HTTP/1.1\r\nHost: bench\r\nUser-Agent: compiled-cpu\r\n\r\n"
 
@@ -55,8 +55,8 @@ async def drive(port: int, requests: int, connections: int) -> None:
 
 
 def measure(fleet: Fleet, tmp: Path, build: str, routes: str, env: dict[str, str],
-            args: argparse.Namespace) -> tuple[float, float]:  # fmt: skip
-    """One fresh gateway of ``build``: (CPU us per request, of which kernel), after a warm-up."""
+            args: argparse.Namespace) -> tuple[float, float, float]:  # fmt: skip
+    """One fresh gateway of ``build``: (CPU us per request, of which kernel, the worker's RSS MiB after)."""
     path = tmp / f"routes-{build}.yaml"
     path.write_text(routes)
     port, admin = free_port(), free_port()
@@ -72,10 +72,11 @@ def measure(fleet: Fleet, tmp: Path, build: str, routes: str, env: dict[str, str
         user0, sys0 = cpu_times(pid)
         asyncio.run(drive(port, args.requests, args.connections))
         user1, sys1 = cpu_times(pid)
+        rss = rss_mib(process_tree(pid)[-1])  # the worker (the supervisor's one child)
     finally:
         fleet.stop(pid)
     total = (user1 - user0) + (sys1 - sys0)
-    return total / args.requests * 1e6, (sys1 - sys0) / args.requests * 1e6
+    return total / args.requests * 1e6, (sys1 - sys0) / args.requests * 1e6, rss
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="client keep-alive connections")
     parser.add_argument("--shadow", action="store_true", help="copy every GET to a second upstream")
     args = parser.parse_args(argv)
-    figures: dict[str, list[tuple[float, float]]] = {"compiled": [], "pure": []}
+    figures: dict[str, list[tuple[float, float, float]]] = {"compiled": [], "pure": []}
     copies = 0
     with tempfile.TemporaryDirectory(prefix="compiled-cpu-") as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 order = ("compiled", "pure") if round_no % 2 == 0 else ("pure", "compiled")
                 for build in order:
                     figures[build].append(measure(fleet, tmp, build, routes, env, args))
-                    log(f"round {round_no + 1} {build}: {figures[build][-1][0]:.1f} us/request CPU "
-                        f"({figures[build][-1][1]:.1f} sys)")  # fmt: skip
+                    each, kernel_part, rss = figures[build][-1]
+                    log(f"round {round_no + 1} {build}: {each:.1f} us/request CPU ({kernel_part:.1f} sys), "
+                        f"worker RSS {rss:.1f} MiB")  # fmt: skip
             copies = upstream_count(other) if args.shadow else 0
         finally:
             fleet.close()
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     for build, rows in figures.items():
         cpu, kernel = [r[0] for r in rows], statistics.mean(r[1] for r in rows)
         print(f"{build:9s} CPU us/request: mean {statistics.mean(cpu):.1f} "
-              f"(rounds {min(cpu):.1f}-{max(cpu):.1f}), sys {kernel:.1f}")  # fmt: skip
+              f"(rounds {min(cpu):.1f}-{max(cpu):.1f}), sys {kernel:.1f}, "
+              f"worker RSS {statistics.mean(r[2] for r in rows):.1f} MiB")  # fmt: skip
     ratios = [c[0] / p[0] for c, p in zip(figures["compiled"], figures["pure"], strict=True)]
     print(f"compiled / pure CPU per request: {statistics.mean(ratios):.2f}x "
           f"(per round {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
