@@ -60,6 +60,7 @@ HOT_MODULES: tuple[str, ...] = (
 MANIFEST = "_compiled.txt"  # in proxy/, written by the build: the `sources_digest` it compiled
 PURE_ENV = "STRANGLER_PURE_PYTHON"  # "1": at build time, build no extension; at run time, load the .py
 ROOT = Path(__file__).resolve().parent  # the proxy package's directory
+REBUILD = "rebuild: make compile (or pip install again)"
 
 log = logging.getLogger("strangler.build")
 
@@ -111,13 +112,13 @@ def decide(root: Path = ROOT, environ: Mapping[str, str] = os.environ) -> Build:
         return Build(False, f"not built: no C compiler at install time, or built with {PURE_ENV}=1")
     if missing:
         return Build(False, f"partial build, {len(missing)} modules not compiled (first {missing[0]}); "
-                            "rebuild: make compile")  # fmt: skip
+                            f"{REBUILD}")  # fmt: skip
     try:
         recorded = (root / MANIFEST).read_text(encoding="ascii").strip()
     except OSError:
-        return Build(False, f"compiled modules without the build's {MANIFEST}; rebuild: make compile")
+        return Build(False, f"compiled modules without the build's {MANIFEST}; {REBUILD}")
     if recorded != sources_digest(root):
-        return Build(False, "stale: the sources changed since they were compiled; rebuild: make compile")
+        return Build(False, f"stale: the sources changed since they were compiled; {REBUILD}")
     return Build(True)
 
 
