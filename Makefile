@@ -116,4 +116,4 @@ bench-shadow-soak: install
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) legacy/node_modules .pytest_cache build proxy/_compiled.txt
-	find proxy -name '*.so' -delete; rm -f strangler_hot__mypyc*.so
+	find proxy -name '*.so' -delete

@@ -34,7 +34,9 @@ def _ext_modules() -> list[Any]:
         return []
     paths = [str(BUILD["source_path"](m, Path("proxy"))) for m in BUILD["HOT_MODULES"]]
     try:
-        return list(mypycify(paths, opt_level="3", group_name="strangler_hot"))
+        # The shared library (all the compiled code; each module's own .so is a stub) inside the package,
+        # proxy/hot__mypyc.*.so: a top-level one would not be found by an editable install's mapping.
+        return list(mypycify(paths, opt_level="3", group_name=BUILD["GROUP"]))
     except SystemExit as exc:  # mypyc refused the sources (it prints the type errors and exits)
         print(f"strangler: mypyc failed ({exc}): building the pure-Python package", file=sys.stderr)
         return []

@@ -24,7 +24,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
-__all__ = ["BUILD", "HOT_MODULES", "MANIFEST", "PURE_ENV", "Build", "choose", "decide", "sources_digest"]
+__all__ = [
+    "BUILD", "GROUP", "HOT_MODULES", "MANIFEST", "PURE_ENV", "Build", "choose", "decide", "sources_digest"
+]
 
 # The per-request path (docs/ARCHITECTURE.md, "The path of one GET"). Left out: routing/table.py (its
 # frozen dataclass binds `match` per instance; its lookup runs only on a route-cache miss) and
@@ -58,6 +60,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.shadow.replay",
 )
 MANIFEST = "_compiled.txt"  # in proxy/, written by the build: the `sources_digest` it compiled
+GROUP = "proxy.hot"  # mypyc's group: the shared library proxy/hot__mypyc.*.so holds all the compiled code
 PURE_ENV = "STRANGLER_PURE_PYTHON"  # "1": at build time, build no extension; at run time, load the .py
 ROOT = Path(__file__).resolve().parent  # the proxy package's directory
 REBUILD = "rebuild: make compile (or pip install again)"
@@ -107,8 +110,8 @@ def decide(root: Path = ROOT, environ: Mapping[str, str] = os.environ) -> Build:
     """Whether the compiled modules under ``root`` may run, from the environment and the files."""
     if environ.get(PURE_ENV) == "1":
         return Build(False, f"{PURE_ENV}=1")
-    missing = [m for m in HOT_MODULES if extension_path(m, root) is None]
-    if len(missing) == len(HOT_MODULES):
+    missing = [m for m in (*HOT_MODULES, f"{GROUP}__mypyc") if extension_path(m, root) is None]
+    if len(missing) == len(HOT_MODULES) + 1:
         return Build(False, f"not built: no C compiler at install time, or built with {PURE_ENV}=1")
     if missing:
         return Build(False, f"partial build, {len(missing)} modules not compiled (first {missing[0]}); "

@@ -58,19 +58,21 @@ def test_pure_python_at_run_time_loads_the_sources_in_a_fresh_process() -> None:
 
 
 def _fake_package(root: Path, extensions: int) -> Path:
-    """A proxy/ directory with every hot module's source and the first ``extensions`` "compiled" ones."""
+    """A proxy/ directory with every hot module's source and the first ``extensions`` "compiled" ones
+    (the shared library first)."""
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for i, module in enumerate(HOT_MODULES):
         source = compiled.source_path(module, root)
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text(f"X = {i}\n")
-        if i < extensions:
-            source.with_name(source.stem + suffix).write_bytes(b"not really an extension")
+    for module in (f"{compiled.GROUP}__mypyc", *HOT_MODULES)[:extensions]:
+        source = compiled.source_path(module, root)
+        source.with_name(source.stem + suffix).write_bytes(b"not really an extension")
     return root
 
 
 def test_a_complete_build_of_these_sources_is_used(tmp_path: Path) -> None:
-    root = _fake_package(tmp_path, len(HOT_MODULES))
+    root = _fake_package(tmp_path, len(HOT_MODULES) + 1)
     (root / MANIFEST).write_text(sources_digest(root) + "\n")
     assert decide(root, {}) == compiled.Build(True)
     assert decide(root, {PURE_ENV: "1"}) == compiled.Build(False, f"{PURE_ENV}=1")
@@ -78,7 +80,7 @@ def test_a_complete_build_of_these_sources_is_used(tmp_path: Path) -> None:
 
 def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
     """An in-place build, then an edit: the extension no longer is that source, so the source runs."""
-    root = _fake_package(tmp_path, len(HOT_MODULES))
+    root = _fake_package(tmp_path, len(HOT_MODULES) + 1)
     (root / MANIFEST).write_text(sources_digest(root) + "\n")
     compiled.source_path(HOT_MODULES[-1], root).write_text("X = 'edited'\n")
     built = decide(root, {})
@@ -86,12 +88,15 @@ def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
 
 
 def test_a_partial_or_unrecorded_build_is_not_used(tmp_path: Path) -> None:
-    root = _fake_package(tmp_path, len(HOT_MODULES) - 1)
+    root = _fake_package(tmp_path, len(HOT_MODULES))
     (root / MANIFEST).write_text(sources_digest(root) + "\n")
     partial = decide(root, {})
     assert not partial.compiled and HOT_MODULES[-1] in partial.reason
-    (root / MANIFEST).unlink()
-    whole = _fake_package(tmp_path / "other", len(HOT_MODULES))
+    no_shared = _fake_package(tmp_path / "no-shared", len(HOT_MODULES) + 1)
+    next(no_shared.glob("hot__mypyc.*")).unlink()
+    (no_shared / MANIFEST).write_text(sources_digest(no_shared) + "\n")
+    assert "hot__mypyc" in decide(no_shared, {}).reason
+    whole = _fake_package(tmp_path / "other", len(HOT_MODULES) + 1)
     assert decide(whole, {}).reason.startswith("compiled modules without")
     assert decide(_fake_package(tmp_path / "none", 0), {}).reason.startswith("not built")
 
