@@ -4,7 +4,8 @@
 fingerprint (mtime, size, inode) about once a second and reloads when the content hash changes. A
 ConfigMap volume swaps a symlink, so the file is always opened by path (following links) rather than
 watched by inode. Each distinct content is tried once: an invalid file is counted as one failure, not
-one per poll.
+one per poll. A reload logs which routes start a new comparison epoch (``epoch_changes``: their target,
+methods, path or compare rules changed, see ``Route.fingerprint``), one line per route.
 """
 
 from __future__ import annotations
@@ -20,7 +21,34 @@ from pathlib import Path
 from proxy.ops.admin import AdminState, ReloadStatus
 from proxy.ops.logs import event
 from proxy.ops.metrics import RELOADS
-from proxy.routing.table import ConfigError, RoutesError, RouteTable, parse_routes
+from proxy.routing.table import ConfigError, Route, RoutesError, RouteTable, parse_routes
+
+
+def _what_changed(old: Route, new: Route) -> list[str]:
+    out = []
+    if old.target != new.target:
+        out.append(f"target {old.target} -> {new.target}")
+    if old.methods != new.methods:
+        out.append("methods")
+    if old.path != new.path:
+        out.append("path")
+    if old.compare != new.compare:
+        out.append("compare rules")
+    return out
+
+
+def epoch_changes(old: RouteTable, new: RouteTable) -> list[tuple[str, str]]:
+    """(route, what changed) for every route of ``new`` that starts a new comparison epoch against
+    ``old`` (a route new in the file starts its first)."""
+    before = {r.name: r for r in old.routes}
+    out = []
+    for route in sorted(new.routes, key=lambda r: r.line):
+        prior = before.get(route.name)
+        if prior is None:
+            out.append((route.name, "new route"))
+        elif prior.fingerprint != route.fingerprint:
+            out.append((route.name, ", ".join(_what_changed(prior, route)) or "configuration"))
+    return out
 
 
 def read_routes(path: str) -> tuple[RouteTable, bytes]:
@@ -111,8 +139,11 @@ class Reloader:
             self.state.last_reload = ReloadStatus("failure", time.time(), [f"could not apply: {exc!r}"])
             event("routes reload could not be applied", logging.ERROR, reason=reason, error=repr(exc))
             return False
+        changes = epoch_changes(self.state.table, table)
         self.state.table = table
         self.state.last_reload = ReloadStatus("success", time.time())
+        for name, what in changes:
+            event(f"route {name} starts a new comparison epoch ({what})", route=name, changed=what)
         RELOADS.labels("success").inc()
         event(
             "routes reloaded",

@@ -1,4 +1,5 @@
-"""``strangler report``: read the stores, print the report in a format, or suggest the routes to flip."""
+"""``strangler report``: read the stores, print the report in a format, suggest the routes to flip, or
+start a route's new epoch by hand (``--reset ROUTE``)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--route", help="only this route, with example diffs side by side")
     p.add_argument("--suggest", action="store_true",
                    help="print the routes.yaml change (unified diff) flipping every READY route to new")
+    p.add_argument("--epoch", choices=("current", "all"), default="current",
+                   help="current: each route's current epoch (default); all: also every kept epoch's totals")
+    p.add_argument("--reset", metavar="ROUTE",
+                   help="start a new epoch of ROUTE by hand (its counts start again; earlier epochs are kept "
+                        "as history), for every gateway replica sharing this Redis")
     return p
 
 
@@ -97,10 +103,38 @@ async def _collect(args: argparse.Namespace, table: RouteTable | None, progress:
     store = await RedisPgStore.connect(args.redis_url, args.database_url, args.prefix)
     try:
         progress.step("reading counters and samples")
-        return await gather(store, table, args.route)
+        return await gather(store, table, args.route, history=args.epoch == "all")
     finally:
         await store.aclose()
         progress.done()
+
+
+async def _reset_epoch(args: argparse.Namespace) -> str | None:
+    store = await RedisPgStore.connect(args.redis_url, None, args.prefix)
+    try:
+        epoch = await store.reset(args.reset)
+    finally:
+        await store.aclose()
+    return epoch.id if epoch is not None else None
+
+
+def _reset(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        epoch = asyncio.run(_reset_epoch(args))
+    except (OSError, ConnectionError) as exc:
+        err.write(f"strangler report: cannot reach Redis: {exc}; check the Redis URL\n")
+        return 2
+    except Exception as exc:  # redis errors have no common base with OSError; say what failed and exit 2
+        err.write(f"strangler report: the reset failed: {type(exc).__name__}: {exc}\n")
+        return 2
+    if epoch is None:
+        err.write(f"strangler report: route {args.reset!r} has nothing recorded yet; nothing to reset.\n")
+        return 2
+    out.write(
+        f"route {args.reset}: new epoch {epoch} started (reset by hand); gateways count into it within a "
+        "second, and earlier epochs stay as history (--epoch all)\n"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -113,6 +147,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             "strangler report: no Redis URL (counters live in Redis); pass --redis-url or set REDIS_URL\n"
         )
         return 2
+    if args.reset:
+        return _reset(args, out, err)
     table: RouteTable | None = None
     try:
         table = load_routes(args.routes)

@@ -3,25 +3,35 @@
 
 ``proxy.admin.create_admin_app`` calls ``setup(app, state)``. The store comes from ``app[REPORT_STORE]``
 when an extension put one there, else it is opened from REDIS_URL / DATABASE_URL /
-STRANGLER_SHADOW_PREFIX for the app's lifetime; without REDIS_URL the page says how to enable it.
+STRANGLER_SHADOW_PREFIX for the app's lifetime; without REDIS_URL the page says how to enable it. While
+the app runs it also reads the report every ``VERDICTS_EVERY_S`` (``keep_verdicts``), so the stable
+verdicts' state (``proxy.report.stable``: how long the threshold has held) moves on without anyone
+reading the report.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from html import escape
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
 from proxy.report.model import NOT_ENOUGH, READY, UNAVAILABLE, Report, RouteReport, gather
-from proxy.report.text import answered
+from proxy.report.text import answered, epoch_line, history_lines, method_lines
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, StoreError
 
-__all__ = ["REPORT_STORE", "render_html", "setup"]
+__all__ = ["REPORT_STORE", "VERDICTS_EVERY_S", "keep_verdicts", "render_html", "setup"]
+
+log = logging.getLogger("strangler.report")
+
+VERDICTS_EVERY_S: Final = 5.0  # how often the admin app reads the report to move the stable verdicts on
 
 REPORT_STORE = web.AppKey("strangler_report_store", DiffStore)
 
@@ -124,6 +134,23 @@ def _example(ex: dict[str, Any]) -> str:
     )
 
 
+def _learned(r: RouteReport) -> str:
+    """A route's generated paths (with their rate), noise paths (with both rates) and races."""
+    items = [
+        f"<li>generated {escape(g['method'])} <code>{escape(g['path'])}</code>: same shape, other value in "
+        f"{g['rate']:.1%} of {g['compared']} ({'learned' if g['learned'] else 'compare.generated'})</li>"
+        for g in r.generated
+    ]
+    items += [
+        f"<li>noise {escape(n['method'])} <code>{escape(n['path'])}</code>: A/A {n['aa_rate']:.1%} of "
+        f"{n['aa_pairs']}, new {n['candidate_rate']:.1%} of {n['compared']}</li>"
+        for n in r.noise_rates
+    ]
+    if r.raced:
+        items.append(f"<li>{r.raced} reads changed during the comparison (raced, not counted)</li>")
+    return "<h2>Learned</h2><ul>" + "".join(items) + "</ul>" if items else ""
+
+
 def render_html(report: Report, route: str | None = None) -> str:
     """The report page (all routes), or one route's page with its example diffs side by side."""
     shown = [r for r in report.routes if route is None or r.name == route]
@@ -144,6 +171,7 @@ def render_html(report: Report, route: str | None = None) -> str:
         "the candidate."
         + (' <a href="/report">All routes</a>' if route else "") + "</p>",
         f'<table id="routes">{head}' + "".join(_row(r) for r in shown) + "</table>",
+        _epochs(shown),
         "<h2>Latency</h2>",
         _chart(shown),
     ]
@@ -151,11 +179,24 @@ def render_html(report: Report, route: str | None = None) -> str:
         for r in shown:
             if r.reasons:
                 body.append("<ul>" + "".join(f"<li>{escape(w)}</li>" for w in r.reasons) + "</ul>")
+            body.append(_learned(r))
             body.append("<h2>Example diffs</h2>")
             examples = [_example(ex) for ex in r.examples]
             body += examples or ['<p class="muted">No stored differing sample.</p>']
     body.append("</body></html>")
     return "".join(body)
+
+
+def _epochs(routes: list[RouteReport]) -> str:
+    """Per route: the epoch counted, its methods, and (when read) its history."""
+    items = []
+    for r in routes:
+        lines = [line for line in (epoch_line(r), *method_lines(r)) if line]
+        lines += [f"history: {line}" for line in history_lines(r)]
+        if lines:
+            inner = "".join(f"<li>{escape(line)}</li>" for line in lines)
+            items.append(f'<li data-route="{escape(r.name)}"><b>{escape(r.name)}</b><ul>{inner}</ul></li>')
+    return f'<h2>Epochs and methods</h2><ul id="epochs">{"".join(items)}</ul>' if items else ""
 
 
 async def _report(request: web.Request, route: str | None) -> Report:
@@ -167,7 +208,9 @@ async def _report(request: web.Request, route: str | None) -> Report:
         )
     table = request.app[_STATE].table
     try:
-        return await gather(store, table, route)
+        # A route's page (or ?epoch=all) lists every kept epoch of the route(s).
+        history = request.query.get("epoch") == "all" or request.match_info.get("route") is not None
+        return await gather(store, table, route, history=history)
     except StoreError as exc:
         raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
 
@@ -187,7 +230,8 @@ async def report_route_page(request: web.Request) -> web.Response:
 
 
 async def report_json(request: web.Request) -> web.Response:
-    """GET /report.json: the report as JSON (``?route=NAME`` adds that route's example diffs)."""
+    """GET /report.json: the report as JSON (``?route=NAME`` adds that route's example diffs,
+    ``?epoch=all`` every kept epoch's totals)."""
     report = await _report(request, request.query.get("route"))
     return web.Response(body=orjson.dumps(report.as_json()), content_type="application/json")
 
@@ -209,6 +253,34 @@ async def _env_store(app: web.Application) -> AsyncIterator[None]:
 _STATE: web.AppKey[Any] = web.AppKey("strangler_report_admin_state", object)
 
 
+async def keep_verdicts(app: web.Application, interval: float | None = None) -> None:
+    """Read the report every ``interval`` seconds (``VERDICTS_EVERY_S``) so that the stable verdicts'
+    state is kept current (runs until cancelled; a failed read is logged once per streak)."""
+    failing = False
+    while True:
+        await asyncio.sleep(VERDICTS_EVERY_S if interval is None else interval)
+        store = app.get(REPORT_STORE)
+        if store is None:
+            continue
+        try:
+            await gather(store, app[_STATE].table)
+            failing = False
+        except Exception as exc:  # the stores log their own failures; this task must outlive any one
+            if not failing:
+                log.warning("could not read the shadow report to keep the verdicts current: %r", exc)
+            failing = True
+
+
+async def _verdicts(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(keep_verdicts(app), name="report-verdicts")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def setup(app: web.Application, state: Any) -> None:
     """Add the report routes to the admin app (``state.table`` is the live route table)."""
     app[_STATE] = state
@@ -217,3 +289,4 @@ def setup(app: web.Application, state: Any) -> None:
     app.router.add_get("/report/{route}", report_route_page)
     if REPORT_STORE not in app:
         app.cleanup_ctx.append(_env_store)
+    app.cleanup_ctx.append(_verdicts)

@@ -1,6 +1,7 @@
 """The shadow-comparison report's model, built from the stores (renderers: text.py, html.py; CLI: cli.py).
 
-Per route: requests seen, compared, match rate, the differing paths with counts (noise apart), latency
+Per route: requests seen, compared, match rate, the differing paths with counts (noise apart, each
+noise path with its A/A and candidate rates; generated paths with their rate; races counted apart), latency
 p50/p99 of legacy (control) and new (candidate), error rates, and a verdict: READY (enough comparisons,
 match rate at the threshold, new p99 no slower than legacy's within a tolerance (the median when a side
 has fewer than 100 timings, where "p99" would be a single outlier), no more errors), NOT
@@ -19,15 +20,17 @@ WebSockets, writes without a dry-run secret).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
+from proxy.report.stable import settle
 from proxy.routing.table import Route, RouteTable, ShadowSettings
-from proxy.shadow.store import DiffStore, RouteStats, Sample
+from proxy.shadow.noise import learned_from, learned_rows
+from proxy.shadow.store import DiffStore, Epoch, RouteStats, Sample
 
 __all__ = [
-    "NOT_ENOUGH", "NOT_READY", "READY", "UNANSWERED_MIN", "UNAVAILABLE", "Report", "RouteReport",
-    "build_report", "gather",
+    "NOT_ENOUGH", "NOT_READY", "READY", "UNANSWERED_MIN", "UNAVAILABLE", "MethodReport", "Report",
+    "RouteReport", "build_report", "gather",
 ]  # fmt: skip
 
 READY: Final = "READY"
@@ -39,6 +42,18 @@ UNANSWERED_MIN: Final = 5
 # New may be shadow.latency_ratio times slower at p99, plus an absolute slack for the 15 % histogram buckets.
 P99_SLACK_S: Final = 0.005
 P99_MIN_SAMPLES: Final = 100
+
+
+@dataclass
+class MethodReport:
+    """One method of a route: its own counts and verdict ("" for a method that is not compared)."""
+
+    method: str
+    seen: int
+    compared: int
+    match_rate: float | None
+    verdict: str
+    reasons: list[str]
 
 
 @dataclass
@@ -60,6 +75,19 @@ class RouteReport:
     verdict: str
     reasons: list[str]
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # How long sampled writes waited for new's dry run before legacy got them (p50, p99, count), or None.
+    write_wait_ms: dict[str, float | None] | None = None
+    # Learned per method (proxy.shadow.noise): noise paths with their A/A and candidate rates, generated
+    # paths with their same-shape rate; reads whose data changed during the comparison (not compared).
+    noise_rates: list[dict[str, Any]] = field(default_factory=list)
+    generated: list[dict[str, Any]] = field(default_factory=list)
+    raced: int = 0
+    methods: list[MethodReport] = field(default_factory=list)
+    # The epoch counted ({id, started, reason, age_s}) and, when asked, every kept one (oldest first).
+    epoch: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, float] = field(default_factory=dict)  # the stable verdict's state (proxy.report.stable)
+    state_changed: bool = False  # the state is to be saved
 
 
 @dataclass
@@ -74,7 +102,10 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``/report.json`` and ``--format json`` document)."""
-        return asdict(self)
+        doc = asdict(self)
+        for route in doc["routes"]:
+            route.pop("state_changed", None)  # bookkeeping of gather(), not part of the report
+        return doc
 
     def route(self, name: str) -> RouteReport | None:
         """The named route's report, if any."""
@@ -85,35 +116,120 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
 
 
-def _route_report(
-    name: str, st: RouteStats, table: RouteTable | None, settings: ShadowSettings
-) -> RouteReport:
-    declared = {r.name: r for r in table.routes} if table else {}
-    route = declared.get(name)
-    noise_set = set(st.noise)
+def _rates(st: RouteStats, noise_set: frozenset[str]) -> tuple[int, int, int, float | None]:
+    """(compared, differed, noise, match rate) with the noise known now (``noise_set``, learned by
+    proxy.shadow.noise's test): a signature is real if any of its paths is not noise, so a difference
+    recorded before its path was learned as noise is noise."""
     compared = st.get("compared")
-    # Reclassify with the noise known now: a signature is real if any of its paths is not noise.
     differed = sum(n for sig, n in st.signatures.items() if any(p not in noise_set for p in sig.split(" ")))
     differed = min(differed, compared)
     matched_or_noise = compared - differed
     noise = max(0, matched_or_noise - st.get("matched"))
-    rate = matched_or_noise / compared if compared else None
-    paths = sorted(((p, n) for p, n in st.paths.items() if p not in noise_set), key=lambda x: (-x[1], x[0]))
-    noise_paths = sorted(st.noise.items(), key=lambda x: (-x[1], x[0]))
-    latency = {
+    return compared, differed, noise, matched_or_noise / compared if compared else None
+
+
+def _latency(st: RouteStats) -> dict[str, dict[str, float | None]]:
+    return {
         label: {"p50": _ms(st.percentile(side, 0.5)), "p99": _ms(st.percentile(side, 0.99))}
         for label, side in (("legacy", "control"), ("new", "candidate"))
     }
+
+
+_COMPARED_SAFE: Final = frozenset({"GET", "HEAD"})  # compared without writes: true (proxy.shadow.judge)
+
+
+def _required(route: Route | None, st: RouteStats) -> list[str]:
+    """The methods a route's verdict needs: every method it declares or served that is compared (a read,
+    or a write with ``writes: true`` while legacy serves), and any that was sampled. HEAD is covered by
+    GET. (Without per-method data, from before epochs, none: the route's totals decide.)"""
+    if not st.methods:
+        return []
+    spec = route.shadow if route is not None else None
+    writes = spec is not None and spec.writes and route is not None and route.target == "legacy"
+    declared = route.methods if route is not None and route.methods is not None else frozenset()
+    out = []
+    for method in sorted(set(st.methods) | declared):
+        ms = st.methods.get(method) or RouteStats(st.route)
+        comparable = spec is not None and (ms.get("seen") > 0 or method in declared)
+        if (comparable and (method in _COMPARED_SAFE or writes)) or ms.get("sampled") or ms.get("compared"):
+            out.append(method)
+    if "GET" in out and "HEAD" in out:
+        out.remove("HEAD")
+    return out
+
+
+def _raw(
+    route: Route | None, st: RouteStats, settings: ShadowSettings, noise: frozenset[str]
+) -> tuple[str, list[str], list[MethodReport]]:
+    """The verdict now, without stability: every required method judged on its own counts (and the noise
+    it learned); ``noise``: the route's, for its totals."""
+    required = _required(route, st)
+    methods = []
+    for method in sorted(set(st.methods) | set(required)):
+        ms = st.methods.get(method) or RouteStats(st.route)
+        compared, _, _, rate = _rates(ms, learned_from(ms.path_counts(), method).noise)
+        verdict, reasons = ("", []) if method not in required else _verdict(
+            compared, rate, _latency(ms), ms, settings
+        )
+        methods.append(MethodReport(method, ms.get("seen"), compared, rate, verdict, reasons))
+    if len(required) <= 1:
+        compared, _, _, rate = _rates(st, noise)
+        verdict, reasons = _verdict(compared, rate, _latency(st), st, settings)
+        return verdict, reasons, methods
+    judged = [m for m in methods if m.method in required]
+    for worst in (NOT_ENOUGH, NOT_READY):
+        failing = [m for m in judged if m.verdict == worst]
+        if failing:
+            return worst, [f"{m.method}: {why}" for m in failing for why in m.reasons], methods
+    return READY, [], methods
+
+
+def _epoch(epoch: Epoch | None, now: float) -> dict[str, Any] | None:
+    if epoch is None:
+        return None
+    return {"id": epoch.id, "started": epoch.started, "reason": epoch.reason,
+            "age_s": round(max(0.0, now - epoch.started), 1) if epoch.started else None}  # fmt: skip
+
+
+def _history(epoch: Epoch, now: float) -> dict[str, Any]:
+    return {**(_epoch(epoch, now) or {}), "compared": epoch.compared, "differed": epoch.differed}
+
+
+def _route_report(
+    name: str, st: RouteStats, table: RouteTable | None, settings: ShadowSettings, now: float
+) -> RouteReport:
+    declared = {r.name: r for r in table.routes} if table else {}
+    route = declared.get(name)
+    learned = learned_rows(st, route.compare.generated if route else ())
+    noise_set = learned.noise  # statistically learned (proxy.shadow.noise), never a generated path
+    compared, differed, noise, rate = _rates(st, noise_set)
+    paths = sorted(((p, n) for p, n in st.paths.items() if p not in noise_set), key=lambda x: (-x[1], x[0]))
+    aa_counts: dict[str, int] = {}
+    for row in learned.noise_rows:
+        aa_counts[row["path"]] = aa_counts.get(row["path"], 0) + row["aa_diffs"]
+    noise_paths = sorted(aa_counts.items(), key=lambda x: (-x[1], x[0]))
+    latency = _latency(st)
     attempts = compared + st.get("errors_control") + st.get("errors_candidate")
     errors = {
         "legacy": st.get("errors_control") / attempts if attempts else None,
         "new": st.get("errors_candidate") / attempts if attempts else None,
     }
     why_not = _unavailable(route, st, compared, settings)
+    state = st.state
+    verdict, reasons, methods = _raw(route, st, settings, noise_set)
     if why_not:
         verdict, reasons = UNAVAILABLE, why_not
     else:
-        verdict, reasons = _verdict(compared, rate, latency, st, settings)
+        lower = replace(settings, match_threshold=max(0.0, settings.match_threshold - settings.ready_margin))
+        keep = _raw(route, st, lower, noise_set)[0]
+        outcome = settle(verdict == READY, keep == READY, compared, st.state, settings, now)
+        state = outcome.state
+        if outcome.ready:
+            verdict, reasons = READY, []
+        elif verdict == READY:  # holding: not yet READY for long enough
+            verdict, reasons = NOT_ENOUGH, outcome.reasons
+        else:
+            reasons = reasons + outcome.reasons
     return RouteReport(
         name=name,
         target=route.target if route else None,
@@ -129,7 +245,24 @@ def _route_report(
         error_rate=errors,
         verdict=verdict,
         reasons=reasons,
+        write_wait_ms=_write_wait(st),
+        noise_rates=list(learned.noise_rows),
+        generated=list(learned.generated_rows),
+        raced=st.get("raced"),
+        methods=methods,
+        epoch=_epoch(st.epoch, now),
+        history=[_history(e, now) for e in st.history],
+        state=state,
+        state_changed=state != st.state,
     )
+
+
+def _write_wait(st: RouteStats) -> dict[str, float | None] | None:
+    waits = sum(st.latency.get("prewrite", {}).values())
+    if not waits:
+        return None
+    return {"p50": _ms(st.percentile("prewrite", 0.5)), "p99": _ms(st.percentile("prewrite", 0.99)),
+            "count": float(waits)}  # fmt: skip
 
 
 _SHOWN: Final = frozenset({"seen", "sampled", "compared", "dropped", "skipped"})
@@ -211,17 +344,18 @@ def build_report(
 ) -> Report:
     """The report for every shadowed route in ``table`` and every route with recorded data."""
     settings = table.shadow_settings if table else ShadowSettings()
+    now = time.time() if now is None else now
     # File order (routes are stored in match-priority order), then routes known only from the data.
     names = [r.name for r in sorted(table.routes, key=lambda r: r.line) if r.shadow] if table else []
     names += sorted(n for n in stats if n not in names)
     routes = []
     for name in names:
-        rr = _route_report(name, stats.get(name) or RouteStats(name), table, settings)
+        rr = _route_report(name, stats.get(name) or RouteStats(name), table, settings, now)
         for s in (samples or {}).get(name, []):
             rr.examples.append(asdict(s))
         routes.append(rr)
     return Report(
-        generated_at=time.time() if now is None else now,
+        generated_at=now,
         source=table.source if table else None,
         min_compared=settings.min_compared,
         match_threshold=settings.match_threshold,
@@ -230,10 +364,20 @@ def build_report(
 
 
 async def gather(
-    store: DiffStore, table: RouteTable | None, route: str | None = None, examples: int = 5
-) -> Report:
-    """Read the store and build the report (with example diffs for ``route``, or for all if "*")."""
-    stats = await store.stats()
+    store: DiffStore, table: RouteTable | None, route: str | None = None, examples: int = 5,
+    *, history: bool = False, now: float | None = None,
+) -> Report:  # fmt: skip
+    """Read the store and build the report of each route's current epoch (with example diffs of that
+    epoch for ``route``, or for all if "*"; with every kept epoch's totals when ``history``), and keep
+    the stable verdicts' states that changed."""
+    stats = await store.stats(history)
     wanted = list(stats) if route == "*" else [route] if route else []
-    samples = {name: await store.samples(name, examples) for name in wanted}
-    return build_report(stats, table, samples)
+    samples = {}
+    for name in wanted:
+        epoch = stats[name].epoch if name in stats else None
+        samples[name] = await store.samples(name, examples, epoch.id if epoch else None)
+    report = build_report(stats, table, samples, now)
+    for rr in report.routes:
+        if rr.state_changed and rr.epoch is not None:
+            await store.save_state(rr.name, rr.epoch["id"], rr.state)
+    return report

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "CompareRules",
@@ -14,6 +15,7 @@ __all__ = [
     "ShadowSettings",
     "ShadowSpec",
     "UpstreamSpec",
+    "route_fingerprint",
 ]
 
 
@@ -78,6 +80,9 @@ class CompareRules:
     tolerance: float = 0.0
     null_equals_missing: bool = False
     headers: tuple[str, ...] = ("content-type", "cache-control", "location")
+    # Paths whose values are generated on each call (ids, timestamps, tokens): a value difference with the
+    # same shape is not a difference there, a shape difference is (see proxy/shadow/shapes.py).
+    generated: tuple[str, ...] = ()
 
 
 # Field-name substrings whose values are never stored (secrets), and those stored only as a tagged
@@ -104,6 +109,11 @@ class ShadowSettings:
     # New's p99 (its median under 100 timings) may be this many times legacy's, plus 5 ms; 0: latency
     # does not decide the verdict.
     latency_ratio: float = 1.25
+    # Stable verdicts: READY once the threshold has held for ready_min_count comparisons and ready_min_s
+    # seconds; kept until the match rate falls below match_threshold - ready_margin (hysteresis).
+    ready_min_count: int = 100
+    ready_min_s: float = 60.0
+    ready_margin: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,19 @@ class Route:
     # ``limits.max_body``: the largest request body forwarded on this route, bytes (0: no limit); None:
     # the gateway's --max-body applies.
     max_body: int | None = None
+    # What starts a new comparison epoch when it changes (target, methods, path, compare rules): a short
+    # hex digest computed here, so every replica and the report derive the same one from the same file.
+    fingerprint: str = field(init=False, compare=False, repr=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", route_fingerprint(self))
+
+
+def route_fingerprint(route: Route) -> str:
+    """12 hex digits naming what a route's comparisons depend on: target, methods, path, compare rules."""
+    methods = ",".join(sorted(route.methods)) if route.methods is not None else "*"
+    text = repr((route.target, methods, route.path, route.compare))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

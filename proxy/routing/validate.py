@@ -49,6 +49,9 @@ _SHADOW = {
     "min_compared": False,
     "match_threshold": False,
     "latency_ratio": False,
+    "ready_min_count": False,
+    "ready_min_s": False,
+    "ready_margin": False,
 }
 _ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False, "limits": False}
 _LIMITS = {"max_body": False}
@@ -61,6 +64,7 @@ _COMPARE = {
     "tolerance": False,
     "null_equals_missing": False,
     "headers": False,
+    "generated": False,
 }
 
 
@@ -219,6 +223,14 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
     base = ShadowSettings()
     if fields is None:
         return base
+    threshold = fields.get("match_threshold", lambda n, k: reader.number(n, k, 0, 1), base.match_threshold)
+    margin = fields.get("ready_margin", lambda n, k: reader.number(n, k, 0, 1), base.ready_margin)
+    if margin > 0 and margin >= threshold and "ready_margin" in fields.nodes:
+        reader.error(
+            fields.nodes["ready_margin"], fields.sub("ready_margin"),
+            f"must be below match_threshold ({threshold:g}): a READY route is kept down to match_threshold "
+            "- ready_margin",
+        )  # fmt: skip
     return ShadowSettings(
         queue=fields.get("queue", lambda n, k: reader.integer(n, k, 1, 10_000_000), base.queue),
         concurrency=fields.get(
@@ -232,12 +244,15 @@ def _shadow_settings(reader: Reader, node: yaml.Node) -> ShadowSettings:
         min_compared=fields.get(
             "min_compared", lambda n, k: reader.integer(n, k, 1, 1 << 31), base.min_compared
         ),
-        match_threshold=fields.get(
-            "match_threshold", lambda n, k: reader.number(n, k, 0, 1), base.match_threshold
-        ),
+        match_threshold=threshold,
         latency_ratio=fields.get(
             "latency_ratio", lambda n, k: reader.number(n, k, 0, 1000), base.latency_ratio
         ),
+        ready_min_count=fields.get(
+            "ready_min_count", lambda n, k: reader.integer(n, k, 0, 1 << 31), base.ready_min_count
+        ),
+        ready_min_s=fields.get("ready_min_s", lambda n, k: reader.number(n, k, 0, 86400), base.ready_min_s),
+        ready_margin=margin,
     )
 
 
@@ -359,6 +374,7 @@ def _compare(reader: Reader, node: yaml.Node, key: str) -> CompareRules | None:
         sets=fields.get("sets", lambda n, k: reader.strings(n, k, _json_path), base.sets),
         tolerance=fields.get("tolerance", lambda n, k: reader.number(n, k, 0, math.inf), base.tolerance),
         null_equals_missing=fields.get("null_equals_missing", reader.boolean, base.null_equals_missing),
+        generated=fields.get("generated", lambda n, k: reader.strings(n, k, _json_path), base.generated),
         headers=tuple(
             h.lower() for h in fields.get("headers", lambda n, k: reader.strings(n, k, _header), base.headers)
         ),

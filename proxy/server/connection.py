@@ -2,12 +2,12 @@
 
 One `ClientProtocol` reads requests, refuses ambiguous framing, routes each request once against the
 table current at its start, and hands it to its `proxy.server.responder.Responder` half, which streams it
-to a pooled upstream connection and the response back. Backpressure pauses the other side's reading: a
-slow client stops the upstream being read; a slow upstream stops the client being read. Pipelined
-requests are answered in order (the next one waits, and reading pauses, while one is in flight). A
-WebSocket upgrade turns the connection into a byte tunnel after the upstream's 101. Its named states are
-in `proxy.server.states`; `proxy.server.listener.GatewayServer` accepts the connections.
-"""
+to a pooled upstream connection and the response back (a sampled write first waits for new's dry run of
+it: `proxy.server.holding`). Backpressure pauses the other side's reading: a slow client stops the
+upstream being read; a slow upstream stops the client being read. Pipelined requests are answered in
+order (the next one waits, and reading pauses, while one is in flight). A WebSocket upgrade turns the
+connection into a byte tunnel after the upstream's 101. Its named states are in `proxy.server.states`;
+`proxy.server.listener.GatewayServer` accepts the connections."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import httptools
 from proxy.http1.errors import error_response
 from proxy.server.forwarding import FramingError, new_request_id
 from proxy.server.heads import request_head
+from proxy.server.holding import WAIT_BODY, Holder
 from proxy.server.host import ConnectionHost
-from proxy.server.request import Refusal, Request, Tee
-from proxy.server.responder import Responder
+from proxy.server.request import Refusal, Request, Tee, too_large
 from proxy.server.states import BODY, CLOSED, CLOSING, HEAD, IDLE, UPGRADE
 from proxy.upstream.pool import Headers
 
@@ -32,7 +32,7 @@ __all__ = ["ClientProtocol"]
 log = logging.getLogger("strangler.server")
 
 
-class ClientProtocol(Responder, asyncio.Protocol):
+class ClientProtocol(Holder, asyncio.Protocol):
     """One client connection: HTTP/1.1 requests in, responses out, in order."""
 
     def __init__(self, host: ConnectionHost) -> None:
@@ -277,7 +277,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
             limit = route.max_body if route.max_body is not None else self.max_body
             if limit:
                 if content_length is not None and content_length > limit:
-                    raise Refusal(413, _too_large(limit, route.name))
+                    raise Refusal(413, too_large(limit, route.name))
                 self.body_limit = limit if chunked else 0  # a Content-Length body cannot exceed itself
         rq.host = host = prep.host
         # The default forwards the client's Host (ours for an HTTP/1.0 request without one); the prefix of
@@ -290,7 +290,9 @@ class ClientProtocol(Responder, asyncio.Protocol):
         if shadow is not None:
             try:
                 if shadow.wants(route, method_str):
-                    rq.tee = Tee(shadow.body_cap)
+                    tee = rq.tee = Tee(shadow.body_cap)
+                    if method != b"GET" and method != b"HEAD":  # a write: held for its dry run
+                        tee.hold = WAIT_BODY
             except Exception:
                 log.exception("shadow.wants failed")
 
@@ -300,7 +302,7 @@ class ClientProtocol(Responder, asyncio.Protocol):
             return
         size = rq.bytes_in = rq.bytes_in + len(body)
         if self.body_limit and size > self.body_limit:
-            self.refusal = Refusal(413, _too_large(self.body_limit, rq.route.name if rq.route else ""))
+            self.refusal = Refusal(413, too_large(self.body_limit, rq.route.name if rq.route else ""))
             raise self.refusal
         tee = rq.tee
         if tee is not None and tee.req is not None:
@@ -310,6 +312,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
             else:
                 tee.req = None
                 tee.req_over = True
+                if tee.hold:  # too large to dry-run: forwarded now
+                    self._give_up(rq, "write_body")
         self._send_body(rq, b"%x\r\n%b\r\n" % (len(body), body) if rq.chunked else body)
 
     def on_message_complete(self) -> None:
@@ -326,6 +330,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
         conn = rq.conn
         if conn is not None and conn.sink is self:
             conn.end_request()
+        elif rq.tee is not None and rq.tee.hold == WAIT_BODY and rq is self.cur:
+            self._body_complete(rq)
 
     def _send_body(self, rq: Request, data: bytes) -> None:
         conn = rq.conn
@@ -336,6 +342,8 @@ class ClientProtocol(Responder, asyncio.Protocol):
             rq.pending.append(data)
             rq.pending_size += len(data)
             if rq.pending_size > self.gateway.settings.pending_body_limit and not self.up_paused:
+                if rq.tee is not None and rq.tee.hold and rq is self.cur:  # would pause: held no longer
+                    return self._give_up(rq, "write_body")
                 self.up_paused = True
                 self._update_reading()
 
@@ -385,10 +393,3 @@ class ClientProtocol(Responder, asyncio.Protocol):
             self._start(err)
         else:
             self.queue.append(err)
-
-
-def _too_large(limit: int, route: str) -> str:
-    return (
-        f"the request body is larger than the {limit} bytes route {route} accepts; send a smaller body "
-        "(the limit is routes.yaml limits.max_body, or the gateway's --max-body)"
-    )

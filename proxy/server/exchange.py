@@ -20,6 +20,8 @@ class Exchange(NamedTuple):
     data path. A body is None when it was larger than the shadow's ``body_cap`` (not teed).
     ``response_headers`` are the upstream's, before hop-by-hop removal. ``client_host`` is the client's
     Host, which a replaying pool sends instead of its own unless its upstream says ``host: upstream``.
+    ``prewrite`` is, for a sampled write, the shadow's handle of new's dry run run *before* the primary
+    was forwarded (`ShadowSink.prewrite`), None otherwise.
     """
 
     route: Route
@@ -35,6 +37,7 @@ class Exchange(NamedTuple):
     latency_s: float
     request_id: str
     client_host: bytes | None = None
+    prewrite: object = None
 
     @property
     def path_qs(self) -> str:

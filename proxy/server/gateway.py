@@ -47,7 +47,14 @@ class NullObserver:
 
 
 class ShadowSink(Protocol):
-    """What the data path needs from shadowing (proxy/shadow.py implements it)."""
+    """What the data path needs from shadowing (proxy/shadow/admission.py implements it).
+
+    ``prewrite`` is asked, for a sampled request other than GET/HEAD, once its body is complete and
+    before it is forwarded: it sends the dry run and returns a handle (attached to the exchange later),
+    or None when it will not (the request is forwarded at once). ``done()`` is then called exactly once,
+    when the dry run has answered, failed or timed out (at most the route's shadow timeout), and only
+    then is the primary forwarded (`proxy.server.holding`).
+    """
 
     @property
     def body_cap(self) -> int: ...
@@ -57,6 +64,11 @@ class ShadowSink(Protocol):
     def submit(self, exchange: Exchange) -> None: ...
 
     def not_comparable(self, route: Route, reason: str) -> None: ...
+
+    def prewrite(
+        self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,
+        host: bytes | None, done: Callable[[], None],
+    ) -> object | None: ...  # fmt: skip
 
 
 class AccessRecord(NamedTuple):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from proxy.routing.table import Route
 from proxy.upstream.pool import Headers, UpConn, UpstreamPool
 
-__all__ = ["Refusal", "Request", "Tee"]
+__all__ = ["Refusal", "Request", "Tee", "too_large"]
 
 
 class Refusal(Exception):
@@ -26,9 +26,17 @@ class Tee:
     Made only for a request shadowing wants, so an unsampled request pays one None check per body chunk.
     A body over the cap stops being copied (``req`` or ``resp`` becomes None, ``*_over`` True): the
     exchange then carries no body for it.
+
+    ``hold`` is set for a sampled write (`proxy.server.holding`): the request is held until new's dry
+    run of it has answered (``WAIT_BODY``: its body is still arriving; ``ASKED``: the dry run is out), and
+    ``prewrite`` is the shadow's handle of that dry run, handed back with the exchange; ``held`` the
+    seconds the request waited for it, taken off the primary's latency in the exchange.
     """
 
-    __slots__ = ("cap", "req", "req_over", "req_size", "resp", "resp_headers", "resp_over", "resp_size")
+    __slots__ = (
+        "cap", "held", "hold", "prewrite", "req", "req_over", "req_size", "resp", "resp_headers", "resp_over",
+        "resp_size",
+    )  # fmt: skip
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -39,6 +47,9 @@ class Tee:
         self.resp_size = 0
         self.resp_over = False
         self.resp_headers: Headers = []  # the upstream's, before hop-by-hop removal
+        self.hold = 0  # NO_HOLD, WAIT_BODY or ASKED (proxy.server.holding)
+        self.prewrite: object = None  # the shadow's handle of the dry run run before the primary
+        self.held = 0.0  # seconds held for it (not the primary's latency): while held, when it was asked
 
 
 class Request:
@@ -109,3 +120,11 @@ class Request:
         self.bytes_in = 0
         self.bytes_out = 0
         self.tee: Tee | None = None  # set when shadowing sampled this request
+
+
+def too_large(limit: int, route: str) -> str:
+    """The 413 message for a body over ``limit`` on ``route``."""
+    return (
+        f"the request body is larger than the {limit} bytes route {route} accepts; send a smaller body "
+        "(the limit is routes.yaml limits.max_body, or the gateway's --max-body)"
+    )

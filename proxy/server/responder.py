@@ -7,7 +7,8 @@ callbacks), writes the response to the client (hop-by-hop headers removed, the r
 re-framed for the client: chunked for HTTP/1.1 when the length is unknown, close-delimited for HTTP/1.0;
 one ``transport.write`` per upstream read), answers with the gateway's own JSON errors, and accounts for
 each finished request once (observer, access log, shadow exchange). It is complete on its own: the
-subclass `proxy.server.connection.ClientProtocol` adds the client transport and the request parser.
+subclass `proxy.server.holding.Holder` holds a sampled write until new's dry run of it has answered,
+and `proxy.server.connection.ClientProtocol` adds the client transport and the request parser.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class Responder:
         if rq.error is not None:
             self._respond_error(rq, rq.error.status, rq.error.message)
             return
+        tee = rq.tee
+        if tee is not None and tee.hold:  # a sampled write: new's dry run first (proxy.server.holding)
+            self._hold(rq)
+            return
         pool = rq.pool
         assert pool is not None
         conn = pool.acquire()
@@ -74,6 +79,20 @@ class Responder:
             rq.conn = conn
             rq.pending = None
             conn.start(self, rq.head, rq.is_head, rq.body_done, rq.websocket)
+
+    def _hold(self, rq: Request) -> None:
+        """Hold a sampled write for its dry run (`proxy.server.holding.Holder`); here: forward it."""
+        self._forward(rq)
+
+    def _forward(self, rq: Request) -> None:
+        """Send the current request upstream (``_start``'s end, for a request that was held)."""
+        pool = rq.pool
+        assert pool is not None
+        conn = pool.acquire()
+        if conn is None:
+            self.server.spawn(self._connect(rq))
+        else:
+            self._attach(rq, conn)
 
     async def _connect(self, rq: Request) -> None:
         pool = rq.pool
@@ -355,8 +374,8 @@ class Responder:
                     shadow.submit(
                         Exchange(  # positional: a keyword call costs more, on every shadowed request
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
-                            status, tee.resp_headers, resp_body, seconds, rq.request_id.decode("ascii"),
-                            rq.host,
+                            status, tee.resp_headers, resp_body, seconds - tee.held,
+                            rq.request_id.decode("ascii"), rq.host, tee.prewrite,
                         )
                     )
                 except Exception:

@@ -6,14 +6,17 @@ client has its response; both are synchronous and cheap (a random draw, a bounde
 queue is full the exchange is dropped and counted. At most ``concurrency`` exchanges are replayed at
 once, on pools of their own, as callbacks (``proxy.shadow.replay``: no task, future or timer per call;
 one sweep every SWEEP_S enforces the deadlines), so a slow or hanging shadow backend never reaches the
-client. Results are judged by ``proxy.shadow.judge``.
+client, except that a sampled write waits for its dry run (at most the route's shadow timeout). Results
+are judged by ``proxy.shadow.judge``.
 
-Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then only
-to new, signed as a dry run (legacy has no dry run: a write served by new is counted as
-``unavailable_write``, and as skipped if the route asked for it). An event stream or a WebSocket is
-never shadowed: the data path drops its copy as soon as it knows and calls ``not_comparable`` (counted
-as ``unavailable_stream`` / ``_websocket``). For an
-``aa_sample`` share of reads the control is called twice, at most ``aa_rate`` a second per route
+Reads (GET/HEAD) are shadowed by default; a write only when the route says ``writes: true``, and then
+only to new, signed as a dry run (legacy has no dry run: a write served by new is counted as
+``unavailable_write``, and as skipped if the route asked for it). A write's dry run runs *before* its
+primary, while the data path holds the write (``prewrite``, `proxy.shadow.prewrite`): new answers against
+the state legacy is about to change, and the exchange submitted afterwards carries that answer. An event
+stream or a WebSocket is never shadowed: the data path drops its copy as soon as it knows and calls
+``not_comparable`` (counted as ``unavailable_stream`` / ``_websocket``). For an ``aa_sample`` share of
+reads the control is called twice, at most ``aa_rate`` a second per route
 (``proxy.shadow.noise``).
 """
 
@@ -33,11 +36,12 @@ from prometheus_client import Counter as PromCounter
 from proxy.routing.table import Route, RouteTable, ShadowSettings
 from proxy.server.exchange import Exchange
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
-from proxy.shadow.noise import AA_PER_SECOND, AaLimiter, NoiseBook
+from proxy.shadow.noise import AA_PER_SECOND, REREAD_PER_SECOND, AaLimiter, NoiseBook
+from proxy.shadow.prewrite import Prewrite, Prewrites
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
 from proxy.shadow.samples import SampleBuilder
-from proxy.shadow.store import DEFAULT_PREFIX, DiffStore
+from proxy.shadow.store import ANY_METHOD, DEFAULT_PREFIX, DiffStore
 from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["DROPS", "MAX_QUEUED_BYTES", "SWEEP_S", "Shadower", "open_sink"]
@@ -71,6 +75,7 @@ class Shadower:
         rand: Callable[[], float] = random.random,
         flush_interval: float = 0.5,
         aa_rate: float = AA_PER_SECOND,
+        reread_rate: float = REREAD_PER_SECOND,
         clock: Callable[[], float] = time.monotonic,
         deadline_clock: Callable[[], float] | None = None,
         own_pools: bool = False,
@@ -103,10 +108,12 @@ class Shadower:
             pools, store, self._judge, self._job_done, secret=secret,
             max_conns=min(8, self._concurrency), body_cap=settings.body_cap, own_pools=own_pools,
         )  # fmt: skip
+        self._prewrites = Prewrites(self._replay, store, self._judge.unanswered, self._concurrency)
         # Bound once: _begin runs for every shadowed request.
         self._pipe_get = self._replay.pipe_get
         self._one_done = self._replay.one_done
         self._call = self._replay.call
+        self._judge.enable_rereads(self._replay.call, settings.timeout, clock, reread_rate)  # see judge.py
 
     @property
     def pools(self) -> Mapping[str, Pool]:
@@ -123,6 +130,7 @@ class Shadower:
         """Adopt reloaded global settings (the queue size and worker count stay as started)."""
         self.settings = settings
         self.body_cap = self._judge.body_cap = self._replay.body_cap = settings.body_cap
+        self._judge.reread_timeout = settings.timeout
         self._samples.set_settings(settings)
 
     def set_table(self, table: RouteTable) -> None:
@@ -138,39 +146,58 @@ class Shadower:
         if spec is None or self._closed:
             return False
         name = route.name
-        self.store.count(name, "seen")
+        key = self.store.key(route, method)  # the store key: route, current epoch, method
+        self.store.count(key, "seen")
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
             if route.target != CONTROL:
                 # The copy would go to legacy, which has no dry run: never a second real write. Counted
                 # so the report says COMPARISON UNAVAILABLE instead of nothing (after a flip writes: false).
-                self.store.count(name, "unavailable_write")
+                self.store.count(key, "unavailable_write")
                 if spec.writes:
-                    self.store.count(name, "skipped")
+                    self.store.count(key, "skipped")
                     COMPARISONS.labels(name, "skipped").inc()
                 return False
             if not spec.writes:
                 return False
             if self.secret is None:  # new could not verify a dry run
-                self.store.count(name, "skipped")
-                self.store.count(name, "unavailable_secret")
+                self.store.count(key, "skipped")
+                self.store.count(key, "unavailable_secret")
                 COMPARISONS.labels(name, "skipped").inc()
                 return False
         return True
 
     def not_comparable(self, route: Route, reason: str) -> None:
         """A sampled exchange that cannot be compared (``reason``: ``stream`` for an event stream,
-        ``websocket`` for an upgrade): the data path dropped its copy; counted so the report can say why."""
+        ``websocket`` for an upgrade, ``write_<why>`` for a write forwarded without its dry run): the data
+        path dropped its copy; counted so the report can say why."""
+        if reason.startswith("write_"):
+            self._prewrites.not_compared(route, reason[6:])
+            return
         # A shadow stream would hold a second connection open for as long as the client's and has no end
         # to compare at; a WebSocket copy would be a second live session. Neither is ever opened.
-        self.store.count(route.name, f"unavailable_{reason}")
+        self.store.count(self.store.key(route, ANY_METHOD), f"unavailable_{reason}")
         COMPARISONS.labels(route.name, "unavailable").inc()
+
+    def prewrite(
+        self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,
+        host: bytes | None, done: Callable[[], None],
+    ) -> Prewrite | None:  # fmt: skip
+        """Send new's dry run of a sampled write before its primary; ``done()`` runs once it answered,
+        failed or timed out (the route's shadow timeout at most). None (counted): forward at once."""
+        if self._closed or not self._started:
+            self._prewrites.not_compared(route, "closed")
+            return None
+        spec = route.shadow
+        timeout = spec.timeout if spec is not None and spec.timeout > 0 else self.settings.timeout
+        return self._prewrites.ask(route, method, path_qs, lines, body, host, done, timeout, SWEEP_S)
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
         name = exchange.route.name
-        self.store.count(name, "sampled")
+        key = self.store.key(exchange.route, exchange.method)
+        self.store.count(key, "sampled")
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
             self._idle.clear()
             self._start(exchange)  # room to start it now (the common case): no queueing
@@ -182,7 +209,7 @@ class Shadower:
             or (self._maxsize > 0 and len(self._waiting) >= self._maxsize)
             or self._queued_bytes + size > MAX_QUEUED_BYTES
         ):
-            self.store.count(name, "dropped")
+            self.store.count(key, "dropped")
             DROPS.labels(name).inc()
             return
         self._waiting.append(exchange)
@@ -202,6 +229,7 @@ class Shadower:
         if self._deadline_clock is None:
             self._deadline_clock = self._loop.time
         self._replay.start(self._loop, self._deadline_clock)
+        self._prewrites.start(self._deadline_clock)
         self._sweeper = self._loop.call_later(SWEEP_S, self._sweep)
         self._spawn(self._flusher(), "shadow-flush")
         self._pump()
@@ -214,6 +242,7 @@ class Shadower:
                 async with asyncio.timeout(grace):
                     await self._idle.wait()
         self._started = False
+        self._prewrites.close()  # the writes held for a dry run go on now
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -307,9 +336,19 @@ class Shadower:
             self._judge.record_error(ex, failure)
             self._job_done()
             return
-        unreplayable = ex.request_body is None or (ex.response_body is None and not safe)
-        if unreplayable or (not safe and (other != CANDIDATE or self.secret is None)):
-            self.store.count(name, "skipped")
+        if not safe:  # a write: its dry run ran before the primary (or not at all); compare that
+            pw = ex.prewrite
+            res = pw.result if isinstance(pw, Prewrite) else None
+            if isinstance(res, tuple) and ex.response_body is not None and other == CANDIDATE:
+                self._judge.settle(Job(ex, CANDIDATE, 1), "other", res)  # settle frees the slot
+                return
+            if res is None or ex.response_body is None:  # not dry-run (counted why), or too large
+                self.store.count(self.store.key(route, ex.method), "skipped")
+                COMPARISONS.labels(name, "skipped").inc()
+            self._job_done()  # a failed dry run was counted when it failed
+            return
+        if ex.request_body is None:
+            self.store.count(self.store.key(route, ex.method), "skipped")
             COMPARISONS.labels(name, "skipped").inc()
             self._job_done()
             return

@@ -29,6 +29,7 @@ __all__ = [
     "Diff",
     "Difference",
     "Observed",
+    "any_match",
     "compare",
     "decode_body",
     "format_path",
@@ -192,7 +193,8 @@ def _matches(pattern: tuple[Segment, ...], path: Sequence[Segment]) -> bool:
     return True
 
 
-def _any_match(patterns: tuple[tuple[Segment, ...], ...], path: Sequence[Segment]) -> bool:
+def any_match(patterns: tuple[tuple[Segment, ...], ...], path: Sequence[Segment]) -> bool:
+    """Whether ``path`` matches one of ``patterns`` (``[*]`` matches any index)."""
     return any(_matches(p, path) for p in patterns)
 
 
@@ -222,7 +224,7 @@ class _Walker:
 
     def walk(self, c: Any, d: Any, path: list[Segment]) -> None:
         rules = self.rules
-        if rules.ignore and _any_match(rules.ignore, path):
+        if rules.ignore and any_match(rules.ignore, path):
             return
         # Equal subtrees have no difference under any rule: skip them at C speed. Python's == says
         # True == 1, so equal bytes (orjson, also C) confirm it; a false "not equal" only costs the walk.
@@ -234,7 +236,7 @@ class _Walker:
         elif tc == "object":
             self._objects(c, d, path)
         elif tc == "array":
-            if rules.sets and _any_match(rules.sets, path):
+            if rules.sets and any_match(rules.sets, path):
                 self._sets(c, d, path)
                 return
             if len(c) != len(d):
@@ -255,13 +257,13 @@ class _Walker:
             path.append(key)
             if key in d:
                 self.walk(cv, d[key], path)
-            elif not (nem and cv is None) and not _any_match(self.rules.ignore, path):
+            elif not (nem and cv is None) and not any_match(self.rules.ignore, path):
                 self.out.append(Difference(format_path(path), "missing", cv, None))
             path.pop()
         for key, dv in d.items():
             if key not in c:
                 path.append(key)
-                if not (nem and dv is None) and not _any_match(self.rules.ignore, path):
+                if not (nem and dv is None) and not any_match(self.rules.ignore, path):
                     self.out.append(Difference(format_path(path), "extra", None, dv))
                 path.pop()
 
@@ -295,7 +297,7 @@ class _Walker:
             out = {}
             for k, v in value.items():
                 path.append(k)
-                keep = not _any_match(rules.ignore, path) and not (rules.null_equals_missing and v is None)
+                keep = not any_match(rules.ignore, path) and not (rules.null_equals_missing and v is None)
                 if keep:
                     out[k] = self._strip(v, path)
                 path.pop()
@@ -303,7 +305,7 @@ class _Walker:
         if isinstance(value, list):
             path.append(WILDCARD)
             items = [self._strip(v, path) for v in value]
-            if rules.sets and _any_match(rules.sets, path[:-1]):
+            if rules.sets and any_match(rules.sets, path[:-1]):
                 items.sort(key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
             path.pop()
             return items

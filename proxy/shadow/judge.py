@@ -1,11 +1,19 @@
-"""Judging: the results of one exchange's shadow calls made into outcomes, counted and recorded. No I/O
-of its own (it records into the store's in-memory batch; reading noise may wait on the store).
+"""Judging: the results of one exchange's shadow calls made into outcomes, counted and recorded. No I/O of
+its own (it records into the store's in-memory batch; reading noise may wait on the store).
 
 Legacy is always the *control* and new the *candidate*, whichever served. A ``Job`` collects its calls'
 results (``settle``); when all are back, ``complete`` compares them: a byte check first
-(``proxy.shadow.bytecheck.identical``), JSON only when they differ, then the A/A pair for noise
-(``proxy.shadow.noise``), and for a real difference a sample (``proxy.shadow.samples``). Outcomes are
-tallied in a dict and added to the Prometheus counter at each flush.
+(``proxy.shadow.bytecheck.identical``), JSON only when they differ, then the A/A pair (counted for
+learning). A difference is then judged with what the route and method learned (``proxy.shadow.noise``):
+same-shape value changes on generated paths (learned, or ``compare.generated``; ``proxy.shadow.shapes``)
+are no difference (outcome ``matched``, counter ``generated``); on a write, while fewer than
+``MIN_GENERATED`` comparisons were made, a difference only of same-shape generated values is held
+(``learning``: neither matched nor differed); a difference only on noise paths is ``noise``. What is left
+on a read is checked for a race: the primary side is read again once (same request headers, through the
+replayer, at most ``REREAD_PER_SECOND`` per route); when that answer differs from the primary's on every
+path where the candidate differed, the data changed during the comparison (``raced``: not compared, not
+counted against the candidate). Otherwise ``differed``, with a sample (``proxy.shadow.samples``). Outcomes
+are tallied in a dict and added to the Prometheus counter at each flush.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ from proxy.routing.table import CompareRules
 from proxy.server.exchange import Exchange, Headers
 from proxy.shadow.bytecheck import identical, identity_headers
 from proxy.shadow.compare import Diff, Observed, compare
-from proxy.shadow.noise import NoiseBook
+from proxy.shadow.noise import REREAD_PER_SECOND, AaLimiter, Learned, NoiseBook
 from proxy.shadow.samples import SampleBuilder
-from proxy.shadow.store import DiffStore
+from proxy.shadow.shapes import on_generated, same_shapes, without
+from proxy.shadow.store import ANY_METHOD, DiffStore
 from proxy.shadow.unanswered import Unanswered
 
 __all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "SAFE", "Failed", "Fetched", "Job", "Judge"]
@@ -36,12 +45,14 @@ SAFE: Final = frozenset({"GET", "HEAD"})
 
 COMPARISONS = PromCounter(
     "strangler_shadow_comparisons",
-    "Shadow comparisons by route and result (matched, differed, noise, error, skipped, unavailable).",
+    "Shadow comparisons by route and result (matched, differed, noise, raced, learning, error, skipped,"
+    " unavailable).",
     ["route", "result"],
 )
 
 Fetched = tuple[int, Headers, bytes, float | None]  # status, headers, body, seconds (None: not timed)
 Spawn = Callable[[Coroutine[Any, Any, None], str], object]
+Call = Callable[["Job", str, str, float], None]  # job, result key, side, time limit (Replayer.call)
 
 
 class Failed(Exception):
@@ -56,13 +67,33 @@ class Failed(Exception):
 class Job:
     """One exchange in flight: the side that did not serve it, and its calls' results as they come."""
 
-    __slots__ = ("ex", "other", "pending", "results")
+    __slots__ = ("case", "ex", "other", "pending", "results")
 
     def __init__(self, ex: Exchange, other: str, pending: int) -> None:
         self.ex = ex
         self.other = other
         self.pending = pending
         self.results: dict[str, Fetched | Failed] = {}
+        self.case: _Case | None = None  # set while the race re-read is out
+
+
+class _Case:
+    """A difference being judged: what its outcome needs once learning (and a re-read) are in."""
+
+    __slots__ = ("diff", "gen", "key", "method", "name", "primary", "rest", "sample", "status")
+
+    def __init__(
+        self, name: str, key: str, method: str, diff: Diff, primary: Fetched, sample: tuple[Any, ...]
+    ) -> None:
+        self.name = name
+        self.key = key  # the store key: route, epoch, method
+        self.method = method
+        self.diff = diff
+        self.primary = primary
+        self.status = 0  # the control's status (learning counts generated values per status)
+        self.sample = sample
+        self.gen: tuple[str, ...] = ()  # normalised paths that changed only in value, with a generated shape
+        self.rest: Diff | None = diff  # the differences left once generated values are compared by shape
 
 
 def _observed(status: int, headers: Headers, body: bytes, cap: int, force_hash: bool) -> Observed:
@@ -94,8 +125,20 @@ class Judge:
         self._job_done = job_done
         self._spawn = spawn
         self._tallies: dict[tuple[str, str], int] = {}
+        self._reread: Call | None = None
+        self._reread_due: Callable[[str], bool] = lambda route: False
+        self.reread_timeout = 5.0
         # By id() of the rules object: CompareRules hashes field by field, which costs more than the check.
         self._names: dict[int, tuple[CompareRules, frozenset[bytes]]] = {}
+
+    def enable_rereads(
+        self, call: Call, timeout: float, clock: Callable[[], float], rate: float = REREAD_PER_SECOND
+    ) -> None:
+        """Re-read the primary side of a differing read through ``call`` (``Replayer.call``), at most
+        ``rate`` a second per route; ``timeout`` when the route has no shadow timeout of its own."""
+        self._reread = call
+        self._reread_due = AaLimiter(rate, clock).due
+        self.reread_timeout = timeout
 
     def settle(self, job: Job, key: str, res: Fetched | Failed) -> None:
         """Record one call's result; the last one completes the job."""
@@ -114,9 +157,13 @@ class Judge:
 
     def complete(self, job: Job) -> bool:
         """Compare and record a job whose calls are all back; True when it finishes in a task."""
+        if job.case is not None:
+            self._reread_back(job, job.case)
+            return False
         ex = job.ex
         route = ex.route
         name = route.name
+        rkey = self.store.key(route, ex.method)  # the store key: route, current epoch, method
         other = job.other
         results = job.results
         raw: dict[str, Fetched] = {}
@@ -143,7 +190,7 @@ class Judge:
         capped = any(isinstance(r[2], Capped) for r in raw.values())
         if aa_res is None and not capped and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
-            self.store.matched(name, control_s, candidate_s)
+            self.store.matched(rkey, control_s, candidate_s, raw[CONTROL][0])
             self.tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.
@@ -152,51 +199,109 @@ class Judge:
         control, _, control_raw = sides[CONTROL]
         candidate, _, candidate_raw = sides[CANDIDATE]
         if control_s is not None:
-            self.store.latency(name, "control", control_s)
+            self.store.latency(rkey, "control", control_s)
         if candidate_s is not None:
-            self.store.latency(name, "candidate", candidate_s)
+            self.store.latency(rkey, "candidate", candidate_s)
         diff = compare(control, candidate, route.compare, cap)
-        aa_paths: tuple[str, ...] = ()
+        method = ex.method
         if second is not None:
             aa_obs = _observed(second[0], second[1], second[2], cap, force_hash)
             aa_diff = compare(control, aa_obs, route.compare, cap)
-            if aa_diff is not None:
-                self.store.noise(name, aa_diff.paths)
-                aa_paths = aa_diff.paths
+            self.store.aa_pair(rkey, aa_diff.paths if aa_diff is not None else ())
         if diff is None:
-            self.store.count(name, "compared")
-            self.store.count(name, "matched")
+            self.store.matched(rkey, None, None, raw[CONTROL][0])
             self.tally(name, "matched")
             return False
         sample = (ex, diff, control, candidate, control_raw, candidate_raw, control_s, candidate_s)
-        noise = self._noise.fresh(name)
-        if noise is not None:
-            noise.update(aa_paths)
-            self._differed(name, diff, noise, sample)
-            return False
-        self._spawn(self._differed_later(name, diff, aa_paths, sample), "shadow-noise")
+        case = _Case(name, rkey, method, diff, raw[ex.primary], sample)
+        case.status = control.status
+        learned = self._noise.fresh(rkey)
+        if learned is not None:
+            return self._judge(job, case, learned)
+        self._spawn(self._judge_later(job, case), "shadow-noise")
         return True
 
-    async def _differed_later(
-        self, name: str, diff: Diff, aa_paths: tuple[str, ...], sample: tuple[Any, ...]
-    ) -> None:
+    async def _judge_later(self, job: Job, case: _Case) -> None:
+        deferred = False
         try:
-            noise = await self._noise.paths(name)
-            noise.update(aa_paths)
-            self._differed(name, diff, noise, sample)
+            learned = await self._noise.learned(case.key)
+            deferred = self._judge(job, case, learned)
         except Exception:
-            log.exception("shadow comparison failed for route %s", name)
-            COMPARISONS.labels(name, "error").inc()
+            log.exception("shadow comparison failed for route %s", case.name)
+            COMPARISONS.labels(case.name, "error").inc()
         finally:
-            self._job_done()
+            if not deferred:
+                self._job_done()
 
-    def _differed(self, name: str, diff: Diff, noise: set[str], sample: tuple[Any, ...]) -> None:
-        self.store.count(name, "compared")
-        self.store.differed(name, diff.signature, diff.paths)
-        result = "noise" if all(p in noise for p in diff.paths) else "differed"
-        if result == "differed" and self._samples.due(name, diff.signature):
-            self.store.sample(self._samples.build(*sample))
-        self.store.count(name, result)
+    def _judge(self, job: Job, case: _Case, learned: Learned) -> bool:
+        """Judge a difference with what was learned; True when a race re-read went out (see the module)."""
+        name, diff = case.name, case.diff
+        rules = job.ex.route.compare
+        same, gen = same_shapes(diff)
+        case.gen = tuple(sorted(gen))
+        learned_gen = learned.generated
+        by_shape = frozenset(p for p in same if (p in learned_gen and p in gen) or on_generated(p, rules))
+        rest = case.rest = without(diff, by_shape) if by_shape else diff
+        if rest is None:
+            self._learn(case)
+            key = case.key
+            self.store.count(key, "compared")
+            self.store.count(key, "matched")
+            self.store.count(key, "generated")
+            self.tally(name, "matched")
+            return False
+        if learned.holds and all(p in gen for p in rest.paths):
+            self._learn(case)  # maybe generated: not known before MIN_GENERATED comparisons
+            self.store.count(case.key, "learning")
+            self.tally(name, "learning")
+            return False
+        if all(p in learned.noise for p in rest.paths):
+            self._outcome(case, rest, "noise")
+            return False
+        ex = job.ex
+        if self._reread is not None and case.method in SAFE and self._reread_due(name):
+            spec = ex.route.shadow
+            limit = spec.timeout if spec is not None and spec.timeout > 0 else self.reread_timeout
+            job.case = case
+            job.pending = 1
+            self._reread(job, "reread", ex.primary, limit)
+            return True
+        self._outcome(case, rest, "differed")
+        return False
+
+    def _reread_back(self, job: Job, case: _Case) -> None:
+        """The primary side read again: a race when it changed where the candidate differed."""
+        res = job.results.get("reread")
+        rest = case.rest
+        assert rest is not None
+        if not isinstance(res, tuple):
+            self._outcome(case, rest, "differed")  # no answer: counted as without a re-read
+            return
+        moved = _moved(case.primary, res, job.ex.route.compare, self.body_cap)
+        # The primary and its re-read are two calls of one side: a same-side pair like an A/A pair (after a
+        # flip, of new), so a path that changes between any two calls (a clock, a counter) is learned as
+        # noise, not raced for ever.
+        self.store.aa_pair(case.key, moved)
+        if moved and set(rest.paths) <= set(moved):
+            # Learning counts it all the same: A/A pairs race too, so the rates stay comparable.
+            self._learn(case)
+            self.store.raced(case.key)
+            self.tally(case.name, "raced")
+            return
+        self._outcome(case, rest, "differed")  # no change where the candidate differed
+
+    def _learn(self, case: _Case) -> None:
+        self.store.path_diffs(case.key, case.diff.paths, case.gen, case.status)
+
+    def _outcome(self, case: _Case, rest: Diff, result: str) -> None:
+        name, key = case.name, case.key
+        self._learn(case)
+        self.store.count(key, "compared")
+        self.store.differed(key, rest.signature, rest.paths)
+        if result == "differed" and self._samples.due(name, rest.signature):
+            ex, _, *rest_of_sample = case.sample
+            self.store.sample(key, self._samples.build(ex, rest, *rest_of_sample))
+        self.store.count(key, result)
         self.tally(name, result)
 
     def tally(self, route: str, result: str) -> None:
@@ -231,7 +336,19 @@ class Judge:
         """
         name = ex.route.name
         side = "control" if failure.side == CONTROL else "candidate"
-        self.store.count(name, f"errors_{side}")
+        self.store.count(self.store.key(ex.route, ex.method), f"errors_{side}")
         COMPARISONS.labels(name, "error").inc()
         if failure.side != ex.primary:
-            self.unanswered.failed(name, failure.side, failure.reason)
+            route_key = self.store.key(ex.route, ANY_METHOD)
+            self.unanswered.failed(name, failure.side, failure.reason, route_key)
+
+
+def _moved(primary: Fetched, again: Fetched, rules: CompareRules, cap: int) -> tuple[str, ...]:
+    """The paths where the re-read answer differs from the primary's (a byte check first, then the JSON
+    comparison); the difference is a race when they cover every path where the candidate differed."""
+    if primary[0] == again[0] and bytes(primary[2]) == bytes(again[2]):
+        return ()
+    first = _observed(primary[0], primary[1], primary[2], cap, False)
+    second = _observed(again[0], again[1], again[2], cap, False)
+    moved = compare(first, second, rules, cap)
+    return () if moved is None else moved.paths

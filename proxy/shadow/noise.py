@@ -1,30 +1,126 @@
-"""Noise: what differs between two calls to the control side, and how many such A/A calls to make. No I/O
-of its own (``NoiseBook`` reads learned paths through the store it is given).
+"""Noise and generated fields: what each route and method learned, by a stated test, and how many A/A
+calls to make. Pure but for ``NoiseBook``, which reads the counts through the store it is given.
 
-For an ``aa_sample`` share of reads the control is called twice; paths that differ between the two are
-noise for that route, and a candidate difference only on noise paths is counted as ``noise``. A/A calls
-teach noise, which a trickle teaches as well as a flood, so ``AaLimiter`` caps them per route (a token
-bucket). ``NoiseBook`` caches each route's learned paths for ``NOISE_REFRESH_S``. Both read time from an
-injected ``clock`` (``time.monotonic`` by default) so tests drive it instead of sleeping.
+For an ``aa_sample`` share of reads the control is called twice (an A/A pair). Per route and method the
+store counts A/A pairs, comparisons, and per normalised path the A/A differences, the candidate
+differences and the same-shape value differences (``proxy.shadow.store.PathCounts``). From those:
+
+- **noise** (``is_noise``): a path is noise when its A/A difference rate explains its candidate
+  difference rate. Needs ``MIN_AA_PAIRS`` A/A pairs, ``MIN_COMPARED`` comparisons and ``MIN_AA_DIFFS``
+  A/A differences on the path (the A/A rate is non-trivial); then a one-sided two-proportion z-test
+  (pooled) of "the candidate rate is above the A/A rate": noise when z < ``Z_CRITICAL`` (2.326, one-sided
+  alpha 0.01). A dozen A/A races never make a path noise on their own: the candidate must differ there
+  no more often than the control does with itself. A path the control changes in at least
+  ``VOLATILE_SHARE`` (90 %) of its A/A pairs is noise whatever the candidate does: it has no stable value
+  to compare (an uptime in milliseconds; two calls in the same millisecond make its A/A rate a little
+  under new's 100 %, which the test alone would call a difference).
+- **generated** (``is_generated``): a path whose value differed with the same generated shape
+  (``proxy.shadow.shapes``: integer, UUID, timestamp, JWT, token) in at least ``GENERATED_SHARE`` (90 %)
+  of at least ``MIN_GENERATED`` (20) comparisons where it could show: those whose control answered with
+  a status the path changed under (a login's token is in its 200s, not in its 401s). On reads
+  (``READS``), which get A/A pairs, the control must also show it: at least ``MIN_AA_PAIRS`` A/A pairs,
+  differing there in at least half of them (a read's value that is stable between two control calls and
+  differs on the candidate is a real difference). Writes get no A/A pairs: there the shape rule alone
+  decides, and until ``MIN_GENERATED`` comparisons were made a write's difference made only of
+  same-shape generated values is held (``Learned.holds``).
+
+A race re-read (``proxy.shadow.judge``) counts as an A/A pair too: the primary and its re-read are two
+calls of one side (the control's, or after a flip new's), so a path that changes between any two calls
+(a clock, a counter) is learned as noise rather than raced for ever. A/A calls teach noise, which a
+trickle teaches as well as a flood, so ``AaLimiter`` caps them per route (a token bucket; the race
+re-reads use one too). ``NoiseBook`` caches each route and method's learning for ``NOISE_REFRESH_S``.
+Both read time from an injected ``clock`` (``time.monotonic`` by default) so tests drive it instead of
+sleeping.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
-from proxy.shadow.store import DiffStore
+from proxy.shadow.store import DiffStore, PathCounts, RouteStats, split_key
 
-__all__ = ["AA_PER_SECOND", "NOISE_REFRESH_S", "AaLimiter", "NoiseBook"]
+__all__ = [
+    "AA_PER_SECOND", "GENERATED_SHARE", "MIN_AA_DIFFS", "MIN_AA_PAIRS", "MIN_COMPARED", "MIN_GENERATED",
+    "NOISE_REFRESH_S", "READS", "REREAD_PER_SECOND", "VOLATILE_SHARE", "Z_CRITICAL", "AaLimiter", "Learned",
+    "LearnedRows",
+    "NoiseBook", "is_generated", "is_noise", "learned_from", "learned_rows",
+]  # fmt: skip
 
 log = logging.getLogger("strangler.shadow")
 
 AA_PER_SECOND: Final = 20.0  # A/A calls per route and second at most
+REREAD_PER_SECOND: Final = 20.0  # race re-reads per route and second at most
 NOISE_REFRESH_S: Final = 5.0  # how long learned noise paths are used before they are read again
+MIN_AA_PAIRS: Final = 20
+MIN_COMPARED: Final = 20
+MIN_AA_DIFFS: Final = 3
+Z_CRITICAL: Final = 2.326  # one-sided, alpha = 0.01
+VOLATILE_SHARE: Final = 0.9  # a path the control changes in this share of its A/A pairs has no stable value
+MIN_GENERATED: Final = 20
+GENERATED_SHARE: Final = 0.9
+READS: Final = frozenset({"GET", "HEAD"})  # the methods with A/A pairs (and race re-reads)
 
 Clock = Callable[[], float]
+
+
+def is_noise(aa_pairs: int, aa_diffs: int, compared: int, candidate_diffs: int) -> bool:
+    """Whether a path's A/A difference rate explains its candidate difference rate (see the module)."""
+    if aa_pairs < MIN_AA_PAIRS or compared < MIN_COMPARED or aa_diffs < MIN_AA_DIFFS:
+        return False
+    p_aa = aa_diffs / aa_pairs
+    p_c = candidate_diffs / compared
+    if p_c <= p_aa or p_aa >= VOLATILE_SHARE:
+        return True
+    pooled = (aa_diffs + candidate_diffs) / (aa_pairs + compared)
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / aa_pairs + 1.0 / compared))
+    return se > 0 and (p_c - p_aa) / se < Z_CRITICAL
+
+
+def is_generated(compared: int, same_shape: int, aa_pairs: int, aa_diffs: int, read: bool = False) -> bool:
+    """Whether a path's values are generated per call (see the module); ``read``: a method with A/A pairs.
+    ``compared``: the comparisons where the path could show (those answered with a status it changed
+    under; ``PathCounts.present``)."""
+    if compared < MIN_GENERATED or same_shape < GENERATED_SHARE * compared:
+        return False
+    if read:
+        return aa_pairs >= MIN_AA_PAIRS and aa_diffs * 2 >= aa_pairs
+    return not (aa_pairs >= MIN_AA_PAIRS and aa_diffs * 2 < aa_pairs)
+
+
+@dataclass(frozen=True)
+class Learned:
+    """One route and method's learning: its noise and generated paths (normalised), and the counts."""
+
+    noise: frozenset[str] = frozenset()
+    generated: frozenset[str] = frozenset()
+    counts: PathCounts = field(default_factory=PathCounts)
+    read: bool = False
+
+    @property
+    def holds(self) -> bool:
+        """Whether a difference made only of same-shape generated values is held (neither matched nor
+        differed): on a write, until MIN_GENERATED comparisons tell whether those paths are generated."""
+        return not self.read and self.counts.compared < MIN_GENERATED
+
+
+def learned_from(counts: PathCounts, method: str = "GET") -> Learned:
+    """The noise and generated paths the counts of ``method`` show (a generated path is never noise: it is
+    compared by shape, so a shape difference there stays a difference)."""
+    read = method in READS
+    generated = frozenset(
+        p for p, n in counts.same_shape.items()
+        if is_generated(counts.present.get(p, counts.compared), n, counts.aa_pairs, counts.aa.get(p, 0), read)
+    )  # fmt: skip
+    noise = frozenset(
+        p for p, n in counts.aa.items()
+        if p not in generated and is_noise(counts.aa_pairs, n, counts.compared, counts.candidate.get(p, 0))
+    )  # fmt: skip
+    return Learned(noise, generated, counts, read)
 
 
 class AaLimiter:
@@ -50,30 +146,69 @@ class AaLimiter:
 
 
 class NoiseBook:
-    """Each route's learned noise paths, read from the store at most every ``NOISE_REFRESH_S``."""
+    """Each route and method's learning, read from the store at most every ``NOISE_REFRESH_S``."""
 
     def __init__(self, store: DiffStore, clock: Clock = time.monotonic) -> None:
         self.store = store
         self._clock = clock
-        self._cached: dict[str, tuple[float, set[str]]] = {}  # route -> (when read, paths)
+        # By recording key (route, epoch, method): a new epoch learns from nothing.
+        self._cached: dict[str, tuple[float, Learned]] = {}  # key -> (when read, learned)
 
-    def fresh(self, route: str) -> set[str] | None:
-        """The cached paths of ``route`` while they are fresh (the caller may add to them), else None."""
-        cached = self._cached.get(route)
+    def fresh(self, key: str) -> Learned | None:
+        """The cached learning of a recording key while it is fresh, else None."""
+        cached = self._cached.get(key)
         if cached is not None and self._clock() - cached[0] <= NOISE_REFRESH_S:
             return cached[1]
         return None
 
-    async def paths(self, route: str) -> set[str]:
-        """The noise paths of ``route``, read again when stale (the cached ones if reading fails)."""
+    async def learned(self, key: str) -> Learned:
+        """The learning of a recording key, read again when stale (the cached one if reading fails)."""
         now = self._clock()
-        cached = self._cached.get(route)
+        cached = self._cached.get(key)
         if cached is None or now - cached[0] > NOISE_REFRESH_S:
+            route, _, method = split_key(key)
             try:
-                paths = await self.store.noise_paths(route)
+                learned = learned_from(await self.store.path_counts(key), method)
             except Exception:
-                log.warning("could not read noise paths of route %s; using the cached ones", route)
-                paths = cached[1] if cached else set()
-            cached = (now, paths)
-            self._cached[route] = cached
+                log.warning("could not read the learned noise of route %s; using the cached one", route)
+                learned = cached[1] if cached else Learned()
+            if len(self._cached) >= 4096:  # epochs make new keys: forget, rather than grow
+                self._cached.clear()
+            cached = (now, learned)
+            self._cached[key] = cached
         return cached[1]
+
+
+@dataclass(frozen=True)
+class LearnedRows:
+    """A route's learning for the report: noise and generated paths, with their rates, over its methods."""
+
+    noise: frozenset[str]  # noise paths of any method
+    # method, path, aa_rate, candidate_rate, aa_pairs, aa_diffs, compared
+    noise_rows: tuple[dict[str, Any], ...]
+    generated_rows: tuple[dict[str, Any], ...]  # method, path, rate, compared, learned (or configured)
+
+
+def learned_rows(stats: RouteStats, configured: tuple[str, ...] = ()) -> LearnedRows:
+    """What ``stats`` taught per method (``learned_from``), as report rows; ``configured`` are the route's
+    ``compare.generated`` paths, shown with their same-shape rate when there is one."""
+    noise: set[str] = set()
+    noise_rows: list[dict[str, Any]] = []
+    gen_rows: list[dict[str, Any]] = []
+    for method, per_method in sorted(stats.methods.items()):
+        counts = per_method.path_counts()
+        learned = learned_from(counts, method)
+        noise |= learned.noise
+        for path in sorted(learned.noise):
+            noise_rows.append({
+                "method": method, "path": path, "aa_rate": counts.aa.get(path, 0) / counts.aa_pairs,
+                "candidate_rate": counts.candidate.get(path, 0) / counts.compared,
+                "aa_pairs": counts.aa_pairs, "aa_diffs": counts.aa.get(path, 0), "compared": counts.compared,
+            })  # fmt: skip
+        for path in sorted(learned.generated | {p for p in counts.same_shape if p in configured}):
+            rate = counts.share(path)
+            gen_rows.append({
+                "method": method, "path": path, "rate": rate,
+                "compared": counts.present.get(path, counts.compared), "learned": path in learned.generated,
+            })  # fmt: skip
+    return LearnedRows(frozenset(noise), tuple(noise_rows), tuple(gen_rows))

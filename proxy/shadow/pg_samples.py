@@ -3,8 +3,9 @@
 ``write`` decides per route which samples earn a slot (``Slots``: a quota per signature, a cap per
 route, frequent signatures always represented) and then deletes the few evicted rows and inserts the
 kept samples, so no row is inserted only to be deleted by a trim; ``expire`` deletes rows past the
-retention period; ``read`` returns a route's newest samples. Errors are the caller's (``RedisPgStore``
-logs and counts write failures; a missing table on read becomes a ``StoreError`` that says what to do).
+retention period; ``read`` returns a route's newest samples (of one epoch, when asked). Errors are the
+caller's (``RedisPgStore`` logs and counts write failures; a missing table on read becomes a
+``StoreError`` that says what to do).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ __all__ = ["expire", "read", "write"]
 _INSERT: Final = """
 INSERT INTO strangler.shadow_diffs (route, signature, method, path, primary_side, control_status,
     candidate_status, control_error, candidate_error, diff, control_body, candidate_body, control_ms,
-    candidate_ms, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, to_timestamp($15))
+    candidate_ms, created_at, epoch)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, to_timestamp($15), $16)
 """
 _LOCK_PREFIX: Final = "strangler.shadow_diffs:"  # advisory lock key: one per route (hashtext)
 _ROUTE_ROWS: Final = (
@@ -34,8 +35,8 @@ _DELETE: Final = "DELETE FROM strangler.shadow_diffs WHERE id = ANY($1::bigint[]
 _SELECT: Final = """
 SELECT route, signature, method, path, primary_side, control_status, candidate_status, diff::text AS diff,
        control_body, candidate_body, control_ms, candidate_ms, control_error, candidate_error,
-       extract(epoch FROM created_at)::float8 AS at
-FROM strangler.shadow_diffs WHERE route = $1 ORDER BY created_at DESC, id DESC LIMIT $2
+       extract(epoch FROM created_at)::float8 AS at, epoch
+FROM strangler.shadow_diffs WHERE route = $1 {where} ORDER BY created_at DESC, id DESC LIMIT $2
 """
 
 
@@ -126,10 +127,13 @@ async def expire(pg: asyncpg.Pool, retention_days: float) -> None:
     )
 
 
-async def read(pg: asyncpg.Pool, route: str, limit: int) -> list[Sample]:
-    """The newest ``limit`` samples of ``route``."""
+async def read(pg: asyncpg.Pool, route: str, limit: int, epoch: str | None = None) -> list[Sample]:
+    """The newest ``limit`` samples of ``route`` (of its ``epoch`` only, when given)."""
     try:
-        rows = await pg.fetch(_SELECT, route, limit)
+        if epoch is None:
+            rows = await pg.fetch(_SELECT.format(where=""), route, limit)
+        else:
+            rows = await pg.fetch(_SELECT.format(where="AND epoch = $3"), route, limit, epoch)
     except asyncpg.UndefinedTableError:
         raise StoreError(
             "the database has no strangler.shadow_diffs table (the gateway's own schema, created when the"
@@ -152,7 +156,7 @@ def _row(s: Sample) -> tuple[Any, ...]:
     return (
         s.route, s.signature, s.method, _text(s.path), s.primary, s.control_status, s.candidate_status,
         s.control_error, s.candidate_error, _text(diff), _text(s.control_body), _text(s.candidate_body),
-        s.control_ms, s.candidate_ms, s.at,
+        s.control_ms, s.candidate_ms, s.at, s.epoch,
     )  # fmt: skip
 
 
@@ -162,5 +166,5 @@ def _sample(r: asyncpg.Record) -> Sample:
         primary=r["primary_side"], control_status=r["control_status"], candidate_status=r["candidate_status"],
         diff=orjson.loads(r["diff"]), control_body=r["control_body"], candidate_body=r["candidate_body"],
         control_ms=r["control_ms"], candidate_ms=r["candidate_ms"], control_error=r["control_error"],
-        candidate_error=r["candidate_error"], at=r["at"],
+        candidate_error=r["candidate_error"], at=r["at"], epoch=r["epoch"],
     )  # fmt: skip

@@ -1,32 +1,66 @@
-"""Shadow counters in Redis: write a batch's increments, read every route's stats and noise. Does I/O.
+"""Shadow counters in Redis, kept per route *epoch* and method: write a batch's increments, register
+epochs, read every route's current epoch (and its history), reset a route by hand. Does I/O.
 
-Layout under ``prefix``: ``routes`` (set), ``c:<route>`` (counters), ``lat:<route>:<side>`` (bucket ->
-count), ``paths:<route>``, ``sigs:<route>`` and ``noise:<route>`` (path or signature -> count). Several
-gateway replicas add into the same hashes, so a report sums every replica. Errors are the caller's
-(``proxy.shadow.redis_pg.RedisPgStore`` logs and counts them).
+Layout under ``prefix``:
 
-Bounded: ever-new diff signatures and paths would add a hash field each, forever. The ``paths``,
-``sigs`` and ``noise`` hashes take at most ``max_fields`` distinct fields per route (a Lua script
-decides atomically, whichever replica writes); increments of any further field go to the ``OTHER``
-field. Every key written gets a TTL of ``ttl`` seconds, renewed by each write, so a route no longer
-shadowed stops holding memory after that long.
+- ``routes`` (set of route names); ``latest`` (hash route -> its newest epoch); ``gen`` (hash route ->
+  resets by hand); ``epochs:<route>`` (hash epoch -> JSON: start time, configuration, reset) and
+  ``epoch_times:<route>`` (sorted set epoch -> start time);
+- everything counted for one epoch under its own prefix ``ep:<route>:<epoch>:`` (``epoch_prefix``):
+  ``methods`` (set), ``verdict`` (the stable verdict's state), and per method ``c:<method>`` (counters),
+  ``lat:control:<method>`` / ``lat:candidate:<method>`` (bucket -> count), ``paths:<method>``,
+  ``sigs:<method>`` and ``noise:<method>`` (path or signature -> count), ``lat:prewrite:<method>`` (the
+  waits of sampled writes for their dry run), and for learning noise and generated fields
+  (``proxy.shadow.store.PathCounts``) ``aa:<method>``, ``cand:<method>`` and ``shape:<method>`` (path ->
+  A/A, candidate and same-shape differences) with the counters ``aa_pairs``, ``learning`` and ``raced``.
+  Anything else another part keeps per epoch belongs under the same prefix.
+
+Several gateway replicas add into the same hashes, so a report sums every replica. Errors are the
+caller's (``proxy.shadow.redis_pg.RedisPgStore`` logs and counts them).
+
+Bounded: the ``paths``, ``sigs``, ``noise``, ``aa``, ``cand`` and ``shape`` hashes take at most
+``max_fields`` distinct fields (a Lua script decides atomically); increments of any further field go to
+the ``OTHER`` field. Every key written gets a TTL of ``ttl`` seconds, renewed by each write, so an epoch
+no longer written to expires that long after its last write; and a route keeps at most ``MAX_EPOCHS``
+epochs (registering one more deletes the oldest's keys).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
+import orjson
 import redis.asyncio as aioredis
 
-from proxy.shadow.store import Batch, RouteStats
+from proxy.shadow.store import (
+    ANY_METHOD,
+    Batch,
+    Epoch,
+    PathCounts,
+    RouteStats,
+    epoch_reason,
+    learning_counts,
+    split_key,
+)  # fmt: skip
 
-__all__ = ["DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "OTHER", "add", "key", "noise_paths", "stats"]
+__all__ = [
+    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "add", "epoch_prefix",
+    "generations", "hash_key", "learning", "noise_paths", "register", "reset", "save_state", "signatures",
+    "stats",
+]  # fmt: skip
 
-_KINDS: Final = ("c", "lat:control", "lat:candidate", "paths", "sigs", "noise")
-_CAPPED: Final = frozenset({"paths", "sigs", "noise"})  # fields named by the compared data: unbounded
+_KINDS: Final = (
+    "c", "lat:control", "lat:candidate", "paths", "sigs", "noise", "aa", "cand", "shape", "lat:prewrite",
+)  # fmt: skip
+# Every per-method hash kept under an epoch's prefix (``hash_key(prefix, kind, key)``): deleted with the
+# epoch when a route has too many. A part that keeps more per epoch adds its kind here.
+EPOCH_KINDS: Final = _KINDS
+# Fields named by the compared data: unbounded.
+_CAPPED: Final = frozenset({"paths", "sigs", "noise", "aa", "cand", "shape"})
 OTHER: Final = "(other)"  # the field counting what a full hash had no room for (never a diff path)
 DEFAULT_MAX_FIELDS: Final = 1000
 DEFAULT_TTL_S: Final = 30 * 86400
+MAX_EPOCHS: Final = 20  # epochs kept per route (the current one and its history)
 
 # KEYS[1]: the hash; ARGV: max fields, ttl (0: none), OTHER, then field/increment pairs.
 _CAPPED_INCR: Final = """
@@ -43,29 +77,83 @@ if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return n
 """
 
+# KEYS: epochs, epoch_times, latest, gen. ARGV: route, epoch, info JSON, start time, ttl, max epochs,
+# the route's epoch prefix without the epoch ("<prefix>ep:<route>:"), the kinds (space-separated).
+# Returns 0: already the newest; 1: registered as the newest; 2: a return to an earlier epoch's
+# configuration, so the route's generation was raised (a fresh epoch follows at the next refresh).
+_REGISTER: Final = """
+if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+  return 2
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+-- Registration order decides which epoch came before which: never at or below the newest's score.
+local score = tonumber(ARGV[4])
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 0.001 end
+redis.call('ZADD', KEYS[2], score, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
+if excess > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], excess)
+  for i = 1, #popped, 2 do
+    local old = popped[i]
+    if old ~= ARGV[2] then
+      redis.call('HDEL', KEYS[1], old)
+      local base = ARGV[7] .. old .. ':'
+      for _, m in ipairs(redis.call('SMEMBERS', base .. 'methods')) do
+        for kind in string.gmatch(ARGV[8], '%S+') do redis.call('DEL', base .. kind .. ':' .. m) end
+      end
+      redis.call('DEL', base .. 'methods', base .. 'verdict')
+    end
+  end
+end
+if tonumber(ARGV[5]) > 0 then
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+end
+return 1
+"""
 
-def key(prefix: str, kind: str, route: str) -> str:
-    """The Redis hash of ``kind`` (a ``Batch.incr`` kind) for ``route``."""
-    if kind.startswith("lat:"):
-        return f"{prefix}lat:{route}:{kind[4:]}"
-    return f"{prefix}{kind}:{route}"
+
+def epoch_prefix(prefix: str, route: str, epoch: str) -> str:
+    """The prefix of every key kept for ``route``'s ``epoch``."""
+    return f"{prefix}ep:{route}:{epoch}:"
+
+
+def hash_key(prefix: str, kind: str, key: str) -> str:
+    """The Redis hash of ``kind`` (a ``Batch.incr`` kind) for a recording key (route, epoch, method)."""
+    route, epoch, method = split_key(key)
+    return f"{epoch_prefix(prefix, route, epoch)}{kind}:{method}"
+
+
+def _registry(prefix: str, route: str) -> list[str]:
+    return [f"{prefix}epochs:{route}", f"{prefix}epoch_times:{route}", prefix + "latest", prefix + "gen"]
 
 
 async def add(
     redis: aioredis.Redis, prefix: str, batch: Batch, *, max_fields: int = DEFAULT_MAX_FIELDS,
     ttl: int = DEFAULT_TTL_S,
 ) -> None:  # fmt: skip
-    """Add a batch's increments (and its routes to the set of routes) in one pipeline, the capped hashes
-    through the capping script, every key's TTL renewed."""
+    """Add a batch's increments (its routes to the set of routes, its methods to their epoch's set) in
+    one pipeline, the capped hashes through the capping script, every key's TTL renewed."""
     pipe = redis.pipeline(transaction=False)
-    if batch.routes:
-        pipe.sadd(prefix + "routes", *sorted(batch.routes))
-        if ttl > 0:
-            pipe.expire(prefix + "routes", ttl)
-    capped: dict[str, list[str | int]] = {}
     plain: set[str] = set()
-    for (kind, route, name), n in batch.incr.items():
-        k = key(prefix, kind, route)
+    if batch.routes:
+        names = set()
+        for key in batch.routes:
+            route, epoch, method = split_key(key)
+            names.add(route)
+            methods = epoch_prefix(prefix, route, epoch) + "methods"
+            pipe.sadd(methods, method)
+            plain.add(methods)
+        pipe.sadd(prefix + "routes", *sorted(names))
+        plain.add(prefix + "routes")
+        for route in names:  # the registry lives as long as anything is written to the route
+            plain.update(_registry(prefix, route))
+    capped: dict[str, list[str | int]] = {}
+    for (kind, key, name), n in batch.incr.items():
+        k = hash_key(prefix, kind, key)
         if kind in _CAPPED:
             capped.setdefault(k, []).extend((name, n))
         else:
@@ -80,32 +168,166 @@ async def add(
     await pipe.execute()
 
 
-async def stats(redis: aioredis.Redis, prefix: str) -> dict[str, RouteStats]:
-    """Every route's stats, read with one pipeline."""
-    routes = sorted(_str(r) for r in await redis.smembers(prefix + "routes"))
-    pipe = redis.pipeline(transaction=False)
-    for route in routes:
-        for kind in _KINDS:
-            pipe.hgetall(key(prefix, kind, route))
-    replies = await pipe.execute()
-    out: dict[str, RouteStats] = {}
-    for i, route in enumerate(routes):
-        parts = [{_str(k): int(v) for k, v in h.items()} for h in replies[i * 6 : i * 6 + 6]]
-        out[route] = RouteStats(
-            route,
-            counters=parts[0],
-            latency={"control": {int(k): v for k, v in parts[1].items()},
-                     "candidate": {int(k): v for k, v in parts[2].items()}},
-            paths=parts[3],
-            signatures=parts[4],
-            noise=parts[5],
-        )  # fmt: skip
+async def register(
+    redis: aioredis.Redis, prefix: str, route: str, epoch: str, config: dict[str, Any], started: float,
+    *, ttl: int = DEFAULT_TTL_S, max_epochs: int = MAX_EPOCHS,
+) -> int:  # fmt: skip
+    """Make ``epoch`` the route's newest (the ``_REGISTER`` script's answer: 0, 1 or 2)."""
+    info = orjson.dumps({"started": started, **config}).decode()
+    script = redis.register_script(_REGISTER)
+    args: list[str | int | float] = [
+        route, epoch, info, started, ttl, max_epochs, f"{prefix}ep:{route}:", " ".join(EPOCH_KINDS)
+    ]  # fmt: skip
+    return int(await script(keys=_registry(prefix, route), args=args))
+
+
+async def generations(redis: aioredis.Redis, prefix: str) -> dict[str, int]:
+    """Every route's reset generation."""
+    return {_str(k): int(v) for k, v in (await redis.hgetall(prefix + "gen")).items()}
+
+
+async def reset(
+    redis: aioredis.Redis, prefix: str, route: str, now: float, ttl: int = DEFAULT_TTL_S
+) -> Epoch | None:
+    """Start a new epoch of ``route`` by hand: its generation raised and the new epoch registered as the
+    newest (same configuration as the newest, ``reset`` set). None when the route has no epoch yet."""
+    latest = await redis.hget(prefix + "latest", route)
+    if latest is None:
+        return None
+    fingerprint = _str(latest).rpartition(".")[0]
+    raw = await redis.hget(f"{prefix}epochs:{route}", _str(latest))
+    config = {k: v for k, v in orjson.loads(raw or b"{}").items() if k not in ("started", "reset")}
+    gen = int(await redis.hincrby(prefix + "gen", route, 1))
+    epoch = f"{fingerprint}.{gen}"
+    await register(redis, prefix, route, epoch, {**config, "reset": True}, now, ttl=ttl)
+    return Epoch(epoch, now, "reset by hand", config)
+
+
+async def save_state(
+    redis: aioredis.Redis, prefix: str, route: str, epoch: str, state: dict[str, float],
+    ttl: int = DEFAULT_TTL_S,
+) -> None:  # fmt: skip
+    """Replace the stable verdict's state of ``route``'s ``epoch``."""
+    k = epoch_prefix(prefix, route, epoch) + "verdict"
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(k)
+    if state:
+        pipe.hset(k, mapping={f: repr(v) for f, v in state.items()})
+        if ttl > 0:
+            pipe.expire(k, ttl)
+    await pipe.execute()
+
+
+def _epochs(raw: dict[Any, Any], order: list[Any]) -> list[Epoch]:
+    """A route's epochs in registration order, each with the reason it began (compared with the one
+    before)."""
+    out = []
+    for k, v in raw.items():
+        info = orjson.loads(v)
+        started = float(info.pop("started", 0.0))
+        out.append(Epoch(_str(k), started, config=info))
+    rank = {_str(k): i for i, k in enumerate(order)}
+    out.sort(key=lambda e: (rank.get(e.id, -1), e.started, e.id))
+    for before, epoch in zip([None, *out[:-1]], out, strict=True):
+        epoch.reason = epoch_reason(before, epoch)
     return out
 
 
-async def noise_paths(redis: aioredis.Redis, prefix: str, route: str) -> set[str]:
-    """Paths known to differ between two control calls on ``route``."""
-    return {_str(k) for k in await redis.hkeys(key(prefix, "noise", route))}
+async def stats(redis: aioredis.Redis, prefix: str, history: bool = False) -> dict[str, RouteStats]:
+    """Every route's stats in its newest epoch, per method and summed (with every kept epoch's totals in
+    ``history`` when asked)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.smembers(prefix + "routes")
+    pipe.hgetall(prefix + "latest")
+    members, latest_raw = await pipe.execute()
+    latest = {_str(k): _str(v) for k, v in latest_raw.items()}
+    routes = sorted(r for r in (_str(m) for m in members) if r in latest)
+    pipe = redis.pipeline(transaction=False)
+    for route in routes:
+        pipe.hgetall(f"{prefix}epochs:{route}")
+        pipe.zrange(f"{prefix}epoch_times:{route}", 0, -1)
+    replies = await pipe.execute()
+    epochs = {route: _epochs(replies[2 * i], replies[2 * i + 1]) for i, route in enumerate(routes)}
+    # Which epochs to read: the newest of each route, and with ``history`` every kept one.
+    wanted = [(r, e) for r in routes for e in ([x.id for x in epochs[r]] if history else [latest[r]])]
+    if history and any(latest[r] not in {x.id for x in epochs[r]} for r in routes):
+        wanted += [(r, latest[r]) for r in routes if latest[r] not in {x.id for x in epochs[r]}]
+    pipe = redis.pipeline(transaction=False)
+    for route, epoch in wanted:
+        base = epoch_prefix(prefix, route, epoch)
+        pipe.smembers(base + "methods")
+        pipe.hgetall(base + "verdict")
+    replies = await pipe.execute()
+    methods = {w: sorted(_str(m) for m in replies[2 * i]) for i, w in enumerate(wanted)}
+    states = {w: {_str(k): float(v) for k, v in replies[2 * i + 1].items()} for i, w in enumerate(wanted)}
+    pipe = redis.pipeline(transaction=False)
+    for route, epoch in wanted:
+        base = epoch_prefix(prefix, route, epoch)
+        for method in methods[(route, epoch)]:
+            for kind in _KINDS:
+                pipe.hgetall(f"{base}{kind}:{method}")
+    hashes = iter(await pipe.execute())
+    per: dict[tuple[str, str], RouteStats] = {}
+    for route, epoch in wanted:
+        total = per[(route, epoch)] = RouteStats(route, state=states[(route, epoch)])
+        for method in methods[(route, epoch)]:
+            parts = [{_str(k): int(v) for k, v in next(hashes).items()} for _ in _KINDS]
+            one = RouteStats(
+                route,
+                counters=parts[0],
+                latency={"control": {int(k): v for k, v in parts[1].items()},
+                         "candidate": {int(k): v for k, v in parts[2].items()},
+                         **({"prewrite": {int(k): v for k, v in parts[9].items()}} if parts[9] else {})},
+                paths=parts[3],
+                signatures=parts[4],
+                noise=parts[5],
+                aa=parts[6],
+                cand=parts[7],
+                shape=parts[8],
+            )  # fmt: skip
+            total.add(one)
+            if method != ANY_METHOD:
+                total.methods[method] = one
+    out: dict[str, RouteStats] = {}
+    for route in routes:
+        st = out[route] = per[(route, latest[route])]
+        known = {e.id: e for e in epochs[route]}
+        st.epoch = known.get(latest[route]) or Epoch(latest[route], 0.0)
+        if history:
+            for e in epochs[route]:
+                seen = per.get((route, e.id))
+                if seen is not None:
+                    e.compared, e.differed = seen.get("compared"), seen.get("differed")
+            st.history = epochs[route]
+    return out
+
+
+async def signatures(redis: aioredis.Redis, prefix: str, route: str, epoch: str) -> dict[str, int]:
+    """How often each diff signature occurred in ``route``'s ``epoch``, summed over its methods."""
+    base = epoch_prefix(prefix, route, epoch)
+    methods = sorted(_str(m) for m in await redis.smembers(base + "methods"))
+    pipe = redis.pipeline(transaction=False)
+    for method in methods:
+        pipe.hgetall(f"{base}sigs:{method}")
+    out: dict[str, int] = {}
+    for counts in await pipe.execute():
+        for sig, n in counts.items():
+            out[_str(sig)] = out.get(_str(sig), 0) + int(n)
+    return out
+
+
+async def learning(redis: aioredis.Redis, prefix: str, key: str) -> PathCounts:
+    """The learning counts of a recording key (route, epoch, method), in one pipeline."""
+    pipe = redis.pipeline(transaction=False)
+    for kind in ("c", "aa", "cand", "shape"):
+        pipe.hgetall(hash_key(prefix, kind, key))
+    counters, aa, cand, shape = ({_str(k): int(v) for k, v in h.items()} for h in await pipe.execute())
+    return learning_counts(counters, aa, cand, shape)
+
+
+async def noise_paths(redis: aioredis.Redis, prefix: str, key: str) -> set[str]:
+    """Paths known to differ between two control calls for a recording key (route, epoch, method)."""
+    return {_str(k) for k in await redis.hkeys(hash_key(prefix, "noise", key))}
 
 
 def _str(value: bytes | str) -> str:

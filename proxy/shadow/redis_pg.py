@@ -21,7 +21,17 @@ import redis.asyncio as aioredis
 
 from proxy.shadow import pg_samples, redis_counters
 from proxy.shadow.migrator import MigrationError, migrate_gateway_on
-from proxy.shadow.store import DEFAULT_PREFIX, STORE_ERRORS, Recording, RouteStats, Sample
+from proxy.shadow.store import (
+    DEFAULT_PREFIX,
+    STORE_ERRORS,
+    Batch,
+    Epoch,
+    PathCounts,
+    Recording,
+    RouteStats,
+    Sample,
+    split_key,
+)
 
 __all__ = ["RedisPgStore"]
 
@@ -29,6 +39,11 @@ log = logging.getLogger("strangler.shadow.store")
 
 _FIRST_RETRY_S: Final = 1.0
 _MAX_RETRY_S: Final = 60.0
+GENERATIONS_EVERY_S: Final = 1.0  # how often the routes' reset generations are read again (at a flush)
+# After a route's epoch changes in this process, a count for the epoch it left is a straggler (a shadow
+# call in flight across the reload) for this long, and a return to that configuration (a rollback)
+# after it: only the latter starts a fresh epoch.
+STRAGGLER_S: Final = 60.0
 
 
 class RedisPgStore(Recording):
@@ -46,6 +61,7 @@ class RedisPgStore(Recording):
         max_fields: int = redis_counters.DEFAULT_MAX_FIELDS,
         ttl_days: float = redis_counters.DEFAULT_TTL_S / 86400,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.redis = redis
@@ -62,6 +78,10 @@ class RedisPgStore(Recording):
         self._clock = clock  # times the retention sweeps and the failure logs (a test may drive it)
         self._last_retention: float | None = None
         self._last_failure_log: dict[str, float] = {}
+        self._wall = wall  # epoch start times (shown by the report, shared by replicas: wall time)
+        self._registered: set[tuple[str, str]] = set()  # (route, epoch) this process made known
+        self._current: dict[str, tuple[str, float]] = {}  # route -> (its epoch here, since when)
+        self._generations_at: float | None = None
 
     @classmethod
     async def connect(
@@ -77,7 +97,13 @@ class RedisPgStore(Recording):
             except BaseException:
                 await client.aclose()
                 raise
-        return cls(client, pg, prefix, **caps)  # caps: the keyword options
+        store = cls(client, pg, prefix, **caps)  # caps: the keyword options
+        try:  # the epochs' generations before anything is recorded (else read at the first flush)
+            store.set_generations(await redis_counters.generations(client, prefix))
+            store._generations_at = store._clock()
+        except (aioredis.RedisError, OSError):
+            pass
+        return store
 
     @classmethod
     async def connect_lenient(
@@ -141,13 +167,13 @@ class RedisPgStore(Recording):
         batch = self.take()
         if self.pg is None and self.database_url is not None:
             await self._reconnect_pg()
-        if not batch:
-            return
-        if batch.incr:
+        if batch.incr or self._generations_due():
             try:
-                await redis_counters.add(
-                    self.redis, self.prefix, batch, max_fields=self.max_fields, ttl=self.ttl_s
-                )
+                await self._epochs(batch)
+                if batch.incr:
+                    await redis_counters.add(
+                        self.redis, self.prefix, batch, max_fields=self.max_fields, ttl=self.ttl_s
+                    )
             except (aioredis.RedisError, OSError) as exc:
                 STORE_ERRORS.labels("redis").inc()
                 self._log_failure("redis", "shadow counters not written to Redis (%s); batch lost", exc)
@@ -159,6 +185,34 @@ class RedisPgStore(Recording):
                 self._log_failure("postgres", "shadow samples not written to PostgreSQL (%s); lost", exc)
         elif batch.samples and self.database_url is not None:
             STORE_ERRORS.labels("postgres").inc(len(batch.samples))  # paused: the database is down
+
+    def _generations_due(self) -> bool:
+        at = self._generations_at
+        return at is None or self._clock() - at >= GENERATIONS_EVERY_S
+
+    async def _epochs(self, batch: Batch) -> None:
+        # Epochs of this batch's keys not yet made known (the first write of each), then the routes'
+        # reset generations (read again every GENERATIONS_EVERY_S: a reset by hand is seen within that).
+        now = self._clock()
+        stale = self._generations_due()
+        order = {pair: i for i, pair in enumerate(self.described)}  # the order this process met them
+        pairs = sorted({split_key(k)[:2] for k in batch.routes}, key=lambda p: (order.get(p, -1), p))
+        for route, epoch in pairs:
+            current = self._current.get(route)
+            if current is not None and (
+                current[0] == epoch or ((route, epoch) in self._registered and now - current[1] < STRAGGLER_S)
+            ):
+                continue
+            config = self.described.get((route, epoch), {})
+            done = await redis_counters.register(
+                self.redis, self.prefix, route, epoch, config, self._wall(), ttl=self.ttl_s
+            )
+            self._registered.add((route, epoch))
+            self._current[route] = (epoch, now)
+            stale = stale or done == 2  # back to an earlier configuration: a fresh generation
+        if stale:
+            self._generations_at = now
+            self.set_generations(await redis_counters.generations(self.redis, self.prefix))
 
     def _log_failure(self, part: str, message: str, exc: BaseException) -> None:
         # A store that is down fails every flush (twice a second): log once a minute, count every time.
@@ -172,13 +226,13 @@ class RedisPgStore(Recording):
         assert self.pg is not None
         # How often each signature differed (Redis, capped) decides which examples keep their slots.
         seen: dict[tuple[str, str], int] = {}
-        for route in sorted({s.route for s in samples}):
+        for route, epoch in sorted({(s.route, s.epoch or "0") for s in samples}):
             try:
-                counts = await self.redis.hgetall(redis_counters.key(self.prefix, "sigs", route))
+                counts = await redis_counters.signatures(self.redis, self.prefix, route, epoch)
             except (aioredis.RedisError, OSError):
                 continue  # without counts every signature weighs the same: still bounded
             for sig, n in counts.items():
-                seen[(route, _str(sig))] = int(n)
+                seen[(route, sig)] = n
         await pg_samples.write(self.pg, samples, self.per_signature, self.per_route, seen)
         now = self._clock()
         # The retention sweep scans the table: once a minute is plenty.
@@ -186,19 +240,32 @@ class RedisPgStore(Recording):
             self._last_retention = now
             await pg_samples.expire(self.pg, self.retention_days)
 
-    async def stats(self) -> dict[str, RouteStats]:
-        """Every route's stats, read with one pipeline."""
-        return await redis_counters.stats(self.redis, self.prefix)
+    async def stats(self, history: bool = False) -> dict[str, RouteStats]:
+        """Every route's stats in its current epoch (and every kept epoch's totals with ``history``)."""
+        return await redis_counters.stats(self.redis, self.prefix, history)
 
-    async def samples(self, route: str, limit: int = 20) -> list[Sample]:
-        """The newest stored samples of ``route`` (empty without PostgreSQL)."""
+    async def samples(self, route: str, limit: int = 20, epoch: str | None = None) -> list[Sample]:
+        """The newest stored samples of ``route`` (of ``epoch`` only, when given; empty without
+        PostgreSQL)."""
         if self.pg is None:
             return []
-        return await pg_samples.read(self.pg, route, limit)
+        return await pg_samples.read(self.pg, route, limit, epoch)
 
-    async def noise_paths(self, route: str) -> set[str]:
-        """Paths known to differ between two control calls on ``route``."""
-        return await redis_counters.noise_paths(self.redis, self.prefix, route)
+    async def noise_paths(self, key: str) -> set[str]:
+        """Paths known to differ between two control calls for a recording key (route, epoch, method)."""
+        return await redis_counters.noise_paths(self.redis, self.prefix, key)
+
+    async def path_counts(self, key: str) -> PathCounts:
+        """What learning noise and generated fields of a recording key needs (see PathCounts)."""
+        return await redis_counters.learning(self.redis, self.prefix, key)
+
+    async def save_state(self, route: str, epoch: str, state: dict[str, float]) -> None:
+        """Keep the stable verdict's state of ``route``'s ``epoch`` where every replica and report see it."""
+        await redis_counters.save_state(self.redis, self.prefix, route, epoch, state, self.ttl_s)
+
+    async def reset(self, route: str) -> Epoch | None:
+        """Start a new epoch of ``route`` by hand (None when it has none yet)."""
+        return await redis_counters.reset(self.redis, self.prefix, route, self._wall(), self.ttl_s)
 
     async def close(self) -> None:
         """Flush what is pending (the caller owns and closes the clients)."""

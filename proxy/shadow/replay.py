@@ -4,7 +4,9 @@ Every copy goes through one interface, ``proxy.upstream.sender.Sender``, made on
 ``sender_for``: it pipelines a GET without a body and sends anything else as a buffered call, or, for a
 pool-like object of another kind (a ``Fetcher``), awaits it in a task. Shadowing knows no pool type. No
 task, future or timer per copy: the owner's periodic ``sweep`` enforces the deadlines. Requests that
-change data are sent only to the candidate, signed as a dry run (``proxy.shadow.dryrun``).
+change data are sent only to the candidate, signed as a dry run (``proxy.shadow.dryrun``), and only
+*before* their primary (``prewrite``, for ``proxy.shadow.prewrite``): a copy made after the primary
+(``call``) is never a write.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Final, cast
 
 from proxy.routing.table import RouteTable, UpstreamSpec
-from proxy.server.exchange import Exchange, Headers
+from proxy.server.exchange import Exchange, Headers, header_pairs
 from proxy.shadow import dryrun
 from proxy.shadow.bytecheck import same_headers
 from proxy.shadow.judge import CANDIDATE, CONTROL, SAFE, Failed, Fetched, Job, Judge
@@ -23,7 +25,7 @@ from proxy.shadow.store import DiffStore
 from proxy.upstream.pool import UpstreamPool
 from proxy.upstream.sender import Fetcher, Sender, Sent, sender_for
 
-__all__ = ["Fetcher", "OwnPool", "Pool", "Replayer", "close_pools", "open_pools"]
+__all__ = ["Fetcher", "OwnPool", "Pool", "Replayer", "Sent", "close_pools", "open_pools"]
 
 # What a shadow copy can go out on (any Fetcher), and what open_pools makes; only this module knows them.
 Pool = UpstreamPool | Fetcher
@@ -202,10 +204,11 @@ class Replayer:
                 and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
             ):
                 name = ex.route.name
+                key = self.store.key(ex.route, ex.method)
                 if other == CANDIDATE:
-                    self.store.matched(name, ex.latency_s, seconds)
+                    self.store.matched(key, ex.latency_s, seconds, ex.status)
                 else:
-                    self.store.matched(name, seconds, ex.latency_s)
+                    self.store.matched(key, seconds, ex.latency_s, ex.status)
                 self._tally(name, "matched")
                 self._job_done()
                 return
@@ -225,13 +228,25 @@ class Replayer:
         if sender is None:
             self._settle(job, key, Failed(side, f"no upstream named {side!r}"))
             return
-        path_qs = ex.path_qs
-        headers = _replayed(ex)
-        if ex.method not in SAFE:
-            assert self.secret is not None and side == CANDIDATE
-            signature = dryrun.sign(self.secret, ex.method, path_qs, body)
-            headers.append((dryrun.HEADER.encode(), signature.encode()))
-        sender.send(ex.method, path_qs, headers, body, limit, done, ex, ex.client_host)
+        if ex.method not in SAFE:  # a write's dry run ran before its primary (prewrite), never after
+            self._settle(job, key, Failed(side, "a write is dry-run before its primary only"))
+            return
+        sender.send(ex.method, ex.path_qs, _replayed(ex), body, limit, done, ex, ex.client_host)
+
+    def prewrite(
+        self, method: str, path_qs: str, lines: list[bytes], body: bytes, host: bytes | None,
+        limit: float, done: Callable[[Sent], None], tag: object,
+    ) -> bool:  # fmt: skip
+        """Send a write to the candidate as a signed dry run, before its primary; False when there is no
+        candidate upstream or no secret to sign with."""
+        sender = self._sender(CANDIDATE)
+        if sender is None or self.secret is None:
+            return False
+        headers = [(k, v) for k, v in header_pairs(lines) if k.lower() not in _DROP_HEADERS]
+        signature = dryrun.sign(self.secret, method, path_qs, body)
+        headers.append((dryrun.HEADER.encode(), signature.encode()))
+        sender.send(method, path_qs, headers, body, limit, done, tag, host)
+        return True
 
     def _called(self, job: Job, key: str, side: str, sent: Sent) -> None:
         res: Fetched | Failed

@@ -14,24 +14,37 @@ raised.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from prometheus_client import Counter as PromCounter
 
+from proxy.routing.table import Route
+
 __all__ = [
+    "ANY_METHOD",
     "DEFAULT_PREFIX",
+    "LEARNING_COUNTED",
     "STORE_ERRORS",
     "Batch",
     "DiffStore",
+    "Epoch",
+    "PathCounts",
     "Recording",
     "RouteStats",
     "Sample",
     "StoreError",
     "bucket_of",
     "bucket_upper",
+    "describe",
+    "epoch_id",
+    "epoch_reason",
+    "learning_counts",
+    "split_key",
+    "status_counter",
 ]
 
 DEFAULT_PREFIX: Final = "strangler:shadow:"
@@ -59,6 +72,41 @@ def bucket_of(seconds: float) -> int:
     return min(_LAST, bisect.bisect_left(_UPPERS, seconds))
 
 
+ANY_METHOD: Final = "*"  # the method part of a route-level key (counters not tied to one method)
+_SEP: Final = "|"  # never in a route name ([A-Za-z0-9._-]), an epoch id or a method
+
+
+def epoch_id(fingerprint: str, generation: int) -> str:
+    """The epoch of a route's configuration ``fingerprint`` after ``generation`` resets."""
+    return f"{fingerprint}.{generation}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """(route, epoch, method) of a recording key; a bare route name is its route-level key in epoch "0"."""
+    parts = key.split(_SEP)
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return key, "0", ANY_METHOD
+
+
+def epoch_reason(before: Epoch | None, epoch: Epoch) -> str:
+    """Why ``epoch`` began, from its configuration and the one of the epoch ``before`` it."""
+    if epoch.config.get("reset"):
+        return "reset by hand"
+    if before is None:
+        return "first recorded"
+    fingerprint, _, generation = epoch.id.rpartition(".")
+    if before.id.rpartition(".")[0] == fingerprint and before.id.rpartition(".")[2] != generation:
+        return "reset by hand"  # same configuration, a later generation (whoever registered it first)
+    old, new = before.config, epoch.config
+    if old.get("target") != new.get("target") and old.get("target") and new.get("target"):
+        return f"the flip ({old.get('target')} -> {new.get('target')})"
+    changed = [k for k in ("methods", "path", "compare") if old.get(k) != new.get(k)]
+    if changed:
+        return "routes.yaml changed: " + ", ".join("compare rules" if k == "compare" else k for k in changed)
+    return "back to an earlier configuration"
+
+
 class StoreError(Exception):
     """The stores can be reached but not used as expected; the message says what to do."""
 
@@ -82,6 +130,76 @@ class Sample:
     control_error: str | None = None
     candidate_error: str | None = None
     at: float = field(default_factory=time.time)
+    epoch: str = ""  # set by the store from the recording key
+
+
+@dataclass
+class Epoch:
+    """One epoch of a route: its id, when it began (wall time), why, and the configuration it counts."""
+
+    id: str
+    started: float
+    reason: str = "first recorded"
+    config: dict[str, Any] = field(default_factory=dict)  # target, methods, path, compare; reset: bool
+    compared: int = 0  # filled for history lines
+    differed: int = 0
+
+
+@dataclass
+class PathCounts:
+    """What learning noise and generated fields needs for one route, epoch and method (see
+    proxy.shadow.noise).
+
+    ``compared``: comparisons, raced and held ones included (the learning's denominator); ``aa_pairs``:
+    A/A pairs made; per normalised path: ``aa`` A/A differences, ``candidate`` control-vs-candidate
+    differences, ``same_shape`` value differences where both sides had the same generated shape
+    (proxy.shadow.shapes).
+    """
+
+    compared: int = 0
+    aa_pairs: int = 0
+    aa: dict[str, int] = field(default_factory=dict)
+    candidate: dict[str, int] = field(default_factory=dict)
+    same_shape: dict[str, int] = field(default_factory=dict)
+    # Per path of ``same_shape``: the comparisons whose control answered with a status under which the path
+    # changed with the same shape (a token of a 200 is never in a 401: its share is of the 200s).
+    present: dict[str, int] = field(default_factory=dict)
+
+    def share(self, path: str) -> float:
+        """The share of comparisons where ``path`` changed with the same generated shape (see present)."""
+        return self.same_shape.get(path, 0) / max(1, self.present.get(path, self.compared))
+
+
+def status_counter(status: int) -> str:
+    """The counter of comparisons whose control answered ``status`` (learning's per-status denominator)."""
+    name = _STATUS_COUNTERS.get(status)
+    if name is None:
+        name = _STATUS_COUNTERS[status] = f"n@{status}"
+    return name
+
+
+_STATUS_COUNTERS: dict[int, str] = {}
+
+
+def learning_counts(
+    counters: dict[str, int], aa: dict[str, int], cand: dict[str, int], shape: dict[str, int]
+) -> PathCounts:
+    """``PathCounts`` from one recording key's counters and learning hashes (``shape`` fields are
+    "<control status> <path>")."""
+    compared = sum(counters.get(name, 0) for name in LEARNING_COUNTED)
+    by_status = {k[2:]: n for k, n in counters.items() if k.startswith("n@")}
+    same: dict[str, int] = {}
+    present: dict[str, int] = {}
+    for name, n in shape.items():
+        status, _, path = name.partition(" ")
+        same[path] = same.get(path, 0) + n
+        present[path] = present.get(path, 0) + by_status.get(status, 0)
+    return PathCounts(compared, counters.get("aa_pairs", 0), dict(aa), dict(cand), same, present)
+
+
+# The counters a comparison's learning is counted in: every compared one, and the two kinds of
+# comparison not "compared" (held while learning whether a path is generated, and raced).
+LEARNING_COUNTED: Final = ("compared", "learning", "raced")
 
 
 @dataclass
@@ -94,10 +212,35 @@ class RouteStats:
     paths: dict[str, int] = field(default_factory=dict)
     signatures: dict[str, int] = field(default_factory=dict)
     noise: dict[str, int] = field(default_factory=dict)
+    # For learning (PathCounts): per normalised path, A/A, candidate and same-shape differences.
+    aa: dict[str, int] = field(default_factory=dict)
+    cand: dict[str, int] = field(default_factory=dict)
+    shape: dict[str, int] = field(default_factory=dict)
+    methods: dict[str, RouteStats] = field(default_factory=dict)  # per method (route-level ones apart)
+    epoch: Epoch | None = None  # the epoch these counts are from
+    history: list[Epoch] = field(default_factory=list)  # every kept epoch, oldest first (when asked)
+    state: dict[str, float] = field(default_factory=dict)  # the stable verdict's state (see report)
+
+    def add(self, other: RouteStats) -> None:
+        """Add ``other``'s counts to these (summing methods into a route)."""
+        pairs = ((self.counters, other.counters), (self.paths, other.paths), (self.noise, other.noise),
+                 (self.signatures, other.signatures), (self.aa, other.aa), (self.cand, other.cand),
+                 (self.shape, other.shape))  # fmt: skip
+        for mine, theirs in pairs:
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        for side, hist in other.latency.items():
+            into = self.latency.setdefault(side, {})
+            for b, v in hist.items():
+                into[b] = into.get(b, 0) + v
 
     def get(self, name: str) -> int:
         """A counter's value (0 when never incremented)."""
         return self.counters.get(name, 0)
+
+    def path_counts(self) -> PathCounts:
+        """The learning counts of these stats (one method's, to mean anything; see PathCounts)."""
+        return learning_counts(self.counters, self.aa, self.cand, self.shape)
 
     def percentile(self, side: str, q: float) -> float | None:
         """The ``q`` quantile (0..1) of ``side``'s latency in seconds (bucket upper bound), or None."""
@@ -118,84 +261,167 @@ class RouteStats:
 class Batch:
     """Increments and samples gathered since the last flush (plain dicts: cheap to record into)."""
 
-    incr: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (kind, route, field) -> n
+    incr: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (kind, key, field) -> n
     samples: list[Sample] = field(default_factory=list)
-    routes: set[str] = field(default_factory=set)
+    routes: set[str] = field(default_factory=set)  # recording keys (route|epoch|method) written to
 
     def __bool__(self) -> bool:
         return bool(self.incr or self.samples)
 
 
 class DiffStore(Protocol):
-    """Recording (synchronous, in memory) and reading (async) of shadow results."""
+    """Recording (synchronous, in memory) and reading (async) of shadow results.
 
-    def count(self, route: str, name: str, n: int = 1) -> None: ...
-    def latency(self, route: str, side: str, seconds: float) -> None: ...
-    def matched(self, route: str, control_s: float | None, candidate_s: float | None) -> None: ...
-    def differed(self, route: str, signature: str, paths: tuple[str, ...]) -> None: ...
-    def noise(self, route: str, paths: tuple[str, ...]) -> None: ...
-    def sample(self, sample: Sample) -> None: ...
+    Recording takes a *key* (``key(route, method)``, computed once per exchange): the route, its current
+    epoch and the method, so every count lands in that epoch and method.
+    """
+
+    def key(self, route: Route, method: str) -> str: ...
+    def count(self, key: str, name: str, n: int = 1) -> None: ...
+    def latency(self, key: str, side: str, seconds: float) -> None: ...
+    def matched(
+        self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
+    ) -> None: ...
+    def differed(self, key: str, signature: str, paths: tuple[str, ...]) -> None: ...
+    def noise(self, key: str, paths: tuple[str, ...]) -> None: ...
+    def sample(self, key: str, sample: Sample) -> None: ...
+    def aa_pair(self, key: str, paths: tuple[str, ...]) -> None: ...
+    def path_diffs(
+        self, key: str, paths: tuple[str, ...], same_shape: tuple[str, ...], status: int = 0
+    ) -> None: ...
+    def raced(self, key: str) -> None: ...
     async def flush(self) -> None: ...
-    async def stats(self) -> dict[str, RouteStats]: ...
-    async def samples(self, route: str, limit: int = 20) -> list[Sample]: ...
-    async def noise_paths(self, route: str) -> set[str]: ...
+    async def stats(self, history: bool = False) -> dict[str, RouteStats]: ...
+    async def samples(self, route: str, limit: int = 20, epoch: str | None = None) -> list[Sample]: ...
+    async def noise_paths(self, key: str) -> set[str]: ...
+    async def path_counts(self, key: str) -> PathCounts: ...
+    async def save_state(self, route: str, epoch: str, state: dict[str, float]) -> None: ...
+    async def reset(self, route: str) -> Epoch | None: ...
     async def close(self) -> None: ...
 
 
+def describe(route: Route) -> dict[str, Any]:
+    """What an epoch records of its route's configuration (the report says why an epoch began)."""
+    methods = sorted(route.methods) if route.methods is not None else None
+    compare = hashlib.sha256(repr(route.compare).encode()).hexdigest()[:12]
+    return {"target": route.target, "methods": methods, "path": route.path, "compare": compare}
+
+
 class Recording:
-    """The synchronous half every store shares: fill the current batch (``take`` detaches it)."""
+    """The synchronous half every store shares: fill the current batch (``take`` detaches it).
+
+    ``key`` names a route's current epoch and a method: the epoch is the route's configuration
+    fingerprint (``Route.fingerprint``) and its reset generation (``generations``, read from the store
+    by the real one); keys are cached per route, so the hot path pays two dict look-ups.
+    """
 
     max_pending_samples = 1000
 
     def __init__(self) -> None:
         self.batch = Batch()
+        self.generations: dict[str, int] = {}  # route -> resets by hand (strangler report --reset)
+        self.described: dict[tuple[str, str], dict[str, Any]] = {}  # (route, epoch) -> its configuration
+        self._keys: dict[str, tuple[str, str, dict[str, str]]] = {}  # route -> (fingerprint, epoch, keys)
 
-    def count(self, route: str, name: str, n: int = 1) -> None:
-        """Add ``n`` to counter ``name`` of ``route``."""
-        self.batch.incr[("c", route, name)] += n
-        self.batch.routes.add(route)
+    def key(self, route: Route, method: str) -> str:
+        """The recording key of ``route``'s current epoch and ``method`` (``ANY_METHOD``: route-level)."""
+        entry = self._keys.get(route.name)
+        if entry is None or entry[0] != route.fingerprint:
+            epoch = epoch_id(route.fingerprint, self.generations.get(route.name, 0))
+            entry = self._keys[route.name] = (route.fingerprint, epoch, {})
+            self.described.setdefault((route.name, epoch), describe(route))
+        key = entry[2].get(method)
+        if key is None:
+            key = entry[2][method] = f"{route.name}{_SEP}{entry[1]}{_SEP}{method}"
+        return key
 
-    def latency(self, route: str, side: str, seconds: float) -> None:
+    def set_generations(self, generations: dict[str, int]) -> None:
+        """Adopt the routes' reset generations (keys of a route whose generation changed are made anew)."""
+        if generations != self.generations:
+            self.generations = generations
+            self._keys.clear()
+
+    def count(self, key: str, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` of ``key``."""
+        self.batch.incr[("c", key, name)] += n
+        self.batch.routes.add(key)
+
+    def latency(self, key: str, side: str, seconds: float) -> None:
         """Record one latency of ``side`` (control or candidate)."""
         kind = _LAT_KEYS.get(side) or f"lat:{side}"
-        self.batch.incr[(kind, route, _BUCKET_KEYS[bucket_of(seconds)])] += 1
-        self.batch.routes.add(route)
+        self.batch.incr[(kind, key, _BUCKET_KEYS[bucket_of(seconds)])] += 1
+        self.batch.routes.add(key)
 
-    def matched(self, route: str, control_s: float | None, candidate_s: float | None) -> None:
-        """One comparison that matched: ``compared`` and ``matched`` counted, latencies recorded.
+    def matched(
+        self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
+    ) -> None:
+        """One comparison that matched: ``compared`` and ``matched`` counted (and the control's ``status``,
+        when given, for learning), latencies recorded.
 
         A latency is None when it was not measured (a pipelined shadow call, see proxy.upstream.pipe).
         """
         batch = self.batch  # once per compared shadow request: bucket_of inlined
         incr = batch.incr
-        incr[("c", route, "compared")] += 1
-        incr[("c", route, "matched")] += 1
+        incr[("c", key, "compared")] += 1
+        incr[("c", key, "matched")] += 1
+        if status:
+            incr[("c", key, _STATUS_COUNTERS.get(status) or status_counter(status))] += 1
         if control_s is not None:
             bucket = min(_LAST, bisect.bisect_left(_UPPERS, control_s))
-            incr[("lat:control", route, _BUCKET_KEYS[bucket])] += 1
+            incr[("lat:control", key, _BUCKET_KEYS[bucket])] += 1
         if candidate_s is not None:
             bucket = min(_LAST, bisect.bisect_left(_UPPERS, candidate_s))
-            incr[("lat:candidate", route, _BUCKET_KEYS[bucket])] += 1
-        batch.routes.add(route)
+            incr[("lat:candidate", key, _BUCKET_KEYS[bucket])] += 1
+        batch.routes.add(key)
 
-    def differed(self, route: str, signature: str, paths: tuple[str, ...]) -> None:
+    def differed(self, key: str, signature: str, paths: tuple[str, ...]) -> None:
         """Count one difference with this signature and each of its paths."""
-        self.batch.incr[("sigs", route, signature)] += 1
+        self.batch.incr[("sigs", key, signature)] += 1
         for path in paths:
-            self.batch.incr[("paths", route, path)] += 1
+            self.batch.incr[("paths", key, path)] += 1
+        self.batch.routes.add(key)
 
-    def noise(self, route: str, paths: tuple[str, ...]) -> None:
+    def noise(self, key: str, paths: tuple[str, ...]) -> None:
         """Count paths that differed between two control calls (A/A)."""
         for path in paths:
-            self.batch.incr[("noise", route, path)] += 1
-        self.batch.routes.add(route)
+            self.batch.incr[("noise", key, path)] += 1
+        self.batch.routes.add(key)
 
-    def sample(self, sample: Sample) -> None:
-        """Queue a sample for storage (the oldest pending one is dropped when storage lags)."""
+    def aa_pair(self, key: str, paths: tuple[str, ...]) -> None:
+        """One A/A pair made (counter ``aa_pairs``), ``paths`` differing in it."""
+        incr = self.batch.incr
+        incr[("c", key, "aa_pairs")] += 1
+        for path in paths:
+            incr[("aa", key, path)] += 1
+        self.batch.routes.add(key)
+
+    def path_diffs(
+        self, key: str, paths: tuple[str, ...], same_shape: tuple[str, ...], status: int = 0
+    ) -> None:
+        """One comparison that differed (the outcome is counted apart) where the control answered ``status``:
+        each of ``paths`` differed, and those of ``same_shape`` only in value with the same generated
+        shape."""
+        incr = self.batch.incr
+        incr[("c", key, status_counter(status))] += 1
+        for path in paths:
+            incr[("cand", key, path)] += 1
+        for path in same_shape:
+            incr[("shape", key, f"{status} {path}")] += 1
+        self.batch.routes.add(key)
+
+    def raced(self, key: str) -> None:
+        """One difference explained by data changing during the comparison (not compared)."""
+        self.batch.incr[("c", key, "raced")] += 1
+        self.batch.routes.add(key)
+
+    def sample(self, key: str, sample: Sample) -> None:
+        """Queue a sample of ``key``'s epoch for storage (the oldest pending one is dropped when storage
+        lags)."""
         if len(self.batch.samples) >= self.max_pending_samples:
             self.batch.samples.pop(0)
             STORE_ERRORS.labels("samples_backlog").inc()
-        self.batch.samples.append(sample)
+        epoch = split_key(key)[1]
+        self.batch.samples.append(sample if sample.epoch == epoch else replace(sample, epoch=epoch))
 
     def take(self) -> Batch:
         """Detach and return the current batch."""

@@ -50,9 +50,10 @@ def error_kind(reason: str) -> str:
 
 
 class _Streak:
-    __slots__ = ("kinds", "last", "since_warning", "warned_at")
+    __slots__ = ("key", "kinds", "last", "since_warning", "warned_at")
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key  # the store key the streak is counted under (the route's epoch when it began)
         self.kinds: dict[str, int] = {}  # consecutive failures by kind, as recorded in the store
         self.last = ""
         self.since_warning = 0
@@ -67,8 +68,9 @@ class Unanswered:
         self._clock = clock
         self.down: dict[str, dict[str, _Streak]] = {}  # route -> side -> the current streak
 
-    def failed(self, route: str, side: str, reason: str) -> None:
-        """One shadow call of ``route`` to ``side`` got no answer (``reason`` says why)."""
+    def failed(self, route: str, side: str, reason: str, key: str | None = None) -> None:
+        """One shadow call of ``route`` to ``side`` got no answer (``reason`` says why); counted under
+        the store ``key`` (the route's route-level key; its bare name by default)."""
         kind = error_kind(reason)
         FAILURES.labels(route, side, kind).inc()
         sides = self.down.get(route)
@@ -76,11 +78,11 @@ class Unanswered:
             sides = self.down[route] = {}
         streak = sides.get(side)
         if streak is None:
-            streak = sides[side] = _Streak()
+            streak = sides[side] = _Streak(route if key is None else key)
         streak.kinds[kind] = streak.kinds.get(kind, 0) + 1
         streak.last = reason
         streak.since_warning += 1
-        self.store.count(route, f"{PREFIX}{side}:{kind}")
+        self.store.count(streak.key, f"{PREFIX}{side}:{kind}")
         now = self._clock()
         if streak.warned_at is None or now - streak.warned_at >= WARN_EVERY_S:
             log.warning(
@@ -107,6 +109,6 @@ class Unanswered:
     def _end(self, route: str, sides: dict[str, _Streak], *, announce: bool) -> None:
         for side, streak in sides.items():
             for kind, n in streak.kinds.items():
-                self.store.count(route, f"{PREFIX}{side}:{kind}", -n)
+                self.store.count(streak.key, f"{PREFIX}{side}:{kind}", -n)
             if announce and streak.warned_at is not None:
                 log.info("shadow side %s of route %s answers again", side, route)

@@ -126,7 +126,9 @@ def shadowed(draft: dict[str, Any], legacy: int, new: int) -> dict[str, Any]:
         "new": {"url": f"http://127.0.0.1:{new}"},
     }
     # Latency is not what this test is about: two apps on a loaded machine can differ in speed at random.
-    draft["shadow"] = {"min_compared": MIN_COMPARED, "latency_ratio": 0}
+    draft["shadow"] = {
+        "min_compared": MIN_COMPARED, "latency_ratio": 0, "ready_min_s": 0, "ready_min_count": 0
+    }  # fmt: skip
     for route in draft["routes"]:
         if route["name"] == READ:
             route["shadow"] = {"sample": 1.0}

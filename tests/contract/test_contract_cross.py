@@ -87,3 +87,25 @@ def test_argon2_user_from_new_logs_in_on_legacy(legacy: Api, new: Api, stack: St
     assert row[0].startswith("$argon2id$")
     assert_json(legacy.login(acct.email), 200)
     assert legacy.login(acct.email, "nope nope nope").status_code == 401
+
+
+def test_legacy_bcrypt_cost_setting(stack: Stack) -> None:
+    """BCRYPT_COST sets the cost of legacy's new hashes; such a user logs in on both, and new still
+    upgrades the hash to argon2id."""
+    with stack.variant("legacy", BCRYPT_COST="4") as run:
+        cheap = Api("legacy", run.base_url)
+        try:
+            acct = cheap.register()
+            (stored,) = stack.query("SELECT password_hash FROM users WHERE id = $1", acct.id)[0]
+            assert stored.startswith("$2b$04$")
+            assert_json(cheap.login(acct.email), 200)
+            assert_json(cheap.login("nobody-" + acct.email), 401)  # the unknown-email path, at that cost
+        finally:
+            cheap.close()
+    new = Api("new", stack.running["new"].base_url)
+    try:
+        assert_json(new.login(acct.email), 200)
+    finally:
+        new.close()
+    (upgraded,) = stack.query("SELECT password_hash FROM users WHERE id = $1", acct.id)[0]
+    assert upgraded.startswith("$argon2id$")

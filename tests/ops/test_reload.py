@@ -259,3 +259,19 @@ async def test_reload_reaches_the_shadow_sink(tmp_path: Path, redis_url: str, re
         assert sink.settings.timeout == 2.5
         assert sink.settings == gateway.table.shadow_settings
         gateway.close()
+
+
+def test_reload_logs_the_routes_that_start_a_new_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flip of one route logs that route (and what changed) as starting a new comparison epoch; the
+    routes that did not change are not named."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_text("http://127.0.0.1:1", "http://127.0.0.1:2", "legacy"))
+    reloader, gateway, _ = make_reloader(path)
+    write_atomically(path, routes_text("http://127.0.0.1:1", "http://127.0.0.1:2", "new"))
+    with caplog.at_level(logging.INFO, logger="strangler"):
+        assert reloader.reload("SIGHUP") is True
+    lines = [r.getMessage() for r in caplog.records if "starts a new comparison epoch" in r.getMessage()]
+    assert lines == ["route items starts a new comparison epoch (target legacy -> new)"]
+    gateway.close()

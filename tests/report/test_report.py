@@ -13,8 +13,9 @@ import pytest
 from support.memstore import MemoryStore
 
 from proxy.report.cli import main, render, suggest
+from proxy.report.html import render_html
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, build_report, gather
-from proxy.report.text import answered
+from proxy.report.text import answered, render_terminal
 from proxy.routing.table import parse_routes
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import RouteStats, Sample, bucket_of
@@ -24,7 +25,7 @@ ROUTES = textwrap.dedent("""\
       legacy: {url: "http://127.0.0.1:3000"}
       new: {url: "http://127.0.0.1:8000"}
     default: legacy
-    shadow: {min_compared: 10, match_threshold: 0.95}
+    shadow: {min_compared: 10, match_threshold: 0.95, ready_min_s: 0, ready_min_count: 0}
     routes:
       - name: users-get
         match: {methods: [GET], path: "/users/{id}"}
@@ -105,13 +106,43 @@ def test_latency_verdict_uses_median_below_100_timings() -> None:
     assert r.verdict == NOT_READY and r.reasons[0].startswith("new p99")
 
 
+def _learned(st: RouteStats, aa_pairs: int, aa_uptime: int) -> RouteStats:
+    """``st`` with GET's learning counts: ``aa_uptime`` of ``aa_pairs`` A/A pairs differed at uptime_s."""
+    st.counters.update({"aa_pairs": aa_pairs, "raced": 3})
+    st.aa = {"$.uptime_s": aa_uptime}
+    st.cand = dict(st.paths)
+    get = RouteStats(st.route, dict(st.counters), dict(st.latency), dict(st.paths), dict(st.signatures),
+                     aa=dict(st.aa), cand=dict(st.cand))  # fmt: skip
+    st.methods["GET"] = get  # the route's only method: its learning is the route's
+    return st
+
+
 def test_noise_is_applied_at_report_time() -> None:
-    """Signatures made only of noise paths count as matches; mixed ones still count as differences."""
-    st = stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}, noise={"$.uptime_s": 5})
+    """Signatures made only of noise paths count as matches; mixed ones still count as differences. Noise
+    is what the statistical test says (proxy.shadow.noise), shown with both rates; races apart."""
+    st = _learned(stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}), aa_pairs=40, aa_uptime=25)
     (r,) = [x for x in build_report({"health": st}, TABLE).routes if x.name == "health"]
     assert (r.differed, r.noise, r.match_rate) == (2, 60, pytest.approx(0.98))
-    assert r.paths == [("$.name", 2)] and r.noise_paths == [("$.uptime_s", 5)]
-    assert r.verdict == READY
+    assert r.paths == [("$.name", 2)] and r.noise_paths == [("$.uptime_s", 25)]
+    # The learning's denominator counts the 3 raced comparisons too.
+    row = {"method": "GET", "path": "$.uptime_s", "aa_rate": 25 / 40, "candidate_rate": 62 / 103,
+           "aa_pairs": 40, "aa_diffs": 25, "compared": 103}  # fmt: skip
+    assert r.noise_rates == [row]
+    assert r.verdict == READY and r.raced == 3
+    text = render_terminal(build_report({"health": st}, TABLE))
+    assert "noise GET $.uptime_s: A/A 62.5% of 40, new 60.2% of 103" in text
+    assert "3 reads changed during the comparison" in text
+    page = render_html(build_report({"health": st}, TABLE), "health")
+    assert "noise GET <code>$.uptime_s</code>: A/A 62.5% of 40, new 60.2% of 103" in page
+    assert "3 reads changed during the comparison" in page
+
+
+def test_a_few_aa_races_do_not_make_noise() -> None:
+    """Two A/A differences in 40 pairs do not excuse a path the candidate differs at 62 times in 100."""
+    st = _learned(stats(100, {"$.uptime_s": 60, "$.name $.uptime_s": 2}), aa_pairs=40, aa_uptime=2)
+    (r,) = [x for x in build_report({"health": st}, TABLE).routes if x.name == "health"]
+    assert (r.differed, r.noise, r.noise_rates) == (62, 0, [])
+    assert r.verdict == NOT_READY
 
 
 def test_renderers_show_the_same_facts() -> None:
@@ -150,7 +181,8 @@ def seed(redis_url: str, prefix: str, db: str | None) -> None:
             store.count("users-get", "matched", 11)
             store.differed("users-get", "$.name", ("$.name",))
             change = {"path": "$.name", "kind": "changed", "control": "Al", "candidate": "Al!"}
-            store.sample(Sample("users-get", "$.name", "GET", "/users/1", "legacy", 200, 200, [change]))
+            example = Sample("users-get", "$.name", "GET", "/users/1", "legacy", 200, 200, [change])
+            store.sample("users-get", example)
         finally:
             await store.aclose()
 
@@ -223,7 +255,7 @@ async def test_gather_includes_examples() -> None:
     """gather() reads stats and, for the requested route, its newest samples."""
     store = MemoryStore()
     store.count("posts", "compared")
-    store.sample(Sample("posts", "$.a", "GET", "/posts", "legacy", 200, 500, []))
+    store.sample("posts", Sample("posts", "$.a", "GET", "/posts", "legacy", 200, 500, []))
     await store.flush()
     report = await gather(store, TABLE, "posts")
     posts = report.route("posts")
@@ -281,8 +313,8 @@ def test_latency_ratio_setting_decides_whether_latency_gates_the_verdict() -> No
     latency = {"control": {bucket_of(0.010): 200}, "candidate": {bucket_of(0.100): 200}}
     slow = RouteStats("users-get", counters={"compared": 200, "matched": 200}, latency=latency)
     for ratio, verdict in ((None, NOT_READY), (0, READY), (20, READY)):
-        shadow = "{min_compared: 10, match_threshold: 0.95}" if ratio is None else \
-            f"{{min_compared: 10, match_threshold: 0.95, latency_ratio: {ratio}}}"  # fmt: skip
-        text = ROUTES.replace("shadow: {min_compared: 10, match_threshold: 0.95}", f"shadow: {shadow}", 1)
+        base = "min_compared: 10, match_threshold: 0.95, ready_min_s: 0, ready_min_count: 0"
+        shadow = f"{{{base}}}" if ratio is None else f"{{{base}, latency_ratio: {ratio}}}"
+        text = ROUTES.replace(f"shadow: {{{base}}}", f"shadow: {shadow}", 1)
         report = build_report({"users-get": slow}, parse_routes(text, "r.yaml"))
         assert report.route("users-get").verdict == verdict, ratio

@@ -27,7 +27,7 @@ upstreams:
   legacy: {url: "http://127.0.0.1:1"}
   new: {url: "http://127.0.0.1:2"}
 default: legacy
-shadow: {min_compared: 5}
+shadow: {min_compared: 5, ready_min_s: 0, ready_min_count: 0}
 routes:
   - {name: users-get, match: {methods: [GET], path: "/users/{id}"}, target: legacy, shadow: {sample: 1.0}}
   - {name: posts, match: {methods: [GET], path: /posts}, target: new, shadow: {sample: 1.0}}
@@ -83,7 +83,7 @@ async def admin() -> AsyncIterator[str]:
     store.count("users-get", "matched", 9)
     store.differed("users-get", "$.name", ("$.name",))
     change = {"path": "$.name", "kind": "changed", "control": "Alice", "candidate": "Alice!"}
-    store.sample(Sample("users-get", "$.name", "GET", "/users/7", "legacy", 200, 200, [change],
+    store.sample("users-get", Sample("users-get", "$.name", "GET", "/users/7", "legacy", 200, 200, [change],
                         '{"name":"Alice"}', '{"name":"Alice!"}', 4.0, 12.0))  # fmt: skip
     store.count("posts", "compared", 2)
     store.count("posts", "matched", 2)

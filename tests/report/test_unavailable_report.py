@@ -16,7 +16,7 @@ ROUTES = textwrap.dedent("""\
       legacy: {url: "http://127.0.0.1:3000"}
       new: {url: "http://127.0.0.1:8000"}
     default: legacy
-    shadow: {min_compared: 10, match_threshold: 0.95}
+    shadow: {min_compared: 10, match_threshold: 0.95, ready_min_s: 0, ready_min_count: 0}
     routes:
       - name: stream
         match: {methods: [GET], path: /posts/stream}

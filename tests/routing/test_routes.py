@@ -519,6 +519,16 @@ def test_yaml_syntax_error_reports_its_line(text: str, line: int, fragment: str)
             [(5, "routes[0].compare.ignore[0]", "allowed segments are .name, [n] and [*]")],
         ),
         (
+            UPSTREAMS + "routes:\n  - name: a\n    match: {path: /a}\n    target: new\n    compare:\n"
+            "      generated: ['$.id', 'token']\n",
+            [(9, "routes[0].compare.generated[1]", "must start with '$'")],
+        ),
+        (
+            UPSTREAMS
+            + "routes:\n  - {name: a, match: {path: /a}, target: new, compare: {generated: '$.id'}}\n",
+            [(5, "routes[0].compare.generated", "must be a list of strings")],
+        ),
+        (
             UPSTREAMS + "routes:\n  - {name: default, match: {path: /a}, target: new}\n",
             [(5, "routes[0].name", "reserved")],
         ),
@@ -666,12 +676,22 @@ def test_loader_only_errors(text: str) -> None:
         UPSTREAMS + "routes: [{name: a.b_c-1, match: {path: '/', methods: [GET, M-SEARCH]}, target: new}]\n",
         UPSTREAMS + "routes: [{name: a, match: {path: '/x;y/{id}/{rest*}'}, target: legacy,"
         " shadow: {writes: true}, compare: {ignore: ['$', '$.a[0].b[*]'], null_equals_missing: true}}]\n",
+        UPSTREAMS + "routes: [{name: a, match: {path: '/a'}, target: legacy,"
+        " compare: {generated: ['$.id', '$.items[*].created_at']}}]\n",
     ],
 )
 def test_schema_and_loader_accept(text: str) -> None:
     """A good file is accepted by both the schema and the loader."""
     assert _schema_errors(text) == []
     parse_routes(text, "good.yaml")
+
+
+def test_compare_generated_is_loaded() -> None:
+    """compare.generated lists JSON paths, kept in the route's CompareRules (empty by default)."""
+    text = UPSTREAMS + "routes: [{name: a, match: {path: /a}, target: new, compare: {generated: [$.id]}}]\n"
+    [route] = parse_routes(text, "g.yaml").routes
+    assert route.compare.generated == ("$.id",)
+    assert CompareRules().generated == ()
 
 
 # --- JSON paths -----------------------------------------------------------------------------------
@@ -859,3 +879,44 @@ def test_route_limits_in_schema() -> None:
     assert list(validator.iter_errors(doc)) == []
     route["limits"] = {"max_body": -1}
     assert list(validator.iter_errors(doc)) != []
+
+
+# --- stable verdicts: the ready_* settings ----------------------------------------------------------
+
+
+def test_stable_verdict_settings_default_and_load() -> None:
+    """ready_min_count, ready_min_s and ready_margin have defaults and are read from the shadow key."""
+    assert table("").shadow_settings.ready_margin == 0.005
+    assert table("").shadow_settings.ready_min_s == 60.0 and table("").shadow_settings.ready_min_count == 100
+    head = UPSTREAMS + "shadow: {ready_min_count: 20, ready_min_s: 5, ready_margin: 0.01}\n"
+    settings = parse_routes(head + "routes: []\n", "t.yaml").shadow_settings
+    assert (settings.ready_min_count, settings.ready_min_s, settings.ready_margin) == (20, 5.0, 0.01)
+
+
+def test_stable_verdict_settings_are_validated_with_lines() -> None:
+    text = UPSTREAMS + "shadow:\n  ready_min_count: -1\n  ready_min_s: fast\n  ready_margin: 2\nroutes: []\n"
+    first = UPSTREAMS.count("\n") + 2
+    assert errors_of(text) == [
+        (first, "shadow.ready_min_count", "must be an integer from 0 to 2147483648; got -1"),
+        (first + 1, "shadow.ready_min_s", "must be a number >= 0 and <= 86400; got a string"),
+        (first + 2, "shadow.ready_margin", "must be a number >= 0 and <= 1; got 2"),
+    ]
+
+
+def test_ready_margin_must_be_below_the_match_threshold() -> None:
+    text = UPSTREAMS + "shadow:\n  match_threshold: 0.5\n  ready_margin: 0.6\nroutes: []\n"
+    ((line, key, message),) = errors_of(text)
+    assert (line, key) == (UPSTREAMS.count("\n") + 3, "shadow.ready_margin")
+    assert message.startswith("must be below match_threshold (0.5)")
+
+
+def test_route_fingerprint_changes_with_target_methods_path_and_compare_only() -> None:
+    """The epoch fingerprint: a flip, other methods, another path or other compare rules change it; the
+    shadow sample rate or the route's line do not."""
+    base = 'name: r\n  match: {methods: [GET], path: "/a"}\n  target: legacy\n'
+    fp = table("- " + base).routes[0].fingerprint
+    sampled = base.replace("legacy", "legacy\n  shadow: {sample: 0.5}")
+    assert fp == table("\n\n- " + sampled).routes[0].fingerprint
+    for changed in (base.replace("legacy", "new"), base.replace("[GET]", "[GET, POST]"),
+                    base.replace('"/a"', '"/b"'), base + "  compare: {ignore: [$.at]}\n"):  # fmt: skip
+        assert table("- " + changed).routes[0].fingerprint != fp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import cast
 
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
@@ -37,11 +38,18 @@ class Shadow:
         self.body_cap = body_cap
         self.fail = fail
         self.exchanges: list[Exchange] = []
+        self.reasons: list[str] = []
 
     def wants(self, route: Route, method: str) -> bool:
         if self.fail:
             raise RuntimeError("shadow wants failed")
         return route.shadow is not None
+
+    def not_comparable(self, route: Route, reason: str) -> None:
+        self.reasons.append(reason)
+
+    def prewrite(self, *args: object) -> None:
+        return None  # no dry run: the write is forwarded at once, its exchange submitted as before
 
     def submit(self, exchange: Exchange) -> None:
         if self.fail:
@@ -96,13 +104,17 @@ async def test_shadow_receives_exchange_with_teed_bodies(
 
 
 async def test_shadow_bodies_over_cap_are_none(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:
-    """Bodies larger than the shadow's body_cap are not teed: None in the exchange."""
+    """Bodies larger than the shadow's body_cap are not teed: None in the exchange. A write that large is
+    forwarded without its dry run: no exchange, counted as not comparable (``write_body``)."""
     shadow = Shadow(body_cap=100)
     handle = await make_gateway(routes_yaml(echo.port, echo.port, routes=SHADOWED), shadow=shadow)
     client = await RawClient.open(handle.port)
-    await client.request("POST", "/users/1", body=b"x" * 500)
+    await client.request("GET", "/users/1", body=b"x" * 500)
     assert shadow.exchanges[0].request_body is None
     assert shadow.exchanges[0].response_body is None  # the echo JSON is over 100 bytes
+    response = await client.request("POST", "/users/1", body=b"x" * 500)
+    assert response.status == 200 and json.loads(response.body)["body_len"] == 500
+    assert len(shadow.exchanges) == 1 and shadow.reasons == ["write_body"]
     client.close()
 
 

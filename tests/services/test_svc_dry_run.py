@@ -142,3 +142,34 @@ async def test_a_replayed_signature_is_403(client: TestClient[Any, Any], db: Any
     assert first.status == 201 and first.headers["X-Strangler-Dry-Run"] == "applied"
     again = await client.post("/api/v1/posts", data=POST_BODY, headers=headers)
     assert again.status == 403 and await again.read() == BAD_SIGNATURE
+
+
+async def test_dry_run_login_keeps_the_rate_limit_without_counting(
+    make_client: MakeClient, redis_url: str, redis_prefix: str
+) -> None:
+    """A dry-run login is judged by the same limit as the real one would be (401 under it, 429 with
+    Retry-After once the real attempts reach it) and never adds to the counter."""
+    client = await make_client(login_rate_limit_account=2, login_rate_window=120)
+    email = unique_email()
+    await register(client, email=email)
+    data = raw({"email": email, "password": "bad password"})
+    key = f"{redis_prefix}rl:login:acct:{hashlib.sha256(email.lower().encode()).hexdigest()}"
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+
+    async def attempt(dry: bool) -> tuple[int, str | None]:
+        headers = {**JSON, "X-Strangler-Dry-Run": sign("POST", "/api/v1/auth/login", data)} if dry else JSON
+        response = await client.post("/api/v1/auth/login", data=data, headers=headers)
+        return response.status, response.headers.get("Retry-After")
+
+    try:
+        assert (await attempt(dry=False))[0] == 401  # counted: 1 of 2
+        assert (await attempt(dry=True))[0] == 401  # would be 2 of 2: allowed, not counted
+        assert await r.get(key) == "1"
+        assert (await attempt(dry=False))[0] == 401  # counted: 2 of 2
+        status, retry_after = await attempt(dry=True)  # would be 3 of 2: refused, not counted
+        assert status == 429 and retry_after is not None and 0 < int(retry_after) <= 120
+        assert await r.get(key) == "2"
+        assert (await attempt(dry=False))[0] == 429  # the real third attempt: refused as the dry run said
+        assert await r.get(key) == "3"
+    finally:
+        await r.aclose()

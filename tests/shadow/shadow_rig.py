@@ -115,14 +115,15 @@ RigFactory = Callable[..., Awaitable[Rig]]
 async def make_rig() -> AsyncIterator[RigFactory]:
     """Start a gateway + Shadower from routes text (store: in-memory unless given); stopped at the end.
 
-    ``clock`` replaces the Shadower's time.monotonic (A/A rate, noise refresh, sample interval), and
+    ``clock`` replaces the Shadower's time.monotonic (A/A and re-read rates, noise refresh, sample
+    interval), ``reread_rate`` the race re-reads a second per route (0: none), and
     ``deadline_clock`` the loop clock its sweep compares the calls' deadlines with.
     """
     rigs: list[Rig] = []
 
     async def make(text: str, store: DiffStore | None = None, secret: bytes | None = b"dry-secret",
                    rand: Callable[[], float] | None = None, aa_rate: float | None = None,
-                   clock: Callable[[], float] | None = None,
+                   reread_rate: float | None = None, clock: Callable[[], float] | None = None,
                    deadline_clock: Callable[[], float] | None = None) -> Rig:  # fmt: skip
         table = parse_routes(text, "shadow-test.yaml")
         store = store if store is not None else MemoryStore()
@@ -132,6 +133,8 @@ async def make_rig() -> AsyncIterator[RigFactory]:
             kwargs["rand"] = rand
         if aa_rate is not None:
             kwargs["aa_rate"] = aa_rate
+        if reread_rate is not None:
+            kwargs["reread_rate"] = reread_rate
         if clock is not None:
             kwargs["clock"] = clock
         if deadline_clock is not None:

@@ -14,7 +14,7 @@ from aiohttp import web
 from support.memstore import MemoryStore
 
 from proxy.routing.table import ShadowSettings
-from proxy.shadow.noise import NOISE_REFRESH_S, AaLimiter, NoiseBook
+from proxy.shadow.noise import MIN_AA_PAIRS, NOISE_REFRESH_S, AaLimiter, NoiseBook
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.samples import SAMPLE_INTERVAL_S, SampleBuilder
 from proxy.shadow.store import Sample
@@ -53,17 +53,32 @@ async def test_noise_book_reads_the_store_again_only_when_stale() -> None:
     clock = Clock()
     store = MemoryStore()
     book = NoiseBook(store, clock)
-    assert book.fresh("r") is None
-    store.noise("r", ("$.a",))
+    get, post = "r|e1|GET", "r|e1|POST"  # recording keys: route, epoch, method
+    assert book.fresh(get) is None
+
+    def teach(path: str) -> None:  # as often between two control calls as against the candidate
+        for i in range(MIN_AA_PAIRS):
+            store.aa_pair(get, (path,) if i % 4 == 0 else ())
+            if i % 4 == 0:
+                store.path_diffs(get, (path,), ())
+                store.count(get, "compared")
+            else:
+                store.matched(get, None, None)
+
+    teach("$.a")
     await store.flush()
-    assert await book.paths("r") == {"$.a"}
-    store.noise("r", ("$.b",))
+    assert (await book.learned(get)).noise == {"$.a"}
+    teach("$.b")
     await store.flush()
     clock.now += NOISE_REFRESH_S
-    assert book.fresh("r") == {"$.a"} and await book.paths("r") == {"$.a"}  # still fresh
+    fresh = book.fresh(get)
+    assert fresh is not None and fresh.noise == {"$.a"}  # still fresh
+    assert (await book.learned(get)).noise == {"$.a"}
     clock.now += 0.001
-    assert book.fresh("r") is None
-    assert await book.paths("r") == {"$.a", "$.b"}
+    assert book.fresh(get) is None
+    assert (await book.learned(get)).noise == {"$.a", "$.b"}
+    assert (await book.learned(post)).noise == set()  # per method
+    assert (await book.learned("r|e2|GET")).noise == set()  # per epoch
 
 
 def test_sample_builder_builds_one_per_signature_per_interval() -> None:
@@ -173,7 +188,7 @@ async def test_store_expires_old_samples_once_a_minute_on_its_clock(
         await pg.execute("TRUNCATE strangler.shadow_diffs")
         for signature, step in (("$.a", 0.0), ("$.b", 60.0), ("$.c", 0.001)):
             clock.now += step
-            store.sample(old(signature))
+            store.sample("r", old(signature))
             await store.flush()
             if signature == "$.a":
                 assert await kept() == []  # the first write sweeps

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from support.memstore import MemoryStore
 
 from proxy.shadow.redis_pg import RedisPgStore
-from proxy.shadow.store import RouteStats, Sample, bucket_of, bucket_upper
+from proxy.shadow.store import PathCounts, RouteStats, Sample, bucket_of, bucket_upper
 
 
 def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | None = None) -> Sample:
@@ -43,6 +43,8 @@ def test_percentiles_from_histogram() -> None:
     assert st.percentile("candidate", 0.5) is None
 
 
+L_GET, L_POST = "l|e1|GET", "l|e1|POST"  # recording keys: route, epoch, method
+
 async def record_some(store: Any) -> None:
     for _i in range(10):
         store.count("r", "seen")
@@ -55,6 +57,16 @@ async def record_some(store: Any) -> None:
     store.differed("r", "$.a", ("$.a",))
     store.noise("r", ("$.uptime_s",))
     store.count("other", "dropped", 2)
+    # Learning, per epoch and method: A/A pairs, differing comparisons with their same-shape paths, races.
+    store.aa_pair(L_GET, ("$.uptime_s",))
+    store.aa_pair(L_GET, ())
+    store.path_diffs(L_GET, ("$.id", "$.uptime_s"), ("$.id",), 200)
+    store.count(L_GET, "compared")  # that comparison's outcome, as the judge counts it
+    store.path_diffs(L_POST, ("$.id",), ("$.id",), 201)
+    store.count(L_POST, "learning")  # held while learning whether $.id is generated
+    store.matched(L_GET, None, None, 200)
+    store.path_diffs(L_GET, ("$.name",), (), 404)
+    store.raced(L_GET)
     await store.flush()
 
 
@@ -68,6 +80,24 @@ async def check_stats(store: Any) -> None:
     assert st.percentile("candidate", 0.5) == pytest.approx(bucket_upper(bucket_of(0.020)))
     assert stats["other"].counters == {"dropped": 2}
     assert await store.noise_paths("r") == {"$.uptime_s"}
+    learn = stats["l"]
+    get, post = learn.methods["GET"], learn.methods["POST"]
+    assert get.counters == {"aa_pairs": 2, "compared": 2, "matched": 1, "raced": 1, "n@200": 2, "n@404": 1}
+    assert (get.aa, get.cand, get.shape) == (
+        {"$.uptime_s": 1}, {"$.id": 1, "$.uptime_s": 1, "$.name": 1}, {"200 $.id": 1}
+    )
+    assert post.counters == {"learning": 1, "n@201": 1}
+    assert (post.cand, post.shape) == ({"$.id": 1}, {"201 $.id": 1})
+    assert learn.cand == {"$.id": 2, "$.uptime_s": 1, "$.name": 1}  # the route: its methods summed
+    # The learning's denominator: compared, raced and held comparisons of that epoch and method.
+    # $.id changed with its shape in 1 of the 2 comparisons answered 200 (not in the 404's: it cannot show).
+    assert await store.path_counts(L_GET) == PathCounts(
+        compared=3, aa_pairs=2, aa={"$.uptime_s": 1}, candidate={"$.id": 1, "$.uptime_s": 1, "$.name": 1},
+        same_shape={"$.id": 1}, present={"$.id": 2},
+    )  # fmt: skip
+    assert (await store.path_counts(L_POST)).compared == 1
+    assert await store.path_counts("l|e1|DELETE") == PathCounts()
+    assert await store.path_counts("nobody|e1|GET") == PathCounts()
 
 
 async def test_memory_store_counts() -> None:
@@ -81,8 +111,8 @@ async def test_memory_store_caps_samples() -> None:
     """At most N samples per signature and M per route are kept (newest per route)."""
     store = MemoryStore(per_signature=2, per_route=3)
     for i in range(5):
-        store.sample(sample(signature="$.a", n=i, at=1000 + i))
-        store.sample(sample(signature="$.b", n=i, at=2000 + i))
+        store.sample("r", sample(signature="$.a", n=i, at=1000 + i))
+        store.sample("r", sample(signature="$.b", n=i, at=2000 + i))
     await store.flush()
     kept = await store.samples("r", 10)
     assert len(kept) == 3
@@ -135,11 +165,11 @@ async def test_matched_records_like_its_parts(real_store: RedisPgStore) -> None:
 async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStore) -> None:
     """Samples are stored with all columns, capped per signature (3) and per route (5)."""
     for i in range(6):
-        real_store.sample(sample(signature="$.a", n=i))
+        real_store.sample("r", sample(signature="$.a", n=i))
     await real_store.flush()
     for sig in ("$.b", "$.c", "$.d"):
         for i in range(2):
-            real_store.sample(sample(signature=sig, n=i))
+            real_store.sample("r", sample(signature=sig, n=i))
         await real_store.flush()
     kept = await real_store.samples("r", 100)
     assert len(kept) == 5
@@ -153,8 +183,8 @@ async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStor
 async def test_pg_retention_deletes_old_rows(real_store: RedisPgStore) -> None:
     """Rows older than the retention period are deleted by the writer."""
     real_store.retention_days = 1.0
-    real_store.sample(sample(signature="$.old", at=time.time() - 3 * 86400))
-    real_store.sample(sample(signature="$.new"))
+    real_store.sample("r", sample(signature="$.old", at=time.time() - 3 * 86400))
+    real_store.sample("r", sample(signature="$.new"))
     await real_store.flush()
     assert [s.signature for s in await real_store.samples("r")] == ["$.new"]
 
@@ -170,7 +200,7 @@ async def test_storage_failure_is_counted_not_raised(redis_prefix: str) -> None:
     before = REGISTRY.get_sample_value("strangler_shadow_store_errors_total", {"part": "redis"}) or 0.0
     try:
         store.count("r", "seen")
-        store.sample(sample())
+        store.sample("r", sample())
         await store.flush()  # must not raise
         assert not store.batch
         after = REGISTRY.get_sample_value("strangler_shadow_store_errors_total", {"part": "redis"})

@@ -58,7 +58,7 @@ async def test_gateway_start_creates_its_own_schema_only(
     store = await RedisPgStore.connect_lenient(redis_url, url, redis_prefix)
     try:
         assert store.pg is not None
-        store.sample(sample())
+        store.sample("r", sample())
         await store.flush()
         assert [s.signature for s in await store.samples("r")] == ["$.name"]
     finally:
@@ -107,7 +107,7 @@ async def test_database_down_at_start_is_retried(
     store = await RedisPgStore.connect_lenient(redis_url, url, redis_prefix, clock=lambda: now[0])
     try:
         assert store.pg is None
-        store.sample(sample(1))
+        store.sample("r", sample(1))
         await store.flush()  # paused: dropped and counted
         conn = await asyncpg.connect(admin)
         try:
@@ -117,7 +117,7 @@ async def test_database_down_at_start_is_retried(
 
         async def stored() -> bool:
             now[0] += 61.0  # past any backoff
-            store.sample(sample(int(time.time())))
+            store.sample("r", sample(int(time.time())))
             await store.flush()
             return store.pg is not None and bool(await store.samples("r"))
 

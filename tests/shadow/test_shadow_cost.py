@@ -161,32 +161,35 @@ async def test_hanging_call_fails_at_its_deadline_and_pool_recovers(
 async def test_aa_calls_capped_per_route_noise_still_learned(
     make_rig: RigFactory, backends: tuple[Backend, Backend]
 ) -> None:
-    """With aa_sample 1.0 and aa_rate 3/s, a burst makes 3 A/A calls, learns the noise, refills over time."""
+    """With aa_sample 1.0 and aa_rate 3/s, a burst makes 3 A/A calls (each counted with its differing
+    paths for learning), and the bucket refills over time."""
     legacy, new = backends
     calls = iter(range(10_000))
     now = [1000.0]  # the Shadower's clock, moved by the test instead of sleeping
 
     async def ticking(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "ok", "uptime_s": next(calls)})
+        return web.json_response({"status": "ok", "uptime_s": next(calls) + 0.5})
 
     legacy.handler = new.handler = ticking
     rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 1.0"), aa_rate=3.0,
-                         clock=lambda: now[0])  # fmt: skip
+                         reread_rate=0.0, clock=lambda: now[0])  # fmt: skip
     for _ in range(10):
         await rig.get("/users")
     await rig.shadower.drain()
     st = (await rig.store.stats())["users"]
     assert len(legacy.seen) == 10 + 3  # primaries plus the 3 A/A calls the bucket allowed
-    assert st.noise == {"$.uptime_s": 3}
-    # Once learned, the candidate's differing uptime is noise, not a difference against new.
-    assert st.get("compared") == 10 and st.get("noise") >= 7 and st.get("differed") <= 3
+    get = st.methods["GET"]
+    assert get.get("aa_pairs") == 3 and get.aa == {"$.uptime_s": 3}
+    # Three A/A pairs are too few to call anything noise: every difference counts.
+    assert get.get("compared") == 10 and get.get("differed") == 10 and get.cand == {"$.uptime_s": 10}
     now[0] += 0.7  # 2.1 tokens back
     for _ in range(3):
         await rig.get("/users")
     await rig.shadower.drain()
     assert len(legacy.seen) - 13 - 3 == 2
     st = (await rig.store.stats())["users"]
-    assert st.noise["$.uptime_s"] == 5
+    get = st.methods["GET"]
+    assert get.aa["$.uptime_s"] == 5 and get.get("aa_pairs") == 5
 
 
 async def test_call_retries_once_when_a_reused_connection_dies_unanswered() -> None:

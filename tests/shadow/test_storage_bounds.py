@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.shadow.redis_counters import OTHER, key
+from proxy.shadow.redis_counters import OTHER, hash_key
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import Sample
 
@@ -38,21 +38,25 @@ async def store(redis_url: str, redis_prefix: str, shadow_db: str) -> AsyncItera
 
 
 async def test_redis_fields_capped_with_other_bucket_and_ttl(store: RedisPgStore) -> None:
-    """3,000 one-off signatures and paths on a route: at most 100 fields each (+ ``(other)``), nothing
-    lost from the totals, the frequent signature counted exactly, and every key expiring."""
+    """3,000 one-off signatures and paths (and learning paths) on a route: at most 100 fields each (+
+    ``(other)``), nothing lost from the totals, the frequent signature counted exactly, and every key
+    expiring."""
     for i in range(3000):
         store.differed("r", "$.name", ("$.name",))
         store.differed("r", f"$.x{i}", (f"$.x{i}",))
         store.noise("r", (f"$.n{i}",))
+        store.aa_pair("r", (f"$.a{i}",))
+        store.path_diffs("r", (f"$.c{i}",), (f"$.s{i}",))
         if i % 500 == 499:
             await store.flush()
     await store.flush()
     redis = store.redis
-    for kind in ("sigs", "paths", "noise"):
-        fields = {k.decode(): int(v) for k, v in (await redis.hgetall(key(store.prefix, kind, "r"))).items()}
+    for kind in ("sigs", "paths", "noise", "aa", "cand", "shape"):
+        raw = await redis.hgetall(hash_key(store.prefix, kind, "r"))
+        fields = {k.decode(): int(v) for k, v in raw.items()}
         assert len(fields) <= 101, kind
         assert OTHER in fields, kind
-        assert sum(fields.values()) == (6000 if kind != "noise" else 3000), kind
+        assert sum(fields.values()) == (6000 if kind in ("sigs", "paths") else 3000), kind
     stats = (await store.stats())["r"]
     assert stats.signatures["$.name"] == 3000
     keys = [k async for k in redis.scan_iter(match=store.prefix + "*")]
@@ -74,20 +78,20 @@ async def test_pg_slots_keep_frequent_signatures_and_do_not_churn(store: RedisPg
     keeps its examples while hundreds of new one-offs arrive; those are neither inserted nor deleted."""
     for i in range(10):  # the route fills with one-off signatures first
         store.differed("r", f"$.one{i}", (f"$.one{i}",))
-        store.sample(sample(f"$.one{i}"))
+        store.sample("r", sample(f"$.one{i}"))
     await store.flush()
     assert len(await rows(store)) == 10
     for i in range(50):  # then the common difference shows up
         store.differed("r", "$.name", ("$.name",))
         if i % 10 == 0:
-            store.sample(sample("$.name", i))
+            store.sample("r", sample("$.name", i))
     await store.flush()
     before = await rows(store)
     assert len(before) == 10
     assert sum(sig == "$.name" for _, sig in before) == 3  # its quota, taken from one-offs
     for i in range(200):  # ever-new one-off signatures
         store.differed("r", f"$.new{i}", (f"$.new{i}",))
-        store.sample(sample(f"$.new{i}"))
+        store.sample("r", sample(f"$.new{i}"))
         if i % 20 == 19:
             await store.flush()
     assert await rows(store) == before  # no insert, no delete: the slots were decided before writing

@@ -32,7 +32,7 @@ function authRoutes(ctx) {
 
   router.post('/api/v1/auth/register', noStore, jsonBody(), async (req, res) => {
     const input = validateBody(req.body, schemas.register);
-    const passwordHash = await hashPassword(input.password);
+    const passwordHash = await hashPassword(input.password, config.bcryptCost);
     try {
       const body = await transaction(pool, async (client) => {
         const user = await users.create(client, {
@@ -53,7 +53,7 @@ function authRoutes(ctx) {
     await checkLoginRate(redis, config, email, req.ip);
     const found = await users.findCredentials(email);
     const ok = found === null
-      ? await verifyDummy(input.password)
+      ? await verifyDummy(input.password, config.bcryptCost)
       : await verifyPassword(input.password, found.password_hash);
     if (!ok) throw errors.invalidCredentials();
     res.json(await issueTokens(ctx, pool, found.id));

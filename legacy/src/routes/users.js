@@ -24,7 +24,7 @@ function usersRoutes(ctx) {
 
   router.post('/api/v1/users', jsonBody(), async (req, res) => {
     const input = validateBody(req.body, schemas.register);
-    const passwordHash = await hashPassword(input.password);
+    const passwordHash = await hashPassword(input.password, ctx.config.bcryptCost);
     try {
       const user = await users.create(ctx.pool, { email: input.email.toLowerCase(), name: input.name, passwordHash });
       res.status(201).json(user);
@@ -51,7 +51,9 @@ function usersRoutes(ctx) {
     if (user.id !== req.user.id) throw errors.forbidden('user');
     const changes = { name: input.name };
     if (input.email !== undefined) changes.email = input.email.toLowerCase();
-    if (input.password !== undefined) changes.passwordHash = await hashPassword(input.password);
+    if (input.password !== undefined) {
+      changes.passwordHash = await hashPassword(input.password, ctx.config.bcryptCost);
+    }
     let updated;
     try {
       updated = await users.update(user.id, changes);
