@@ -53,6 +53,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.server.request",
     "proxy.server.routecache",
     "proxy.server.responder",
+    "proxy.server.holding",
     "proxy.server.connection",
     "proxy.server.listener",
     "proxy.shadow.bytecheck",
