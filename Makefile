@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-gateway bench-services bench-micro bench-timing bench-soak \
+.PHONY: run test test-pure compile install lint bench bench-gateway bench-services bench-micro bench-timing bench-soak \
 	bench-shadow-soak rehearsal clean ensure-chromium \
 	deploy-tools check-deploy
 
@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	STRANGLER_PURE_PYTHON=1 $(PIP) install -q -e '.[dev]'
 	if [ "$$(uname -m)" = x86_64 ]; then ARGON2_CFFI_USE_SSE2=1 CFLAGS="-O3 -march=native" \
 	  $(PIP) install -q --force-reinstall --no-deps --no-binary=argon2-cffi-bindings argon2-cffi-bindings; fi
 	touch $(STAMP)
@@ -28,13 +28,38 @@ tests/routing/orders_app/node_modules/.installed: tests/routing/orders_app/packa
 	cd tests/routing/orders_app && npm ci --no-audit --no-fund
 	touch $@
 
-install: $(STAMP) legacy/node_modules/.installed tests/routing/orders_app/node_modules/.installed
+# The data path compiled with mypyc (setup.py, proxy/compiled.py), in place next to its sources (the .so
+# files are git-ignored), rebuilt when a source changes. The editable install above stays pure Python, so
+# this is the one build; without a C compiler, or with STRANGLER_PURE_PYTHON=1, it is pure Python (slower,
+# same behaviour). A stale build is never run: importing proxy falls back to the sources (proxy/compiled.py).
+COMPILED := $(VENV)/.compiled
+HOT_SOURCES := setup.py proxy/compiled.py $(wildcard proxy/http1/*.py proxy/routing/*.py proxy/upstream/*.py \
+	proxy/server/*.py proxy/shadow/*.py)
+$(COMPILED): $(STAMP) $(HOT_SOURCES)
+	$(PY) setup.py -q build_ext --inplace
+	touch $(COMPILED)
+
+compile: $(COMPILED)
+	@$(PY) -m proxy.cli version
+
+install: $(STAMP) $(COMPILED) legacy/node_modules/.installed tests/routing/orders_app/node_modules/.installed
 
 run: install
 	$(VENV)/bin/strangler run
 
+# With a C compiler (and not STRANGLER_PURE_PYTHON=1) the build must be the compiled one: tests/test_compiled.py
+# checks that every hot module really is compiled.
+# (A compiler: Python's CC, and Python's headers.)
+EXPECT_COMPILED = $(if $(filter 1,$(STRANGLER_PURE_PYTHON)),0,$(shell $(PY) -c 'import os, shutil, sysconfig; \
+	cc = (sysconfig.get_config_var("CC") or "cc").split()[0]; \
+	print(int(bool(shutil.which(cc)) and os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")))'))
+
 test: install ensure-chromium deploy-tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	STRANGLER_EXPECT_COMPILED=$(EXPECT_COMPILED) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The data-path tests against the pure-Python modules, whatever is built (CI runs it after `make test`).
+test-pure: install
+	STRANGLER_PURE_PYTHON=1 $(PY) -m pytest tests/http1 tests/server tests/upstream tests/test_compiled.py $(PYTEST_ARGS)
 
 # deploy/ is checked offline (tests/test_deploy.py): checkov, and the manifests against every Kubernetes
 # version from the stated minimum. The tools live in a venv of their own: their pins are not the app's.
@@ -90,4 +115,5 @@ bench-shadow-soak: install
 	$(PY) -m bench.shadow_soak $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) legacy/node_modules .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) legacy/node_modules .pytest_cache build proxy/_compiled.txt
+	find proxy -name '*.so' -delete

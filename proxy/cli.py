@@ -42,7 +42,7 @@ def _load(module: str, function: str, command: str) -> Callable[..., Any] | None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full `strangler` parser (subcommands: proxy, routes check, migrate, report, run)."""
+    """The full `strangler` parser (subcommands: proxy, routes check, migrate, report, run, version)."""
     parser = argparse.ArgumentParser(
         prog="strangler",
         description="Migrate a Node.js backend to Python one endpoint at a time, behind a gateway.",
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = routes_sub.add_parser("check", help="validate a routes file and print the resolved table")
     check.add_argument("file", help="the routes.yaml to check")
     _add_discover(routes_sub)
+    sub.add_parser("version", help="print the version and whether the data path is compiled")
     for name, (_, _, help_text) in DELEGATED.items():
         delegated = sub.add_parser(name, help=help_text, add_help=False)
         delegated.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -85,6 +86,18 @@ def _add_discover(routes_sub: Any) -> None:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from proxy.compiled import BUILD
+
+    try:
+        number = version("strangler")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        number = "(not installed)"
+    return f"strangler {number}\ncompiled data path: {BUILD.describe()}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `strangler` console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -94,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = _load(module, function, args_list[0])
         return 2 if run is None else int(run(args_list[1:]) or 0)
     args = build_parser().parse_args(args_list)
+    if args.command == "version":
+        print(_version())
+        return 0
     if args.command == "routes" and args.routes_command == "discover":
         discover_fn = _load("proxy.routing.cli", "discover", "routes discover")
         return 2 if discover_fn is None else int(discover_fn(args, sys.stdout, sys.stderr))

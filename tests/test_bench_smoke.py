@@ -18,7 +18,7 @@ from proxy.routing.table import parse_routes
 # bench/ is a directory of scripts, not an installed package: `python -m pytest` finds it through the
 # current directory, a bare `pytest` does not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import micro, timing
+from bench import compiled_cpu, micro, timing
 from bench.gw_targets import NGINX_CONF, ROUTES
 from bench.report import Check
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
@@ -191,3 +191,12 @@ def test_micro_bench_prints_every_figure_and_checks_only_when_asked(
 async def test_timing_bench_gateway_figure_runs() -> None:
     """bench/timing.py's refused-upstream figure runs against a real gateway (it raises unless a 502)."""
     assert await timing.refused_502() > 0  # the value itself is the benchmark's to judge
+
+
+def test_compiled_cpu_bench_measures_both_builds(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/compiled_cpu.py runs a real gateway of each build (as built, and STRANGLER_PURE_PYTHON=1)."""
+    argv = ["--rounds", "1", "--requests", "300", "--warmup", "50", "--connections", "2"]
+    assert compiled_cpu.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "compiled  CPU us/request: mean" in out and "pure      CPU us/request: mean" in out
+    assert "compiled / pure CPU per request:" in out

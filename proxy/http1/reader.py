@@ -26,7 +26,7 @@ off the data path.
 from __future__ import annotations
 
 import abc
-from typing import NamedTuple, Protocol
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import httptools
 
@@ -62,7 +62,10 @@ def protocol_error(exc: httptools.HttpParserError) -> ProtocolError:
     return ProtocolError(str(exc) or type(exc).__name__)
 
 
-class ResponseReader(abc.ABC):
+SinkT = TypeVar("SinkT", bound=ResponseEvents)
+
+
+class ResponseReader(abc.ABC, Generic[SinkT]):
     """Reads the responses of one connection, in order; the subclass handles each message's end.
 
     State a subclass sets per request: ``sink`` (None: events are dropped, the message still ends),
@@ -85,7 +88,7 @@ class ResponseReader(abc.ABC):
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        self.sink: ResponseEvents | None = None
+        self.sink: SinkT | None = None
         self.headers: Headers = []
         self.reason = b""
         self.status = 0
@@ -223,7 +226,7 @@ class Upgrade(NamedTuple):
 Event = Interim | Head | Body | End | Upgrade
 
 
-class EventReader(ResponseReader):
+class EventReader(ResponseReader[ResponseEvents]):
     """The reader h11-style: `feed` bytes, get the events they complete; `eof` when the peer closes.
 
     ``is_head`` and ``upgrade_ok`` describe the request being answered, as for any `ResponseReader`.

@@ -19,6 +19,7 @@ import sys
 
 from aiohttp import web
 
+from proxy import compiled
 from proxy.ops.admin import AdminState, create_admin_app
 from proxy.ops.logs import event, setup_logging
 from proxy.ops.metrics import RequestStats, local_registry
@@ -68,6 +69,7 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
                 workers=1,
                 routes=settings.routes,
                 sha256=table.sha256,
+                compiled_data_path=compiled.BUILD.describe(),
             )
 
         try:

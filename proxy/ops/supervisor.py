@@ -28,6 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy import compiled
 from proxy.ops.admin import AdminState, create_admin_app
 from proxy.ops.logs import event, setup_logging
 from proxy.ops.metrics import (
@@ -219,6 +220,7 @@ async def supervise(settings: Settings, table: RouteTable, raw: bytes, listen: s
                     workers=settings.workers,
                     routes=settings.routes,
                     sha256=table.sha256,
+                    compiled_data_path=compiled.BUILD.describe(),  # the workers decide alike (same files)
                 )
                 await stopper.event.wait()
             elif not stopper.event.is_set():

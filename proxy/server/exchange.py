@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from proxy.http1.headers import Headers, header_pairs
 from proxy.routing.table import Route
@@ -37,7 +37,7 @@ class Exchange(NamedTuple):
     latency_s: float
     request_id: str
     client_host: bytes | None = None
-    prewrite: object = None
+    prewrite: Any = None  # proxy.shadow.prewrite.Prewrite (a layer above)
 
     @property
     def path_qs(self) -> str:

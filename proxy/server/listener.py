@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from proxy.server.connection import ClientProtocol
 from proxy.server.forwarding import Forwarder
@@ -59,7 +60,9 @@ class GatewayServer:
     def port(self) -> int:
         """The port accepted on (useful after binding port 0)."""
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        # uvloop's sockets are a list, typeshed says a tuple (which compiled code would check): Any.
+        sockets: Any = cast(Any, self._server).sockets
+        return int(sockets[0].getsockname()[1])
 
     def spawn(self, coro: Coroutine[None, None, None]) -> None:
         """Run a coroutine as a task that is referenced until it ends."""

@@ -17,14 +17,16 @@ response (``write_paused``).
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["BODY", "CLOSED", "CLOSING", "HEAD", "IDLE", "NAMES", "TUNNEL", "UPGRADE"]
 
-IDLE = 0  # between requests: the next head has not started
-HEAD = 1  # reading a request head (the header timeout applies)
-BODY = 2  # the head was accepted; its body is being streamed upstream
-UPGRADE = 3  # a WebSocket request was parsed: bytes go upstream unparsed until its answer
-TUNNEL = 4  # the upstream said 101: a byte tunnel both ways
-CLOSING = 5  # no more requests are read (refused, or the client half-closed): close once answered
-CLOSED = 6  # closed or lost: nothing more is written
+IDLE: Final = 0  # between requests: the next head has not started
+HEAD: Final = 1  # reading a request head (the header timeout applies)
+BODY: Final = 2  # the head was accepted; its body is being streamed upstream
+UPGRADE: Final = 3  # a WebSocket request was parsed: bytes go upstream unparsed until its answer
+TUNNEL: Final = 4  # the upstream said 101: a byte tunnel both ways
+CLOSING: Final = 5  # no more requests are read (refused, or the client half-closed): close once answered
+CLOSED: Final = 6  # closed or lost: nothing more is written
 
 NAMES = ("idle", "head", "body", "upgrade", "tunnel", "closing", "closed")  # for logs and tests

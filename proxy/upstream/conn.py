@@ -59,7 +59,7 @@ class ConnSource(Protocol):
     async def connect(self, limit: float | None = None) -> UpConn: ...
 
 
-class UpConn(ResponseReader, asyncio.Protocol):
+class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
     """One upstream connection; carries one request at a time, then returns to its pool."""
 
     __slots__ = (
@@ -74,8 +74,6 @@ class UpConn(ResponseReader, asyncio.Protocol):
         "timeout",
         "transport",
     )
-
-    sink: ResponseSink | None  # a reader's sink that also takes the connection's own events
 
     def __init__(self, pool: ConnOwner) -> None:
         super().__init__()

@@ -17,7 +17,7 @@ import httptools
 from proxy.http1.capped import NO_CAP, overflow, whole
 from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
-from proxy.http1.reader import ResponseReader, protocol_error
+from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
 
 __all__ = ["PipeCall", "PipeConn", "PipeOwner"]
 
@@ -113,7 +113,7 @@ class PipeCall:
         self.done(self)
 
 
-class PipeConn(ResponseReader, asyncio.Protocol):
+class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
     """One upstream connection carrying pipelined GETs, answered in the order they were sent.
 
     Its reader has no sink: the head stays in the reader's fields and `on_body` collects the body, so

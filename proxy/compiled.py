@@ -1,0 +1,156 @@
+"""Which build of the data path runs: the hot modules compiled with mypyc, or their pure-Python sources.
+
+`setup.py` compiles `HOT_MODULES` with mypyc when it can (a C compiler is present, and not
+``STRANGLER_PURE_PYTHON=1`` at build time) and records the sha256 of their sources in `MANIFEST`, next to
+this file. Importing `proxy` calls `choose` before any of them is imported: the compiled modules are used
+only when every one is there and was built from the sources beside it. Otherwise, or with
+``STRANGLER_PURE_PYTHON=1`` at run time, a finder loads the hot modules from their ``.py`` files, so a
+stale or partial build (an in-place build, then an edit) never runs. `BUILD` says which build runs
+(``strangler version``, and the gateway's "listening" log line). Stdlib only: setup.py loads this file by
+path, before anything is installed. No I/O beyond reading the sources and the manifest at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+__all__ = [
+    "BUILD", "GROUP", "HOT_MODULES", "MANIFEST", "PURE_ENV", "Build", "choose", "decide", "sources_digest"
+]
+
+# The per-request path (docs/ARCHITECTURE.md, "The path of one GET"). Left out: routing/table.py (its
+# frozen dataclass binds `match` per instance; its lookup runs only on a route-cache miss) and
+# shadow/admission.py (`open_sink` is an async generator, which mypyc does not compile).
+HOT_MODULES: tuple[str, ...] = (
+    "proxy.http1.headers",
+    "proxy.http1.reader",
+    "proxy.routing.paths",
+    "proxy.routing.template",
+    "proxy.upstream.connect",
+    "proxy.upstream.request",
+    "proxy.upstream.conn",
+    "proxy.upstream.pool",
+    "proxy.upstream.pipeconn",
+    "proxy.upstream.pipe",
+    "proxy.upstream.sender",
+    "proxy.server.states",
+    "proxy.server.config",
+    "proxy.server.counters",
+    "proxy.server.exchange",
+    "proxy.server.gateway",
+    "proxy.server.forwarding",
+    "proxy.server.heads",
+    "proxy.server.request",
+    "proxy.server.routecache",
+    "proxy.server.responder",
+    "proxy.server.holding",
+    "proxy.server.connection",
+    "proxy.server.listener",
+    "proxy.shadow.bytecheck",
+    "proxy.shadow.judge",
+    "proxy.shadow.replay",
+)
+MANIFEST = "_compiled.txt"  # in proxy/, written by the build: the `sources_digest` it compiled
+GROUP = "proxy.hot"  # mypyc's group: the shared library proxy/hot__mypyc.*.so holds all the compiled code
+PURE_ENV = "STRANGLER_PURE_PYTHON"  # "1": at build time, build no extension; at run time, load the .py
+ROOT = Path(__file__).resolve().parent  # the proxy package's directory
+REBUILD = "rebuild: make compile (or pip install again)"
+
+log = logging.getLogger("strangler.build")
+
+
+class Build(NamedTuple):
+    """The data path's build: compiled or not, and why not."""
+
+    compiled: bool
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One line for people: ``yes (mypyc, 20 modules)`` or ``no (why)``."""
+        if self.compiled:
+            return f"yes (mypyc, {len(HOT_MODULES)} modules)"
+        return f"no ({self.reason})"
+
+
+def source_path(module: str, root: Path = ROOT) -> Path:
+    """The ``.py`` file of a `HOT_MODULES` name under the package directory ``root``."""
+    *parents, leaf = module.split(".")[1:]
+    return root.joinpath(*parents, leaf + ".py")
+
+
+def extension_path(module: str, root: Path = ROOT) -> Path | None:
+    """The compiled extension of ``module`` under ``root`` for this interpreter, if there is one."""
+    source = source_path(module, root)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = source.with_name(source.stem + suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def sources_digest(root: Path = ROOT) -> str:
+    """The sha256 of the hot modules' sources, names included: what a build compiled."""
+    digest = hashlib.sha256()
+    for module in HOT_MODULES:
+        digest.update(module.encode("ascii") + b"\0")
+        digest.update(source_path(module, root).read_bytes())
+    return digest.hexdigest()
+
+
+def decide(root: Path = ROOT, environ: Mapping[str, str] = os.environ) -> Build:
+    """Whether the compiled modules under ``root`` may run, from the environment and the files."""
+    if environ.get(PURE_ENV) == "1":
+        return Build(False, f"{PURE_ENV}=1")
+    missing = [m for m in (*HOT_MODULES, f"{GROUP}__mypyc") if extension_path(m, root) is None]
+    if len(missing) == len(HOT_MODULES) + 1:
+        return Build(False, f"not built: no C compiler at install time, or built with {PURE_ENV}=1")
+    if missing:
+        return Build(False, f"partial build, {len(missing)} modules not compiled (first {missing[0]}); "
+                            f"{REBUILD}")  # fmt: skip
+    try:
+        recorded = (root / MANIFEST).read_text(encoding="ascii").strip()
+    except OSError:
+        return Build(False, f"compiled modules without the build's {MANIFEST}; {REBUILD}")
+    if recorded != sources_digest(root):
+        return Build(False, f"stale: the sources changed since they were compiled; {REBUILD}")
+    return Build(True)
+
+
+class SourceFirst(importlib.abc.MetaPathFinder):
+    """Loads the hot modules from their ``.py`` files even where a compiled extension sits beside them."""
+
+    def __init__(self, root: Path = ROOT) -> None:
+        self.root = root
+        self.modules = frozenset(HOT_MODULES)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.modules:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source_path(fullname, self.root))
+
+
+BUILD = Build(False, "not decided yet")
+
+
+def choose() -> Build:
+    """Decide once per process (`proxy/__init__.py`); without the compiled build, import the sources."""
+    global BUILD
+    BUILD = decide()
+    if not BUILD.compiled:
+        if not any(isinstance(f, SourceFirst) for f in sys.meta_path):
+            sys.meta_path.insert(0, SourceFirst())
+        if BUILD.reason.startswith(("partial", "stale", "compiled modules")):
+            log.warning("compiled data path: %s; running the pure-Python modules", BUILD.reason)
+    return BUILD
