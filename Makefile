@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-pure compile install lint bench bench-gateway bench-services bench-micro bench-timing bench-soak \
-	bench-shadow-soak rehearsal clean ensure-chromium \
+	bench-shadow-soak rehearsal rehearsal-check clean ensure-chromium \
 	deploy-tools check-deploy
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
@@ -96,6 +96,12 @@ bench-services: install
 # shadowed, then flipped; prints each route's verdict (minutes; BENCH_ARGS=--check for the pass/fail).
 rehearsal: install
 	$(PY) -m bench.rehearsal $(BENCH_ARGS)
+
+# Issue 9's acceptance, run by CI (about 10 minutes): the rehearsal as the implementations are, then each
+# planted difference in turn; exits 1 unless every verdict is right. READY holds 20 s here (60 s by default)
+# so that each run fits in 80 s of load.
+rehearsal-check: install
+	$(PY) -m bench.rehearsal --plant all --seconds 80 --ready-min-s 20 --check
 
 # Per-call costs of the hot paths (µs); thresholds are checked only with BENCH_ARGS=--check.
 bench-micro: install
