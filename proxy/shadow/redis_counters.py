@@ -271,20 +271,15 @@ async def stats(redis: aioredis.Redis, prefix: str, history: bool = False) -> di
     for route, epoch in wanted:
         total = per[(route, epoch)] = RouteStats(route, state=states[(route, epoch)])
         for method in methods[(route, epoch)]:
-            parts = [{_str(k): int(v) for k, v in next(hashes).items()} for _ in _KINDS]
+            part = {kind: {_str(k): int(v) for k, v in next(hashes).items()} for kind in _KINDS}
+            latency = {side: {int(k): v for k, v in part[f"lat:{side}"].items()}
+                       for side in ("control", "candidate", "prewrite")}  # fmt: skip
+            if not latency["prewrite"]:
+                del latency["prewrite"]  # only routes with sampled writes have waits
             one = RouteStats(
-                route,
-                counters=parts[0],
-                latency={"control": {int(k): v for k, v in parts[1].items()},
-                         "candidate": {int(k): v for k, v in parts[2].items()},
-                         **({"prewrite": {int(k): v for k, v in parts[9].items()}} if parts[9] else {})},
-                paths=parts[3],
-                signatures=parts[4],
-                noise=parts[5],
-                aa=parts[6],
-                cand=parts[7],
-                shape=parts[8],
-            )  # fmt: skip
+                route, counters=part["c"], latency=latency, paths=part["paths"], signatures=part["sigs"],
+                noise=part["noise"], aa=part["aa"], cand=part["cand"], shape=part["shape"],
+            )
             total.add(one)
             if method != ANY_METHOD:
                 total.methods[method] = one

@@ -365,7 +365,7 @@ class Recording:
         incr[("c", key, "compared")] += 1
         incr[("c", key, "matched")] += 1
         if status:
-            incr[("c", key, _STATUS_COUNTERS.get(status) or status_counter(status))] += 1
+            incr[("c", key, status_counter(status))] += 1
         if control_s is not None:
             bucket = min(_LAST, bisect.bisect_left(_UPPERS, control_s))
             incr[("lat:control", key, _BUCKET_KEYS[bucket])] += 1
