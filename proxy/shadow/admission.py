@@ -16,7 +16,7 @@ primary, while the data path holds the write (``prewrite``, `proxy.shadow.prewri
 the state legacy is about to change, and the exchange submitted afterwards carries that answer. An event
 stream or a WebSocket is never shadowed: the data path drops its copy as soon as it knows and calls
 ``not_comparable`` (counted as ``unavailable_stream`` / ``_websocket``). For an ``aa_sample`` share of
-reads the control is called twice, at most ``aa_rate`` a second per route
+reads the primary's side is called a second time, at most ``aa_rate`` a second per route
 (``proxy.shadow.noise``).
 """
 
@@ -362,8 +362,8 @@ class Shadower:
         calls = [("other", other)]
         if ex.response_body is None:
             calls.append(("primary", ex.primary))  # too large to tee: fetch again, hash
-        if aa:
-            calls.append(("aa", CONTROL))
+        if aa:  # the primary's side again, after its answer: see proxy.shadow.noise
+            calls.append(("aa", ex.primary))
         job = Job(ex, other, len(calls))
         for key, side in calls:
             self._call(job, key, side, timeout)

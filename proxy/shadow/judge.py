@@ -180,8 +180,9 @@ class Judge:
         cap = self.body_cap
         aa_res = results.get("aa")
         second = aa_res if isinstance(aa_res, tuple) else None  # a failed A/A call only loses the noise check
-        # The second control call ran from this worker at the same moment as the candidate call, so its
-        # latency is measured under the same conditions; the primary's was measured by the data path.
+        # The A/A call went to the primary's side beside the other side's call, so when the primary is the
+        # control its latency is measured under the same conditions as the candidate's (the primary's was
+        # measured by the data path).
         control_s = second[3] if second is not None and ex.primary == CONTROL else raw[CONTROL][3]
         candidate_s = raw[CANDIDATE][3]
         rules = route.compare
@@ -206,7 +207,7 @@ class Judge:
         method = ex.method
         if second is not None:
             aa_obs = _observed(second[0], second[1], second[2], cap, force_hash)
-            aa_diff = compare(control, aa_obs, route.compare, cap)
+            aa_diff = compare(sides[ex.primary][0], aa_obs, route.compare, cap)
             self.store.aa_pair(rkey, aa_diff.paths if aa_diff is not None else ())
         if diff is None:
             self.store.matched(rkey, None, None, raw[CONTROL][0])

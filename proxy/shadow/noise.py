@@ -1,20 +1,25 @@
 """Noise and generated fields: what each route and method learned, by a stated test, and how many A/A
 calls to make. Pure but for ``NoiseBook``, which reads the counts through the store it is given.
 
-For an ``aa_sample`` share of reads the control is called twice (an A/A pair). Per route and method the
-store counts A/A pairs, comparisons, and per normalised path the A/A differences, the candidate
-differences and the same-shape value differences (``proxy.shadow.store.PathCounts``). From those:
+For an ``aa_sample`` share of reads the primary's side is called a second time, beside the other side's
+call (an A/A pair: the primary's answer and that call, two calls of one side as far apart as the two
+calls compared). Before a flip that side is the control; after one it is new, so an A/A pair is never
+two simultaneous calls (which agree on a clock that a comparison a few milliseconds later does not).
+Per route and method the store counts A/A pairs, comparisons, and per normalised path the A/A
+differences, the candidate differences and the same-shape value differences
+(``proxy.shadow.store.PathCounts``). From those:
 
 - **noise** (``is_noise``): a path is noise when its A/A difference rate explains its candidate
   difference rate. Needs ``MIN_AA_PAIRS`` A/A pairs, ``MIN_COMPARED`` comparisons and ``MIN_AA_DIFFS``
   A/A differences on the path (the A/A rate is non-trivial); then a one-sided two-proportion z-test
   (pooled) of "the candidate rate is above the A/A rate": noise when z < ``Z_CRITICAL`` (2.326, one-sided
   alpha 0.01). A dozen A/A races never make a path noise on their own: the candidate must differ there
-  no more often than the control does with itself. A path the control changes in at least
-  ``VOLATILE_SHARE`` (three in four) of its A/A pairs is noise whatever the candidate does: it has no
-  value stable enough to compare. (An uptime in milliseconds differs between any two processes, so new
-  differs from legacy there every time, while two legacy calls in the same millisecond agree: its A/A
-  rate is 90-93 %, and the test alone would call that a difference.)
+  no more often than the control does with itself. A path that changes in more than ``VOLATILE_SHARE``
+  (half) of its A/A pairs (``volatile``: a one-sided z-test of its A/A rate against one half) is noise
+  whatever the candidate does: it has no value stable enough to compare.
+  (An uptime in milliseconds differs between any two processes, so new differs from legacy there every
+  time, while two calls of one process a millisecond or less apart agree: its A/A rate is 60-95 %,
+  depending on the load, and the test alone would call that a difference.)
 - **generated** (``is_generated``): a path whose value differed with the same generated shape
   (``proxy.shadow.shapes``: integer, UUID, timestamp, JWT, token) in at least ``GENERATED_SHARE`` (90 %)
   of at least ``MIN_GENERATED`` (20) comparisons where it could show: those whose control answered with
@@ -49,7 +54,7 @@ __all__ = [
     "AA_PER_SECOND", "GENERATED_SHARE", "MIN_AA_DIFFS", "MIN_AA_PAIRS", "MIN_COMPARED", "MIN_GENERATED",
     "NOISE_REFRESH_S", "READS", "REREAD_PER_SECOND", "VOLATILE_SHARE", "Z_CRITICAL", "AaLimiter", "Learned",
     "LearnedRows",
-    "NoiseBook", "is_generated", "is_noise", "learned_from", "learned_rows",
+    "NoiseBook", "is_generated", "is_noise", "learned_from", "learned_rows", "volatile",
 ]  # fmt: skip
 
 log = logging.getLogger("strangler.shadow")
@@ -61,7 +66,7 @@ MIN_AA_PAIRS: Final = 20
 MIN_COMPARED: Final = 20
 MIN_AA_DIFFS: Final = 3
 Z_CRITICAL: Final = 2.326  # one-sided, alpha = 0.01
-VOLATILE_SHARE: Final = 0.75  # a path the control changes in this share of its A/A pairs has no stable value
+VOLATILE_SHARE: Final = 0.5  # a path that changes in this share of its A/A pairs has no stable value
 MIN_GENERATED: Final = 20
 GENERATED_SHARE: Final = 0.9
 READS: Final = frozenset({"GET", "HEAD"})  # the methods with A/A pairs (and race re-reads)
@@ -75,11 +80,21 @@ def is_noise(aa_pairs: int, aa_diffs: int, compared: int, candidate_diffs: int) 
         return False
     p_aa = aa_diffs / aa_pairs
     p_c = candidate_diffs / compared
-    if p_c <= p_aa or p_aa >= VOLATILE_SHARE:
+    if p_c <= p_aa or volatile(aa_pairs, aa_diffs):
         return True
     pooled = (aa_diffs + candidate_diffs) / (aa_pairs + compared)
     se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / aa_pairs + 1.0 / compared))
     return se > 0 and (p_c - p_aa) / se < Z_CRITICAL
+
+
+def volatile(aa_pairs: int, aa_diffs: int) -> bool:
+    """Whether a path changes in more than ``VOLATILE_SHARE`` of its A/A pairs, significantly: a one-sided
+    z-test of its A/A rate against that share (z >= ``Z_CRITICAL``), so that a dozen races among the first
+    twenty pairs do not make a path volatile, while an uptime (60-95 % of hundreds of pairs) is."""
+    if aa_pairs <= 0:
+        return False
+    se = math.sqrt(VOLATILE_SHARE * (1.0 - VOLATILE_SHARE) / aa_pairs)
+    return (aa_diffs / aa_pairs - VOLATILE_SHARE) / se >= Z_CRITICAL
 
 
 def is_generated(compared: int, same_shape: int, aa_pairs: int, aa_diffs: int, read: bool = False) -> bool:

@@ -138,6 +138,39 @@ async def test_after_a_flip_the_reread_goes_to_new(
     assert (len(new.seen), len(legacy.seen)) == (6, 3)
 
 
+async def test_after_a_flip_the_aa_call_goes_to_new_and_a_clock_is_noise(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """Served by new, the A/A call is a second call of new after its answer, not a second legacy call beside
+    the first one: a per-process clock (new's moves on every call, legacy's stands still between two calls
+    in the same instant) is learned as noise instead of counted against new."""
+    legacy, new = backends
+    ticks = {"n": 0}
+    now = [1000.0]
+
+    async def new_h(request: web.Request) -> web.StreamResponse:
+        ticks["n"] += 1
+        return web.json_response({"status": "ok", "uptime_s": 5.0 + ticks["n"] / 1000})
+
+    async def legacy_h(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", "uptime_s": 7.25})
+
+    legacy.handler, new.handler = legacy_h, new_h
+    rig = await make_rig(routes_text(legacy, new, ITEM % "new", "aa_sample: 1.0"), reread_rate=0.0,
+                         aa_rate=1000.0, clock=lambda: now[0])  # fmt: skip
+    for _ in range(MIN_GENERATED + 2):
+        await rig.get("/item")
+        await rig.shadower.drain()
+    assert (len(new.seen), len(legacy.seen)) == (2 * (MIN_GENERATED + 2), MIN_GENERATED + 2)
+    st = (await rig.store.stats())["item"]
+    assert (st.get("aa_pairs"), st.get("differed")) == (MIN_GENERATED + 2, MIN_GENERATED + 2)
+    now[0] += NOISE_REFRESH_S + 1
+    await rig.get("/item")
+    await rig.shadower.drain()
+    st = (await rig.store.stats())["item"]
+    assert (st.get("noise"), st.get("differed")) == (1, MIN_GENERATED + 2)
+
+
 async def test_writes_are_never_reread(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
     """A differing write is not sent again to the primary (only GET and HEAD are re-read)."""
     legacy, new = backends

@@ -34,7 +34,10 @@ from proxy.shadow.store import PathCounts, RouteStats
         (20, 10, 20, 20, False, "50 % vs 100 % of 20 each: significant (z about 3.65)"),
         (97, 90, 228, 228, True, "93 % vs 100 %: significant (z about 4), but a path this volatile is noise"),
         (100, 89, 1000, 1000, True, "89 % vs 100 %: significant, but the control changes it in 3 of 4 pairs"),
-        (100, 70, 1000, 1000, False, "70 % vs 100 %: under VOLATILE_SHARE, and significant"),
+        (100, 70, 1000, 1000, True, "70 % vs 100 %: significant, but the path changes in most pairs"),
+        (100, 60, 1000, 1000, False, "60 % vs 100 %: not significantly above VOLATILE_SHARE (z 2.0)"),
+        (400, 240, 1000, 1000, True, "60 % of 400 pairs: significantly above VOLATILE_SHARE (z 4.0)"),
+        (100, 49, 1000, 50, True, "49 % vs 5 %: the candidate differs less than the control"),
     ],
 )
 def test_is_noise(
