@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AUTO",
+    "BreakerSpec",
     "CompareRules",
+    "FallbackSpec",
+    "Gate",
+    "RollbackTriggers",
+    "RolloutPlan",
+    "StickyKey",
     "ConfigError",
     "Match",
     "Route",
@@ -85,6 +92,92 @@ class CompareRules:
     generated: tuple[str, ...] = ()
 
 
+# ---------------------------------------------------------------- the migration autopilot (issue 12)
+# A route whose ``target`` is ``auto`` is moved from legacy to new by the autopilot, stage by stage, along
+# its ``RolloutPlan`` (the top-level ``rollout:`` defaults, overridden per route by the route's own
+# ``rollout:``). ``target: legacy`` or ``target: new`` set by hand overrides any plan: the autopilot leaves
+# such a route alone. The stage a route is in lives in Redis (proxy.rollout), not in the file.
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class StickyKey:
+    """What keeps one client on one side during a canary: ``kind`` is ``header`` or ``cookie`` (``name``
+    says which), ``jwt_sub`` (the ``sub`` claim of the bearer token, unverified: it only picks a bucket) or
+    ``ip`` (the client address from the trusted hop). A request without the key falls back to its ``ip``."""
+
+    kind: str = "ip"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a stage must show before the next one (all of it, in the route's current epoch): the verdict
+    READY (``verdict``), at least ``min_s`` seconds and ``min_count`` requests served by new in the stage
+    (stage 0, shadowing, counts comparisons instead), new's error rate (5xx and connect errors) at most
+    legacy's plus ``error_margin``, and new's p99 at most ``p99_ratio`` times legacy's (0: not checked)."""
+
+    verdict: bool = True
+    min_s: float = 60.0
+    min_count: int = 100
+    error_margin: float = 0.01
+    p99_ratio: float = 1.5
+
+
+@dataclass(frozen=True)
+class RollbackTriggers:
+    """What sends a route in a canary (or migrated) back one step to shadowing, once ``min_count`` requests
+    were served by new in the stage: new's 5xx rate above ``error_rate``, its connect-error rate above
+    ``connect_error_rate``, its p99 above ``p99_ratio`` times legacy's (0: not checked), or its difference
+    rate in the current epoch above ``diff_rate``."""
+
+    error_rate: float = 0.05
+    connect_error_rate: float = 0.05
+    p99_ratio: float = 3.0
+    diff_rate: float = 0.01
+    min_count: int = 20
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """A route's way from legacy to new: ``stages`` are the percentages of requests new serves, in order
+    (``0`` first: shadowing only; ``100`` last: migrated); ``testers``: an optional (header, value) pair
+    whose requests new serves from the first canary stage on (internal testers first)."""
+
+    stages: tuple[int, ...] = (0, 1, 10, 50, 100)
+    sticky: StickyKey = field(default_factory=StickyKey)
+    testers: tuple[str, str] | None = None
+    gate: Gate = field(default_factory=Gate)
+    rollback: RollbackTriggers = field(default_factory=RollbackTriggers)
+
+
+@dataclass(frozen=True)
+class FallbackSpec:
+    """When a request sent to new is served by legacy instead: new refused the connection or could not be
+    reached (``connect``, any method: nothing reached new), new sent no response byte within
+    ``timeout`` seconds (``timeout`` > 0; idempotent methods only, the request may have reached new), or
+    new answered 5xx (``on_5xx``, opt-in; idempotent methods only)."""
+
+    connect: bool = True
+    timeout: float = 0.0
+    on_5xx: bool = False
+
+
+@dataclass(frozen=True)
+class BreakerSpec:
+    """A route's circuit breaker on new: ``consecutive`` failures in a row, or a failure share of at least
+    ``failure_rate`` among at least ``min_requests`` in the last ``window_s`` seconds, open it; open, the
+    route goes to legacy for ``cool_down_s``; then up to ``half_open`` probe requests go to new, and all
+    of them succeeding closes it (one failing opens it again)."""
+
+    consecutive: int = 5
+    failure_rate: float = 0.5
+    min_requests: int = 20
+    window_s: float = 10.0
+    cool_down_s: float = 5.0
+    half_open: int = 3
+
+
 # Field-name substrings whose values are never stored (secrets), and those stored only as a tagged
 # placeholder (personal data); see proxy/shadow/redact.py.
 REDACT_WORDS: tuple[str, ...] = (
@@ -134,6 +227,11 @@ class Route:
     # ``limits.max_body``: the largest request body forwarded on this route, bytes (0: no limit); None:
     # the gateway's --max-body applies.
     max_body: int | None = None
+    # The autopilot's plan (``target: auto`` only), fallback to legacy and the circuit breaker on new (None:
+    # off). Not part of the fingerprint: a stage change or a breaker does not start a new epoch.
+    rollout: RolloutPlan | None = None
+    fallback: FallbackSpec | None = None
+    breaker: BreakerSpec | None = None
     # What starts a new comparison epoch when it changes (target, methods, path, compare rules): a short
     # hex digest computed here, so every replica and the report derive the same one from the same file.
     fingerprint: str = field(init=False, compare=False, repr=False, default="")
