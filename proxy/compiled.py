@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 # The per-request path (docs/ARCHITECTURE.md, "The path of one GET"). Left out: routing/table.py (its
-# frozen dataclass binds `match` per instance; its lookup runs only on a route-cache miss) and
-# shadow/admission.py (`open_sink` is an async generator, which mypyc does not compile).
+# frozen dataclass binds `match` per instance; its lookup runs only on a route-cache miss). Shadow's
+# `open_sink` (an async generator, which mypyc does not compile) lives in ops/serve.py so admission compiles.
 HOT_MODULES: tuple[str, ...] = (
     "proxy.http1.headers",
     "proxy.http1.reader",
@@ -56,6 +56,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.server.holding",
     "proxy.server.connection",
     "proxy.server.listener",
+    "proxy.shadow.admission",
     "proxy.shadow.bytecheck",
     "proxy.shadow.judge",
     "proxy.shadow.replay",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -22,7 +23,12 @@ from proxy.ops.reload import log_routes_errors, read_routes
 from proxy.ops.settings import Address, Settings, shadow_env
 from proxy.routing.table import RoutesError, RouteTable
 from proxy.server.gateway import Gateway, GatewaySettings, ShadowSink
-from proxy.shadow.admission import Shadower, open_sink
+from proxy.shadow.admission import Shadower
+from proxy.shadow.redis_pg import RedisPgStore
+from proxy.shadow.replay import close_pools, open_pools
+from proxy.shadow.store import DEFAULT_PREFIX
+
+log = logging.getLogger("strangler.shadow")
 
 
 class StartupError(Exception):
@@ -38,6 +44,41 @@ async def open_shadow(
     secret = where.dry_run_secret
     async with open_sink(table, where.redis_url, where.database_url, where.prefix, secret) as sink:
         yield sink
+
+
+# Here rather than in proxy/shadow/admission.py: an async generator, which mypyc does not compile, and
+# admission is on the compiled data path (proxy/compiled.py). Opening a sink is process set-up, not data path.
+@contextlib.asynccontextmanager
+async def open_sink(
+    table: RouteTable,
+    redis_url: str | None,
+    database_url: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    secret: bytes | None = None,
+) -> AsyncIterator[Shadower | None]:
+    """The gateway's shadow sink (each serving process opens one), or None without ``redis_url``.
+
+    Counters go to Redis (required), differing samples to PostgreSQL (optional), under ``prefix``;
+    ``secret`` signs dry-run writes (without it writes are not shadowed). The values come from the
+    environment through ``proxy.ops.settings.shadow_env`` (`open_shadow`). Shadow calls use pools of their
+    own, separate from the data path's.
+    """
+    if not redis_url:
+        log.warning("shadowing is off: REDIS_URL is unset (shadow counters live in Redis); set it, restart")
+        yield None
+        return
+    store = await RedisPgStore.connect_lenient(redis_url, database_url, prefix)
+    pools = open_pools(table.upstreams)
+    shadower = Shadower(table.shadow_settings, pools, store, secret=secret, own_pools=True)
+    await shadower.start()
+    try:
+        yield shadower
+    finally:
+        try:
+            await shadower.close()
+        finally:
+            close_pools(shadower.own_pools)
+            await store.aclose()
 
 
 def check_runtime() -> None:

@@ -3,7 +3,8 @@
 The modules, from the data path's side down (each imports only modules listed after it):
 
 - ``admission``: ``Shadower`` (the gateway's ``ShadowSink``: wants/submit, the bounded queue, jobs in
-  flight, start/stop, the deadline sweep's timer) and ``open_sink``. No I/O of its own.
+  flight, start/stop, the deadline sweep's timer). No I/O of its own. Compiled (``proxy.compiled``):
+  ``open_sink``, which connects the store and starts a ``Shadower``, is in ``proxy.ops.serve``.
 - ``replay``: shadow calls on the upstream pools and pipes; the only module that knows the pool types.
   Sockets (through proxy.upstream).
 - ``judge``: a job's results made into outcomes (matched, differed, noise, error) and recorded. No I/O.

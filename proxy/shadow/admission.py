@@ -1,5 +1,5 @@
 """Admission: which requests are shadowed, the bounded queue, the jobs in flight, start and stop. No I/O
-of its own (replay does it; ``open_sink`` connects the store).
+of its own (replay does it; ``proxy.ops.serve.open_sink`` connects the store and starts the shadower).
 
 The data path calls ``wants(route, method)`` when a request starts and ``submit(exchange)`` after the
 client has its response; both are synchronous and cheap (a random draw, a bounded-queue put). When the
@@ -28,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final
 
 from prometheus_client import Counter as PromCounter
@@ -38,13 +38,12 @@ from proxy.server.exchange import Exchange
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
 from proxy.shadow.noise import AA_PER_SECOND, REREAD_PER_SECOND, AaLimiter, NoiseBook
 from proxy.shadow.prewrite import Prewrite, Prewrites
-from proxy.shadow.redis_pg import RedisPgStore
-from proxy.shadow.replay import OwnPool, Pool, Replayer, close_pools, open_pools
+from proxy.shadow.replay import OwnPool, Pool, Replayer
 from proxy.shadow.samples import SampleBuilder
-from proxy.shadow.store import ANY_METHOD, DEFAULT_PREFIX, DiffStore
+from proxy.shadow.store import ANY_METHOD, DiffStore
 from proxy.shadow.unanswered import Unanswered
 
-__all__ = ["DROPS", "MAX_QUEUED_BYTES", "SWEEP_S", "Shadower", "open_sink"]
+__all__ = ["DROPS", "MAX_QUEUED_BYTES", "SWEEP_S", "Shadower"]
 
 log = logging.getLogger("strangler.shadow")
 
@@ -367,36 +366,3 @@ class Shadower:
         job = Job(ex, other, len(calls))
         for key, side in calls:
             self._call(job, key, side, timeout)
-
-
-@contextlib.asynccontextmanager
-async def open_sink(
-    table: RouteTable,
-    redis_url: str | None,
-    database_url: str | None = None,
-    prefix: str = DEFAULT_PREFIX,
-    secret: bytes | None = None,
-) -> AsyncIterator[Shadower | None]:
-    """The gateway's shadow sink (each serving process opens one), or None without ``redis_url``.
-
-    Counters go to Redis (required), differing samples to PostgreSQL (optional), under ``prefix``;
-    ``secret`` signs dry-run writes (without it writes are not shadowed). The values come from the
-    environment through ``proxy.ops.settings.shadow_env``. Shadow calls use pools of their own,
-    separate from the data path's.
-    """
-    if not redis_url:
-        log.warning("shadowing is off: REDIS_URL is unset (shadow counters live in Redis); set it, restart")
-        yield None
-        return
-    store = await RedisPgStore.connect_lenient(redis_url, database_url, prefix)
-    pools = open_pools(table.upstreams)
-    shadower = Shadower(table.shadow_settings, pools, store, secret=secret, own_pools=True)
-    await shadower.start()
-    try:
-        yield shadower
-    finally:
-        try:
-            await shadower.close()
-        finally:
-            close_pools(shadower.own_pools)
-            await store.aclose()
