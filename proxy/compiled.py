@@ -22,15 +22,28 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # mypyc reads the real decorator, and compiled code never calls it (below)
+    from mypy_extensions import mypyc_attr
+else:
+    try:
+        from mypy_extensions import mypyc_attr
+    except ImportError:  # a pure-Python install has no mypy_extensions: the decorator does nothing
+
+        def mypyc_attr(*attrs, **kwattrs):  # mypy_extensions' signature
+            return lambda cls: cls
 
 __all__ = [
-    "BUILD", "GROUP", "HOT_MODULES", "MANIFEST", "PURE_ENV", "Build", "choose", "decide", "sources_digest"
+    "BUILD", "GROUP", "HOT_MODULES", "MANIFEST", "PURE_ENV", "Build", "choose", "decide", "mypyc_attr",
+    "sources_digest",
 ]
 
 # The per-request path (docs/ARCHITECTURE.md, "The path of one GET"). Left out: routing/table.py (its
 # frozen dataclass binds `match` per instance; its lookup runs only on a route-cache miss). Shadow's
 # `open_sink` (an async generator, which mypyc does not compile) lives in ops/serve.py so admission compiles.
+# A compiled class that Python code subclasses (shadow.store's Recording: the stores, the tests' memory
+# store) says so with `mypyc_attr(allow_interpreted_subclasses=True)`, imported from here.
 HOT_MODULES: tuple[str, ...] = (
     "proxy.http1.headers",
     "proxy.http1.reader",
@@ -60,6 +73,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.shadow.bytecheck",
     "proxy.shadow.judge",
     "proxy.shadow.replay",
+    "proxy.shadow.store",
 )
 MANIFEST = "_compiled.txt"  # in proxy/, written by the build: the `sources_digest` it compiled
 GROUP = "proxy.hot"  # mypyc's group: the shared library proxy/hot__mypyc.*.so holds all the compiled code

@@ -109,3 +109,27 @@ def test_strangler_version_names_the_build() -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("strangler ")
     assert lines[1] == f"compiled data path: {compiled.BUILD.describe()}"
+
+
+def test_python_subclasses_of_compiled_classes_need_no_mypy_extensions() -> None:
+    """mypy_extensions is a build requirement only: without it `mypyc_attr` does nothing, and the stores'
+    Python subclass of `Recording` (compiled, marked for interpreted subclasses) still works."""
+    probe = textwrap.dedent("""
+        import sys
+        class NoMypyExtensions:
+            def find_spec(self, name, path, target=None):
+                if name == "mypy_extensions":
+                    raise ImportError("not installed")
+        sys.meta_path.insert(0, NoMypyExtensions())
+        from proxy.shadow.store import Recording
+        class Store(Recording):
+            def seen(self):
+                return self.batch.incr[("c", "k", "seen")]
+        store = Store()
+        store.count("k", "seen", 2)
+        print(store.seen(), "mypy_extensions" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False"]

@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 
 from prometheus_client import Counter as PromCounter
 
+from proxy.compiled import mypyc_attr
 from proxy.routing.table import Route
 
 __all__ = [
@@ -307,6 +308,7 @@ def describe(route: Route) -> dict[str, Any]:
     return {"target": route.target, "methods": methods, "path": route.path, "compare": compare}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the stores subclass it in Python
 class Recording:
     """The synchronous half every store shares: fill the current batch (``take`` detaches it).
 
