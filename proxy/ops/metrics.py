@@ -1,10 +1,11 @@
 """Prometheus metrics for the gateway, cheap on the hot path and summed across worker processes.
 
 Request counts and latencies are the hot path (one call per request at tens of thousands a second), so
-:class:`RequestStats` keeps them in plain dicts of ints and floats (well under a microsecond a call) and a
-collector turns them into ``strangler_requests_total`` and ``strangler_request_duration_seconds`` at
-scrape time. With ``--workers N`` each worker writes a JSON snapshot of its stats into a private
-directory about once a second (and when it stops) and the parent's collector sums the snapshots.
+:class:`RequestStats` keeps them in plain dicts of ints and floats (``RequestCounts``, compiled with the
+data path: the gateway's observer is ``stats.requests``) and a collector turns them into
+``strangler_requests_total`` and ``strangler_request_duration_seconds`` at scrape time. With
+``--workers N`` each worker writes a JSON snapshot of its stats into a private directory about once a
+second (and when it stops) and the parent's collector sums the snapshots.
 
 Everything else (reload results, the shadow helper's metrics) uses ordinary prometheus_client metrics on
 the default registry. With workers, :func:`enable_multiprocess` switches prometheus_client to its
@@ -15,7 +16,6 @@ a ``multiprocess_mode``.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import secrets
@@ -28,55 +28,33 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
-from proxy.server.counters import DataPathCounters
+from proxy.server.counters import BUCKETS, Cells, Counts, DataPathCounters, RequestCounts
 
-BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
 SNAPSHOT_PREFIX = "requests-"
-_bisect_left = bisect.bisect_left
 
 RELOADS = Counter(
     "strangler_reload", "Routes file reloads by result (success, failure).", ["result"], registry=REGISTRY
 )
 
-# (route, target) -> [count per bucket ... , count above the last bound, sum of seconds]
-Cells = dict[tuple[str, str], list[float]]
-# (route, target, status) -> count
-Counts = dict[tuple[str, str, int], int]
-
-
 class RequestStats:
     """The request observer: counts by (route, target, status), latency buckets by (route, target)."""
 
-    __slots__ = ("_bounds", "cells", "counts", "data_path", "ident")
+    __slots__ = ("cells", "counts", "data_path", "ident", "requests")
 
     def __init__(self) -> None:
-        self._bounds = BUCKETS
         # Names this process's snapshot file; the random part keeps a reused pid from overwriting the
         # counts of a dead worker (counters must never go backwards).
         self.ident = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.counts: Counts = {}
-        self.cells: Cells = {}
+        # The per-request half, compiled: the gateway's observer (`proxy.ops.serve.build_gateway`).
+        self.requests = RequestCounts()
+        self.counts: Counts = self.requests.counts  # the same dicts, never replaced
+        self.cells: Cells = self.requests.cells
         # Refused connections and upstream errors: the data path updates them (Gateway(counters=...)).
         self.data_path = DataPathCounters()
 
     def observe(self, route: str, target: str, status: int, seconds: float) -> None:
-        """Record one finished request (the data path calls this once per request)."""
-        counts = self.counts
-        key = (route, target, status)
-        try:  # no exception in the steady state, so cheaper than get() + store
-            counts[key] += 1
-        except KeyError:
-            counts[key] = 1
-        cells = self.cells
-        try:
-            cell = cells[(route, target)]
-        except KeyError:
-            cell = cells[(route, target)] = [0.0] * (len(BUCKETS) + 2)
-        # bisect_left: a value equal to a bound belongs to that bound's bucket (le is inclusive).
-        cell[_bisect_left(BUCKETS, seconds)] += 1
-        cell[-1] += seconds
+        """Record one finished request (the gateway calls ``requests.observe`` itself: one call fewer)."""
+        self.requests.observe(route, target, status, seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy of the stats (what a worker writes for the parent)."""

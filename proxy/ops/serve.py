@@ -138,7 +138,7 @@ def build_gateway(settings: Settings, table: RouteTable, stats: RequestStats,
             max_body_bytes=settings.max_body,
             max_connections=settings.max_connections,
         ),
-        observer=stats,
+        observer=stats.requests,  # compiled (proxy.server.counters): once per request
         counters=stats.data_path,
         shadow=shadow,
         access_log=access_log,

@@ -1,17 +1,63 @@
-"""`DataPathCounters`: what the data path counts outside the per-request observer, as plain ints and dicts.
+"""What the data path counts, as plain ints, floats and dicts: `RequestCounts` and `DataPathCounters`.
 
-Refused connections (over ``max_connections``), gateway-made upstream errors by (upstream, kind), and
-each upstream's last connect outcome (up or down, and since when). Updated only on the rare paths (a
-refusal, an error answered, a new upstream connection), never per request; `proxy.ops.metrics` turns
-them into Prometheus metrics and `/readyz` reports them. No I/O, no imports from above.
+`RequestCounts` is the per-request observer (``Gateway(observer=...)``): finished requests by (route,
+target, status) and latency buckets by (route, target). It runs once per request, so it lives here, on the
+compiled data path (`proxy.compiled`), and not in `proxy.ops.metrics`, which owns it (``RequestStats``) and
+turns it into Prometheus metrics at scrape time.
+
+`DataPathCounters`: refused connections (over ``max_connections``), gateway-made upstream errors by
+(upstream, kind), and each upstream's last connect outcome (up or down, and since when). Updated only on
+the rare paths (a refusal, an error answered, a new upstream connection), never per request;
+`proxy.ops.metrics` turns them into Prometheus metrics and `/readyz` reports them. No I/O, no imports
+from above.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["DataPathCounters"]
+__all__ = ["BUCKETS", "Cells", "Counts", "DataPathCounters", "RequestCounts"]
+
+# The request-duration histogram's upper bounds in seconds (strangler_request_duration_seconds).
+BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+_CELL: Final = len(BUCKETS) + 2
+
+# (route, target) -> [count per bucket ... , count above the last bound, sum of seconds]
+Cells = dict[tuple[str, str], list[float]]
+# (route, target, status) -> count
+Counts = dict[tuple[str, str, int], int]
+
+
+class RequestCounts:
+    """Finished requests: counts by (route, target, status), latency buckets by (route, target).
+
+    Scrapes copy ``counts`` and ``cells`` from another thread (`proxy.ops.metrics.local_registry`): the
+    dicts are only ever added to, never replaced.
+    """
+
+    __slots__ = ("cells", "counts")
+
+    def __init__(self) -> None:
+        self.counts: Counts = {}
+        self.cells: Cells = {}
+
+    def observe(self, route: str, target: str, status: int, seconds: float) -> None:
+        """Record one finished request (the data path calls this once per request)."""
+        counts = self.counts
+        key = (route, target, status)
+        counts[key] = counts.get(key, 0) + 1
+        cells = self.cells
+        pair = (route, target)
+        cell = cells.get(pair)
+        if cell is None:
+            cell = cells[pair] = [0.0] * _CELL
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le is inclusive).
+        cell[bisect.bisect_left(BUCKETS, seconds)] += 1
+        cell[-1] += seconds
 
 
 class DataPathCounters:

@@ -1,5 +1,6 @@
 """New is down: the gateway answers 502 at once, counts it per upstream, and /readyz and /metrics say which
-upstream is down. Also the data-path limit settings (flags and env) and the counters' worker merge."""
+upstream is down. Also the data-path limit settings (flags and env), the request counts the gateway is built
+with, and the counters' worker merge."""
 
 from __future__ import annotations
 
@@ -136,3 +137,28 @@ def test_build_gateway_applies_the_limits() -> None:
         assert gateway.counters is stats.data_path
     finally:
         gateway.close()
+
+
+async def test_build_gateway_counts_requests_into_the_stats() -> None:
+    """The data path's observer is the stats' request counts (compiled with it, no wrapper): the requests
+    it serves show in strangler_requests_total and the duration histogram."""
+    from proxy.ops.serve import build_gateway
+
+    async with upstream("legacy") as leg:
+        table = parse_routes(routes_text(leg.url, leg.url), "routes.yaml")
+        stats = RequestStats()
+        gateway = build_gateway(parse(["--no-access-log"], {}), table, stats, None)
+        server = await start_server(gateway)
+        client = await RawClient.open(server.port)
+        try:
+            assert gateway.observer is stats.requests
+            for _ in range(3):
+                assert (await client.request("GET", "/items/1")).status == 200
+            assert stats.counts == {("items", "legacy", 200): 3}
+            metrics = render(local_registry(stats)).decode()
+            assert 'strangler_requests_total{route="items",status="200",target="legacy"} 3.0' in metrics
+            assert 'strangler_request_duration_seconds_count{route="items",target="legacy"} 3.0' in metrics
+        finally:
+            client.close()
+            await server.close()
+            gateway.close()
