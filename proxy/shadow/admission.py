@@ -198,7 +198,8 @@ class Shadower:
         key = self.store.key(exchange.route, exchange.method)
         self.store.count(key, "sampled")
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
-            self._idle.clear()
+            if self._running == 0:  # else already clear: it is set only when nothing runs or waits
+                self._idle.clear()  # (an interpreted call: once per shadowed request otherwise)
             self._start(exchange)  # room to start it now (the common case): no queueing
             return
         size = len(exchange.request_body or b"") + len(exchange.response_body or b"")
