@@ -21,6 +21,7 @@ from proxy.report import html as report_html
 from proxy.report.cli import main, render
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, Report, gather
 from proxy.routing.table import Route, RouteTable, parse_routes
+from proxy.shadow.noise import MIN_AA_PAIRS
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DiffStore
 
@@ -60,9 +61,13 @@ def route(t: RouteTable, name: str) -> Route:
 
 
 def record(
-    store: DiffStore, r: Route, method: str, matched: int = 0, differed: int = 0, seen: int = 0
+    store: DiffStore, r: Route, method: str, matched: int = 0, differed: int = 0, seen: int = 0,
+    aa: int = MIN_AA_PAIRS,
 ) -> None:
+    """Counts of one method; ``aa`` A/A pairs where the control agreed with itself (enough to judge)."""
     key = store.key(r, method)
+    for _ in range(aa if differed else 0):
+        store.aa_pair(key, ())
     for _ in range(seen):
         store.count(key, "seen")
         store.count(key, "sampled")
@@ -131,6 +136,23 @@ async def test_a_method_that_is_not_compared_is_not_required() -> None:
     rr = (await report_at(store, t, clock)).route("posts")
     assert rr is not None and rr.verdict == READY
     assert [(m.method, m.verdict) for m in rr.methods] == [("DELETE", ""), ("GET", READY)]
+
+
+async def test_a_read_is_not_judged_on_its_match_rate_before_its_aa_pairs() -> None:
+    """A read that differs before MIN_AA_PAIRS A/A pairs are in is NOT ENOUGH DATA (learning what is noise),
+    not NOT READY: the pairs decide whether a race explains it; with them in and the control stable, NOT
+    READY. A latency or error reason is not held back."""
+    t = table()
+    store, clock = MemoryStore(), ManualClock()
+    record(store, route(t, "users"), "GET", matched=30, differed=30, aa=MIN_AA_PAIRS - 1)
+    rr = (await report_at(store, t, clock)).route("users")
+    assert rr is not None and rr.verdict == NOT_ENOUGH
+    assert rr.reasons == [f"learning what is noise: {MIN_AA_PAIRS - 1} of the {MIN_AA_PAIRS} A/A pairs needed "
+                          "(match rate 50.0% until then)"]  # fmt: skip
+    record(store, route(t, "users"), "GET", aa=1, differed=0)
+    store.aa_pair(store.key(route(t, "users"), "GET"), ())
+    rr = (await report_at(store, t, clock)).route("users")
+    assert rr is not None and rr.verdict == NOT_READY and rr.reasons[0].startswith("match rate 50.0%")
 
 
 async def test_the_report_shows_the_current_epoch_only() -> None:
