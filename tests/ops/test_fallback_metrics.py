@@ -25,9 +25,9 @@ async def test_fallbacks_and_the_circuit_in_metrics() -> None:
     """New dead, fallback and breaker on /items: two connect fallbacks open the circuit, the third request
     is a circuit fallback; /metrics shows the counts by reason, the open state and one transition."""
     async with upstream("legacy") as leg:
-        text = routes_text(leg.url, f"http://127.0.0.1:{closed_port()}", "new").replace(
-            "    target: new\n", "    target: new\n    fallback: true\n    circuit_breaker: {consecutive: 2}\n"
-        )
+        guarded = "    target: new\n    fallback: true\n    circuit_breaker: {consecutive: 2}\n"
+        text = routes_text(leg.url, f"http://127.0.0.1:{closed_port()}", "new")
+        text = text.replace("    target: new\n", guarded)
         stats = RequestStats()
         gateway = Gateway(parse_routes(text, "routes.yaml"), observer=stats, counters=stats.data_path)
         server = await start_server(gateway)
