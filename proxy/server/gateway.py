@@ -57,7 +57,8 @@ class ShadowSink(Protocol):
     before it is forwarded: it sends the dry run and returns a handle (attached to the exchange later),
     or None when it will not (the request is forwarded at once). ``done()`` is then called exactly once,
     when the dry run has answered, failed or timed out (at most the route's shadow timeout), and only
-    then is the primary forwarded (`proxy.server.holding`).
+    then is the primary forwarded (`proxy.server.holding`). ``fallback(route, reason)`` counts a request
+    sent to new but served by legacy (`proxy.server.fallback`), for the report.
     """
 
     @property
@@ -68,6 +69,8 @@ class ShadowSink(Protocol):
     def submit(self, exchange: Exchange) -> None: ...
 
     def not_comparable(self, route: Route, reason: str) -> None: ...
+
+    def fallback(self, route: Route, reason: str) -> None: ...
 
     def prewrite(
         self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,

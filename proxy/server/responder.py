@@ -502,7 +502,13 @@ class Responder:
             rq.pending_size = att.kept_size
         rq.pool = legacy
         rq.conn = None
-        self.gateway.counters.fallback(route.name, reason)
+        gateway = self.gateway
+        gateway.counters.fallback(route.name, reason)
+        if gateway.shadow is not None:
+            try:  # shadowing's failure must not reach the data path
+                gateway.shadow.fallback(route, reason)
+            except Exception:
+                log.exception("shadow fallback count failed")
         if rq.tee is not None:  # compared against itself it would prove nothing: counted as not compared
             rq.tee = None
             self._not_comparable(rq, "fallback")

@@ -267,12 +267,16 @@ class Shadow:
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
         self.reasons: list[str] = []
+        self.fallbacks: list[tuple[str, str]] = []
 
     def wants(self, route: Route, method: str) -> bool:
         return route.shadow is not None
 
     def not_comparable(self, route: Route, reason: str) -> None:
         self.reasons.append(reason)
+
+    def fallback(self, route: Route, reason: str) -> None:
+        self.fallbacks.append((route.name, reason))
 
     def prewrite(self, *args: object) -> None:
         return None
@@ -285,7 +289,7 @@ async def test_a_fallback_is_not_shadowed_but_counted_as_not_compared(
     make_gateway: GatewayFactory, echo: EchoUpstream
 ) -> None:
     """A shadowed request served by legacy in new's place submits no exchange: it is not comparable
-    (``fallback``), as legacy compared with itself proves nothing."""
+    (``fallback``), as legacy compared with itself proves nothing; the fallback is counted for the report."""
     shadow = Shadow()
     handle = await make_gateway(
         routes_yaml(echo.port, free_port(), routes=api_route("fallback: true, shadow: {sample: 1.0}")),
@@ -295,4 +299,5 @@ async def test_a_fallback_is_not_shadowed_but_counted_as_not_compared(
     assert (await client.request("GET", "/api/x")).header("X-Strangler-Fallback") == "connect"
     await eventually(lambda: shadow.reasons == ["fallback"], what="the not-comparable count")
     assert shadow.exchanges == []
+    assert shadow.fallbacks == [("api", "connect")]
     client.close()
