@@ -15,7 +15,7 @@ from support.waiting import eventually
 
 from proxy.routing.table import Route, parse_routes
 from proxy.server.exchange import Exchange
-from proxy.server.gateway import AccessRecord
+from proxy.server.gateway import AccessRecord, GatewaySettings
 
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
 
@@ -301,3 +301,44 @@ async def test_a_fallback_is_not_shadowed_but_counted_as_not_compared(
     assert shadow.exchanges == []
     assert shadow.fallbacks == [("api", "connect")]
     client.close()
+
+
+async def test_a_body_arriving_after_the_connect_failure_goes_to_legacy(
+    make_gateway: GatewayFactory, echo: EchoUpstream
+) -> None:
+    """New refuses while a chunked POST's body is still arriving: the body, buffered since the head was
+    never sent, follows the request to legacy whole."""
+    handle = await make_gateway(routes_yaml(echo.port, free_port(), routes=api_route("fallback: true")))
+    client = await RawClient.open(handle.port)
+    await client.send(b"POST /api/up HTTP/1.1\r\nHost: gateway.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await eventually(lambda: handle.gateway.counters.fallbacks == {("api", "connect"): 1}, what="a fallback")
+    await client.send(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    got = await client.response()
+    assert got.status == 200 and got.header("X-Strangler-Fallback") == "connect"
+    assert echo.seen.requests[-1]["body_len"] == len(b"hello world")
+    client.close()
+
+
+async def test_a_body_too_large_to_keep_is_not_sent_again(
+    make_gateway: GatewayFactory, echo: EchoUpstream, raw_upstream: StartRaw
+) -> None:
+    """A PUT whose body passed the pending-body limit was streamed to new and not kept: new's silence
+    does not send it to legacy (new's own 504 answers), while a small PUT does fall back."""
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+
+    new = await raw_upstream(stall)
+    yaml_text = routes_yaml(
+        echo.port, new.port, new_opts=", timeout: 0.6", routes=api_route("fallback: {timeout: 0.1}")
+    )
+    handle = await make_gateway(yaml_text, GatewaySettings(pending_body_limit=1024))
+    client = await RawClient.open(handle.port)
+    small = await client.request("PUT", "/api/doc", body=b"s" * 100)
+    assert small.status == 200 and small.header("X-Strangler-Fallback") == "timeout"
+    other = await RawClient.open(handle.port)
+    large = await other.request("PUT", "/api/doc", body=b"L" * 5000)
+    assert large.status == 504 and large.header("X-Strangler-Fallback") is None
+    assert [r["body_len"] for r in echo.seen.requests] == [100]
+    client.close()
+    other.close()
