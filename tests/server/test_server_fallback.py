@@ -324,6 +324,7 @@ async def test_a_body_too_large_to_keep_is_not_sent_again(
 ) -> None:
     """A PUT whose body passed the pending-body limit was streamed to new and not kept: new's silence
     does not send it to legacy (new's own 504 answers), while a small PUT does fall back."""
+
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_request(reader)
