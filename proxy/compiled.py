@@ -46,6 +46,8 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.server.states",
     "proxy.server.config",
     "proxy.server.counters",
+    "proxy.server.breaker",
+    "proxy.server.fallback",
     "proxy.server.exchange",
     "proxy.server.gateway",
     "proxy.server.forwarding",

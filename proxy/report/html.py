@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from proxy.report.model import NOT_ENOUGH, READY, UNAVAILABLE, Report, RouteReport, gather
-from proxy.report.text import answered, epoch_line, history_lines, method_lines
+from proxy.report.text import answered, epoch_line, fallback_line, history_lines, method_lines
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, StoreError
 
@@ -191,7 +191,7 @@ def _epochs(routes: list[RouteReport]) -> str:
     """Per route: the epoch counted, its methods, and (when read) its history."""
     items = []
     for r in routes:
-        lines = [line for line in (epoch_line(r), *method_lines(r)) if line]
+        lines = [line for line in (epoch_line(r), *method_lines(r), fallback_line(r)) if line]
         lines += [f"history: {line}" for line in history_lines(r)]
         if lines:
             inner = "".join(f"<li>{escape(line)}</li>" for line in lines)

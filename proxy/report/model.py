@@ -88,6 +88,9 @@ class RouteReport:
     history: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, float] = field(default_factory=dict)  # the stable verdict's state (proxy.report.stable)
     state_changed: bool = False  # the state is to be saved
+    # Requests sent to new but served by legacy, by reason (connect, timeout, reset, 5xx, circuit: the
+    # breaker was open), in this epoch, summed over the gateway's processes (proxy.server.fallback).
+    fallbacks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -260,6 +263,7 @@ def _route_report(
         history=[_history(e, now) for e in st.history],
         state=state,
         state_changed=state != st.state,
+        fallbacks={k[9:]: n for k, n in sorted(st.counters.items()) if k.startswith("fallback_") and n},
     )
 
 

@@ -17,7 +17,17 @@ import yaml
 
 from proxy.routing import jsonpath, paths
 from proxy.routing.fields import Fields, Reader
-from proxy.routing.model import CompareRules, ConfigError, Route, ShadowSettings, ShadowSpec, UpstreamSpec
+from proxy.routing.model import (
+    BreakerSpec,
+    CompareRules,
+    ConfigError,
+    FallbackSpec,
+    Route,
+    ShadowSettings,
+    ShadowSpec,
+    UpstreamSpec,
+)
+from proxy.routing.resilience import read_breaker, read_fallback, resolve
 from proxy.routing.template import Template, TemplateError, parse_template
 
 __all__ = ["UPSTREAM_NAMES", "Document", "read_document"]
@@ -28,7 +38,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _METHOD = re.compile(r"[A-Z][A-Z_-]*")
 _HOST = re.compile(r"[A-Za-z0-9._-]+")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_TOP = {"upstreams": True, "default": False, "shadow": False, "routes": False}
+_TOP = {
+    "upstreams": True,
+    "default": False,
+    "shadow": False,
+    "fallback": False,
+    "circuit_breaker": False,
+    "routes": False,
+}
 _UPSTREAM = {
     "url": True,
     "connect_timeout": False,
@@ -53,7 +70,16 @@ _SHADOW = {
     "ready_min_s": False,
     "ready_margin": False,
 }
-_ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False, "limits": False}
+_ROUTE = {
+    "name": True,
+    "match": True,
+    "target": True,
+    "shadow": False,
+    "compare": False,
+    "limits": False,
+    "fallback": False,
+    "circuit_breaker": False,
+}
 _LIMITS = {"max_body": False}
 MAX_BODY_LIMIT = 1 << 40  # 1 TiB: above any sane request body; 0 means no limit
 _MATCH = {"methods": False, "path": True}
@@ -77,6 +103,9 @@ class Document:
     default: str = "legacy"
     default_line: int = 0
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
+    # The top-level ``fallback:`` / ``circuit_breaker:`` defaults (None: off) for routes sending to new.
+    fallback: FallbackSpec | None = None
+    breaker: BreakerSpec | None = None
     # (route, template, index in the file); only routes that validated completely.
     routes: list[tuple[Route, Template, int]] = field(default_factory=list)
     names: dict[str, int] = field(default_factory=dict)  # route name -> line, for duplicate checks
@@ -106,6 +135,12 @@ def read_document(text: str, filename: str) -> Document:
         doc.default_line = top.line("default")
         doc.default = top.get("default", lambda n, k: reader.string(n, k, _known_upstream), "legacy")
     doc.shadow = _shadow_settings(reader, top.nodes["shadow"]) if "shadow" in top.nodes else ShadowSettings()
+    new_spec = doc.upstreams.get("new")
+    doc_new_timeout = new_spec.total_timeout if new_spec is not None else None
+    if "fallback" in top.nodes:
+        doc.fallback, _ = read_fallback(reader, top.nodes["fallback"], "fallback", None, doc_new_timeout)
+    if "circuit_breaker" in top.nodes:
+        doc.breaker, _ = read_breaker(reader, top.nodes["circuit_breaker"], "circuit_breaker", None)
     if "routes" in top.nodes:
         node = top.nodes["routes"]
         if isinstance(node, yaml.SequenceNode):
@@ -280,6 +315,7 @@ def _route(doc: Document, node: yaml.Node, index: int) -> None:
         else:
             max_body = limits.get("max_body", lambda n, k: reader.integer(n, k, 0, MAX_BODY_LIMIT), None)
             fields.ok = fields.ok and limits.ok
+    fallback, breaker = _resilience(doc, fields, target)
     if name in doc.names:
         message = f"duplicate route name {name!r} (first on line {doc.names[name]})"
         reader.error(fields.nodes["name"], fields.sub("name"), message)
@@ -288,8 +324,35 @@ def _route(doc: Document, node: yaml.Node, index: int) -> None:
         doc.names[name] = node.start_mark.line + 1
     if fields.ok and template is not None and compare is not None:
         line = node.start_mark.line + 1
-        route = Route(name, methods, template.text, target, shadow, compare, line, max_body)
+        route = Route(
+            name, methods, template.text, target, shadow, compare, line, max_body,
+            fallback=fallback, breaker=breaker,
+        )  # fmt: skip
         doc.routes.append((route, template, index))
+
+
+def _resilience(
+    doc: Document, fields: Fields, target: str
+) -> tuple[FallbackSpec | None, BreakerSpec | None]:
+    """A route's fallback and breaker: its own keys over the top-level defaults (`routing.resilience`)."""
+    reader = doc.reader
+    own_fallback: FallbackSpec | None = None
+    own_breaker: BreakerSpec | None = None
+    if "fallback" in fields.nodes:
+        new_spec = doc.upstreams.get("new")
+        new_timeout = new_spec.total_timeout if new_spec is not None else None
+        own_fallback, ok = read_fallback(
+            reader, fields.nodes["fallback"], fields.sub("fallback"), doc.fallback, new_timeout
+        )
+        fields.ok = fields.ok and ok
+    if "circuit_breaker" in fields.nodes:
+        node = fields.nodes["circuit_breaker"]
+        own_breaker, ok = read_breaker(reader, node, fields.sub("circuit_breaker"), doc.breaker)
+        fields.ok = fields.ok and ok
+    return (
+        resolve("fallback" in fields.nodes, own_fallback, doc.fallback, target),
+        resolve("circuit_breaker" in fields.nodes, own_breaker, doc.breaker, target),
+    )
 
 
 def _route_name(name: str) -> str | None:

@@ -19,6 +19,7 @@ from typing import cast
 import httptools
 
 from proxy.http1.errors import error_response
+from proxy.server.fallback import Attempt
 from proxy.server.forwarding import FramingError, new_request_id
 from proxy.server.heads import request_head
 from proxy.server.holding import WAIT_BODY, Holder
@@ -279,6 +280,10 @@ class ClientProtocol(Holder, asyncio.Protocol):
                 if content_length is not None and content_length > limit:
                     raise Refusal(413, too_large(limit, route.name))
                 self.body_limit = limit if chunked else 0  # a Content-Length body cannot exceed itself
+        if route.fallback is not None or route.breaker is not None:  # off: two None checks per request
+            guard = gateway.guards.get(route.name)
+            if guard is not None and pool.name == "new":
+                rq.guard = Attempt(guard, method, content_length, chunked or bool(content_length))
         rq.host = host = prep.host
         # The default forwards the client's Host (ours for an HTTP/1.0 request without one); the prefix of
         # a `host: upstream` pool carries the upstream's.
@@ -334,6 +339,9 @@ class ClientProtocol(Holder, asyncio.Protocol):
             self._body_complete(rq)
 
     def _send_body(self, rq: Request, data: bytes) -> None:
+        guard = rq.guard
+        if guard is not None and guard.kept is not None:  # may be sent again, to legacy
+            guard.keep(data, self.gateway.settings.pending_body_limit)
         conn = rq.conn
         if conn is not None:
             if conn.sink is self or conn.tunnel:

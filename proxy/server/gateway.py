@@ -5,12 +5,15 @@ The data path reads ``gateway.table`` and ``gateway.pools`` once when a request 
 they started with. Hooks (observer, access log, shadow) are called after a response has been sent and
 their exceptions are swallowed, so they can never break a client's request. ``counters``
 (`DataPathCounters`) count refused connections and upstream errors. `GatewaySettings` lives in
-the pure `proxy.server.config` and is re-exported here for the callers that build a `Gateway`.
+the pure `proxy.server.config` and is re-exported here for the callers that build a `Gateway`. ``guards``
+holds the fallback and circuit-breaker state of the routes that have one (`proxy.server.fallback`), by
+route name; ``clock`` (monotonic seconds) is what the breakers read, injected by tests.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
@@ -18,6 +21,7 @@ from proxy.routing.table import Route, RouteTable
 from proxy.server.config import GatewaySettings
 from proxy.server.counters import DataPathCounters
 from proxy.server.exchange import Exchange
+from proxy.server.fallback import Guard, build_guards
 from proxy.upstream.pool import UpstreamPool
 
 __all__ = [
@@ -53,7 +57,8 @@ class ShadowSink(Protocol):
     before it is forwarded: it sends the dry run and returns a handle (attached to the exchange later),
     or None when it will not (the request is forwarded at once). ``done()`` is then called exactly once,
     when the dry run has answered, failed or timed out (at most the route's shadow timeout), and only
-    then is the primary forwarded (`proxy.server.holding`).
+    then is the primary forwarded (`proxy.server.holding`). ``fallback(route, reason)`` counts a request
+    sent to new but served by legacy (`proxy.server.fallback`), for the report.
     """
 
     @property
@@ -64,6 +69,8 @@ class ShadowSink(Protocol):
     def submit(self, exchange: Exchange) -> None: ...
 
     def not_comparable(self, route: Route, reason: str) -> None: ...
+
+    def fallback(self, route: Route, reason: str) -> None: ...
 
     def prewrite(
         self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,
@@ -104,6 +111,7 @@ class Gateway:
         shadow: ShadowSink | None = None,
         access_log: AccessLog | None = None,
         counters: DataPathCounters | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or GatewaySettings()
         self.counters = counters or DataPathCounters()
@@ -114,6 +122,10 @@ class Gateway:
         self.pools: Mapping[str, UpstreamPool] = {
             name: UpstreamPool(spec) for name, spec in table.upstreams.items()
         }
+        self.clock: Callable[[], float] = clock or time.monotonic
+        self.guards: dict[str, Guard] = build_guards(
+            [*table.routes, table.default], {}, self.counters, self.clock
+        )
 
     def set_table(self, table: RouteTable) -> None:
         """Swap in a new route table and reconcile the pools (no await: atomic for requests).
@@ -127,6 +139,7 @@ class Gateway:
         for name, spec in table.upstreams.items():
             current = old.get(name)
             pools[name] = current if current is not None and current.spec == spec else UpstreamPool(spec)
+        self.guards = build_guards([*table.routes, table.default], self.guards, self.counters, self.clock)
         self.table = table
         self.pools = pools
         kept = {id(p) for p in pools.values()}

@@ -180,6 +180,11 @@ class Shadower:
         self.store.count(self.store.key(route, ANY_METHOD), f"unavailable_{reason}")
         COMPARISONS.labels(route.name, "unavailable").inc()
 
+    def fallback(self, route: Route, reason: str) -> None:
+        """A request of ``route`` sent to new was served by legacy (``reason``: connect, timeout, reset,
+        5xx, circuit; `proxy.server.fallback`): counted per epoch, summed over replicas, for the report."""
+        self.store.count(self.store.key(route, ANY_METHOD), f"fallback_{reason}")
+
     def prewrite(
         self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,
         host: bytes | None, done: Callable[[], None],
