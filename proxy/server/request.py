@@ -84,6 +84,7 @@ class Request:
         "resp_started",
         "retried",
         "route",
+        "served_by",
         "started",
         "status",
         "tee",
@@ -120,6 +121,8 @@ class Request:
         self.bytes_in = 0
         self.bytes_out = 0
         self.tee: Tee | None = None  # set when shadowing sampled this request
+        # The X-Strangler-Served-By response line of a `target: auto` route's request (proxy.server.canary).
+        self.served_by: bytes | None = None
 
 
 def too_large(limit: int, route: str) -> str:

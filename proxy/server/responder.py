@@ -158,6 +158,8 @@ class Responder:
         fwd = self.fwd
         lines, length, chunked = fwd.response_lines(headers)
         lines.append(fwd.request_id_prefix + rq.request_id)
+        if rq.served_by is not None:  # a `target: auto` route: which side answered (proxy.server.canary)
+            lines.append(rq.served_by)
         if not rq.body_done or self.server.draining:
             rq.keep_alive = False
         head, framing = response_head(
@@ -341,8 +343,11 @@ class Responder:
             return
         seconds = perf_counter() - rq.started
         gateway = self.gateway
+        # The side that served it: the route's target, or for a `target: auto` route the one picked.
+        pool = rq.pool
+        served = pool.name if pool is not None else route.target
         try:  # the observer's failure must not reach the data path
-            gateway.observer.observe(route.name, route.target, status, seconds)
+            gateway.observer.observe(route.name, served, status, seconds)
         except Exception:
             log.exception("request observer failed")
         if gateway.access_log is not None:
@@ -352,7 +357,7 @@ class Responder:
                     rq.method_str,
                     rq.path,
                     route.name,
-                    route.target,
+                    served,
                     status,
                     seconds,
                     rq.bytes_in,
@@ -364,7 +369,6 @@ class Responder:
         if tee is not None and rq.websocket:
             self._not_comparable(rq, "websocket")  # a copy would be a second live session: never made
         elif tee is not None and rq.resp_started and rq.resp_done:
-            pool = rq.pool
             assert pool is not None
             req_body = b"".join(tee.req) if tee.req is not None else None
             resp_body = b"".join(tee.resp) if tee.resp is not None and not tee.resp_over else None
