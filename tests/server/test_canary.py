@@ -251,6 +251,6 @@ async def test_set_stages_refuses_out_of_range_and_keeps_the_old(
     gateway.set_stages({"users": 2500})
     for bad in (10001, -1, True, 50.0):
         with pytest.raises(ValueError, match="users"):
-            gateway.set_stages({"other": 0, "users": bad})  # type: ignore[dict-item]
+            gateway.set_stages({"other": 0, "users": bad})
     assert gateway.stages == {"users": 2500}
     assert gateway.stage_of("users") == 2500 and gateway.stage_of("absent") == 0
