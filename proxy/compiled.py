@@ -53,6 +53,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.server.forwarding",
     "proxy.server.heads",
     "proxy.server.request",
+    "proxy.server.canary",
     "proxy.server.routecache",
     "proxy.server.responder",
     "proxy.server.holding",

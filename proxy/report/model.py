@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 from proxy.report.stable import settle
+from proxy.routing.model import AUTO
 from proxy.routing.table import Route, RouteTable, ShadowSettings
 from proxy.shadow.noise import MIN_AA_PAIRS, READS, learned_from, learned_rows
 from proxy.shadow.store import DiffStore, Epoch, RouteStats, Sample
@@ -143,12 +144,14 @@ _COMPARED_SAFE: Final = frozenset({"GET", "HEAD"})  # compared without writes: t
 
 def _required(route: Route | None, st: RouteStats) -> list[str]:
     """The methods a route's verdict needs: every method it declares or served that is compared (a read,
-    or a write with ``writes: true`` while legacy serves), and any that was sampled. HEAD is covered by
-    GET. (Without per-method data, from before epochs, none: the route's totals decide.)"""
+    or a write with ``writes: true`` while legacy serves, or may: ``target: auto``), and any that was
+    sampled. HEAD is covered by GET. (Without per-method data, from before epochs, none: the route's
+    totals decide.)"""
     if not st.methods:
         return []
     spec = route.shadow if route is not None else None
-    writes = spec is not None and spec.writes and route is not None and route.target == "legacy"
+    # An auto route's writes are dry-run too while legacy serves them (its epoch spans the rollout).
+    writes = spec is not None and spec.writes and route is not None and route.target in ("legacy", AUTO)
     declared = route.methods if route is not None and route.methods is not None else frozenset()
     out = []
     for method in sorted(set(st.methods) | declared):

@@ -253,10 +253,19 @@ class ClientProtocol(Holder, asyncio.Protocol):
         content_length = prep.content_length
         chunked = prep.chunked
         # table and pools are read once, together: a reload does not affect a request in flight.
-        query, match, pool, prefix, method_str = self.routes.lookup(
+        query, match, pool, prefix, method_str, canary = self.routes.lookup(
             gateway.table, gateway.pools, method, self.url
         )
         route = match.route
+        if canary is not None:  # target: auto; the stage is read per request (proxy.server.canary)
+            if canary.serves_new(
+                gateway.stages.get(route.name, 0), self.headers, prep.lines, self.peer, self.fwd.trusted_hops
+            ):
+                pool = canary.new_pool
+                prefix = canary.new_prefix
+                rq.served_by = canary.new_line
+            else:
+                rq.served_by = canary.legacy_line
         rq.route = route
         rq.pool = pool
         rq.path = match.forward_path
@@ -294,7 +303,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         shadow = gateway.shadow
         if shadow is not None:
             try:
-                if shadow.wants(route, method_str):
+                if shadow.wants(route, method_str, pool.name):
                     tee = rq.tee = Tee(shadow.body_cap)
                     if method != b"GET" and method != b"HEAD":  # a write: held for its dry run
                         tee.hold = WAIT_BODY

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
 from proxy.routing.table import Route, RouteTable
+from proxy.server.canary import FULL
 from proxy.server.config import GatewaySettings
 from proxy.server.counters import DataPathCounters
 from proxy.server.exchange import Exchange
@@ -64,7 +65,7 @@ class ShadowSink(Protocol):
     @property
     def body_cap(self) -> int: ...
 
-    def wants(self, route: Route, method: str) -> bool: ...
+    def wants(self, route: Route, method: str, primary: str) -> bool: ...
 
     def submit(self, exchange: Exchange) -> None: ...
 
@@ -126,6 +127,10 @@ class Gateway:
         self.guards: dict[str, Guard] = build_guards(
             [*table.routes, table.default], {}, self.counters, self.clock
         )
+        # Route name -> basis points (0..10000) of requests new serves, for `target: auto` routes; an auto
+        # route absent is at stage 0 (legacy serves, new is shadowed). Written by the rollout controller's
+        # sync task (`set_stages`, or in place), read per request by the data path (proxy.server.canary).
+        self.stages: dict[str, int] = {}
 
     def set_table(self, table: RouteTable) -> None:
         """Swap in a new route table and reconcile the pools (no await: atomic for requests).
@@ -146,6 +151,21 @@ class Gateway:
         for pool in old.values():
             if id(pool) not in kept:
                 pool.close()
+
+    def set_stages(self, stages: Mapping[str, object]) -> None:
+        """Replace every route's stage at once (no await: atomic for requests); ValueError, and the
+        stages unchanged, when one is not an int from 0 to 10000 (typed ``object``: checked here, also
+        compiled, where an ``int`` parameter would reject a float with a TypeError before the check)."""
+        fresh: dict[str, int] = {}
+        for name, stage in stages.items():
+            if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= FULL:
+                raise ValueError(f"route {name!r}: a stage is 0..{FULL} basis points; got {stage!r}")
+            fresh[name] = stage
+        self.stages = fresh
+
+    def stage_of(self, name: str) -> int:
+        """Route ``name``'s stage in basis points of requests new serves (0: absent)."""
+        return self.stages.get(name, 0)
 
     def close(self) -> None:
         """Retire every pool (idle connections close now, busy ones when their response ends)."""

@@ -86,6 +86,7 @@ class Request:
         "resp_started",
         "retried",
         "route",
+        "served_by",
         "started",
         "status",
         "tee",
@@ -123,6 +124,8 @@ class Request:
         self.bytes_out = 0
         self.tee: Tee | None = None  # set when shadowing sampled this request
         self.guard: Attempt | None = None  # set when new may fail it over to legacy (proxy.server.fallback)
+        # The X-Strangler-Served-By response line of a `target: auto` route's request (proxy.server.canary).
+        self.served_by: bytes | None = None
 
 
 def too_large(limit: int, route: str) -> str:

@@ -20,6 +20,7 @@ from time import perf_counter
 
 from proxy.http1.errors import UpstreamError, error_response
 from proxy.server.breaker import DENY
+from proxy.server.canary import SERVED_BY
 from proxy.server.exchange import Exchange
 from proxy.server.fallback import FALLBACK_HEADER, IDEMPOTENT, Attempt, request_prefix
 from proxy.server.gateway import AccessRecord
@@ -172,6 +173,8 @@ class Responder:
                 lines.append(FALLBACK_HEADER + att.reason.encode("ascii"))
         rq.status = status
         rq.resp_started = True
+        if rq.served_by is not None:  # a `target: auto` route: which side answered (proxy.server.canary)
+            lines.append(rq.served_by)
         if not rq.body_done or self.server.draining:
             rq.keep_alive = False
         head, framing = response_head(
@@ -360,13 +363,14 @@ class Responder:
             return
         seconds = perf_counter() - rq.started
         gateway = self.gateway
-        target = route.target
+        # The side that served it: the route's target, or the one picked for a `target: auto` route, or
+        # legacy when it served in new's place (a fallback moves rq.pool).
+        pool = rq.pool
+        target = pool.name if pool is not None else route.target
         att = rq.guard
         if att is not None:
             att.stop_timer()
             att.abandon()  # no outcome on new (its client left): a probe slot is free again
-            if att.reason:
-                target = "legacy"  # served by legacy in new's place
         try:  # the observer's failure must not reach the data path
             gateway.observer.observe(route.name, target, status, seconds)
         except Exception:
@@ -390,7 +394,6 @@ class Responder:
         if tee is not None and rq.websocket:
             self._not_comparable(rq, "websocket")  # a copy would be a second live session: never made
         elif tee is not None and rq.resp_started and rq.resp_done:
-            pool = rq.pool
             assert pool is not None
             req_body = b"".join(tee.req) if tee.req is not None else None
             resp_body = b"".join(tee.resp) if tee.resp is not None and not tee.resp_over else None
@@ -502,6 +505,8 @@ class Responder:
             rq.pending_size = att.kept_size
         rq.pool = legacy
         rq.conn = None
+        if rq.served_by is not None:  # a `target: auto` route picked new: legacy answers after all
+            rq.served_by = SERVED_BY + legacy.name.encode("ascii")
         gateway = self.gateway
         gateway.counters.fallback(route.name, reason)
         if gateway.shadow is not None:

@@ -140,8 +140,11 @@ class Shadower:
 
     # -- the data path's side: synchronous and cheap ------------------------------------------------
 
-    def wants(self, route: Route, method: str) -> bool:
-        """Whether this request is sampled for shadowing; counts it as seen (and skipped writes)."""
+    def wants(self, route: Route, method: str, primary: str = "") -> bool:
+        """Whether this request is sampled for shadowing; counts it as seen (and skipped writes).
+
+        ``primary`` is the side serving it (for a ``target: auto`` route, the one the canary picked;
+        "": the route's target)."""
         spec = route.shadow
         if spec is None or self._closed:
             return False
@@ -151,7 +154,7 @@ class Shadower:
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
-            if route.target != CONTROL:
+            if (primary or route.target) != CONTROL:
                 # The copy would go to legacy, which has no dry run: never a second real write. Counted
                 # so the report says COMPARISON UNAVAILABLE instead of nothing (after a flip writes: false).
                 self.store.count(key, "unavailable_write")

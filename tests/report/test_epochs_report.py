@@ -127,6 +127,21 @@ async def test_a_declared_method_never_seen_keeps_the_route_from_ready() -> None
     assert methods == [("DELETE", 0, NOT_ENOUGH), ("GET", 50, READY)]
 
 
+async def test_an_auto_routes_shadowed_writes_are_required() -> None:
+    """On a `target: auto` route with writes: true, writes are dry-run while legacy serves them, so READY
+    needs the declared DELETE compared, as on a legacy route."""
+    text = ROUTES.replace("SETTINGS", INSTANT).replace(
+        'path: "/accounts/{id}"}\n    target: legacy', 'path: "/accounts/{id}"}\n    target: auto'
+    )
+    t = parse_routes(text.replace("routes:\n", "rollout: {stages: [0, 100]}\nroutes:\n", 1), "routes.yaml")
+    assert route(t, "users-write").target == "auto"
+    store, clock = MemoryStore(), ManualClock()
+    record(store, route(t, "users-write"), "GET", matched=50, seen=50)
+    rr = (await report_at(store, t, clock)).route("users-write")
+    assert rr is not None and rr.verdict == NOT_ENOUGH
+    assert rr.reasons == ["DELETE: 0 of the 10 comparisons needed (min_compared)"]
+
+
 async def test_a_method_that_is_not_compared_is_not_required() -> None:
     """Without writes: true a DELETE is seen but never compared: the route's verdict is its GETs'."""
     t = table()

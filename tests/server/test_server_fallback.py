@@ -269,7 +269,7 @@ class Shadow:
         self.reasons: list[str] = []
         self.fallbacks: list[tuple[str, str]] = []
 
-    def wants(self, route: Route, method: str) -> bool:
+    def wants(self, route: Route, method: str, primary: str = "") -> bool:
         return route.shadow is not None
 
     def not_comparable(self, route: Route, reason: str) -> None:
