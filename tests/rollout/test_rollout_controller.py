@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from rollout_rig import PLAN, Served, compare, route, table
 from support.clock import ManualClock
 from support.waiting import eventually
@@ -21,6 +22,8 @@ from proxy.rollout.controller import Controller
 from proxy.rollout.state import events, load
 from proxy.routing.table import RouteTable
 from proxy.server.gateway import Gateway
+
+TRANSITIONS_TOTAL = "strangler_rollout_transitions_total"
 
 
 class Stages:
@@ -99,10 +102,11 @@ async def test_the_sync_applies_a_stage_another_process_wrote(
 
 
 async def test_a_canary_is_promoted_on_served_traffic_and_rolled_back_on_errors(
-    aredis: aioredis.Redis, redis_url: str, redis_prefix: str
+    aredis: aioredis.Redis, redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Stage 10 %: too few requests served by new holds it; enough good ones promote it to 100 %; then
-    new's 5xx over the trigger roll it back to shadowing, with the evidence in the audit event."""
+    new's 5xx over the trigger roll it back to shadowing, with the evidence in the audit event, a log
+    line and the transitions metric."""
     clock = ManualClock(100_000.0)
     t = table({"users": PLAN})
     ctl = controller(aredis, redis_prefix, t, clock, owner="leader")
@@ -126,7 +130,13 @@ async def test_a_canary_is_promoted_on_served_traffic_and_rolled_back_on_errors(
     served.observe("users", "new", 200, n=20)
     served.observe("users", "new", 503, n=5)
     await served.flush(clock())
-    (down,) = await ctl.decide_once()
+    rollbacks = REGISTRY.get_sample_value(TRANSITIONS_TOTAL, {"route": "users", "action": "rollback"}) or 0
+    with caplog.at_level(logging.INFO, logger="strangler"):
+        (down,) = await ctl.decide_once()
+    (line,) = [r for r in caplog.records if r.getMessage() == "rollout transition"]
+    assert line.fields["action"] == "rollback" and line.fields["evidence"]["new"]["errors_5xx"] == 5  # type: ignore[attr-defined]
+    after = REGISTRY.get_sample_value(TRANSITIONS_TOTAL, {"route": "users", "action": "rollback"})
+    assert after == rollbacks + 1
     assert (down.action, down.to_pct) == ("rollback", 0) and "rollback.error_rate" in down.why
     assert down.evidence["new"]["errors_5xx"] == 5
     state = (await load(aredis, redis_prefix))["users"]
