@@ -133,8 +133,7 @@ class Controller:
         written: list[Event] = []
         for route in auto_routes(table):  # first: a stored state, under the route's current plan
             plan = plan_of(route)
-            before = states.get(route.name)
-            state = before
+            state = states.get(route.name)
             if state is None:
                 state = await self._write(route.name, None, initial(plan, now), None)
                 if state is None:
