@@ -19,7 +19,7 @@ from support.waiting import eventually
 from proxy.ops.metrics import RequestStats
 from proxy.ops.serve import open_autopilot
 from proxy.rollout.controller import Controller
-from proxy.rollout.state import events, load
+from proxy.rollout.state import CHANGED, WRITTEN, Event, commit, events, load
 from proxy.routing.table import RouteTable
 from proxy.server.gateway import Gateway
 
@@ -222,3 +222,57 @@ async def test_the_gateway_s_autopilot_runs_its_controller_on_the_shadow_redis(
         await eventually(flushed, what="served counts in Redis")
         await eventually(lambda: aredis.exists(redis_prefix + "rollout:leader"), what="a leader")
     assert not await aredis.exists(redis_prefix + "rollout:leader")  # released on stop
+
+
+async def test_a_pause_by_hand_holds_the_leader_and_a_stale_decision_never_overwrites_it(
+    aredis: aioredis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    """A route paused between the leader's read and its write keeps the pause (compare-and-set); the
+    leader's next round holds it, saying it is paused."""
+    clock = ManualClock()
+    t = table({"users": PLAN})
+    await compare(redis_url, redis_prefix, route(t, "users"), matched=20)
+    ctl = controller(aredis, redis_prefix, t, clock, owner="leader")
+    await ctl.decide_once()
+    clock.advance(31)
+    read = (await load(aredis, redis_prefix))["users"]
+    paused = replace(read, paused=True, why="paused by hand")
+    pause = Event("users", 0, 0, "pause", "cli:someone", "paused by hand", {}, clock())
+    assert await commit(aredis, redis_prefix, "users", read, paused, pause) == WRITTEN
+    stale = replace(read, stage=1, percent=10)  # what a leader decided on the state it read before
+    assert await commit(aredis, redis_prefix, "users", read, stale, None, owner="leader") == CHANGED
+    assert await ctl.decide_once() == []
+    assert ctl.last["users"].reasons[0].startswith("paused by hand")
+    assert (await load(aredis, redis_prefix))["users"].paused
+
+
+async def test_an_unreachable_redis_is_logged_once_and_the_loops_keep_going(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down: each loop logs one warning (not one per tick) and nothing reaches the data path."""
+    from proxy.devstack.embedded import free_port
+
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    stages = Stages()
+    clock = ManualClock()
+    ctl = Controller(
+        client,
+        "t:down:",
+        lambda: table(),
+        stages,
+        served=lambda: ({}, {}),
+        clock=clock,
+        sync_s=0.01,
+        decide_s=0.01,
+    )  # the flusher reads the clock on every sync tick: the ticks are counted
+    with caplog.at_level(logging.WARNING, logger="strangler"):
+        task = asyncio.create_task(ctl.run())
+        try:
+            await eventually(lambda: clock.reads >= 20, what="the sync loop's ticks")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()
+    failures = sorted(r.getMessage() for r in caplog.records if "failed; retrying" in r.getMessage())
+    assert failures == ["rollout decide failed; retrying", "rollout sync failed; retrying"]
+    assert stages.seen == []
