@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -15,11 +16,15 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+
 from proxy.ops.accesslog import AccessLog
 from proxy.ops.logs import event
-from proxy.ops.metrics import RequestStats
+from proxy.ops.metrics import BUCKETS, RequestStats
 from proxy.ops.reload import log_routes_errors, read_routes
 from proxy.ops.settings import Address, Settings, shadow_env
+from proxy.rollout.controller import Controller
+from proxy.routing.model import AUTO
 from proxy.routing.table import RoutesError, RouteTable
 from proxy.server.gateway import Gateway, GatewaySettings, ShadowSink
 from proxy.shadow.admission import Shadower, open_sink
@@ -38,6 +43,45 @@ async def open_shadow(
     secret = where.dry_run_secret
     async with open_sink(table, where.redis_url, where.database_url, where.prefix, secret) as sink:
         yield sink
+
+
+@contextlib.asynccontextmanager
+async def open_autopilot(
+    gateway: Gateway, stats: RequestStats, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Controller | None]:
+    """This process's rollout controller (proxy.rollout.controller), running until the block ends.
+
+    It hands the stages to the data path through ``Gateway.set_stages(route -> basis points)`` when the
+    data path has it (the canary split is another part; without it the stages are decided and shown but
+    not applied, said once). Without Redis, auto routes stay at stage 0 (shadowing), said once.
+    """
+    where = shadow_env(env)
+    apply: Callable[[dict[str, int]], None] | None = getattr(gateway, "set_stages", None)
+    if where.redis_url is None:
+        auto = [r.name for r in gateway.table.routes if r.target == AUTO]
+        if auto:
+            event("rollout: no REDIS_URL, so target: auto routes stay at stage 0 (shadowing only)",
+                  logging.WARNING, routes=auto)  # fmt: skip
+        if apply is not None:
+            apply(dict.fromkeys(auto, 0))
+        yield None
+        return
+    if apply is None:
+        event("rollout: this data path cannot split traffic (no Gateway.set_stages); stages are decided "
+              "and shown, not applied", logging.WARNING)  # fmt: skip
+    redis = aioredis.Redis.from_url(where.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    controller = Controller(
+        redis, where.prefix, lambda: gateway.table, apply,
+        served=lambda: (stats.counts, stats.cells), bounds=BUCKETS,
+    )  # fmt: skip
+    task = asyncio.create_task(controller.run(), name="rollout")
+    try:
+        yield controller
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await redis.aclose()
 
 
 def check_runtime() -> None:

@@ -1,0 +1,1 @@
+"""The migration autopilot (issue 12): rollout stages in Redis, one leader, gates, rollbacks, audit, CLI."""
