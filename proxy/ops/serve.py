@@ -51,24 +51,19 @@ async def open_autopilot(
 ) -> AsyncIterator[Controller | None]:
     """This process's rollout controller (proxy.rollout.controller), running until the block ends.
 
-    It hands the stages to the data path through ``Gateway.set_stages(route -> basis points)`` when the
-    data path has it (the canary split is another part; without it the stages are decided and shown but
-    not applied, said once). Without Redis, auto routes stay at stage 0 (shadowing), said once.
+    It hands the stages to the data path through ``Gateway.set_stages(route -> basis points)``
+    (proxy.server.canary splits by them). Without Redis, auto routes stay at stage 0 (shadowing), said once.
     """
     where = shadow_env(env)
-    apply: Callable[[dict[str, int]], None] | None = getattr(gateway, "set_stages", None)
+    apply: Callable[[dict[str, int]], None] = gateway.set_stages
     if where.redis_url is None:
         auto = [r.name for r in gateway.table.routes if r.target == AUTO]
         if auto:
             event("rollout: no REDIS_URL, so target: auto routes stay at stage 0 (shadowing only)",
                   logging.WARNING, routes=auto)  # fmt: skip
-        if apply is not None:
-            apply(dict.fromkeys(auto, 0))
+        apply(dict.fromkeys(auto, 0))
         yield None
         return
-    if apply is None:
-        event("rollout: this data path cannot split traffic (no Gateway.set_stages); stages are decided "
-              "and shown, not applied", logging.WARNING)  # fmt: skip
     redis = aioredis.Redis.from_url(where.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
     controller = Controller(
         redis, where.prefix, lambda: gateway.table, apply,

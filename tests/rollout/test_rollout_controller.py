@@ -188,12 +188,11 @@ async def test_without_redis_auto_routes_stay_at_stage_0_with_one_warning(
     """No REDIS_URL: the data path gets stage 0 for every auto route, and one warning line says why."""
     t = table()
     gateway = Gateway(t)
-    stages = Stages()
-    gateway.set_stages = stages  # type: ignore[attr-defined]  # the data path's hook, as it will exist
+    gateway.stages = {"users": 5000}
     with caplog.at_level(logging.WARNING, logger="strangler"):
         async with open_autopilot(gateway, RequestStats(), env={}) as ctl:
             assert ctl is None
-    assert stages.last == {"users": 0, "posts": 0}
+    assert gateway.stages == {"users": 0, "posts": 0}
     assert [r.getMessage() for r in caplog.records if "rollout" in r.getMessage()] == [
         "rollout: no REDIS_URL, so target: auto routes stay at stage 0 (shadowing only)"
     ]
@@ -206,14 +205,12 @@ async def test_the_gateway_s_autopilot_runs_its_controller_on_the_shadow_redis(
     through the gateway's set_stages and flushes what the observer counted into Redis."""
     t = table({"users": PLAN})
     gateway = Gateway(t)
-    stages = Stages()
-    gateway.set_stages = stages  # type: ignore[attr-defined]  # the data path's hook, as it will exist
     stats = RequestStats()
     stats.observe("users", "legacy", 200, 0.004)
     env = {"REDIS_URL": redis_url, "STRANGLER_SHADOW_PREFIX": redis_prefix}
     async with open_autopilot(gateway, stats, env=env) as ctl:
         assert ctl is not None
-        await eventually(lambda: stages.last == {"users": 0}, what="stage 0 applied")
+        await eventually(lambda: gateway.stages == {"users": 0}, what="stage 0 applied")
 
         async def flushed() -> bool:
             keys = [k async for k in aredis.scan_iter(match=redis_prefix + "rollout:served:*")]
