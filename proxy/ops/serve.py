@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from proxy.autopilot.controller import Controller
 from proxy.ops.accesslog import AccessLog
 from proxy.ops.logs import event
 from proxy.ops.metrics import BUCKETS, RequestStats
 from proxy.ops.reload import log_routes_errors, read_routes
 from proxy.ops.settings import Address, Settings, shadow_env
-from proxy.rollout.controller import Controller
 from proxy.routing.model import AUTO
 from proxy.routing.table import RoutesError, RouteTable
 from proxy.server.gateway import Gateway, GatewaySettings, ShadowSink
@@ -49,7 +49,7 @@ async def open_shadow(
 async def open_autopilot(
     gateway: Gateway, stats: RequestStats, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[Controller | None]:
-    """This process's rollout controller (proxy.rollout.controller), running until the block ends.
+    """This process's rollout controller (proxy.autopilot.controller), running until the block ends.
 
     It hands the stages to the data path through ``Gateway.set_stages(route -> basis points)``
     (proxy.server.canary splits by them). Without Redis, auto routes stay at stage 0 (shadowing), said once.

@@ -16,7 +16,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from proxy.report.model import READY
 from proxy.routing.model import RolloutPlan
 
 __all__ = ["HOLD", "PROMOTE", "ROLLBACK", "Decision", "Evidence", "SideCounts", "blocking", "decide"]
@@ -51,7 +50,8 @@ class SideCounts:
 class Evidence:
     """What one decision is based on (stored with every transition as its ``evidence``)."""
 
-    verdict: str | None = None
+    verdict: str | None = None  # the report's words (READY, NOT READY, ...), shown
+    ready: bool = False  # the verdict is READY (what the gate checks)
     verdict_reasons: tuple[str, ...] = ()
     match_rate: float | None = None
     compared: int = 0
@@ -129,7 +129,7 @@ def blocking(plan: RolloutPlan, stage: int, since: float, ev: Evidence, now: flo
     """What keeps the route from its next stage ([]: the gate holds)."""
     gate = plan.gate
     out = []
-    if gate.verdict and ev.verdict != READY:
+    if gate.verdict and not ev.ready:
         out.append(f"verdict {ev.verdict or 'unknown'}")
     left = gate.min_s - (now - since)
     if left > 0:

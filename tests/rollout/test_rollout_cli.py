@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from rollout_rig import compare, route, table
 
+from proxy.autopilot.cli import main
 from proxy.cli import main as strangler
-from proxy.rollout.cli import main
 from proxy.rollout.state import events, load
 from proxy.routing.table import RouteTable
 

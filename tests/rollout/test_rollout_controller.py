@@ -16,9 +16,9 @@ from rollout_rig import PLAN, Served, compare, route, table
 from support.clock import ManualClock
 from support.waiting import eventually
 
+from proxy.autopilot.controller import Controller
 from proxy.ops.metrics import RequestStats
 from proxy.ops.serve import open_autopilot
-from proxy.rollout.controller import Controller
 from proxy.rollout.state import CHANGED, WRITTEN, Event, commit, events, load
 from proxy.routing.table import RouteTable
 from proxy.server.gateway import Gateway

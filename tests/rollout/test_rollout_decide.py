@@ -13,7 +13,7 @@ from proxy.routing.model import Gate, RollbackTriggers, RolloutPlan
 NOW = 1000.0
 SINCE = NOW - 60  # longer than PLAN's gate.min_s (30)
 GOOD = Evidence(
-    verdict=READY, match_rate=1.0, compared=50,
+    verdict=READY, ready=True, match_rate=1.0, compared=50,
     shadow_error={"legacy": 0.0, "new": 0.0}, shadow_p99_s={"legacy": 0.010, "new": 0.011},
     new=SideCounts(40, 0, 0, 0.01), legacy=SideCounts(400, 1, 0, 0.01),
 )  # fmt: skip
@@ -26,6 +26,8 @@ P99 = RolloutPlan(
 def with_(ev: Evidence, **changes: object) -> Evidence:
     from dataclasses import replace
 
+    if "verdict" in changes:
+        changes.setdefault("ready", changes["verdict"] == READY)
     return replace(ev, **changes)  # type: ignore[arg-type]  # test table: fields by name
 
 

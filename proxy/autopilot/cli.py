@@ -1,7 +1,7 @@
 """``strangler rollout status [ROUTE] | pause | resume | promote [--force] | rollback ROUTE``: the autopilot
 for people, against the same Redis and with the same guards as the leader.
 
-A promotion by hand is judged on the evidence the leader would see (``proxy.rollout.evidence``): it is
+A promotion by hand is judged on the evidence the leader would see (``proxy.autopilot.evidence``): it is
 refused with what blocks it, unless ``--force``, which promotes anyway and says so (stderr and the audit
 event). Every command is one audit event, ``who`` being ``cli:<user>``. A write is a compare-and-set on the
 route's state: if the leader moved the route meanwhile, the command says so and changes nothing.
@@ -21,8 +21,8 @@ from typing import Any, TextIO
 import orjson
 import redis.asyncio as aioredis
 
+from proxy.autopilot.evidence import auto_routes, collect, plan_of
 from proxy.rollout.decide import Decision, Evidence, blocking, decide
-from proxy.rollout.evidence import auto_routes, collect, plan_of
 from proxy.rollout.served import ServedReader
 from proxy.rollout.state import WRITTEN, Event, RouteState, commit, events, initial, keys, load, reconcile
 from proxy.routing.model import AUTO, Route

@@ -1,12 +1,12 @@
 """The evidence of every auto route, read from the stores: its report (current epoch) and what each side
-served since its stage began. Shared by the leader (``proxy.rollout.controller``) and the CLI, so a
+served since its stage began. Shared by the leader (``proxy.autopilot.controller``) and the CLI, so a
 promotion by hand is judged on exactly what the autopilot would see."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from proxy.report.model import RouteReport, gather
+from proxy.report.model import READY, RouteReport, gather
 from proxy.rollout.decide import Evidence
 from proxy.rollout.served import ServedReader, side_counts
 from proxy.rollout.state import RouteState
@@ -38,6 +38,7 @@ def evidence_of(rr: RouteReport | None, served: Mapping[str, int], route: str) -
         return Evidence(new=new, legacy=legacy)
     return Evidence(
         verdict=rr.verdict,
+        ready=rr.verdict == READY,
         verdict_reasons=tuple(rr.reasons),
         match_rate=rr.match_rate,
         compared=rr.compared,

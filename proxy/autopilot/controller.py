@@ -27,8 +27,8 @@ from typing import Final
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 
+from proxy.autopilot.evidence import auto_routes, collect, plan_of
 from proxy.rollout.decide import HOLD, PROMOTE, Decision, Evidence, decide
-from proxy.rollout.evidence import auto_routes, collect, plan_of
 from proxy.rollout.lease import DEFAULT_TTL_S, Lease
 from proxy.rollout.served import ServedFlusher, ServedReader, Source
 from proxy.rollout.state import NOT_LEADER, WRITTEN, Event, RouteState, commit, initial, keys, load, reconcile
