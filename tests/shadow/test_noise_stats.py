@@ -88,7 +88,8 @@ def test_learned_from_counts_and_report_rows() -> None:
     enough = learned_from(PathCounts(compared=MIN_GENERATED, same_shape={"$.id": MIN_GENERATED}), "POST")
     assert not enough.holds(("$.id",)) and enough.generated == {"$.id"}
     # A login: 30 comparisons, a third of them 401s without tokens: the token showed in 19 of them.
-    login = learned_from(PathCounts(compared=30, same_shape={"$.token": few}, present={"$.token": few}), "POST")
+    tokens = PathCounts(compared=30, same_shape={"$.token": few}, present={"$.token": few})
+    login = learned_from(tokens, "POST")
     assert login.holds(("$.token",)) and login.generated == frozenset()
     assert not login.holds(("$.other",))  # a path never seen changing: the comparisons' count decides
     get = RouteStats(
