@@ -257,8 +257,9 @@ async def _progress(request: web.Request, report: Report, window_s: float) -> tu
     redis = getattr(store, "redis", None)
     if redis is not None:
         prefix = getattr(store, "prefix", DEFAULT_PREFIX)
+        cache = request.app[_BUCKETS]
         try:
-            return await read_progress(redis, prefix, table, report, window_s), ""
+            return await read_progress(redis, prefix, table, report, window_s, cache=cache), ""
         except (OSError, ConnectionError, aioredis.RedisError) as exc:
             note = f"could not read the rollout state and served traffic from Redis ({type(exc).__name__})"
             return build_progress(table, report, {}, [], [], [], window_s), note
@@ -310,6 +311,9 @@ async def _env_store(app: web.Application) -> AsyncIterator[None]:
 
 
 _STATE: web.AppKey[Any] = web.AppKey("strangler_report_admin_state", object)
+# The complete served and match-rate buckets already read (proxy.shadow.redis_counters.read_buckets): the
+# page refreshes itself every REFRESH_S seconds and would otherwise read a window's buckets each time.
+_BUCKETS: web.AppKey[dict[tuple[str, int], dict[str, int]]] = web.AppKey("strangler_report_buckets", dict)
 
 
 async def keep_verdicts(app: web.Application, interval: float | None = None) -> None:
@@ -343,6 +347,7 @@ async def _verdicts(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application, state: Any) -> None:
     """Add the report routes to the admin app (``state.table`` is the live route table)."""
     app[_STATE] = state
+    app[_BUCKETS] = {}
     app.router.add_get("/report", report_page)
     app.router.add_get("/report.json", report_json)
     app.router.add_get("/report/{route}", report_route_page)

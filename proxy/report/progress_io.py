@@ -23,14 +23,15 @@ __all__ = ["read_progress"]
 
 async def read_progress(
     redis: aioredis.Redis, prefix: str, table: RouteTable | None, report: Report, window_s: float,
-    now: float | None = None,
+    now: float | None = None, cache: dict[tuple[str, int], dict[str, int]] | None = None,
 ) -> Progress:  # fmt: skip
-    """The progress overview of ``report`` over the last ``window_s`` seconds."""
+    """The progress overview of ``report`` over the last ``window_s`` seconds (``cache``: complete buckets
+    already read, kept by a caller that reads again and again; see ``read_buckets``)."""
     now = report.generated_at if now is None else now
     states = await load(redis, prefix)
     recent = await events(redis, prefix, count=TRANSITIONS)
     auto = {r.name for r in table.routes if r.target == AUTO} if table is not None else set()
     since = min([now - window_s, *(s.since for name, s in states.items() if name in auto and s.since > 0)])
-    served = await read_buckets(redis, keys(prefix).served, max(since, now - TTL_S), now, ttl=TTL_S)
-    match = await read_buckets(redis, series_prefix(prefix), now - window_s, now)
+    served = await read_buckets(redis, keys(prefix).served, since, now, ttl=TTL_S, cache=cache)
+    match = await read_buckets(redis, series_prefix(prefix), now - window_s, now, cache=cache)
     return build_progress(table, report, states, recent, served, match, window_s, now)

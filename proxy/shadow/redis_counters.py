@@ -49,9 +49,10 @@ from proxy.shadow.store import (
 )  # fmt: skip
 
 __all__ = [
-    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "SERIES_BUCKET_S",
-    "SERIES_TTL_S", "add", "bucket_start", "epoch_prefix", "generations", "hash_key", "learning",
-    "noise_paths", "read_buckets", "register", "reset", "save_state", "series_prefix", "signatures", "stats",
+    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "SEALED_AFTER_S",
+    "SERIES_BUCKET_S", "SERIES_TTL_S", "add", "bucket_start", "epoch_prefix", "generations", "hash_key",
+    "learning", "noise_paths", "read_buckets", "register", "reset", "save_state", "series_prefix",
+    "signatures", "stats",
 ]  # fmt: skip
 
 _KINDS: Final = (
@@ -360,19 +361,35 @@ async def noise_paths(redis: aioredis.Redis, prefix: str, key: str) -> set[str]:
     return {_str(k) for k in await redis.hkeys(hash_key(prefix, "noise", key))}
 
 
+# A bucket ended this long ago is complete: writers flush about once a second.
+SEALED_AFTER_S: Final = 3.0
+
+
 async def read_buckets(
     redis: aioredis.Redis, key_prefix: str, since: float, now: float, step: int = SERIES_BUCKET_S,
-    ttl: int = SERIES_TTL_S,
+    ttl: int = SERIES_TTL_S, cache: dict[tuple[str, int], dict[str, int]] | None = None,
 ) -> list[tuple[int, dict[str, int]]]:  # fmt: skip
     """Every ``step``-second bucket hash ``<key_prefix><t>`` from the one holding ``since`` to the one
     holding ``now`` (not before ``now - ttl``: older ones have expired), oldest first, in one pipeline.
-    Shared with the served-traffic buckets (``proxy.rollout.served``), which have the same layout."""
+    Shared with the served-traffic buckets (``proxy.rollout.served``), which have the same layout.
+
+    ``cache`` (kept by a caller that reads again and again, like the self-refreshing /report page): the
+    complete buckets already read, so a refresh reads only the newest; entries past ``ttl`` are dropped."""
     starts = list(range(bucket_start(max(since, now - ttl), step), bucket_start(now, step) + 1, step))
+    known = cache if cache is not None else {}
+    wanted = [t for t in starts if (key_prefix, t) not in known]
     pipe = redis.pipeline(transaction=False)
-    for start in starts:
+    for start in wanted:
         pipe.hgetall(f"{key_prefix}{start}")
-    replies = await pipe.execute() if starts else []
-    return [(t, {_str(k): int(v) for k, v in raw.items()}) for t, raw in zip(starts, replies, strict=True)]
+    replies = await pipe.execute() if wanted else []
+    read = {t: {_str(k): int(v) for k, v in raw.items()} for t, raw in zip(wanted, replies, strict=True)}
+    if cache is not None:
+        for t, fields in read.items():
+            if t + step + SEALED_AFTER_S < now:
+                cache[(key_prefix, t)] = fields
+        for old in [k for k in cache if k[1] < now - ttl - step]:
+            del cache[old]
+    return [(t, read[t] if t in read else known[(key_prefix, t)]) for t in starts]
 
 
 def _str(value: bytes | str) -> str:

@@ -52,3 +52,27 @@ async def test_each_flush_adds_comparisons_into_the_bucket_of_its_wall_time(
         (int(T0) + 20, {"a|compared": 1}),
     ]
     assert 0 < ttl <= SERIES_TTL_S
+
+
+async def test_a_cache_keeps_complete_buckets_and_reads_the_open_one_again(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """With a cache, a bucket that ended more than a few seconds ago is read once; the current one is read
+    at every call (it still grows); entries older than the TTL are dropped."""
+    redis = aioredis.Redis.from_url(redis_url)
+    prefix = series_prefix(redis_prefix)
+    cache: dict[tuple[str, int], dict[str, int]] = {}
+    try:
+        await redis.hset(f"{prefix}{int(T0)}", "a|compared", 5)
+        await redis.hset(f"{prefix}{int(T0) + 10}", "a|compared", 1)
+        now = T0 + 15
+        first = await read_buckets(redis, prefix, T0, now, cache=cache)
+        await redis.hincrby(f"{prefix}{int(T0)}", "a|compared", 100)  # not read again: complete
+        await redis.hincrby(f"{prefix}{int(T0) + 10}", "a|compared", 1)  # read again: still open
+        second = await read_buckets(redis, prefix, T0, now, cache=cache)
+        later = await read_buckets(redis, prefix, T0 + 2 * SERIES_TTL_S, T0 + 2 * SERIES_TTL_S, cache=cache)
+    finally:
+        await redis.aclose()
+    assert first == [(int(T0), {"a|compared": 5}), (int(T0) + 10, {"a|compared": 1})]
+    assert second == [(int(T0), {"a|compared": 5}), (int(T0) + 10, {"a|compared": 2})]
+    assert len(later) == 1 and all(t >= T0 + SERIES_TTL_S for _, t in cache)
