@@ -232,8 +232,13 @@ async def phase(client: Client, admin: str, seconds: float, seen: Seen, t0: floa
         for name, r in (await asyncio.to_thread(report, admin)).items():
             if r["verdict"] == "READY":
                 seen.ready_at.setdefault(name, time.monotonic() - t0)
-            elif r["verdict"] == "NOT READY":
-                seen.not_ready.setdefault(name, r.get("reasons", []))
+            elif r["verdict"] == "NOT READY" and name not in seen.not_ready:
+                c = r.get("counters", {})
+                top = ", ".join(f"{p} x{n}" for p, n in r.get("paths", [])[:3])
+                seen.not_ready[name] = [*r.get("reasons", []), (
+                    f"at {time.monotonic() - t0:.0f} s: {r['compared']} compared, {c.get('raced', 0)} raced,"
+                    f" {c.get('aa_pairs', 0)} A/A pairs; differing {top or '-'}"
+                )]  # fmt: skip
     await load
     n = client.load.sent - sent
     log(f"{n} requests in {time.monotonic() - began:.0f} s ({n / (time.monotonic() - began):.0f} a second)")

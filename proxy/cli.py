@@ -18,6 +18,7 @@ from proxy.ops.settings import SettingsError, add_proxy_arguments, settings_from
 DELEGATED: dict[str, tuple[str, str, str]] = {
     "migrate": ("proxy.shadow.migrate_cli", "main", "apply an app's migrations (--gateway: the gateway's)"),
     "report": ("proxy.report.cli", "main", "print the shadow-comparison report"),
+    "rollout": ("proxy.autopilot.cli", "main", "autopilot: status, pause, resume, promote, rollback"),
     "run": ("proxy.devstack.stack", "main", "run the whole system locally: databases, both apps, gateway"),
 }
 

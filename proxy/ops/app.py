@@ -33,6 +33,7 @@ from proxy.ops.serve import (
     check_runtime,
     install_signals,
     load_initial,
+    open_autopilot,
     open_shadow,
     serve_data,
     sock_address,
@@ -48,8 +49,11 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
     stats = RequestStats()
     state = AdminState(table, settings.routes, local_registry(stats), settings.health_timeout,
                        token=settings.admin_token, data_path=lambda: stats.data_path)
-    async with open_shadow(table) as shadow:
+    async with contextlib.AsyncExitStack() as stack:
+        shadow = await stack.enter_async_context(open_shadow(table))
         gateway = build_gateway(settings, table, stats, shadow)
+        # The autopilot (issue 12): stops before the shadow sink closes (the exit stack unwinds in reverse).
+        await stack.enter_async_context(open_autopilot(gateway, stats))
         reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)
         install_signals(stopper, lambda: reloader.reload("SIGHUP"))
         runner = web.AppRunner(create_admin_app(state), access_log=None, handle_signals=False)

@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
+from proxy.server.breaker import STATE_NAMES as CIRCUIT_STATES
 from proxy.server.counters import BUCKETS, Cells, Counts, DataPathCounters, RequestCounts
 
 SNAPSHOT_PREFIX = "requests-"
@@ -155,7 +156,8 @@ class DataPathCollector(Collector):
         yield refused
         errors = CounterMetricFamily(
             "strangler_upstream_errors",
-            "Errors the gateway answered itself (502/504) by upstream and kind (connect, timeout, protocol).",
+            "Upstream errors by upstream and kind (connect, timeout, protocol): answered 502/504 by the "
+            "gateway, or served by legacy in new's place (see strangler_fallbacks_total).",
             labels=["upstream", "kind"],
         )
         for (upstream, kind), n in sorted(counters.upstream_errors.items()):
@@ -169,6 +171,37 @@ class DataPathCollector(Collector):
         for upstream, (is_up, _since) in sorted(counters.upstream_up.items()):
             up.add_metric([upstream], 1.0 if is_up else 0.0)
         yield up
+        yield from _resilience_metrics(counters)
+
+
+def _resilience_metrics(counters: DataPathCounters) -> Iterator[Metric]:
+    """Fallbacks to legacy, and each circuit breaker's state and transitions (`proxy.server.fallback`)."""
+    fallbacks = CounterMetricFamily(
+        "strangler_fallbacks",
+        "Requests of a route sent to new but served by legacy, by reason (connect, timeout, reset, 5xx, "
+        "circuit: the breaker was open).",
+        labels=["route", "reason"],
+    )
+    for (route, reason), n in sorted(counters.fallbacks.items()):
+        fallbacks.add_metric([route, reason], n)
+    yield fallbacks
+    state = GaugeMetricFamily(
+        "strangler_circuit_state",
+        "A route's circuit breaker on new: 0 closed, 1 open (legacy serves it), 2 half-open (probing); "
+        "with several workers, the worst of theirs.",
+        labels=["route"],
+    )
+    for route, name in sorted(counters.circuit_state.items()):
+        state.add_metric([route], float(CIRCUIT_STATES.index(name)) if name in CIRCUIT_STATES else 0.0)
+    yield state
+    transitions = CounterMetricFamily(
+        "strangler_circuit_transitions",
+        "Circuit-breaker transitions by route and the state entered (open, half_open, closed).",
+        labels=["route", "to"],
+    )
+    for (route, to), n in sorted(counters.circuit_transitions.items()):
+        transitions.add_metric([route, to], n)
+    yield transitions
 
 
 class _Chain(Collector):

@@ -16,12 +16,17 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+
+from proxy.autopilot.controller import Controller
 from proxy.ops.accesslog import AccessLog
 from proxy.ops.logs import event
 from proxy.ops.metrics import RequestStats
 from proxy.ops.reload import log_routes_errors, read_routes
 from proxy.ops.settings import Address, Settings, shadow_env
+from proxy.routing.model import AUTO
 from proxy.routing.table import RoutesError, RouteTable
+from proxy.server.counters import BUCKETS
 from proxy.server.gateway import Gateway, GatewaySettings, ShadowSink
 from proxy.shadow.admission import Shadower
 from proxy.shadow.redis_pg import RedisPgStore
@@ -79,6 +84,40 @@ async def open_sink(
         finally:
             close_pools(shadower.own_pools)
             await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_autopilot(
+    gateway: Gateway, stats: RequestStats, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Controller | None]:
+    """This process's rollout controller (proxy.autopilot.controller), running until the block ends.
+
+    It hands the stages to the data path through ``Gateway.set_stages(route -> basis points)``
+    (proxy.server.canary splits by them). Without Redis, auto routes stay at stage 0 (shadowing), said once.
+    """
+    where = shadow_env(env)
+    apply: Callable[[dict[str, int]], None] = gateway.set_stages
+    if where.redis_url is None:
+        auto = [r.name for r in gateway.table.routes if r.target == AUTO]
+        if auto:
+            event("rollout: no REDIS_URL, so target: auto routes stay at stage 0 (shadowing only)",
+                  logging.WARNING, routes=auto)  # fmt: skip
+        apply(dict.fromkeys(auto, 0))
+        yield None
+        return
+    redis = aioredis.Redis.from_url(where.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    controller = Controller(
+        redis, where.prefix, lambda: gateway.table, apply,
+        served=lambda: (stats.counts, stats.cells), bounds=BUCKETS,
+    )  # fmt: skip
+    task = asyncio.create_task(controller.run(), name="rollout")
+    try:
+        yield controller
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await redis.aclose()
 
 
 def check_runtime() -> None:

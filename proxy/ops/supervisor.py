@@ -44,6 +44,7 @@ from proxy.ops.serve import (
     apply_table,
     build_gateway,
     install_signals,
+    open_autopilot,
     open_shadow,
     serve_data,
     sock_address,
@@ -247,8 +248,11 @@ async def _worker(settings: Settings, listen: socket.socket, directory: Path, pa
     stats = RequestStats()
     table = _read_snapshot(directory, settings.routes)
     stopper = Stopper(asyncio.Event())
-    async with open_shadow(table) as shadow:
+    async with contextlib.AsyncExitStack() as stack:
+        shadow = await stack.enter_async_context(open_shadow(table))
         gateway = build_gateway(settings, table, stats, shadow)
+        # Every worker runs the autopilot: each applies the stages, one of them (the lease's) decides.
+        await stack.enter_async_context(open_autopilot(gateway, stats))
 
         def on_hup() -> None:
             try:

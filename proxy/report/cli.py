@@ -16,6 +16,9 @@ import orjson
 
 from proxy.report.html import render_html
 from proxy.report.model import READY, Report, gather
+from proxy.report.progress import Progress, parse_window
+from proxy.report.progress_io import read_progress
+from proxy.report.progress_text import progress_markdown, progress_terminal
 from proxy.report.text import render_markdown, render_terminal
 from proxy.routing.table import RoutesError, RouteTable, load_routes
 from proxy.shadow.redis_pg import RedisPgStore
@@ -48,15 +51,19 @@ def suggest(text: str, table: RouteTable, report: Report) -> tuple[str, list[str
     return "".join(lines), flipped
 
 
-def render(report: Report, fmt: str) -> str:
-    """Render in ``fmt``: terminal, json, markdown or html."""
+def render(report: Report, fmt: str, progress: Progress | None = None) -> str:
+    """Render in ``fmt``: terminal, json, markdown or html; opening with the migration ``progress``
+    overview when given (in JSON: its ``progress`` key)."""
     if fmt == "json":
-        return orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n"
+        doc = report.as_json()
+        if progress is not None:
+            doc = {"progress": progress.as_json(), **doc}
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "markdown":
-        return render_markdown(report)
+        return (progress_markdown(progress) if progress else "") + render_markdown(report)
     if fmt == "html":
-        return render_html(report)
-    return render_terminal(report)
+        return render_html(report, progress=progress)
+    return (progress_terminal(progress) if progress else "") + render_terminal(report)
 
 
 class _Progress:
@@ -92,21 +99,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="print the routes.yaml change (unified diff) flipping every READY route to new")
     p.add_argument("--epoch", choices=("current", "all"), default="current",
                    help="current: each route's current epoch (default); all: also every kept epoch's totals")
+    p.add_argument("--window", default="1h",
+                   help="the progress overview's window: legacy's remaining traffic and the charts over the "
+                        "last 30m, 1h (default), 1d...")
     p.add_argument("--reset", metavar="ROUTE",
                    help="start a new epoch of ROUTE by hand (its counts start again; earlier epochs are kept "
                         "as history), for every gateway replica sharing this Redis")
     return p
 
 
-async def _collect(args: argparse.Namespace, table: RouteTable | None, progress: _Progress) -> Report:
-    progress.step("connecting to Redis and PostgreSQL")
+async def _collect(
+    args: argparse.Namespace, table: RouteTable | None, steps: _Progress, window_s: float | None
+) -> tuple[Report, Progress | None]:
+    """The report, and (with ``window_s``) the progress overview over that window."""
+    steps.step("connecting to Redis and PostgreSQL")
     store = await RedisPgStore.connect(args.redis_url, args.database_url, args.prefix)
     try:
-        progress.step("reading counters and samples")
-        return await gather(store, table, args.route, history=args.epoch == "all")
+        steps.step("reading counters and samples")
+        report = await gather(store, table, args.route, history=args.epoch == "all")
+        if window_s is None:
+            return report, None
+        steps.step("reading the rollout state and served traffic")
+        return report, await read_progress(store.redis, args.prefix, table, report, window_s)
     finally:
         await store.aclose()
-        progress.done()
+        steps.done()
 
 
 async def _reset_epoch(args: argparse.Namespace) -> str | None:
@@ -149,6 +166,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         return 2
     if args.reset:
         return _reset(args, out, err)
+    try:
+        window_s = parse_window(args.window)
+    except ValueError as exc:
+        err.write(f"strangler report: --window: {exc}\n")
+        return 2
     table: RouteTable | None = None
     try:
         table = load_routes(args.routes)
@@ -157,7 +179,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             err.write(f"strangler report: cannot load {args.routes}:\n{exc}\nFix the file and run again.\n")
             return 2
     try:
-        report = asyncio.run(_collect(args, table, _Progress(err)))
+        # The overview is of the whole migration: not with one route's page or a suggested diff.
+        overview = None if args.route or args.suggest else window_s
+        report, overview_doc = asyncio.run(_collect(args, table, _Progress(err), overview))
     except StoreError as exc:
         err.write(f"strangler report: {exc}\n")
         return 2
@@ -185,5 +209,5 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             fromfile=f"a/{args.routes}", tofile=f"b/{args.routes}",
         ))  # fmt: skip
         return 0
-    out.write(render(report, args.format))
+    out.write(render(report, args.format, overview_doc))
     return 0

@@ -1,5 +1,9 @@
 """The shadow report on the admin port: ``/report`` (HTML), ``/report/{route}`` (example diffs) and
-``/report.json``. One self-contained page: inline CSS and an inline SVG latency chart, no external assets.
+``/report.json``. One self-contained page: inline CSS and inline SVG charts, no external assets.
+
+``/report`` opens with the migration's progress (``proxy.report.progress``: routes by stage, legacy's
+remaining traffic over ``?window=`` (default 1h), each route's next action, charts over time, the recent
+transitions) and refreshes itself every ``REFRESH_S`` seconds unless ``?refresh=0``.
 
 ``proxy.admin.create_admin_app`` calls ``setup(app, state)``. The store comes from ``app[REPORT_STORE]``
 when an extension put one there, else it is opened from REDIS_URL / DATABASE_URL /
@@ -18,27 +22,37 @@ import os
 from collections.abc import AsyncIterator
 from html import escape
 from typing import Any, Final
+from urllib.parse import quote
 
 import orjson
+import redis.asyncio as aioredis
 from aiohttp import web
 
+from proxy.report.charts import latency_chart
 from proxy.report.model import NOT_ENOUGH, READY, UNAVAILABLE, Report, RouteReport, gather
-from proxy.report.text import answered, epoch_line, history_lines, method_lines
+from proxy.report.progress import DEFAULT_WINDOW_S, Progress, build_progress, parse_window
+from proxy.report.progress_html import PROGRESS_CSS, render_progress
+from proxy.report.progress_io import read_progress
+from proxy.report.progress_text import clock
+from proxy.report.text import answered, epoch_line, fallback_line, history_lines, method_lines
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DEFAULT_PREFIX, DiffStore, StoreError
 
-__all__ = ["REPORT_STORE", "VERDICTS_EVERY_S", "keep_verdicts", "render_html", "setup"]
+__all__ = ["REFRESH_S", "REPORT_STORE", "VERDICTS_EVERY_S", "keep_verdicts", "render_html", "setup"]
 
 log = logging.getLogger("strangler.report")
 
+REFRESH_S: Final = 10  # the /report page reloads itself this often (unless ?refresh=0)
 VERDICTS_EVERY_S: Final = 5.0  # how often the admin app reads the report to move the stable verdicts on
 
 REPORT_STORE = web.AppKey("strangler_report_store", DiffStore)
 
 _CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}.READY{color:#0a7a2f;font-weight:bold}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;padding:1.5em 2em;color:#24292f;
+ background:#f6f8fa}
+table{border-collapse:collapse;margin:1em 0;background:#fff}
+th,td{border:1px solid #d0d7de;padding:.35em .6em;text-align:right}
+th{background:#f6f8fa;font-weight:600}td.l,th.l{text-align:left}.READY{color:#1a7f37;font-weight:bold}
 .NOT_READY{color:#b00020;font-weight:bold}.NOT_ENOUGH_DATA{color:#8a6d00}
 .COMPARISON_UNAVAILABLE{color:#555;font-weight:bold}.why{display:block;font-weight:normal}
 code{background:#f6f6f6;padding:0 .2em}.muted{color:#777}svg text{font:11px sans-serif}
@@ -84,28 +98,10 @@ def _row(r: RouteReport) -> str:
 
 
 def _chart(routes: list[RouteReport]) -> str:
-    """Horizontal bars: p50 and p99 of legacy and new per route, on one shared millisecond scale."""
-    bars = [(r.name, side, q, r.latency_ms[side][q]) for r in routes for side in ("legacy", "new")
-            for q in ("p50", "p99")]  # fmt: skip
-    top = max((v for *_, v in bars if v is not None), default=0.0) or 1.0
-    row_h, left, width = 14, 220, 420
-    height = row_h * len(bars) + 30
-    parts = [
-        f'<svg id="latency-chart" xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" '
-        f'height="{height}" role="img" aria-label="latency p50 and p99, legacy versus new">'
-    ]
-    for i, (name, side, q, value) in enumerate(bars):
-        y = 10 + i * row_h
-        w = 0 if value is None else max(1.0, width * value / top)
-        color = "#7a7a7a" if side == "legacy" else "#1f6feb"
-        parts.append(f'<text x="{left - 6}" y="{y + 10}" text-anchor="end">{escape(name)} {side} {q}</text>')
-        parts.append(
-            f'<rect class="bar {side}" data-route="{escape(name)}" x="{left}" y="{y}" width="{w:.1f}" '
-            f'height="{row_h - 3}" fill="{color}" opacity="{0.55 if q == "p50" else 1}"/>'
-        )
-        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 10}">{_num(value, " ms")}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    """Latency bars: p50 and p99 of legacy and new per route, on one millisecond axis with a legend."""
+    if not routes:
+        return '<p class="muted">No shadowed route yet.</p>'
+    return latency_chart([(r.name, r.latency_ms) for r in routes])
 
 
 def _json(value: Any) -> str:
@@ -151,10 +147,32 @@ def _learned(r: RouteReport) -> str:
     return "<h2>Learned</h2><ul>" + "".join(items) + "</ul>" if items else ""
 
 
-def render_html(report: Report, route: str | None = None) -> str:
-    """The report page (all routes), or one route's page with its example diffs side by side."""
+def _top(title: str, generated_at: float, refresh: bool, window: str | None) -> str:
+    """The page header: title, generated-at time, and the auto-refresh state with its switch."""
+    keep = f"window={quote(window)}" if window else ""
+    off = "/report?" + "&amp;".join(filter(None, (keep, "refresh=0")))
+    on = "/report" + (f"?{keep}" if keep else "")
+    switch = (
+        f'auto-refresh every {REFRESH_S} s (<a id="refresh-off" href="{off}">turn off</a>)'
+        if refresh
+        else f'auto-refresh off (<a id="refresh-on" href="{on}">turn on</a>)'
+    )
+    return (
+        f'<header class="top"><h1>{escape(title)}</h1><span class="meta" id="generated">generated at '
+        f"{clock(generated_at, True)} · {switch}</span></header>"
+    )
+
+
+def render_html(
+    report: Report, route: str | None = None, *, progress: Progress | None = None, refresh: bool = False,
+    note: str = "", window: str | None = None,
+) -> str:  # fmt: skip
+    """The report page (all routes; opening with the migration ``progress`` when given), or one route's page
+    with its example diffs side by side. ``refresh``: reload every ``REFRESH_S`` seconds (a meta refresh)."""
     shown = [r for r in report.routes if route is None or r.name == route]
     title = "Shadow comparison report" + (f": {route}" if route else "")
+    if progress is not None:
+        title = "Migration progress"
     head = (
         "<tr>" + "".join(f'<th class="l">{h}</th>' if h in ("route", "target", "differing paths", "noise",
                                                                "verdict") else f"<th>{h}</th>"
@@ -162,9 +180,13 @@ def render_html(report: Report, route: str | None = None) -> str:
                                    "new p50 / p99 ms", "errors legacy / new", "differing paths", "noise",
                                    "verdict")) + "</tr>"
     )  # fmt: skip
+    meta = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if refresh else ""
     body = [
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>",
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}<title>{escape(title)}</title>"
+        f"<style>{_CSS}{PROGRESS_CSS}</style></head><body>",
+        _top(title, report.generated_at, refresh, window),
+        render_progress(progress, refresh, note) if progress is not None else "",
+        '<section class="card"><h2>Shadow comparison</h2>' if progress is not None else "",
         f'<p class="muted">Verdict: {READY} needs at least {report.min_compared} comparisons and a match '
         f"rate of {report.match_threshold:.1%}; {NOT_ENOUGH} below that; {UNAVAILABLE} where nothing can be "
         "compared (streams, writes after a flip, a shadow side not answering). Legacy is the control, new "
@@ -174,6 +196,7 @@ def render_html(report: Report, route: str | None = None) -> str:
         _epochs(shown),
         "<h2>Latency</h2>",
         _chart(shown),
+        "</section>" if progress is not None else "",
     ]
     if route:
         for r in shown:
@@ -191,7 +214,7 @@ def _epochs(routes: list[RouteReport]) -> str:
     """Per route: the epoch counted, its methods, and (when read) its history."""
     items = []
     for r in routes:
-        lines = [line for line in (epoch_line(r), *method_lines(r)) if line]
+        lines = [line for line in (epoch_line(r), *method_lines(r), fallback_line(r)) if line]
         lines += [f"history: {line}" for line in history_lines(r)]
         if lines:
             inner = "".join(f"<li>{escape(line)}</li>" for line in lines)
@@ -215,9 +238,43 @@ async def _report(request: web.Request, route: str | None) -> Report:
         raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
 
 
+def _window(request: web.Request) -> tuple[str | None, float]:
+    """``?window=`` (None and the default when absent); a bad one is a 400 saying what is expected."""
+    raw = request.query.get("window")
+    if raw is None:
+        return None, DEFAULT_WINDOW_S
+    try:
+        return raw, parse_window(raw)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+
+
+async def _progress(request: web.Request, report: Report, window_s: float) -> tuple[Progress, str]:
+    """The progress overview, and a note when the stages, served counts and transitions cannot be read
+    (a store without Redis: only the route table's stages are shown)."""
+    store = request.app.get(REPORT_STORE)
+    table = request.app[_STATE].table
+    redis = getattr(store, "redis", None)
+    if redis is not None:
+        prefix = getattr(store, "prefix", DEFAULT_PREFIX)
+        cache = request.app[_BUCKETS]
+        try:
+            return await read_progress(redis, prefix, table, report, window_s, cache=cache), ""
+        except (OSError, ConnectionError, aioredis.RedisError) as exc:
+            note = f"could not read the rollout state and served traffic from Redis ({type(exc).__name__})"
+            return build_progress(table, report, {}, [], [], [], window_s), note
+    note = "served traffic, auto stages and transitions are read from Redis: this store has none"
+    return build_progress(table, report, {}, [], [], [], window_s), note
+
+
 async def report_page(request: web.Request) -> web.Response:
-    """GET /report: every route."""
-    return web.Response(text=render_html(await _report(request, None)), content_type="text/html")
+    """GET /report: the migration's progress, then every route (``?window=1h``, ``?refresh=0``)."""
+    raw_window, window_s = _window(request)
+    report = await _report(request, None)
+    progress, note = await _progress(request, report, window_s)
+    refresh = request.query.get("refresh", "1") not in ("0", "off", "false", "no")
+    page = render_html(report, progress=progress, refresh=refresh, note=note, window=raw_window)
+    return web.Response(text=page, content_type="text/html")
 
 
 async def report_route_page(request: web.Request) -> web.Response:
@@ -231,9 +288,12 @@ async def report_route_page(request: web.Request) -> web.Response:
 
 async def report_json(request: web.Request) -> web.Response:
     """GET /report.json: the report as JSON (``?route=NAME`` adds that route's example diffs,
-    ``?epoch=all`` every kept epoch's totals)."""
+    ``?epoch=all`` every kept epoch's totals), with the migration's ``progress`` over ``?window=``."""
+    _, window_s = _window(request)
     report = await _report(request, request.query.get("route"))
-    return web.Response(body=orjson.dumps(report.as_json()), content_type="application/json")
+    progress, _ = await _progress(request, report, window_s)
+    doc = {"progress": progress.as_json(), **report.as_json()}
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
 
 async def _env_store(app: web.Application) -> AsyncIterator[None]:
@@ -251,6 +311,9 @@ async def _env_store(app: web.Application) -> AsyncIterator[None]:
 
 
 _STATE: web.AppKey[Any] = web.AppKey("strangler_report_admin_state", object)
+# The complete served and match-rate buckets already read (proxy.shadow.redis_counters.read_buckets): the
+# page refreshes itself every REFRESH_S seconds and would otherwise read a window's buckets each time.
+_BUCKETS: web.AppKey[dict[tuple[str, int], dict[str, int]]] = web.AppKey("strangler_report_buckets", dict)
 
 
 async def keep_verdicts(app: web.Application, interval: float | None = None) -> None:
@@ -284,6 +347,7 @@ async def _verdicts(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application, state: Any) -> None:
     """Add the report routes to the admin app (``state.table`` is the live route table)."""
     app[_STATE] = state
+    app[_BUCKETS] = {}
     app.router.add_get("/report", report_page)
     app.router.add_get("/report.json", report_json)
     app.router.add_get("/report/{route}", report_route_page)

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 from proxy.report.stable import settle
+from proxy.routing.model import AUTO
 from proxy.routing.table import Route, RouteTable, ShadowSettings
-from proxy.shadow.noise import learned_from, learned_rows
+from proxy.shadow.noise import MIN_AA_PAIRS, READS, learned_from, learned_rows
 from proxy.shadow.store import DiffStore, Epoch, RouteStats, Sample
 
 __all__ = [
@@ -88,6 +89,9 @@ class RouteReport:
     history: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, float] = field(default_factory=dict)  # the stable verdict's state (proxy.report.stable)
     state_changed: bool = False  # the state is to be saved
+    # Requests sent to new but served by legacy, by reason (connect, timeout, reset, 5xx, circuit: the
+    # breaker was open), in this epoch, summed over the gateway's processes (proxy.server.fallback).
+    fallbacks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,12 +144,14 @@ _COMPARED_SAFE: Final = frozenset({"GET", "HEAD"})  # compared without writes: t
 
 def _required(route: Route | None, st: RouteStats) -> list[str]:
     """The methods a route's verdict needs: every method it declares or served that is compared (a read,
-    or a write with ``writes: true`` while legacy serves), and any that was sampled. HEAD is covered by
-    GET. (Without per-method data, from before epochs, none: the route's totals decide.)"""
+    or a write with ``writes: true`` while legacy serves, or may: ``target: auto``), and any that was
+    sampled. HEAD is covered by GET. (Without per-method data, from before epochs, none: the route's
+    totals decide.)"""
     if not st.methods:
         return []
     spec = route.shadow if route is not None else None
-    writes = spec is not None and spec.writes and route is not None and route.target == "legacy"
+    # An auto route's writes are dry-run too while legacy serves them (its epoch spans the rollout).
+    writes = spec is not None and spec.writes and route is not None and route.target in ("legacy", AUTO)
     declared = route.methods if route is not None and route.methods is not None else frozenset()
     out = []
     for method in sorted(set(st.methods) | declared):
@@ -165,16 +171,22 @@ def _raw(
     it learned); ``noise``: the route's, for its totals."""
     required = _required(route, st)
     methods = []
+    learning: int | None = None  # the fewest A/A pairs of a read method still learning its noise
     for method in sorted(set(st.methods) | set(required)):
         ms = st.methods.get(method) or RouteStats(st.route)
-        compared, _, _, rate = _rates(ms, learned_from(ms.path_counts(), method).noise)
+        counts = ms.path_counts()
+        compared, _, _, rate = _rates(ms, learned_from(counts, method).noise)
+        pairs = counts.aa_pairs if settings.aa_sample > 0 and method in READS else MIN_AA_PAIRS
+        short = pairs if pairs < MIN_AA_PAIRS else None
+        if short is not None and method in required:
+            learning = short if learning is None else min(learning, short)
         verdict, reasons = ("", []) if method not in required else _verdict(
-            compared, rate, _latency(ms), ms, settings
+            compared, rate, _latency(ms), ms, settings, short
         )
         methods.append(MethodReport(method, ms.get("seen"), compared, rate, verdict, reasons))
     if len(required) <= 1:
         compared, _, _, rate = _rates(st, noise)
-        verdict, reasons = _verdict(compared, rate, _latency(st), st, settings)
+        verdict, reasons = _verdict(compared, rate, _latency(st), st, settings, learning)
         return verdict, reasons, methods
     judged = [m for m in methods if m.method in required]
     for worst in (NOT_ENOUGH, NOT_READY):
@@ -254,6 +266,7 @@ def _route_report(
         history=[_history(e, now) for e in st.history],
         state=state,
         state_changed=state != st.state,
+        fallbacks={k[9:]: n for k, n in sorted(st.counters.items()) if k.startswith("fallback_") and n},
     )
 
 
@@ -316,11 +329,20 @@ def _verdict(
     latency: dict[str, dict[str, float | None]],
     st: RouteStats,
     settings: ShadowSettings,
+    learning: int | None = None,
 ) -> tuple[str, list[str]]:
+    """``learning``: the A/A pairs of a read method still short of MIN_AA_PAIRS (None: not learning). A read
+    that differs before the noise test has its pairs is not yet judged on its match rate: races of a busy
+    list differ from the first comparison on, and only the A/A pairs tell them from new's own differences."""
     if compared < settings.min_compared or rate is None:
         return NOT_ENOUGH, [f"{compared} of the {settings.min_compared} comparisons needed (min_compared)"]
     reasons = []
     if rate < settings.match_threshold:
+        if learning is not None:
+            return NOT_ENOUGH, [
+                f"learning what is noise: {learning} of the {MIN_AA_PAIRS} A/A pairs needed "
+                f"(match rate {rate:.1%} until then)"
+            ]
         reasons.append(f"match rate {rate:.1%} is below {settings.match_threshold:.1%} (match_threshold)")
     # Below P99_MIN_SAMPLES a "p99" is just the slowest call, one outlier: compare medians instead.
     samples = min(sum(st.latency.get(side, {}).values()) for side in ("control", "candidate"))

@@ -8,7 +8,10 @@ import orjson
 
 from proxy.report.model import NOT_ENOUGH, NOT_READY, UNAVAILABLE, Report, RouteReport
 
-__all__ = ["answered", "epoch_line", "history_lines", "method_lines", "render_markdown", "render_terminal"]
+__all__ = [
+    "answered", "epoch_line", "fallback_line", "history_lines", "method_lines", "render_markdown",
+    "render_terminal",
+]  # fmt: skip
 
 
 # Counted by proxy.shadow.admission for exchanges it could not compare.
@@ -63,6 +66,15 @@ def epoch_line(r: RouteReport) -> str:
     return f"epoch {r.epoch['id']}: since {_since(r.epoch)}, {age}, {r.compared:,} compared"
 
 
+def fallback_line(r: RouteReport) -> str:
+    """``served by legacy in new's place: connect 12, circuit 40 (the circuit breaker was open)`` or ""."""
+    if not r.fallbacks:
+        return ""
+    counts = ", ".join(f"{reason} {n:,}" for reason, n in r.fallbacks.items())
+    opened = " (the circuit breaker was open)" if "circuit" in r.fallbacks else ""
+    return f"served by legacy in new's place: {counts}{opened}"
+
+
 def method_lines(r: RouteReport) -> list[str]:
     """One line per method of a route serving several: ``GET 1,200 compared, 99.9% match: READY``."""
     if len(r.methods) < 2:
@@ -107,7 +119,7 @@ def render_terminal(report: Report) -> str:
     if not report.routes:
         out.append("(no shadowed routes and no recorded comparisons)")
     for r in report.routes:
-        details = [f"  {line}" for line in [epoch_line(r), *method_lines(r)] if line]
+        details = [f"  {line}" for line in [epoch_line(r), *method_lines(r), fallback_line(r)] if line]
         details += [f"  history: {line}" for line in history_lines(r)]
         details += [f"  differs at {p}: {n}" for p, n in r.paths[:10]]
         details += [
@@ -176,9 +188,11 @@ def render_markdown(report: Report) -> str:
             f"{_fmt_rate(r.error_rate['legacy'])}/{_fmt_rate(r.error_rate['new'])} | **{r.verdict}** |"
         )
     for r in report.routes:
-        if r.paths or r.noise_paths or r.generated or r.raced or r.reasons or r.epoch or r.methods:
+        if r.paths or r.noise_paths or r.generated or r.raced or r.reasons or r.epoch or r.methods or (
+            r.fallbacks
+        ):
             out += ["", f"### {r.name}", ""]
-            out += [f"- {line}" for line in [epoch_line(r), *method_lines(r)] if line]
+            out += [f"- {line}" for line in [epoch_line(r), *method_lines(r), fallback_line(r)] if line]
             out += [f"- history: {line}" for line in history_lines(r)]
             out += [f"- differs at `{p}`: {n}" for p, n in r.paths]
             out += [

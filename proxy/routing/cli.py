@@ -18,6 +18,7 @@ from typing import TextIO
 
 from proxy.routing.discover import DiscoverError, Endpoint, Skipped, discover_express
 from proxy.routing.draft import Draft, add_traffic, build_draft, endpoints_from_traffic
+from proxy.routing.model import AUTO
 from proxy.routing.table import Route, RoutesError, RouteTable, load_routes
 from proxy.routing.traffic import Traffic, read_traffic
 
@@ -52,7 +53,23 @@ def format_table(table: RouteTable) -> str:
     lines.append("")
     for row in [_COLUMNS, *rows]:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    plans = [_rollout(r) for r in table.routes if r.rollout is not None]
+    if plans:
+        lines += ["", *plans]
     return "\n".join(lines) + "\n"
+
+
+def _rollout(route: Route) -> str:
+    """One line per route with a plan: the plan, or why it is inactive (a hand-set target overrides it)."""
+    plan = route.rollout
+    assert plan is not None
+    sticky = plan.sticky.kind + (f":{plan.sticky.name}" if plan.sticky.name else "")
+    what = f"stages {'/'.join(str(s) for s in plan.stages)}%, sticky {sticky}"
+    if plan.testers is not None:
+        what += f", testers {plan.testers[0]}: {plan.testers[1]}"
+    if route.target != AUTO:
+        return f"rollout {route.name}: inactive (target: {route.target} set by hand overrides it); {what}"
+    return f"rollout {route.name}: {what}; the stage is the controller's (proxy.rollout)"
 
 
 def check(path: str, out: TextIO = sys.stdout) -> int:

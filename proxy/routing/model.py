@@ -227,8 +227,10 @@ class Route:
     # ``limits.max_body``: the largest request body forwarded on this route, bytes (0: no limit); None:
     # the gateway's --max-body applies.
     max_body: int | None = None
-    # The autopilot's plan (``target: auto`` only), fallback to legacy and the circuit breaker on new (None:
-    # off). Not part of the fingerprint: a stage change or a breaker does not start a new epoch.
+    # The autopilot's plan (set for every ``target: auto`` route; also kept, validated but inactive, on a
+    # ``legacy``/``new`` route that has its own ``rollout:``: a hand-set target overrides it, so act on it
+    # only when ``target == AUTO``), fallback to legacy and the circuit breaker on new (None: off). Not
+    # part of the fingerprint: a stage change or a breaker does not start a new epoch.
     rollout: RolloutPlan | None = None
     fallback: FallbackSpec | None = None
     breaker: BreakerSpec | None = None

@@ -35,6 +35,7 @@ from proxy.routing.model import (
     ShadowSpec,
     UpstreamSpec,
 )
+from proxy.routing.resilience import resolve
 from proxy.routing.template import CompiledRoutes, parse_template
 from proxy.routing.validate import Document, read_document
 
@@ -114,8 +115,10 @@ def load_routes(path: str | Path) -> RouteTable:
 def _build(text: str, filename: str, sha256: str) -> RouteTable:
     doc = read_document(text, filename)
     default = Route(
-        "default", None, _DEFAULT_TEMPLATE.text, doc.default, None, CompareRules(), doc.default_line
-    )
+        "default", None, _DEFAULT_TEMPLATE.text, doc.default, None, CompareRules(), doc.default_line,
+        fallback=resolve(False, None, doc.fallback, doc.default),
+        breaker=resolve(False, None, doc.breaker, doc.default),
+    )  # fmt: skip
     pairs = [(route, template) for route, template, _ in doc.routes]
     compiled = CompiledRoutes(pairs, default)
     # Invalid routes are left out of the cross checks: that can hide a tie with a broken route, but never

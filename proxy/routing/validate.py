@@ -17,7 +17,20 @@ import yaml
 
 from proxy.routing import jsonpath, paths
 from proxy.routing.fields import Fields, Reader
-from proxy.routing.model import CompareRules, ConfigError, Route, ShadowSettings, ShadowSpec, UpstreamSpec
+from proxy.routing.model import (
+    AUTO,
+    BreakerSpec,
+    CompareRules,
+    ConfigError,
+    FallbackSpec,
+    RolloutPlan,
+    Route,
+    ShadowSettings,
+    ShadowSpec,
+    UpstreamSpec,
+)
+from proxy.routing.plan import PlanParts, merge, read_plan
+from proxy.routing.resilience import read_breaker, read_fallback, resolve
 from proxy.routing.template import Template, TemplateError, parse_template
 
 __all__ = ["UPSTREAM_NAMES", "Document", "read_document"]
@@ -28,7 +41,15 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _METHOD = re.compile(r"[A-Z][A-Z_-]*")
 _HOST = re.compile(r"[A-Za-z0-9._-]+")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_TOP = {"upstreams": True, "default": False, "shadow": False, "routes": False}
+_TOP = {
+    "upstreams": True,
+    "default": False,
+    "shadow": False,
+    "rollout": False,
+    "fallback": False,
+    "circuit_breaker": False,
+    "routes": False,
+}
 _UPSTREAM = {
     "url": True,
     "connect_timeout": False,
@@ -53,7 +74,17 @@ _SHADOW = {
     "ready_min_s": False,
     "ready_margin": False,
 }
-_ROUTE = {"name": True, "match": True, "target": True, "shadow": False, "compare": False, "limits": False}
+_ROUTE = {
+    "name": True,
+    "match": True,
+    "target": True,
+    "shadow": False,
+    "compare": False,
+    "limits": False,
+    "fallback": False,
+    "circuit_breaker": False,
+    "rollout": False,
+}
 _LIMITS = {"max_body": False}
 MAX_BODY_LIMIT = 1 << 40  # 1 TiB: above any sane request body; 0 means no limit
 _MATCH = {"methods": False, "path": True}
@@ -77,9 +108,15 @@ class Document:
     default: str = "legacy"
     default_line: int = 0
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
+    # The top-level ``fallback:`` / ``circuit_breaker:`` defaults (None: off) for routes sending to new.
+    fallback: FallbackSpec | None = None
+    breaker: BreakerSpec | None = None
     # (route, template, index in the file); only routes that validated completely.
     routes: list[tuple[Route, Template, int]] = field(default_factory=list)
     names: dict[str, int] = field(default_factory=dict)  # route name -> line, for duplicate checks
+    # The top-level ``rollout:`` defaults (None: not given, or invalid: then ``rollout_given`` is True).
+    rollout: PlanParts | None = None
+    rollout_given: bool = False
 
 
 def read_document(text: str, filename: str) -> Document:
@@ -106,6 +143,15 @@ def read_document(text: str, filename: str) -> Document:
         doc.default_line = top.line("default")
         doc.default = top.get("default", lambda n, k: reader.string(n, k, _known_upstream), "legacy")
     doc.shadow = _shadow_settings(reader, top.nodes["shadow"]) if "shadow" in top.nodes else ShadowSettings()
+    new_spec = doc.upstreams.get("new")
+    doc_new_timeout = new_spec.total_timeout if new_spec is not None else None
+    if "fallback" in top.nodes:
+        doc.fallback, _ = read_fallback(reader, top.nodes["fallback"], "fallback", None, doc_new_timeout)
+    if "circuit_breaker" in top.nodes:
+        doc.breaker, _ = read_breaker(reader, top.nodes["circuit_breaker"], "circuit_breaker", None)
+    if "rollout" in top.nodes:  # before the routes, which merge their own over it
+        doc.rollout_given = True
+        doc.rollout = read_plan(reader, top.nodes["rollout"], "rollout")
     if "routes" in top.nodes:
         node = top.nodes["routes"]
         if isinstance(node, yaml.SequenceNode):
@@ -263,7 +309,7 @@ def _route(doc: Document, node: yaml.Node, index: int) -> None:
     if fields is None:
         return
     name = fields.get("name", lambda n, k: reader.string(n, k, _route_name), "")
-    target = fields.get("target", lambda n, k: reader.string(n, k, _known_upstream), "")
+    target = fields.get("target", lambda n, k: reader.string(n, k, _route_target), "")
     template, methods = _match(reader, fields)
     shadow = None
     if "shadow" in fields.nodes:
@@ -280,6 +326,10 @@ def _route(doc: Document, node: yaml.Node, index: int) -> None:
         else:
             max_body = limits.get("max_body", lambda n, k: reader.integer(n, k, 0, MAX_BODY_LIMIT), None)
             fields.ok = fields.ok and limits.ok
+    fallback, breaker = _resilience(doc, fields, target)
+    rollout = _route_rollout(doc, fields, target)
+    if "rollout" in fields.nodes or target == AUTO:
+        fields.ok = fields.ok and rollout is not None
     if name in doc.names:
         message = f"duplicate route name {name!r} (first on line {doc.names[name]})"
         reader.error(fields.nodes["name"], fields.sub("name"), message)
@@ -288,8 +338,65 @@ def _route(doc: Document, node: yaml.Node, index: int) -> None:
         doc.names[name] = node.start_mark.line + 1
     if fields.ok and template is not None and compare is not None:
         line = node.start_mark.line + 1
-        route = Route(name, methods, template.text, target, shadow, compare, line, max_body)
+        route = Route(
+            name, methods, template.text, target, shadow, compare, line, max_body, rollout,
+            fallback=fallback, breaker=breaker,
+        )  # fmt: skip
         doc.routes.append((route, template, index))
+
+
+def _resilience(
+    doc: Document, fields: Fields, target: str
+) -> tuple[FallbackSpec | None, BreakerSpec | None]:
+    """A route's fallback and breaker: its own keys over the top-level defaults (`routing.resilience`)."""
+    reader = doc.reader
+    own_fallback: FallbackSpec | None = None
+    own_breaker: BreakerSpec | None = None
+    if "fallback" in fields.nodes:
+        new_spec = doc.upstreams.get("new")
+        new_timeout = new_spec.total_timeout if new_spec is not None else None
+        own_fallback, ok = read_fallback(
+            reader, fields.nodes["fallback"], fields.sub("fallback"), doc.fallback, new_timeout
+        )
+        fields.ok = fields.ok and ok
+    if "circuit_breaker" in fields.nodes:
+        node = fields.nodes["circuit_breaker"]
+        own_breaker, ok = read_breaker(reader, node, fields.sub("circuit_breaker"), doc.breaker)
+        fields.ok = fields.ok and ok
+    return (
+        resolve("fallback" in fields.nodes, own_fallback, doc.fallback, target),
+        resolve("circuit_breaker" in fields.nodes, own_breaker, doc.breaker, target),
+    )
+
+
+def _route_target(name: str) -> str | None:
+    if name == AUTO:
+        return None
+    problem = _known_upstream(name)
+    return f"{problem[:-1]}; or auto, for the autopilot's rollout plan)" if problem else None
+
+
+def _route_rollout(doc: Document, route: Fields, target: str) -> RolloutPlan | None:
+    """The route's plan: its own ``rollout:`` over the top-level defaults. Kept (validated, inactive) on
+    a route whose target is set by hand: ``legacy`` or ``new`` overrides any plan."""
+    reader = doc.reader
+    defaults = doc.rollout
+    if "rollout" in route.nodes:
+        own = read_plan(reader, route.nodes["rollout"], route.sub("rollout"))
+        if own is None:
+            return None
+        return (merge(defaults, own) if defaults is not None else own).plan()
+    if target != AUTO:
+        return None  # no plan of its own: the defaults apply to auto routes only
+    if defaults is None:
+        if not doc.rollout_given:  # an invalid top-level rollout: was reported there
+            reader.error(
+                route.nodes["target"], route.sub("target"),
+                "'auto' needs a rollout plan: add a top-level 'rollout:' (the defaults, e.g. "
+                "{stages: [0, 1, 10, 50, 100], sticky: ip}) or a 'rollout:' on this route",
+            )  # fmt: skip
+        return None
+    return defaults.plan()
 
 
 def _route_name(name: str) -> str | None:

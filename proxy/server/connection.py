@@ -19,6 +19,7 @@ from typing import cast
 import httptools
 
 from proxy.http1.errors import error_response
+from proxy.server.fallback import Attempt
 from proxy.server.forwarding import FramingError, new_request_id
 from proxy.server.heads import request_head
 from proxy.server.holding import WAIT_BODY, Holder
@@ -252,10 +253,19 @@ class ClientProtocol(Holder, asyncio.Protocol):
         content_length = prep.content_length
         chunked = prep.chunked
         # table and pools are read once, together: a reload does not affect a request in flight.
-        query, match, pool, prefix, method_str = self.routes.lookup(
+        query, match, pool, prefix, method_str, canary = self.routes.lookup(
             gateway.table, gateway.pools, method, self.url
         )
         route = match.route
+        if canary is not None:  # target: auto; the stage is read per request (proxy.server.canary)
+            if canary.serves_new(
+                gateway.stages.get(route.name, 0), self.headers, prep.lines, self.peer, self.fwd.trusted_hops
+            ):
+                pool = canary.new_pool
+                prefix = canary.new_prefix
+                rq.served_by = canary.new_line
+            else:
+                rq.served_by = canary.legacy_line
         rq.route = route
         rq.pool = pool
         rq.path = match.forward_path
@@ -279,6 +289,10 @@ class ClientProtocol(Holder, asyncio.Protocol):
                 if content_length is not None and content_length > limit:
                     raise Refusal(413, too_large(limit, route.name))
                 self.body_limit = limit if chunked else 0  # a Content-Length body cannot exceed itself
+        if route.fallback is not None or route.breaker is not None:  # off: two None checks per request
+            guard = gateway.guards.get(route.name)
+            if guard is not None and pool.name == "new":
+                rq.guard = Attempt(guard, method, content_length, chunked or bool(content_length))
         rq.host = host = prep.host
         # The default forwards the client's Host (ours for an HTTP/1.0 request without one); the prefix of
         # a `host: upstream` pool carries the upstream's.
@@ -289,7 +303,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         shadow = gateway.shadow
         if shadow is not None:
             try:
-                if shadow.wants(route, method_str):
+                if shadow.wants(route, method_str, pool.name):
                     tee = rq.tee = Tee(shadow.body_cap)
                     if method != b"GET" and method != b"HEAD":  # a write: held for its dry run
                         tee.hold = WAIT_BODY
@@ -334,6 +348,9 @@ class ClientProtocol(Holder, asyncio.Protocol):
             self._body_complete(rq)
 
     def _send_body(self, rq: Request, data: bytes) -> None:
+        guard = rq.guard
+        if guard is not None and guard.kept is not None:  # may be sent again, to legacy
+            guard.keep(data, self.gateway.settings.pending_body_limit)
         conn = rq.conn
         if conn is not None:
             if conn.sink is self or conn.tunnel:

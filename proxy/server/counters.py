@@ -6,10 +6,11 @@ compiled data path (`proxy.compiled`), and not in `proxy.ops.metrics`, which own
 turns it into Prometheus metrics at scrape time.
 
 `DataPathCounters`: refused connections (over ``max_connections``), gateway-made upstream errors by
-(upstream, kind), and each upstream's last connect outcome (up or down, and since when). Updated only on
-the rare paths (a refusal, an error answered, a new upstream connection), never per request;
-`proxy.ops.metrics` turns them into Prometheus metrics and `/readyz` reports them. No I/O, no imports
-from above.
+(upstream, kind), each upstream's last connect outcome (up or down, and since when), requests served by
+legacy in place of new by (route, reason), and each route's circuit-breaker state and transitions
+(`proxy.server.fallback`). Updated only on the rare paths (a refusal, an error answered, a new upstream
+connection), never per request; `proxy.ops.metrics` turns them into Prometheus metrics and `/readyz`
+reports them. No I/O, no imports from above.
 """
 
 from __future__ import annotations
@@ -68,12 +69,37 @@ class RequestCounts:
 class DataPathCounters:
     """Counters of one serving process (a worker's are summed by the supervisor from snapshots)."""
 
-    __slots__ = ("refused_connections", "upstream_errors", "upstream_up")
+    __slots__ = (
+        "circuit_since",
+        "circuit_state",
+        "circuit_transitions",
+        "fallbacks",
+        "refused_connections",
+        "upstream_errors",
+        "upstream_up",
+    )
 
     def __init__(self) -> None:
         self.refused_connections = 0
         self.upstream_errors: dict[tuple[str, str], int] = {}  # (upstream, kind) -> count
         self.upstream_up: dict[str, tuple[bool, float]] = {}  # upstream -> (up, since: unix time)
+        self.fallbacks: dict[tuple[str, str], int] = {}  # (route, reason) -> requests served by legacy
+        self.circuit_state: dict[str, str] = {}  # route -> closed, open or half_open
+        self.circuit_since: dict[str, float] = {}  # route -> when it entered that state (unix time)
+        self.circuit_transitions: dict[tuple[str, str], int] = {}  # (route, to) -> count
+
+    def fallback(self, route: str, reason: str) -> None:
+        """Count a request of ``route`` served by legacy instead of new (``reason``: why)."""
+        key = (route, reason)
+        self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
+
+    def circuit_changed(self, route: str, state: str, to: str | None) -> None:
+        """``route``'s breaker is now in ``state``; ``to`` (the same) counts a transition, None does not."""
+        self.circuit_state[route] = state
+        self.circuit_since[route] = time.time()
+        if to is not None:
+            key = (route, to)
+            self.circuit_transitions[key] = self.circuit_transitions.get(key, 0) + 1
 
     def upstream_failed(self, upstream: str, kind: str, connecting: bool) -> None:
         """Count an error the gateway answered for ``upstream``; a failed connect also marks it down."""
@@ -99,6 +125,9 @@ class DataPathCounters:
             "refused_connections": self.refused_connections,
             "upstream_errors": [[u, k, n] for (u, k), n in self.upstream_errors.items()],
             "upstream_up": [[u, up, since] for u, (up, since) in self.upstream_up.items()],
+            "fallbacks": [[r, why, n] for (r, why), n in self.fallbacks.items()],
+            "circuit": [[r, s, self.circuit_since.get(r, 0.0)] for r, s in self.circuit_state.items()],
+            "circuit_transitions": [[r, to, n] for (r, to), n in self.circuit_transitions.items()],
         }
 
     def merge(self, snap: dict[str, Any]) -> None:
@@ -111,3 +140,18 @@ class DataPathCounters:
             have = self.upstream_up.get(upstream)
             if have is None or float(since) > have[1]:
                 self.upstream_up[str(upstream)] = (bool(up), float(since))
+        for route, why, n in snap.get("fallbacks", []):
+            key = (str(route), str(why))
+            self.fallbacks[key] = self.fallbacks.get(key, 0) + int(n)
+        for route, to, n in snap.get("circuit_transitions", []):
+            key = (str(route), str(to))
+            self.circuit_transitions[key] = self.circuit_transitions.get(key, 0) + int(n)
+        for route, state, since in snap.get("circuit", []):
+            # Each process has its own breaker: the merged state is the worst one (open, then half-open).
+            current = self.circuit_state.get(str(route))
+            if current is None or _SEVERITY.get(str(state), 0) > _SEVERITY.get(current, 0):
+                self.circuit_state[str(route)] = str(state)
+                self.circuit_since[str(route)] = float(since)
+
+
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}

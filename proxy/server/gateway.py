@@ -5,19 +5,24 @@ The data path reads ``gateway.table`` and ``gateway.pools`` once when a request 
 they started with. Hooks (observer, access log, shadow) are called after a response has been sent and
 their exceptions are swallowed, so they can never break a client's request. ``counters``
 (`DataPathCounters`) count refused connections and upstream errors. `GatewaySettings` lives in
-the pure `proxy.server.config` and is re-exported here for the callers that build a `Gateway`.
+the pure `proxy.server.config` and is re-exported here for the callers that build a `Gateway`. ``guards``
+holds the fallback and circuit-breaker state of the routes that have one (`proxy.server.fallback`), by
+route name; ``clock`` (monotonic seconds) is what the breakers read, injected by tests.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
 from proxy.routing.table import Route, RouteTable
+from proxy.server.canary import FULL
 from proxy.server.config import GatewaySettings
 from proxy.server.counters import DataPathCounters
 from proxy.server.exchange import Exchange
+from proxy.server.fallback import Guard, build_guards
 from proxy.upstream.pool import UpstreamPool
 
 __all__ = [
@@ -53,17 +58,20 @@ class ShadowSink(Protocol):
     before it is forwarded: it sends the dry run and returns a handle (attached to the exchange later),
     or None when it will not (the request is forwarded at once). ``done()`` is then called exactly once,
     when the dry run has answered, failed or timed out (at most the route's shadow timeout), and only
-    then is the primary forwarded (`proxy.server.holding`).
+    then is the primary forwarded (`proxy.server.holding`). ``fallback(route, reason)`` counts a request
+    sent to new but served by legacy (`proxy.server.fallback`), for the report.
     """
 
     @property
     def body_cap(self) -> int: ...
 
-    def wants(self, route: Route, method: str) -> bool: ...
+    def wants(self, route: Route, method: str, primary: str) -> bool: ...
 
     def submit(self, exchange: Exchange) -> None: ...
 
     def not_comparable(self, route: Route, reason: str) -> None: ...
+
+    def fallback(self, route: Route, reason: str) -> None: ...
 
     def prewrite(
         self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,
@@ -104,6 +112,7 @@ class Gateway:
         shadow: ShadowSink | None = None,
         access_log: AccessLog | None = None,
         counters: DataPathCounters | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or GatewaySettings()
         self.counters = counters or DataPathCounters()
@@ -114,6 +123,14 @@ class Gateway:
         self.pools: Mapping[str, UpstreamPool] = {
             name: UpstreamPool(spec) for name, spec in table.upstreams.items()
         }
+        self.clock: Callable[[], float] = clock or time.monotonic
+        self.guards: dict[str, Guard] = build_guards(
+            [*table.routes, table.default], {}, self.counters, self.clock
+        )
+        # Route name -> basis points (0..10000) of requests new serves, for `target: auto` routes; an auto
+        # route absent is at stage 0 (legacy serves, new is shadowed). Written by the rollout controller's
+        # sync task (`set_stages`, or in place), read per request by the data path (proxy.server.canary).
+        self.stages: dict[str, int] = {}
 
     def set_table(self, table: RouteTable) -> None:
         """Swap in a new route table and reconcile the pools (no await: atomic for requests).
@@ -127,12 +144,28 @@ class Gateway:
         for name, spec in table.upstreams.items():
             current = old.get(name)
             pools[name] = current if current is not None and current.spec == spec else UpstreamPool(spec)
+        self.guards = build_guards([*table.routes, table.default], self.guards, self.counters, self.clock)
         self.table = table
         self.pools = pools
         kept = {id(p) for p in pools.values()}
         for pool in old.values():
             if id(pool) not in kept:
                 pool.close()
+
+    def set_stages(self, stages: Mapping[str, object]) -> None:
+        """Replace every route's stage at once (no await: atomic for requests); ValueError, and the
+        stages unchanged, when one is not an int from 0 to 10000 (typed ``object``: checked here, also
+        compiled, where an ``int`` parameter would reject a float with a TypeError before the check)."""
+        fresh: dict[str, int] = {}
+        for name, stage in stages.items():
+            if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= FULL:
+                raise ValueError(f"route {name!r}: a stage is 0..{FULL} basis points; got {stage!r}")
+            fresh[name] = stage
+        self.stages = fresh
+
+    def stage_of(self, name: str) -> int:
+        """Route ``name``'s stage in basis points of requests new serves (0: absent)."""
+        return self.stages.get(name, 0)
 
     def close(self) -> None:
         """Retire every pool (idle connections close now, busy ones when their response ends)."""

@@ -4,6 +4,7 @@ parser callbacks."""
 from __future__ import annotations
 
 from proxy.routing.table import Route
+from proxy.server.fallback import Attempt
 from proxy.upstream.pool import Headers, UpConn, UpstreamPool
 
 __all__ = ["Refusal", "Request", "Tee", "too_large"]
@@ -66,6 +67,7 @@ class Request:
         "conn",
         "error",
         "finished",
+        "guard",
         "head",
         "header_lines",
         "host",
@@ -84,6 +86,7 @@ class Request:
         "resp_started",
         "retried",
         "route",
+        "served_by",
         "started",
         "status",
         "tee",
@@ -120,6 +123,9 @@ class Request:
         self.bytes_in = 0
         self.bytes_out = 0
         self.tee: Tee | None = None  # set when shadowing sampled this request
+        self.guard: Attempt | None = None  # set when new may fail it over to legacy (proxy.server.fallback)
+        # The X-Strangler-Served-By response line of a `target: auto` route's request (proxy.server.canary).
+        self.served_by: bytes | None = None
 
 
 def too_large(limit: int, route: str) -> str:

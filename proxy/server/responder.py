@@ -19,9 +19,12 @@ import logging
 from time import perf_counter
 
 from proxy.http1.errors import UpstreamError, error_response
+from proxy.server.breaker import DENY
+from proxy.server.canary import SERVED_BY
 from proxy.server.exchange import Exchange
+from proxy.server.fallback import FALLBACK_HEADER, IDEMPOTENT, Attempt, request_prefix
 from proxy.server.gateway import AccessRecord
-from proxy.server.heads import CHUNKED, interim_head, response_head
+from proxy.server.heads import CHUNKED, interim_head, request_head, response_head
 from proxy.server.host import ConnectionHost
 from proxy.server.request import Request
 from proxy.server.states import CLOSED, CLOSING, IDLE, TUNNEL, UPGRADE
@@ -64,6 +67,8 @@ class Responder:
         if rq.error is not None:
             self._respond_error(rq, rq.error.status, rq.error.message)
             return
+        if rq.guard is not None:  # new may fail it over to legacy (proxy.server.fallback)
+            self._guard_start(rq, rq.guard)
         tee = rq.tee
         if tee is not None and tee.hold:  # a sampled write: new's dry run first (proxy.server.holding)
             self._hold(rq)
@@ -102,11 +107,13 @@ class Responder:
             conn = await pool.connect(pool.total_timeout)
         except UpstreamError as e:
             counters.upstream_failed(pool.name, e.kind, True)
-            if self.cur is rq and self.state != CLOSED:
+            if self.cur is rq and self.state != CLOSED and rq.pool is pool:
+                if rq.guard is not None and self._fail_over(rq, rq.guard, "connect"):
+                    return
                 self._respond_error(rq, e.status, e.message)
             return
         counters.upstream_connected(pool.name)
-        if self.state == CLOSED or self.cur is not rq:
+        if self.state == CLOSED or self.cur is not rq or rq.pool is not pool:  # gone, or moved to legacy
             pool._release(conn)
             return
         self._attach(rq, conn)
@@ -147,17 +154,27 @@ class Responder:
         rq = self.cur
         if rq is None or not rq.http11:
             return
+        if rq.guard is not None:
+            rq.guard.stop_timer()  # new is answering
         self.out.append(interim_head(status, reason, self.fwd.response(headers).headers))
 
     def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
         rq = self.cur
         if rq is None:
             return
-        rq.status = status
-        rq.resp_started = True
         fwd = self.fwd
         lines, length, chunked = fwd.response_lines(headers)
         lines.append(fwd.request_id_prefix + rq.request_id)
+        att = rq.guard
+        if att is not None:
+            if self._guard_head(rq, att, status):
+                return  # new's 5xx is dropped: legacy answers instead
+            if att.reason:
+                lines.append(FALLBACK_HEADER + att.reason.encode("ascii"))
+        rq.status = status
+        rq.resp_started = True
+        if rq.served_by is not None:  # a `target: auto` route: which side answered (proxy.server.canary)
+            lines.append(rq.served_by)
         if not rq.body_done or self.server.draining:
             rq.keep_alive = False
         head, framing = response_head(
@@ -247,6 +264,11 @@ class Responder:
             return
         if rq.pool is not None:
             self.gateway.counters.upstream_failed(rq.pool.name, exc.kind, False)
+        att = rq.guard
+        if att is not None and not rq.resp_started:
+            reason = "timeout" if exc.kind == "timeout" else "reset"
+            if self._fail_over(rq, att, reason):
+                return
         self.out.clear()
         self.out_size = 0
         if rq.resp_started:
@@ -341,8 +363,16 @@ class Responder:
             return
         seconds = perf_counter() - rq.started
         gateway = self.gateway
+        # The side that served it: the route's target, or the one picked for a `target: auto` route, or
+        # legacy when it served in new's place (a fallback moves rq.pool).
+        pool = rq.pool
+        target = pool.name if pool is not None else route.target
+        att = rq.guard
+        if att is not None:
+            att.stop_timer()
+            att.abandon()  # no outcome on new (its client left): a probe slot is free again
         try:  # the observer's failure must not reach the data path
-            gateway.observer.observe(route.name, route.target, status, seconds)
+            gateway.observer.observe(route.name, target, status, seconds)
         except Exception:
             log.exception("request observer failed")
         if gateway.access_log is not None:
@@ -352,7 +382,7 @@ class Responder:
                     rq.method_str,
                     rq.path,
                     route.name,
-                    route.target,
+                    target,
                     status,
                     seconds,
                     rq.bytes_in,
@@ -364,7 +394,6 @@ class Responder:
         if tee is not None and rq.websocket:
             self._not_comparable(rq, "websocket")  # a copy would be a second live session: never made
         elif tee is not None and rq.resp_started and rq.resp_done:
-            pool = rq.pool
             assert pool is not None
             req_body = b"".join(tee.req) if tee.req is not None else None
             resp_body = b"".join(tee.resp) if tee.resp is not None and not tee.resp_over else None
@@ -382,6 +411,112 @@ class Responder:
                     log.exception("shadow submit failed")
         if server.draining:
             server.check_drained()
+
+    # ---------------------------------------------------------------- fallback (proxy.server.fallback)
+    def _guard_start(self, rq: Request, att: Attempt) -> None:
+        """A new-bound request of a guarded route starts: the breaker's say, then the timeout fallback."""
+        guard = att.guard
+        breaker = guard.breaker
+        if breaker is not None:
+            att.admitted = breaker.admit()
+            if att.admitted == DENY:  # open: legacy serves it, new is not even connected to
+                att.settled = True
+                self._to_legacy(rq, att, "circuit")
+                return
+        if guard.timeout > 0 and rq.method in IDEMPOTENT and not rq.websocket:
+            att.timer = self.loop.call_later(guard.timeout, self._guard_timeout, rq)
+
+    def _guard_timeout(self, rq: Request) -> None:
+        """New sent no response byte within the route's fallback timeout."""
+        att = rq.guard
+        assert att is not None
+        att.timer = None
+        if rq is not self.cur or rq.finished or rq.resp_started or self.state == CLOSED:
+            return
+        if att.reason or not self._may_fail_over(rq, att, "timeout"):
+            return  # new's own timeout answers it (504)
+        conn = rq.conn
+        rq.conn = None
+        if conn is not None and conn.sink is self:
+            conn.detach()  # its answer, should it come, is not wanted: the connection cannot be reused
+        self.gateway.counters.upstream_failed("new", "timeout", False)
+        self._fail_over(rq, att, "timeout")
+
+    def _guard_head(self, rq: Request, att: Attempt, status: int) -> bool:
+        """New's response head: a success or failure for the breaker; True when a 5xx falls back."""
+        att.stop_timer()
+        if att.reason:
+            return False  # legacy's answer
+        if status >= 500 and att.guard.count_5xx:
+            if not self._may_fail_over(rq, att, "5xx"):
+                att.settle(False)
+                return False
+            conn = rq.conn
+            rq.conn = None
+            if conn is not None and conn.sink is self:
+                conn.detach()  # the rest of the 5xx is not read
+            return self._fail_over(rq, att, "5xx")
+        att.settle(True)
+        return False
+
+    def _may_fail_over(self, rq: Request, att: Attempt, reason: str) -> bool:
+        """Whether ``rq`` may still go to legacy for ``reason`` (see `proxy.server.fallback`'s rules)."""
+        if att.reason or rq.resp_started or self.gateway.pools.get("legacy") is None:
+            return False
+        guard = att.guard
+        if reason == "connect":  # nothing reached new: any method, if the body is still in hand
+            return guard.connect and (
+                rq.pending is not None or (rq.body_done and (rq.bytes_in == 0 or att.kept is not None))
+            )
+        allowed = guard.on_5xx if reason == "5xx" else guard.timeout > 0
+        # It may have reached new: idempotent methods only, with the whole body kept.
+        return (
+            allowed
+            and rq.method in IDEMPOTENT
+            and not rq.websocket
+            and rq.body_done
+            and (rq.bytes_in == 0 or att.kept is not None or rq.pending is not None)
+        )
+
+    def _fail_over(self, rq: Request, att: Attempt, reason: str) -> bool:
+        """New failed ``rq`` (a failure for the breaker): send it to legacy if it may go; False if not."""
+        att.stop_timer()
+        att.settle(False)
+        if not self._may_fail_over(rq, att, reason):
+            return False
+        self._to_legacy(rq, att, reason)
+        self._forward(rq)
+        return True
+
+    def _to_legacy(self, rq: Request, att: Attempt, reason: str) -> None:
+        """Point ``rq`` at legacy: its pool, its request line and Host, the body to send again; counted."""
+        legacy = self.gateway.pools.get("legacy")
+        route = rq.route
+        if legacy is None or route is None:  # pragma: no cover - the table always has both upstreams
+            return
+        att.reason = reason
+        prefix = request_prefix(rq.method, legacy, rq.path, rq.query)
+        client_host = (rq.host or legacy.hostport) if legacy.client_host else None
+        rq.head = request_head(
+            prefix, rq.header_lines, att.content_length, rq.chunked, rq.websocket, client_host
+        )
+        if rq.pending is None:  # sent to new already: send the kept copy (or nothing: it had no body)
+            rq.pending = list(att.kept) if att.kept else []
+            rq.pending_size = att.kept_size
+        rq.pool = legacy
+        rq.conn = None
+        if rq.served_by is not None:  # a `target: auto` route picked new: legacy answers after all
+            rq.served_by = SERVED_BY + legacy.name.encode("ascii")
+        gateway = self.gateway
+        gateway.counters.fallback(route.name, reason)
+        if gateway.shadow is not None:
+            try:  # shadowing's failure must not reach the data path
+                gateway.shadow.fallback(route, reason)
+            except Exception:
+                log.exception("shadow fallback count failed")
+        if rq.tee is not None:  # compared against itself it would prove nothing: counted as not compared
+            rq.tee = None
+            self._not_comparable(rq, "fallback")
 
     def _not_comparable(self, rq: Request, reason: str) -> None:
         shadow = self.gateway.shadow

@@ -3,21 +3,28 @@
 `RouteCache.lookup` runs once per request. Canonicalising the path, matching the table and encoding the
 upstream's request line cost more than one dict lookup, and hot paths repeat, so results are kept per
 (table, pools) pair, which `proxy.server.gateway.Gateway.set_table` swaps together. No I/O.
+
+A hit of a ``target: auto`` route carries a `proxy.server.canary.Canary` holding both sides' pool and
+prefix (the hit's own are legacy's); the data path picks one per request against the current stage, so
+the cache never holds a stale choice. Every other hit carries None there: one None check per request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from proxy.routing.model import AUTO
 from proxy.routing.paths import BadPath, canonicalise
 from proxy.routing.table import Match, RouteTable
+from proxy.server.canary import Canary
 from proxy.server.request import Refusal
 from proxy.upstream.pool import UpstreamPool
 
 __all__ = ["ROUTE_CACHE_SIZE", "RouteCache", "RouteHit"]
 
-# (query, match, pool, upstream request line (+ Host for a `host: upstream` pool), method as str)
-RouteHit = tuple[str, Match, UpstreamPool, bytes, str]
+# (query, match, pool, upstream request line (+ Host for a `host: upstream` pool), method as str, and for
+# a `target: auto` route both sides (else None))
+RouteHit = tuple[str, Match, UpstreamPool, bytes, str, Canary | None]
 ROUTE_CACHE_SIZE = 4096
 
 
@@ -32,7 +39,7 @@ class RouteCache:
     def lookup(
         self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, url: bytes
     ) -> RouteHit:
-        """Route a request target: (query, match, pool, request line prefix, method str).
+        """Route a request target: (query, match, pool, request line prefix, method str, canary).
 
         The prefix ends with the upstream's Host for a ``host: upstream`` pool; for the default
         ``host: client`` the caller adds the client's (``pool.client_host``).
@@ -53,19 +60,33 @@ class RouteCache:
                 raise Refusal(400, f"bad request path: {e}") from None
             method_str = method.decode("ascii")  # llhttp accepts only known (ASCII) method names
             match = table.match(method_str, path)
-            target = match.route.target
-            pool = pools.get(target)
-            if pool is None:  # pragma: no cover - the table validates its targets
-                raise Refusal(502, f"route {match.route.name} names an unknown upstream {target}")
-            upstream_target = pool.base_path + match.forward_path.encode("utf-8")
-            if query:
-                upstream_target += b"?" + query.encode("utf-8")
-            if pool.client_host:  # the connection adds the client's Host
-                prefix = b"%s %s HTTP/1.1\r\n" % (method, upstream_target)
+            route = match.route
+            target = route.target
+            canary: Canary | None = None
+            if target == AUTO:
+                legacy = _side(pools, "legacy", route.name, method, match.forward_path, query)
+                new = _side(pools, "new", route.name, method, match.forward_path, query)
+                canary = Canary(route.name, route.rollout, legacy, new)
+                pool, prefix = legacy
             else:
-                prefix = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
-            hit = (query, match, pool, prefix, method_str)
+                pool, prefix = _side(pools, target, route.name, method, match.forward_path, query)
+            hit = (query, match, pool, prefix, method_str, canary)
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()  # crude but bounded; refills with what is hot now
             cache[key] = hit
         return hit
+
+
+def _side(
+    pools: Mapping[str, UpstreamPool], target: str, route: str, method: bytes, path: str, query: str
+) -> tuple[UpstreamPool, bytes]:
+    """One upstream's pool and request line prefix for a routed request."""
+    pool = pools.get(target)
+    if pool is None:  # pragma: no cover - the table validates its targets
+        raise Refusal(502, f"route {route} names an unknown upstream {target}")
+    upstream_target = pool.base_path + path.encode("utf-8")
+    if query:
+        upstream_target += b"?" + query.encode("utf-8")
+    if pool.client_host:  # the connection adds the client's Host
+        return pool, b"%s %s HTTP/1.1\r\n" % (method, upstream_target)
+    return pool, b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)

@@ -139,8 +139,11 @@ class Shadower:
 
     # -- the data path's side: synchronous and cheap ------------------------------------------------
 
-    def wants(self, route: Route, method: str) -> bool:
-        """Whether this request is sampled for shadowing; counts it as seen (and skipped writes)."""
+    def wants(self, route: Route, method: str, primary: str = "") -> bool:
+        """Whether this request is sampled for shadowing; counts it as seen (and skipped writes).
+
+        ``primary`` is the side serving it (for a ``target: auto`` route, the one the canary picked;
+        "": the route's target)."""
         spec = route.shadow
         if spec is None or self._closed:
             return False
@@ -150,7 +153,7 @@ class Shadower:
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
-            if route.target != CONTROL:
+            if (primary or route.target) != CONTROL:
                 # The copy would go to legacy, which has no dry run: never a second real write. Counted
                 # so the report says COMPARISON UNAVAILABLE instead of nothing (after a flip writes: false).
                 self.store.count(key, "unavailable_write")
@@ -178,6 +181,11 @@ class Shadower:
         # to compare at; a WebSocket copy would be a second live session. Neither is ever opened.
         self.store.count(self.store.key(route, ANY_METHOD), f"unavailable_{reason}")
         COMPARISONS.labels(route.name, "unavailable").inc()
+
+    def fallback(self, route: Route, reason: str) -> None:
+        """A request of ``route`` sent to new was served by legacy (``reason``: connect, timeout, reset,
+        5xx, circuit; `proxy.server.fallback`): counted per epoch, summed over replicas, for the report."""
+        self.store.count(self.store.key(route, ANY_METHOD), f"fallback_{reason}")
 
     def prewrite(
         self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,

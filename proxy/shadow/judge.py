@@ -251,7 +251,7 @@ class Judge:
             self.store.count(key, "generated")
             self.tally(name, "matched")
             return False
-        if learned.holds and all(p in gen for p in rest.paths):
+        if all(p in gen for p in rest.paths) and learned.holds(rest.paths):
             self._learn(case)  # maybe generated: not known before MIN_GENERATED comparisons
             self.store.count(case.key, "learning")
             self.tally(name, "learning")

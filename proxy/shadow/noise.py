@@ -28,7 +28,8 @@ differences, the candidate differences and the same-shape value differences
   differing there in at least half of them (a read's value that is stable between two control calls and
   differs on the candidate is a real difference). Writes get no A/A pairs: there the shape rule alone
   decides, and until ``MIN_GENERATED`` comparisons were made a write's difference made only of
-  same-shape generated values is held (``Learned.holds``).
+  same-shape generated values is held (``Learned.holds``; per path, counting the comparisons where it
+  could show).
 
 A race re-read (``proxy.shadow.judge``) counts as an A/A pair too: the primary and its re-read are two
 calls of one side (the control's, or after a flip new's), so a path that changes between any two calls
@@ -117,11 +118,17 @@ class Learned:
     counts: PathCounts = field(default_factory=PathCounts)
     read: bool = False
 
-    @property
-    def holds(self) -> bool:
-        """Whether a difference made only of same-shape generated values is held (neither matched nor
-        differed): on a write, until MIN_GENERATED comparisons tell whether those paths are generated."""
-        return not self.read and self.counts.compared < MIN_GENERATED
+    def holds(self, paths: tuple[str, ...]) -> bool:
+        """Whether a difference made only of same-shape generated values on ``paths`` is held (neither
+        matched nor differed): on a write, until each of those paths has MIN_GENERATED comparisons where
+        it could show (``PathCounts.present``: a login's tokens show in its 200s, not in its 401s), which
+        tell whether it is generated. Counting all comparisons instead judged a login's first tokens as
+        differences whenever a third of its answers were 401s."""
+        if self.read:
+            return False
+        counts = self.counts
+        present, compared = counts.present, counts.compared
+        return any(present.get(p, compared) < MIN_GENERATED for p in paths)
 
 
 def learned_from(counts: PathCounts, method: str = "GET") -> Learned:

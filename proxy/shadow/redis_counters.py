@@ -23,6 +23,11 @@ Bounded: the ``paths``, ``sigs``, ``noise``, ``aa``, ``cand`` and ``shape`` hash
 the ``OTHER`` field. Every key written gets a TTL of ``ttl`` seconds, renewed by each write, so an epoch
 no longer written to expires that long after its last write; and a route keeps at most ``MAX_EPOCHS``
 epochs (registering one more deletes the oldest's keys).
+
+The match rate over time (the progress view's chart, ``proxy.report.progress``): each flush also adds its
+comparisons into ``series:<t>``, one hash per ``SERIES_BUCKET_S``-second bucket starting at unix time
+``t``, fields ``<route>|compared`` and ``<route>|differed`` (raw: noise learned later is not taken out),
+with a TTL of ``SERIES_TTL_S``. Two HINCRBYs per route per flush, nothing per request.
 """
 
 from __future__ import annotations
@@ -44,9 +49,10 @@ from proxy.shadow.store import (
 )  # fmt: skip
 
 __all__ = [
-    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "add", "epoch_prefix",
-    "generations", "hash_key", "learning", "noise_paths", "register", "reset", "save_state", "signatures",
-    "stats",
+    "DEFAULT_MAX_FIELDS", "DEFAULT_TTL_S", "EPOCH_KINDS", "MAX_EPOCHS", "OTHER", "SEALED_AFTER_S",
+    "SERIES_BUCKET_S", "SERIES_TTL_S", "add", "bucket_start", "epoch_prefix", "generations", "hash_key",
+    "learning", "noise_paths", "read_buckets", "register", "reset", "save_state", "series_prefix",
+    "signatures", "stats",
 ]  # fmt: skip
 
 _KINDS: Final = (
@@ -61,6 +67,9 @@ OTHER: Final = "(other)"  # the field counting what a full hash had no room for 
 DEFAULT_MAX_FIELDS: Final = 1000
 DEFAULT_TTL_S: Final = 30 * 86400
 MAX_EPOCHS: Final = 20  # epochs kept per route (the current one and its history)
+SERIES_BUCKET_S: Final = 10
+SERIES_TTL_S: Final = 86400  # a day of match-rate buckets: what the progress view's chart can show
+_SERIES_COUNTERS: Final = ("compared", "differed")
 
 # KEYS[1]: the hash; ARGV: max fields, ttl (0: none), OTHER, then field/increment pairs.
 _CAPPED_INCR: Final = """
@@ -131,13 +140,40 @@ def _registry(prefix: str, route: str) -> list[str]:
     return [f"{prefix}epochs:{route}", f"{prefix}epoch_times:{route}", prefix + "latest", prefix + "gen"]
 
 
+def series_prefix(prefix: str) -> str:
+    """The prefix of the match-rate buckets (``<prefix>series:<t>``)."""
+    return prefix + "series:"
+
+
+def bucket_start(t: float, step: int = SERIES_BUCKET_S) -> int:
+    """The start of the ``step``-second bucket holding unix time ``t``."""
+    return int(t // step) * step
+
+
+def _series(batch: Batch) -> dict[str, int]:
+    """The batch's comparisons per route: ``<route>|compared`` and ``<route>|differed``."""
+    out: dict[str, int] = {}
+    for (kind, key, name), n in batch.incr.items():
+        if kind == "c" and name in _SERIES_COUNTERS:
+            field = f"{split_key(key)[0]}|{name}"
+            out[field] = out.get(field, 0) + n
+    return out
+
+
 async def add(
     redis: aioredis.Redis, prefix: str, batch: Batch, *, max_fields: int = DEFAULT_MAX_FIELDS,
-    ttl: int = DEFAULT_TTL_S,
+    ttl: int = DEFAULT_TTL_S, now: float | None = None,
 ) -> None:  # fmt: skip
     """Add a batch's increments (its routes to the set of routes, its methods to their epoch's set) in
-    one pipeline, the capped hashes through the capping script, every key's TTL renewed."""
+    one pipeline, the capped hashes through the capping script, every key's TTL renewed; with ``now``
+    (wall time), its comparisons into the match-rate bucket of ``now`` too."""
     pipe = redis.pipeline(transaction=False)
+    series = _series(batch) if now is not None else {}
+    if series and now is not None:
+        key = f"{series_prefix(prefix)}{bucket_start(now)}"
+        for name, n in series.items():
+            pipe.hincrby(key, name, n)
+        pipe.expire(key, SERIES_TTL_S)
     plain: set[str] = set()
     if batch.routes:
         names = set()
@@ -323,6 +359,37 @@ async def learning(redis: aioredis.Redis, prefix: str, key: str) -> PathCounts:
 async def noise_paths(redis: aioredis.Redis, prefix: str, key: str) -> set[str]:
     """Paths known to differ between two control calls for a recording key (route, epoch, method)."""
     return {_str(k) for k in await redis.hkeys(hash_key(prefix, "noise", key))}
+
+
+# A bucket ended this long ago is complete: writers flush about once a second.
+SEALED_AFTER_S: Final = 3.0
+
+
+async def read_buckets(
+    redis: aioredis.Redis, key_prefix: str, since: float, now: float, step: int = SERIES_BUCKET_S,
+    ttl: int = SERIES_TTL_S, cache: dict[tuple[str, int], dict[str, int]] | None = None,
+) -> list[tuple[int, dict[str, int]]]:  # fmt: skip
+    """Every ``step``-second bucket hash ``<key_prefix><t>`` from the one holding ``since`` to the one
+    holding ``now`` (not before ``now - ttl``: older ones have expired), oldest first, in one pipeline.
+    Shared with the served-traffic buckets (``proxy.rollout.served``), which have the same layout.
+
+    ``cache`` (kept by a caller that reads again and again, like the self-refreshing /report page): the
+    complete buckets already read, so a refresh reads only the newest; entries past ``ttl`` are dropped."""
+    starts = list(range(bucket_start(max(since, now - ttl), step), bucket_start(now, step) + 1, step))
+    known = cache if cache is not None else {}
+    wanted = [t for t in starts if (key_prefix, t) not in known]
+    pipe = redis.pipeline(transaction=False)
+    for start in wanted:
+        pipe.hgetall(f"{key_prefix}{start}")
+    replies = await pipe.execute() if wanted else []
+    read = {t: {_str(k): int(v) for k, v in raw.items()} for t, raw in zip(wanted, replies, strict=True)}
+    if cache is not None:
+        for t, fields in read.items():
+            if t + step + SEALED_AFTER_S < now:
+                cache[(key_prefix, t)] = fields
+        for old in [k for k in cache if k[1] < now - ttl - step]:
+            del cache[old]
+    return [(t, read[t] if t in read else known[(key_prefix, t)]) for t in starts]
 
 
 def _str(value: bytes | str) -> str:

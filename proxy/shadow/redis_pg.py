@@ -172,7 +172,8 @@ class RedisPgStore(Recording):
                 await self._epochs(batch)
                 if batch.incr:
                     await redis_counters.add(
-                        self.redis, self.prefix, batch, max_fields=self.max_fields, ttl=self.ttl_s
+                        self.redis, self.prefix, batch, max_fields=self.max_fields, ttl=self.ttl_s,
+                        now=self._wall(),
                     )
             except (aioredis.RedisError, OSError) as exc:
                 STORE_ERRORS.labels("redis").inc()

@@ -21,6 +21,7 @@ from proxy.report import html as report_html
 from proxy.report.cli import main, render
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, Report, gather
 from proxy.routing.table import Route, RouteTable, parse_routes
+from proxy.shadow.noise import MIN_AA_PAIRS
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import DiffStore
 
@@ -60,9 +61,13 @@ def route(t: RouteTable, name: str) -> Route:
 
 
 def record(
-    store: DiffStore, r: Route, method: str, matched: int = 0, differed: int = 0, seen: int = 0
+    store: DiffStore, r: Route, method: str, matched: int = 0, differed: int = 0, seen: int = 0,
+    aa: int = MIN_AA_PAIRS,
 ) -> None:
+    """Counts of one method; ``aa`` A/A pairs where the control agreed with itself (enough to judge)."""
     key = store.key(r, method)
+    for _ in range(aa if differed else 0):
+        store.aa_pair(key, ())
     for _ in range(seen):
         store.count(key, "seen")
         store.count(key, "sampled")
@@ -122,6 +127,21 @@ async def test_a_declared_method_never_seen_keeps_the_route_from_ready() -> None
     assert methods == [("DELETE", 0, NOT_ENOUGH), ("GET", 50, READY)]
 
 
+async def test_an_auto_routes_shadowed_writes_are_required() -> None:
+    """On a `target: auto` route with writes: true, writes are dry-run while legacy serves them, so READY
+    needs the declared DELETE compared, as on a legacy route."""
+    text = ROUTES.replace("SETTINGS", INSTANT).replace(
+        'path: "/accounts/{id}"}\n    target: legacy', 'path: "/accounts/{id}"}\n    target: auto'
+    )
+    t = parse_routes(text.replace("routes:\n", "rollout: {stages: [0, 100]}\nroutes:\n", 1), "routes.yaml")
+    assert route(t, "users-write").target == "auto"
+    store, clock = MemoryStore(), ManualClock()
+    record(store, route(t, "users-write"), "GET", matched=50, seen=50)
+    rr = (await report_at(store, t, clock)).route("users-write")
+    assert rr is not None and rr.verdict == NOT_ENOUGH
+    assert rr.reasons == ["DELETE: 0 of the 10 comparisons needed (min_compared)"]
+
+
 async def test_a_method_that_is_not_compared_is_not_required() -> None:
     """Without writes: true a DELETE is seen but never compared: the route's verdict is its GETs'."""
     t = table()
@@ -131,6 +151,22 @@ async def test_a_method_that_is_not_compared_is_not_required() -> None:
     rr = (await report_at(store, t, clock)).route("posts")
     assert rr is not None and rr.verdict == READY
     assert [(m.method, m.verdict) for m in rr.methods] == [("DELETE", ""), ("GET", READY)]
+
+
+async def test_a_read_is_not_judged_on_its_match_rate_before_its_aa_pairs() -> None:
+    """A read that differs before MIN_AA_PAIRS A/A pairs are in is NOT ENOUGH DATA (learning what is noise),
+    not NOT READY: the pairs decide whether a race explains it; with them in and the control stable, NOT
+    READY. A latency or error reason is not held back."""
+    t = table()
+    store, clock = MemoryStore(), ManualClock()
+    record(store, route(t, "users"), "GET", matched=30, differed=30, aa=MIN_AA_PAIRS - 1)
+    rr = (await report_at(store, t, clock)).route("users")
+    assert rr is not None and rr.verdict == NOT_ENOUGH
+    pairs = f"{MIN_AA_PAIRS - 1} of the {MIN_AA_PAIRS} A/A pairs needed"
+    assert rr.reasons == [f"learning what is noise: {pairs} (match rate 50.0% until then)"]
+    store.aa_pair(store.key(route(t, "users"), "GET"), ())
+    rr = (await report_at(store, t, clock)).route("users")
+    assert rr is not None and rr.verdict == NOT_READY and rr.reasons[0].startswith("match rate 50.0%")
 
 
 async def test_the_report_shows_the_current_epoch_only() -> None:

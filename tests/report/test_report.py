@@ -209,7 +209,8 @@ def test_cli_report_formats(redis_url: str, redis_prefix: str, shadow_db: str, r
             "--prefix", redis_prefix]  # fmt: skip
     code, out, err = run(base)
     assert code == 0 and err == ""  # no progress output: stderr is not a terminal
-    line = next(x for x in out.splitlines() if x.startswith("users-get"))
+    table = out[out.index("\nROUTE ", out.index("NEXT ACTION")) :]  # after the progress overview
+    line = next(x for x in table.splitlines() if x.startswith("users-get"))
     assert "12" in line and "91.7%" in line and NOT_READY in line
     code, out, _ = run([*base, "--format", "json"])
     assert orjson.loads(out)["routes"][0]["paths"] == [["$.name", 1]]

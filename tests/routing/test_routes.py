@@ -440,7 +440,7 @@ def test_every_error_is_reported_with_line_and_key() -> None:
         ),
         ("upstreams.third", "unknown key 'third' (allowed: legacy, new)"),
         ("default", "unknown upstream 'nwe' (known: legacy, new)"),
-        ("routes[0].target", "unknown upstream 'nwe' (known: legacy, new)"),
+        ("routes[0].target", "unknown upstream 'nwe' (known: legacy, new; or auto"),
         ("shadow.aa_sample", "must be a number >= 0 and <= 1; got 1.5"),
         ("shadow.redact", "must be a list of strings; got a string"),
         ("routes[0].match.methods[0]", "must be an upper-case token such as GET or POST; write 'GET'"),
@@ -469,7 +469,10 @@ def test_error_string_format() -> None:
     """RoutesError lists every error as FILE:LINE: KEY: MESSAGE, one per line."""
     with pytest.raises(RoutesError) as caught:
         parse_routes(UPSTREAMS + "routes:\n  - {name: a, match: {path: /a}, target: nwe}\n", "routes.yaml")
-    assert str(caught.value) == "routes.yaml:5: routes[0].target: unknown upstream 'nwe' (known: legacy, new)"
+    assert str(caught.value) == (
+        "routes.yaml:5: routes[0].target: unknown upstream 'nwe' "
+        "(known: legacy, new; or auto, for the autopilot's rollout plan)"
+    )
 
 
 @pytest.mark.parametrize(

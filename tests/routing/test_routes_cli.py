@@ -69,7 +69,8 @@ def test_bad_file_prints_every_error_and_exits_1(tmp_path: Path) -> None:
     assert code == 1
     assert out.splitlines() == [
         f"{path}:3: upstreams.new.pool_size: must be an integer from 1 to 10000; got 0",
-        f"{path}:6: routes[1].target: unknown upstream 'nwe' (known: legacy, new)",
+        f"{path}:6: routes[1].target: unknown upstream 'nwe' "
+        "(known: legacy, new; or auto, for the autopilot's rollout plan)",
         f"{path}: 2 errors; the file was not loaded",
     ]
 

@@ -38,7 +38,7 @@ class HoldingShadow:
         self.exchanges: list[Exchange] = []
         self.reasons: list[str] = []
 
-    def wants(self, route: Route, method: str) -> bool:
+    def wants(self, route: Route, method: str, primary: str = "") -> bool:
         return True
 
     def prewrite(

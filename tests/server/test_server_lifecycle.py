@@ -40,7 +40,7 @@ class Shadow:
         self.exchanges: list[Exchange] = []
         self.reasons: list[str] = []
 
-    def wants(self, route: Route, method: str) -> bool:
+    def wants(self, route: Route, method: str, primary: str = "") -> bool:
         if self.fail:
             raise RuntimeError("shadow wants failed")
         return route.shadow is not None

@@ -222,6 +222,41 @@ class Creator:
         return web.json_response(doc, status=201)
 
 
+async def test_a_write_holds_its_tokens_until_they_showed_in_enough_comparisons(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A login answers a fresh token, or a 401 without one (the same on both sides): its first tokens are
+    held as learning until the token itself showed in MIN_GENERATED comparisons, however many 401s were
+    compared beside them; then it is generated. None of it ever counts as a difference."""
+    legacy, new = backends
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        if (await request.json()).get("ok") is False:
+            return web.json_response({"error": "invalid credentials"}, status=401)
+        return web.json_response({"token": uuid.uuid4().hex + uuid.uuid4().hex})
+
+    legacy.handler = new.handler = login
+    now = [1000.0]
+    rig = await make_rig(routes_text(legacy, new, CREATE % "", "aa_sample: 0"), clock=lambda: now[0])
+
+    async def post(n: int) -> None:
+        for i in range(n):
+            body = b'{"ok": false}' if i % 3 == 2 else b'{"ok": true}'
+            await rig.request("POST", "/things", data=body)
+            await rig.shadower.drain()
+
+    await post(24)  # 16 tokens and 8 401s: 24 comparisons, the token shown in 16
+    now[0] += NOISE_REFRESH_S + 1
+    await post(3)
+    st = (await rig.store.stats())["create"]
+    assert (st.get("learning"), st.get("matched"), st.get("differed")) == (18, 9, 0)
+    await post(6)
+    now[0] += NOISE_REFRESH_S + 1
+    await post(3)
+    st = (await rig.store.stats())["create"]
+    assert (st.get("generated"), st.get("differed")) == (2, 0)
+
+
 async def test_generated_values_learned_and_compared_by_shape(
     make_rig: RigFactory, backends: tuple[Backend, Backend]
 ) -> None:

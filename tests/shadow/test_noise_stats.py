@@ -81,12 +81,17 @@ def test_learned_from_counts_and_report_rows() -> None:
     )  # fmt: skip
     learned = learned_from(counts, "GET")
     assert learned.generated == {"$.id"} and learned.noise == {"$.uptime"}
-    assert not learned.holds  # reads never hold: they have A/A pairs and re-reads
+    assert not learned.holds(("$.id",))  # reads never hold: they have A/A pairs and re-reads
     few = MIN_GENERATED - 1
     write = learned_from(PathCounts(compared=few, same_shape={"$.id": few}), "POST")
-    assert write.holds and write.generated == frozenset()
+    assert write.holds(("$.id",)) and write.generated == frozenset()
     enough = learned_from(PathCounts(compared=MIN_GENERATED, same_shape={"$.id": MIN_GENERATED}), "POST")
-    assert not enough.holds and enough.generated == {"$.id"}
+    assert not enough.holds(("$.id",)) and enough.generated == {"$.id"}
+    # A login: 30 comparisons, a third of them 401s without tokens: the token showed in 19 of them.
+    tokens = PathCounts(compared=30, same_shape={"$.token": few}, present={"$.token": few})
+    login = learned_from(tokens, "POST")
+    assert login.holds(("$.token",)) and login.generated == frozenset()
+    assert not login.holds(("$.other",))  # a path never seen changing: the comparisons' count decides
     get = RouteStats(
         "r", counters={"compared": 97, "raced": 3, "aa_pairs": 40, "n@200": 100},
         aa={"$.uptime": 40, "$.id": 40, "$.title": 4}, cand={"$.uptime": 100, "$.id": 100, "$.title": 100},

@@ -319,3 +319,49 @@ async def test_primary_failure_counts_as_that_sides_error(backends: tuple[Backen
         await shadower.close(grace=0.5)
         for pool in pools.values():
             pool.close()
+
+
+AUTO = (
+    "  - {name: users, match: {path: /users}, target: auto, shadow: {sample: 1.0, writes: true},\n"
+    '     rollout: {sticky: "header:X-User"}}\n'
+)
+
+
+async def test_auto_route_shadows_to_the_side_not_served(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """On a `target: auto` route the copy goes to the other side of the one the canary picked: served by
+    new, legacy gets the copy; served by legacy, new does; both compared."""
+    legacy, new = backends
+    rig = await make_rig(routes_text(legacy, new, AUTO, "aa_sample: 0"))
+    rig.gateway.set_stages({"users": 10000})
+    status, headers, _ = await rig.get("/users", headers={"X-User": "a"})
+    assert status == 200 and headers["X-Strangler-Served-By"] == "new"
+    await rig.shadower.drain()
+    assert (len(new.seen), len(legacy.seen)) == (1, 1)
+    assert "X-Forwarded-For" in new.seen[0]["headers"]  # the client's request went to new
+    rig.gateway.set_stages({"users": 0})
+    status, headers, _ = await rig.get("/users", headers={"X-User": "a"})
+    assert status == 200 and headers["X-Strangler-Served-By"] == "legacy"
+    await rig.shadower.drain()
+    assert (len(new.seen), len(legacy.seen)) == (2, 2)
+    st = (await rig.store.stats())["users"]
+    assert (st.get("compared"), st.get("matched")) == (2, 2)
+
+
+async def test_auto_route_write_is_dry_run_only_when_legacy_serves_it(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A write served by legacy is dry-run on new first; one served by new is never copied to legacy."""
+    legacy, new = backends
+    rig = await make_rig(routes_text(legacy, new, AUTO, "aa_sample: 0"))
+    assert (await rig.request("POST", "/users", data=b"{}", headers={"X-User": "a"}))[0] == 200
+    await rig.shadower.drain()
+    assert [r["method"] for r in legacy.seen] == ["POST"] and [r["method"] for r in new.seen] == ["POST"]
+    assert dryrun.HEADER.lower() in {h.lower() for h in new.seen[0]["headers"]}
+    rig.gateway.set_stages({"users": 10000})
+    status, headers, _ = await rig.request("POST", "/users", data=b"{}", headers={"X-User": "a"})
+    assert status == 200 and headers["X-Strangler-Served-By"] == "new"
+    await rig.shadower.drain()
+    assert len(legacy.seen) == 1 and len(new.seen) == 2  # no copy to legacy
+    assert (await rig.store.stats())["users"].get("unavailable_write") == 1

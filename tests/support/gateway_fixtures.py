@@ -42,7 +42,8 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
     """Build and start gateways from routes YAML text; all stopped at the end.
 
     ``clock`` is the listener's (client idle and header timeouts), ``upstream_clock`` the upstream
-    pools' (response deadlines and stalls): a test that injects one moves it and calls the sweep.
+    pools' (response deadlines and stalls): a test that injects one moves it and calls the sweep;
+    ``breaker_clock`` the circuit breakers' (cool-downs, failure-rate windows).
     """
     running: list[RunningGateway] = []
 
@@ -54,9 +55,12 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         access_log: Callable[..., None] | None = None,
         clock: Callable[[], float] | None = None,
         upstream_clock: Callable[[], float] | None = None,
+        breaker_clock: Callable[[], float] | None = None,
     ) -> RunningGateway:
         table = parse_routes(yaml_text, "test.yaml")
-        gateway = Gateway(table, settings, observer=observer, shadow=shadow, access_log=access_log)
+        gateway = Gateway(
+            table, settings, observer=observer, shadow=shadow, access_log=access_log, clock=breaker_clock
+        )
         if upstream_clock is not None:
             # Pools on the test's clock: it moves time and calls `pool.sweep()` (none has been used yet).
             gateway.pools = {

@@ -1,0 +1,37 @@
+"""Read the progress view's inputs from Redis and build it (``proxy.report.progress`` is the pure half).
+
+One HGETALL of the rollout states, one XREVRANGE of the last transitions, and two pipelines of bucket
+hashes: the served-traffic buckets (``proxy.rollout.served``) from the window's start, or from the oldest
+auto stage's start when that is earlier (its evidence counts since then; at most a day), and the
+match-rate buckets (``proxy.shadow.redis_counters``, ``series:<t>``) of the window.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from proxy.report.model import Report
+from proxy.report.progress import TRANSITIONS, Progress, build_progress
+from proxy.rollout.served import TTL_S
+from proxy.rollout.state import events, keys, load
+from proxy.routing.model import AUTO
+from proxy.routing.table import RouteTable
+from proxy.shadow.redis_counters import read_buckets, series_prefix
+
+__all__ = ["read_progress"]
+
+
+async def read_progress(
+    redis: aioredis.Redis, prefix: str, table: RouteTable | None, report: Report, window_s: float,
+    now: float | None = None, cache: dict[tuple[str, int], dict[str, int]] | None = None,
+) -> Progress:  # fmt: skip
+    """The progress overview of ``report`` over the last ``window_s`` seconds (``cache``: complete buckets
+    already read, kept by a caller that reads again and again; see ``read_buckets``)."""
+    now = report.generated_at if now is None else now
+    states = await load(redis, prefix)
+    recent = await events(redis, prefix, count=TRANSITIONS)
+    auto = {r.name for r in table.routes if r.target == AUTO} if table is not None else set()
+    since = min([now - window_s, *(s.since for name, s in states.items() if name in auto and s.since > 0)])
+    served = await read_buckets(redis, keys(prefix).served, since, now, ttl=TTL_S, cache=cache)
+    match = await read_buckets(redis, series_prefix(prefix), now - window_s, now, cache=cache)
+    return build_progress(table, report, states, recent, served, match, window_s, now)

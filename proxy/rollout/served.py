@@ -1,0 +1,149 @@
+"""Traffic actually served, per route and side, shared by every process through Redis time buckets.
+
+Shadow comparisons say how new *would* answer; a canary needs how it *did*: requests, 5xx, connect
+errors (the gateway answers those 502) and p99 of what each side served. The data path already counts
+every request in its observer (``proxy.ops.metrics.RequestStats``: cumulative dicts by (route, target,
+status) and latency buckets by (route, target)), so :class:`ServedFlusher` adds nothing per request: once
+a second it diffs those dicts against its last copy and adds the difference into the current bucket.
+
+Layout: ``<prefix>rollout:served:<t>`` is one hash per ``BUCKET_S``-second bucket starting at unix time
+``t``, fields ``<route>|<side>|n``, ``|5xx``, ``|502`` and ``|le:<upper bound in seconds or inf>``
+(latency counts), with a TTL of ``TTL_S`` (a day: what a progress view over time can read). Every replica
+adds into the same hashes, so a reader sums all of them. A window's counts include the whole bucket the
+window starts in (up to ``BUCKET_S`` seconds before it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from proxy.rollout.decide import SideCounts
+from proxy.rollout.state import text
+
+__all__ = ["BUCKET_S", "TTL_S", "ServedFlusher", "ServedReader", "Source", "side_counts"]
+
+BUCKET_S: Final = 10
+TTL_S: Final = 86400
+_SEP: Final = "|"
+
+# What the observer keeps: (route, target, status) -> count, and (route, target) -> [count per latency
+# bucket ..., count above the last bound, sum of seconds] (proxy.ops.metrics.RequestStats).
+Source = Callable[[], tuple[Mapping[tuple[str, str, int], int], Mapping[tuple[str, str], Sequence[float]]]]
+
+
+def bucket_start(t: float) -> int:
+    """The start of the bucket holding unix time ``t``."""
+    return int(t // BUCKET_S) * BUCKET_S
+
+
+class ServedFlusher:
+    """Adds this process's served-request counts into Redis (see the module docstring)."""
+
+    def __init__(
+        self, redis: aioredis.Redis, served_prefix: str, source: Source, bounds: Sequence[float]
+    ) -> None:
+        self.redis = redis
+        self.prefix = served_prefix
+        self.source = source
+        self.labels = [f"le:{b:g}" for b in bounds] + ["le:inf"]
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._cells: dict[tuple[str, str], list[float]] = {}
+
+    def _delta(self) -> dict[str, int]:
+        """Field -> increment since the last call (copies taken first: the loop keeps observing)."""
+        counts_now, cells_now = self.source()
+        counts = dict(counts_now)
+        cells = {k: list(v) for k, v in dict(cells_now).items()}
+        out: dict[str, int] = {}
+        for (route, side, status), n in counts.items():
+            d = n - self._counts.get((route, side, status), 0)
+            if d <= 0:
+                continue
+            base = f"{route}{_SEP}{side}{_SEP}"
+            out[base + "n"] = out.get(base + "n", 0) + d
+            if status >= 500:
+                out[base + "5xx"] = out.get(base + "5xx", 0) + d
+            if status == 502:
+                out[base + "502"] = out.get(base + "502", 0) + d
+        for (route, side), cell in cells.items():
+            old = self._cells.get((route, side))
+            for i, label in enumerate(self.labels):
+                d = int(cell[i] - (old[i] if old is not None else 0))
+                if d > 0:
+                    key = f"{route}{_SEP}{side}{_SEP}{label}"
+                    out[key] = out.get(key, 0) + d
+        self._counts, self._cells = counts, cells
+        return out
+
+    async def flush(self, now: float) -> int:
+        """Add what was served since the last flush into the bucket of ``now``; the fields written."""
+        delta = self._delta()
+        if not delta:
+            return 0
+        key = f"{self.prefix}{bucket_start(now)}"
+        pipe = self.redis.pipeline(transaction=False)
+        for name, n in delta.items():
+            pipe.hincrby(key, name, n)
+        pipe.expire(key, TTL_S)
+        await pipe.execute()
+        return len(delta)
+
+
+def side_counts(fields: Mapping[str, int], route: str, side: str) -> SideCounts:
+    """One route and side's counts from summed bucket fields."""
+    base = f"{route}{_SEP}{side}{_SEP}"
+    hist: list[tuple[float, int]] = []
+    for name, n in fields.items():
+        if name.startswith(base + "le:") and n > 0:
+            label = name[len(base) + 3 :]
+            hist.append((math.inf if label == "inf" else float(label), n))
+    hist.sort()
+    total = sum(n for _, n in hist)
+    p99: float | None = None
+    if total:
+        seen = 0
+        for upper, n in hist:
+            seen += n
+            if seen >= 0.99 * total:
+                # Above the last bound: say twice the last bound rather than infinity (still "slow").
+                p99 = upper if upper != math.inf else (hist[-2][0] * 2 if len(hist) > 1 else 60.0)
+                break
+    return SideCounts(
+        fields.get(base + "n", 0), fields.get(base + "5xx", 0), fields.get(base + "502", 0), p99
+    )
+
+
+class ServedReader:
+    """Sums the buckets of a window; buckets that can no longer change are read from Redis once."""
+
+    def __init__(self, redis: aioredis.Redis, served_prefix: str) -> None:
+        self.redis = redis
+        self.prefix = served_prefix
+        self._sealed: dict[int, dict[str, int]] = {}
+
+    async def _bucket(self, start: int, now: float) -> dict[str, int]:
+        cached = self._sealed.get(start)
+        if cached is not None:
+            return cached
+        raw = await self.redis.hgetall(f"{self.prefix}{start}")
+        fields = {text(k): int(v) for k, v in raw.items()}
+        # Writers flush about once a second: a bucket ended more than 3 s ago is complete.
+        if start + BUCKET_S + 3 < now:
+            self._sealed[start] = fields
+        return fields
+
+    async def window(self, since: float, now: float) -> dict[str, int]:
+        """Every field summed over the buckets from the one holding ``since`` to the one holding ``now``
+        (at most a day back: older buckets have expired)."""
+        first = bucket_start(max(since, now - TTL_S))
+        total: dict[str, int] = {}
+        for start in range(first, bucket_start(now) + 1, BUCKET_S):
+            for name, n in (await self._bucket(start, now)).items():
+                total[name] = total.get(name, 0) + n
+        for start in [s for s in self._sealed if s < now - TTL_S]:
+            del self._sealed[start]
+        return total
