@@ -97,12 +97,12 @@ bench-services: install
 rehearsal: install
 	$(PY) -m bench.rehearsal $(BENCH_ARGS)
 
-# Issue 9's acceptance (about 10 minutes): the rehearsal as the implementations are, then each planted
-# difference in turn; exits 1 unless every verdict is right. Not in CI yet: /health's uptime_s still turns
-# the verdict over in some runs (issue 9's note). READY holds 20 s here (60 s by default)
-# so that each run fits in 80 s of load.
+# Issue 9's acceptance (about 10 minutes; .ci/run runs it after the tests): the rehearsal as the
+# implementations are, then each planted difference in turn; exits 1 unless every verdict is right. READY
+# holds 20 s here (60 s by default) so that each run fits in 80 s of load; a phase goes on (up to 160 s)
+# while a rare route still lacks its comparisons, as on a slower machine.
 rehearsal-check: install
-	$(PY) -m bench.rehearsal --plant all --seconds 80 --ready-min-s 20 --check
+	$(PY) -m bench.rehearsal --plant all --seconds 80 --max-seconds 160 --ready-min-s 20 --check
 
 # Per-call costs of the hot paths (µs); thresholds are checked only with BENCH_ARGS=--check.
 bench-micro: install
