@@ -6,6 +6,13 @@ every request in its observer (``proxy.ops.metrics.RequestStats``: cumulative di
 status) and latency buckets by (route, target)), so :class:`ServedFlusher` adds nothing per request: once
 a second it diffs those dicts against its last copy and adds the difference into the current bucket.
 
+A request the canary sent to new but legacy answered (fallback: new refused the connection, timed out,
+reset it, answered 5xx, or its circuit breaker was open) is observed as served by legacy, so the counts
+above never show new failing while fallback hides it from clients, and the rollback triggers would never
+fire. The flusher therefore also diffs the data path's fallback counts (``fallbacks``: (route, reason) ->
+count, ``DataPathCounters.fallbacks``) and adds each one to *new*'s counts as a failed request: ``n`` and
+``5xx``, and ``502`` (a connect error) for ``connect`` and ``circuit`` (``CONNECT_REASONS``).
+
 Layout: ``<prefix>rollout:served:<t>`` is one hash per ``BUCKET_S``-second bucket starting at unix time
 ``t``, fields ``<route>|<side>|n``, ``|5xx``, ``|502`` and ``|le:<upper bound in seconds or inf>``
 (latency counts), with a TTL of ``TTL_S`` (a day: what a progress view over time can read). Every replica
@@ -24,7 +31,10 @@ import redis.asyncio as aioredis
 from proxy.rollout.decide import SideCounts
 from proxy.rollout.state import text
 
-__all__ = ["BUCKET_S", "TTL_S", "ServedFlusher", "ServedReader", "Source", "side_counts"]
+__all__ = [
+    "BUCKET_S", "CONNECT_REASONS", "TTL_S", "Fallbacks", "ServedFlusher", "ServedReader", "Source",
+    "side_counts",
+]  # fmt: skip
 
 BUCKET_S: Final = 10
 TTL_S: Final = 86400
@@ -33,6 +43,14 @@ _SEP: Final = "|"
 # What the observer keeps: (route, target, status) -> count, and (route, target) -> [count per latency
 # bucket ..., count above the last bound, sum of seconds] (proxy.ops.metrics.RequestStats).
 Source = Callable[[], tuple[Mapping[tuple[str, str, int], int], Mapping[tuple[str, str], Sequence[float]]]]
+
+
+# (route, reason) -> requests legacy served in new's place (``DataPathCounters.fallbacks``).
+Fallbacks = Callable[[], Mapping[tuple[str, str], int]]
+# Fallback reasons that count as new's connect errors: new could not be reached (``connect``), or the
+# breaker, opened by new's failures, kept the request from it (``circuit``). The others (timeout, reset,
+# 5xx) count as its 5xx only.
+CONNECT_REASONS: Final = frozenset({"connect", "circuit"})
 
 
 def bucket_start(t: float) -> int:
@@ -44,14 +62,17 @@ class ServedFlusher:
     """Adds this process's served-request counts into Redis (see the module docstring)."""
 
     def __init__(
-        self, redis: aioredis.Redis, served_prefix: str, source: Source, bounds: Sequence[float]
-    ) -> None:
+        self, redis: aioredis.Redis, served_prefix: str, source: Source, bounds: Sequence[float],
+        fallbacks: Fallbacks | None = None,
+    ) -> None:  # fmt: skip
         self.redis = redis
         self.prefix = served_prefix
         self.source = source
+        self.fallbacks = fallbacks
         self.labels = [f"le:{b:g}" for b in bounds] + ["le:inf"]
         self._counts: dict[tuple[str, str, int], int] = {}
         self._cells: dict[tuple[str, str], list[float]] = {}
+        self._fallbacks: dict[tuple[str, str], int] = {}
 
     def _delta(self) -> dict[str, int]:
         """Field -> increment since the last call (copies taken first: the loop keeps observing)."""
@@ -77,7 +98,22 @@ class ServedFlusher:
                     key = f"{route}{_SEP}{side}{_SEP}{label}"
                     out[key] = out.get(key, 0) + d
         self._counts, self._cells = counts, cells
+        if self.fallbacks is not None:
+            self._add_fallbacks(out)
         return out
+
+    def _add_fallbacks(self, out: dict[str, int]) -> None:
+        """New's failures that legacy answered in its place (see ``FAILED_NEW``)."""
+        assert self.fallbacks is not None
+        now = dict(self.fallbacks())
+        for (route, reason), n in now.items():
+            d = n - self._fallbacks.get((route, reason), 0)
+            if d <= 0:
+                continue
+            base = f"{route}{_SEP}new{_SEP}"
+            for suffix in ("n", "5xx", *(("502",) if reason in CONNECT_REASONS else ())):
+                out[base + suffix] = out.get(base + suffix, 0) + d
+        self._fallbacks = now
 
     async def flush(self, now: float) -> int:
         """Add what was served since the last flush into the bucket of ``now``; the fields written."""
