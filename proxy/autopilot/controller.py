@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 from proxy.autopilot.evidence import auto_routes, collect, plan_of
 from proxy.rollout.decide import HOLD, PROMOTE, Decision, Evidence, decide
 from proxy.rollout.lease import DEFAULT_TTL_S, Lease
-from proxy.rollout.served import Fallbacks, ServedFlusher, ServedReader, Source
+from proxy.rollout.served import Fallbacks, ServedFlusher, ServedReader, Source, baseline
 from proxy.rollout.state import NOT_LEADER, WRITTEN, Event, RouteState, commit, initial, keys, load, reconcile
 from proxy.routing.table import RouteTable
 from proxy.shadow.redis_pg import RedisPgStore
@@ -163,7 +163,10 @@ class Controller:
                 continue
             to_pct = plan.stages[decision.to_stage]
             why = "; ".join(decision.reasons) if decision.reasons else "gate held"
-            new_state = replace(state, stage=decision.to_stage, percent=to_pct, since=now, why=why)
+            base_at, base = await baseline(self.redis, self.keys.served, route.name, now)
+            new_state = replace(
+                state, stage=decision.to_stage, percent=to_pct, since=now, why=why, base_at=base_at, base=base
+            )
             ev = Event(
                 route.name, state.percent, to_pct, decision.action, self.owner, why, ev_data.as_json(), now
             )

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from proxy.report.model import READY, RouteReport, gather
 from proxy.rollout.decide import Evidence
-from proxy.rollout.served import ServedReader, side_counts
+from proxy.rollout.served import ServedReader, side_counts, since_base
 from proxy.rollout.state import RouteState
 from proxy.routing.model import AUTO, RolloutPlan, Route
 from proxy.routing.table import RouteTable
@@ -62,6 +62,9 @@ async def collect(
     out = {}
     for route in routes:
         state = states.get(route.name)
-        served = await reader.window(state.since if state is not None else now, now)
+        since = state.since if state is not None else now
+        served = await reader.window(since, now)
+        if state is not None:
+            served = since_base(served, since, state.base_at, state.base)
         out[route.name] = evidence_of(report.route(route.name), served, route.name)
     return out

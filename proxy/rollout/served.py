@@ -33,7 +33,7 @@ from proxy.rollout.state import text
 
 __all__ = [
     "BUCKET_S", "CONNECT_REASONS", "TTL_S", "Fallbacks", "ServedFlusher", "ServedReader", "Source",
-    "side_counts",
+    "baseline", "side_counts", "since_base",
 ]  # fmt: skip
 
 BUCKET_S: Final = 10
@@ -127,6 +127,32 @@ class ServedFlusher:
         pipe.expire(key, TTL_S)
         await pipe.execute()
         return len(delta)
+
+
+async def baseline(
+    redis: aioredis.Redis, served_prefix: str, route: str, now: float
+) -> tuple[int, dict[str, int]]:
+    """(bucket, fields): what ``route`` has served so far in the bucket of ``now``, the base a stage
+    beginning at ``now`` keeps (``RouteState.base``). Counts observed before ``now`` but not yet flushed
+    (each process flushes every quarter second) are not in it and still count in the stage."""
+    start = bucket_start(now)
+    raw = await redis.hgetall(f"{served_prefix}{start}")
+    mine = route + _SEP
+    fields = {text(k): int(v) for k, v in raw.items()}
+    return start, {k: n for k, n in fields.items() if k.startswith(mine)}
+
+
+def since_base(
+    fields: Mapping[str, int], since: float, base_at: int, base: Mapping[str, int]
+) -> dict[str, int]:
+    """A window's ``fields`` less the ``base`` its stage began with, when the window starts in the base's
+    bucket (a base of another bucket is stale: the window does not include it)."""
+    out = dict(fields)
+    if base_at < 0 or base_at != bucket_start(since):
+        return out
+    for name, n in base.items():
+        out[name] = max(0, out.get(name, 0) - n)
+    return out
 
 
 def side_counts(fields: Mapping[str, int], route: str, side: str) -> SideCounts:
