@@ -108,10 +108,13 @@ class Client:
                       for i in range(users)]  # fmt: skip
         self.pause = users / rate
         self.load = Load()
+        self.stopped = False  # set to end run() early (bench/autopilot.py runs the load until events)
 
     async def call(self, s: aiohttp.ClientSession, method: str, path: str, body: Any = None,
                    user: User | None = None) -> tuple[int, Any]:  # fmt: skip
-        headers = {"Authorization": f"Bearer {user.access}"} if user is not None and user.access else {}
+        headers = self.extra_headers()
+        if user is not None and user.access:
+            headers["Authorization"] = f"Bearer {user.access}"
         async with s.request(method, self.base + path, json=body, headers=headers) as r:
             raw = await r.read()
         self.load.sent += 1
@@ -120,6 +123,10 @@ class Client:
             return r.status, json.loads(raw) if raw else None
         except ValueError:
             return r.status, None
+
+    def extra_headers(self) -> dict[str, str]:
+        """Headers every request carries (none here; bench/autopilot.py adds a sticky canary key)."""
+        return {}
 
     async def sign_in(self, s: aiohttp.ClientSession, u: User) -> None:
         account = {"email": u.email, "password": u.password}
@@ -190,7 +197,7 @@ class Client:
             async def one(u: User) -> None:
                 if not u.access:
                     await self.sign_in(s, u)
-                while time.monotonic() < end:
+                while time.monotonic() < end and not self.stopped:
                     await self.step(s, u)
                     await asyncio.sleep(self.rand.uniform(0.5, 1.5) * self.pause)
 
