@@ -104,7 +104,7 @@ rehearsal: install
 rehearsal-check: install
 	$(PY) -m bench.rehearsal --plant all --seconds 80 --ready-min-s 20 --check
 
-# Issue 12's autopilot rehearsal (about 5 minutes): the example migrated by two gateways sharing one Redis
+# Issue 12's autopilot rehearsal (about 3 minutes): the example migrated by two gateways sharing one Redis
 # with no hand edit, then new SIGKILLed while routes are in canary (fallback, automatic rollback, promoted
 # again); exits 1 on any failed check. Not in `make test` (minutes long). BENCH_ARGS for more flags.
 autopilot-rehearsal: install
