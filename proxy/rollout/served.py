@@ -7,11 +7,15 @@ status) and latency buckets by (route, target)), so :class:`ServedFlusher` adds 
 a second it diffs those dicts against its last copy and adds the difference into the current bucket.
 
 A request the canary sent to new but legacy answered (fallback: new refused the connection, timed out,
-reset it, answered 5xx, or its circuit breaker was open) is observed as served by legacy, so the counts
-above never show new failing while fallback hides it from clients, and the rollback triggers would never
-fire. The flusher therefore also diffs the data path's fallback counts (``fallbacks``: (route, reason) ->
-count, ``DataPathCounters.fallbacks``) and adds each one to *new*'s counts as a failed request: ``n`` and
-``5xx``, and ``502`` (a connect error) for ``connect`` and ``circuit`` (``CONNECT_REASONS``).
+reset it or answered 5xx) is observed as served by legacy, so the counts above never show new failing
+while fallback hides it from clients, and the rollback triggers would never fire. The flusher therefore
+also diffs the data path's fallback counts (``fallbacks``: (route, reason) -> count,
+``DataPathCounters.fallbacks``) and adds each one to *new*'s counts as a failed request: ``n`` and
+``5xx``, and ``502`` (a connect error) for ``connect`` (``CONNECT_REASONS``). A ``circuit`` fallback
+(the breaker open: new was not even tried) is not counted (``UNTRIED``): it says nothing about new now,
+and once new is back the breaker's half-open window still turns requests away, which counted as new's
+failures would roll back the canary promoted right after new's return. The failures that opened the
+breaker, and its probes, are counted.
 
 Layout: ``<prefix>rollout:served:<t>`` is one hash per ``BUCKET_S``-second bucket starting at unix time
 ``t``, fields ``<route>|<side>|n``, ``|5xx``, ``|502`` and ``|le:<upper bound in seconds or inf>``
@@ -32,7 +36,7 @@ from proxy.rollout.decide import SideCounts
 from proxy.rollout.state import text
 
 __all__ = [
-    "BUCKET_S", "CONNECT_REASONS", "TTL_S", "Fallbacks", "ServedFlusher", "ServedReader", "Source",
+    "BUCKET_S", "CONNECT_REASONS", "TTL_S", "UNTRIED", "Fallbacks", "ServedFlusher", "ServedReader", "Source",
     "baseline", "side_counts", "since_base",
 ]  # fmt: skip
 
@@ -47,10 +51,10 @@ Source = Callable[[], tuple[Mapping[tuple[str, str, int], int], Mapping[tuple[st
 
 # (route, reason) -> requests legacy served in new's place (``DataPathCounters.fallbacks``).
 Fallbacks = Callable[[], Mapping[tuple[str, str], int]]
-# Fallback reasons that count as new's connect errors: new could not be reached (``connect``), or the
-# breaker, opened by new's failures, kept the request from it (``circuit``). The others (timeout, reset,
-# 5xx) count as its 5xx only.
-CONNECT_REASONS: Final = frozenset({"connect", "circuit"})
+# Fallback reasons that count as new's connect errors (new could not be reached); the others (timeout,
+# reset, 5xx) count as its 5xx only, but for UNTRIED: the breaker kept the request from new.
+CONNECT_REASONS: Final = frozenset({"connect"})
+UNTRIED: Final = frozenset({"circuit"})
 
 
 def bucket_start(t: float) -> int:
@@ -103,12 +107,12 @@ class ServedFlusher:
         return out
 
     def _add_fallbacks(self, out: dict[str, int]) -> None:
-        """New's failures that legacy answered in its place (see ``FAILED_NEW``)."""
+        """New's failures that legacy answered in its place (see the module docstring)."""
         assert self.fallbacks is not None
         now = dict(self.fallbacks())
         for (route, reason), n in now.items():
             d = n - self._fallbacks.get((route, reason), 0)
-            if d <= 0:
+            if d <= 0 or reason in UNTRIED:
                 continue
             base = f"{route}{_SEP}new{_SEP}"
             for suffix in ("n", "5xx", *(("502",) if reason in CONNECT_REASONS else ())):
