@@ -522,6 +522,10 @@ async def phase_b(args: argparse.Namespace, all_at_100: Any, fleet: Fleet, world
     except BenchError as exc:
         wrong.append(str(exc))
     evs = [e for e in await events(redis, prefix, count=5000) if e.at >= b_start_wall]
+    for e in evs:  # new is back and healthy: nothing may roll back any more
+        if e.action == "rollback" and e.at > restart_wall:
+            wrong.append(f"phase B: {e.route} rolled back {e.at - restart_wall:.0f} s after new returned: "
+                         f"{e.why}")
     print(f"\n## phase B: rolled back by hand at {b_start_wall - t0_wall:.0f} s, new killed at "
           f"{kill_at:.0f} s "
           f"and back at {back_at:.0f} s ({back_at - kill_at:.0f} s down)")
