@@ -11,19 +11,22 @@ gateways apply it (or ``--limit-a`` seconds: fail). Printed per route: its journ
 its time and the evidence's key numbers, from the audit stream).
 
 Phase B: every route is rolled back by hand to stage 0 (``strangler rollout rollback``, as an operator
-would) and climbs again; once at least half of them are in a canary stage (10 or 50 %), the new service is
+would) and climbs again; once at least half of them are in a canary stage (25 or 50 %), the new service is
 SIGKILLed. Idempotent requests (GET, HEAD, PUT, DELETE) must not fail (fallback serves them from legacy); a
 non-idempotent one in flight when new died may fail: counted apart and allowed. The routes in a canary
 must be rolled back by the leader (action ``rollback``); new stays down until they are (or
 ``--outage-limit`` s: fail), at least ``--outage`` s; then new is restarted on the same port and every
-rolled-back route must be promoted again, and every route reach 100 % again (``--limit-b`` each).
+rolled-back route must be promoted again, and every route reach 100 % again (``--limit-b`` each); no
+route may be rolled back once new is back.
 
 Throughout, both gateways' applied stages (``/routes``' ``stage_bp``) and lease views are sampled every
-0.1 s: a route whose stages differ between the two for more than 1 s fails, two processes holding the
-lease at once fails, and every automatic event's ``who`` must be a process that held the lease.
+0.1 s: a route whose stages differ between the two for more than 1 s fails, and so do two processes
+holding the lease at once, one saying it leads while the lease names the other, no leader for more than
+5 s, and an automatic event whose ``who`` never held the lease.
 
 A failure is a 5xx or a connection error seen by the client (the app's own 4xx are answers). ``--check``
-exits 1 on any failed check. `make autopilot-rehearsal` (a few minutes, loopback only, bounded).
+exits 1 on any failed check. `make autopilot-rehearsal` (about 3 minutes, loopback only, bounded;
+bench/README.md has a run).
 """
 
 from __future__ import annotations
