@@ -52,6 +52,7 @@ import redis.asyncio as aioredis
 from bench import svc_setup
 from bench.harness import BenchError, Fleet, free_port, log
 from bench.rehearsal import ENDPOINTS, STRANGLER, Client, User
+from bench.rehearsal import report as rehearsal_report
 from proxy.autopilot import cli as rollout_cli
 from proxy.rollout.state import Event, events, load
 from proxy.routing.table import load_routes
@@ -393,6 +394,13 @@ async def run_phases(rig: Rig, redis_url: str, args: argparse.Namespace) -> list
         print("\n## phase A: from all-legacy to all-new (transitions: from->to@seconds since start)")
         for line in journeys(evs_a, t0_wall):
             print(line)
+        # What the shadow saw differ (a match rate near the threshold holds a route at stage 0 longer).
+        for name, r in (await asyncio.to_thread(rehearsal_report, admins[0])).items():
+            paths = ", ".join(f"{p} x{n}" for p, n in r.get("paths", [])[:3])
+            if paths:
+                rate = r.get("match_rate")
+                shown = "-" if rate is None else f"{rate:.2%}"
+                print(f"  {name}: {r.get('compared', 0)} compared, match {shown}; differing: {paths}")
         sent_a = sum(c.load.sent for c in clients)
         print(f"phase A: {a_end:.0f} s, {sent_a} client requests, failed: {len(fails_a)} "
               f"({failures_line(fails_a)})")
