@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-pure compile install lint bench bench-gateway bench-services bench-micro bench-timing bench-soak \
-	bench-shadow-soak rehearsal rehearsal-check clean ensure-chromium \
+	bench-shadow-soak rehearsal rehearsal-check autopilot-rehearsal clean ensure-chromium \
 	deploy-tools check-deploy
 
 # argon2-cffi's wheel runs the portable Argon2 code; built here for this CPU it verifies ~2x faster,
@@ -103,6 +103,12 @@ rehearsal: install
 # while a rare route still lacks its comparisons, as on a slower machine.
 rehearsal-check: install
 	$(PY) -m bench.rehearsal --plant all --seconds 80 --max-seconds 160 --ready-min-s 20 --check
+
+# Issue 12's autopilot rehearsal (about 3 minutes): the example migrated by two gateways sharing one Redis
+# with no hand edit, then new SIGKILLed while routes are in canary (fallback, automatic rollback, promoted
+# again); exits 1 on any failed check. Not in `make test` (minutes long). BENCH_ARGS for more flags.
+autopilot-rehearsal: install
+	$(PY) -m bench.autopilot --check $(BENCH_ARGS)
 
 # Per-call costs of the hot paths (µs); thresholds are checked only with BENCH_ARGS=--check.
 bench-micro: install

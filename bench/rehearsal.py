@@ -109,11 +109,13 @@ class Client:
                       for i in range(users)]  # fmt: skip
         self.pause = users / rate
         self.load = Load()
-        self.stop = False  # set to end run() early
+        self.stopped = False  # set to end run() early (bench/autopilot.py runs the load until events)
 
     async def call(self, s: aiohttp.ClientSession, method: str, path: str, body: Any = None,
                    user: User | None = None) -> tuple[int, Any]:  # fmt: skip
-        headers = {"Authorization": f"Bearer {user.access}"} if user is not None and user.access else {}
+        headers = self.extra_headers()
+        if user is not None and user.access:
+            headers["Authorization"] = f"Bearer {user.access}"
         async with s.request(method, self.base + path, json=body, headers=headers) as r:
             raw = await r.read()
         self.load.sent += 1
@@ -122,6 +124,10 @@ class Client:
             return r.status, json.loads(raw) if raw else None
         except ValueError:
             return r.status, None
+
+    def extra_headers(self) -> dict[str, str]:
+        """Headers every request carries (none here; bench/autopilot.py adds a sticky canary key)."""
+        return {}
 
     async def sign_in(self, s: aiohttp.ClientSession, u: User) -> None:
         account = {"email": u.email, "password": u.password}
@@ -186,15 +192,15 @@ class Client:
 
     async def run(self, seconds: float) -> None:
         """Every user in its own loop until ``seconds`` have passed (load pacing, not waiting for events) or
-        ``stop`` is set (the phase saw what it waits for)."""
+        ``stopped`` is set (the phase saw what it waits for)."""
         end = time.monotonic() + seconds
-        self.stop = False
+        self.stopped = False
         conn = aiohttp.TCPConnector(limit=len(self.users))
         async with aiohttp.ClientSession(connector=conn) as s:
             async def one(u: User) -> None:
                 if not u.access:
                     await self.sign_in(s, u)
-                while time.monotonic() < end and not self.stop:
+                while time.monotonic() < end and not self.stopped:
                     await self.step(s, u)
                     await asyncio.sleep(self.rand.uniform(0.5, 1.5) * self.pause)
 
@@ -240,7 +246,7 @@ async def phase(
         await asyncio.wait([load], timeout=2)
         reports = await asyncio.to_thread(report, admin)
         if done is not None and time.monotonic() - began >= seconds and done(reports):
-            client.stop = True
+            client.stopped = True
         for name, r in reports.items():
             if r["verdict"] == "READY":
                 seen.ready_at.setdefault(name, time.monotonic() - t0)

@@ -161,20 +161,34 @@ def service_env(world: World, port: int, jwt_secret: str) -> dict[str, str]:
     }
 
 
-def start_services(fleet: Fleet, world: World,
-                   extra_env: dict[str, str] | None = None) -> dict[str, tuple[int, int]]:
+def service_command(name: str) -> list[str]:
+    """How to start service ``name`` (legacy or new)."""
+    if name == "legacy":
+        return ["node", str(ROOT / "legacy" / "src" / "server.js")]
+    return [sys.executable, "-m", "services"]
+
+
+def start_service(fleet: Fleet, world: World, name: str, port: int, jwt_secret: str,
+                  extra_env: dict[str, str] | None = None, log_name: str | None = None) -> int:
+    """Start one service on ``port`` and wait until it is ready; its pid (a restart after a kill passes the
+    same port and secret, and another ``log_name`` so the first log is kept)."""
+    env = {**service_env(world, port, jwt_secret), **(extra_env or {})}
+    log_name = log_name or name
+    pid = fleet.start(log_name, service_command(name), env=env, port=port, timeout=60)
+    wait_ready(port, name, fleet.workdir / f"{log_name}.log")
+    return pid
+
+
+def start_services(fleet: Fleet, world: World, extra_env: dict[str, str] | None = None,
+                   jwt_secret: str | None = None) -> dict[str, tuple[int, int]]:
     """Start legacy and new, one process each; return {name: (port, pid)} once both are ready."""
     if not (ROOT / "legacy" / "node_modules").is_dir():
         raise BenchError("legacy/node_modules is missing: run `make install` (npm ci in legacy/) first")
-    secret = secrets.token_urlsafe(48)
+    secret = jwt_secret or secrets.token_urlsafe(48)
     out: dict[str, tuple[int, int]] = {}
-    for name, cmd in (("legacy", ["node", str(ROOT / "legacy" / "src" / "server.js")]),
-                      ("new", [sys.executable, "-m", "services"])):
+    for name in ("legacy", "new"):
         port = free_port()
-        env = {**service_env(world, port, secret), **(extra_env or {})}
-        pid = fleet.start(name, cmd, env=env, port=port, timeout=60)
-        wait_ready(port, name, fleet.workdir / f"{name}.log")
-        out[name] = (port, pid)
+        out[name] = (port, start_service(fleet, world, name, port, secret, extra_env))
     return out
 
 

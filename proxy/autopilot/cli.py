@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from proxy.autopilot.evidence import auto_routes, collect, plan_of
 from proxy.rollout.decide import Decision, Evidence, blocking, decide
-from proxy.rollout.served import ServedReader
+from proxy.rollout.served import ServedReader, baseline
 from proxy.rollout.state import WRITTEN, Event, RouteState, commit, events, initial, keys, load, reconcile
 from proxy.routing.model import AUTO, Route
 from proxy.routing.table import RoutesError, RouteTable, load_routes
@@ -115,7 +115,10 @@ async def _change(ctx: _Ctx, name: str, action: str, force: bool, err: TextIO) -
         new = replace(state, paused=False, why=why)
     elif action == "rollback":
         why = f"rolled back by hand ({ctx.who})"
-        new = replace(state, stage=0, percent=plan.stages[0], since=ctx.now, why=why)
+        base_at, base = await baseline(ctx.redis, keys(ctx.prefix).served, name, ctx.now)
+        new = replace(
+            state, stage=0, percent=plan.stages[0], since=ctx.now, why=why, base_at=base_at, base=base
+        )
         action = "manual-rollback"
     else:
         if state.stage >= len(plan.stages) - 1:
@@ -134,7 +137,10 @@ async def _change(ctx: _Ctx, name: str, action: str, force: bool, err: TextIO) -
                       f"{'; '.join(blocks)}\n")  # fmt: skip
             why = f"forced by hand ({ctx.who}) although: {'; '.join(blocks)}"
         nxt = state.stage + 1
-        new = replace(state, stage=nxt, percent=plan.stages[nxt], since=ctx.now, why=why)
+        base_at, base = await baseline(ctx.redis, keys(ctx.prefix).served, name, ctx.now)
+        new = replace(
+            state, stage=nxt, percent=plan.stages[nxt], since=ctx.now, why=why, base_at=base_at, base=base
+        )
         action = "manual-promote"
     event = Event(name, state.percent, new.percent, action, ctx.who, why, evidence, ctx.now)
     done = await commit(ctx.redis, ctx.prefix, name, before, new, event)

@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 from proxy.autopilot.evidence import auto_routes, collect, plan_of
 from proxy.rollout.decide import HOLD, PROMOTE, Decision, Evidence, decide
 from proxy.rollout.lease import DEFAULT_TTL_S, Lease
-from proxy.rollout.served import ServedFlusher, ServedReader, Source
+from proxy.rollout.served import Fallbacks, ServedFlusher, ServedReader, Source, baseline
 from proxy.rollout.state import NOT_LEADER, WRITTEN, Event, RouteState, commit, initial, keys, load, reconcile
 from proxy.routing.table import RouteTable
 from proxy.shadow.redis_pg import RedisPgStore
@@ -79,6 +79,7 @@ class Controller:
         *,
         served: Source | None = None,
         bounds: tuple[float, ...] = (),
+        fallbacks: Fallbacks | None = None,
         store: DiffStore | None = None,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -92,7 +93,9 @@ class Controller:
         self.keys = keys(prefix)
         self.table = table
         self.apply = apply
-        self.flusher = ServedFlusher(redis, self.keys.served, served, bounds) if served is not None else None
+        self.flusher = (
+            ServedFlusher(redis, self.keys.served, served, bounds, fallbacks) if served is not None else None
+        )
         self.reader = ServedReader(redis, self.keys.served)
         self.store = store if store is not None else RedisPgStore(redis, None, prefix)
         self.lease = Lease(redis, self.keys.leader, owner, lease_ttl_s, lease_clock)
@@ -160,7 +163,10 @@ class Controller:
                 continue
             to_pct = plan.stages[decision.to_stage]
             why = "; ".join(decision.reasons) if decision.reasons else "gate held"
-            new_state = replace(state, stage=decision.to_stage, percent=to_pct, since=now, why=why)
+            base_at, base = await baseline(self.redis, self.keys.served, route.name, now)
+            new_state = replace(
+                state, stage=decision.to_stage, percent=to_pct, since=now, why=why, base_at=base_at, base=base
+            )
             ev = Event(
                 route.name, state.percent, to_pct, decision.action, self.owner, why, ev_data.as_json(), now
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from proxy.ops.admin_auth import token_middleware
 from proxy.ops.metrics import render
 from proxy.report import html as report_html
+from proxy.routing.model import AUTO
 from proxy.routing.table import Route, RouteTable, UpstreamSpec
 from proxy.server.counters import DataPathCounters
 
@@ -51,6 +52,11 @@ class AdminState:
     token: str = field(default="", repr=False)
     # The data path's own view of the upstreams (errors answered, last connect outcome), when known.
     data_path: Callable[[], DataPathCounters] | None = None
+    # The autopilot of this serving process (single-process mode; None with --workers, whose workers each
+    # apply their own): the stages the data path applies, route -> basis points (``Gateway.stages``), and
+    # this process's leader id and whether it holds the lease (``/routes``' ``rollout``).
+    stages: Callable[[], Mapping[str, int]] | None = None
+    rollout: Callable[[], dict[str, Any]] | None = None
 
 
 STATE = web.AppKey("strangler_admin_state", AdminState)
@@ -121,9 +127,9 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
-def _route_json(route: Route) -> dict[str, Any]:
+def _route_json(route: Route, stages: Mapping[str, int] | None = None) -> dict[str, Any]:
     shadow = route.shadow
-    return {
+    out: dict[str, Any] = {
         "name": route.name,
         "methods": sorted(route.methods) if route.methods is not None else None,
         "path": route.path,
@@ -133,13 +139,19 @@ def _route_json(route: Route) -> dict[str, Any]:
         else {"sample": shadow.sample, "writes": shadow.writes, "timeout": shadow.timeout},
         "line": route.line,
     }
+    if stages is not None and route.target == AUTO:
+        out["stage_bp"] = stages.get(route.name, 0)  # what this process applies now
+    return out
 
 
 async def routes(request: web.Request) -> web.Response:
-    """The live table as JSON, with its file, sha256, load time and the latest reload result."""
+    """The live table as JSON, with its file, sha256, load time and the latest reload result; an auto
+    route's ``stage_bp`` (basis points new serves, as this process applies them) and ``rollout`` (this
+    process's leader id and whether it holds the lease) when this process runs the autopilot."""
     state = request.app[STATE]
     table = state.table
     last = state.last_reload
+    stages = dict(state.stages()) if state.stages is not None else None
     return web.json_response(
         {
             "file": state.routes_path,
@@ -148,7 +160,8 @@ async def routes(request: web.Request) -> web.Response:
             "last_reload": {"result": last.result, "at": last.at, "errors": last.errors},
             "upstreams": {name: spec.url for name, spec in sorted(table.upstreams.items())},
             "default": _route_json(table.default),
-            "routes": [_route_json(r) for r in table.routes],
+            "routes": [_route_json(r, stages) for r in table.routes],
+            "rollout": state.rollout() if state.rollout is not None else None,
         }
     )
 

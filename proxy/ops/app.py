@@ -53,7 +53,10 @@ async def serve_single(settings: Settings, table: RouteTable, raw: bytes, listen
         shadow = await stack.enter_async_context(open_shadow(table))
         gateway = build_gateway(settings, table, stats, shadow)
         # The autopilot (issue 12): stops before the shadow sink closes (the exit stack unwinds in reverse).
-        await stack.enter_async_context(open_autopilot(gateway, stats))
+        pilot = await stack.enter_async_context(open_autopilot(gateway, stats))
+        state.stages = lambda: gateway.stages
+        if pilot is not None:
+            state.rollout = lambda: {"owner": pilot.owner, "leader": pilot.lease.held}
         reloader = Reloader(settings.routes, state, lambda t, _raw: apply_table(gateway, t), raw)
         install_signals(stopper, lambda: reloader.reload("SIGHUP"))
         runner = web.AppRunner(create_admin_app(state), access_log=None, handle_signals=False)

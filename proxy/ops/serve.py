@@ -109,6 +109,7 @@ async def open_autopilot(
     controller = Controller(
         redis, where.prefix, lambda: gateway.table, apply,
         served=lambda: (stats.counts, stats.cells), bounds=BUCKETS,
+        fallbacks=lambda: stats.data_path.fallbacks,  # new's failures legacy answered count as new's
     )  # fmt: skip
     task = asyncio.create_task(controller.run(), name="rollout")
     try:

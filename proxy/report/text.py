@@ -67,12 +67,21 @@ def epoch_line(r: RouteReport) -> str:
 
 
 def fallback_line(r: RouteReport) -> str:
-    """``served by legacy in new's place: connect 12, circuit 40 (the circuit breaker was open)`` or ""."""
-    if not r.fallbacks:
-        return ""
-    counts = ", ".join(f"{reason} {n:,}" for reason, n in r.fallbacks.items())
-    opened = " (the circuit breaker was open)" if "circuit" in r.fallbacks else ""
-    return f"served by legacy in new's place: {counts}{opened}"
+    """``served by legacy in new's place: connect 12, circuit 40 (the circuit breaker was open)``, and the
+    shadow calls whose side refused the connection (``unreached_<side>``: down, not counted as errors), or
+    ""."""
+    parts = []
+    if r.fallbacks:
+        counts = ", ".join(f"{reason} {n:,}" for reason, n in r.fallbacks.items())
+        opened = " (the circuit breaker was open)" if "circuit" in r.fallbacks else ""
+        parts.append(f"served by legacy in new's place: {counts}{opened}")
+    down = [(side, r.counters.get(f"unreached_{key}", 0)) for side, key in (("new", "candidate"),
+                                                                              ("legacy", "control"))]
+    down = [(side, n) for side, n in down if n]
+    if down:
+        parts.append("shadow calls refused (side down, not counted as errors): "
+                     + ", ".join(f"{side} {n:,}" for side, n in down))  # fmt: skip
+    return "; ".join(parts)
 
 
 def method_lines(r: RouteReport) -> list[str]:
@@ -189,7 +198,7 @@ def render_markdown(report: Report) -> str:
         )
     for r in report.routes:
         if r.paths or r.noise_paths or r.generated or r.raced or r.reasons or r.epoch or r.methods or (
-            r.fallbacks
+            fallback_line(r)
         ):
             out += ["", f"### {r.name}", ""]
             out += [f"- {line}" for line in [epoch_line(r), *method_lines(r), fallback_line(r)] if line]

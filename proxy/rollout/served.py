@@ -6,6 +6,17 @@ every request in its observer (``proxy.ops.metrics.RequestStats``: cumulative di
 status) and latency buckets by (route, target)), so :class:`ServedFlusher` adds nothing per request: once
 a second it diffs those dicts against its last copy and adds the difference into the current bucket.
 
+A request the canary sent to new but legacy answered (fallback: new refused the connection, timed out,
+reset it or answered 5xx) is observed as served by legacy, so the counts above never show new failing
+while fallback hides it from clients, and the rollback triggers would never fire. The flusher therefore
+also diffs the data path's fallback counts (``fallbacks``: (route, reason) -> count,
+``DataPathCounters.fallbacks``) and adds each one to *new*'s counts as a failed request: ``n`` and
+``5xx``, and ``502`` (a connect error) for ``connect`` (``CONNECT_REASONS``). A ``circuit`` fallback
+(the breaker open: new was not even tried) is not counted (``UNTRIED``): it says nothing about new now,
+and once new is back the breaker's half-open window still turns requests away, which counted as new's
+failures would roll back the canary promoted right after new's return. The failures that opened the
+breaker, and its probes, are counted.
+
 Layout: ``<prefix>rollout:served:<t>`` is one hash per ``BUCKET_S``-second bucket starting at unix time
 ``t``, fields ``<route>|<side>|n``, ``|5xx``, ``|502`` and ``|le:<upper bound in seconds or inf>``
 (latency counts), with a TTL of ``TTL_S`` (a day: what a progress view over time can read). Every replica
@@ -24,7 +35,10 @@ import redis.asyncio as aioredis
 from proxy.rollout.decide import SideCounts
 from proxy.rollout.state import text
 
-__all__ = ["BUCKET_S", "TTL_S", "ServedFlusher", "ServedReader", "Source", "side_counts"]
+__all__ = [
+    "BUCKET_S", "CONNECT_REASONS", "TTL_S", "UNTRIED", "Fallbacks", "ServedFlusher", "ServedReader", "Source",
+    "baseline", "side_counts", "since_base",
+]  # fmt: skip
 
 BUCKET_S: Final = 10
 TTL_S: Final = 86400
@@ -33,6 +47,14 @@ _SEP: Final = "|"
 # What the observer keeps: (route, target, status) -> count, and (route, target) -> [count per latency
 # bucket ..., count above the last bound, sum of seconds] (proxy.ops.metrics.RequestStats).
 Source = Callable[[], tuple[Mapping[tuple[str, str, int], int], Mapping[tuple[str, str], Sequence[float]]]]
+
+
+# (route, reason) -> requests legacy served in new's place (``DataPathCounters.fallbacks``).
+Fallbacks = Callable[[], Mapping[tuple[str, str], int]]
+# Fallback reasons that count as new's connect errors (new could not be reached); the others (timeout,
+# reset, 5xx) count as its 5xx only, but for UNTRIED: the breaker kept the request from new.
+CONNECT_REASONS: Final = frozenset({"connect"})
+UNTRIED: Final = frozenset({"circuit"})
 
 
 def bucket_start(t: float) -> int:
@@ -44,14 +66,17 @@ class ServedFlusher:
     """Adds this process's served-request counts into Redis (see the module docstring)."""
 
     def __init__(
-        self, redis: aioredis.Redis, served_prefix: str, source: Source, bounds: Sequence[float]
-    ) -> None:
+        self, redis: aioredis.Redis, served_prefix: str, source: Source, bounds: Sequence[float],
+        fallbacks: Fallbacks | None = None,
+    ) -> None:  # fmt: skip
         self.redis = redis
         self.prefix = served_prefix
         self.source = source
+        self.fallbacks = fallbacks
         self.labels = [f"le:{b:g}" for b in bounds] + ["le:inf"]
         self._counts: dict[tuple[str, str, int], int] = {}
         self._cells: dict[tuple[str, str], list[float]] = {}
+        self._fallbacks: dict[tuple[str, str], int] = {}
 
     def _delta(self) -> dict[str, int]:
         """Field -> increment since the last call (copies taken first: the loop keeps observing)."""
@@ -77,7 +102,22 @@ class ServedFlusher:
                     key = f"{route}{_SEP}{side}{_SEP}{label}"
                     out[key] = out.get(key, 0) + d
         self._counts, self._cells = counts, cells
+        if self.fallbacks is not None:
+            self._add_fallbacks(out)
         return out
+
+    def _add_fallbacks(self, out: dict[str, int]) -> None:
+        """New's failures that legacy answered in its place (see the module docstring)."""
+        assert self.fallbacks is not None
+        now = dict(self.fallbacks())
+        for (route, reason), n in now.items():
+            d = n - self._fallbacks.get((route, reason), 0)
+            if d <= 0 or reason in UNTRIED:
+                continue
+            base = f"{route}{_SEP}new{_SEP}"
+            for suffix in ("n", "5xx", *(("502",) if reason in CONNECT_REASONS else ())):
+                out[base + suffix] = out.get(base + suffix, 0) + d
+        self._fallbacks = now
 
     async def flush(self, now: float) -> int:
         """Add what was served since the last flush into the bucket of ``now``; the fields written."""
@@ -91,6 +131,32 @@ class ServedFlusher:
         pipe.expire(key, TTL_S)
         await pipe.execute()
         return len(delta)
+
+
+async def baseline(
+    redis: aioredis.Redis, served_prefix: str, route: str, now: float
+) -> tuple[int, dict[str, int]]:
+    """(bucket, fields): what ``route`` has served so far in the bucket of ``now``, the base a stage
+    beginning at ``now`` keeps (``RouteState.base``). Counts observed before ``now`` but not yet flushed
+    (each process flushes every quarter second) are not in it and still count in the stage."""
+    start = bucket_start(now)
+    raw = await redis.hgetall(f"{served_prefix}{start}")
+    mine = route + _SEP
+    fields = {text(k): int(v) for k, v in raw.items()}
+    return start, {k: n for k, n in fields.items() if k.startswith(mine)}
+
+
+def since_base(
+    fields: Mapping[str, int], since: float, base_at: int, base: Mapping[str, int]
+) -> dict[str, int]:
+    """A window's ``fields`` less the ``base`` its stage began with, when the window starts in the base's
+    bucket (a base of another bucket is stale: the window does not include it)."""
+    out = dict(fields)
+    if base_at < 0 or base_at != bucket_start(since):
+        return out
+    for name, n in base.items():
+        out[name] = max(0, out.get(name, 0) - n)
+    return out
 
 
 def side_counts(fields: Mapping[str, int], route: str, side: str) -> SideCounts:

@@ -70,20 +70,31 @@ class RouteState:
     since: float
     why: str
     digest: str
+    # What the route had served in the served-traffic bucket ``base_at`` (-1: none) when the stage began:
+    # a stage's window sums whole buckets from the one holding ``since``, and its counts from before
+    # ``since`` are taken off (``proxy.rollout.served.since_base``), so the failures of an outage that
+    # caused a rollback do not count against the stage that follows it.
+    base_at: int = -1
+    base: dict[str, int] = field(default_factory=dict, repr=False)
     # The stored bytes it was read from (b"": never stored): what a compare-and-set write expects.
     raw: bytes = field(default=b"", compare=False, repr=False)
 
     def to_json(self) -> bytes:
         """The hash field's value."""
-        return orjson.dumps({
+        doc: dict[str, Any] = {
             "stage": self.stage, "percent": self.percent, "paused": self.paused, "since": self.since,
             "why": self.why, "digest": self.digest,
-        })  # fmt: skip
+        }  # fmt: skip
+        if self.base_at >= 0:
+            doc["base"] = {"t": self.base_at, "f": self.base}
+        return orjson.dumps(doc)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RouteState:
         """Parse a hash field's value (unknown keys ignored, so an older reader keeps working)."""
         doc: dict[str, Any] = orjson.loads(raw)
+        stored = doc.get("base")
+        base: dict[str, Any] = stored if isinstance(stored, dict) else {}
         return cls(
             stage=int(doc.get("stage", 0)),
             percent=int(doc.get("percent", 0)),
@@ -91,6 +102,8 @@ class RouteState:
             since=float(doc.get("since", 0.0)),
             why=str(doc.get("why", "")),
             digest=str(doc.get("digest", "")),
+            base_at=int(base.get("t", -1)),
+            base={str(k): int(v) for k, v in (base.get("f") or {}).items()},
             raw=raw if isinstance(raw, bytes) else raw.encode(),
         )
 

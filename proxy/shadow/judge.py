@@ -33,9 +33,11 @@ from proxy.shadow.noise import REREAD_PER_SECOND, AaLimiter, Learned, NoiseBook
 from proxy.shadow.samples import SampleBuilder
 from proxy.shadow.shapes import on_generated, same_shapes, without
 from proxy.shadow.store import ANY_METHOD, DiffStore
-from proxy.shadow.unanswered import Unanswered
+from proxy.shadow.unanswered import Unanswered, error_kind
 
-__all__ = ["CANDIDATE", "COMPARISONS", "CONTROL", "SAFE", "Failed", "Fetched", "Job", "Judge"]
+__all__ = [
+    "CANDIDATE", "COMPARISONS", "CONTROL", "SAFE", "Failed", "Fetched", "Job", "Judge", "unreached_counter",
+]  # fmt: skip
 
 log = logging.getLogger("strangler.shadow")
 
@@ -333,15 +335,33 @@ class Judge:
         """Count a failed call of one side (the comparison is lost, the request was not).
 
         A failure of the shadow side (not the primary) goes to ``unanswered``: a metric, a warning line
-        per route every few seconds, and the streak the report shows; never a line per request.
+        per route every few seconds, and the streak the report shows; never a line per request. A shadow
+        side that refused the connection is counted ``unreached_<side>``, not ``errors_<side>``: it was
+        down, not wrong (see ``unreached_counter``).
         """
         name = ex.route.name
         side = "control" if failure.side == CONTROL else "candidate"
-        self.store.count(self.store.key(ex.route, ex.method), f"errors_{side}")
+        shadow = failure.side != ex.primary
+        self.store.count(self.store.key(ex.route, ex.method), unreached_counter(side, failure.reason, shadow))
         COMPARISONS.labels(name, "error").inc()
-        if failure.side != ex.primary:
+        if shadow:
             route_key = self.store.key(ex.route, ANY_METHOD)
             self.unanswered.failed(name, failure.side, failure.reason, route_key)
+
+
+def unreached_counter(side: str, reason: str, shadow: bool) -> str:
+    """The store counter of a failed call of ``side`` (control or candidate): ``unreached_<side>`` when it
+    was the shadow side and it refused the connection (nothing reached it), else ``errors_<side>``.
+
+    The report's verdict says NOT READY while new failed more calls than legacy in the epoch, for good:
+    an answer that is an error is evidence about new. A shadow side that is down answers nothing, which
+    is not evidence about its answers; while it lasts the unanswered streak makes the verdict COMPARISON
+    UNAVAILABLE, and once it is back the comparisons decide again. Counted as errors, one outage would keep
+    the route NOT READY for the rest of its epoch, so the autopilot could never promote it again after
+    new returned (the served-traffic rollback triggers are what judge new's availability)."""
+    if shadow and error_kind(reason) == "connect":
+        return f"unreached_{side}"
+    return f"errors_{side}"
 
 
 def _moved(primary: Fetched, again: Fetched, rules: CompareRules, cap: int) -> tuple[str, ...]:

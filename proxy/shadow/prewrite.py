@@ -24,7 +24,7 @@ from typing import Final
 from prometheus_client import Histogram
 
 from proxy.routing.table import Route
-from proxy.shadow.judge import CANDIDATE, COMPARISONS, Failed, Fetched
+from proxy.shadow.judge import CANDIDATE, COMPARISONS, Failed, Fetched, unreached_counter
 from proxy.shadow.replay import Replayer, Sent
 from proxy.shadow.store import ANY_METHOD, DiffStore
 from proxy.shadow.unanswered import Unanswered
@@ -116,7 +116,7 @@ class Prewrites:
         if isinstance(res, Failed):
             reason = res.reason.partition(":")[0]
             self.not_compared(pw.route, reason if reason in ("timeout", "closed") else "error")
-            self._store.count(pw.key, "errors_candidate")
+            self._store.count(pw.key, unreached_counter("candidate", res.reason, True))
             self._unanswered.failed(name, CANDIDATE, res.reason, self._store.key(pw.route, ANY_METHOD))
         done, pw.done = pw.done, None
         if done is not None:

@@ -91,6 +91,18 @@ def test_verdicts() -> None:
     assert by["users-get"].latency_ms["legacy"]["p99"] == pytest.approx(10.0, rel=0.16)
 
 
+def test_an_unreached_shadow_side_is_not_an_error() -> None:
+    """New refusing the shadow's connections (down, then back) leaves a route whose comparisons all
+    matched READY and says how many calls were refused; new's errors make it NOT READY."""
+    down = stats(100)
+    down.counters["unreached_candidate"] = 40
+    report = build_report({"users-get": down, "users-write": stats(100, errors=(0, 40))}, TABLE)
+    by = {r.name: r for r in report.routes}
+    assert by["users-get"].verdict == READY and by["users-get"].error_rate["new"] == 0
+    assert "shadow calls refused (side down, not counted as errors): new 40" in render_terminal(report)
+    assert by["users-write"].verdict == NOT_READY
+
+
 def test_latency_verdict_uses_median_below_100_timings() -> None:
     """With few timings the median decides (p99 would be one outlier); with 100+ the p99 does."""
     few = stats(20, legacy_s=0.01, new_s=0.01)

@@ -273,3 +273,36 @@ async def test_an_unreachable_redis_is_logged_once_and_the_loops_keep_going(
     failures = sorted(r.getMessage() for r in caplog.records if "failed; retrying" in r.getMessage())
     assert failures == ["rollout decide failed; retrying", "rollout sync failed; retrying"]
     assert stages.seen == []
+
+
+async def test_a_stage_after_a_rollback_does_not_count_the_outage_before_it(
+    aredis: aioredis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    """New's connect errors roll a canary back; promoted again within the same 10 s served bucket, the
+    new stage counts only what new served since it began (its base is taken off), so good traffic
+    promotes it instead of the old errors rolling it back again."""
+    clock = ManualClock(100_000.0)
+    quick = replace(PLAN, gate=replace(PLAN.gate, min_s=1.0))
+    t = table({"users": quick})
+    ctl = controller(aredis, redis_prefix, t, clock, owner="leader")
+    served = Served(aredis, redis_prefix)
+    await compare(redis_url, redis_prefix, route(t, "users"), matched=20)
+    await ctl.decide_once()
+    clock.advance(2)
+    assert [e.to_pct for e in await ctl.decide_once()] == [10]
+    clock.advance(1)
+    served.observe("users", "new", 502, n=10)  # new down: every request it was given failed
+    await served.flush(clock())
+    (down,) = await ctl.decide_once()
+    assert (down.action, down.evidence["new"]["connect_errors"]) == ("rollback", 10)
+    clock.advance(2)
+    (up,) = await ctl.decide_once()
+    assert (up.action, up.to_pct) == ("promote", 10)
+    state = (await load(aredis, redis_prefix))["users"]
+    assert state.base_at == 100_000 and state.base["users|new|502"] == 10
+    clock.advance(1)
+    served.observe("users", "new", 200, n=10)  # new is back
+    await served.flush(clock())
+    (again,) = await ctl.decide_once()
+    assert (again.action, again.to_pct) == ("promote", 100)
+    assert (again.evidence["new"]["requests"], again.evidence["new"]["connect_errors"]) == (10, 0)
