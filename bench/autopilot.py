@@ -50,7 +50,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench import svc_setup
-from bench.harness import BenchError, Fleet, free_port, log
+from bench.harness import BenchError, Fleet, free_port, log, verdict
 from bench.rehearsal import ENDPOINTS, STRANGLER, Client, User
 from bench.rehearsal import report as rehearsal_report
 from proxy.autopilot import cli as rollout_cli
@@ -590,12 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                     keep.mkdir(parents=True, exist_ok=True)
                     for f in work.glob("*.log"):
                         (keep / f.name).write_bytes(f.read_bytes())
-    for line in wrong:
-        print(f"FAIL: {line}")
-    if not args.check:
-        return 0
-    print("PASS" if not wrong else "FAIL")
-    return 1 if wrong else 0
+    return verdict(wrong, args.check)
 
 
 if __name__ == "__main__":

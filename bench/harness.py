@@ -31,6 +31,16 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def verdict(wrong: list[str], check: bool) -> int:
+    """Print what went wrong; with ``check``, PASS or FAIL and the exit status (1 on any failure)."""
+    for line in wrong:
+        print(f"FAIL: {line}")
+    if not check:
+        return 0
+    print("PASS" if not wrong else "FAIL")
+    return 1 if wrong else 0
+
+
 def ensure_apt_packages(binaries: Mapping[str, str]) -> None:
     """Install the Debian packages whose binaries are missing (`{binary: package}`), one `apt-get update`."""
     missing = sorted({pkg for binary, pkg in binaries.items() if find_binary(binary) is None})

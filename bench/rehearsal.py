@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 
 from bench import svc_setup
-from bench.harness import BenchError, Fleet, free_port, log
+from bench.harness import BenchError, Fleet, free_port, log, verdict
 
 STRANGLER = Path(sys.executable).parent / "strangler"
 # (name, method, path): docs/API.md's endpoints, one route each (streams are never compared).
@@ -428,12 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 work = Path(tmp) / f"run{i}"
                 work.mkdir()
                 wrong += rehearse(work, admin_url, redis_url, args, plant)
-    for line in wrong:
-        print(f"FAIL: {line}")
-    if not args.check:
-        return 0
-    print("PASS" if not wrong else "FAIL")
-    return 1 if wrong else 0
+    return verdict(wrong, args.check)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from proxy.autopilot.evidence import auto_routes, collect, plan_of
+from proxy.report.progress import age
 from proxy.rollout.decide import Decision, Evidence, blocking, decide
 from proxy.rollout.served import ServedReader, baseline
 from proxy.rollout.state import WRITTEN, Event, RouteState, commit, events, initial, keys, load, reconcile
@@ -149,14 +150,6 @@ async def _change(ctx: _Ctx, name: str, action: str, force: bool, err: TextIO) -
     return f"route {name}: {action} {state.percent}% -> {new.percent}%{' (paused)' if new.paused else ''}"
 
 
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 async def _status(ctx: _Ctx, only: str | None) -> dict[str, Any]:
     states = await load(ctx.redis, ctx.prefix)
     routes = sorted(ctx.table.routes, key=lambda r: r.line)
@@ -200,7 +193,7 @@ def _render(doc: dict[str, Any], now: float) -> str:
         else:
             stage = f"{row['percent']}% (stage {row['stage']} of {row['stages']})"
             paused = ", PAUSED" if row["paused"] else ""
-            since = _age(max(0.0, now - row["since"]))
+            since = age(max(0.0, now - row["since"]))
             lines.append(f"{row['route']}: {stage}{paused}, since {since} ago ({row['why']})")
             if row["next"] == "hold":
                 lines += [f"    blocks: {b}" for b in row["blocks"]]
@@ -209,7 +202,7 @@ def _render(doc: dict[str, Any], now: float) -> str:
         last = row["last_event"]
         if last is not None:
             lines.append(f"    last: {last['action']} {last['from']}% -> {last['to']}% by {last['who']}, "
-                         f"{_age(max(0.0, now - last['at']))} ago: {last['why']}")  # fmt: skip
+                         f"{age(max(0.0, now - last['at']))} ago: {last['why']}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
