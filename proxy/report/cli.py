@@ -16,9 +16,9 @@ import orjson
 
 from proxy.report.html import render_html
 from proxy.report.model import READY, Report, gather
-from proxy.report.progress import Progress, parse_window
-from proxy.report.progress_io import read_progress
-from proxy.report.progress_text import progress_markdown, progress_terminal
+from proxy.report.progress import Progress, Transition, parse_window
+from proxy.report.progress_io import read_journey, read_progress
+from proxy.report.progress_text import progress_markdown, progress_terminal, transition_line
 from proxy.report.text import render_markdown, render_terminal
 from proxy.routing.table import RoutesError, RouteTable, load_routes
 from proxy.shadow.redis_pg import RedisPgStore
@@ -109,15 +109,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _collect(
-    args: argparse.Namespace, table: RouteTable | None, steps: _Progress, window_s: float | None
+    args: argparse.Namespace, table: RouteTable | None, steps: _Progress, window_s: float | None,
+    journey: list[Transition],
 ) -> tuple[Report, Progress | None]:
-    """The report, and (with ``window_s``) the progress overview over that window."""
+    """The report, and (with ``window_s``) the progress overview over that window; with ``--route``, that
+    route's transitions into ``journey``."""
     steps.step("connecting to Redis and PostgreSQL")
     store = await RedisPgStore.connect(args.redis_url, args.database_url, args.prefix)
     try:
         steps.step("reading counters and samples")
         report = await gather(store, table, args.route, history=args.epoch == "all")
         if window_s is None:
+            if args.route:  # one route: its journey instead of the overview
+                journey[:] = await read_journey(store.redis, args.prefix, args.route)
             return report, None
         steps.step("reading the rollout state and served traffic")
         return report, await read_progress(store.redis, args.prefix, table, report, window_s)
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     try:
         # The overview is of the whole migration: not with one route's page or a suggested diff.
         overview = None if args.route or args.suggest else window_s
-        report, overview_doc = asyncio.run(_collect(args, table, _Progress(err), overview))
+        journey: list[Transition] = []
+        report, overview_doc = asyncio.run(_collect(args, table, _Progress(err), overview, journey))
     except StoreError as exc:
         err.write(f"strangler report: {exc}\n")
         return 2
@@ -210,4 +215,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         ))  # fmt: skip
         return 0
     out.write(render(report, args.format, overview_doc))
+    if args.route and journey and args.format in ("terminal", "markdown"):
+        out.write(f"\njourney of {args.route} (the autopilot's transitions, oldest first):\n")
+        out.writelines(f"  {transition_line(t, report.generated_at)}\n" for t in journey)
     return 0

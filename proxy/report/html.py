@@ -30,9 +30,9 @@ from aiohttp import web
 
 from proxy.report.charts import latency_chart
 from proxy.report.model import NOT_ENOUGH, READY, UNAVAILABLE, Report, RouteReport, gather
-from proxy.report.progress import DEFAULT_WINDOW_S, Progress, build_progress, parse_window
-from proxy.report.progress_html import PROGRESS_CSS, render_progress
-from proxy.report.progress_io import read_progress
+from proxy.report.progress import DEFAULT_WINDOW_S, Progress, Transition, build_progress, parse_window
+from proxy.report.progress_html import PROGRESS_CSS, render_progress, transitions_table
+from proxy.report.progress_io import read_journey, read_progress
 from proxy.report.progress_text import clock
 from proxy.report.text import answered, epoch_line, fallback_line, history_lines, method_lines
 from proxy.shadow.redis_pg import RedisPgStore
@@ -165,7 +165,7 @@ def _top(title: str, generated_at: float, refresh: bool, window: str | None) -> 
 
 def render_html(
     report: Report, route: str | None = None, *, progress: Progress | None = None, refresh: bool = False,
-    note: str = "", window: str | None = None,
+    note: str = "", window: str | None = None, journey: list[Transition] | None = None,
 ) -> str:  # fmt: skip
     """The report page (all routes; opening with the migration ``progress`` when given), or one route's page
     with its example diffs side by side. ``refresh``: reload every ``REFRESH_S`` seconds (a meta refresh)."""
@@ -203,6 +203,8 @@ def render_html(
             if r.reasons:
                 body.append("<ul>" + "".join(f"<li>{escape(w)}</li>" for w in r.reasons) + "</ul>")
             body.append(_learned(r))
+            if journey is not None:  # the autopilot's audit events of this route, oldest first
+                body.append("<h2>Journey</h2>" + transitions_table(journey, report.generated_at, "journey"))
             body.append("<h2>Example diffs</h2>")
             examples = [_example(ex) for ex in r.examples]
             body += examples or ['<p class="muted">No stored differing sample.</p>']
@@ -283,7 +285,13 @@ async def report_route_page(request: web.Request) -> web.Response:
     report = await _report(request, name)
     if report.route(name) is None:
         raise web.HTTPNotFound(text=f"no shadowed route named {name!r}; see /report for the list\n")
-    return web.Response(text=render_html(report, name), content_type="text/html")
+    journey: list[Transition] | None = None
+    store = request.app.get(REPORT_STORE)
+    redis = getattr(store, "redis", None)
+    if redis is not None:
+        with contextlib.suppress(OSError, ConnectionError, aioredis.RedisError):
+            journey = await read_journey(redis, getattr(store, "prefix", DEFAULT_PREFIX), name)
+    return web.Response(text=render_html(report, name, journey=journey), content_type="text/html")
 
 
 async def report_json(request: web.Request) -> web.Response:

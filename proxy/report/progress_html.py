@@ -19,12 +19,13 @@ from proxy.report.progress import (
     Point,
     Progress,
     RouteProgress,
+    Transition,
     age,
     window_text,
 )
 from proxy.report.progress_text import clock, legacy_line
 
-__all__ = ["PROGRESS_CSS", "STAGE_COLORS", "WINDOWS", "render_progress"]
+__all__ = ["PROGRESS_CSS", "STAGE_COLORS", "WINDOWS", "render_progress", "transitions_table"]
 
 STAGE_COLORS: Final = {
     LEGACY: "#8c959f", SHADOWING: "#bf8700", CANARY: "#8250df", MIGRATED: "#0b57d0", NOT_NEEDED: "#1a7f37",
@@ -157,17 +158,22 @@ def _charts(p: Progress) -> str:
 
 
 def _transitions(p: Progress) -> str:
-    if not p.transitions:
+    return transitions_table(p.transitions, p.generated_at, "transitions")
+
+
+def transitions_table(transitions: list[Transition], now: float, table_id: str) -> str:
+    """Audit events as a table (the overview's recent ones, or one route's journey)."""
+    if not transitions:
         return '<p class="muted">No transition recorded yet (the autopilot writes one per stage change).</p>'
     rows = "".join(
         f'<tr data-action="{escape(t.action)}"><td>{clock(t.at)}</td><td class="muted">'
-        f"{age(max(0.0, p.generated_at - t.at))} ago</td><td>{escape(t.route)}</td>"
+        f"{age(max(0.0, now - t.at))} ago</td><td>{escape(t.route)}</td>"
         f"<td><b>{escape(t.action)}</b></td><td>{t.from_pct}% → {t.to_pct}%</td><td>{escape(t.who)}</td>"
         f"<td>{escape(t.why)}</td></tr>"
-        for t in p.transitions
+        for t in transitions
     )
     head = "".join(f"<th>{h}</th>" for h in ("time (UTC)", "", "route", "action", "new serves", "by", "why"))
-    return f'<table class="transitions" id="transitions"><tr>{head}</tr>{rows}</table>'
+    return f'<table class="transitions" id="{table_id}"><tr>{head}</tr>{rows}</table>'
 
 
 def render_progress(p: Progress, refresh: bool, note: str = "") -> str:

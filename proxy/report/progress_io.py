@@ -11,14 +11,16 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from proxy.report.model import Report
-from proxy.report.progress import TRANSITIONS, Progress, build_progress
+from proxy.report.progress import TRANSITIONS, Progress, Transition, build_progress
 from proxy.rollout.served import TTL_S
 from proxy.rollout.state import events, keys, load
 from proxy.routing.model import AUTO
 from proxy.routing.table import RouteTable
 from proxy.shadow.redis_counters import read_buckets, series_prefix
 
-__all__ = ["read_progress"]
+__all__ = ["JOURNEY", "read_journey", "read_progress"]
+
+JOURNEY = 200  # transitions of one route shown on its page, at most
 
 
 async def read_progress(
@@ -35,3 +37,10 @@ async def read_progress(
     served = await read_buckets(redis, keys(prefix).served, since, now, ttl=TTL_S, cache=cache)
     match = await read_buckets(redis, series_prefix(prefix), now - window_s, now, cache=cache)
     return build_progress(table, report, states, recent, served, match, window_s, now)
+
+
+async def read_journey(redis: aioredis.Redis, prefix: str, route: str) -> list[Transition]:
+    """Every transition of ``route`` still in the audit stream (the newest ``JOURNEY``), oldest first: its
+    way from legacy to new, with each rollback, pause and promotion by hand."""
+    rows = await events(redis, prefix, route=route, count=JOURNEY)
+    return [Transition(e.at, e.route, e.from_pct, e.to_pct, e.action, e.who, e.why) for e in reversed(rows)]

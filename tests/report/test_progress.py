@@ -264,6 +264,18 @@ def test_cli_opens_with_the_overview(redis_url: str, redis_prefix: str, rig_rout
     assert doc["progress"]["transitions"][0]["route"] == "posts-list" and doc["routes"]
 
 
+def test_cli_route_shows_its_journey(redis_url: str, redis_prefix: str, rig_routes: Path) -> None:
+    """`strangler report --route NAME` ends with the route's transitions, oldest first."""
+    asyncio.run(seed(redis_url, redis_prefix, time.time()))
+    code, out, err = run(["--routes", str(rig_routes), "--redis-url", redis_url, "--prefix", redis_prefix,
+                          "--route", "posts-list"])  # fmt: skip
+    assert code == 0 and err == ""
+    journey = out[out.index("journey of posts-list") :].splitlines()[1:]
+    assert [line.split()[5:8] for line in journey] == [
+        ["promote", "0%", "->"], ["rollback", "10%", "->"], ["promote", "0%", "->"],
+    ]  # fmt: skip
+
+
 def test_cli_refuses_a_bad_window(redis_url: str, rig_routes: Path) -> None:
     """--window with a bad value exits 2 saying what is expected."""
     code, _, err = run(["--routes", str(rig_routes), "--redis-url", redis_url, "--window", "soon"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -97,6 +98,17 @@ async def test_progress_overview_in_headless_chromium(admin: str, tmp_path: Path
     await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     await screenshot(admin + "/report?refresh=0", shots / "progress.png", 1300)
     await screenshot(admin + "/report?refresh=0", shots / "progress-full.png", 2700)
+
+
+async def test_a_route_page_shows_its_journey(admin: str) -> None:
+    """/report/{route} lists the route's transitions oldest first: promoted, rolled back, promoted again."""
+    async with aiohttp.ClientSession() as session, session.get(admin + "/report/posts-list") as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    journey = page[page.index('id="journey"') :]
+    actions = re.findall(r'data-action="([a-z-]+)"', journey)
+    assert actions == ["promote", "rollback", "promote"]
+    assert "new 5xx 6.2% &gt; 5.0% (rollback.error_rate)" in journey
 
 
 async def test_progress_json_and_a_bad_window(admin: str) -> None:
