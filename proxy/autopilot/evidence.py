@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from proxy.report.evidence import evidence_of, plan_of
 from proxy.report.model import gather
 from proxy.rollout.decide import Evidence
-from proxy.rollout.served import ServedReader, since_base
+from proxy.rollout.served import ServedReader, evidence_start, since_base
 from proxy.rollout.state import RouteState
 from proxy.routing.model import AUTO, Route
 from proxy.routing.table import RouteTable
@@ -36,9 +36,9 @@ async def collect(
     out = {}
     for route in routes:
         state = states.get(route.name)
-        since = state.since if state is not None else now
-        served = await reader.window(since, now)
-        if state is not None:
-            served = since_base(served, since, state.base_at, state.base)
+        start = evidence_start(state.since if state is not None else now, now)
+        served = await reader.window(start, now)
+        if state is not None:  # the base applies only while the window still starts in its bucket
+            served = since_base(served, start, state.base_at, state.base)
         out[route.name] = evidence_of(report.route(route.name), served, route.name)
     return out

@@ -27,7 +27,7 @@ from proxy.report.evidence import evidence_of, plan_of
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, UNAVAILABLE, Report, RouteReport
 from proxy.report.stable import READY_SINCE
 from proxy.rollout.decide import HOLD, PROMOTE, ROLLBACK, decide
-from proxy.rollout.served import BUCKET_S, since_base
+from proxy.rollout.served import BUCKET_S, evidence_start, since_base
 from proxy.rollout.state import Event, RouteState, initial, reconcile
 from proxy.routing.model import AUTO, Route
 from proxy.routing.table import RouteTable
@@ -266,7 +266,8 @@ def _route(
     current = fixed[0] if fixed is not None else current
     rp.percent, rp.since, rp.paused = current.percent, current.since, current.paused
     # Less what the stage began with, as the leader counts it (proxy.autopilot.evidence.collect).
-    in_stage = since_base(_sum(served, current.since), current.since, current.base_at, current.base)
+    start = evidence_start(current.since, now)
+    in_stage = since_base(_sum(served, start), start, current.base_at, current.base)
     evidence = evidence_of(rr, in_stage, route.name)
     decision = decide(plan, current.stage, current.since, current.paused, evidence, now)
     hint = f"strangler rollout rollback {route.name}"

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from proxy.report.model import Report
 from proxy.report.progress import TRANSITIONS, Progress, Transition, build_progress
-from proxy.rollout.served import TTL_S
+from proxy.rollout.served import TTL_S, evidence_start
 from proxy.rollout.state import events, keys, load
 from proxy.routing.model import AUTO
 from proxy.routing.table import RouteTable
@@ -33,7 +33,8 @@ async def read_progress(
     states = await load(redis, prefix)
     recent = await events(redis, prefix, count=TRANSITIONS)
     auto = {r.name for r in table.routes if r.target == AUTO} if table is not None else set()
-    since = min([now - window_s, *(s.since for name, s in states.items() if name in auto and s.since > 0)])
+    stages = (evidence_start(s.since, now) for name, s in states.items() if name in auto and s.since > 0)
+    since = min([now - window_s, *stages])
     served = await read_buckets(redis, keys(prefix).served, since, now, ttl=TTL_S, cache=cache)
     match = await read_buckets(redis, series_prefix(prefix), now - window_s, now, cache=cache)
     return build_progress(table, report, states, recent, served, match, window_s, now)

@@ -21,7 +21,7 @@ Layout: ``<prefix>rollout:served:<t>`` is one hash per ``BUCKET_S``-second bucke
 ``t``, fields ``<route>|<side>|n``, ``|5xx``, ``|502`` and ``|le:<upper bound in seconds or inf>``
 (latency counts), with a TTL of ``TTL_S`` (a day: what a progress view over time can read). Every replica
 adds into the same hashes, so a reader sums all of them. A window's counts include the whole bucket the
-window starts in (up to ``BUCKET_S`` seconds before it).
+window starts in (up to ``BUCKET_S`` seconds before it). A flush that fails keeps its counts for the next.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ from proxy.rollout.decide import SideCounts
 from proxy.rollout.state import text
 
 __all__ = [
-    "BUCKET_S", "CONNECT_REASONS", "TTL_S", "UNTRIED", "Fallbacks", "ServedFlusher", "ServedReader", "Source",
-    "baseline", "side_counts", "since_base",
+    "BUCKET_S", "CONNECT_REASONS", "EVIDENCE_S", "TTL_S", "UNTRIED", "Fallbacks", "ServedFlusher",
+    "ServedReader", "Source", "baseline", "evidence_start", "side_counts", "since_base",
 ]  # fmt: skip
 
 BUCKET_S: Final = 10
 TTL_S: Final = 86400
+# A stage's evidence covers at most its last 15 minutes (``evidence_start``): the gate's counts and the
+# rollback triggers then weigh recent traffic, and the leader's read each second stays small.
+EVIDENCE_S: Final = 900.0
+SEAL_S: Final = 15.0  # a bucket is read once more than this after its end (flush interval, clock skew)
 _SEP: Final = "|"
 
 # What the observer keeps: (route, target, status) -> count, and (route, target) -> [count per latency
@@ -55,6 +59,12 @@ Fallbacks = Callable[[], Mapping[tuple[str, str], int]]
 # reset, 5xx) count as its 5xx only, but for UNTRIED: the breaker kept the request from new.
 CONNECT_REASONS: Final = frozenset({"connect"})
 UNTRIED: Final = frozenset({"circuit"})
+
+
+def evidence_start(since: float, now: float) -> float:
+    """Where a stage's evidence window starts: when the stage began, but at most ``EVIDENCE_S`` back (a
+    route a day at 100 % is judged on its recent traffic, not on a day of it, and reading it stays cheap)."""
+    return max(since, now - EVIDENCE_S)
 
 
 def bucket_start(t: float) -> int:
@@ -77,6 +87,7 @@ class ServedFlusher:
         self._counts: dict[tuple[str, str, int], int] = {}
         self._cells: dict[tuple[str, str], list[float]] = {}
         self._fallbacks: dict[tuple[str, str], int] = {}
+        self._unflushed: dict[str, int] = {}  # what a failed flush did not write: sent with the next one
 
     def _delta(self) -> dict[str, int]:
         """Field -> increment since the last call (copies taken first: the loop keeps observing)."""
@@ -121,7 +132,9 @@ class ServedFlusher:
 
     async def flush(self, now: float) -> int:
         """Add what was served since the last flush into the bucket of ``now``; the fields written."""
-        delta = self._delta()
+        delta = self._unflushed
+        for name, n in self._delta().items():
+            delta[name] = delta.get(name, 0) + n
         if not delta:
             return 0
         key = f"{self.prefix}{bucket_start(now)}"
@@ -129,7 +142,8 @@ class ServedFlusher:
         for name, n in delta.items():
             pipe.hincrby(key, name, n)
         pipe.expire(key, TTL_S)
-        await pipe.execute()
+        await pipe.execute()  # on failure the counts stay in _unflushed (a Redis outage loses none)
+        self._unflushed = {}
         return len(delta)
 
 
@@ -190,26 +204,32 @@ class ServedReader:
         self.redis = redis
         self.prefix = served_prefix
         self._sealed: dict[int, dict[str, int]] = {}
-
-    async def _bucket(self, start: int, now: float) -> dict[str, int]:
-        cached = self._sealed.get(start)
-        if cached is not None:
-            return cached
-        raw = await self.redis.hgetall(f"{self.prefix}{start}")
-        fields = {text(k): int(v) for k, v in raw.items()}
-        # Writers flush about once a second: a bucket ended more than 3 s ago is complete.
-        if start + BUCKET_S + 3 < now:
-            self._sealed[start] = fields
-        return fields
+        self._open: dict[int, dict[str, int]] = {}  # read in this window() call, not complete yet
 
     async def window(self, since: float, now: float) -> dict[str, int]:
-        """Every field summed over the buckets from the one holding ``since`` to the one holding ``now``
-        (at most a day back: older buckets have expired)."""
-        first = bucket_start(max(since, now - TTL_S))
+        """Every field summed over the buckets from the one holding ``since`` to the one holding ``now``,
+        at most ``EVIDENCE_S`` back (use ``evidence_start`` for the ``since`` a stage's base applies to).
+        The buckets not cached are read in one pipeline."""
+        first = bucket_start(evidence_start(since, now))
+        starts = range(first, bucket_start(now) + 1, BUCKET_S)
+        missing = [start for start in starts if start not in self._sealed]
+        if missing:
+            pipe = self.redis.pipeline(transaction=False)
+            for start in missing:
+                pipe.hgetall(f"{self.prefix}{start}")
+            for start, raw in zip(missing, await pipe.execute(), strict=True):
+                fields = {text(k): int(v) for k, v in (raw or {}).items()}
+                # Writers flush about once a second, each by its own clock: a bucket that ended more than
+                # SEAL_S ago is complete (replicas' clocks within that of each other).
+                if start + BUCKET_S + SEAL_S < now:
+                    self._sealed[start] = fields
+                else:
+                    self._open[start] = fields
         total: dict[str, int] = {}
-        for start in range(first, bucket_start(now) + 1, BUCKET_S):
-            for name, n in (await self._bucket(start, now)).items():
+        for start in starts:
+            sealed = self._sealed.get(start)
+            for name, n in (sealed if sealed is not None else self._open.pop(start, {})).items():
                 total[name] = total.get(name, 0) + n
-        for start in [s for s in self._sealed if s < now - TTL_S]:
+        for start in [s for s in self._sealed if s < now - EVIDENCE_S - BUCKET_S]:
             del self._sealed[start]
         return total

@@ -19,7 +19,7 @@ deposed leader cannot write) and the CLI runs without.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import orjson
@@ -149,12 +149,14 @@ def reconcile(state: RouteState, plan: RolloutPlan, now: float) -> tuple[RouteSt
     below it (never above: a plan change must not promote). A kept stage keeps its ``since``.
     """
     digest = plan_digest(plan)
-    if state.digest == digest:
-        return None
-    if state.percent in plan.stages:
-        index = plan.stages.index(state.percent)
+    stages = plan.stages
+    if state.digest == digest and 0 <= state.stage < len(stages) and stages[state.stage] == state.percent:
+        return None  # (a stored index that does not fit the plan, edited by hand, is reconciled too)
+    if state.percent in stages:
+        index = stages.index(state.percent)
         why = f"plan changed in routes.yaml; stays at {state.percent}% (stage {index})"
-        return RouteState(index, state.percent, state.paused, state.since, state.why, digest), why
+        # The stage goes on: its since and its base (proxy.rollout.served.since_base) stay.
+        return replace(state, stage=index, digest=digest, raw=b""), why
     lower = [i for i, pct in enumerate(plan.stages) if pct < state.percent] or [0]
     index = lower[-1]
     pct = plan.stages[index]
@@ -169,7 +171,7 @@ async def load(redis: aioredis.Redis, prefix: str) -> dict[str, RouteState]:
     for name, value in raw.items():
         try:
             out[text(name)] = RouteState.from_json(value)
-        except (ValueError, TypeError):
+        except Exception:  # not JSON, not an object, wrong types: one bad entry must not stop every route
             continue
     return out
 

@@ -115,7 +115,8 @@ class Gate:
     """What a stage must show before the next one (all of it, in the route's current epoch): the verdict
     READY (``verdict``), at least ``min_s`` seconds and ``min_count`` requests served by new in the stage
     (stage 0, shadowing, counts comparisons instead), new's error rate (5xx and connect errors) at most
-    legacy's plus ``error_margin``, and new's p99 at most ``p99_ratio`` times legacy's (0: not checked)."""
+    legacy's plus ``error_margin``, and new's p99 at most ``p99_ratio`` times legacy's (0: not checked).
+    Served counts cover the stage's last 15 minutes at most (``proxy.rollout.served.EVIDENCE_S``)."""
 
     verdict: bool = True
     min_s: float = 60.0

@@ -33,13 +33,31 @@ def test_an_unchanged_plan_needs_no_reconciling() -> None:
 
 def test_a_changed_plan_keeps_a_stage_it_still_has() -> None:
     """New gates, same 10 % stage: the route stays at 10 % (its new index) and keeps its start time."""
-    state = RouteState(1, 10, False, 5.0, "promoted", plan_digest(PLAN))
+    state = RouteState(1, 10, False, 5.0, "promoted", plan_digest(PLAN), base_at=0, base={"users|new|n": 7})
     plan = RolloutPlan(stages=(0, 1, 10, 100), gate=Gate(min_s=1))
     fixed = reconcile(state, plan, 9.0)
     assert fixed is not None
     new, why = fixed
     assert (new.stage, new.percent, new.since, new.digest) == (2, 10, 5.0, plan_digest(plan))
+    assert (new.base_at, new.base) == (0, {"users|new|n": 7})  # the stage goes on: its base too
     assert "stays at 10%" in why
+
+
+def test_a_stored_stage_that_does_not_fit_its_plan_is_reconciled() -> None:
+    """Same plan, but a stage index edited by hand past its end: reconciled by percent, not an IndexError."""
+    state = RouteState(9, 10, False, 5.0, "edited", plan_digest(PLAN))
+    fixed = reconcile(state, PLAN, 9.0)
+    assert fixed is not None and fixed[0].percent in PLAN.stages
+    assert fixed[0].stage == PLAN.stages.index(fixed[0].percent)
+
+
+async def test_a_malformed_entry_is_skipped_not_fatal(aredis: aioredis.Redis, redis_prefix: str) -> None:
+    """A state entry that is JSON but not an object (or not JSON) leaves the other routes' states readable."""
+    good = RouteState(1, 10, False, 5.0, "promoted", plan_digest(PLAN))
+    await aredis.hset(keys(redis_prefix).state, mapping={"users": good.to_json(), "posts": b"[1, 2]",
+                                                          "other": b"not json"})  # fmt: skip
+    states = await load(aredis, redis_prefix)
+    assert list(states) == ["users"] and states["users"].percent == 10
 
 
 def test_a_changed_plan_without_the_stage_clamps_down_never_up() -> None:
