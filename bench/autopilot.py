@@ -51,7 +51,7 @@ import redis.asyncio as aioredis
 
 from bench import svc_setup
 from bench.harness import BenchError, Fleet, free_port, log, verdict
-from bench.rehearsal import ENDPOINTS, STRANGLER, Client, User
+from bench.rehearsal import ENDPOINTS, STRANGLER, Client, User, route_lines
 from bench.rehearsal import report as rehearsal_report
 from proxy.autopilot import cli as rollout_cli
 from proxy.rollout.state import Event, events, load
@@ -102,11 +102,8 @@ def routes_yaml(ports: dict[str, int], args: argparse.Namespace) -> str:
         f"  rollback: {{error_rate: 0.05, connect_error_rate: 0.05, p99_ratio: 0, diff_rate: 0.01, "
         f"min_count: {args.rollback_min_count}}}",
         "routes:",
+        *route_lines("auto", "true"),
     ]
-    for name, method, path in ENDPOINTS:
-        sample = "{sample: 1.0, writes: true}" if method != "GET" else "{sample: 1.0}"
-        match = f'{{methods: [{method}], path: "{path}"}}'
-        lines.append(f"  - {{name: {name}, match: {match}, target: auto, shadow: {sample}}}")
     return "\n".join(lines) + "\n"
 
 

@@ -72,11 +72,18 @@ def routes_yaml(ports: dict[str, int], target: str, ready_min_s: float | None = 
              f'  legacy: {{url: "http://127.0.0.1:{ports["legacy"]}", timeout: 30.0, pool_size: 64}}',
              f'  new: {{url: "http://127.0.0.1:{ports["new"]}", timeout: 30.0, pool_size: 64}}',
              "default: legacy", f"shadow: {{queue: 5000, concurrency: 64{hold}}}", "routes:"]  # fmt: skip
+    return "\n".join([*lines, *route_lines(target, writes)]) + "\n"
+
+
+def route_lines(target: str, writes: str) -> list[str]:
+    """The ``routes:`` entries: every endpoint its own route on ``target``, reads shadowed, writes with
+    ``writes: <writes>``."""
+    lines = []
     for name, method, path in ENDPOINTS:
         sample = f"{{sample: 1.0, writes: {writes}}}" if method != "GET" else "{sample: 1.0}"
         match = f'{{methods: [{method}], path: "{path}"}}'
         lines.append(f"  - {{name: {name}, match: {match}, target: {target}, shadow: {sample}}}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 @dataclass

@@ -10,18 +10,13 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 from report.progress_rig import seed
-from report.test_report_web import chromium, dump_dom
+from report.test_report_web import chromium, dump_dom, serve_report
 
-from proxy.ops.admin import AdminState, create_admin_app
-from proxy.ops.metrics import RequestStats, local_registry
-from proxy.report.html import REPORT_STORE
 from proxy.shadow.redis_pg import RedisPgStore
 
 # Where the screenshots go (the person checking them sets it; else the test's temporary directory).
@@ -33,22 +28,10 @@ async def admin(redis_url: str, redis_prefix: str) -> AsyncIterator[str]:
     """The admin app on a loopback port, its report and progress read from the seeded Redis."""
     table = await seed(redis_url, redis_prefix, time.time())
     store = await RedisPgStore.connect(redis_url, None, redis_prefix)
-    state = AdminState(table, "routes.yaml", local_registry(RequestStats()))
-
-    def with_store(app: web.Application, _state: Any) -> None:
-        app[REPORT_STORE] = store
-
-    runner = web.AppRunner(create_admin_app(state, [with_store]), access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with serve_report(table, store) as url:
+            yield url
     finally:
-        await runner.cleanup()
         await store.aclose()
 
 

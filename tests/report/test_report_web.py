@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,8 +20,8 @@ from support.memstore import MemoryStore
 from proxy.ops.admin import AdminState, create_admin_app
 from proxy.ops.metrics import RequestStats, local_registry
 from proxy.report.html import REPORT_STORE
-from proxy.routing.table import parse_routes
-from proxy.shadow.store import Sample
+from proxy.routing.table import RouteTable, parse_routes
+from proxy.shadow.store import DiffStore, Sample
 
 ROUTES = """\
 upstreams:
@@ -89,7 +90,13 @@ async def admin() -> AsyncIterator[str]:
     store.count("posts", "matched", 2)
     await store.flush()
 
-    table = parse_routes(ROUTES, "routes.yaml")
+    async with serve_report(parse_routes(ROUTES, "routes.yaml"), store) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_report(table: RouteTable, store: DiffStore) -> AsyncIterator[str]:
+    """The admin app of ``table`` on a loopback port, its report reading ``store``; yields its base URL."""
     state = AdminState(table, "routes.yaml", local_registry(RequestStats()))
 
     def with_store(app: web.Application, _state: Any) -> None:
@@ -97,13 +104,15 @@ async def admin() -> AsyncIterator[str]:
 
     runner = web.AppRunner(create_admin_app(state, [with_store]), access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 async def test_report_json(admin: str) -> None:
