@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
+from typing import Final
 
 from proxy.routing.table import CompareRules
 
@@ -45,12 +46,16 @@ def same_headers(
     """
     a: list[tuple[bytes, bytes]] = []
     for k, v in control:
-        lk = k.lower()
+        lk = _LOWER.get(k)
+        if lk is None:
+            lk = _remember(k)
         if lk in names:
             a.append((lk, v))
     b: list[tuple[bytes, bytes]] = []
     for k, v in candidate:
-        lk = k.lower()
+        lk = _LOWER.get(k)
+        if lk is None:
+            lk = _remember(k)
         if lk in names:
             b.append((lk, v))
     if len(a) != len(b):
@@ -59,6 +64,20 @@ def same_headers(
         a.sort(key=_first)  # stable: values of one name keep their order
         b.sort(key=_first)
     return a == b
+
+
+# Raw header name -> its lower-case form. A response's names are fresh bytes, but upstreams spell them the
+# same way every time: one dict look-up replaces bytes.lower's copy per header (9 per compared GET).
+# Emptied when full, so an upstream sending ever-new names costs a lower() each, not memory.
+_LOWER: Final[dict[bytes, bytes]] = {}
+_LOWER_MAX: Final = 1024
+
+
+def _remember(name: bytes) -> bytes:
+    if len(_LOWER) >= _LOWER_MAX:
+        _LOWER.clear()
+    lower = _LOWER[name] = name.lower()
+    return lower
 
 
 @functools.lru_cache(maxsize=1024)
