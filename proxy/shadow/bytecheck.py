@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
-from typing import Final
 
+from proxy.http1.headers import lower_name
 from proxy.routing.table import CompareRules
 
 __all__ = ["identical", "identity_headers", "same_headers"]
@@ -46,16 +46,12 @@ def same_headers(
     """
     a: list[tuple[bytes, bytes]] = []
     for k, v in control:
-        lk = _LOWER.get(k)
-        if lk is None:
-            lk = _remember(k)
+        lk = lower_name(k)
         if lk in names:
             a.append((lk, v))
     b: list[tuple[bytes, bytes]] = []
     for k, v in candidate:
-        lk = _LOWER.get(k)
-        if lk is None:
-            lk = _remember(k)
+        lk = lower_name(k)
         if lk in names:
             b.append((lk, v))
     if len(a) != len(b):
@@ -64,20 +60,6 @@ def same_headers(
         a.sort(key=_first)  # stable: values of one name keep their order
         b.sort(key=_first)
     return a == b
-
-
-# Raw header name -> its lower-case form. A response's names are fresh bytes, but upstreams spell them the
-# same way every time: one dict look-up replaces bytes.lower's copy per header (9 per compared GET).
-# Emptied when full, so an upstream sending ever-new names costs a lower() each, not memory.
-_LOWER: Final[dict[bytes, bytes]] = {}
-_LOWER_MAX: Final = 1024
-
-
-def _remember(name: bytes) -> bytes:
-    if len(_LOWER) >= _LOWER_MAX:
-        _LOWER.clear()
-    lower = _LOWER[name] = name.lower()
-    return lower
 
 
 @functools.lru_cache(maxsize=1024)
