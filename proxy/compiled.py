@@ -47,6 +47,7 @@ __all__ = [
 HOT_MODULES: tuple[str, ...] = (
     "proxy.http1.headers",
     "proxy.http1.reader",
+    "proxy.routing.model",
     "proxy.routing.paths",
     "proxy.routing.template",
     "proxy.upstream.connect",

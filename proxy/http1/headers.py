@@ -6,9 +6,27 @@ order, repeated names stay repeated. Functions here make one pass and lower-case
 
 from __future__ import annotations
 
-__all__ = ["Headers", "declares_length", "header_pairs", "is_chunked"]
+from typing import Final
+
+__all__ = ["Headers", "declares_length", "header_pairs", "is_chunked", "lower_name"]
 
 Headers = list[tuple[bytes, bytes]]
+
+# Raw header name -> its lower-case form. Names arrive as fresh bytes, but a client or an upstream spells
+# them the same way every time: a dict look-up (the name's hash) replaces bytes.lower's copy, the copy's
+# hash and its freeing. Emptied when full, so ever-new names cost a lower() each, not memory.
+_LOWER: Final[dict[bytes, bytes]] = {}
+_LOWER_MAX: Final = 1024
+
+
+def lower_name(name: bytes) -> bytes:
+    """``name.lower()``, remembered (the same result, usually the same object as last time)."""
+    lower = _LOWER.get(name)
+    if lower is None:
+        if len(_LOWER) >= _LOWER_MAX:
+            _LOWER.clear()
+        lower = _LOWER[name] = name.lower()
+    return lower
 
 
 def header_pairs(lines: list[bytes]) -> Headers:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "AUTO",
@@ -26,8 +30,19 @@ __all__ = [
 ]
 
 
+class _Value:
+    """Base of the frozen value objects here: a copy or an unpickled one is made by calling the class."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Compiled (mypyc), a frozen dataclass restores a copy's state attribute by attribute and meets its
+        # own frozen __setattr__; pure Python writes __dict__ directly. Calling __init__ again is the same
+        # in both, and recomputes what __post_init__ derives (Route.fingerprint).
+        init = [f.name for f in fields(cast("DataclassInstance", self)) if f.init]
+        return (type(self), tuple(getattr(self, name) for name in init))
+
+
 @dataclass(frozen=True)
-class ConfigError:
+class ConfigError(_Value):
     """One problem in a routes file, located at the offending key or value (``line`` is 1-based)."""
 
     file: str
@@ -48,7 +63,7 @@ class RoutesError(Exception):
 
 
 @dataclass(frozen=True)
-class UpstreamSpec:
+class UpstreamSpec(_Value):
     """A named backend: where it is (``base_path`` is "" or "/prefix") and how the pool talks to it.
 
     ``host`` is ``client`` (send the client's Host, as apps build absolute URLs from it) or ``upstream``
@@ -70,7 +85,7 @@ class UpstreamSpec:
 
 
 @dataclass(frozen=True)
-class ShadowSpec:
+class ShadowSpec(_Value):
     """Per-route shadowing: fraction sampled, whether unsafe methods are copied, timeout in seconds."""
 
     sample: float
@@ -79,7 +94,7 @@ class ShadowSpec:
 
 
 @dataclass(frozen=True)
-class CompareRules:
+class CompareRules(_Value):
     """How a control/candidate response pair is compared for one route (JSON paths already validated)."""
 
     ignore: tuple[str, ...] = ()
@@ -101,7 +116,7 @@ AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class StickyKey:
+class StickyKey(_Value):
     """What keeps one client on one side during a canary: ``kind`` is ``header`` or ``cookie`` (``name``
     says which), ``jwt_sub`` (the ``sub`` claim of the bearer token, unverified: it only picks a bucket) or
     ``ip`` (the client address from the trusted hop). A request without the key falls back to its ``ip``."""
@@ -111,7 +126,7 @@ class StickyKey:
 
 
 @dataclass(frozen=True)
-class Gate:
+class Gate(_Value):
     """What a stage must show before the next one (all of it, in the route's current epoch): the verdict
     READY (``verdict``), at least ``min_s`` seconds and ``min_count`` requests served by new in the stage
     (stage 0, shadowing, counts comparisons instead), new's error rate (5xx and connect errors) at most
@@ -126,7 +141,7 @@ class Gate:
 
 
 @dataclass(frozen=True)
-class RollbackTriggers:
+class RollbackTriggers(_Value):
     """What sends a route in a canary (or migrated) back one step to shadowing, once ``min_count`` requests
     were served by new in the stage: new's 5xx rate above ``error_rate``, its connect-error rate above
     ``connect_error_rate``, its p99 above ``p99_ratio`` times legacy's (0: not checked), or its difference
@@ -140,7 +155,7 @@ class RollbackTriggers:
 
 
 @dataclass(frozen=True)
-class RolloutPlan:
+class RolloutPlan(_Value):
     """A route's way from legacy to new: ``stages`` are the percentages of requests new serves, in order
     (``0`` first: shadowing only; ``100`` last: migrated); ``testers``: an optional (header, value) pair
     whose requests new serves from the first canary stage on (internal testers first)."""
@@ -153,7 +168,7 @@ class RolloutPlan:
 
 
 @dataclass(frozen=True)
-class FallbackSpec:
+class FallbackSpec(_Value):
     """When a request sent to new is served by legacy instead: new refused the connection or could not be
     reached (``connect``, any method: nothing reached new), new sent no response byte within
     ``timeout`` seconds (``timeout`` > 0; idempotent methods only, the request may have reached new), or
@@ -165,7 +180,7 @@ class FallbackSpec:
 
 
 @dataclass(frozen=True)
-class BreakerSpec:
+class BreakerSpec(_Value):
     """A route's circuit breaker on new: ``consecutive`` failures in a row, or a failure share of at least
     ``failure_rate`` among at least ``min_requests`` in the last ``window_s`` seconds, open it; open, the
     route goes to legacy for ``cool_down_s``; then up to ``half_open`` probe requests go to new, and all
@@ -188,7 +203,7 @@ PERSONAL_WORDS: tuple[str, ...] = ("email", "phone")
 
 
 @dataclass(frozen=True)
-class ShadowSettings:
+class ShadowSettings(_Value):
     """Global shadow-comparison settings (the top-level ``shadow:`` key), with their defaults."""
 
     queue: int = 1000
@@ -211,7 +226,7 @@ class ShadowSettings:
 
 
 @dataclass(frozen=True)
-class Route:
+class Route(_Value):
     """One declared route, or the default route (name ``default``, path ``/{rest*}``, any method).
 
     ``methods`` is the effective set (``HEAD`` added when ``GET`` is listed); None means any method.
@@ -251,7 +266,7 @@ def route_fingerprint(route: Route) -> str:
 
 
 @dataclass(frozen=True)
-class Match:
+class Match(_Value):
     """The result of routing one request: the route, its params, the path to send upstream."""
 
     route: Route

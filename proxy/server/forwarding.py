@@ -12,7 +12,7 @@ import os
 import re
 import struct
 
-from proxy.http1.headers import Headers
+from proxy.http1.headers import Headers, lower_name
 from proxy.server.config import GatewaySettings
 from proxy.server.exchange import header_pairs
 
@@ -184,7 +184,7 @@ class Forwarder:
         lines: list[bytes] = []
         host: bytes | None = None
         for header in raw:
-            lname = header[0].lower()
+            lname = lower_name(header[0])
             if lname not in special:
                 lines.append(b": ".join(header))
             elif lname == b"host" and host is None:
@@ -229,7 +229,7 @@ class Forwarder:
         host: bytes | None = None
         rare: Headers | None = None
         for header in raw:  # the common case: ordinary headers and one Host
-            lname = header[0].lower()
+            lname = lower_name(header[0])
             if lname not in special:
                 lines.append(b": ".join(header))
             elif lname == b"host" and host is None:
@@ -357,7 +357,7 @@ class Forwarder:
         chunked = False
         connection: list[bytes] | None = None
         for header in raw:
-            lname = header[0].lower()
+            lname = lower_name(header[0])
             if lname in drop:
                 if lname == b"connection":
                     connection = _tokens(header[1])

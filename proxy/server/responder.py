@@ -400,13 +400,15 @@ class Responder:
             shadow = gateway.shadow
             if shadow is not None:
                 try:  # shadowing's failure must not reach the data path
+                    # tuple.__new__ with every field, in order: Exchange(...) runs the NamedTuple's
+                    # generated __new__, an interpreted frame on every shadowed request.
                     shadow.submit(
-                        Exchange(  # positional: a keyword call costs more, on every shadowed request
+                        tuple.__new__(Exchange, (
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
                             status, tee.resp_headers, resp_body, seconds - tee.held,
                             rq.request_id.decode("ascii"), rq.host, tee.prewrite,
-                        )
-                    )
+                        ))
+                    )  # fmt: skip
                 except Exception:
                     log.exception("shadow submit failed")
         if server.draining:

@@ -11,6 +11,7 @@ import functools
 import operator
 from collections.abc import Sequence
 
+from proxy.http1.headers import lower_name
 from proxy.routing.table import CompareRules
 
 __all__ = ["identical", "identity_headers", "same_headers"]
@@ -45,12 +46,12 @@ def same_headers(
     """
     a: list[tuple[bytes, bytes]] = []
     for k, v in control:
-        lk = k.lower()
+        lk = lower_name(k)
         if lk in names:
             a.append((lk, v))
     b: list[tuple[bytes, bytes]] = []
     for k, v in candidate:
-        lk = k.lower()
+        lk = lower_name(k)
         if lk in names:
             b.append((lk, v))
     if len(a) != len(b):

@@ -1,10 +1,12 @@
-"""The shared header rules (`proxy.http1.headers`): framing detection and header-line splitting."""
+"""The shared header rules (`proxy.http1.headers`): framing detection, header-line splitting, lower-cased
+names."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.http1.headers import declares_length, header_pairs, is_chunked
+from proxy.http1 import headers
+from proxy.http1.headers import declares_length, header_pairs, is_chunked, lower_name
 
 
 @pytest.mark.parametrize(
@@ -43,3 +45,12 @@ def test_declares_length(headers: list[tuple[bytes, bytes]], declared: bool) -> 
 def test_header_pairs_split_at_the_first_colon() -> None:
     """Header lines become (name, value) pairs; a value keeps its own colons."""
     assert header_pairs([b"X-A: 1", b"Link: <http://h/>"]) == [(b"X-A", b"1"), (b"Link", b"<http://h/>")]
+
+
+def test_lower_name_is_bytes_lower_and_stays_bounded() -> None:
+    """lower_name gives what bytes.lower gives, for a name seen again and for more names than it keeps."""
+    names = [b"Content-Type", b"X-REQUEST-ID", b"etag", b"Content-Type", b"\xc4-Odd"]
+    names += [f"X-Name-{i}".encode() for i in range(3000)]  # more than the memo holds
+    assert [lower_name(n) for n in names] == [n.lower() for n in names]
+    assert [lower_name(n) for n in names[:5]] == [n.lower() for n in names[:5]]
+    assert len(headers._LOWER) <= headers._LOWER_MAX

@@ -100,6 +100,9 @@ async def test_shadow_receives_exchange_with_teed_bodies(
     assert not any(k.lower() in (b"host", b"content-length") for k, _ in exchange.request_headers)
     assert any(k.lower() == b"content-type" for k, _ in exchange.response_headers)
     assert exchange.latency_s > 0
+    # The responder builds it with tuple.__new__: every field there, in order, none left to a default.
+    assert type(exchange) is Exchange and len(exchange) == len(Exchange._fields)
+    assert exchange.prewrite is None
     client.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +35,14 @@ def test_buckets_are_monotonic_and_tight() -> None:
         assert bucket_upper(b) >= seconds * 0.999999
         assert b == 0 or bucket_upper(b - 1) < seconds
     assert bucket_of(0.010) < bucket_of(0.0116)
+
+
+def test_bucket_of_is_the_bisection_of_the_upper_bounds() -> None:
+    """bucket_of is bisect_left over the buckets' upper bounds, capped at the last: on every bound, between
+    bounds, beyond the last, at 0, below 0 and for NaN."""
+    uppers = [bucket_upper(i) for i in range(121)]
+    values = [*uppers, *(u * 1.0001 for u in uppers), *(u * 0.9999 for u in uppers), 1e9, 0.0, -1.0, math.nan]
+    assert [bucket_of(v) for v in values] == [min(120, bisect.bisect_left(uppers, v)) for v in values]
 
 
 def test_percentiles_from_histogram() -> None:
