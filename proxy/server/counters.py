@@ -25,6 +25,7 @@ BUCKETS: Final[tuple[float, ...]] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 _CELL: Final = len(BUCKETS) + 2
+_SUM: Final = _CELL - 1  # a cell's last item: the sum of seconds
 
 # (route, target) -> [count per bucket ... , count above the last bound, sum of seconds]
 Cells = dict[tuple[str, str], list[float]]
@@ -85,8 +86,10 @@ class RequestCounts:
             if seconds <= bound:
                 break
             index += 1
-        cell[index] += 1
-        cell[-1] += seconds
+        # Spelled out, not `+=`: compiled, these add native floats; `cell[index] += 1` went through
+        # PyNumber_InPlaceAdd on the boxed items (callgrind: ~300 instructions a request more).
+        cell[index] = cell[index] + 1.0
+        cell[_SUM] = cell[_SUM] + seconds
 
     def _slot(self, route: str, target: str, status: int) -> _Slot:
         """A new slot: its count's key, and the (route, target)'s cell, made on its first request."""
