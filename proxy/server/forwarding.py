@@ -63,24 +63,33 @@ def valid_request_id(value: bytes) -> bool:
 
 
 # Request ids are random version-4 UUIDs in their dashed form, the form the services make: a client
-# cannot tell the gateway from the id, nor predict the next one. They are made in batches, each with a
-# few C calls (one os.urandom, one big-int mask setting every id's version and variant bits, one hexlify,
-# one struct unpack into the 8-4-4-4-12 groups, one join, one unpack into ids): ~0.25 us an id, where
-# os.urandom(16) and formatting per id cost ~1 us. A forked child drops its inherited batch.
-_ID_BATCH = 64
-_ID_MASK = _ID_BITS = 0
-for _ in range(_ID_BATCH):
-    _ID_MASK = _ID_MASK << 128 | (((1 << 128) - 1) & ~(0xF << 76 | 0x3 << 62))  # version, variant cleared
-    _ID_BITS = _ID_BITS << 128 | (0x4 << 76 | 0x2 << 62)  # version 4, variant 10 (RFC 9562)
-_ID_GROUPS = struct.Struct("8s4s4s4s12s" * _ID_BATCH).unpack
-_ID_SPLIT = struct.Struct("36sx" * _ID_BATCH).unpack
+# cannot tell the gateway from the id, nor predict the next one. They are made in batches, with a few C
+# calls whatever the batch size: one os.urandom; one hexlify with a dash after every 4 hex digits (counted
+# from the right, which for whole ids is from the left too), so each id is 8 groups and a dash, 40 bytes;
+# the version digit set, and the variant digit mapped onto 8, 9, a or b from a random hex digit's low two
+# bits, for every id at once by stepped slices; the 4 dashes per id a UUID has not overwritten with "_"
+# (never a hex digit) and deleted by one translate; one struct unpack into ids. Callgrind, per request:
+# ~2,400 instructions for the former batch of 64 (struct-split into 320 groups, each id joined with
+# dashes: small bytes objects made and freed), ~1,300 for this one at 64 ids, ~650 fewer again at 256;
+# 1,024 gained nothing more. A forked child drops its inherited batch.
+_ID_BATCH = 256
+_ID_STRIDE = 40  # an id's 32 hex digits and 8 dashes, as hexlify(..., b"-", 2) lays them out
+_ID_VERSION = b"4" * _ID_BATCH  # hex digit 12: group 3's first, at 3 * 5
+_ID_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")  # hex digit 16, at 4 * 5: 10xx
+_ID_CUTS = (4, 29, 34, 39)  # the dashes a UUID has not: inside its 8 and 12 digit groups, and after it
+_ID_CUT = b"_" * _ID_BATCH
+_ID_SPLIT = struct.Struct("36s" * _ID_BATCH).unpack
 _ids: list[bytes] = []
 
 
 def _refill_ids() -> None:
-    random_bits = int.from_bytes(os.urandom(16 * _ID_BATCH)) & _ID_MASK | _ID_BITS
-    dashed = b"-".join(_ID_GROUPS(binascii.hexlify(random_bits.to_bytes(16 * _ID_BATCH))))
-    _ids.extend(_ID_SPLIT(dashed + b"-"))
+    laid = bytearray(binascii.hexlify(os.urandom(16 * _ID_BATCH), b"-", 2))
+    laid.append(0x2D)  # the last id's trailing dash, which hexlify does not write
+    laid[15::_ID_STRIDE] = _ID_VERSION
+    laid[20::_ID_STRIDE] = laid[20::_ID_STRIDE].translate(_ID_VARIANT)
+    for at in _ID_CUTS:
+        laid[at::_ID_STRIDE] = _ID_CUT
+    _ids.extend(_ID_SPLIT(laid.translate(None, b"_")))
 
 
 os.register_at_fork(after_in_child=_ids.clear)

@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 from proxy.routing.table import Route, RouteTable
 from proxy.server.canary import FULL
 from proxy.server.config import GatewaySettings
-from proxy.server.counters import DataPathCounters
+from proxy.server.counters import DataPathCounters, RequestCounts
 from proxy.server.exchange import Exchange
 from proxy.server.fallback import Guard, build_guards
 from proxy.upstream.pool import UpstreamPool
@@ -117,6 +117,12 @@ class Gateway:
         self.settings = settings or GatewaySettings()
         self.counters = counters or DataPathCounters()
         self.observer: RequestObserver = observer or NullObserver()
+        # The same observer when it is the metrics' compiled `RequestCounts`, typed as such: compiled, the
+        # data path then calls its observe directly, where a call through the Protocol looks the method up
+        # by name and parses its arguments (callgrind: ~450 instructions a request). Both are set here only.
+        self.request_counts: RequestCounts | None = (
+            observer if isinstance(observer, RequestCounts) else None
+        )
         self.shadow = shadow
         self.access_log = access_log
         self.table = table

@@ -41,6 +41,17 @@ def test_observe_with_cached_cells_counts_every_call() -> None:
         assert got[("strangler_request_duration_seconds_bucket", labels)] == n / 3
 
 
+def test_counts_and_cells_keep_their_shapes() -> None:
+    """counts is by (route, target, status) and cells by (route, target), whatever the data path caches."""
+    stats = RequestStats()
+    for target, status in [("new", 200), ("new", 500), ("new", 200), ("legacy", 200)]:
+        stats.observe("a", target, status, 0.003)
+    assert stats.counts == {("a", "new", 200): 2, ("a", "new", 500): 1, ("a", "legacy", 200): 1}
+    assert set(stats.cells) == {("a", "new"), ("a", "legacy")}
+    assert stats.cells[("a", "new")][2] == 3.0  # 0.003 s: the 0.005 bucket, both statuses in one cell
+    assert sum(stats.cells[("a", "legacy")][:-1]) == 1.0
+
+
 def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
     """A latency equal to a bucket bound counts in that bucket; buckets are cumulative; +Inf has all."""
     stats = RequestStats()
