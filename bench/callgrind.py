@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench.compiled_cpu import drive
-from bench.gw_targets import ROUTES, shadow_storage, start_upstream, upstream_count
+from bench.gw_targets import shadow_storage, start_upstreams, upstream_count
 from bench.harness import ROOT, BenchError, Fleet, free_port, log
 
 # Runs the gateway in this process (valgrind follows no children), the store's flush an hour apart and no
@@ -111,11 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         env = shadow_storage(stack, tmp) if args.shadow else {}
         fleet = Fleet(tmp)
         try:
-            up, _ = start_upstream(fleet, "upstream")
-            other, _ = start_upstream(fleet, "upstream-shadow") if args.shadow else (up, 0)
-            shadow = "    shadow: {sample: 1.0}\n" if args.shadow else ""
+            routes, other = start_upstreams(fleet, args.shadow)
             before = upstream_count(other) if args.shadow else 0
-            total = measure(fleet, tmp, ROUTES.format(legacy=up, new=other, shadow=shadow), env, args)
+            total = measure(fleet, tmp, routes, env, args)
             copies = upstream_count(other) - before if args.shadow else 0
         finally:
             fleet.close()

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.gw_targets import ROUTES, shadow_storage, start_upstream, upstream_count
+from bench.gw_targets import shadow_storage, start_upstreams, upstream_count
 from bench.harness import ROOT, Fleet, cpu_times, free_port, log, process_tree, rss_mib
 
 REQUEST = b"GET /api/v1/users/1 HTTP/1.1\r\nHost: bench\r\nUser-Agent: compiled-cpu\r\n\r\n"
@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         env = shadow_storage(stack, tmp) if args.shadow else {}
         fleet = Fleet(tmp)
         try:
-            up, _ = start_upstream(fleet, "upstream")
-            other, _ = start_upstream(fleet, "upstream-shadow") if args.shadow else (up, 0)
-            shadow = "    shadow: {sample: 1.0}\n" if args.shadow else ""
-            routes = ROUTES.format(legacy=up, new=other, shadow=shadow)
+            routes, other = start_upstreams(fleet, args.shadow)
             load = os.getloadavg()[0]
             started = time.monotonic()
             for round_no in range(args.rounds):

@@ -63,6 +63,14 @@ def start_upstream(fleet: Fleet, name: str) -> tuple[int, int]:
     return port, pid
 
 
+def start_upstreams(fleet: Fleet, shadow: bool) -> tuple[str, int]:
+    """The upstream (and, with `shadow`, a second one every GET is copied to) of a one-gateway run: the
+    routes.yaml text and the port whose answers count the copies (the only upstream without `shadow`)."""
+    up, _ = start_upstream(fleet, "upstream")
+    other, _ = start_upstream(fleet, "upstream-shadow") if shadow else (up, 0)
+    return ROUTES.format(legacy=up, new=other, shadow="    shadow: {sample: 1.0}\n" if shadow else ""), other
+
+
 def upstream_count(port: int) -> int:
     """Requests the upstream on `port` has answered so far."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/__bench/count", timeout=5) as resp:
