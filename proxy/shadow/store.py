@@ -285,7 +285,6 @@ def _bump(incr: dict[tuple[str, ...], int], counter: tuple[str, ...], n: int = 1
     incr[counter] = incr.get(counter, 0) + n
 
 
-
 class DiffStore(Protocol):
     """Recording (synchronous, in memory) and reading (async) of shadow results.
 
