@@ -124,7 +124,7 @@ def test_python_subclasses_of_compiled_classes_need_no_mypy_extensions() -> None
         from proxy.shadow.store import Recording
         class Store(Recording):
             def seen(self):
-                return self.batch.incr[("c", "k", "seen")]
+                return self.take().incr[("c", "k", "seen")]
         store = Store()
         store.count("k", "seen", 2)
         print(store.seen(), "mypy_extensions" in sys.modules)

@@ -82,6 +82,7 @@ class Shadower:
         self.settings = settings
         self.body_cap = settings.body_cap  # bytes of each body the data path tees for comparison
         self.store = store
+        self._tally = store.tally  # counts without a by-name call (see proxy.shadow.store.Tally)
         self.secret = secret
         self._rand = rand
         self._flush_interval = flush_interval
@@ -149,9 +150,9 @@ class Shadower:
         spec = route.shadow
         if spec is None or self._closed:
             return False
-        name = route.name
-        key = self.store.key(route, method)  # the store key: route, current epoch, method
-        self.store.count(key, "seen")
+        tally = self._tally
+        key = tally.key(route, method)  # the store key: route, current epoch, method
+        tally.count(key, "seen")
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
@@ -161,14 +162,14 @@ class Shadower:
                 self.store.count(key, "unavailable_write")
                 if spec.writes:
                     self.store.count(key, "skipped")
-                    COMPARISONS.labels(name, "skipped").inc()
+                    COMPARISONS.labels(route.name, "skipped").inc()
                 return False
             if not spec.writes:
                 return False
             if self.secret is None:  # new could not verify a dry run
                 self.store.count(key, "skipped")
                 self.store.count(key, "unavailable_secret")
-                COMPARISONS.labels(name, "skipped").inc()
+                COMPARISONS.labels(route.name, "skipped").inc()
                 return False
         return True
 
@@ -204,9 +205,9 @@ class Shadower:
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
-        name = exchange.route.name
-        key = self.store.key(exchange.route, exchange.method)
-        self.store.count(key, "sampled")
+        tally = self._tally
+        key = tally.key(exchange.route, exchange.method)
+        tally.count(key, "sampled")
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
             self._start(exchange)  # room to start it now (the common case): no queueing
             return
@@ -217,8 +218,8 @@ class Shadower:
             or (self._maxsize > 0 and len(self._waiting) >= self._maxsize)
             or self._queued_bytes + size > MAX_QUEUED_BYTES
         ):
-            self.store.count(key, "dropped")
-            DROPS.labels(name).inc()
+            tally.count(key, "dropped")
+            DROPS.labels(exchange.route.name).inc()
             return
         self._waiting.append(exchange)
         self._queued_bytes += size

@@ -193,7 +193,7 @@ class Judge:
         capped = any(isinstance(r[2], Capped) for r in raw.values())
         if aa_res is None and not capped and identical(raw[CONTROL], raw[CANDIDATE], rules, cap, names):
             # The common case: same status, compared headers and body bytes. Nothing to parse.
-            self.store.matched(rkey, control_s, candidate_s, raw[CONTROL][0])
+            self.store.tally.matched(rkey, control_s, candidate_s, raw[CONTROL][0])
             self.tally(name, "matched")
             return False
         # A body over the cap (or not teed) is compared by hash, and then so is the other side's.

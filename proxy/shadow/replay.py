@@ -74,6 +74,7 @@ class Replayer:
             dict(cast(Mapping[str, UpstreamPool], pools)) if own_pools else {}
         )
         self.store = store
+        self._counts = store.tally  # counted without a by-name call (see proxy.shadow.store.Tally)
         self.secret = secret
         self._body_cap = body_cap  # bytes of a body compared byte for byte (see one_done), and kept
         self._max_conns = max_conns
@@ -203,13 +204,13 @@ class Replayer:
                 and len(body) <= self._body_cap  # a capped body (over it) is compared by hash
                 and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
             ):
-                name = ex.route.name
-                key = self.store.key(ex.route, ex.method)
+                tally = self._counts
+                key = tally.key(ex.route, ex.method)
                 if other == CANDIDATE:
-                    self.store.matched(key, ex.latency_s, seconds, ex.status)
+                    tally.matched(key, ex.latency_s, seconds, ex.status)
                 else:
-                    self.store.matched(key, seconds, ex.latency_s, ex.status)
-                self._tally(name, "matched")
+                    tally.matched(key, seconds, ex.latency_s, ex.status)
+                self._tally(ex.route.name, "matched")
                 self._job_done()
                 return
             res = (status, headers, body, seconds)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, final
 
 from prometheus_client import Counter as PromCounter
 
@@ -36,6 +36,7 @@ __all__ = [
     "RouteStats",
     "Sample",
     "StoreError",
+    "Tally",
     "bucket_of",
     "bucket_upper",
     "describe",
@@ -289,8 +290,11 @@ class DiffStore(Protocol):
     """Recording (synchronous, in memory) and reading (async) of shadow results.
 
     Recording takes a *key* (``key(route, method)``, computed once per exchange): the route, its current
-    epoch and the method, so every count lands in that epoch and method.
+    epoch and the method, so every count lands in that epoch and method. ``tally`` is where the counts
+    go (`Recording` keeps one); the shadow path's hot callers count into it directly.
     """
+
+    tally: Tally
 
     def key(self, route: Route, method: str) -> str: ...
     def count(self, key: str, name: str, n: int = 1) -> None: ...
@@ -323,22 +327,37 @@ def describe(route: Route) -> dict[str, Any]:
     return {"target": route.target, "methods": methods, "path": route.path, "compare": compare}
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the stores subclass it in Python
-class Recording:
-    """The synchronous half every store shares: fill the current batch (``take`` detaches it).
+class _KeyCounts:
+    """The counters and latency buckets of one recording key since the last ``take`` (see `Tally`)."""
+
+    __slots__ = ("candidate", "control", "names")
+
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}  # counter name -> n
+        self.control: dict[int, int] = {}  # latency bucket -> n
+        self.candidate: dict[int, int] = {}
+
+
+@final
+class Tally:
+    """The counting every comparison does, in one compiled class no Python class subclasses.
+
+    The stores are Python subclasses of `Recording`, so a compiled caller reaches their methods by name
+    (mypyc's glue for interpreted subclasses): ~175 instructions of look-up and argument parsing a call.
+    The shadow path calls this class instead, through ``store.tally``, as native calls. Counts are kept
+    per recording key in plain dicts keyed by the counter's name (a ``str``, whose hash is cached) until
+    ``take`` folds them into a `Batch`: one tuple-keyed item per counter per flush, not per request.
 
     ``key`` names a route's current epoch and a method: the epoch is the route's configuration
     fingerprint (``Route.fingerprint``) and its reset generation (``generations``, read from the store
     by the real one); keys are cached per route, so the hot path pays two dict look-ups.
     """
 
-    max_pending_samples = 1000
-
     def __init__(self) -> None:
-        self.batch = Batch()
         self.generations: dict[str, int] = {}  # route -> resets by hand (strangler report --reset)
         self.described: dict[tuple[str, str], dict[str, Any]] = {}  # (route, epoch) -> its configuration
         self._keys: dict[str, tuple[str, str, dict[str, str]]] = {}  # route -> (fingerprint, epoch, keys)
+        self._counts: dict[str, _KeyCounts] = {}  # recording key -> counts since the last take
 
     def key(self, route: Route, method: str) -> str:
         """The recording key of ``route``'s current epoch and ``method`` (``ANY_METHOD``: route-level)."""
@@ -358,16 +377,23 @@ class Recording:
             self.generations = generations
             self._keys.clear()
 
+    def _of(self, key: str) -> _KeyCounts:
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = _KeyCounts()
+        return counts
+
     def count(self, key: str, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` of ``key``."""
-        _bump(self.batch.incr, ("c", key, name), n)
-        self.batch.routes.add(key)
+        names = self._of(key).names
+        names[name] = names.get(name, 0) + n
 
     def latency(self, key: str, side: str, seconds: float) -> None:
-        """Record one latency of ``side`` (control or candidate)."""
-        kind = _LAT_KEYS.get(side) or f"lat:{side}"
-        _bump(self.batch.incr, (kind, key, _BUCKET_KEYS[bucket_of(seconds)]))
-        self.batch.routes.add(key)
+        """Record one latency of ``side`` (control or candidate; another side goes to ``batch``)."""
+        counts = self._of(key)
+        hist = counts.control if side == "control" else counts.candidate
+        index = bucket_of(seconds)
+        hist[index] = hist.get(index, 0) + 1
 
     def matched(
         self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
@@ -377,17 +403,85 @@ class Recording:
 
         A latency is None when it was not measured (a pipelined shadow call, see proxy.upstream.pipe).
         """
-        batch = self.batch  # once per compared shadow request
-        incr = batch.incr
-        _bump(incr, ("c", key, "compared"))
-        _bump(incr, ("c", key, "matched"))
+        counts = self._of(key)
+        names = counts.names
+        names["compared"] = names.get("compared", 0) + 1
+        names["matched"] = names.get("matched", 0) + 1
         if status:
-            _bump(incr, ("c", key, status_counter(status)))
+            counter = status_counter(status)
+            names[counter] = names.get(counter, 0) + 1
         if control_s is not None:
-            _bump(incr, ("lat:control", key, _BUCKET_KEYS[bucket_of(control_s)]))
+            index = bucket_of(control_s)
+            counts.control[index] = counts.control.get(index, 0) + 1
         if candidate_s is not None:
-            _bump(incr, ("lat:candidate", key, _BUCKET_KEYS[bucket_of(candidate_s)]))
-        batch.routes.add(key)
+            index = bucket_of(candidate_s)
+            counts.candidate[index] = counts.candidate.get(index, 0) + 1
+
+    def fold(self, batch: Batch) -> None:
+        """Add the counts since the last fold to ``batch`` (as its ``("c" | "lat:<side>", key, field)``
+        items) and start again from zero."""
+        taken, self._counts = self._counts, {}
+        incr = batch.incr
+        for key, counts in taken.items():
+            for name, n in counts.names.items():
+                _bump(incr, ("c", key, name), n)
+            for index, n in counts.control.items():
+                _bump(incr, ("lat:control", key, _BUCKET_KEYS[index]), n)
+            for index, n in counts.candidate.items():
+                _bump(incr, ("lat:candidate", key, _BUCKET_KEYS[index]), n)
+            batch.routes.add(key)
+
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the stores subclass it in Python
+class Recording:
+    """The synchronous half every store shares: fill the current batch (``take`` detaches it).
+
+    Keys and counters live in ``tally`` (a `Tally`), which the shadow path calls directly; the methods
+    here that count hand over to it, so every count lands in one place.
+    """
+
+    max_pending_samples = 1000
+
+    def __init__(self) -> None:
+        self.batch = Batch()
+        self.tally = Tally()
+
+    @property
+    def generations(self) -> dict[str, int]:
+        """Route -> resets by hand (``strangler report --reset``), as last read from the store."""
+        return self.tally.generations
+
+    @property
+    def described(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(route, epoch) -> the configuration that epoch counts (`describe`), as this process met them."""
+        return self.tally.described
+
+    def key(self, route: Route, method: str) -> str:
+        """The recording key of ``route``'s current epoch and ``method`` (see `Tally.key`)."""
+        return self.tally.key(route, method)
+
+    def set_generations(self, generations: dict[str, int]) -> None:
+        """Adopt the routes' reset generations (keys of a route whose generation changed are made anew)."""
+        self.tally.set_generations(generations)
+
+    def count(self, key: str, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` of ``key``."""
+        self.tally.count(key, name, n)
+
+    def latency(self, key: str, side: str, seconds: float) -> None:
+        """Record one latency of ``side`` (control or candidate)."""
+        if side in _LAT_KEYS:
+            self.tally.latency(key, side, seconds)
+            return
+        _bump(self.batch.incr, (f"lat:{side}", key, _BUCKET_KEYS[bucket_of(seconds)]))
+        self.batch.routes.add(key)
+
+    def matched(
+        self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
+    ) -> None:
+        """One comparison that matched (see `Tally.matched`)."""
+        self.tally.matched(key, control_s, candidate_s, status)
 
     def differed(self, key: str, signature: str, paths: tuple[str, ...]) -> None:
         """Count one difference with this signature and each of its paths."""
@@ -439,6 +533,7 @@ class Recording:
         self.batch.samples.append(sample if sample.epoch == epoch else replace(sample, epoch=epoch))
 
     def take(self) -> Batch:
-        """Detach and return the current batch."""
+        """Detach and return the current batch, the tally's counts since the last take folded in."""
         batch, self.batch = self.batch, Batch()
+        self.tally.fold(batch)
         return batch
