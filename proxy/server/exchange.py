@@ -16,12 +16,12 @@ class Exchange(NamedTuple):
     ``path`` is the forwarded path (the upstream's base path not included) and ``query`` the query
     string without ``?`` ("" when absent). ``request_lines`` are the headers as forwarded,
     ``b"Name: value"``, without ``Host``, hop-by-hop and framing headers, which a replaying pool sets for
-    itself (`request_headers` gives them as pairs). A tuple: one is made per shadowed request, on the
-    data path. A body is None when it was larger than the shadow's ``body_cap`` (not teed).
-    ``response_headers`` are the upstream's, before hop-by-hop removal. ``client_host`` is the client's
-    Host, which a replaying pool sends instead of its own unless its upstream says ``host: upstream``.
-    ``prewrite`` is, for a sampled write, the shadow's handle of new's dry run run *before* the primary
-    was forwarded (`ShadowSink.prewrite`), None otherwise.
+    itself, and never a client's ``X-Strangler-Dry-Run`` (`request_headers` gives them as pairs). A
+    tuple: one is made per shadowed request, on the data path. A body is None when it was larger than the
+    shadow's ``body_cap`` (not teed). ``response_headers`` are the upstream's, before hop-by-hop removal.
+    ``client_host`` is the client's Host, which a replaying pool sends instead of its own unless its
+    upstream says ``host: upstream``. ``prewrite`` is, for a sampled write, the shadow's handle of new's
+    dry run run *before* the primary was forwarded (`ShadowSink.prewrite`), None otherwise.
     """
 
     route: Route

@@ -171,13 +171,9 @@ class Replayer:
         sender = entry[1] if entry is not None and entry[0] is self.pools.get(side) else self._sender(side)
         if sender is None:
             return False
-        # The data path's lines hold no Host, framing or hop-by-hop header: only a client's own dry-run
-        # header can be among _DROP_HEADERS, and a shadow read never carries one.
-        head = b"\r\n".join(ex.request_lines)
-        if b"x-strangler-dry-run" not in head.lower():
-            sender.send_get(ex.path_qs, head, limit, done, ex, ex.client_host)
-        else:
-            sender.send("GET", ex.path_qs, _replayed(ex), b"", limit, done, ex, ex.client_host)
+        # The data path's lines hold none of _DROP_HEADERS: no Host, framing or hop-by-hop header, and no
+        # client's X-Strangler-Dry-Run (proxy.server.forwarding drops it from every request it forwards).
+        sender.send_get(ex.path_qs, b"\r\n".join(ex.request_lines), limit, done, ex, ex.client_host)
         return True
 
     def one_done(self, call: Sent) -> None:

@@ -41,6 +41,23 @@ async def test_identical_backends_match(make_rig: RigFactory, backends: tuple[Ba
     assert metric("strangler_shadow_comparisons_total", route="users", result="matched") == before + 5
 
 
+async def test_client_dry_run_header_reaches_neither_side(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A client's own X-Strangler-Dry-Run on a shadowed GET reaches neither the primary nor the copy: the data
+    path drops it, and the copy is sent from the forwarded lines as they are (Replayer.pipe_get)."""
+    legacy, new = backends
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0"))
+    headers = {"X-Strangler-Dry-Run": "t=1,n=a,sig=00", "X-Other": "kept"}
+    assert (await rig.get("/users", headers=headers))[0] == 200
+    await rig.shadower.drain()
+    assert len(legacy.seen) == 1 and len(new.seen) == 1
+    for seen in (legacy.seen[0], new.seen[0]):
+        names = {k.lower() for k in seen["headers"]}
+        assert "x-strangler-dry-run" not in names and "x-other" in names
+    assert (await rig.store.stats())["users"].get("matched") == 1
+
+
 async def test_unsampled_and_unshadowed_routes(
     make_rig: RigFactory, backends: tuple[Backend, Backend]
 ) -> None:
