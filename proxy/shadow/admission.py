@@ -82,7 +82,7 @@ class Shadower:
         self.settings = settings
         self.body_cap = settings.body_cap  # bytes of each body the data path tees for comparison
         self.store = store
-        self._tally = store.tally  # counts without a by-name call (see proxy.shadow.store.Tally)
+        self._counts = store.tally  # counted without a by-name call (see proxy.shadow.store.Tally)
         self.secret = secret
         self._rand = rand
         self._flush_interval = flush_interval
@@ -111,10 +111,7 @@ class Shadower:
             max_conns=min(8, self._concurrency), body_cap=settings.body_cap, own_pools=own_pools,
         )  # fmt: skip
         self._prewrites = Prewrites(self._replay, store, self._judge.unanswered, self._concurrency)
-        # Bound once: _begin runs for every shadowed request.
-        self._pipe_get = self._replay.pipe_get
-        self._one_done = self._replay.one_done
-        self._call = self._replay.call
+        self._one_done = self._replay.one_done  # bound once: the callback of every pipelined copy
         self._judge.enable_rereads(self._replay.call, settings.timeout, clock, reread_rate)  # see judge.py
 
     @property
@@ -150,7 +147,7 @@ class Shadower:
         spec = route.shadow
         if spec is None or self._closed:
             return False
-        tally = self._tally
+        tally = self._counts
         key = tally.key(route, method)  # the store key: route, current epoch, method
         tally.count(key, "seen")
         if spec.sample < 1.0 and self._rand() >= spec.sample:
@@ -205,7 +202,7 @@ class Shadower:
 
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
-        tally = self._tally
+        tally = self._counts
         key = tally.key(exchange.route, exchange.method)
         tally.count(key, "sampled")
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
@@ -376,7 +373,7 @@ class Shadower:
         aa = safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name)
         if (
             not aa and ex.method == "GET" and ex.response_body is not None and not ex.request_body
-            and self._pipe_get(ex, other, timeout, self._one_done)  # see Replayer.one_done
+            and self._replay.pipe_get(ex, other, timeout, self._one_done)  # see Replayer.one_done
         ):  # fmt: skip
             return
         calls = [("other", other)]
@@ -386,4 +383,4 @@ class Shadower:
             calls.append(("aa", ex.primary))
         job = Job(ex, other, len(calls))
         for key, side in calls:
-            self._call(job, key, side, timeout)
+            self._replay.call(job, key, side, timeout)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
 
-from proxy.http1.headers import lower_name
+from proxy.http1.headers import Headers, lower_name
 from proxy.routing.table import CompareRules
 
 __all__ = ["identical", "identity_headers", "same_headers"]
 
 
 def identical(
-    control: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
-    candidate: tuple[int, Sequence[tuple[bytes, bytes]], bytes, float | None],
+    control: tuple[int, Headers, bytes, float | None],
+    candidate: tuple[int, Headers, bytes, float | None],
     rules: CompareRules,
     body_cap: int = 1 << 20,
     names: frozenset[bytes] | None = None,
@@ -37,12 +36,12 @@ def identical(
     return same_headers(control[1], candidate[1], names)
 
 
-def same_headers(
-    control: Sequence[tuple[bytes, bytes]], candidate: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]
-) -> bool:
+def same_headers(control: Headers, candidate: Headers, names: frozenset[bytes]) -> bool:
     """Whether the two header lists carry the same values for ``names`` (lower-case), in the same order.
 
-    Called for every compared shadow response: plain loops, no comprehension or helper frames.
+    Called for every compared shadow response: plain loops over lists (compiled, a native iteration with
+    the pairs unpacked in place, where a ``Sequence`` went through the iterator protocol), no
+    comprehension or helper frames.
     """
     a: list[tuple[bytes, bytes]] = []
     for k, v in control:

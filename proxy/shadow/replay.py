@@ -82,10 +82,7 @@ class Replayer:
         self._retired: list[Sender] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Callable[[], float] | None = None  # the pipelined calls' (see start)
-        # The judge's methods, bound once: one_done runs for every compared GET.
-        self._settle = judge.settle
-        self._tally = judge.tally
-        self._identity_names = judge.identity_names
+        self._judge = judge  # compiled and never subclassed: its methods are called natively
         self._job_done = job_done
 
     @property
@@ -198,7 +195,7 @@ class Replayer:
                 status == ex.status
                 and body == ex.response_body
                 and len(body) <= self._body_cap  # a capped body (over it) is compared by hash
-                and same_headers(ex.response_headers, headers, self._identity_names(ex.route.compare))
+                and same_headers(ex.response_headers, headers, self._judge.identity_names(ex.route.compare))
             ):
                 tally = self._counts
                 key = tally.key(ex.route, ex.method)
@@ -206,11 +203,11 @@ class Replayer:
                     tally.matched(key, ex.latency_s, seconds, ex.status)
                 else:
                     tally.matched(key, seconds, ex.latency_s, ex.status)
-                self._tally(ex.route.name, "matched")
+                self._judge.tally(ex.route.name, "matched")
                 self._job_done()
                 return
             res = (status, headers, body, seconds)
-        self._settle(Job(ex, other, 1), "other", res)
+        self._judge.settle(Job(ex, other, 1), "other", res)
 
     def call(self, job: Job, key: str, side: str, limit: float) -> None:
         """Send one of a job's calls to ``side``; its result is settled with the judge."""
@@ -219,14 +216,14 @@ class Replayer:
         done = functools.partial(self._called, job, key, side)
         if ex.method == "GET" and not body:
             if not self.pipe_get(ex, side, limit, done):
-                self._settle(job, key, Failed(side, f"no upstream named {side!r}"))
+                self._judge.settle(job, key, Failed(side, f"no upstream named {side!r}"))
             return
         sender = self._sender(side)
         if sender is None:
-            self._settle(job, key, Failed(side, f"no upstream named {side!r}"))
+            self._judge.settle(job, key, Failed(side, f"no upstream named {side!r}"))
             return
         if ex.method not in SAFE:  # a write's dry run ran before its primary (prewrite), never after
-            self._settle(job, key, Failed(side, "a write is dry-run before its primary only"))
+            self._judge.settle(job, key, Failed(side, "a write is dry-run before its primary only"))
             return
         sender.send(ex.method, ex.path_qs, _replayed(ex), body, limit, done, ex, ex.client_host)
 
@@ -255,4 +252,4 @@ class Replayer:
             exc = sent.error
             assert exc is not None
             res = Failed(side, f"{exc.kind}: {exc.message}")
-        self._settle(job, key, res)
+        self._judge.settle(job, key, res)

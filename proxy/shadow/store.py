@@ -14,6 +14,7 @@ raised.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, final
@@ -65,20 +66,25 @@ def bucket_upper(index: int) -> float:
 
 
 _UPPERS: Final = tuple(bucket_upper(i) for i in range(_LAST + 1))
+_LOG_RATIO: Final = math.log(_RATIO)
 
 
 def bucket_of(seconds: float) -> int:
     """The histogram bucket holding ``seconds`` (the first whose upper bound is not below it)."""
-    # min(_LAST, bisect_left(_UPPERS, seconds)), as a loop over native floats: called from compiled code,
-    # bisect costs ~1,200 instructions (module attribute, call, float boxing), twice per compared GET.
-    lo, hi = 0, _LAST
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _UPPERS[mid] < seconds:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    # min(_LAST, bisect_left(_UPPERS, seconds)), computed: the logarithm gives the bucket to within one
+    # (floating-point rounding), and the bounds themselves settle it. Compiled, math.log and math.ceil are
+    # C calls on native floats: ~60 instructions, where a bisection over the tuple's boxed floats took ~600
+    # (twice per compared GET).
+    if seconds <= _BASE:
+        return 0
+    if seconds > _UPPERS[_LAST - 1]:
+        return _LAST
+    index = math.ceil(math.log(seconds / _BASE) / _LOG_RATIO)
+    if index > 0 and _UPPERS[index - 1] >= seconds:
+        index -= 1
+    elif _UPPERS[index] < seconds:
+        index += 1
+    return index
 
 
 ANY_METHOD: Final = "*"  # the method part of a route-level key (counters not tied to one method)
