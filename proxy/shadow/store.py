@@ -75,7 +75,7 @@ def bucket_of(seconds: float) -> int:
     # (floating-point rounding), and the bounds themselves settle it. Compiled, math.log and math.ceil are
     # C calls on native floats: ~60 instructions, where a bisection over the tuple's boxed floats took ~600
     # (twice per compared GET).
-    if seconds <= _BASE:
+    if not seconds > _BASE:  # at or below the first bound, or NaN (which no bound is below)
         return 0
     if seconds > _UPPERS[_LAST - 1]:
         return _LAST

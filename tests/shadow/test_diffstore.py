@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,6 +43,10 @@ def test_bucket_of_is_the_bisection_of_the_upper_bounds() -> None:
     bounds, beyond the last, at 0, below 0 and for NaN."""
     uppers = [bucket_upper(i) for i in range(121)]
     values = [*uppers, *(u * 1.0001 for u in uppers), *(u * 0.9999 for u in uppers), 1e9, 0.0, -1.0, math.nan]
+    # bucket_of computes by logarithm: the floats next to each bound, and many in between, must agree too
+    values += [math.nextafter(u, 0.0) for u in uppers] + [math.nextafter(u, math.inf) for u in uppers]
+    rng = random.Random(7)
+    values += [10 ** rng.uniform(-7.0, 4.0) for _ in range(20_000)] + [math.inf]
     assert [bucket_of(v) for v in values] == [min(120, bisect.bisect_left(uppers, v)) for v in values]
 
 
