@@ -149,7 +149,7 @@ class Shadower:
             return False
         tally = self._counts
         key = tally.key(route, method)  # the store key: route, current epoch, method
-        tally.count(key, "seen")
+        tally.seen(key)
         if spec.sample < 1.0 and self._rand() >= spec.sample:
             return False
         if method not in SAFE:
@@ -204,7 +204,7 @@ class Shadower:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
         tally = self._counts
         key = tally.key(exchange.route, exchange.method)
-        tally.count(key, "sampled")
+        tally.sampled(key)
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
             self._start(exchange)  # room to start it now (the common case): no queueing
             return

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import operator
+from typing import Final
 
 from proxy.http1.headers import Headers, lower_name
 from proxy.routing.table import CompareRules
 
-__all__ = ["identical", "identity_headers", "same_headers"]
+__all__ = ["identical", "identity_headers", "name_lengths", "same_headers"]
 
 
 def identical(
@@ -36,29 +37,44 @@ def identical(
     return same_headers(control[1], candidate[1], names)
 
 
-def same_headers(control: Headers, candidate: Headers, names: frozenset[bytes]) -> bool:
+def same_headers(
+    control: Headers, candidate: Headers, names: frozenset[bytes], lengths: int = -1
+) -> bool:
     """Whether the two header lists carry the same values for ``names`` (lower-case), in the same order.
 
+    ``lengths`` is ``name_lengths(names)``: a name of another length is not looked up (most of a
+    response's headers, and each look-up hashes a new bytes object); -1 looks every one up.
     Called for every compared shadow response: plain loops over lists (compiled, a native iteration with
     the pairs unpacked in place, where a ``Sequence`` went through the iterator protocol), no
     comprehension or helper frames.
     """
     a: list[tuple[bytes, bytes]] = []
     for k, v in control:
-        lk = lower_name(k)
-        if lk in names:
-            a.append((lk, v))
+        if (lengths >> min(len(k), _LONG)) & 1:
+            lk = lower_name(k)
+            if lk in names:
+                a.append((lk, v))
     b: list[tuple[bytes, bytes]] = []
     for k, v in candidate:
-        lk = lower_name(k)
-        if lk in names:
-            b.append((lk, v))
+        if (lengths >> min(len(k), _LONG)) & 1:
+            lk = lower_name(k)
+            if lk in names:
+                b.append((lk, v))
     if len(a) != len(b):
         return False
     if len(a) > 1:
         a.sort(key=_first)  # stable: values of one name keep their order
         b.sort(key=_first)
     return a == b
+
+
+def name_lengths(names: frozenset[bytes]) -> int:
+    """A bit for the length of each of ``names`` (one bit for every length from ``_LONG`` up): the mask
+    `same_headers` filters by. It stays a small int (compiled, native arithmetic)."""
+    mask = 0
+    for name in names:
+        mask |= 1 << min(len(name), _LONG)
+    return mask
 
 
 @functools.lru_cache(maxsize=1024)
@@ -71,3 +87,4 @@ def identity_headers(rules: CompareRules) -> frozenset[bytes]:
 
 
 _first = operator.itemgetter(0)
+_LONG: Final = 61  # the mask's last bit: names this long or longer share it

@@ -27,7 +27,7 @@ from prometheus_client import Counter as PromCounter
 from proxy.http1.capped import Capped, digest_of
 from proxy.routing.table import CompareRules
 from proxy.server.exchange import Exchange, Headers
-from proxy.shadow.bytecheck import identical, identity_headers
+from proxy.shadow.bytecheck import identical, identity_headers, name_lengths
 from proxy.shadow.compare import Diff, Observed, compare
 from proxy.shadow.noise import REREAD_PER_SECOND, AaLimiter, Learned, NoiseBook
 from proxy.shadow.samples import SampleBuilder
@@ -131,7 +131,7 @@ class Judge:
         self._reread_due: Callable[[str], bool] = lambda route: False
         self.reread_timeout = 5.0
         # By id() of the rules object: CompareRules hashes field by field, which costs more than the check.
-        self._names: dict[int, tuple[CompareRules, frozenset[bytes]]] = {}
+        self._names: dict[int, tuple[CompareRules, frozenset[bytes], int]] = {}
 
     def enable_rereads(
         self, call: Call, timeout: float, clock: Callable[[], float], rate: float = REREAD_PER_SECOND
@@ -324,12 +324,18 @@ class Judge:
 
     def identity_names(self, rules: CompareRules) -> frozenset[bytes]:
         """The header names ``rules`` compare, cached per rules object."""
+        return self.identity(rules)[0]
+
+    def identity(self, rules: CompareRules) -> tuple[frozenset[bytes], int]:
+        """The header names ``rules`` compare and the mask of their lengths (`name_lengths`), cached per
+        rules object."""
         entry = self._names.get(id(rules))
         if entry is None or entry[0] is not rules:
             if len(self._names) >= 1024:  # reloads make new rules objects: forget, rather than grow
                 self._names.clear()
-            entry = self._names[id(rules)] = (rules, identity_headers(rules))
-        return entry[1]
+            names = identity_headers(rules)
+            entry = self._names[id(rules)] = (rules, names, name_lengths(names))
+        return entry[1], entry[2]
 
     def record_error(self, ex: Exchange, failure: Failed) -> None:
         """Count a failed call of one side (the comparison is lost, the request was not).

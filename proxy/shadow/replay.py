@@ -191,11 +191,12 @@ class Replayer:
             status, headers, body = result
             seconds = call.latency
             # `identical` without building its tuples (this runs for every compared GET).
+            names, lengths = self._judge.identity(ex.route.compare)
             if (
                 status == ex.status
                 and body == ex.response_body
                 and len(body) <= self._body_cap  # a capped body (over it) is compared by hash
-                and same_headers(ex.response_headers, headers, self._judge.identity_names(ex.route.compare))
+                and same_headers(ex.response_headers, headers, names, lengths)
             ):
                 tally = self._counts
                 key = tally.key(ex.route, ex.method)

@@ -334,12 +334,20 @@ def describe(route: Route) -> dict[str, Any]:
 
 
 class _KeyCounts:
-    """The counters and latency buckets of one recording key since the last ``take`` (see `Tally`)."""
+    """The counters and latency buckets of one recording key since the last ``take`` (see `Tally`).
 
-    __slots__ = ("candidate", "control", "names")
+    The four every compared GET bumps are native ints (compiled: an add in place, no dict item boxed and
+    stored); the rest by name.
+    """
+
+    __slots__ = ("candidate", "compared", "control", "matched", "names", "sampled", "seen")
 
     def __init__(self) -> None:
-        self.names: dict[str, int] = {}  # counter name -> n
+        self.seen = 0
+        self.sampled = 0
+        self.compared = 0
+        self.matched = 0
+        self.names: dict[str, int] = {}  # any other counter name -> n
         self.control: dict[int, int] = {}  # latency bucket -> n
         self.candidate: dict[int, int] = {}
 
@@ -394,6 +402,14 @@ class Tally:
         names = self._of(key).names
         names[name] = names.get(name, 0) + n
 
+    def seen(self, key: str) -> None:
+        """One request of ``key`` met by the shadow sampler (counter ``seen``)."""
+        self._of(key).seen += 1
+
+    def sampled(self, key: str) -> None:
+        """One exchange of ``key`` handed over for comparison (counter ``sampled``)."""
+        self._of(key).sampled += 1
+
     def latency(self, key: str, side: str, seconds: float) -> None:
         """Record one latency of ``side`` (control or candidate; another side goes to ``batch``)."""
         counts = self._of(key)
@@ -410,10 +426,10 @@ class Tally:
         A latency is None when it was not measured (a pipelined shadow call, see proxy.upstream.pipe).
         """
         counts = self._of(key)
-        names = counts.names
-        names["compared"] = names.get("compared", 0) + 1
-        names["matched"] = names.get("matched", 0) + 1
+        counts.compared += 1
+        counts.matched += 1
         if status:
+            names = counts.names
             counter = status_counter(status)
             names[counter] = names.get(counter, 0) + 1
         if control_s is not None:
@@ -429,6 +445,10 @@ class Tally:
         taken, self._counts = self._counts, {}
         incr = batch.incr
         for key, counts in taken.items():
+            for name, n in (("seen", counts.seen), ("sampled", counts.sampled), ("compared", counts.compared),
+                            ("matched", counts.matched)):  # fmt: skip
+                if n:
+                    _bump(incr, ("c", key, name), n)
             for name, n in counts.names.items():
                 _bump(incr, ("c", key, name), n)
             for index, n in counts.control.items():

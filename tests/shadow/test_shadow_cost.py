@@ -10,7 +10,7 @@ from support.clock import ManualClock
 from support.waiting import eventually
 
 from proxy.routing.table import CompareRules
-from proxy.shadow.bytecheck import identical, identity_headers
+from proxy.shadow.bytecheck import identical, identity_headers, name_lengths, same_headers
 from proxy.shadow.compare import Observed, compare
 
 from .shadow_rig import Backend, RigFactory, routes_text
@@ -54,6 +54,28 @@ def test_identical_only_when_compare_agrees() -> None:
                 assert identical(one, other, rules, names=identity_headers(rules)) is False
     assert identical(base, base, rules, body_cap=len(body) - 1) is False  # over the cap: hash it instead
     assert compare(_obs(repeated), _obs((200, list(reversed(two)), body, 0.0)), rules) is not None
+
+
+def test_same_headers_filtered_by_name_length_answers_as_unfiltered() -> None:
+    """The length mask only skips look-ups: with it, same_headers answers what it answers without it, for
+    names of every length, names sharing the mask's last bit (61 characters and more) included."""
+    long_a, long_b = "x-" + "a" * 70, "x-" + "b" * 59  # 72 and 61 characters: the same last bit
+    rules = CompareRules(headers=("content-type", "etag", long_a))
+    names = identity_headers(rules)
+    mask = name_lengths(names)
+    lists = [
+        [], JSON, [(b"Content-Type", b"text/plain")], [(b"ETag", b'"1"'), *JSON], [*JSON, (b"etag", b'"1"')],
+        [(b"Date", b"Mon"), (b"Content-Length", b"8")], [(long_a.upper().encode(), b"1")],
+        [(long_b.encode(), b"1")], [(long_a.encode(), b"2"), (long_b.encode(), b"1")],
+        [(b"Content-Encoding", b"gzip"), *JSON], [(b"CONTENT-ENCODING", b"gzip"), *JSON],
+    ]
+    answers = set()
+    for one in lists:
+        for other in lists:
+            expected = same_headers(one, other, names)
+            assert same_headers(one, other, names, mask) is expected, (one, other)
+            answers.add(expected)
+    assert answers == {True, False}
 
 
 async def test_compared_header_difference_with_same_bytes_is_a_difference(
