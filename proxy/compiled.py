@@ -76,6 +76,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.shadow.admission",
     "proxy.shadow.bytecheck",
     "proxy.shadow.judge",
+    "proxy.shadow.noise",
     "proxy.shadow.replay",
     "proxy.shadow.store",
 )
