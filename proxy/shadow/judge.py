@@ -126,7 +126,7 @@ class Judge:
         self._samples = samples
         self._job_done = job_done
         self._spawn = spawn
-        self._tallies: dict[tuple[str, str], int] = {}
+        self._tallies: dict[str, dict[str, int]] = {}  # route -> result -> n
         self._reread: Call | None = None
         self._reread_due: Callable[[str], bool] = lambda route: False
         self.reread_timeout = 5.0
@@ -311,16 +311,20 @@ class Judge:
         """Count one outcome for the Prometheus counter (added at the next ``flush_tallies``)."""
         # A prometheus_client inc takes a lock (and, with workers, a getpid and an mmap write): tally in a
         # dict and add the sums at each flush instead.
-        key = (route, result)
-        self._tallies[key] = self._tallies.get(key, 0) + 1
+        # By route, then result: two look-ups by str (hashes cached), not a tuple made and hashed twice.
+        results = self._tallies.get(route)
+        if results is None:
+            results = self._tallies[route] = {}
+        results[result] = results.get(result, 0) + 1
         if self._down:  # every outcome tallied means the shadow side answered
             self.unanswered.answered(route)
 
     def flush_tallies(self) -> None:
         """Add the tallied outcomes to ``strangler_shadow_comparisons``."""
         tallies, self._tallies = self._tallies, {}
-        for (route, result), n in tallies.items():
-            COMPARISONS.labels(route, result).inc(n)
+        for route, results in tallies.items():
+            for result, n in results.items():
+                COMPARISONS.labels(route, result).inc(n)
 
     def identity_names(self, rules: CompareRules) -> frozenset[bytes]:
         """The header names ``rules`` compare, cached per rules object."""

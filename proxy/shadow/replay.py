@@ -23,7 +23,7 @@ from proxy.shadow.bytecheck import same_headers
 from proxy.shadow.judge import CANDIDATE, CONTROL, SAFE, Failed, Fetched, Job, Judge
 from proxy.shadow.store import DiffStore
 from proxy.upstream.pool import UpstreamPool
-from proxy.upstream.sender import Fetcher, Sender, Sent, sender_for
+from proxy.upstream.sender import Fetcher, PoolSender, Sender, Sent, sender_for
 
 __all__ = ["Fetcher", "OwnPool", "Pool", "Replayer", "Sent", "close_pools", "open_pools"]
 
@@ -170,7 +170,11 @@ class Replayer:
             return False
         # The data path's lines hold none of _DROP_HEADERS: no Host, framing or hop-by-hop header, and no
         # client's X-Strangler-Dry-Run (proxy.server.forwarding drops it from every request it forwards).
-        sender.send_get(ex.path_qs, b"\r\n".join(ex.request_lines), limit, done, ex, ex.client_host)
+        head = b"\r\n".join(ex.request_lines)
+        if isinstance(sender, PoolSender):  # compiled, a native call (through the Protocol it is by name)
+            sender.send_get(ex.path_qs, head, limit, done, ex, ex.client_host)
+        else:
+            sender.send_get(ex.path_qs, head, limit, done, ex, ex.client_host)
         return True
 
     def one_done(self, call: Sent) -> None:

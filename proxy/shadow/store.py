@@ -57,6 +57,7 @@ _BASE: Final = 1e-4
 _RATIO: Final = 1.15
 _LAST: Final = 120
 _BUCKET_KEYS: Final = tuple(str(i) for i in range(_LAST + 1))  # Redis hash fields, made once
+_BUCKETS: Final = _LAST + 1
 _LAT_KEYS: Final = {"control": "lat:control", "candidate": "lat:candidate"}
 
 
@@ -348,8 +349,8 @@ class _KeyCounts:
         self.compared = 0
         self.matched = 0
         self.names: dict[str, int] = {}  # any other counter name -> n
-        self.control: dict[int, int] = {}  # latency bucket -> n
-        self.candidate: dict[int, int] = {}
+        self.control = [0] * _BUCKETS  # n per latency bucket (a list: an index, not a hashed key)
+        self.candidate = [0] * _BUCKETS
 
 
 @final
@@ -414,8 +415,7 @@ class Tally:
         """Record one latency of ``side`` (control or candidate; another side goes to ``batch``)."""
         counts = self._of(key)
         hist = counts.control if side == "control" else counts.candidate
-        index = bucket_of(seconds)
-        hist[index] = hist.get(index, 0) + 1
+        hist[bucket_of(seconds)] += 1
 
     def matched(
         self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
@@ -433,11 +433,9 @@ class Tally:
             counter = status_counter(status)
             names[counter] = names.get(counter, 0) + 1
         if control_s is not None:
-            index = bucket_of(control_s)
-            counts.control[index] = counts.control.get(index, 0) + 1
+            counts.control[bucket_of(control_s)] += 1
         if candidate_s is not None:
-            index = bucket_of(candidate_s)
-            counts.candidate[index] = counts.candidate.get(index, 0) + 1
+            counts.candidate[bucket_of(candidate_s)] += 1
 
     def fold(self, batch: Batch) -> None:
         """Add the counts since the last fold to ``batch`` (as its ``("c" | "lat:<side>", key, field)``
@@ -451,10 +449,10 @@ class Tally:
                     _bump(incr, ("c", key, name), n)
             for name, n in counts.names.items():
                 _bump(incr, ("c", key, name), n)
-            for index, n in counts.control.items():
-                _bump(incr, ("lat:control", key, _BUCKET_KEYS[index]), n)
-            for index, n in counts.candidate.items():
-                _bump(incr, ("lat:candidate", key, _BUCKET_KEYS[index]), n)
+            for kind, hist in (("lat:control", counts.control), ("lat:candidate", counts.candidate)):
+                for index, n in enumerate(hist):
+                    if n:
+                        _bump(incr, (kind, key, _BUCKET_KEYS[index]), n)
             batch.routes.add(key)
 
 
