@@ -48,23 +48,25 @@ def same_headers(
     the pairs unpacked in place, where a ``Sequence`` went through the iterator protocol), no
     comprehension or helper frames.
     """
-    a: list[tuple[bytes, bytes]] = []
+    a: list[bytes] = []  # name, value, name, value, ...: no pair made while scanning
     for k, v in control:
         if (lengths >> min(len(k), _LONG)) & 1:
             lk = lower_name(k)
             if lk in names:
-                a.append((lk, v))
-    b: list[tuple[bytes, bytes]] = []
+                a.append(lk)
+                a.append(v)
+    b: list[bytes] = []
     for k, v in candidate:
         if (lengths >> min(len(k), _LONG)) & 1:
             lk = lower_name(k)
             if lk in names:
-                b.append((lk, v))
+                b.append(lk)
+                b.append(v)
     if len(a) != len(b):
         return False
-    if len(a) > 1:
-        a.sort(key=_first)  # stable: values of one name keep their order
-        b.sort(key=_first)
+    if len(a) > 2:  # several compared headers: by name (stable: values of one name keep their order)
+        pairs_a = sorted(zip(a[::2], a[1::2], strict=True), key=_first)
+        return pairs_a == sorted(zip(b[::2], b[1::2], strict=True), key=_first)
     return a == b
 
 
