@@ -341,7 +341,7 @@ class _KeyCounts:
     stored); the rest by name.
     """
 
-    __slots__ = ("candidate", "compared", "control", "matched", "names", "sampled", "seen")
+    __slots__ = ("candidate", "compared", "control", "matched", "names", "sampled", "seen", "statuses")
 
     def __init__(self) -> None:
         self.seen = 0
@@ -349,6 +349,7 @@ class _KeyCounts:
         self.compared = 0
         self.matched = 0
         self.names: dict[str, int] = {}  # any other counter name -> n
+        self.statuses: dict[int, int] = {}  # the control's status -> n (counter `status_counter(status)`)
         self.control = [0] * _BUCKETS  # n per latency bucket (a list: an index, not a hashed key)
         self.candidate = [0] * _BUCKETS
 
@@ -429,9 +430,8 @@ class Tally:
         counts.compared += 1
         counts.matched += 1
         if status:
-            names = counts.names
-            counter = status_counter(status)
-            names[counter] = names.get(counter, 0) + 1
+            statuses = counts.statuses
+            statuses[status] = statuses.get(status, 0) + 1
         if control_s is not None:
             counts.control[bucket_of(control_s)] += 1
         if candidate_s is not None:
@@ -449,6 +449,8 @@ class Tally:
                     _bump(incr, ("c", key, name), n)
             for name, n in counts.names.items():
                 _bump(incr, ("c", key, name), n)
+            for status, n in counts.statuses.items():
+                _bump(incr, ("c", key, status_counter(status)), n)
             for kind, hist in (("lat:control", counts.control), ("lat:candidate", counts.candidate)):
                 for index, n in enumerate(hist):
                     if n:

@@ -46,15 +46,19 @@ def build_request(
     return b"".join(parts) + body
 
 
-def build_get(target: RequestTarget, path_qs: str, header_block: bytes, host: bytes | None = None) -> bytes:
-    """A GET without a body for ``target`` from header lines already joined with CRLF (may be empty).
+def build_get(
+    base_path: bytes, hostport: bytes, path_qs: str, header_block: bytes, host: bytes | None = None
+) -> bytes:
+    """A GET without a body for the upstream at ``hostport`` (its ``base_path`` prefixed) from header lines
+    already joined with CRLF (may be empty).
 
     The fast way for headers a gateway already holds as lines: the caller guarantees that none of them
     is Host, a framing or a hop-by-hop header (`build_request` drops those itself). ``host`` (a client's
-    Host, forwarded) replaces the target's own.
+    Host, forwarded) replaces the upstream's own. The target's parts come as values, not a
+    `RequestTarget`: read through a Protocol, compiled code would look each up by name.
     """
-    target_path = target.base_path + path_qs.encode("utf-8")
-    hostport = host or target.hostport
+    target_path = base_path + path_qs.encode("utf-8")
+    hostport = host or hostport
     if header_block:
         return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target_path, hostport, header_block)
     return b"GET %b HTTP/1.1\r\nHost: %b\r\n\r\n" % (target_path, hostport)

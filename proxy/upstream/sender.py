@@ -192,7 +192,9 @@ class PoolSender:
     ) -> None:
         """Send a GET without a body, pipelined, from header lines joined already (see `build_get`)."""
         pipe = self._pipe
-        message = build_get(self, path_qs, header_block, host if self.pool.client_host else None)
+        message = build_get(
+            self.base_path, self.hostport, path_qs, header_block, host if self.pool.client_host else None
+        )
         pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag))  # PipePool.call, inlined
 
     def set_body_cap(self, cap: int) -> None:
