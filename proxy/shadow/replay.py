@@ -22,6 +22,7 @@ from proxy.shadow import dryrun
 from proxy.shadow.bytecheck import same_headers
 from proxy.shadow.judge import CANDIDATE, CONTROL, SAFE, Failed, Fetched, Job, Judge
 from proxy.shadow.store import DiffStore
+from proxy.upstream.pipe import PipeCall
 from proxy.upstream.pool import UpstreamPool
 from proxy.upstream.sender import Fetcher, PoolSender, Sender, Sent, sender_for
 
@@ -183,17 +184,20 @@ class Replayer:
         Identical answers (the common case) are counted here, with the judge's byte check inlined;
         anything else goes the general way (``Judge.settle``).
         """
-        ex: Exchange = call.tag  # type: ignore[assignment]  # set by pipe_get
+        # The same four reads either way: on a PipeCall (nearly always) compiled code reads them natively,
+        # through the Sent Protocol it looks each up by name.
+        if isinstance(call, PipeCall):
+            tag, result, exc, seconds = call.tag, call.result, call.error, call.latency
+        else:
+            tag, result, exc, seconds = call.tag, call.result, call.error, call.latency
+        ex: Exchange = tag  # type: ignore[assignment]  # set by pipe_get
         other = CANDIDATE if ex.primary == CONTROL else CONTROL
         res: Fetched | Failed
-        result = call.result
         if result is None:
-            exc = call.error
             assert exc is not None
             res = Failed(other, f"{exc.kind}: {exc.message}")
         else:
             status, headers, body = result
-            seconds = call.latency
             # `identical` without building its tuples (this runs for every compared GET).
             names, lengths = self._judge.identity(ex.route.compare)
             if (
