@@ -361,8 +361,9 @@ class Tally:
     The stores are Python subclasses of `Recording`, so a compiled caller reaches their methods by name
     (mypyc's glue for interpreted subclasses): ~175 instructions of look-up and argument parsing a call.
     The shadow path calls this class instead, through ``store.tally``, as native calls. Counts are kept
-    per recording key in plain dicts keyed by the counter's name (a ``str``, whose hash is cached) until
-    ``take`` folds them into a `Batch`: one tuple-keyed item per counter per flush, not per request.
+    per recording key (`_KeyCounts`: the four every compared GET bumps as native ints, latency buckets in
+    lists, any other counter by its name) until ``take`` folds them into a `Batch`: one tuple-keyed item
+    per counter per flush, not per request.
 
     ``key`` names a route's current epoch and a method: the epoch is the route's configuration
     fingerprint (``Route.fingerprint``) and its reset generation (``generations``, read from the store
