@@ -58,7 +58,7 @@ _RATIO: Final = 1.15
 _LAST: Final = 120
 _BUCKET_KEYS: Final = tuple(str(i) for i in range(_LAST + 1))  # Redis hash fields, made once
 _BUCKETS: Final = _LAST + 1
-_LAT_KEYS: Final = {"control": "lat:control", "candidate": "lat:candidate"}
+_LAT_SIDES: Final = frozenset(("control", "candidate"))  # the sides `Tally` keeps latency buckets of
 
 
 def bucket_upper(index: int) -> float:
@@ -414,7 +414,8 @@ class Tally:
         self._of(key).sampled += 1
 
     def latency(self, key: str, side: str, seconds: float) -> None:
-        """Record one latency of ``side`` (control or candidate; another side goes to ``batch``)."""
+        """Record one latency of ``side``: "control", else "candidate" (`Recording.latency` puts any other
+        side in its batch)."""
         counts = self._of(key)
         hist = counts.control if side == "control" else counts.candidate
         hist[bucket_of(seconds)] += 1
@@ -459,7 +460,6 @@ class Tally:
             batch.routes.add(key)
 
 
-
 @mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the stores subclass it in Python
 class Recording:
     """The synchronous half every store shares: fill the current batch (``take`` detaches it).
@@ -498,7 +498,7 @@ class Recording:
 
     def latency(self, key: str, side: str, seconds: float) -> None:
         """Record one latency of ``side`` (control or candidate)."""
-        if side in _LAT_KEYS:
+        if side in _LAT_SIDES:
             self.tally.latency(key, side, seconds)
             return
         _bump(self.batch.incr, (f"lat:{side}", key, _BUCKET_KEYS[bucket_of(seconds)]))
