@@ -69,6 +69,7 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.server.request",
     "proxy.server.canary",
     "proxy.server.routecache",
+    "proxy.server.host",
     "proxy.server.responder",
     "proxy.server.holding",
     "proxy.server.connection",

@@ -26,10 +26,11 @@ off the data path.
 from __future__ import annotations
 
 import abc
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import httptools
 
+from proxy.compiled import mypyc_attr
 from proxy.http1.errors import ProtocolError
 from proxy.http1.headers import Headers, declares_length
 
@@ -46,12 +47,23 @@ __all__ = [
 ]
 
 
-class ResponseEvents(Protocol):
-    """Receives the events of the responses a `ResponseReader` reads (the end goes to `_message_end`)."""
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the buffered calls subclass it in Python
+class ResponseEvents:
+    """Receives the events of the responses a `ResponseReader` reads (the end goes to `_message_end`).
 
-    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None: ...
-    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None: ...
-    def on_resp_body(self, chunk: bytes) -> None: ...
+    A base class to subclass, not a Protocol: compiled code calls a Protocol's methods by name (~200
+    instructions a call), a compiled base class's through its vtable, and a reader calls its sink a few
+    times per response.
+    """
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        raise NotImplementedError
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        raise NotImplementedError
+
+    def on_resp_body(self, chunk: bytes) -> None:
+        raise NotImplementedError
 
 
 def protocol_error(exc: httptools.HttpParserError) -> ProtocolError:
@@ -226,32 +238,50 @@ class Upgrade(NamedTuple):
 Event = Interim | Head | Body | End | Upgrade
 
 
-class EventReader(ResponseReader[ResponseEvents]):
+class _Collector(ResponseEvents):
+    """`EventReader`'s sink: the events of the bytes being fed, in order."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.events.append(Interim(status, reason, list(headers)))
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.events.append(Head(status, reason, headers))
+
+    def on_resp_body(self, chunk: bytes) -> None:
+        self.events.append(Body(chunk))
+
+
+class EventReader(ResponseReader[_Collector]):
     """The reader h11-style: `feed` bytes, get the events they complete; `eof` when the peer closes.
 
     ``is_head`` and ``upgrade_ok`` describe the request being answered, as for any `ResponseReader`.
     """
 
-    __slots__ = ("events", "partial", "upgraded")
+    __slots__ = ("collector", "partial", "upgraded")
 
     def __init__(self, *, is_head: bool = False, upgrade_ok: bool = False) -> None:
         self.partial = False  # a response has begun and not ended (set before the parser sees us)
         self.upgraded = False  # the parser is done: the bytes are the new protocol's
         super().__init__()
-        self.sink = self
+        self.sink = self.collector = _Collector()
         self.is_head = is_head
         self.upgrade_ok = upgrade_ok
-        self.events: list[Event] = []
 
     def feed(self, data: bytes) -> list[Event]:  # type: ignore[override]  # events, not the 101 rest
         """Parse bytes; return the events they complete. Raises `ProtocolError`."""
         if self.upgraded:
             return [Upgrade(data)]
         rest = super().feed(data)
+        collector = self.collector
         if rest is not None:
             self.upgraded = True
-            self.events.append(Upgrade(rest))
-        events, self.events = self.events, []
+            collector.events.append(Upgrade(rest))
+        events, collector.events = collector.events, []
         return events
 
     def eof(self) -> list[Event]:
@@ -266,15 +296,6 @@ class EventReader(ResponseReader[ResponseEvents]):
     def on_message_begin(self) -> None:
         self.partial = True
 
-    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
-        self.events.append(Interim(status, reason, list(headers)))
-
-    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
-        self.events.append(Head(status, reason, headers))
-
-    def on_resp_body(self, chunk: bytes) -> None:
-        self.events.append(Body(chunk))
-
     def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
         self.partial = False
-        self.events.append(End(keep_alive))
+        self.collector.events.append(End(keep_alive))

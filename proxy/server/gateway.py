@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
+from proxy.compiled import mypyc_attr
 from proxy.routing.table import Route, RouteTable
 from proxy.server.canary import FULL
 from proxy.server.config import GatewaySettings
@@ -51,32 +52,42 @@ class NullObserver:
         """Ignore the observation."""
 
 
-class ShadowSink(Protocol):
-    """What the data path needs from shadowing (proxy/shadow/admission.py implements it).
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the tests' shadows subclass it in Python
+class ShadowSink:
+    """What the data path needs from shadowing (proxy/shadow/admission.py's `Shadower` subclasses it).
 
-    ``prewrite`` is asked, for a sampled request other than GET/HEAD, once its body is complete and
-    before it is forwarded: it sends the dry run and returns a handle (attached to the exchange later),
-    or None when it will not (the request is forwarded at once). ``done()`` is then called exactly once,
-    when the dry run has answered, failed or timed out (at most the route's shadow timeout), and only
-    then is the primary forwarded (`proxy.server.holding`). ``fallback(route, reason)`` counts a request
-    sent to new but served by legacy (`proxy.server.fallback`), for the report.
+    ``body_cap`` is how much of each body the data path tees for comparison. ``prewrite`` is asked, for a
+    sampled request other than GET/HEAD, once its body is complete and before it is forwarded: it sends
+    the dry run and returns a handle (attached to the exchange later), or None when it will not (the
+    request is forwarded at once). ``done()`` is then called exactly once, when the dry run has answered,
+    failed or timed out (at most the route's shadow timeout), and only then is the primary forwarded
+    (`proxy.server.holding`). ``fallback(route, reason)`` counts a request sent to new but served by
+    legacy (`proxy.server.fallback`), for the report.
+
+    A base class, not a Protocol: the compiled data path calls ``wants`` and ``submit`` per request, natively
+    on the compiled `Shadower` (a Protocol's methods are called by name).
     """
 
-    @property
-    def body_cap(self) -> int: ...
+    def __init__(self, body_cap: int) -> None:
+        self.body_cap = body_cap
 
-    def wants(self, route: Route, method: str, primary: str) -> bool: ...
+    def wants(self, route: Route, method: str, primary: str) -> bool:
+        raise NotImplementedError
 
-    def submit(self, exchange: Exchange) -> None: ...
+    def submit(self, exchange: Exchange) -> None:
+        raise NotImplementedError
 
-    def not_comparable(self, route: Route, reason: str) -> None: ...
+    def not_comparable(self, route: Route, reason: str) -> None:
+        raise NotImplementedError
 
-    def fallback(self, route: Route, reason: str) -> None: ...
+    def fallback(self, route: Route, reason: str) -> None:
+        raise NotImplementedError
 
     def prewrite(
         self, route: Route, method: str, path_qs: str, lines: list[bytes], body: bytes,
         host: bytes | None, done: Callable[[], None],
-    ) -> object | None: ...  # fmt: skip
+    ) -> object | None:  # fmt: skip
+        raise NotImplementedError
 
 
 class AccessRecord(NamedTuple):

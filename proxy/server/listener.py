@@ -16,31 +16,21 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from proxy.server.connection import ClientProtocol
-from proxy.server.forwarding import Forwarder
 from proxy.server.gateway import Gateway
-from proxy.server.host import Swept
-from proxy.server.routecache import RouteCache
+from proxy.server.host import ConnectionHost
 
 __all__ = ["SWEEP_INTERVAL", "GatewayServer", "start_server"]
 
 SWEEP_INTERVAL = 1.0
 
 
-class GatewayServer:
+class GatewayServer(ConnectionHost):
     """The listening side: accepts connections for a `Gateway`, sweeps timeouts, drains on stop."""
 
     def __init__(self, gateway: Gateway, clock: Callable[[], float] | None = None) -> None:
-        self.gateway = gateway
-        self.forwarder = Forwarder(gateway.settings)
-        self.routes = RouteCache()
-        self.loop = asyncio.get_running_loop()
-        self._time = clock or self.loop.time
-        self.clock = self._time()
-        self.connections: set[Swept] = set()
-        self.max_connections = gateway.settings.max_connections
-        self.active_requests = 0
-        self.tunnels = 0  # WebSocket tunnels open: a drain waits for them too, up to its deadline
-        self.draining = False
+        loop = asyncio.get_running_loop()
+        self._time = clock or loop.time
+        super().__init__(gateway, loop, self._time())
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()

@@ -28,7 +28,7 @@ from proxy.server.heads import CHUNKED, interim_head, request_head, response_hea
 from proxy.server.host import ConnectionHost
 from proxy.server.request import Request
 from proxy.server.states import CLOSED, CLOSING, IDLE, TUNNEL, UPGRADE
-from proxy.upstream.pool import Headers, UpConn
+from proxy.upstream.pool import Headers, ResponseSink, UpConn
 
 __all__ = ["Responder"]
 
@@ -38,7 +38,7 @@ FLUSH_AT = 64 * 1024  # write to the client early when this much response body i
 _RETRYABLE = frozenset((b"GET", b"HEAD"))
 
 
-class Responder:
+class Responder(ResponseSink):
     """A client connection's requests from their parsed head to their accounted end (a base class)."""
 
     def __init__(self, host: ConnectionHost) -> None:

@@ -35,6 +35,7 @@ from prometheus_client import Counter as PromCounter
 
 from proxy.routing.table import Route, RouteTable, ShadowSettings
 from proxy.server.exchange import Exchange
+from proxy.server.gateway import ShadowSink
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
 from proxy.shadow.noise import AA_PER_SECOND, REREAD_PER_SECOND, AaLimiter, NoiseBook
 from proxy.shadow.prewrite import Prewrite, Prewrites
@@ -55,7 +56,7 @@ DROPS = PromCounter(
 )
 
 
-class Shadower:
+class Shadower(ShadowSink):
     """The ``ShadowSink`` of the gateway: sampling, a bounded queue, and the jobs replayed and judged.
 
     ``clock`` (``time.monotonic`` by default) times the A/A rate, learned-noise refreshes and sample
@@ -79,8 +80,8 @@ class Shadower:
         deadline_clock: Callable[[], float] | None = None,
         own_pools: bool = False,
     ) -> None:
+        super().__init__(settings.body_cap)  # bytes of each body the data path tees for comparison
         self.settings = settings
-        self.body_cap = settings.body_cap  # bytes of each body the data path tees for comparison
         self.store = store
         self._counts = store.tally  # counted without a by-name call (see proxy.shadow.store.Tally)
         self.secret = secret

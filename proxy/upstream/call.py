@@ -18,13 +18,13 @@ from typing import Any
 from proxy.http1.capped import NO_CAP, overflow, whole
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
-from proxy.upstream.conn import ConnSource, UpConn
+from proxy.upstream.conn import ConnSource, ResponseSink, UpConn
 from proxy.upstream.request import IDEMPOTENT, build_request
 
 __all__ = ["Call", "build_request"]  # the builder is re-exported: shadowing imports it from here
 
 
-class Call:
+class Call(ResponseSink):
     """A request in flight; ``done(call)`` runs once, with ``result`` or ``error`` set.
 
     ``started`` and ``done_at`` are event-loop times; ``tag`` is the caller's (as for `PipeCall`).

@@ -14,6 +14,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from proxy.compiled import mypyc_attr
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
 from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
@@ -21,28 +22,53 @@ from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
 __all__ = ["ConnOwner", "ConnSource", "ResponseSink", "UpConn"]
 
 
-class ResponseSink(ResponseEvents, Protocol):
-    """Receives one response from an `UpConn` (implemented by the client protocol and by buffered calls)."""
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the buffered calls subclass it in Python
+class ResponseSink(ResponseEvents):
+    """Receives one response from an `UpConn` (the client connection and the buffered calls subclass it).
 
-    def on_resp_done(self) -> None: ...
-    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None: ...
-    def on_upgrade(self, conn: UpConn, rest: bytes) -> None: ...
-    def on_tunnel_data(self, data: bytes) -> None: ...
-    def on_tunnel_closed(self) -> None: ...
-    def flush(self) -> None: ...
-    def up_pause_writing(self) -> None: ...
-    def up_resume_writing(self) -> None: ...
+    A base class rather than a Protocol so that the compiled connection calls a compiled sink natively.
+    """
+
+    def on_resp_done(self) -> None:
+        raise NotImplementedError
+
+    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
+        raise NotImplementedError
+
+    def on_upgrade(self, conn: UpConn, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_tunnel_closed(self) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def up_pause_writing(self) -> None:
+        raise NotImplementedError
+
+    def up_resume_writing(self) -> None:
+        raise NotImplementedError
 
 
-class ConnOwner(Protocol):
-    """What an `UpConn` needs from its pool: its name, coarse clock, active set and the way back."""
+class ConnOwner:
+    """What an `UpConn` needs from its pool: its name, coarse clock, active set and the way back.
 
-    name: str
-    clock: float
-    total_timeout: float
-    active: set[UpConn]
+    `proxy.upstream.pool.UpstreamPool` is the one subclass; a base class here (not a Protocol) so that a
+    connection reads these fields and calls `_release` natively, without importing the pool's module.
+    """
 
-    def _release(self, conn: UpConn) -> None: ...
+    def __init__(self, name: str, total_timeout: float) -> None:
+        self.name = name
+        self.clock = 0.0  # coarse loop time, refreshed by the owner's sweep
+        self.total_timeout = total_timeout
+        self.active: set[UpConn] = set()
+
+    def _release(self, conn: UpConn) -> None:
+        raise NotImplementedError
 
 
 class ConnSource(Protocol):

@@ -13,7 +13,7 @@ from typing import Any
 from proxy.http1.capped import NO_CAP, overflow, whole
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
-from proxy.upstream.conn import ConnSource, UpConn
+from proxy.upstream.conn import ConnSource, ResponseSink, UpConn
 from proxy.upstream.request import IDEMPOTENT, build_request
 
 __all__ = ["IDEMPOTENT", "build_request", "fetch"]  # the builder is re-exported for older imports
@@ -66,7 +66,7 @@ class _Retry(Exception):
         self.error = error
 
 
-class _BufferSink:
+class _BufferSink(ResponseSink):
     """Collects one response for `UpstreamPool.fetch`."""
 
     __slots__ = ("body", "cap", "future", "hasher", "headers", "size", "status")

@@ -20,7 +20,7 @@ from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
 from proxy.routing.table import UpstreamSpec
-from proxy.upstream.conn import ResponseSink, UpConn
+from proxy.upstream.conn import ConnOwner, ResponseSink, UpConn
 from proxy.upstream.connect import authority, open_connection, tls_context
 from proxy.upstream.fetch import fetch
 
@@ -31,7 +31,7 @@ SWEEP_INTERVAL = 0.1  # deadline precision; a sweep is a few attribute reads per
 IDLE_TIMEOUT = 30.0  # below Node's and aiohttp's keep-alive defaults, so we rarely race their close
 
 
-class UpstreamPool:
+class UpstreamPool(ConnOwner):
     """Keep-alive connections to one upstream; ``spec.pool_size`` idle connections are kept at most.
 
     ``clock`` (seconds, monotonic; default the event loop's time) is what the sweep reads: tests inject
@@ -45,20 +45,17 @@ class UpstreamPool:
         idle_timeout: float = IDLE_TIMEOUT,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        super().__init__(spec.name, spec.total_timeout)
         self.spec = spec
-        self.name = spec.name
         self.hostport = authority(spec)
         # Forward the client's Host (apps build absolute URLs from it) unless told to send our own.
         self.client_host = spec.host_header == "client"
         self.base_path = spec.base_path.rstrip("/").encode("ascii")
-        self.total_timeout = spec.total_timeout
         self.connect_timeout = spec.connect_timeout
         self.max_idle = spec.pool_size
         self.idle_timeout = idle_timeout
         self.idle: list[UpConn] = []  # LIFO
-        self.active: set[UpConn] = set()
         self.closed = False
-        self.clock = 0.0  # coarse loop time, refreshed by the sweep
         self._time = clock  # None: the running loop's, set when the sweep starts
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None

@@ -15,7 +15,7 @@ from support.waiting import eventually
 
 from proxy.routing.table import Route, parse_routes
 from proxy.server.exchange import Exchange
-from proxy.server.gateway import AccessRecord, GatewaySettings
+from proxy.server.gateway import AccessRecord, GatewaySettings, ShadowSink
 
 StartRaw = Callable[[Handler], Awaitable[RawUpstream]]
 
@@ -259,12 +259,11 @@ async def test_a_reload_keeps_an_unchanged_breaker(make_gateway: GatewayFactory,
     client.close()
 
 
-class Shadow:
+class Shadow(ShadowSink):
     """A ShadowSink that samples every request of a shadowed route and records what it is given."""
 
-    body_cap = 1 << 20
-
     def __init__(self) -> None:
+        super().__init__(1 << 20)
         self.exchanges: list[Exchange] = []
         self.reasons: list[str] = []
         self.fallbacks: list[tuple[str, str]] = []

@@ -19,7 +19,7 @@ import proxy.server.holding
 import proxy.server.responder
 from proxy.routing.table import Route
 from proxy.server.exchange import Exchange
-from proxy.server.gateway import GatewaySettings
+from proxy.server.gateway import GatewaySettings, ShadowSink
 
 SHADOWED = (
     'routes:\n  - name: users\n    match: {path: "/users/{id}"}\n'
@@ -28,11 +28,11 @@ SHADOWED = (
 HOLD_HEAD = b"POST /users/1?q=a HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n"
 
 
-class HoldingShadow:
+class HoldingShadow(ShadowSink):
     """A ShadowSink whose dry runs stay out until the test calls their ``done``."""
 
     def __init__(self, fail: bool = False) -> None:
-        self.body_cap = 1 << 20
+        super().__init__(1 << 20)
         self.fail = fail
         self.asked: list[tuple[str, str, bytes, Callable[[], None]]] = []
         self.exchanges: list[Exchange] = []

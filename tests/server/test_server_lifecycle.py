@@ -13,7 +13,7 @@ from support.waiting import eventually
 from proxy.routing.table import Route, parse_routes
 from proxy.server.connection import ClientProtocol
 from proxy.server.exchange import Exchange
-from proxy.server.gateway import AccessRecord, GatewaySettings
+from proxy.server.gateway import AccessRecord, GatewaySettings, ShadowSink
 from proxy.server.states import NAMES
 
 SHADOWED = (
@@ -31,11 +31,11 @@ class Observed:
         self.calls.append((route, target, status, seconds))
 
 
-class Shadow:
+class Shadow(ShadowSink):
     """A ShadowSink that records exchanges (and can be told to fail)."""
 
     def __init__(self, body_cap: int = 1 << 20, fail: bool = False) -> None:
-        self.body_cap = body_cap
+        super().__init__(body_cap)
         self.fail = fail
         self.exchanges: list[Exchange] = []
         self.reasons: list[str] = []
