@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["Headers", "declares_length", "header_pairs", "is_chunked", "lower_name"]
+__all__ = ["Headers", "declares_length", "header_pairs", "is_chunked", "lower_name", "may_name", "name_sieve"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -27,6 +27,25 @@ def lower_name(name: bytes) -> bytes:
             _LOWER.clear()
         lower = _LOWER[name] = name.lower()
     return lower
+
+
+def name_sieve(names: frozenset[bytes] | set[bytes]) -> bytes:
+    """A sieve for `may_name`: a byte per (length, first byte's low 5 bits) of the lower-case ``names``."""
+    sieve = bytearray((max(len(name) for name in names) + 1) << 5)
+    for name in names:
+        sieve[(len(name) << 5) | (name[0] & 31)] = 1
+    return bytes(sieve)
+
+
+def may_name(sieve: bytes, name: bytes) -> bool:
+    """False when ``name`` is, whatever its case, none of the names ``sieve`` was made of (`name_sieve`).
+
+    Two byte reads instead of hashing a fresh name: a letter's low 5 bits are the same in either case, so a
+    name equal to one of them ignoring case always passes; a name that passes is then looked up. A
+    request's ordinary headers (Accept, User-Agent, Cookie...) and a response's Content-Type stop here.
+    """
+    size = len(name)
+    return 0 < size and (size << 5) < len(sieve) and sieve[(size << 5) | (name[0] & 31)] != 0
 
 
 def header_pairs(lines: list[bytes]) -> Headers:

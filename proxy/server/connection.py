@@ -144,14 +144,14 @@ class ClientProtocol(Holder, asyncio.Protocol):
     def pause_writing(self) -> None:  # the client is slow: stop reading the upstream
         self.write_paused = True
         conn = self.tunnel or (self.cur.conn if self.cur is not None else None)
-        if conn is not None and conn.transport is not None and not conn.closed:
-            conn.transport.pause_reading()
+        if conn is not None and not conn.closed:
+            conn.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         conn = self.tunnel or (self.cur.conn if self.cur is not None else None)
-        if conn is not None and conn.transport is not None and not conn.closed:
-            conn.transport.resume_reading()
+        if conn is not None and not conn.closed:
+            conn.resume_reading()
 
     # ---------------------------------------------------------------- the server's calls (`host.Swept`)
     def sweep(self, idle_before: float, head_before: float, body_before: float) -> None:
@@ -218,7 +218,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         rq = Request(parser.get_method(), True, parser.should_keep_alive(), perf_counter())  # http11: _route
         self.parsing = rq
         try:
-            self._route(rq, parser.should_upgrade())
+            self._route(rq)
         except Refusal as refusal:
             refusal.request_id = rq.request_id
             self.refusal = refusal
@@ -229,16 +229,19 @@ class ClientProtocol(Holder, asyncio.Protocol):
             self.queue.append(rq)
             self._update_reading()
 
-    def _route(self, rq: Request, upgrade: bool) -> None:
+    def _route(self, rq: Request) -> None:
         gateway = self.gateway
         method = rq.method
         if method == b"CONNECT":
             raise Refusal(405, "CONNECT is not supported: this is a reverse proxy, not a forward proxy")
         # llhttp keeps an HTTP/1.0 connection alive only when a Connection header asks for it, and a
         # plain request has none: kept alive and plain means HTTP/1.1, without asking the parser (whose
-        # get_http_version() formats a string on every call).
+        # get_http_version() formats a string on every call). Nor does it upgrade: llhttp's upgrade needs
+        # Connection and Upgrade headers (or CONNECT, refused above).
+        upgrade = False
         prep = self.fwd.request_plain(self.headers, self.peer) if rq.keep_alive else None
         if prep is None:
+            upgrade = self.parser.should_upgrade()
             version = self.parser.get_http_version()
             if version != "1.1" and version != "1.0":  # llhttp parses 0.9 and 2.0 heads as 1.x-shaped
                 raise Refusal(505, f"HTTP/{version} is not supported: send HTTP/1.1 or HTTP/1.0")

@@ -11,8 +11,9 @@ import binascii
 import os
 import re
 import struct
+from typing import Final
 
-from proxy.http1.headers import Headers, lower_name
+from proxy.http1.headers import Headers, lower_name, may_name, name_sieve
 from proxy.server.config import GatewaySettings
 from proxy.server.exchange import header_pairs
 
@@ -79,7 +80,7 @@ _ID_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")  # hex d
 _ID_CUTS = (4, 29, 34, 39)  # the dashes a UUID has not: inside its 8 and 12 digit groups, and after it
 _ID_CUT = b"_" * _ID_BATCH
 _ID_SPLIT = struct.Struct("36s" * _ID_BATCH).unpack
-_ids: list[bytes] = []
+_ids: Final[list[bytes]] = []  # Final: the data path reaches the list itself, not the module dict
 
 
 def _refill_ids() -> None:
@@ -166,9 +167,12 @@ class Forwarder:
         self._request_special = (
             HOP_BY_HOP | _FORWARDING | {b"host", b"content-length", b"via", rid, DRY_RUN_HEADER}
         )
+        self._request_sieve = name_sieve(self._request_special)  # most names skip the look-up
         # Host values already found valid: hosts repeat, so the plain path pays a set lookup, not a regex.
         self._good_hosts: set[bytes] = set()
+        self._last_host = b""  # the last Host found good: most requests name the same one (no hashing)
         self._response_drop = HOP_BY_HOP | {rid}
+        self._response_sieve = name_sieve(self._response_drop | {b"content-length"})
         self.request_id_lower = rid
 
     def _vet_host(self, host: bytes) -> bool:
@@ -178,6 +182,7 @@ class Forwarder:
         if len(self._good_hosts) >= _GOOD_HOSTS_MAX:
             self._good_hosts.clear()  # bounded: a client sending ever-new hosts cannot grow it
         self._good_hosts.add(host)
+        self._last_host = host
         return True
 
     def request_plain(self, raw: Headers, peer: bytes) -> PreparedRequest | None:
@@ -190,29 +195,40 @@ class Forwarder:
         if self.trusted_hops:
             return None
         special = self._request_special
+        sieve = self._request_sieve
         lines: list[bytes] = []
         host: bytes | None = None
-        for header in raw:
-            lname = lower_name(header[0])
+        for name, value in raw:
+            # b"%b: %b" % (...) compiles to one copy into a new bytes; b": ".join costs ~3 times as much.
+            if not may_name(sieve, name):
+                lines.append(b"%b: %b" % (name, value))
+                continue
+            if name == b"Host" and host is None:  # as clients spell it: no look-up
+                host = value
+                continue
+            lname = lower_name(name)
             if lname not in special:
-                lines.append(b": ".join(header))
+                lines.append(b"%b: %b" % (name, value))
             elif lname == b"host" and host is None:
-                host = header[1]
+                host = value
             else:
                 return None
-        if not host or (host not in self._good_hosts and not self._vet_host(host)):
+        if not host:
             return None  # `request` refuses it with the reason
+        if host != self._last_host:
+            if host in self._good_hosts:
+                self._last_host = host
+            elif not self._vet_host(host):
+                return None  # `request` refuses it with the reason
         # _plain, inlined with new_request_id: two calls fewer on the common request's path.
         if not _ids:
             _refill_ids()
         request_id = _ids.pop()
-        lines += (
-            b"X-Forwarded-For: " + peer,
-            self.proto_line,
-            b"X-Forwarded-Host: " + host,
-            self.via_line,
-            self.request_id_prefix + request_id,
-        )
+        lines.append(b"X-Forwarded-For: %b" % peer)
+        lines.append(self.proto_line)
+        lines.append(b"X-Forwarded-Host: %b" % host)
+        lines.append(self.via_line)
+        lines.append(b"%b%b" % (self.request_id_prefix, request_id))
         return PreparedRequest(lines, None, False, request_id, False, False, host)
 
     def _plain(self, lines: list[bytes], host: bytes, peer: bytes) -> PreparedRequest:
@@ -237,16 +253,20 @@ class Forwarder:
         lines: list[bytes] = []
         host: bytes | None = None
         rare: Headers | None = None
-        for header in raw:  # the common case: ordinary headers and one Host
-            lname = lower_name(header[0])
+        sieve = self._request_sieve
+        for name, value in raw:  # the common case: ordinary headers and one Host
+            if not may_name(sieve, name):
+                lines.append(b"%b: %b" % (name, value))
+                continue
+            lname = lower_name(name)
             if lname not in special:
-                lines.append(b": ".join(header))
+                lines.append(b"%b: %b" % (name, value))
             elif lname == b"host" and host is None:
-                host = header[1]
+                host = value
             else:
                 if rare is None:
                     rare = []
-                rare.append((lname, header[1]))
+                rare.append((lname, value))
 
         if host and host not in self._good_hosts and not self._vet_host(host):
             raise FramingError(
@@ -365,17 +385,24 @@ class Forwarder:
         length: bytes | None = None
         chunked = False
         connection: list[bytes] | None = None
-        for header in raw:
-            lname = lower_name(header[0])
+        sieve = self._response_sieve
+        for name, value in raw:
+            if not may_name(sieve, name):
+                lines.append(b"%b: %b" % (name, value))
+                continue
+            if name == b"Content-Length":  # as servers spell it: no look-up
+                length = value
+                continue
+            lname = lower_name(name)
             if lname in drop:
                 if lname == b"connection":
-                    connection = _tokens(header[1])
+                    connection = _tokens(value)
                 elif lname == b"transfer-encoding":
                     chunked = True
             elif lname == b"content-length":
-                length = header[1]
+                length = value
             else:
-                lines.append(b": ".join(header))
+                lines.append(b"%b: %b" % (name, value))
         if connection:
             named = frozenset(connection)
             lines = [line for line in lines if line.partition(b":")[0].lower() not in named]

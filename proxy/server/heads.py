@@ -8,6 +8,8 @@ request on the hot path, so each is one function building one bytes object.
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
     "AS_IS",
     "CHUNKED",
@@ -18,13 +20,14 @@ __all__ = [
 ]
 
 # How a response body is sent to the client, as `response_head` decided (ints: compared per request).
-AS_IS = 0  # its Content-Length, or no body at all (HEAD, 204, 304, 101)
-CHUNKED = 1  # re-chunked: the upstream's length is unknown and the client speaks HTTP/1.1
-CLOSE_DELIMITED = 2  # the length is unknown and the client speaks HTTP/1.0: the body ends with the connection
+AS_IS: Final = 0  # its Content-Length, or no body at all (HEAD, 204, 304, 101)
+CHUNKED: Final = 1  # re-chunked: the upstream's length is unknown and the client speaks HTTP/1.1
+CLOSE_DELIMITED: Final = 2  # length unknown, the client speaks HTTP/1.0: the body ends with the connection
 
-_CRLF = b"\r\n"
-_END_CLOSE = b"Connection: close\r\n\r\n"
-_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+# Final: compiled code uses the constants themselves, not a look-up in the module's dict per use.
+_CRLF: Final = b"\r\n"
+_END_CLOSE: Final = b"Connection: close\r\n\r\n"
+_UPGRADE: Final = b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 
 
 def request_head(
@@ -45,8 +48,8 @@ def request_head(
     """
     if content_length is None and not chunked and not websocket:  # the common case (no body): one join
         if host is None:
-            return prefix + _CRLF.join(lines) + b"\r\n\r\n"
-        return b"".join((prefix, b"Host: ", host, _CRLF, _CRLF.join(lines), b"\r\n\r\n"))
+            return b"%b%b\r\n\r\n" % (prefix, _CRLF.join(lines))
+        return b"%bHost: %b\r\n%b\r\n\r\n" % (prefix, host, _CRLF.join(lines))  # one copy, not a join
     head = [prefix] if host is None else [prefix, b"Host: ", host, _CRLF]
     head += (_CRLF.join(lines), _CRLF)
     if content_length is not None:

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 from time import perf_counter
+from typing import Final
 
 from proxy.http1.errors import UpstreamError, error_response
 from proxy.server.breaker import DENY
@@ -34,7 +35,7 @@ __all__ = ["Responder"]
 
 log = logging.getLogger("strangler.server")
 
-FLUSH_AT = 64 * 1024  # write to the client early when this much response body is batched
+FLUSH_AT: Final = 64 * 1024  # write to the client early when this much response body is batched
 _RETRYABLE = frozenset((b"GET", b"HEAD"))
 
 
@@ -126,8 +127,8 @@ class Responder(ResponseSink):
         if self.up_paused:
             self.up_paused = False
             self._update_reading()
-        if self.write_paused and conn.transport is not None:
-            conn.transport.pause_reading()
+        if self.write_paused:
+            conn.pause_reading()
         conn.start(self, head, rq.is_head, rq.body_done, rq.websocket)
 
     def _update_reading(self) -> None:
@@ -224,7 +225,7 @@ class Responder(ResponseSink):
         out = self.out
         if out:
             if self.state != CLOSED and self.transport is not None:
-                self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+                self.transport.write(_joined(out))
             out.clear()
             self.out_size = 0
 
@@ -237,7 +238,7 @@ class Responder(ResponseSink):
             out.append(b"0\r\n\r\n")
         if out:  # flush, inlined: one write for the head and a small body
             if self.state != CLOSED and self.transport is not None:
-                self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+                self.transport.write(_joined(out))
             out.clear()
             self.out_size = 0
         rq.resp_done = True
@@ -531,6 +532,16 @@ class Responder(ResponseSink):
                 shadow.not_comparable(rq.route, reason)
             except Exception:
                 log.exception("shadow not_comparable failed")
+
+
+def _joined(out: list[bytes]) -> bytes:
+    """The batched bytes as one: a response's head and small body are two, copied without a join (~3x)."""
+    size = len(out)
+    if size == 1:
+        return out[0]
+    if size == 2:
+        return b"%b%b" % (out[0], out[1])
+    return b"".join(out)
 
 
 def _event_stream(headers: Headers) -> bool:

@@ -94,6 +94,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         "got_bytes",
         "idle_since",
         "last_io",
+        "paused",
         "pool",
         "req_done",
         "reused",
@@ -106,6 +107,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.got_bytes = False
+        self.paused = False  # our reading is paused (`pause_reading`): its client is slow
         self.reused = False
         self.closed = False
         self.req_done = True
@@ -234,6 +236,18 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         """The request body is complete: the response-header deadline starts now."""
         self.req_done = True
         self.deadline = self.pool.clock + self.timeout
+
+    def pause_reading(self) -> None:
+        """Stop reading the upstream (backpressure from a slow client)."""
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the upstream again."""
+        self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def detach(self) -> None:
         """Forget the sink (its client went away); the connection is closed, not reused."""

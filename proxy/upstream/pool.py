@@ -86,10 +86,8 @@ class UpstreamPool(ConnOwner):
         return conn
 
     def _release(self, conn: UpConn) -> None:
-        transport = conn.transport
-        assert transport is not None
-        if not transport.is_reading():  # paused for backpressure when the message ended
-            transport.resume_reading()
+        if conn.paused:  # for backpressure when the message ended (a flag: not the transport's by-name call)
+            conn.resume_reading()
         if self.closed or len(self.idle) >= self.max_idle:
             conn.abort(graceful=True)
             return
@@ -132,8 +130,7 @@ class UpstreamPool(ConnOwner):
                 if conn.got_head:
                     # Mid-body: time out only if the upstream went silent while we were reading (a slow
                     # client pauses our reading; that time does not count).
-                    transport = conn.transport
-                    if transport is not None and not transport.is_reading():
+                    if conn.paused:
                         conn.last_io = now
                     elif now - conn.last_io > conn.timeout:
                         conn._fail(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.http1 import headers
-from proxy.http1.headers import declares_length, header_pairs, is_chunked, lower_name
+from proxy.http1.headers import declares_length, header_pairs, is_chunked, lower_name, may_name, name_sieve
 
 
 @pytest.mark.parametrize(
@@ -54,3 +54,21 @@ def test_lower_name_is_bytes_lower_and_stays_bounded() -> None:
     assert [lower_name(n) for n in names] == [n.lower() for n in names]
     assert [lower_name(n) for n in names[:5]] == [n.lower() for n in names[:5]]
     assert len(headers._LOWER) <= headers._LOWER_MAX
+
+
+def test_may_name_never_stops_a_listed_name() -> None:
+    """The sieve passes every listed name in any case, and what it stops is none of them, ignoring case."""
+    listed = frozenset(
+        (b"host", b"te", b"connection", b"x-request-id", b"content-length", b"x-strangler-dry-run")
+    )
+    sieve = name_sieve(listed)
+    spellings = [b"Host", b"HOST", b"host", b"hOsT", b"TE", b"Te", b"Connection", b"X-Request-ID",
+                 b"CONTENT-LENGTH", b"X-Strangler-Dry-Run"]  # fmt: skip
+    assert all(may_name(sieve, name) for name in spellings)
+    others = [b"Accept", b"User-Agent", b"Content-Type", b"Cookie", b"X-Powered-By", b"Hostx", b"Hos",
+              b"", b"-", b"X" * 200, b"\xff\xfe", b"1234", b"Connectio_", b"Content-Lengths"]  # fmt: skip
+    others += [bytes([b]) * size for b in range(1, 256, 7) for size in (1, 2, 4, 12, 19, 20)]
+    stopped = [name for name in others if not may_name(sieve, name)]
+    assert all(name.lower() not in listed for name in stopped)
+    # and it stops most: an ordinary request's names are not looked up
+    assert {b"Accept", b"User-Agent", b"Content-Type", b"Cookie", b"", b"X" * 200} <= set(stopped)
