@@ -17,15 +17,30 @@ Headers = list[tuple[bytes, bytes]]
 # hash and its freeing. Emptied when full, so ever-new names cost a lower() each, not memory.
 _LOWER: Final[dict[bytes, bytes]] = {}
 _LOWER_MAX: Final = 1024
+# In front of it, the last (spelling, lower-case) seen per slot of (length, first byte's low 5 bits): a
+# fresh name is compared with one spelling, without hashing it (~40 instructions compiled against ~450 for
+# the dict's look-up). Names that share a slot (Accept-Encoding, Accept-Language) fall through to the dict.
+# One tuple per slot, replaced whole: a reader never sees a spelling with another name's lower case.
+_SLOT_LONG: Final = 64
+_SEEN: Final[list[tuple[bytes, bytes]]] = [(b"", b"")] * (_SLOT_LONG << 5)
 
 
 def lower_name(name: bytes) -> bytes:
     """``name.lower()``, remembered (the same result, usually the same object as last time)."""
+    size = len(name)
+    slot = -1
+    if 0 < size < _SLOT_LONG:
+        slot = (size << 5) | (name[0] & 31)
+        seen = _SEEN[slot]
+        if seen[0] == name:
+            return seen[1]
     lower = _LOWER.get(name)
     if lower is None:
         if len(_LOWER) >= _LOWER_MAX:
             _LOWER.clear()
         lower = _LOWER[name] = name.lower()
+    if slot >= 0:
+        _SEEN[slot] = (name, lower)
     return lower
 
 

@@ -256,7 +256,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         content_length = prep.content_length
         chunked = prep.chunked
         # table and pools are read once, together: a reload does not affect a request in flight.
-        query, match, pool, prefix, method_str, canary = self.routes.lookup(
+        query, match, pool, prefix, method_str, canary, target = self.routes.lookup(
             gateway.table, gateway.pools, method, self.url
         )
         route = match.route
@@ -273,6 +273,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         rq.pool = pool
         rq.path = match.forward_path
         rq.query = query
+        rq.target = target
         rq.method_str = method_str
         rq.header_lines = lines = prep.lines
         if content_length is None and not chunked and not upgrade:
@@ -300,7 +301,8 @@ class ClientProtocol(Holder, asyncio.Protocol):
         # The default forwards the client's Host (ours for an HTTP/1.0 request without one); the prefix of
         # a `host: upstream` pool carries the upstream's.
         client_host = (host or pool.hostport) if pool.client_host else None
-        rq.head = request_head(prefix, lines, content_length, chunked, rq.websocket, client_host)
+        rq.header_block = block = b"\r\n".join(lines)  # kept: a shadow copy sends the same lines
+        rq.head = request_head(prefix, block, content_length, chunked, rq.websocket, client_host)
         if method == b"HEAD":
             rq.is_head = True
         shadow = gateway.shadow

@@ -32,26 +32,27 @@ _UPGRADE: Final = b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 
 def request_head(
     prefix: bytes,
-    lines: list[bytes],
+    block: bytes,
     content_length: int | None,
     chunked: bool,
     websocket: bool,
     host: bytes | None = None,
 ) -> bytes:
-    """The upstream request head: ``prefix`` (request line and Host), ``lines``, then the framing.
+    """The upstream request head: ``prefix`` (request line and Host), ``block``, then the framing.
 
     ``host``, when given, is the Host to send after a ``prefix`` that has none (the client's, forwarded).
 
-    ``lines`` are the forwarded ``b"Name: value"`` lines (`Forwarder.request`); the body's framing is
-    the gateway's own: ``Content-Length`` when the client sent one, ``Transfer-Encoding: chunked`` when it
-    chunked, and the WebSocket upgrade headers for an upgrade the gateway tunnels.
+    ``block`` is the forwarded ``b"Name: value"`` lines (`Forwarder.request`) joined by CRLF (the caller
+    keeps it: shadowing sends the same lines); the body's framing is the gateway's own:
+    ``Content-Length`` when the client sent one, ``Transfer-Encoding: chunked`` when it chunked, and the
+    WebSocket upgrade headers for an upgrade the gateway tunnels.
     """
-    if content_length is None and not chunked and not websocket:  # the common case (no body): one join
+    if content_length is None and not chunked and not websocket:  # the common case (no body): one copy
         if host is None:
-            return b"%b%b\r\n\r\n" % (prefix, _CRLF.join(lines))
-        return b"%bHost: %b\r\n%b\r\n\r\n" % (prefix, host, _CRLF.join(lines))  # one copy, not a join
+            return b"%b%b\r\n\r\n" % (prefix, block)
+        return b"%bHost: %b\r\n%b\r\n\r\n" % (prefix, host, block)
     head = [prefix] if host is None else [prefix, b"Host: ", host, _CRLF]
-    head += (_CRLF.join(lines), _CRLF)
+    head += (block, _CRLF)
     if content_length is not None:
         head.append(b"Content-Length: %d\r\n" % content_length)
     elif chunked:

@@ -69,6 +69,7 @@ class Request:
         "finished",
         "guard",
         "head",
+        "header_block",
         "header_lines",
         "host",
         "http11",
@@ -89,6 +90,7 @@ class Request:
         "served_by",
         "started",
         "status",
+        "target",
         "tee",
         "websocket",
     )
@@ -104,7 +106,9 @@ class Request:
         self.pool: UpstreamPool | None = None
         self.path = ""
         self.query = ""
+        self.target = b""  # path and query as the request line has them (no upstream's base path)
         self.header_lines: list[bytes] = []  # as forwarded, b"Name: value" (no Host, no framing)
+        self.header_block = b""  # the same joined by CRLF, as the head carries them
         self.host: bytes | None = None  # the client's Host
         self.head = b""
         self.chunked = False

@@ -405,14 +405,12 @@ class Responder(ResponseSink):
             shadow = gateway.shadow
             if shadow is not None:
                 try:  # shadowing's failure must not reach the data path
-                    # tuple.__new__ with every field, in order: Exchange(...) runs the NamedTuple's
-                    # generated __new__, an interpreted frame on every shadowed request.
                     shadow.submit(
-                        tuple.__new__(Exchange, (
+                        Exchange(
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
                             status, tee.resp_headers, resp_body, seconds - tee.held,
-                            rq.request_id.decode("ascii"), rq.host, tee.prewrite,
-                        ))
+                            rq.request_id.decode("ascii"), rq.host, tee.prewrite, rq.header_block, rq.target,
+                        )
                     )  # fmt: skip
                 except Exception:
                     log.exception("shadow submit failed")
@@ -505,7 +503,7 @@ class Responder(ResponseSink):
         prefix = request_prefix(rq.method, legacy, rq.path, rq.query)
         client_host = (rq.host or legacy.hostport) if legacy.client_host else None
         rq.head = request_head(
-            prefix, rq.header_lines, att.content_length, rq.chunked, rq.websocket, client_host
+            prefix, rq.header_block, att.content_length, rq.chunked, rq.websocket, client_host
         )
         if rq.pending is None:  # sent to new already: send the kept copy (or nothing: it had no body)
             rq.pending = list(att.kept) if att.kept else []

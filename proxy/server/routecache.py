@@ -22,9 +22,10 @@ from proxy.upstream.pool import UpstreamPool
 
 __all__ = ["ROUTE_CACHE_SIZE", "RouteCache", "RouteHit"]
 
-# (query, match, pool, upstream request line (+ Host for a `host: upstream` pool), method as str, and for
-# a `target: auto` route both sides (else None))
-RouteHit = tuple[str, Match, UpstreamPool, bytes, str, Canary | None]
+# (query, match, pool, upstream request line (+ Host for a `host: upstream` pool), method as str, for
+# a `target: auto` route both sides (else None), the forwarded path and query as the request line carries
+# them without the upstream's base path)
+RouteHit = tuple[str, Match, UpstreamPool, bytes, str, Canary | None, bytes]
 ROUTE_CACHE_SIZE = 4096
 
 
@@ -39,7 +40,7 @@ class RouteCache:
     def lookup(
         self, table: RouteTable, pools: Mapping[str, UpstreamPool], method: bytes, url: bytes
     ) -> RouteHit:
-        """Route a request target: (query, match, pool, request line prefix, method str, canary).
+        """Route a request target: (query, match, pool, request line prefix, method str, canary, target).
 
         The prefix ends with the upstream's Host for a ``host: upstream`` pool; for the default
         ``host: client`` the caller adds the client's (``pool.client_host``).
@@ -70,7 +71,10 @@ class RouteCache:
                 pool, prefix = legacy
             else:
                 pool, prefix = _side(pools, target, route.name, method, match.forward_path, query)
-            hit = (query, match, pool, prefix, method_str, canary)
+            forward = match.forward_path.encode("utf-8")
+            if query:
+                forward += b"?" + query.encode("utf-8")
+            hit = (query, match, pool, prefix, method_str, canary, forward)
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()  # crude but bounded; refills with what is hot now
             cache[key] = hit

@@ -204,7 +204,7 @@ class Shadower(ShadowSink):
     def submit(self, exchange: Exchange) -> None:
         """Queue an exchange for comparison, or drop and count it when the queue is full."""
         tally = self._counts
-        key = tally.key(exchange.route, exchange.method)
+        key = exchange.key = tally.key(exchange.route, exchange.method)  # kept: its comparison counts there
         tally.sampled(key)
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
             self._start(exchange)  # room to start it now (the common case): no queueing

@@ -171,11 +171,13 @@ class Replayer:
             return False
         # The data path's lines hold none of _DROP_HEADERS: no Host, framing or hop-by-hop header, and no
         # client's X-Strangler-Dry-Run (proxy.server.forwarding drops it from every request it forwards).
-        head = b"\r\n".join(ex.request_lines)
+        # The lines and target as the data path joined and encoded them for the primary.
+        head = ex.header_block
+        target = ex.target_bytes
         if isinstance(sender, PoolSender):  # compiled, a native call (through the Protocol it is by name)
-            sender.send_get(ex.path_qs, head, limit, done, ex, ex.client_host)
+            sender.send_get(target, head, limit, done, ex, ex.client_host)
         else:
-            sender.send_get(ex.path_qs, head, limit, done, ex, ex.client_host)
+            sender.send_get(target, head, limit, done, ex, ex.client_host)
         return True
 
     def one_done(self, call: Sent) -> None:
@@ -207,7 +209,7 @@ class Replayer:
                 and same_headers(ex.response_headers, headers, names, lengths)
             ):
                 tally = self._counts
-                key = tally.key(ex.route, ex.method)
+                key = ex.key or tally.key(ex.route, ex.method)  # made by `Shadower.submit`
                 if other == CANDIDATE:
                     tally.matched(key, ex.latency_s, seconds, ex.status)
                 else:

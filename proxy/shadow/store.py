@@ -418,7 +418,8 @@ class Tally:
         side in its batch)."""
         counts = self._of(key)
         hist = counts.control if side == "control" else counts.candidate
-        hist[bucket_of(seconds)] += 1
+        index = bucket_of(seconds)
+        hist[index] = hist[index] + 1  # spelled out: compiled, a native add (`+=` is PyNumber_InPlaceAdd)
 
     def matched(
         self, key: str, control_s: float | None, candidate_s: float | None, status: int = 0
@@ -435,9 +436,13 @@ class Tally:
             statuses = counts.statuses
             statuses[status] = statuses.get(status, 0) + 1
         if control_s is not None:
-            counts.control[bucket_of(control_s)] += 1
+            hist = counts.control
+            index = bucket_of(control_s)
+            hist[index] = hist[index] + 1  # see `latency`
         if candidate_s is not None:
-            counts.candidate[bucket_of(candidate_s)] += 1
+            hist = counts.candidate
+            index = bucket_of(candidate_s)
+            hist[index] = hist[index] + 1
 
     def fold(self, batch: Batch) -> None:
         """Add the counts since the last fold to ``batch`` (as its ``("c" | "lat:<side>", key, field)``

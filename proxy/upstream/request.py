@@ -47,18 +47,19 @@ def build_request(
 
 
 def build_get(
-    base_path: bytes, hostport: bytes, path_qs: str, header_block: bytes, host: bytes | None = None
+    base_path: bytes, hostport: bytes, target: bytes, header_block: bytes, host: bytes | None = None
 ) -> bytes:
-    """A GET without a body for the upstream at ``hostport`` (its ``base_path`` prefixed) from header lines
-    already joined with CRLF (may be empty).
+    """A GET without a body for the upstream at ``hostport`` (its ``base_path`` prefixed to ``target``, a
+    path and query as a request line carries them) from header lines already joined with CRLF (may be
+    empty).
 
     The fast way for headers a gateway already holds as lines: the caller guarantees that none of them
     is Host, a framing or a hop-by-hop header (`build_request` drops those itself). ``host`` (a client's
     Host, forwarded) replaces the upstream's own. The target's parts come as values, not a
-    `RequestTarget`: read through a Protocol, compiled code would look each up by name.
+    `RequestTarget`: read through a Protocol, compiled code would look each up by name. One copy into
+    the message (compiled, ``b"..." % (...)`` of bytes is one).
     """
-    target_path = base_path + path_qs.encode("utf-8")
     hostport = host or hostport
     if header_block:
-        return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (target_path, hostport, header_block)
-    return b"GET %b HTTP/1.1\r\nHost: %b\r\n\r\n" % (target_path, hostport)
+        return b"GET %b%b HTTP/1.1\r\nHost: %b\r\n%b\r\n\r\n" % (base_path, target, hostport, header_block)
+    return b"GET %b%b HTTP/1.1\r\nHost: %b\r\n\r\n" % (base_path, target, hostport)

@@ -70,14 +70,15 @@ class Sender(Protocol):
 
     def send_get(
         self,
-        path_qs: str,
+        target: bytes,
         header_block: bytes,
         limit: float,
         done: Done,
         tag: object = None,
         host: bytes | None = None,
     ) -> None:
-        """Send a GET without a body whose header lines are joined already (see `build_get`)."""
+        """Send a GET without a body whose header lines are joined already (see `build_get`); ``target`` is
+        its path and query, encoded, without the upstream's base path."""
 
     def sweep(self, now: float) -> None:
         """Fail the copies past their deadline (``now``: event-loop time); the owner calls it periodically."""
@@ -183,7 +184,7 @@ class PoolSender:
 
     def send_get(
         self,
-        path_qs: str,
+        target: bytes,
         header_block: bytes,
         limit: float,
         done: Done,
@@ -193,7 +194,7 @@ class PoolSender:
         """Send a GET without a body, pipelined, from header lines joined already (see `build_get`)."""
         pipe = self._pipe
         message = build_get(
-            self.base_path, self.hostport, path_qs, header_block, host if self.pool.client_host else None
+            self.base_path, self.hostport, target, header_block, host if self.pool.client_host else None
         )
         pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag))  # PipePool.call, inlined
 
@@ -275,7 +276,7 @@ class FetcherSender:
 
     def send_get(
         self,
-        path_qs: str,
+        target: bytes,
         header_block: bytes,
         limit: float,
         done: Done,
@@ -284,7 +285,7 @@ class FetcherSender:
     ) -> None:
         """Send a GET without a body from header lines joined already."""
         headers = header_pairs(header_block.split(b"\r\n")) if header_block else []
-        self.send("GET", path_qs, headers, b"", limit, done, tag)
+        self.send("GET", target.decode("utf-8"), headers, b"", limit, done, tag)
 
     async def _fetch(
         self,

@@ -51,6 +51,10 @@ def test_lower_name_is_bytes_lower_and_stays_bounded() -> None:
     """lower_name gives what bytes.lower gives, for a name seen again and for more names than it keeps."""
     names = [b"Content-Type", b"X-REQUEST-ID", b"etag", b"Content-Type", b"\xc4-Odd"]
     names += [f"X-Name-{i}".encode() for i in range(3000)]  # more than the memo holds
+    # names sharing a slot of the front memo (length, first letter), alternating, in several cases
+    names += [b"Accept-Encoding", b"Accept-Language", b"ACCEPT-ENCODING", b"Accept-Encoding"] * 3
+    names += [b"Content-Type", b"CONTENT-TYPE", b"content-type", b"Content-Tipe", b"Content-Type"]
+    names += [b"", b"X" * 63, b"x" * 64, b"X-" + b"Long" * 40, b"X" * 63]  # past the memo's slots
     assert [lower_name(n) for n in names] == [n.lower() for n in names]
     assert [lower_name(n) for n in names[:5]] == [n.lower() for n in names[:5]]
     assert len(headers._LOWER) <= headers._LOWER_MAX

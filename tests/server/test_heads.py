@@ -6,29 +6,30 @@ from proxy.server.heads import AS_IS, CHUNKED, CLOSE_DELIMITED, interim_head, re
 
 PREFIX = b"GET /items?x=1 HTTP/1.1\r\nHost: up:80\r\n"
 LINES = [b"Accept: */*", b"Via: 1.1 strangler"]
+BLOCK = b"\r\n".join(LINES)  # request_head takes the lines joined
 
 
 def test_request_head_without_body_is_prefix_lines_and_blank_line() -> None:
     """A request without a body: the prefix, the forwarded lines, no framing header."""
-    assert request_head(PREFIX, LINES, None, False, False) == (
+    assert request_head(PREFIX, BLOCK, None, False, False) == (
         PREFIX + b"Accept: */*\r\nVia: 1.1 strangler\r\n\r\n"
     )
 
 
 def test_request_head_re_makes_the_framing() -> None:
     """Content-Length (even 0) and chunked are the gateway's own lines, after the forwarded ones."""
-    assert request_head(PREFIX, LINES, 5, False, False).endswith(
+    assert request_head(PREFIX, BLOCK, 5, False, False).endswith(
         b"Via: 1.1 strangler\r\nContent-Length: 5\r\n\r\n"
     )
-    assert request_head(PREFIX, LINES, 0, False, False).endswith(b"\r\nContent-Length: 0\r\n\r\n")
-    assert request_head(PREFIX, LINES, None, True, False).endswith(
+    assert request_head(PREFIX, BLOCK, 0, False, False).endswith(b"\r\nContent-Length: 0\r\n\r\n")
+    assert request_head(PREFIX, BLOCK, None, True, False).endswith(
         b"Via: 1.1 strangler\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
 
 
 def test_request_head_for_a_websocket_asks_the_upstream_to_upgrade() -> None:
     """A tunnelled WebSocket request carries Connection: Upgrade and Upgrade: websocket."""
-    head = request_head(PREFIX, LINES, None, False, True)
+    head = request_head(PREFIX, BLOCK, None, False, True)
     assert head == PREFIX + (
         b"Accept: */*\r\nVia: 1.1 strangler\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     )

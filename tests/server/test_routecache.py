@@ -27,18 +27,20 @@ def _table_and_pools(routes: str = ROUTES) -> tuple[RouteTable, dict[str, Upstre
 def test_lookup_gives_route_pool_and_upstream_request_line() -> None:
     """A target maps to its route, the pool of its upstream and the request line with Host."""
     table, pools = _table_and_pools()
-    query, match, pool, prefix, method, _ = RouteCache().lookup(table, pools, b"GET", b"/users/7?a=1")
+    query, match, pool, prefix, method, _, target = RouteCache().lookup(table, pools, b"GET", b"/users/7?a=1")
     assert (query, match.route.name, pool is pools["new"], method) == ("a=1", "users", True, "GET")
     assert prefix == b"GET /users/7?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
-    _, match, pool, prefix, _, _ = RouteCache().lookup(table, pools, b"POST", b"/other")
+    assert target == b"/users/7?a=1"  # the forwarded target, without any upstream's base path
+    _, match, pool, prefix, _, _, target = RouteCache().lookup(table, pools, b"POST", b"/other")
     assert match.route.target == "legacy" and pool is pools["legacy"]
     assert prefix == b"POST /base/other HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"
+    assert target == b"/other"
 
 
 def test_lookup_leaves_host_to_the_connection_for_a_client_host_upstream() -> None:
     """With the default ``host: client`` the prefix is the request line alone: the client's Host follows."""
     table, pools = _table_and_pools(ROUTES.replace(", host: upstream", ""))
-    _, _, pool, prefix, _, _ = RouteCache().lookup(table, pools, b"GET", b"/users/7?a=1")
+    _, _, pool, prefix, _, _, _ = RouteCache().lookup(table, pools, b"GET", b"/users/7?a=1")
     assert pool.client_host
     assert prefix == b"GET /users/7?a=1 HTTP/1.1\r\n"
 

@@ -100,9 +100,11 @@ async def test_shadow_receives_exchange_with_teed_bodies(
     assert not any(k.lower() in (b"host", b"content-length") for k, _ in exchange.request_headers)
     assert any(k.lower() == b"content-type" for k, _ in exchange.response_headers)
     assert exchange.latency_s > 0
-    # The responder builds it with tuple.__new__: every field there, in order, none left to a default.
-    assert type(exchange) is Exchange and len(exchange) == len(Exchange._fields)
-    assert exchange.prewrite is None
+    # The responder hands over the lines and target as it joined and encoded them for the primary.
+    assert type(exchange) is Exchange and exchange.prewrite is None
+    assert exchange.request_block == b"\r\n".join(exchange.request_lines) and exchange.request_block
+    assert exchange.target == b"/users/9?q=a" == exchange.path_qs.encode()
+    assert exchange.client_host is not None and exchange.key == ""  # the key is the shadow's to make
     client.close()
 
 

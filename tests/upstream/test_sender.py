@@ -117,8 +117,8 @@ async def test_send_get_from_joined_header_lines(
     """send_get takes the header lines as the gateway holds them, or none at all."""
     sender = senders(pool_for(echo.port))
     inbox = Inbox()
-    sender.send_get("/lines", b"X-A: 1\r\nX-B: 2", 5.0, inbox, tag=1)
-    sender.send_get("/none", b"", 5.0, inbox, tag=2)
+    sender.send_get(b"/lines", b"X-A: 1\r\nX-B: 2", 5.0, inbox, tag=1)
+    sender.send_get(b"/none", b"", 5.0, inbox, tag=2)
     sent = sorted(await inbox.wait(2), key=lambda s: s.tag)
     first, second = echoed(sent[0]), echoed(sent[1])
     assert first["path"] == "/lines" and ["X-B", "2"] in first["headers"]
@@ -233,7 +233,7 @@ async def test_other_fetchers_get_a_sender_of_tasks(echo: EchoUpstream) -> None:
     assert isinstance(sender, FetcherSender) and sender.name == "wrapped"
     inbox = Inbox()
     try:
-        sender.send_get("/g", b"X-A: 1", 5.0, inbox, tag="g")
+        sender.send_get(b"/g", b"X-A: 1", 5.0, inbox, tag="g")
         slow.send("GET", "/slow", [], b"", 0.05, inbox, tag="slow")
         sent = {s.tag: s for s in await inbox.wait(2)}
         assert echoed(sent["g"])["path"] == "/g" and sent["g"].latency is not None
