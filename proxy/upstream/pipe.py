@@ -30,14 +30,13 @@ connect (`proxy.upstream.connect`).
 from __future__ import annotations
 
 import asyncio
-import collections
 from collections.abc import Callable
 
 from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec
 from proxy.upstream.connect import open_connection, tls_context
-from proxy.upstream.pipeconn import PipeCall, PipeConn
+from proxy.upstream.pipeconn import PipeCall, PipeConn, PipeOwner
 
 __all__ = ["DEPTH", "PipeCall", "PipeConn", "PipePool"]  # the call and connection are re-exported
 
@@ -45,7 +44,7 @@ DEPTH = 16  # requests in flight per connection at most
 IDLE_TIMEOUT = 4.0  # below Node's 5 s keepAliveTimeout, so the upstream rarely closes under us
 
 
-class PipePool:
+class PipePool(PipeOwner):
     """Pipelined connections to one upstream: at most ``max_conns`` of them, ``depth`` calls each.
 
     ``clock`` (seconds, monotonic; default the event loop's time) stamps the calls' start, deadline and
@@ -63,18 +62,16 @@ class PipePool:
         clock: Callable[[], float] | None = None,
         body_cap: int = NO_CAP,
     ) -> None:
+        # The calls' start, deadline and answer times: the loop's, or a clock a test moves by hand. The
+        # body cap: bytes of a response body kept, the rest hashed (`set_body_cap`).
+        super().__init__(spec.name, loop.time if clock is None else clock, body_cap)
         self.spec = spec
-        self.body_cap = body_cap  # bytes of a response body kept; the rest is hashed (`set_body_cap`)
-        self.name = spec.name
         self.loop = loop
-        # The calls' start, deadline and answer times; a test injects a clock it moves by hand.
-        self.now = loop.time if clock is None else clock
         self.max_conns = max(1, max_conns)
         self.depth = max(1, depth)
         self.idle_timeout = idle_timeout
         self.conns: list[PipeConn] = []
-        self.waiting: collections.deque[PipeCall] = collections.deque()  # every connection is full
-        self.closed = False
+        self._next = self._next_iteration  # the bound method made once, not per batch
         self._filling: PipeConn | None = None  # this loop iteration's connection
         self._flushing: list[PipeConn] = []  # connections with requests queued in this iteration
         self._tasks: set[asyncio.Task[None]] = set()
@@ -182,7 +179,7 @@ class PipePool:
     def _flush_soon(self, conn: PipeConn) -> None:
         flushing = self._flushing
         if not flushing:
-            self.loop.call_soon(self._next_iteration)
+            self.loop.call_soon(self._next)
         if conn not in flushing:
             flushing.append(conn)
 

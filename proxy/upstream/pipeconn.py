@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 import httptools
 
-from proxy.http1.capped import NO_CAP, overflow, whole
+from proxy.http1.capped import overflow, whole
 from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
 from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
@@ -22,19 +22,36 @@ from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
 __all__ = ["PipeCall", "PipeConn", "PipeOwner"]
 
 
-class PipeOwner(Protocol):
-    """What calls and connections need from their `PipePool`."""
+class PipeOwner:
+    """What calls and connections need from their `PipePool`, the one subclass.
 
-    name: str
-    closed: bool
-    body_cap: int
-    now: Callable[[], float]
-    waiting: collections.deque[PipeCall]
+    A base class here, not a Protocol: the pool's module imports this one, and compiled code reaches a
+    Protocol's attributes and methods by name, a compiled base class's natively (per shadow GET: the
+    clock, the flush of this loop iteration's requests).
+    """
 
-    def _flush_soon(self, conn: PipeConn) -> None: ...
-    def _discard(self, conn: PipeConn) -> None: ...
-    def _resend(self, calls: list[PipeCall]) -> None: ...
-    def _drain_waiting(self) -> None: ...
+    def __init__(self, name: str, now: Callable[[], float], body_cap: int) -> None:
+        self.name = name
+        self.now = now  # the calls' start, deadline and answer times
+        self.body_cap = body_cap  # bytes of a response body kept; the rest is hashed
+        self.closed = False
+        self.waiting: collections.deque[PipeCall] = collections.deque()  # every connection is full
+
+    def _flush_soon(self, conn: PipeConn) -> None:
+        """Have ``conn`` write its queued requests once this loop iteration's events are handled."""
+        raise NotImplementedError
+
+    def _discard(self, conn: PipeConn) -> None:
+        """Forget a closed connection."""
+        raise NotImplementedError
+
+    def _resend(self, calls: list[PipeCall]) -> None:
+        """Send again calls a closed connection did not answer."""
+        raise NotImplementedError
+
+    def _drain_waiting(self) -> None:
+        """Send the waiting calls where there is room now."""
+        raise NotImplementedError
 
 
 class PipeCall:
@@ -122,8 +139,8 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
     """
 
     __slots__ = (
-        "body", "body_size", "cap", "closed", "flush_soon", "got_bytes", "hasher", "idle_since", "inflight",
-        "now", "pool", "queued", "read_at", "served", "transport", "waiting",
+        "body", "body_size", "cap", "closed", "got_bytes", "hasher", "idle_since", "inflight", "now", "pool",
+        "queued", "read_at", "served", "transport", "waiting",
     )  # fmt: skip
 
     # Shadow results have no reason phrase: without this callback llhttp makes one call less a response.
@@ -132,17 +149,14 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
     def __init__(self, pool: PipeOwner) -> None:
         super().__init__()
         self.pool = pool
-        # What every call and answer uses of the pool, held here: `pool` is a Protocol (the pool's module
-        # imports this one), so compiled code reaches its attributes by name, and these are per request.
-        self.now = pool.now
-        self.flush_soon = pool._flush_soon
+        self.now = pool.now  # read per call and answer: held here, one attribute read less each
         self.waiting = pool.waiting
         self.transport: asyncio.Transport | None = None
         self.inflight: collections.deque[PipeCall] = collections.deque()
         self.queued: list[bytes] = []  # requests waiting for the connection to open
         self.body: list[bytes] = []
         self.body_size = 0
-        self.cap: int = getattr(pool, "body_cap", NO_CAP)
+        self.cap = pool.body_cap
         self.hasher: Any = None  # the running sha256 of a body past the cap
         self.got_bytes = False  # bytes of the head call's response have arrived
         self.closed = False
@@ -160,7 +174,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
             call.started = self.now()
         self.inflight.append(call)
         self.queued.append(call.message)
-        self.flush_soon(self)
+        self.pool._flush_soon(self)
 
     def flush(self) -> None:
         """Write the queued requests at once (uvloop sends each ``write`` right away: one system call)."""
