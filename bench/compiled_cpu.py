@@ -8,9 +8,12 @@ figure is the gateway's own user+system CPU (``/proc``, supervisor and worker) o
 CPU time depends much less on other load than throughput, so this runs on a busy machine too; it is not
 `bench/gateway.py` (no nginx anchor, no throughput, no latency). With ``--shadow``, every GET is also
 copied to a second upstream and compared (the diff store as `bench/gateway.py` sets it up: REDIS_URL and
-DATABASE_URL or embedded servers, a scratch prefix and database, removed at the end).
+DATABASE_URL or embedded servers, a scratch prefix and database, removed at the end). With ``--against
+CHECKOUT``, the other build is that checkout's (built in place, e.g. a worktree of an earlier commit)
+instead of the pure one: two commits compared the same careful way.
 
     .venv/bin/python -m bench.compiled_cpu --rounds 4 --requests 20000
+    .venv/bin/python -m bench.compiled_cpu --rounds 6 --against /work/wt-base [--shadow]
 """
 
 from __future__ import annotations
@@ -60,13 +63,14 @@ def measure(fleet: Fleet, tmp: Path, build: str, routes: str, env: dict[str, str
     path = tmp / f"routes-{build}.yaml"
     path.write_text(routes)
     port, admin = free_port(), free_port()
-    child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    root = args.against if build == "against" else ROOT
+    child_env = {**os.environ, **env, "PYTHONPATH": str(root)}
     child_env.pop("STRANGLER_PURE_PYTHON", None)
     if build == "pure":
         child_env["STRANGLER_PURE_PYTHON"] = "1"
     cmd = [sys.executable, "-m", "proxy.cli", "proxy", "--routes", str(path), "--listen", f"127.0.0.1:{port}",
            "--admin", f"127.0.0.1:{admin}", "--workers", "1", "--access-log", "off", "--log-level", "warning"]
-    pid = fleet.start(f"gateway-{build}", cmd, env=child_env, port=port, timeout=60)
+    pid = fleet.start(f"gateway-{build}", cmd, env=child_env, cwd=root, port=port, timeout=60)
     try:
         asyncio.run(drive(port, args.warmup, args.connections))
         user0, sys0 = cpu_times(pid)
@@ -86,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2000, help="unmeasured requests first")
     parser.add_argument("--connections", type=int, default=8, help="client keep-alive connections")
     parser.add_argument("--shadow", action="store_true", help="copy every GET to a second upstream")
+    parser.add_argument("--against", type=Path, help="compare with this checkout's build, not pure Python")
     args = parser.parse_args(argv)
-    figures: dict[str, list[tuple[float, float, float]]] = {"compiled": [], "pure": []}
+    first, second = ("compiled", "against") if args.against else ("compiled", "pure")
+    figures: dict[str, list[tuple[float, float, float]]] = {first: [], second: []}
     copies = 0
     with tempfile.TemporaryDirectory(prefix="compiled-cpu-") as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             load = os.getloadavg()[0]
             started = time.monotonic()
             for round_no in range(args.rounds):
-                order = ("compiled", "pure") if round_no % 2 == 0 else ("pure", "compiled")
+                order = (first, second) if round_no % 2 == 0 else (second, first)
                 for build in order:
                     figures[build].append(measure(fleet, tmp, build, routes, env, args))
                     each, kernel_part, rss = figures[build][-1]
@@ -118,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{build:9s} CPU us/request: mean {statistics.mean(cpu):.1f} "
               f"(rounds {min(cpu):.1f}-{max(cpu):.1f}), sys {kernel:.1f}, "
               f"worker RSS {statistics.mean(r[2] for r in rows):.1f} MiB")  # fmt: skip
-    ratios = [c[0] / p[0] for c, p in zip(figures["compiled"], figures["pure"], strict=True)]
-    print(f"compiled / pure CPU per request: {statistics.mean(ratios):.2f}x "
+    ratios = [c[0] / p[0] for c, p in zip(figures[first], figures[second], strict=True)]
+    against = f"{args.against} (as built)" if args.against else "pure"
+    print(f"this checkout ({ROOT}) / {against}, CPU per request: {statistics.mean(ratios):.2f}x "
           f"(per round {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     return 0
 
