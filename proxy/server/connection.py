@@ -251,6 +251,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
             except FramingError as e:
                 raise Refusal(400, str(e)) from None
         rq.request_id = prep.request_id
+        rq.id_line = prep.id_line
         if prep.loop:
             raise Refusal(508, "the request already passed through this gateway (Via); check the routes")
         content_length = prep.content_length

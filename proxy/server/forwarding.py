@@ -115,7 +115,7 @@ def _tokens(value: bytes) -> list[bytes]:
 class PreparedRequest:
     """The outcome of `Forwarder.request`: the header lines to send upstream, how the body is framed."""
 
-    __slots__ = ("chunked", "content_length", "host", "lines", "loop", "request_id", "websocket")
+    __slots__ = ("chunked", "content_length", "host", "id_line", "lines", "loop", "request_id", "websocket")
 
     def __init__(
         self,
@@ -127,7 +127,8 @@ class PreparedRequest:
         loop: bool,
         host: bytes | None = None,
     ) -> None:
-        self.lines = lines  # b"Name: value", ready to join with CRLF
+        self.lines = lines  # b"Name: value", ready to join with CRLF; the request id's line is the last
+        self.id_line = lines[-1] if lines else b""  # the response carries the same line back to the client
         self.host = host  # the client's Host (None for an HTTP/1.0 request without one): sent upstream
         self.content_length = content_length
         self.chunked = chunked

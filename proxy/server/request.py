@@ -73,6 +73,7 @@ class Request:
         "header_lines",
         "host",
         "http11",
+        "id_line",
         "is_head",
         "keep_alive",
         "method",
@@ -102,6 +103,7 @@ class Request:
         self.keep_alive = keep_alive
         self.started = started
         self.request_id = b""
+        self.id_line = b""  # the request id's header line, as forwarded (and sent back with the response)
         self.route: Route | None = None
         self.pool: UpstreamPool | None = None
         self.path = ""

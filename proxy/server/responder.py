@@ -165,7 +165,7 @@ class Responder(ResponseSink):
             return
         fwd = self.fwd
         lines, length, chunked = fwd.response_lines(headers)
-        lines.append(fwd.request_id_prefix + rq.request_id)
+        lines.append(rq.id_line or fwd.request_id_prefix + rq.request_id)  # the line the upstream got
         att = rq.guard
         if att is not None:
             if self._guard_head(rq, att, status):

@@ -33,7 +33,9 @@ class RouteCache:
     """Routes request targets against a table, remembering up to `ROUTE_CACHE_SIZE` answers."""
 
     def __init__(self) -> None:
-        self._hits: dict[tuple[bytes, bytes], RouteHit] = {}
+        # Keyed by b"METHOD target": one bytes object made and hashed, where a (method, target) tuple's
+        # hash and comparison went item by item (callgrind: ~650 instructions a request more).
+        self._hits: dict[bytes, RouteHit] = {}
         self._table: RouteTable | None = None
         self._pools: Mapping[str, UpstreamPool] | None = None
 
@@ -52,7 +54,7 @@ class RouteCache:
             cache.clear()  # a reload: the old answers name the old routes and pools
             self._table = table
             self._pools = pools
-        key = (method, url)
+        key = b"%b %b" % (method, url)  # a method has no space: the key is unambiguous
         hit = cache.get(key)
         if hit is None:
             try:

@@ -184,6 +184,9 @@ def test_request_plain_matches_request_or_declines() -> None:
     assert fast is not None
     assert fast.lines[:-1] == full.lines[:-1]  # all but the request id line, which is fresh each time
     assert fast.lines[-1].startswith(b"X-Request-Id: ") and fast.content_length is None
+    # the id's line, which the response carries back, is the one forwarded
+    assert fast.id_line == b"X-Request-Id: " + fast.request_id and full.id_line == full.lines[-1]
+    assert full.id_line == b"X-Request-Id: " + full.request_id
     for extra in [(b"Connection", b"keep-alive"), (b"Content-Length", b"0"), (b"X-Request-Id", b"r")]:
         assert fwd.request_plain([*plain, extra], b"10.0.0.1") is None
     assert fwd.request_plain(plain[1:], b"10.0.0.1") is None  # no Host
