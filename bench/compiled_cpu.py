@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
               f"worker RSS {statistics.mean(r[2] for r in rows):.1f} MiB")  # fmt: skip
     ratios = [c[0] / p[0] for c, p in zip(figures[first], figures[second], strict=True)]
     against = f"{args.against} (as built)" if args.against else "pure"
-    print(f"this checkout ({ROOT}) / {against}, CPU per request: {statistics.mean(ratios):.2f}x "
+    print(f"compiled / {against} CPU per request: {statistics.mean(ratios):.2f}x "
           f"(per round {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     return 0
 

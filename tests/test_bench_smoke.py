@@ -200,3 +200,14 @@ def test_compiled_cpu_bench_measures_both_builds(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "compiled  CPU us/request: mean" in out and "pure      CPU us/request: mean" in out
     assert "compiled / pure CPU per request:" in out
+
+
+def test_compiled_cpu_bench_compares_another_checkout(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --against, the other build is that checkout's as built (here this checkout again), not pure."""
+    root = Path(compiled_cpu.__file__).resolve().parent.parent
+    argv = ["--rounds", "1", "--requests", "300", "--warmup", "50", "--connections", "2"]
+    argv += ["--against", str(root)]
+    assert compiled_cpu.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "against   CPU us/request: mean" in out and "pure " not in out
+    assert f"compiled / {root} (as built) CPU per request:" in out
