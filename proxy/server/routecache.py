@@ -66,16 +66,16 @@ class RouteCache:
             route = match.route
             target = route.target
             canary: Canary | None = None
+            forward = match.forward_path.encode("utf-8")  # the target as forwarded, base path aside
+            if query:
+                forward += b"?" + query.encode("utf-8")
             if target == AUTO:
-                legacy = _side(pools, "legacy", route.name, method, match.forward_path, query)
-                new = _side(pools, "new", route.name, method, match.forward_path, query)
+                legacy = _side(pools, "legacy", route.name, method, forward)
+                new = _side(pools, "new", route.name, method, forward)
                 canary = Canary(route.name, route.rollout, legacy, new)
                 pool, prefix = legacy
             else:
-                pool, prefix = _side(pools, target, route.name, method, match.forward_path, query)
-            forward = match.forward_path.encode("utf-8")
-            if query:
-                forward += b"?" + query.encode("utf-8")
+                pool, prefix = _side(pools, target, route.name, method, forward)
             hit = (query, match, pool, prefix, method_str, canary, forward)
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()  # crude but bounded; refills with what is hot now
@@ -84,15 +84,13 @@ class RouteCache:
 
 
 def _side(
-    pools: Mapping[str, UpstreamPool], target: str, route: str, method: bytes, path: str, query: str
+    pools: Mapping[str, UpstreamPool], target: str, route: str, method: bytes, forward: bytes
 ) -> tuple[UpstreamPool, bytes]:
-    """One upstream's pool and request line prefix for a routed request."""
+    """One upstream's pool and request line prefix for a routed request (``forward``: path and query)."""
     pool = pools.get(target)
     if pool is None:  # pragma: no cover - the table validates its targets
         raise Refusal(502, f"route {route} names an unknown upstream {target}")
-    upstream_target = pool.base_path + path.encode("utf-8")
-    if query:
-        upstream_target += b"?" + query.encode("utf-8")
+    upstream_target = pool.base_path + forward
     if pool.client_host:  # the connection adds the client's Host
         return pool, b"%s %s HTTP/1.1\r\n" % (method, upstream_target)
     return pool, b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, upstream_target, pool.hostport)
