@@ -26,6 +26,7 @@ off the data path.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Generic, NamedTuple, TypeVar
 
 import httptools
@@ -86,6 +87,9 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
     """
 
     __slots__ = (
+        "_feed",
+        "_keep_alive",
+        "_status_code",
         "got_head",
         "headers",
         "in_interim",
@@ -98,8 +102,13 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
         "upgrade_ok",
     )
 
+    parser: httptools.HttpResponseParser
+    _feed: Callable[[bytes], None]
+    _keep_alive: Callable[[], bool]
+    _status_code: Callable[[], int]
+
     def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        self._new_parser()
         self.sink: SinkT | None = None
         self.headers: Headers = []
         self.reason = b""
@@ -109,6 +118,14 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
         self.is_head = False
         self.upgrade_ok = False
         self.tunnel = False
+
+    def _new_parser(self) -> None:
+        """A fresh parser, and its three methods a response calls, bound once: compiled code calls a method
+        of an object it does not own by name (a type look-up each time), a bound one it holds directly."""
+        parser = self.parser = httptools.HttpResponseParser(self)
+        self._feed = parser.feed_data
+        self._keep_alive = parser.should_keep_alive
+        self._status_code = parser.get_status_code
 
     @abc.abstractmethod
     def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
@@ -120,7 +137,7 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
         Raises `ProtocolError`. (The connections inline these lines: one call less per read.)
         """
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as e:
             return data[e.args[0] :]
         except httptools.HttpParserError as e:
@@ -147,7 +164,7 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
             self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        status = self._status_code()
         if (status < 200 or status == 101) and self._not_final(status):
             return
         # A final head: the common path, kept short (it runs for every response).
@@ -158,8 +175,8 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
             sink.on_resp_head(status, self.reason, self.headers)
         if self.is_head and self.sink is sink and status != 101:
             # llhttp cannot be told "no body follows" from Python: end the message by hand.
-            keep_alive = self.parser.should_keep_alive()
-            self.parser = httptools.HttpResponseParser(self)
+            keep_alive = self._keep_alive()
+            self._new_parser()
             headers = self.headers
             self.headers = []
             self.reason = b""
@@ -198,7 +215,7 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
         self.headers = []  # a new list: the sink may keep the one it was given
         self.reason = b""
         self.got_head = False
-        self._message_end(self.status, headers, self.parser.should_keep_alive())
+        self._message_end(self.status, headers, self._keep_alive())
 
 
 class Interim(NamedTuple):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from time import perf_counter
 from typing import cast
 
@@ -36,6 +37,11 @@ log = logging.getLogger("strangler.server")
 class ClientProtocol(Holder, asyncio.Protocol):
     """One client connection: HTTP/1.1 requests in, responses out, in order."""
 
+    parser: httptools.HttpRequestParser
+    _feed: Callable[[bytes], None]
+    _method: Callable[[], bytes]
+    _keep_alive: Callable[[], bool]
+
     def __init__(self, host: ConnectionHost) -> None:
         super().__init__(host)
         self.routes = host.routes
@@ -44,7 +50,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         self.max_header = settings.max_header_bytes
         self.max_body = settings.max_body_bytes
         self.body_limit = 0  # the chunked request body being read may not pass this (0: no limit)
-        self.parser = httptools.HttpRequestParser(self)
+        self._new_parser()
         self.url = b""
         self.headers: Headers = []
         self.header_size = 0
@@ -54,9 +60,18 @@ class ClientProtocol(Holder, asyncio.Protocol):
         self.parsing: Request | None = None  # the request whose head/body is being parsed
         self.refusal: Refusal | None = None
 
+    def _new_parser(self) -> None:
+        """A fresh request parser, and its methods every request calls, bound once (as the response
+        reader's: compiled code calls a method of an object it does not own by name, a bound one directly)."""
+        parser = self.parser = httptools.HttpRequestParser(self)
+        self._feed = parser.feed_data
+        self._method = parser.get_method
+        self._keep_alive = parser.should_keep_alive
+
     # ---------------------------------------------------------------- client transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._write = self.transport.write
         high = self.gateway.settings.write_high_water
         self.transport.set_write_buffer_limits(high=high, low=high // 4)
         peer = transport.get_extra_info("peername")
@@ -113,7 +128,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
                 self._send_body(self.upgrading, data)
             return
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as e:
             self._parser_upgraded(data[e.args[0] :])
             return
@@ -214,8 +229,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.state == HEAD:
             self.state = BODY
-        parser = self.parser
-        rq = Request(parser.get_method(), True, parser.should_keep_alive(), perf_counter())  # http11: _route
+        rq = Request(self._method(), True, self._keep_alive(), perf_counter())  # http11: _route
         self.parsing = rq
         try:
             self._route(rq)
@@ -383,7 +397,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
                 self._send_body(rq, rest)
             return
         # An Upgrade we do not support (h2c...): the header was dropped, carry on as plain HTTP/1.1.
-        self.parser = httptools.HttpRequestParser(self)
+        self._new_parser()
         if rest:
             self.data_received(rest)
 

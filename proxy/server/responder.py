@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from time import perf_counter
 from typing import Final
 
@@ -29,6 +30,7 @@ from proxy.server.heads import CHUNKED, interim_head, request_head, response_hea
 from proxy.server.host import ConnectionHost
 from proxy.server.request import Request
 from proxy.server.states import CLOSED, CLOSING, IDLE, TUNNEL, UPGRADE
+from proxy.upstream.conn import unconnected
 from proxy.upstream.pool import Headers, ResponseSink, UpConn
 
 __all__ = ["Responder"]
@@ -48,6 +50,9 @@ class Responder(ResponseSink):
         self.fwd = host.forwarder
         self.loop = host.loop
         self.transport: asyncio.Transport | None = None
+        # The transport's write, bound once (`connect`): compiled code calls a method of an object it does
+        # not own by name, a type look-up each time. Every call is guarded by ``transport is not None``.
+        self._write: Callable[[bytes], None] = unconnected
         self.peer = b"unknown"
         self.state = IDLE  # see proxy.server.states
         self.cur: Request | None = None  # the request being answered
@@ -225,7 +230,7 @@ class Responder(ResponseSink):
         out = self.out
         if out:
             if self.state != CLOSED and self.transport is not None:
-                self.transport.write(_joined(out))
+                self._write(_joined(out))
             out.clear()
             self.out_size = 0
 
@@ -238,7 +243,7 @@ class Responder(ResponseSink):
             out.append(b"0\r\n\r\n")
         if out:  # flush, inlined: one write for the head and a small body
             if self.state != CLOSED and self.transport is not None:
-                self.transport.write(_joined(out))
+                self._write(_joined(out))
             out.clear()
             self.out_size = 0
         rq.resp_done = True
@@ -295,7 +300,7 @@ class Responder(ResponseSink):
 
     def on_tunnel_data(self, data: bytes) -> None:
         if self.state != CLOSED and self.transport is not None:
-            self.transport.write(data)
+            self._write(data)
 
     def on_tunnel_closed(self) -> None:
         if self.tunnel is not None:
@@ -323,7 +328,7 @@ class Responder(ResponseSink):
         )
         rq.bytes_out = len(data) - data.index(b"\r\n\r\n") - 4  # the body, as for upstream responses
         if self.state != CLOSED and self.transport is not None:
-            self.transport.write(data)
+            self._write(data)
         rq.resp_done = True
         self._finish(rq, status)
         self._next(rq)

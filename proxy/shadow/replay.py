@@ -166,7 +166,12 @@ class Replayer:
         """Send a GET without a body to ``side`` from the forwarded header lines as they are; False when
         there is no such upstream."""
         entry = self._senders.get(side)
-        sender = entry[1] if entry is not None and entry[0] is self.pools.get(side) else self._sender(side)
+        pools = self.pools
+        if isinstance(pools, dict):  # a dict's get is native, a Mapping's by name (`open_pools` makes a dict)
+            pool = pools.get(side)
+        else:
+            pool = pools.get(side)
+        sender = entry[1] if entry is not None and entry[0] is pool else self._sender(side)
         if sender is None:
             return False
         # The data path's lines hold none of _DROP_HEADERS: no Host, framing or hop-by-hop header, and no

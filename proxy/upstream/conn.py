@@ -10,6 +10,7 @@ calls) with no call in between. It carries one request at a time, then returns t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -19,7 +20,12 @@ from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
 from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
 
-__all__ = ["ConnOwner", "ConnSource", "ResponseSink", "UpConn"]
+__all__ = ["ConnOwner", "ConnSource", "ResponseSink", "UpConn", "unconnected"]
+
+
+def unconnected(data: bytes) -> None:
+    """The write of a connection whose transport is not there yet (a bug if ever called)."""
+    raise RuntimeError("written to before the connection was made")
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the buffered calls subclass it in Python
@@ -89,6 +95,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
     """One upstream connection; carries one request at a time, then returns to its pool."""
 
     __slots__ = (
+        "_write",
         "closed",
         "deadline",
         "got_bytes",
@@ -106,6 +113,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         super().__init__()
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self._write: Callable[[bytes], None] = unconnected
         self.got_bytes = False
         self.paused = False  # our reading is paused (`pause_reading`): its client is slow
         self.reused = False
@@ -119,6 +127,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._write = self.transport.write  # bound once, as the reader's parser methods
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
@@ -132,7 +141,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.got_bytes = True
         self.last_io = self.pool.clock
         try:  # ResponseReader.feed, inlined: one call less per read
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as e:
             self._upgrade(data[e.args[0] :])
             return
@@ -224,13 +233,13 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.deadline = pool.clock + self.timeout
         pool.active.add(self)
         assert self.transport is not None
-        self.transport.write(head)
+        self._write(head)
 
     def send(self, data: bytes) -> None:
         """Send request body bytes (the response-header deadline waits while the body flows)."""
         self.last_io = self.pool.clock
         assert self.transport is not None
-        self.transport.write(data)
+        self._write(data)
 
     def end_request(self) -> None:
         """The request body is complete: the response-header deadline starts now."""

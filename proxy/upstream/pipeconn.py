@@ -139,8 +139,8 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
     """
 
     __slots__ = (
-        "body", "body_size", "cap", "closed", "got_bytes", "hasher", "idle_since", "inflight", "now", "pool",
-        "queued", "read_at", "served", "transport", "waiting",
+        "_pop", "_push", "body", "body_size", "cap", "closed", "got_bytes", "hasher", "idle_since",
+        "inflight", "now", "pool", "queued", "read_at", "served", "transport", "waiting",
     )  # fmt: skip
 
     # Shadow results have no reason phrase: without this callback llhttp makes one call less a response.
@@ -152,7 +152,9 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.now = pool.now  # read per call and answer: held here, one attribute read less each
         self.waiting = pool.waiting
         self.transport: asyncio.Transport | None = None
-        self.inflight: collections.deque[PipeCall] = collections.deque()
+        self.inflight: collections.deque[PipeCall] = collections.deque()  # never replaced, so:
+        self._push = self.inflight.append  # bound once: compiled code calls a deque's methods by name
+        self._pop = self.inflight.popleft
         self.queued: list[bytes] = []  # requests waiting for the connection to open
         self.body: list[bytes] = []
         self.body_size = 0
@@ -172,7 +174,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         else:  # nothing ahead of it: timed from now (a re-sent or waiting call has waited for others)
             call.timed = True
             call.started = self.now()
-        self.inflight.append(call)
+        self._push(call)
         self.queued.append(call.message)
         self.pool._flush_soon(self)
 
@@ -207,7 +209,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.got_bytes = True
         self.read_at = self.now()
         try:  # ResponseReader.feed, inlined: one call less per read (a 101 is refused by the reader)
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserError as e:
             self._broken(f"sent an invalid response: {protocol_error(e)}")
 
@@ -256,7 +258,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         inflight = self.inflight
         if not inflight:
             raise ProtocolError("one response more than requests sent")
-        call = inflight.popleft()
+        call = self._pop()
         chunks = self.body
         if self.hasher is None:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -268,7 +270,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.got_bytes = False
         self.served += 1
         now = self.read_at
-        if not self.parser.should_keep_alive():
+        if not self._keep_alive():
             self._retire()
         elif not inflight:
             self.idle_since = now
