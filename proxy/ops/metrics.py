@@ -40,7 +40,7 @@ RELOADS = Counter(
 class RequestStats:
     """The request observer: counts by (route, target, status), latency buckets by (route, target)."""
 
-    __slots__ = ("cells", "counts", "data_path", "ident", "requests")
+    __slots__ = ("cells", "data_path", "ident", "requests")
 
     def __init__(self) -> None:
         # Names this process's snapshot file; the random part keeps a reused pid from overwriting the
@@ -48,8 +48,7 @@ class RequestStats:
         self.ident = f"{os.getpid()}-{secrets.token_hex(4)}"
         # The per-request half, compiled: the gateway's observer (`proxy.ops.serve.build_gateway`).
         self.requests = RequestCounts()
-        self.counts: Counts = self.requests.counts  # the same dicts, never replaced
-        self.cells: Cells = self.requests.cells
+        self.cells: Cells = self.requests.cells  # the same dict, never replaced
         # Refused connections and upstream errors: the data path updates them (Gateway(counters=...)).
         self.data_path = DataPathCounters()
 
@@ -57,10 +56,14 @@ class RequestStats:
         """Record one finished request (the gateway calls ``requests.observe`` itself: one call fewer)."""
         self.requests.observe(route, target, status, seconds)
 
+    def counts(self) -> Counts:
+        """The counts by (route, target, status): a new dict, safe to take from another thread."""
+        return self.requests.counts()
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy of the stats (what a worker writes for the parent)."""
         return {
-            "counts": [[r, t, s, n] for (r, t, s), n in self.counts.items()],
+            "counts": [[r, t, s, n] for (r, t, s), n in self.counts().items()],
             "cells": [[r, t, list(cell)] for (r, t), cell in self.cells.items()],
             "data_path": self.data_path.snapshot(),
         }
@@ -232,8 +235,9 @@ def local_registry(stats: RequestStats) -> CollectorRegistry:
 
     def source() -> tuple[Counts, Cells]:
         # Scrapes render in a thread while the loop keeps observing: dict() and list() copies are single
-        # C calls under the GIL, so copy the containers first and iterate only the copies.
-        return dict(stats.counts), {k: list(v) for k, v in dict(stats.cells).items()}
+        # C calls under the GIL, so copy the containers first and iterate only the copies (`counts` makes
+        # a new dict itself).
+        return stats.counts(), {k: list(v) for k, v in dict(stats.cells).items()}
 
     registry.register(RequestCollector(source))
     registry.register(DataPathCollector(lambda: stats.data_path))

@@ -108,7 +108,7 @@ async def open_autopilot(
     redis = aioredis.Redis.from_url(where.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
     controller = Controller(
         redis, where.prefix, lambda: gateway.table, apply,
-        served=lambda: (stats.counts, stats.cells), bounds=BUCKETS,
+        served=lambda: (stats.counts(), stats.cells), bounds=BUCKETS,
         fallbacks=lambda: stats.data_path.fallbacks,  # new's failures legacy answered count as new's
     )  # fmt: skip
     task = asyncio.create_task(controller.run(), name="rollout")

@@ -34,7 +34,7 @@ def test_observe_with_cached_cells_counts_every_call() -> None:
     for i in range(n):
         route, target, status = keys[i % 3]
         stats.observe(route, target, status, 0.0031)
-    assert sum(stats.counts.values()) == n
+    assert sum(stats.counts().values()) == n
     got = samples(render(local_registry(stats)).decode())
     for route, target, _status in keys:
         labels = (("le", "+Inf"), ("route", route), ("target", target))
@@ -46,10 +46,23 @@ def test_counts_and_cells_keep_their_shapes() -> None:
     stats = RequestStats()
     for target, status in [("new", 200), ("new", 500), ("new", 200), ("legacy", 200)]:
         stats.observe("a", target, status, 0.003)
-    assert stats.counts == {("a", "new", 200): 2, ("a", "new", 500): 1, ("a", "legacy", 200): 1}
+    assert stats.counts() == {("a", "new", 200): 2, ("a", "new", 500): 1, ("a", "legacy", 200): 1}
     assert set(stats.cells) == {("a", "new"), ("a", "legacy")}
     assert stats.cells[("a", "new")][2] == 3.0  # 0.003 s: the 0.005 bucket, both statuses in one cell
     assert sum(stats.cells[("a", "legacy")][:-1]) == 1.0
+
+
+def test_counts_is_a_copy_taken_while_requests_go_on() -> None:
+    """counts() is a new dict each time (a scrape thread iterates it while the loop keeps observing): later
+    requests show in the next copy, not in one already taken, and changing a copy changes nothing."""
+    stats = RequestStats()
+    stats.observe("a", "new", 200, 0.001)
+    first = stats.counts()
+    first[("a", "new", 200)] = 99
+    stats.observe("a", "new", 200, 0.001)
+    stats.observe("b", "legacy", 404, 0.001)
+    assert first == {("a", "new", 200): 99}
+    assert stats.counts() == {("a", "new", 200): 2, ("b", "legacy", 404): 1}
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
