@@ -375,9 +375,17 @@ class Tally:
         self.described: dict[tuple[str, str], dict[str, Any]] = {}  # (route, epoch) -> its configuration
         self._keys: dict[str, tuple[str, str, dict[str, str]]] = {}  # route -> (fingerprint, epoch, keys)
         self._counts: dict[str, _KeyCounts] = {}  # recording key -> counts since the last take
+        # The last answers of `key` and `_of`: a shadowed request asks for the same key twice and its counts
+        # three times, and most requests are of the route before them (forgotten when keys or counts are).
+        self._last_route: Route | None = None
+        self._last_method = ""
+        self._last_key = ""
+        self._last_counts: _KeyCounts | None = None
 
     def key(self, route: Route, method: str) -> str:
         """The recording key of ``route``'s current epoch and ``method`` (``ANY_METHOD``: route-level)."""
+        if route is self._last_route and method == self._last_method:
+            return self._last_key
         entry = self._keys.get(route.name)
         if entry is None or entry[0] != route.fingerprint:
             epoch = epoch_id(route.fingerprint, self.generations.get(route.name, 0))
@@ -386,6 +394,10 @@ class Tally:
         key = entry[2].get(method)
         if key is None:
             key = entry[2][method] = f"{route.name}{_SEP}{entry[1]}{_SEP}{method}"
+        self._last_route = route
+        self._last_method = method
+        self._last_key = key
+        self._last_counts = None  # `_of` finds them again for this key
         return key
 
     def set_generations(self, generations: dict[str, int]) -> None:
@@ -393,11 +405,17 @@ class Tally:
         if generations != self.generations:
             self.generations = generations
             self._keys.clear()
+            self._last_route = None
 
     def _of(self, key: str) -> _KeyCounts:
+        last = self._last_counts
+        if last is not None and key is self._last_key:  # `key`'s own answer: compared by identity
+            return last
         counts = self._counts.get(key)
         if counts is None:
             counts = self._counts[key] = _KeyCounts()
+        if key is self._last_key:
+            self._last_counts = counts
         return counts
 
     def count(self, key: str, name: str, n: int = 1) -> None:
@@ -448,6 +466,7 @@ class Tally:
         """Add the counts since the last fold to ``batch`` (as its ``("c" | "lat:<side>", key, field)``
         items) and start again from zero."""
         taken, self._counts = self._counts, {}
+        self._last_counts = None
         incr = batch.incr
         for key, counts in taken.items():
             for name, n in (("seen", counts.seen), ("sampled", counts.sampled), ("compared", counts.compared),

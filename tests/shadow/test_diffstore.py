@@ -16,7 +16,8 @@ from prometheus_client import REGISTRY
 from support.memstore import MemoryStore
 
 from proxy.shadow.redis_pg import RedisPgStore
-from proxy.shadow.store import PathCounts, RouteStats, Sample, bucket_of, bucket_upper
+from proxy.routing.table import parse_routes
+from proxy.shadow.store import Batch, PathCounts, RouteStats, Sample, Tally, bucket_of, bucket_upper
 
 
 def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | None = None) -> Sample:
@@ -113,6 +114,38 @@ async def check_stats(store: Any) -> None:
     assert (await store.path_counts(L_POST)).compared == 1
     assert await store.path_counts("l|e1|DELETE") == PathCounts()
     assert await store.path_counts("nobody|e1|GET") == PathCounts()
+
+
+def test_tally_counts_each_key_apart_while_it_remembers_the_last() -> None:
+    """The tally remembers the last key it made and that key's counts: with routes and methods alternating, a
+    fold and a reset generation in between, every count still lands on its own key."""
+    table = parse_routes(
+        "upstreams:\n  legacy: {url: 'http://127.0.0.1:1'}\n  new: {url: 'http://127.0.0.1:2'}\n"
+        "default: legacy\nroutes:\n"
+        "  - {name: a, match: {path: /a}, target: legacy}\n"
+        "  - {name: b, match: {path: /b}, target: legacy}\n",
+        "t.yaml",
+    )
+    a, b = sorted(table.routes, key=lambda r: r.name)
+    tally = Tally()
+    ka, kb, kpost = tally.key(a, "GET"), tally.key(b, "GET"), tally.key(a, "POST")
+    for route, method in [(a, "GET"), (a, "GET"), (b, "GET"), (a, "GET"), (a, "POST"), (b, "GET"), (b, "GET")]:
+        key = tally.key(route, method)
+        tally.seen(key)
+        tally.sampled(key)
+    batch = Batch()
+    tally.fold(batch)
+    assert {k: n for (kind, k, name), n in batch.incr.items() if name == "seen"} == {ka: 3, kb: 3, kpost: 1}
+    assert {k: n for (kind, k, name), n in batch.incr.items() if name == "sampled"} == {ka: 3, kb: 3, kpost: 1}
+    tally.seen(tally.key(a, "GET"))  # after the fold: counted again from zero
+    tally.set_generations({"a": 1})  # a reset of route a: a new epoch, a new key
+    ka2 = tally.key(a, "GET")
+    assert ka2 != ka and tally.key(b, "GET") == kb
+    tally.seen(ka2)
+    tally.seen(ka2)
+    batch = Batch()
+    tally.fold(batch)
+    assert {k: n for (kind, k, name), n in batch.incr.items() if name == "seen"} == {ka: 1, ka2: 2}
 
 
 async def test_memory_store_counts() -> None:
