@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 from support.memstore import MemoryStore
 
-from proxy.shadow.redis_pg import RedisPgStore
 from proxy.routing.table import parse_routes
+from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import Batch, PathCounts, RouteStats, Sample, Tally, bucket_of, bucket_upper
 
 
@@ -129,14 +129,15 @@ def test_tally_counts_each_key_apart_while_it_remembers_the_last() -> None:
     a, b = sorted(table.routes, key=lambda r: r.name)
     tally = Tally()
     ka, kb, kpost = tally.key(a, "GET"), tally.key(b, "GET"), tally.key(a, "POST")
-    for route, method in [(a, "GET"), (a, "GET"), (b, "GET"), (a, "GET"), (a, "POST"), (b, "GET"), (b, "GET")]:
+    order = [(a, "GET"), (a, "GET"), (b, "GET"), (a, "GET"), (a, "POST"), (b, "GET"), (b, "GET")]
+    for route, method in order:
         key = tally.key(route, method)
         tally.seen(key)
         tally.sampled(key)
     batch = Batch()
     tally.fold(batch)
-    assert {k: n for (kind, k, name), n in batch.incr.items() if name == "seen"} == {ka: 3, kb: 3, kpost: 1}
-    assert {k: n for (kind, k, name), n in batch.incr.items() if name == "sampled"} == {ka: 3, kb: 3, kpost: 1}
+    for counter in ("seen", "sampled"):
+        assert {k: n for (_, k, name), n in batch.incr.items() if name == counter} == {ka: 3, kb: 3, kpost: 1}
     tally.seen(tally.key(a, "GET"))  # after the fold: counted again from zero
     tally.set_generations({"a": 1})  # a reset of route a: a new epoch, a new key
     ka2 = tally.key(a, "GET")
@@ -145,7 +146,7 @@ def test_tally_counts_each_key_apart_while_it_remembers_the_last() -> None:
     tally.seen(ka2)
     batch = Batch()
     tally.fold(batch)
-    assert {k: n for (kind, k, name), n in batch.incr.items() if name == "seen"} == {ka: 1, ka2: 2}
+    assert {k: n for (_, k, name), n in batch.incr.items() if name == "seen"} == {ka: 1, ka2: 2}
 
 
 async def test_memory_store_counts() -> None:
