@@ -95,7 +95,7 @@ class RequestCounts:
 
     def counts(self) -> Counts:
         """The counts by (route, target, status), a new dict: safe to call from another thread (the slot
-        list is copied in one step, and compiled code holds the GIL throughout)."""
+        list is copied in one step, and each count is read whole under the GIL)."""
         counts: dict[Any, int] = {}
         for slot in list(self._all):
             counts[slot.key] = slot.n

@@ -50,8 +50,9 @@ class Responder(ResponseSink):
         self.fwd = host.forwarder
         self.loop = host.loop
         self.transport: asyncio.Transport | None = None
-        # The transport's write, bound once (`connect`): compiled code calls a method of an object it does
-        # not own by name, a type look-up each time. Every call is guarded by ``transport is not None``.
+        # The transport's write, bound once (`ClientProtocol.connection_made`): compiled code calls a method
+        # of an object it does not own by name, a type look-up each time. Every call is guarded by
+        # ``transport is not None``.
         self._write: Callable[[bytes], None] = unconnected
         self.peer = b"unknown"
         self.state = IDLE  # see proxy.server.states
