@@ -118,6 +118,46 @@ def checks(s: dict[str, Summary], shadow_note: str) -> list[Check]:
     return out
 
 
+def data_path_checks(s: dict[str, Summary]) -> list[Check]:
+    """Issue 13's targets for the compiled data path, from the same run: throughput and CPU per request
+    against nginx's, what shadowing every GET costs, and p99 against nginx's. Printed and kept in the JSON;
+    ``--check`` judges only `checks` (the acceptance these raise)."""
+    mine, nginx, shadow = s.get("strangler"), s.get("nginx"), s.get("strangler+shadow")
+    rps: Callable[[Run], float] = lambda r: r.rps  # noqa: E731
+    p99: Callable[[Run], float] = lambda r: r.p99_ms  # noqa: E731
+    out: list[Check] = []
+    if mine is not None and nginx is not None and mine.rps_mean > 0 and nginx.rps_mean > 0:
+        out.append(Check("strangler / nginx throughput", mine.rps_mean / nginx.rps_mean, ">=", 0.8,
+                         spread(paired_ratios(mine, nginx, rps))))
+        out.append(Check("strangler p99 / nginx p99", mine.p99_ms / nginx.p99_ms, "<=", 1.5,
+                         spread(paired_ratios(mine, nginx, p99))))
+    else:
+        out.append(Check("strangler / nginx throughput", None, ">=", 0.8, "not measured"))
+        out.append(Check("strangler p99 / nginx p99", None, "<=", 1.5, "not measured"))
+    cpu, nginx_cpu = _cpu(mine), _cpu(nginx)
+    if cpu is not None and nginx_cpu is not None:
+        out.append(Check("strangler CPU per request / nginx's", cpu / nginx_cpu, "<=", 1.25,
+                         f"{cpu:.1f} vs {nginx_cpu:.1f} us"))
+    else:
+        out.append(Check("strangler CPU per request / nginx's", None, "<=", 1.25, "not measured"))
+    if mine is not None and shadow is not None and mine.rps_mean > 0:
+        out.append(Check("shadowed / unshadowed throughput", shadow.rps_mean / mine.rps_mean, ">=", 0.75,
+                         spread(paired_ratios(shadow, mine, rps))))
+    else:
+        out.append(Check("shadowed / unshadowed throughput", None, ">=", 0.75, "not measured"))
+    shadow_cpu = _cpu(shadow)
+    if cpu is not None and shadow_cpu is not None:
+        out.append(Check("CPU every shadowed GET adds", shadow_cpu - cpu, "<=", 8.0,
+                         f"{shadow_cpu:.1f} vs {cpu:.1f} us", unit="us"))
+    else:
+        out.append(Check("CPU every shadowed GET adds", None, "<=", 8.0, "not measured", unit="us"))
+    return out
+
+
+def _cpu(summary: Summary | None) -> float | None:
+    return summary.cpu_us_per_request if summary is not None else None
+
+
 def profile_stranglers(variants: list[Variant], args: argparse.Namespace) -> dict[str, str]:
     """One extra wrk run per strangler variant with py-spy attached; the folded summary per variant."""
     out: dict[str, str] = {}
@@ -175,12 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     ordered = [summaries[v.name] for v in variants]
     notes.extend(cpu_notes(summaries))
     results = checks(summaries, next((n for n in notes if n.startswith("shadow")), ""))
+    compiled = data_path_checks(summaries)
     print(f"\nGateway benchmark, {started}: {args.rounds} rounds x {args.duration:.0f} s, wrk -t1 "
           f"-c{args.connections}, GET {PATH} (70-byte JSON); p50/p99 are medians over rounds;\n"
           f"CPU is the measured process's user+system time per request (for `direct`, the upstream's).")
     print(table(ordered))
     print("\nTargets (ratio of means; per-round paired ratios in the detail):")
     for c in results:
+        print(c.line())
+    print("\nCompiled data path targets (issue 13; not judged by --check):")
+    for c in compiled:
         print(c.line())
     for note in notes:
         print(f"  note: {note}")
@@ -190,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "gateway", "started": started, "finished": utc_now(), "path": PATH,
         "settings": {k: getattr(args, k) for k in ("duration", "rounds", "connections", "warmup", "quick")},
         "machine_before": load_before, "machine_after": machine_state(),
-        "variants": [s.to_json() for s in ordered], "checks": [c.to_json() for c in results], "notes": notes,
+        "variants": [s.to_json() for s in ordered], "checks": [c.to_json() for c in results],
+        "data_path_checks": [c.to_json() for c in compiled], "notes": notes,
         "profiles": profiles,
     }
     print(f"\nJSON: {write_json('gateway', payload)}")

@@ -19,6 +19,7 @@ from proxy.routing.table import parse_routes
 # current directory, a bare `pytest` does not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import compiled_cpu, micro, timing
+from bench.gateway import data_path_checks
 from bench.gw_targets import NGINX_CONF, ROUTES
 from bench.report import Check
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
@@ -48,6 +49,28 @@ def test_parse_wrk_reads_throughput_percentiles_and_errors() -> None:
     assert (run.rps, run.requests) == (20039.88, 200600)
     assert (run.p50_ms, run.p75_ms, run.p90_ms, run.p99_ms) == pytest.approx((0.061, 1.39, 3.08, 1020.0))
     assert (run.non2xx, run.socket_errors, run.errors) == (17, 6, 23)
+
+
+def test_data_path_checks_are_issue_13s_targets_from_one_run() -> None:
+    """Throughput and CPU against nginx's, the shadowed ratio and what shadowing adds in microseconds, p99
+    against nginx's; SKIP for what the run did not measure."""
+    nginx = Summary("nginx", [Run(100, 1000, 1, 1, 1, 1.0, cpu_s=0.010, round=0)])  # 10 us a request
+    mine = Summary("strangler", [Run(85, 850, 1, 1, 1, 1.2, cpu_s=0.0119, round=0)])  # 14 us
+    shadow = Summary("strangler+shadow", [Run(60, 600, 1, 1, 1, 1.5, cpu_s=0.0132, round=0)])  # 22 us
+    summaries = {"nginx": nginx, "strangler": mine, "strangler+shadow": shadow}
+    got = {c.name: c for c in data_path_checks(summaries)}
+    assert got["strangler / nginx throughput"].value == pytest.approx(0.85)
+    assert got["strangler / nginx throughput"].verdict == "PASS"
+    assert got["strangler CPU per request / nginx's"].value == pytest.approx(1.4)
+    assert got["strangler CPU per request / nginx's"].verdict == "FAIL"
+    assert got["shadowed / unshadowed throughput"].value == pytest.approx(60 / 85)
+    assert got["shadowed / unshadowed throughput"].verdict == "FAIL"
+    added = got["CPU every shadowed GET adds"]
+    assert (added.value, added.verdict) == (pytest.approx(8.0), "PASS")
+    assert "8.0 us" in added.line() and "target <= 8.0 us" in added.line()
+    assert got["strangler p99 / nginx p99"].value == pytest.approx(1.2)
+    alone = {c.name: c.verdict for c in data_path_checks({"strangler": mine})}
+    assert set(alone.values()) == {"SKIP"} and len(alone) == 5
 
 
 def test_parse_wrk_refuses_a_report_without_results() -> None:
