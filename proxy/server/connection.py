@@ -21,7 +21,7 @@ import httptools
 
 from proxy.http1.errors import error_response
 from proxy.server.fallback import Attempt
-from proxy.server.forwarding import FramingError, new_request_id
+from proxy.server.forwarding import FramingError, PlainMemo, new_request_id
 from proxy.server.heads import request_head
 from proxy.server.holding import WAIT_BODY, Holder
 from proxy.server.host import ConnectionHost
@@ -59,6 +59,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         self.last_io = host.clock
         self.parsing: Request | None = None  # the request whose head/body is being parsed
         self.refusal: Refusal | None = None
+        self.plain = PlainMemo()  # the last plain request's headers, as forwarded (`request_plain`)
 
     def _new_parser(self) -> None:
         """A fresh request parser, and its methods every request calls, bound once (as the response
@@ -253,7 +254,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         # get_http_version() formats a string on every call). Nor does it upgrade: llhttp's upgrade needs
         # Connection and Upgrade headers (or CONNECT, refused above).
         upgrade = False
-        prep = self.fwd.request_plain(self.headers, self.peer) if rq.keep_alive else None
+        prep = self.fwd.request_plain(self.headers, self.peer, self.plain) if rq.keep_alive else None
         if prep is None:
             upgrade = self.parser.should_upgrade()
             version = self.parser.get_http_version()
@@ -316,7 +317,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         # The default forwards the client's Host (ours for an HTTP/1.0 request without one); the prefix of
         # a `host: upstream` pool carries the upstream's.
         client_host = (host or pool.hostport) if pool.client_host else None
-        rq.header_block = block = b"\r\n".join(lines)  # kept: a shadow copy sends the same lines
+        rq.header_block = block = prep.block or b"\r\n".join(lines)  # kept: a shadow copy sends them too
         rq.head = request_head(prefix, block, content_length, chunked, rq.websocket, client_host)
         if method == b"HEAD":
             rq.is_head = True

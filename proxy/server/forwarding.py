@@ -13,7 +13,7 @@ import re
 import struct
 from typing import Final
 
-from proxy.http1.headers import Headers, lower_name, may_name, name_sieve
+from proxy.http1.headers import Headers, lower_name, may_name, name_sieve, same_pairs
 from proxy.server.config import GatewaySettings
 from proxy.server.exchange import header_pairs
 
@@ -22,6 +22,7 @@ __all__ = [
     "HOP_BY_HOP",
     "Forwarder",
     "FramingError",
+    "PlainMemo",
     "PreparedRequest",
     "PreparedResponse",
     "header_pairs",
@@ -115,7 +116,9 @@ def _tokens(value: bytes) -> list[bytes]:
 class PreparedRequest:
     """The outcome of `Forwarder.request`: the header lines to send upstream, how the body is framed."""
 
-    __slots__ = ("chunked", "content_length", "host", "id_line", "lines", "loop", "request_id", "websocket")
+    __slots__ = (
+        "block", "chunked", "content_length", "host", "id_line", "lines", "loop", "request_id", "websocket",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -126,8 +129,10 @@ class PreparedRequest:
         websocket: bool,
         loop: bool,
         host: bytes | None = None,
+        block: bytes = b"",
     ) -> None:
         self.lines = lines  # b"Name: value", ready to join with CRLF; the request id's line is the last
+        self.block = block  # the lines joined by CRLF when made already (`request_plain`), else b""
         self.id_line = lines[-1] if lines else b""  # the response carries the same line back to the client
         self.host = host  # the client's Host (None for an HTTP/1.0 request without one): sent upstream
         self.content_length = content_length
@@ -150,6 +155,23 @@ class PreparedResponse:
         self.headers = headers
         self.content_length = content_length
         self.chunked = chunked
+
+
+class PlainMemo:
+    """A client connection's last plain request: its raw headers and what `Forwarder.request_plain` made.
+
+    A keep-alive client (a service's HTTP client, a browser tab, a load generator) usually sends the same
+    headers with every request; then only the request id's line is new. Headers that change per request
+    (a trace id, say) cost one failed comparison, which stops at the first header that differs.
+    """
+
+    __slots__ = ("block", "host", "lines", "raw")
+
+    def __init__(self) -> None:
+        self.raw: Headers | None = None  # the client's header list (a new list per request, never changed)
+        self.lines: list[bytes] = []  # the forwarded lines without the request id's
+        self.block = b""  # those lines joined by CRLF
+        self.host = b""
 
 
 class Forwarder:
@@ -196,15 +218,31 @@ class Forwarder:
         self._last_host = host
         return True
 
-    def request_plain(self, raw: Headers, peer: bytes) -> PreparedRequest | None:
+    def request_plain(
+        self, raw: Headers, peer: bytes, memo: PlainMemo | None = None
+    ) -> PreparedRequest | None:
         """`request` for the common case, or None when it does not apply (then call `request`).
 
         The common case: one non-empty Host and otherwise only ordinary headers (nothing hop-by-hop,
         framing, forwarding or a request id), with ``trusted_hops`` 0. Such a request carries no
         ``Connection`` header, which lets the server infer HTTP/1.1 from llhttp's keep-alive verdict.
+
+        ``memo`` is the client connection's (``peer`` is always the same there): a request whose headers
+        are byte for byte the last plain request's gets that one's lines and joined block again, with a
+        new request id, instead of every line being sieved, made and joined anew.
         """
         if self.trusted_hops:
             return None
+        if memo is not None and memo.raw is not None and same_pairs(raw, memo.raw):
+            if not _ids:
+                _refill_ids()
+            request_id = _ids.pop()
+            id_line = b"%b%b" % (self.request_id_prefix, request_id)
+            kept = memo.lines
+            return PreparedRequest(
+                [*kept, id_line], None, False, request_id, False, False, memo.host,
+                b"%b\r\n%b" % (memo.block, id_line),
+            )  # fmt: skip
         special = self._request_special
         sieve = self._request_sieve
         lines: list[bytes] = []
@@ -234,8 +272,19 @@ class Forwarder:
         lines.append(self.proto_line)
         lines.append(b"X-Forwarded-Host: %b" % host)
         lines.append(self.via_line)
-        lines.append(b"%b%b" % (self.request_id_prefix, request_id))
-        return PreparedRequest(lines, None, False, request_id, False, False, host)
+        id_line = b"%b%b" % (self.request_id_prefix, request_id)
+        if memo is None:
+            lines.append(id_line)
+            return PreparedRequest(lines, None, False, request_id, False, False, host)
+        # Remembered without the id line (the memo's lists are never changed: each request gets a copy).
+        block = b"\r\n".join(lines)
+        memo.raw = raw
+        memo.lines = lines
+        memo.block = block
+        memo.host = host
+        return PreparedRequest(
+            [*lines, id_line], None, False, request_id, False, False, host, b"%b\r\n%b" % (block, id_line)
+        )
 
     def _plain(self, lines: list[bytes], host: bytes, peer: bytes) -> PreparedRequest:
         # Nothing to check or merge: the forwarding headers are ours alone (inlined in request_plain).

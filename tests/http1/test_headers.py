@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from proxy.http1 import headers
-from proxy.http1.headers import declares_length, header_pairs, is_chunked, lower_name, may_name, name_sieve
+from proxy.http1.headers import (
+    declares_length,
+    header_pairs,
+    is_chunked,
+    lower_name,
+    may_name,
+    name_sieve,
+    same_pairs,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +84,20 @@ def test_may_name_never_stops_a_listed_name() -> None:
     assert all(name.lower() not in listed for name in stopped)
     # and it stops most: an ordinary request's names are not looked up
     assert {b"Accept", b"User-Agent", b"Content-Type", b"Cookie", b"", b"X" * 200} <= set(stopped)
+
+
+def test_same_pairs_is_list_equality() -> None:
+    """same_pairs agrees with == on header lists: order, case, repeats and length all count."""
+    base = [(b"Host", b"h"), (b"Accept", b"*/*"), (b"Accept", b"x")]
+    cases = [
+        [],
+        list(base),
+        base[:2],
+        [(b"host", b"h"), *base[1:]],  # a name's case
+        [(b"Host", b"h "), *base[1:]],  # a value's byte
+        [base[0], base[2], base[1]],  # order
+        [*base, (b"X", b"")],
+    ]
+    for a in [*cases, base]:
+        for b in cases:
+            assert same_pairs(a, b) == (a == b), (a, b)
