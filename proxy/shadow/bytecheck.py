@@ -11,7 +11,7 @@ import functools
 import operator
 from typing import Final
 
-from proxy.http1.headers import Headers, lower_name
+from proxy.http1.headers import Headers, lower_name, same_pairs
 from proxy.routing.table import CompareRules
 
 __all__ = ["identical", "identity_headers", "name_lengths", "same_headers"]
@@ -46,8 +46,11 @@ def same_headers(
     response's headers, and each look-up hashes a new bytes object); -1 looks every one up.
     Called for every compared shadow response: plain loops over lists (compiled, a native iteration with
     the pairs unpacked in place, where a ``Sequence`` went through the iterator protocol), no
-    comprehension or helper frames.
+    comprehension or helper frames. Two identical lists (the same side asked twice, or two services that
+    send the same headers) are settled by one native comparison, which stops early when they differ.
     """
+    if same_pairs(control, candidate):
+        return True
     a: list[bytes] = []  # name, value, name, value, ...: no pair made while scanning
     for k, v in control:
         if (lengths >> min(len(k), _LONG)) & 1:
