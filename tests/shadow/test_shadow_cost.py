@@ -7,11 +7,16 @@ import gzip
 
 from aiohttp import web
 from support.clock import ManualClock
+from support.memstore import MemoryStore
 from support.waiting import eventually
 
+from proxy.routing.model import ShadowSettings
 from proxy.routing.table import CompareRules
 from proxy.shadow.bytecheck import identical, identity_headers, name_lengths, same_headers
 from proxy.shadow.compare import Observed, compare
+from proxy.shadow.judge import Judge
+from proxy.shadow.noise import NoiseBook
+from proxy.shadow.samples import SampleBuilder
 
 from .shadow_rig import Backend, RigFactory, routes_text
 
@@ -321,3 +326,16 @@ async def test_other_fetchers_run_as_tasks_under_their_timeout(backends: tuple[B
         await shadower.close(grace=0.5)
         for pool in pools.values():
             pool.close()
+
+
+def test_judge_identity_follows_the_rules_object() -> None:
+    """The judge's identity cache answers for the rules object asked about, the last one kept apart too:
+    alternating rules, and new rules equal to old ones, each get their own names."""
+    store = MemoryStore()
+    judge = Judge(
+        store, 1 << 20, NoiseBook(store), SampleBuilder(ShadowSettings()), lambda: None, lambda coro: None
+    )
+    plain, typed = CompareRules(), CompareRules(headers=("Content-Type", "ETag"))
+    for rules in [plain, typed, typed, plain, CompareRules(headers=("ETag",)), plain]:
+        names, mask = judge.identity(rules)
+        assert names == identity_headers(rules) and mask == name_lengths(names), rules
