@@ -170,7 +170,7 @@ class PlainMemo:
     def __init__(self) -> None:
         self.raw: Headers | None = None  # the client's header list (a new list per request, never changed)
         self.lines: list[bytes] = []  # the forwarded lines without the request id's
-        self.block = b""  # those lines joined by CRLF
+        self.block = b""  # those lines joined by CRLF; b"": not kept (the headers came once so far)
         self.host = b""
 
 
@@ -229,20 +229,26 @@ class Forwarder:
 
         ``memo`` is the client connection's (``peer`` is always the same there): a request whose headers
         are byte for byte the last plain request's gets that one's lines and joined block again, with a
-        new request id, instead of every line being sieved, made and joined anew.
+        new request id, instead of every line being sieved, made and joined anew. The lines are kept only
+        once headers have come twice in a row: a client whose headers change with every request pays the
+        comparison, not the keeping.
         """
         if self.trusted_hops:
             return None
-        if memo is not None and memo.raw is not None and same_pairs(raw, memo.raw):
-            if not _ids:
-                _refill_ids()
-            request_id = _ids.pop()
-            id_line = b"%b%b" % (self.request_id_prefix, request_id)
-            kept = memo.lines
-            return PreparedRequest(
-                [*kept, id_line], None, False, request_id, False, False, memo.host,
-                b"%b\r\n%b" % (memo.block, id_line),
-            )  # fmt: skip
+        keep = False
+        if memo is not None:
+            last = memo.raw
+            if last is not None and same_pairs(raw, last):
+                if memo.block:  # kept: only the request id's line is new
+                    if not _ids:
+                        _refill_ids()
+                    request_id = _ids.pop()
+                    id_line = b"%b%b" % (self.request_id_prefix, request_id)
+                    return PreparedRequest(
+                        [*memo.lines, id_line], None, False, request_id, False, False, memo.host,
+                        b"%b\r\n%b" % (memo.block, id_line),
+                    )  # fmt: skip
+                keep = True  # the second time in a row: keep what this request makes
         special = self._request_special
         sieve = self._request_sieve
         lines: list[bytes] = []
@@ -273,12 +279,15 @@ class Forwarder:
         lines.append(b"X-Forwarded-Host: %b" % host)
         lines.append(self.via_line)
         id_line = b"%b%b" % (self.request_id_prefix, request_id)
-        if memo is None:
+        if not keep:
+            if memo is not None:  # remembered, to be recognised should the next request repeat them
+                memo.raw = raw
+                memo.block = b""
             lines.append(id_line)
             return PreparedRequest(lines, None, False, request_id, False, False, host)
-        # Remembered without the id line (the memo's lists are never changed: each request gets a copy).
+        assert memo is not None
+        # Kept without the id line (the memo's list is never changed: each request gets a copy).
         block = b"\r\n".join(lines)
-        memo.raw = raw
         memo.lines = lines
         memo.block = block
         memo.host = host

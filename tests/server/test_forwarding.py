@@ -194,26 +194,34 @@ def test_request_plain_matches_request_or_declines() -> None:
 
 
 def test_request_plain_memo_reuses_the_last_requests_lines() -> None:
-    """With a connection's memo, a request with the last one's headers gets its lines again, a new id."""
+    """With a connection's memo, headers that came twice in a row are kept: the next request with them
+    gets their lines again, with a new id; headers that change per request are only compared."""
     fwd = Forwarder(GatewaySettings())
     memo = PlainMemo()
     plain = [(b"Host", b"h"), (b"Accept", b"*/*"), (b"User-Agent", b"t")]
-    first = fwd.request_plain(plain, b"10.0.0.1", memo)
-    assert first is not None and memo.raw is plain
     full = fwd.request(plain, b"10.0.0.1", True)
-    assert first.lines[:-1] == full.lines[:-1] and first.block == b"\r\n".join(first.lines)
-    again = fwd.request_plain(list(plain), b"10.0.0.1", memo)  # equal headers, a new list (as parsed)
-    assert again is not None and memo.raw is plain  # the remembered outcome served it
-    assert again.lines[:-1] == first.lines[:-1] and again.request_id != first.request_id
+    first = fwd.request_plain(plain, b"10.0.0.1", memo)
+    assert first is not None and memo.raw is plain and memo.block == b""  # seen once: not kept
+    assert first.lines[:-1] == full.lines[:-1] and first.block == b""  # joined by the caller, as before
+    second = fwd.request_plain(list(plain), b"10.0.0.1", memo)  # equal headers, a new list (as parsed)
+    assert second is not None and memo.raw is plain and memo.block  # twice in a row: kept
+    assert second.lines[:-1] == first.lines[:-1] and second.block == b"\r\n".join(second.lines)
+    again = fwd.request_plain(list(plain), b"10.0.0.1", memo)
+    assert again is not None and memo.raw is plain  # served by what was kept
+    assert again.lines[:-1] == first.lines[:-1]
+    assert again.request_id not in (first.request_id, second.request_id)
     assert again.id_line == again.lines[-1] == b"X-Request-Id: " + again.request_id
     assert again.block == b"\r\n".join(again.lines) and again.host == b"h"
     again.lines.append(b"X-Extra: 1")  # a request's list is its own: the memo's stays as it was
-    assert fwd.request_plain(list(plain), b"10.0.0.1", memo).lines[:-1] == first.lines[:-1]  # type: ignore[union-attr]
+    after = fwd.request_plain(list(plain), b"10.0.0.1", memo)
+    assert after is not None and after.lines[:-1] == first.lines[:-1]
     other = [(b"Host", b"h2"), (b"Accept", b"*/*"), (b"User-Agent", b"t")]  # one value differs
     third = fwd.request_plain(other, b"10.0.0.1", memo)
-    assert third is not None and memo.raw is other
+    assert third is not None and memo.raw is other and memo.block == b""
     assert b"X-Forwarded-Host: h2" in third.lines and third.host == b"h2"
-    assert third.block == b"\r\n".join(third.lines)
+    fourth = fwd.request_plain(list(other), b"10.0.0.1", memo)
+    assert fourth is not None and b"X-Forwarded-Host: h2" in fourth.lines and memo.block
+    assert fourth.block == b"\r\n".join(fourth.lines)
     # Not plain: declined whatever the memo holds, and the memo keeps the last plain request's.
     assert fwd.request_plain([*other, (b"Connection", b"close")], b"10.0.0.1", memo) is None
-    assert memo.raw is other
+    assert memo.raw is other and b"X-Forwarded-Host: h2" in memo.lines
