@@ -406,8 +406,10 @@ class Responder(ResponseSink):
             self._not_comparable(rq, "websocket")  # a copy would be a second live session: never made
         elif tee is not None and rq.resp_started and rq.resp_done:
             assert pool is not None
-            req_body = b"".join(tee.req) if tee.req is not None else None
-            resp_body = b"".join(tee.resp) if tee.resp is not None and not tee.resp_over else None
+            req = tee.req
+            req_body = None if req is None else _joined(req) if req else b""  # a GET's: b"", no join
+            resp = tee.resp
+            resp_body = None if resp is None or tee.resp_over else _joined(resp) if resp else b""
             shadow = gateway.shadow
             if shadow is not None:
                 try:  # shadowing's failure must not reach the data path
@@ -539,7 +541,8 @@ class Responder(ResponseSink):
 
 
 def _joined(out: list[bytes]) -> bytes:
-    """The batched bytes as one: a response's head and small body are two, copied without a join (~3x)."""
+    """The batched bytes as one: a response's head and small body are two, copied without a join (~3x);
+    one is itself (a shadowed response's body, usually)."""
     size = len(out)
     if size == 1:
         return out[0]
