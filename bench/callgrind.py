@@ -93,10 +93,10 @@ def measure(fleet: Fleet, tmp: Path, routes: str, env: dict[str, str], args: arg
            "--workers", "1", "--access-log", "off", "--log-level", "warning"]  # fmt: skip
     pid = fleet.start("gateway", cmd, env=child_env, cwd=args.checkout, port=port, timeout=600)
     try:
-        asyncio.run(drive(port, args.warmup, args.connections))
+        asyncio.run(drive(port, args.warmup, args.connections, args.vary))
         time.sleep(1.0)  # shadow copies of the warm-up still in flight land before the zero
         _control("-z", pid)
-        asyncio.run(drive(port, args.requests, args.connections))
+        asyncio.run(drive(port, args.requests, args.connections, args.vary))
         time.sleep(1.0)  # ... and those of the measured requests before the dump
         _control("-d", pid)
     finally:
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1, help="client keep-alive connections")
     parser.add_argument("--shadow", action="store_true", help="copy every GET to a second upstream")
     parser.add_argument("--pure", action="store_true", help="STRANGLER_PURE_PYTHON=1 (the .py sources)")
+    parser.add_argument("--vary", action="store_true", help="a header that changes with every request")
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the checkout to run (built in place)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps into this directory")
     args = parser.parse_args(argv)
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             fleet.close()
     log(f"{args.checkout} ({'pure' if args.pure else 'as built'}), "
-        f"{'every GET shadowed' if args.shadow else 'unshadowed'}")  # fmt: skip
+        f"{'every GET shadowed' if args.shadow else 'unshadowed'}"
+        f"{', a header of its own per request' if args.vary else ''}")  # fmt: skip
     if args.shadow:  # every request of the run (warm-up and measured) should have had its copy
         print(f"shadow copies: {copies} of {args.warmup + args.requests} requests")
     print(f"instructions per request: {total / args.requests:,.0f} ({total:,} over {args.requests} requests)")

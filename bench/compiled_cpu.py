@@ -34,11 +34,13 @@ from bench.harness import ROOT, Fleet, cpu_times, free_port, log, process_tree, 
 REQUEST = b"GET /api/v1/users/1 HTTP/1.1\r\nHost: bench\r\nUser-Agent: compiled-cpu\r\n\r\n"
 
 
-async def _client(port: int, count: int) -> None:
+async def _client(port: int, count: int, vary: bool = False) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for _ in range(count):
-            writer.write(REQUEST)
+        for n in range(count):
+            # ``vary``: a header that changes with every request (as a trace id would), so that no request
+            # repeats the last one's headers (the gateway's per-connection `PlainMemo` never applies).
+            writer.write(REQUEST[:-2] + b"X-Trace: %d\r\n\r\n" % n if vary else REQUEST)
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"unexpected response: {head[:200]!r}")
@@ -51,10 +53,11 @@ async def _client(port: int, count: int) -> None:
         writer.close()
 
 
-async def drive(port: int, requests: int, connections: int) -> None:
-    """``requests`` GETs over ``connections`` keep-alive connections, one in flight on each."""
+async def drive(port: int, requests: int, connections: int, vary: bool = False) -> None:
+    """``requests`` GETs over ``connections`` keep-alive connections, one in flight on each (``vary``: each
+    with a header of its own)."""
     share, extra = divmod(requests, connections)
-    await asyncio.gather(*(_client(port, share + (i < extra)) for i in range(connections)))
+    await asyncio.gather(*(_client(port, share + (i < extra), vary) for i in range(connections)))
 
 
 def measure(fleet: Fleet, tmp: Path, build: str, routes: str, env: dict[str, str],
