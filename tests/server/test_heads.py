@@ -78,3 +78,12 @@ def test_interim_head() -> None:
     assert interim_head(103, b"Early Hints", [(b"Link", b"</a.css>")]) == (
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
     )
+
+
+def test_response_status_line_for_any_three_digits() -> None:
+    """The status line of a known code comes from the table, any other three digits formatted alike."""
+    for status in (200, 404, 599, 600, 799, 999):
+        head, _ = response_head(status, b"Why", [b"X-A: 1"], b"0", False, True, False, True)
+        assert head.startswith(b"HTTP/1.1 %d Why\r\nX-A: 1\r\n" % status), head
+        head, _ = response_head(status, b"", [b"X-A: 1"], None, False, True, False, True)
+        assert head.startswith(b"HTTP/1.1 %d \r\nX-A: 1\r\n" % status), head
