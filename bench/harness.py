@@ -2,7 +2,9 @@
 
 Every process a benchmark starts goes through a `Fleet`, which starts it in a session of its own (so the
 whole process group, e.g. nginx's master and worker, can be signalled by the id we were given) and stops
-all of them in `close()`, which the benchmarks call from a `finally`.
+all of them in `close()`, which the benchmarks call from a `finally`. A `Fleet` made in the main thread
+turns SIGTERM into `SystemExit` (when nothing else handles it), so that a benchmark stopped by its id runs
+those `finally` blocks too instead of leaving its upstreams, proxies and gateways running.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -108,12 +111,28 @@ def tail(path: Path, lines: int = 25) -> str:
         return f"(no log at {path})"
 
 
+def _exit_on_term() -> bool:
+    """Make SIGTERM raise `SystemExit` in the main thread (the default ends the process without running a
+    `finally`); True when this call installed it. A handler someone else installed stays."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return False
+    signal.signal(signal.SIGTERM, _term)
+    return True
+
+
+def _term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class Fleet:
     """The children of one benchmark run; `close()` stops every one of them (TERM, then KILL)."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._term_installed = _exit_on_term()  # undone by close()
 
     def start(self, name: str, cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
               cwd: Path | None = None, port: int | None = None, timeout: float = 30.0) -> int:
@@ -140,10 +159,13 @@ class Fleet:
         return any(p.pid == pid and p.poll() is None for _, p in self.procs)
 
     def close(self) -> None:
-        """Stop every child, newest first."""
+        """Stop every child, newest first; SIGTERM's default action again if this fleet changed it."""
         while self.procs:
             _name, proc = self.procs.pop()
             _stop_group(proc, 5.0)
+        if self._term_installed and signal.getsignal(signal.SIGTERM) is _term:
+            self._term_installed = False
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import compiled_cpu, micro, timing
 from bench.gateway import data_path_checks
 from bench.gw_targets import NGINX_CONF, ROUTES
+from bench.harness import Fleet
 from bench.report import Check
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
 
@@ -234,3 +238,49 @@ def test_compiled_cpu_bench_compares_another_checkout(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "against   CPU us/request: mean" in out and "pure " not in out
     assert f"compiled / {root} (as built) CPU per request:" in out
+
+
+STOPPED_BY_ID = """\
+import sys, time
+from pathlib import Path
+from bench.harness import Fleet
+fleet = Fleet(Path(sys.argv[1]))
+try:
+    print(fleet.start("sleeper", ["sleep", "120"]), flush=True)
+    time.sleep(120)
+finally:
+    fleet.close()
+    print("closed", flush=True)
+"""
+
+
+def test_a_benchmark_stopped_by_its_id_stops_its_children(tmp_path: Path) -> None:
+    """SIGTERM to a benchmark runs its `finally`: the Fleet's children stop with it, none is left behind."""
+    root = Path(__file__).resolve().parent.parent
+    bench = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_BY_ID, str(tmp_path)], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    child = 0
+    try:
+        assert bench.stdout is not None
+        child = int(bench.stdout.readline())
+        bench.terminate()
+        out, _ = bench.communicate(timeout=30)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        if child and bench.returncode != 143:  # its Fleet did not stop the sleeper: stop it here
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+    assert bench.returncode == 143 and out.strip() == "closed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # stopped and reaped by the Fleet's close
+
+
+def test_a_fleet_gives_sigterm_back_when_closed(tmp_path: Path) -> None:
+    """A Fleet made in a test process leaves SIGTERM's default action as it found it once closed."""
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    fleet = Fleet(tmp_path)
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    fleet.close()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
