@@ -241,13 +241,13 @@ def test_compiled_cpu_bench_compares_another_checkout(capsys: pytest.CaptureFixt
 
 
 STOPPED_BY_ID = """\
-import sys, time
+import signal, sys
 from pathlib import Path
 from bench.harness import Fleet
 fleet = Fleet(Path(sys.argv[1]))
 try:
     print(fleet.start("sleeper", ["sleep", "120"]), flush=True)
-    time.sleep(120)
+    signal.pause()  # until the test's SIGTERM
 finally:
     fleet.close()
     print("closed", flush=True)
