@@ -240,14 +240,7 @@ class Forwarder:
             last = memo.raw
             if last is not None and same_pairs(raw, last):
                 if memo.block:  # kept: only the request id's line is new
-                    if not _ids:
-                        _refill_ids()
-                    request_id = _ids.pop()
-                    id_line = b"%b%b" % (self.request_id_prefix, request_id)
-                    return PreparedRequest(
-                        [*memo.lines, id_line], None, False, request_id, False, False, memo.host,
-                        b"%b\r\n%b" % (memo.block, id_line),
-                    )  # fmt: skip
+                    return self._kept(memo)
                 keep = True  # the second time in a row: keep what this request makes
         special = self._request_special
         sieve = self._request_sieve
@@ -270,30 +263,37 @@ class Forwarder:
                 return None
         if not host or not self._good_host(host):
             return None  # `request` refuses it with the reason
-        # _plain, inlined with new_request_id: two calls fewer on the common request's path.
-        if not _ids:
-            _refill_ids()
-        request_id = _ids.pop()
         lines.append(b"X-Forwarded-For: %b" % peer)
         lines.append(self.proto_line)
         lines.append(b"X-Forwarded-Host: %b" % host)
         lines.append(self.via_line)
+        if keep:
+            assert memo is not None
+            # Kept without the id line (the memo's list is never changed: each request gets a copy).
+            memo.lines = lines
+            memo.block = b"\r\n".join(lines)
+            memo.host = host
+            return self._kept(memo)
+        if memo is not None:  # remembered, to be recognised should the next request repeat them
+            memo.raw = raw
+            memo.block = b""
+        # _plain, inlined with new_request_id: two calls fewer on the common request's path.
+        if not _ids:
+            _refill_ids()
+        request_id = _ids.pop()
+        lines.append(b"%b%b" % (self.request_id_prefix, request_id))
+        return PreparedRequest(lines, None, False, request_id, False, False, host)
+
+    def _kept(self, memo: PlainMemo) -> PreparedRequest:
+        """A plain request from the lines ``memo`` keeps, with a new request id (its line the last)."""
+        if not _ids:
+            _refill_ids()
+        request_id = _ids.pop()
         id_line = b"%b%b" % (self.request_id_prefix, request_id)
-        if not keep:
-            if memo is not None:  # remembered, to be recognised should the next request repeat them
-                memo.raw = raw
-                memo.block = b""
-            lines.append(id_line)
-            return PreparedRequest(lines, None, False, request_id, False, False, host)
-        assert memo is not None
-        # Kept without the id line (the memo's list is never changed: each request gets a copy).
-        block = b"\r\n".join(lines)
-        memo.lines = lines
-        memo.block = block
-        memo.host = host
         return PreparedRequest(
-            [*lines, id_line], None, False, request_id, False, False, host, b"%b\r\n%b" % (block, id_line)
-        )
+            [*memo.lines, id_line], None, False, request_id, False, False, memo.host,
+            b"%b\r\n%b" % (memo.block, id_line),
+        )  # fmt: skip
 
     def _plain(self, lines: list[bytes], host: bytes, peer: bytes) -> PreparedRequest:
         # Nothing to check or merge: the forwarding headers are ours alone (inlined in request_plain).
