@@ -46,6 +46,7 @@ __all__ = [
 # store) says so with `mypyc_attr(allow_interpreted_subclasses=True)`, imported from here.
 HOT_MODULES: tuple[str, ...] = (
     "proxy.http1.headers",
+    "proxy.http1.line",
     "proxy.http1.reader",
     "proxy.routing.model",
     "proxy.routing.paths",

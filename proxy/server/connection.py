@@ -20,6 +20,7 @@ from typing import cast
 import httptools
 
 from proxy.http1.errors import error_response
+from proxy.http1.line import origin_line
 from proxy.server.fallback import Attempt
 from proxy.server.forwarding import FramingError, PlainMemo, new_request_id
 from proxy.server.heads import request_head
@@ -60,6 +61,11 @@ class ClientProtocol(Holder, asyncio.Protocol):
         self.parsing: Request | None = None  # the request whose head/body is being parsed
         self.refusal: Refusal | None = None
         self.plain = PlainMemo()  # the last plain request's headers, as forwarded (`request_plain`)
+        # A head seen before but for its request line goes past the parser (`_repeat`): the bytes after that
+        # line (b"": none yet) and the headers llhttp made of them. Set by `_remember`.
+        self.tail = b""
+        self.tail_headers: Headers = []
+        self.kept = False  # `_route`: this request's headers were the memo's kept ones (`request_plain`)
 
     def _new_parser(self) -> None:
         """A fresh request parser, and its methods every request calls, bound once (as the response
@@ -128,6 +134,10 @@ class ClientProtocol(Holder, asyncio.Protocol):
             elif self.upgrading is not None:  # bytes after a WebSocket request: the upstream's, unparsed
                 self._send_body(self.upgrading, data)
             return
+        tail = self.tail
+        idle = self.state == IDLE
+        if idle and tail and data.endswith(tail) and self._repeat(data, len(data) - len(tail)):
+            return
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade as e:
@@ -143,6 +153,10 @@ class ClientProtocol(Holder, asyncio.Protocol):
                 refusal = Refusal(505, "this HTTP version is not supported: send HTTP/1.1 or HTTP/1.0")
             self._refuse(refusal or Refusal(400, f"malformed request: {e}"))
             return
+        if self.kept:
+            self.kept = False
+            if idle:
+                self._remember(data)
         if self.state == HEAD:
             self.head_raw += len(data)
             if self.head_raw > self.max_header + self.max_line:
@@ -228,12 +242,17 @@ class ClientProtocol(Holder, asyncio.Protocol):
             raise self.refusal
 
     def on_headers_complete(self) -> None:
+        self._head_complete(self._method(), self._keep_alive(), self.parser)
+
+    def _head_complete(self, method: bytes, keep_alive: bool, parser: httptools.HttpRequestParser | None) -> None:
+        """A request's head is complete: route it and start it, or queue it behind the one in flight.
+        ``parser`` None: the head was read without it (`_repeat`)."""
         if self.state == HEAD:
             self.state = BODY
-        rq = Request(self._method(), True, self._keep_alive(), perf_counter())  # http11: _route
+        rq = Request(method, True, keep_alive, perf_counter())  # http11: _route
         self.parsing = rq
         try:
-            self._route(rq)
+            self._route(rq, parser)
         except Refusal as refusal:
             refusal.request_id = rq.request_id
             self.refusal = refusal
@@ -244,7 +263,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
             self.queue.append(rq)
             self._update_reading()
 
-    def _route(self, rq: Request) -> None:
+    def _route(self, rq: Request, parser: httptools.HttpRequestParser | None) -> None:
         gateway = self.gateway
         method = rq.method
         if method == b"CONNECT":
@@ -256,8 +275,10 @@ class ClientProtocol(Holder, asyncio.Protocol):
         upgrade = False
         prep = self.fwd.request_plain(self.headers, self.peer, self.plain) if rq.keep_alive else None
         if prep is None:
-            upgrade = self.parser.should_upgrade()
-            version = self.parser.get_http_version()
+            version = "1.1"  # read without the parser: `origin_line` took only HTTP/1.1, with no upgrade
+            if parser is not None:
+                upgrade = parser.should_upgrade()
+                version = parser.get_http_version()
             if version != "1.1" and version != "1.0":  # llhttp parses 0.9 and 2.0 heads as 1.x-shaped
                 raise Refusal(505, f"HTTP/{version} is not supported: send HTTP/1.1 or HTTP/1.0")
             rq.http11 = version == "1.1"
@@ -265,6 +286,8 @@ class ClientProtocol(Holder, asyncio.Protocol):
                 prep = self.fwd.request(self.headers, self.peer, rq.http11)
             except FramingError as e:
                 raise Refusal(400, str(e)) from None
+        elif prep.block:  # the memo's kept lines: these headers came before (`_remember`)
+            self.kept = True
         rq.request_id = prep.request_id
         rq.id_line = prep.id_line
         if prep.loop:
@@ -330,6 +353,48 @@ class ClientProtocol(Holder, asyncio.Protocol):
                         tee.hold = WAIT_BODY
             except Exception:
                 log.exception("shadow.wants failed")
+
+    def _repeat(self, data: bytes, end: int) -> bool:
+        """Read ``data`` without the parser when it is the remembered head (`_remember`) but for its request
+        line ``data[:end]``, and that line one llhttp reads as `origin_line` does: the callbacks' work, in
+        their order, for one head with no body. False: the parser is to read it."""
+        line = origin_line(data, end)
+        if line is None:
+            return False
+        method, url = line
+        if len(url) > self.max_line:
+            return False  # the parser refuses it (414)
+        self.on_message_begin()
+        self.url = url
+        self.headers = self.tail_headers  # never changed: `on_message_begin` starts a new list
+        try:
+            self._head_complete(method, True, None)
+        except Refusal as refusal:  # as `data_received` does when the parser passes it on
+            self._refuse(refusal)
+            return True
+        except Exception as e:
+            log.error("request handling failed", exc_info=e)
+            self._refuse(Refusal(500, "the gateway failed to handle this request; see its log"))
+            return True
+        finally:
+            self.kept = False
+        self.on_message_complete()
+        return True
+
+    def _remember(self, data: bytes) -> None:
+        """After the parser read ``data`` from the start of a head, with a request whose headers came
+        twice in a row (`_route`'s ``kept``): when ``data`` was that head and nothing else, and its request
+        line one `origin_line` reads as llhttp did, remember the bytes after that line, and the headers, for
+        `_repeat`. A keep-alive client sending the same headers (a service's HTTP client, a load
+        generator) then skips the parser from its third request on."""
+        if self.state != IDLE or self.parsing is not None or data.find(b"\r\n\r\n") != len(data) - 4:
+            return
+        end = data.find(b"\r\n")
+        line = origin_line(data, end)
+        if line is None or line[1] != self.url or line[0] != self._method():
+            return
+        self.tail = data[end:]
+        self.tail_headers = self.plain.raw or self.headers  # the memo's own list: `same_pairs` by identity
 
     def on_body(self, body: bytes) -> None:
         rq = self.parsing
