@@ -25,21 +25,24 @@ _TARGET_BYTES: Final = bytes(range(0x21, 0x7F)).replace(b"#", b"")
 _TARGET_TABLE: Final = bytes(i if i in _TARGET_BYTES else (i + 1) & 0xFF for i in range(256))
 
 
-def origin_line(data: bytes, end: int) -> tuple[bytes, bytes] | None:
-    """(method, target) of the request line ``data[:end]`` when it is ``METHOD /target HTTP/1.1`` with a
-    method of `_METHODS` and a target of visible ASCII without "#"; else None (llhttp's to judge)."""
-    if not data.endswith(_VERSION, 0, end):
+def origin_line(line: bytes) -> tuple[bytes, bytes] | None:
+    """(method, target) of the request line ``line`` (without its CRLF) when it is ``METHOD /target
+    HTTP/1.1`` with a method of `_METHODS` and a target of visible ASCII without "#"; else None (llhttp's
+    to judge)."""
+    # Compiled, one-argument startswith/endswith are native; find, or a bound given to either, is a
+    # method call by name (~1,200 instructions for endswith with bounds, ~100 for slicing the line).
+    if not line.endswith(_VERSION):
         return None
     method = _GET
     start = 4
-    if not data.startswith(b"GET /"):  # the common method, without slicing it out
-        space = data.find(b" ", 0, end)
-        known = _METHODS.get(data[:space])
-        if known is None or not data.startswith(b"/", space + 1):
+    if not line.startswith(b"GET /"):  # the common method, without slicing it out
+        space = line.find(b" ")
+        known = _METHODS.get(line[:space])
+        if known is None or not line.startswith(b"/", space + 1):
             return None
         method = known
         start = space + 1
-    target = data[start : end - len(_VERSION)]
+    target = line[start : len(line) - len(_VERSION)]
     if target.translate(_TARGET_TABLE) is not target:  # a byte outside the set (a space, a control...)
         return None
     return method, target

@@ -136,7 +136,8 @@ class ClientProtocol(Holder, asyncio.Protocol):
             return
         tail = self.tail
         idle = self.state == IDLE
-        if idle and tail and data.endswith(tail) and self._repeat(data, len(data) - len(tail)):
+        # len(), not the bytes' truth: compiled, a native read instead of a call (as for `prep.block`).
+        if idle and len(tail) != 0 and data.endswith(tail) and self._repeat(data, len(data) - len(tail)):
             return
         try:
             self._feed(data)
@@ -286,7 +287,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
                 prep = self.fwd.request(self.headers, self.peer, rq.http11)
             except FramingError as e:
                 raise Refusal(400, str(e)) from None
-        elif prep.block:  # the memo's kept lines: these headers came before (`_remember`)
+        elif len(prep.block) != 0:  # the memo's kept lines: these headers came before (`_remember`)
             self.kept = True
         rq.request_id = prep.request_id
         rq.id_line = prep.id_line
@@ -358,7 +359,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         """Read ``data`` without the parser when it is the remembered head (`_remember`) but for its request
         line ``data[:end]``, and that line one llhttp reads as `origin_line` does: the callbacks' work, in
         their order, for one head with no body. False: the parser is to read it."""
-        line = origin_line(data, end)
+        line = origin_line(data[:end])
         if line is None:
             return False
         method, url = line
@@ -390,7 +391,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         if self.state != IDLE or self.parsing is not None or data.find(b"\r\n\r\n") != len(data) - 4:
             return
         end = data.find(b"\r\n")
-        line = origin_line(data, end)
+        line = origin_line(data[:end])
         if line is None or line[1] != self.url or line[0] != self._method():
             return
         self.tail = data[end:]

@@ -30,8 +30,7 @@ def llhttp(line: bytes) -> tuple[bytes, bytes, str] | None:
 
 def agrees(line: bytes) -> tuple[bytes, bytes] | None:
     """`origin_line`'s reading of ``line``, checked against llhttp's when it has one."""
-    data = line + TAIL
-    read = origin_line(data, len(line))
+    read = origin_line(line)
     if read is not None:
         assert llhttp(line) == (*read, "1.1"), line
     return read
@@ -94,11 +93,3 @@ def test_each_byte_of_a_target_is_judged_as_llhttp_would(method: bytes) -> None:
                 assert read == (method, target)
                 accepted.add(byte)
     assert accepted == set(range(0x21, 0x7F)) - {ord("#")}
-
-
-def test_the_line_is_read_up_to_end_only() -> None:
-    """``end`` bounds the line: the bytes after it (the head's tail) are not part of it."""
-    data = b"GET /a HTTP/1.1" + TAIL
-    assert origin_line(data, 15) == (b"GET", b"/a")
-    assert origin_line(data, 14) is None  # "GET /a HTTP/1." is no request line
-    assert origin_line(b"DELETE /a HTTP/1.1" + TAIL, 18) == (b"DELETE", b"/a")
