@@ -245,7 +245,9 @@ class ClientProtocol(Holder, asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._head_complete(self._method(), self._keep_alive(), self.parser)
 
-    def _head_complete(self, method: bytes, keep_alive: bool, parser: httptools.HttpRequestParser | None) -> None:
+    def _head_complete(
+        self, method: bytes, keep_alive: bool, parser: httptools.HttpRequestParser | None
+    ) -> None:
         """A request's head is complete: route it and start it, or queue it behind the one in flight.
         ``parser`` None: the head was read without it (`_repeat`)."""
         if self.state == HEAD:

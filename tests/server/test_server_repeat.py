@@ -1,12 +1,12 @@
-"""A head the client sent before but for its request line is read without the parser (`ClientProtocol._repeat`):
-forwarded exactly as a parsed one, and every head the shortcut is unsure of still goes to llhttp."""
+"""A head the client sent before but for its request line is read without the parser
+(`ClientProtocol._repeat`): forwarded exactly as a parsed one, and every head the shortcut is unsure of
+still goes to llhttp."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
 from support.upstreams import EchoUpstream, RawClient
 
@@ -72,7 +72,7 @@ async def test_a_repeated_head_skips_the_parser_and_is_forwarded_as_a_parsed_one
     client.close()
 
 
-async def test_what_the_shortcut_is_unsure_of_goes_to_the_parser(gw: RunningGateway, echo: EchoUpstream) -> None:
+async def test_what_the_shortcut_is_unsure_of_goes_to_the_parser(gw: RunningGateway) -> None:
     client, conn, fed = await primed(gw)
     # Two heads in one read (pipelined): both answered, in order, by the parser.
     await client.send(b"GET /p/1 HTTP/1.1" + HEAD_TAIL + b"GET /p/2 HTTP/1.1" + HEAD_TAIL)
@@ -104,7 +104,8 @@ async def test_a_bad_line_with_a_known_head_is_refused_by_the_parser(gw: Running
 
 @pytest.mark.parametrize(
     ("target", "parsed"),
-    [(b"/a/%zz", 0), (b"/frag#x", 1)],  # `_route` refuses the first, read either way; the parser reads the second
+    # `_route` refuses the first, read either way; the parser reads the second (and the gateway refuses it)
+    [(b"/a/%zz", 0), (b"/frag#x", 1)],
 )
 async def test_a_refusal_of_a_repeated_head_is_answered_as_when_parsed(
     gw: RunningGateway, target: bytes, parsed: int
