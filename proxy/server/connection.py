@@ -1,4 +1,5 @@
 """The client side of the data path: an asyncio Protocol per connection, parsing with httptools (llhttp).
+A head the client sent before but for its request line is read without the parser (`_repeat`).
 
 One `ClientProtocol` reads requests, refuses ambiguous framing, routes each request once against the
 table current at its start, and hands it to its `proxy.server.responder.Responder` half, which streams it
@@ -390,7 +391,9 @@ class ClientProtocol(Holder, asyncio.Protocol):
         line one `origin_line` reads as llhttp did, remember the bytes after that line, and the headers, for
         `_repeat`. A keep-alive client sending the same headers (a service's HTTP client, a load
         generator) then skips the parser from its third request on."""
-        if self.state != IDLE or self.parsing is not None or data.find(b"\r\n\r\n") != len(data) - 4:
+        if self.state != IDLE or self.parsing is not None or not data.endswith(b"\r\n\r\n"):
+            return
+        if data.find(b"\r\n\r\n") != len(data) - 4:  # two heads (pipelined): a call by name, only here
             return
         end = data.find(b"\r\n")
         line = origin_line(data[:end])
