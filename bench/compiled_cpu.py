@@ -29,7 +29,17 @@ import time
 from pathlib import Path
 
 from bench.gw_targets import shadow_storage, start_upstreams, upstream_count
-from bench.harness import ROOT, Fleet, cpu_times, free_port, log, process_tree, rss_mib
+from bench.harness import (
+    CLOCK_TICKS,
+    ROOT,
+    BenchError,
+    Fleet,
+    cpu_times,
+    free_port,
+    log,
+    process_tree,
+    rss_mib,
+)
 
 REQUEST = b"GET /api/v1/users/1 HTTP/1.1\r\nHost: bench\r\nUser-Agent: compiled-cpu\r\n\r\n"
 
@@ -83,6 +93,11 @@ def measure(fleet: Fleet, tmp: Path, build: str, routes: str, env: dict[str, str
     finally:
         fleet.stop(pid)
     total = (user1 - user0) + (sys1 - sys0)
+    if total <= 0:  # /proc counts whole clock ticks: a round this short reads as no CPU at all
+        raise BenchError(
+            f"the {build} gateway's {args.requests} requests took less CPU than one clock tick "
+            f"({1000 / CLOCK_TICKS:.0f} ms) to measure: ask for more --requests"
+        )
     return total / args.requests * 1e6, (sys1 - sys0) / args.requests * 1e6, rss
 
 
@@ -135,4 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench/compiled_cpu.py: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -222,7 +222,7 @@ async def test_timing_bench_gateway_figure_runs() -> None:
 
 def test_compiled_cpu_bench_measures_both_builds(capsys: pytest.CaptureFixture[str]) -> None:
     """bench/compiled_cpu.py runs a real gateway of each build (as built, and STRANGLER_PURE_PYTHON=1)."""
-    argv = ["--rounds", "1", "--requests", "300", "--warmup", "50", "--connections", "2"]
+    argv = ["--rounds", "1", "--requests", "2000", "--warmup", "50", "--connections", "2"]
     assert compiled_cpu.main(argv) == 0
     out = capsys.readouterr().out
     assert "compiled  CPU us/request: mean" in out and "pure      CPU us/request: mean" in out
@@ -232,7 +232,7 @@ def test_compiled_cpu_bench_measures_both_builds(capsys: pytest.CaptureFixture[s
 def test_compiled_cpu_bench_compares_another_checkout(capsys: pytest.CaptureFixture[str]) -> None:
     """With --against, the other build is that checkout's as built (here this checkout again), not pure."""
     root = Path(compiled_cpu.__file__).resolve().parent.parent
-    argv = ["--rounds", "1", "--requests", "300", "--warmup", "50", "--connections", "2"]
+    argv = ["--rounds", "1", "--requests", "2000", "--warmup", "50", "--connections", "2"]
     argv += ["--against", str(root)]
     assert compiled_cpu.main(argv) == 0
     out = capsys.readouterr().out
