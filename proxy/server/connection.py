@@ -36,6 +36,13 @@ __all__ = ["ClientProtocol"]
 log = logging.getLogger("strangler.server")
 
 
+def _handling_failed(cause: BaseException | None) -> Refusal:
+    """The answer when the gateway's own code failed on a request (a bug, not the client's fault): 500,
+    with the cause in the log."""
+    log.error("request handling failed", exc_info=cause)
+    return Refusal(500, "the gateway failed to handle this request; see its log")
+
+
 class ClientProtocol(Holder, asyncio.Protocol):
     """One client connection: HTTP/1.1 requests in, responses out, in order."""
 
@@ -148,9 +155,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
         except httptools.HttpParserError as e:
             refusal = self.refusal
             if refusal is None and isinstance(e, httptools.HttpParserCallbackError):
-                # Our own callback failed: a gateway bug, not the client's fault.
-                log.error("request handling failed", exc_info=e.__context__)
-                refusal = Refusal(500, "the gateway failed to handle this request; see its log")
+                refusal = _handling_failed(e.__context__)  # our own callback failed
             if refusal is None and "HTTP version" in str(e):  # llhttp: "Invalid HTTP version" (1.2, 3.0...)
                 refusal = Refusal(505, "this HTTP version is not supported: send HTTP/1.1 or HTTP/1.0")
             self._refuse(refusal or Refusal(400, f"malformed request: {e}"))
@@ -377,8 +382,7 @@ class ClientProtocol(Holder, asyncio.Protocol):
             self._refuse(refusal)
             return True
         except Exception as e:
-            log.error("request handling failed", exc_info=e)
-            self._refuse(Refusal(500, "the gateway failed to handle this request; see its log"))
+            self._refuse(_handling_failed(e))
             return True
         finally:
             self.kept = False
