@@ -40,7 +40,7 @@ tests/routing/orders_app/node_modules/.installed: tests/routing/orders_app/packa
 # this is the one build; without a C compiler, or with STRANGLER_PURE_PYTHON=1, it is pure Python (slower,
 # same behaviour). A stale build is never run: importing proxy falls back to the sources (proxy/compiled.py).
 COMPILED := $(VENV)/.compiled
-HOT_SOURCES := setup.py proxy/compiled.py $(wildcard proxy/http1/*.py proxy/routing/*.py proxy/upstream/*.py \
+HOT_SOURCES := setup.py proxy/compiled.py $(wildcard proxy/http1/*.py proxy/http1/*.c proxy/routing/*.py proxy/upstream/*.py \
 	proxy/server/*.py proxy/shadow/*.py)
 $(COMPILED): $(STAMP) $(HOT_SOURCES)
 	$(PY) setup.py -q build_ext --inplace

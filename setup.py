@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
@@ -36,10 +36,14 @@ def _ext_modules() -> list[Any]:
     try:
         # The shared library (all the compiled code; each module's own .so is a stub) inside the package,
         # proxy/hot__mypyc.*.so: a top-level one would not be found by an editable install's mapping.
-        return list(mypycify(paths, opt_level="3", group_name=BUILD["GROUP"]))
+        extensions = list(mypycify(paths, opt_level="3", group_name=BUILD["GROUP"]))
     except SystemExit as exc:  # mypyc refused the sources (it prints the type errors and exits)
         print(f"strangler: mypyc failed ({exc}): building the pure-Python package", file=sys.stderr)
         return []
+    for module in BUILD["C_MODULES"]:  # the build's C-only modules
+        source = BUILD["source_path"](module, Path("proxy"))
+        extensions.append(Extension(module, [str(source)], extra_compile_args=["-O3"]))
+    return extensions
 
 
 class OptionalBuildExt(build_ext):

@@ -35,8 +35,8 @@ else:
             return lambda cls: cls
 
 __all__ = [
-    "BUILD", "GROUP", "HOT_MODULES", "MANIFEST", "PURE_ENV", "Build", "choose", "decide", "mypyc_attr",
-    "sources_digest",
+    "BUILD", "C_MODULES", "GROUP", "HOT_MODULES", "MANIFEST", "PURE_ENV", "Build", "choose", "decide",
+    "mypyc_attr", "sources_digest",
 ]
 
 # The per-request path (docs/ARCHITECTURE.md, "The path of one GET"). Left out: routing/table.py (its
@@ -82,6 +82,10 @@ HOT_MODULES: tuple[str, ...] = (
     "proxy.shadow.replay",
     "proxy.shadow.store",
 )
+# Written in C, built beside the mypyc modules and part of the same build (its source in the digest, its
+# extension required): what mypyc cannot make fast, a byte-by-byte scan (http1/_fastresp.c). The pure-Python
+# build does without them (the data path checks `BUILD.compiled` before it imports one).
+C_MODULES: tuple[str, ...] = ("proxy.http1._fastresp",)
 MANIFEST = "_compiled.txt"  # in proxy/, written by the build: the `sources_digest` it compiled
 GROUP = "proxy.hot"  # mypyc's group: the shared library proxy/hot__mypyc.*.so holds all the compiled code
 PURE_ENV = "STRANGLER_PURE_PYTHON"  # "1": at build time, build no extension; at run time, load the .py
@@ -98,16 +102,16 @@ class Build(NamedTuple):
     reason: str = ""
 
     def describe(self) -> str:
-        """One line for people: ``yes (mypyc, 20 modules)`` or ``no (why)``."""
+        """One line for people: ``yes (mypyc, 36 modules; C, 1)`` or ``no (why)``."""
         if self.compiled:
-            return f"yes (mypyc, {len(HOT_MODULES)} modules)"
+            return f"yes (mypyc, {len(HOT_MODULES)} modules; C, {len(C_MODULES)})"
         return f"no ({self.reason})"
 
 
 def source_path(module: str, root: Path = ROOT) -> Path:
-    """The ``.py`` file of a `HOT_MODULES` name under the package directory ``root``."""
+    """The source of a `HOT_MODULES` (``.py``) or `C_MODULES` (``.c``) name under the package ``root``."""
     *parents, leaf = module.split(".")[1:]
-    return root.joinpath(*parents, leaf + ".py")
+    return root.joinpath(*parents, leaf + (".c" if module in C_MODULES else ".py"))
 
 
 def extension_path(module: str, root: Path = ROOT) -> Path | None:
@@ -121,9 +125,9 @@ def extension_path(module: str, root: Path = ROOT) -> Path | None:
 
 
 def sources_digest(root: Path = ROOT) -> str:
-    """The sha256 of the hot modules' sources, names included: what a build compiled."""
+    """The sha256 of the hot modules' and the C modules' sources, names included: what a build compiled."""
     digest = hashlib.sha256()
-    for module in HOT_MODULES:
+    for module in (*HOT_MODULES, *C_MODULES):
         digest.update(module.encode("ascii") + b"\0")
         digest.update(source_path(module, root).read_bytes())
     return digest.hexdigest()
@@ -133,8 +137,9 @@ def decide(root: Path = ROOT, environ: Mapping[str, str] = os.environ) -> Build:
     """Whether the compiled modules under ``root`` may run, from the environment and the files."""
     if environ.get(PURE_ENV) == "1":
         return Build(False, f"{PURE_ENV}=1")
-    missing = [m for m in (*HOT_MODULES, f"{GROUP}__mypyc") if extension_path(m, root) is None]
-    if len(missing) == len(HOT_MODULES) + 1:
+    built = (*HOT_MODULES, f"{GROUP}__mypyc", *C_MODULES)
+    missing = [m for m in built if extension_path(m, root) is None]
+    if len(missing) == len(built):
         return Build(False, f"not built: no C compiler at install time, or built with {PURE_ENV}=1")
     if missing:
         return Build(False, f"partial build, {len(missing)} modules not compiled (first {missing[0]}); "

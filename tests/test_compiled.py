@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from proxy import compiled
-from proxy.compiled import HOT_MODULES, MANIFEST, PURE_ENV, decide, sources_digest
+from proxy.compiled import C_MODULES, HOT_MODULES, MANIFEST, PURE_ENV, decide, sources_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTENSION = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+EVERY = len(HOT_MODULES) + 1 + len(C_MODULES)  # the extensions of a whole build: the shared library too
 
 
 def _loaded_from(module: str) -> str:
@@ -31,7 +32,7 @@ def _loaded_from(module: str) -> str:
 def test_every_hot_module_is_compiled_when_a_compiler_is_there() -> None:
     """The build `make test` asked for is the one that runs: no module silently left as Python."""
     assert compiled.BUILD.compiled, compiled.BUILD.describe()
-    assert [m for m in HOT_MODULES if not _loaded_from(m).endswith(EXTENSION)] == []
+    assert [m for m in (*HOT_MODULES, *C_MODULES) if not _loaded_from(m).endswith(EXTENSION)] == []
 
 
 @pytest.mark.skipif(os.environ.get(PURE_ENV) != "1", reason="not the pure-Python run")
@@ -58,21 +59,21 @@ def test_pure_python_at_run_time_loads_the_sources_in_a_fresh_process() -> None:
 
 
 def _fake_package(root: Path, extensions: int) -> Path:
-    """A proxy/ directory with every hot module's source and the first ``extensions`` "compiled" ones
-    (the shared library first)."""
+    """A proxy/ directory with every hot and C module's source and the first ``extensions`` "compiled" ones
+    (the shared library first, the C modules last)."""
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    for i, module in enumerate(HOT_MODULES):
+    for i, module in enumerate((*HOT_MODULES, *C_MODULES)):
         source = compiled.source_path(module, root)
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text(f"X = {i}\n")
-    for module in (f"{compiled.GROUP}__mypyc", *HOT_MODULES)[:extensions]:
+    for module in (f"{compiled.GROUP}__mypyc", *HOT_MODULES, *C_MODULES)[:extensions]:
         source = compiled.source_path(module, root)
         source.with_name(source.stem + suffix).write_bytes(b"not really an extension")
     return root
 
 
 def test_a_complete_build_of_these_sources_is_used(tmp_path: Path) -> None:
-    root = _fake_package(tmp_path, len(HOT_MODULES) + 1)
+    root = _fake_package(tmp_path, EVERY)
     (root / MANIFEST).write_text(sources_digest(root) + "\n")
     assert decide(root, {}) == compiled.Build(True)
     assert decide(root, {PURE_ENV: "1"}) == compiled.Build(False, f"{PURE_ENV}=1")
@@ -80,11 +81,12 @@ def test_a_complete_build_of_these_sources_is_used(tmp_path: Path) -> None:
 
 def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
     """An in-place build, then an edit: the extension no longer is that source, so the source runs."""
-    root = _fake_package(tmp_path, len(HOT_MODULES) + 1)
-    (root / MANIFEST).write_text(sources_digest(root) + "\n")
-    compiled.source_path(HOT_MODULES[-1], root).write_text("X = 'edited'\n")
-    built = decide(root, {})
-    assert not built.compiled and built.reason.startswith("stale")
+    for edited in (HOT_MODULES[-1], *C_MODULES):
+        root = _fake_package(tmp_path / edited, EVERY)
+        (root / MANIFEST).write_text(sources_digest(root) + "\n")
+        compiled.source_path(edited, root).write_text("X = 'edited'\n")
+        built = decide(root, {})
+        assert not built.compiled and built.reason.startswith("stale"), edited
 
 
 def test_a_partial_or_unrecorded_build_is_not_used(tmp_path: Path) -> None:
@@ -92,11 +94,14 @@ def test_a_partial_or_unrecorded_build_is_not_used(tmp_path: Path) -> None:
     (root / MANIFEST).write_text(sources_digest(root) + "\n")
     partial = decide(root, {})
     assert not partial.compiled and HOT_MODULES[-1] in partial.reason
-    no_shared = _fake_package(tmp_path / "no-shared", len(HOT_MODULES) + 1)
+    no_c = _fake_package(tmp_path / "no-c", EVERY - len(C_MODULES))
+    (no_c / MANIFEST).write_text(sources_digest(no_c) + "\n")
+    assert C_MODULES[0] in decide(no_c, {}).reason
+    no_shared = _fake_package(tmp_path / "no-shared", EVERY)
     next(no_shared.glob("hot__mypyc.*")).unlink()
     (no_shared / MANIFEST).write_text(sources_digest(no_shared) + "\n")
     assert "hot__mypyc" in decide(no_shared, {}).reason
-    whole = _fake_package(tmp_path / "other", len(HOT_MODULES) + 1)
+    whole = _fake_package(tmp_path / "other", EVERY)
     assert decide(whole, {}).reason.startswith("compiled modules without")
     assert decide(_fake_package(tmp_path / "none", 0), {}).reason.startswith("not built")
 

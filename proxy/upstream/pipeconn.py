@@ -10,16 +10,31 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import httptools
 
+from proxy import compiled
 from proxy.http1.capped import overflow, whole
 from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
 from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
 
 __all__ = ["PipeCall", "PipeConn", "PipeOwner"]
+
+ReadPlain = Callable[[bytes, int, int], "tuple[int, Headers, bytes, bool, int] | None"]
+
+
+def _plain_reader() -> ReadPlain | None:
+    """`proxy.http1._fastresp.read_plain` where the compiled build runs; None in the pure-Python one."""
+    if not compiled.BUILD.compiled:
+        return None
+    from proxy.http1._fastresp import read_plain
+
+    return read_plain
+
+
+READ_PLAIN: Final = _plain_reader()
 
 
 class PipeOwner:
@@ -136,6 +151,11 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
     Its reader has no sink: the head stays in the reader's fields and `on_body` collects the body, so
     a response costs no call beyond the parser's own callbacks. A body keeps at most the pool's
     ``body_cap`` + 1 bytes; past that it is hashed (`proxy.http1.capped`).
+
+    Between responses, a read goes first to `READ_PLAIN` (compiled build): the answers it holds whole and
+    in the commonest shape (Content-Length framing, a body within the cap, nothing llhttp would have to
+    decide) are read in one C pass with no callback each; the first one it does not take, and every byte
+    after it, goes to llhttp as before. ``got_bytes`` tells whether llhttp is inside a response.
     """
 
     __slots__ = (
@@ -206,12 +226,32 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         if not self.inflight:  # bytes nobody asked for: the upstream is confused
             self._broken("sent bytes with no request outstanding")
             return
-        self.got_bytes = True
         self.read_at = self.now()
+        read_plain = READ_PLAIN
+        if read_plain is not None and not self.got_bytes:  # llhttp is between responses
+            taken = self._take_plain(data, read_plain)
+            if taken != 0:
+                if taken == len(data) or self.closed:
+                    return
+                data = data[taken:]
+        self.got_bytes = True
         try:  # ResponseReader.feed, inlined: one call less per read (a 101 is refused by the reader)
             self._feed(data)
         except httptools.HttpParserError as e:
             self._broken(f"sent an invalid response: {protocol_error(e)}")
+
+    def _take_plain(self, data: bytes, read_plain: ReadPlain) -> int:
+        """Complete the calls whose answers ``data`` holds whole and plain, in order; return the offset
+        after the last one taken (0: none)."""
+        taken = 0
+        cap = self.cap
+        while self.inflight and not self.closed:
+            plain = read_plain(data, taken, cap)
+            if plain is None:
+                break
+            status, headers, body, keep_alive, taken = plain
+            self._answered(status, headers, body, keep_alive)
+        return taken
 
     def eof_received(self) -> bool:
         return False
@@ -235,6 +275,9 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.pool._resend(rest)
 
     # --- the reader's events
+    def on_message_begin(self) -> None:
+        self.got_bytes = True  # llhttp is inside a response until its on_message_complete
+
     def on_body(self, body: bytes) -> None:
         hasher = self.hasher
         if hasher is not None:  # past the cap: hashed, not kept
@@ -258,7 +301,6 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         inflight = self.inflight
         if not inflight:
             raise ProtocolError("one response more than requests sent")
-        call = self._pop()
         chunks = self.body
         if self.hasher is None:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -268,15 +310,20 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.got_bytes = False
+        self._answered(self.status, headers, body, self._keep_alive())
+
+    def _answered(self, status: int, headers: Headers, body: bytes, keep_alive: bool) -> None:
+        """The head call's answer is complete (read by llhttp or `READ_PLAIN`)."""
+        call = self._pop()
         self.served += 1
         now = self.read_at
-        if not self._keep_alive():
+        if not keep_alive:
             self._retire()
-        elif not inflight:
+        elif not self.inflight:
             self.idle_since = now
             if self.pool.closed:
                 self._retire()
-        call.complete(self.status, headers, body, now)
+        call.complete(status, headers, body, now)
         if self.waiting:
             self.pool._drain_waiting()
 

@@ -24,6 +24,7 @@ from support.waiting import WITHIN, eventually
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec, parse_routes
 from proxy.upstream.pipe import PipeCall, PipePool
+from proxy.upstream.pipeconn import READ_PLAIN
 
 
 @dataclass
@@ -953,3 +954,46 @@ async def test_unsolicited_bytes_close_the_connection(make: Make) -> None:
     assert answer(second)[2] == echoed("/b")
     assert upstream.conns == 2
     assert done.once([first, second])
+
+
+@both_loops
+async def test_plain_answers_skip_llhttp_between_responses_only(make: Make) -> None:
+    """Between responses, a read's whole answers of the plain shape are read without llhttp (compiled
+    build); llhttp gets the first one that is not plain (chunked, interim, cut by the read) and every byte
+    after it, up to the end of the response it is inside. Reads are injected with chosen boundaries."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        return "hang"  # the test writes the answers itself, split as it chooses
+
+    upstream, pool = await make(respond)
+    done = Done()
+    paths = [f"/p{n}" for n in range(7)]
+    calls = [pool.call(get(p), 2.0, done) for p in paths]
+    await eventually(lambda: len(upstream.requests) == 7, what="7 requests at the upstream")
+    (conn,) = pool.conns
+    fed: list[bytes] = []
+    feed = conn._feed
+
+    def counting(data: bytes) -> None:
+        fed.append(data)
+        feed(data)
+
+    conn._feed = counting
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Path: /p2\r\n\r\n"
+    chunked += b"8\r\necho /p2\r\n0\r\n\r\n"
+
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" + ok("/p4")
+    r0, r1, r3, r5, r6 = (ok(p) for p in ("/p0", "/p1", "/p3", "/p5", "/p6"))
+    reads = [r0 + r1 + chunked[:10], chunked[10:] + r3, interim, r5[:7], r5[7:], r6]
+    for data in reads:
+        conn.data_received(data)
+    await done.wait(7)
+    for call, path in zip(calls, paths, strict=True):
+        status, headers, body = answer(call)
+        assert (status, headers[b"x-path"], body) == (200, path.encode(), echoed(path))
+    assert done.once(calls)
+    if READ_PLAIN is None:  # the pure-Python build: llhttp reads everything
+        assert fed == reads
+    else:
+        assert fed == [chunked[:10], chunked[10:] + r3, interim, r5[:7], r5[7:]]
+    assert conn.got_bytes is False and conn.served == 7 and not conn.closed

@@ -1,0 +1,226 @@
+/* proxy.http1._fastresp: one whole response of the commonest shape, read in one pass (no callbacks).
+
+`read_plain(data, pos, cap)` reads the response that starts at `data[pos]` when it is, byte for byte, of
+this shape, and returns None for anything else, so that the caller hands the bytes to llhttp, which then
+decides as it always did:
+
+    HTTP/1.1 SP 3DIGIT SP reason CRLF          status 200-599 but 204 and 304 (they have no body)
+    *( token ":" *(SP / HTAB) value CRLF )     value: visible ASCII, SP and HTAB inside, neither at its end
+    CRLF
+    body                                      exactly Content-Length bytes, all of them in `data`
+
+with exactly one Content-Length (1-15 digits, at most `cap`), no Transfer-Encoding, Upgrade or
+Proxy-Connection, and a Connection header, if any, of exactly "close" or "keep-alive" (any case). None
+also when the bytes end before the response does. What it accepts, llhttp reads the same way
+(tests/http1/test_fastresp.py holds it to llhttp's reading, byte by byte), so the shape is the only rule
+here: a bare LF, obs-fold, obs-text, an empty value, a second Content-Length, HTTP/1.0, an interim
+response... are all llhttp's to accept or refuse.
+
+Returns (status, headers, body, keep_alive, end): the headers as (name, value) pairs of bytes as they
+were sent, the body a copy, `end` the offset after the body. Used by the pipelined shadow connection
+(proxy/upstream/pipeconn.py) for its GETs' answers; built with the mypyc modules (setup.py), and not
+used by the pure-Python build.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define MAX_HEADERS 100
+#define MAX_LENGTH_DIGITS 15
+
+static unsigned char is_tchar[256];  /* RFC 9110 token characters */
+static unsigned char is_vchar[256];  /* visible ASCII, SP and HTAB: what a value may hold inside */
+static unsigned char is_rchar[256];  /* the same, for a reason phrase */
+
+static void
+init_tables(void)
+{
+    const char *extra = "!#$%&'*+-.^_`|~";
+    for (int c = 0; c < 256; c++) {
+        is_tchar[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        is_vchar[c] = (c >= 0x21 && c <= 0x7e) || c == ' ' || c == '\t';
+        is_rchar[c] = is_vchar[c];
+    }
+    for (const char *e = extra; *e; e++)
+        is_tchar[(unsigned char)*e] = 1;
+}
+
+/* `s[0:n]` equals the lower-case `lower` ignoring ASCII case (s holds only token or value bytes). */
+static int
+same_name(const unsigned char *s, const char *lower, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        if (c != (unsigned char)lower[i])
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+read_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "read_plain(data, pos, cap) takes exactly 3 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0];
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "read_plain: data must be bytes");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t cap = PyLong_AsSsize_t(args[2]);
+    if (cap == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (pos < 0 || pos > size) {
+        PyErr_SetString(PyExc_ValueError, "read_plain: pos outside data");
+        return NULL;
+    }
+    const unsigned char *start = (const unsigned char *)PyBytes_AS_STRING(data);
+    const unsigned char *p = start + pos, *end = start + size;
+
+    /* The status line. */
+    if (end - p < 15 || memcmp(p, "HTTP/1.1 ", 9) != 0)
+        Py_RETURN_NONE;
+    p += 9;
+    if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[3] != ' ')
+        Py_RETURN_NONE;
+    long status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    if (status == 204 || status == 304)
+        Py_RETURN_NONE;
+    p += 4;
+    while (p < end && is_rchar[*p])
+        p++;
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+        Py_RETURN_NONE;
+    p += 2;
+
+    /* The header lines, up to the empty one. */
+    PyObject *headers = PyList_New(0);
+    if (headers == NULL)
+        return NULL;
+    long long length = -1;
+    int keep_alive = 1;
+    for (;;) {
+        if (end - p < 2)
+            goto none;
+        if (p[0] == '\r') {
+            if (p[1] != '\n')
+                goto none;
+            p += 2;
+            break;
+        }
+        const unsigned char *name = p;
+        while (p < end && is_tchar[*p])
+            p++;
+        Py_ssize_t name_len = p - name;
+        if (p == end || name_len == 0 || *p != ':')
+            goto none;
+        p++;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        const unsigned char *value = p;
+        while (p < end && is_vchar[*p])
+            p++;
+        Py_ssize_t value_len = p - value;
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n' || value_len == 0)
+            goto none;
+        if (value[value_len - 1] == ' ' || value[value_len - 1] == '\t')
+            goto none;
+        p += 2;
+        if (name_len == 14 && same_name(name, "content-length", 14)) {
+            if (length >= 0 || value_len > MAX_LENGTH_DIGITS)
+                goto none;
+            length = 0;
+            for (Py_ssize_t i = 0; i < value_len; i++) {
+                if (value[i] < '0' || value[i] > '9')
+                    goto none;
+                length = length * 10 + (value[i] - '0');
+            }
+        } else if (name_len == 10 && same_name(name, "connection", 10)) {
+            if (value_len == 5 && same_name(value, "close", 5))
+                keep_alive = 0;
+            else if (!(value_len == 10 && same_name(value, "keep-alive", 10)))
+                goto none;
+        } else if ((name_len == 17 && same_name(name, "transfer-encoding", 17))
+                   || (name_len == 7 && same_name(name, "upgrade", 7))
+                   || (name_len == 16 && same_name(name, "proxy-connection", 16))) {
+            goto none;
+        }
+        if (PyList_GET_SIZE(headers) >= MAX_HEADERS)
+            goto none;
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL)
+            goto fail;
+        PyObject *n = PyBytes_FromStringAndSize((const char *)name, name_len);
+        PyObject *v = n == NULL ? NULL : PyBytes_FromStringAndSize((const char *)value, value_len);
+        if (v == NULL) {
+            Py_XDECREF(n);
+            Py_DECREF(pair);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(pair, 0, n);
+        PyTuple_SET_ITEM(pair, 1, v);
+        int appended = PyList_Append(headers, pair);
+        Py_DECREF(pair);
+        if (appended < 0)
+            goto fail;
+    }
+
+    /* The body: all of it, and no more than the caller keeps. */
+    if (length < 0 || length > cap || end - p < length)
+        goto none;
+    PyObject *body = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)length);
+    if (body == NULL)
+        goto fail;
+    p += length;
+    PyObject *result = PyTuple_New(5);
+    PyObject *code = result == NULL ? NULL : PyLong_FromLong(status);
+    PyObject *offset = code == NULL ? NULL : PyLong_FromSsize_t(p - start);
+    if (offset == NULL) {
+        Py_XDECREF(code);
+        Py_XDECREF(result);
+        Py_DECREF(body);
+        goto fail;
+    }
+    PyObject *alive = keep_alive ? Py_True : Py_False;
+    Py_INCREF(alive);
+    PyTuple_SET_ITEM(result, 0, code);
+    PyTuple_SET_ITEM(result, 1, headers);
+    PyTuple_SET_ITEM(result, 2, body);
+    PyTuple_SET_ITEM(result, 3, alive);
+    PyTuple_SET_ITEM(result, 4, offset);
+    return result;
+
+none:
+    Py_DECREF(headers);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(headers);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"read_plain", (PyCFunction)(void (*)(void))read_plain, METH_FASTCALL,
+     "read_plain(data, pos, cap): (status, headers, body, keep_alive, end) of the plain response at "
+     "data[pos], or None (see the module's source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "proxy.http1._fastresp",
+    "One whole response of the commonest shape, read without llhttp's callbacks.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fastresp(void)
+{
+    init_tables();
+    return PyModule_Create(&module);
+}
