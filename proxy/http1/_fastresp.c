@@ -16,10 +16,10 @@ also when the bytes end before the response does. What it accepts, llhttp reads 
 here: a bare LF, obs-fold, obs-text, an empty value, a second Content-Length, HTTP/1.0, an interim
 response... are all llhttp's to accept or refuse.
 
-Returns (status, headers, body, keep_alive, end): the headers as (name, value) pairs of bytes as they
-were sent, the body a copy, `end` the offset after the body. Used by the pipelined shadow connection
-(proxy/upstream/pipeconn.py) for its GETs' answers; built with the mypyc modules (setup.py), and not
-used by the pure-Python build.
+Returns (status, reason, headers, body, keep_alive, end): the headers as (name, value) pairs of bytes as
+they were sent, the reason and the body copies, `end` the offset after the body. Used by the upstream
+connections (proxy/http1/reader.py's READ_PLAIN); built with the mypyc modules (setup.py), and not used
+by the pure-Python build.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -95,8 +95,10 @@ read_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (status == 204 || status == 304)
         Py_RETURN_NONE;
     p += 4;
+    const unsigned char *reason = p;
     while (p < end && is_rchar[*p])
         p++;
+    Py_ssize_t reason_len = p - reason;
     if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
         Py_RETURN_NONE;
     p += 2;
@@ -176,27 +178,34 @@ read_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* The body: all of it, and no more than the caller keeps. */
     if (length < 0 || length > cap || end - p < length)
         goto none;
-    PyObject *body = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)length);
-    if (body == NULL)
+    PyObject *result = PyTuple_New(6);
+    if (result == NULL)
         goto fail;
-    p += length;
-    PyObject *result = PyTuple_New(5);
-    PyObject *code = result == NULL ? NULL : PyLong_FromLong(status);
-    PyObject *offset = code == NULL ? NULL : PyLong_FromSsize_t(p - start);
-    if (offset == NULL) {
-        Py_XDECREF(code);
-        Py_XDECREF(result);
-        Py_DECREF(body);
-        goto fail;
-    }
+    PyTuple_SET_ITEM(result, 2, headers);  /* the tuple owns it from here */
     PyObject *alive = keep_alive ? Py_True : Py_False;
     Py_INCREF(alive);
-    PyTuple_SET_ITEM(result, 0, code);
-    PyTuple_SET_ITEM(result, 1, headers);
-    PyTuple_SET_ITEM(result, 2, body);
-    PyTuple_SET_ITEM(result, 3, alive);
-    PyTuple_SET_ITEM(result, 4, offset);
+    PyTuple_SET_ITEM(result, 4, alive);
+    PyObject *item = PyLong_FromLong(status);
+    if (item == NULL)
+        goto fail_result;
+    PyTuple_SET_ITEM(result, 0, item);
+    item = PyBytes_FromStringAndSize((const char *)reason, reason_len);
+    if (item == NULL)
+        goto fail_result;
+    PyTuple_SET_ITEM(result, 1, item);
+    item = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)length);
+    if (item == NULL)
+        goto fail_result;
+    PyTuple_SET_ITEM(result, 3, item);
+    item = PyLong_FromSsize_t(p + length - start);
+    if (item == NULL)
+        goto fail_result;
+    PyTuple_SET_ITEM(result, 5, item);
     return result;
+
+fail_result:  /* a tuple's unset items are NULL, which its deallocation skips */
+    Py_DECREF(result);
+    return NULL;
 
 none:
     Py_DECREF(headers);
@@ -208,7 +217,7 @@ fail:
 
 static PyMethodDef methods[] = {
     {"read_plain", (PyCFunction)(void (*)(void))read_plain, METH_FASTCALL,
-     "read_plain(data, pos, cap): (status, headers, body, keep_alive, end) of the plain response at "
+     "read_plain(data, pos, cap): (status, reason, headers, body, keep_alive, end) of the plain response at "
      "data[pos], or None (see the module's source)."},
     {NULL, NULL, 0, NULL},
 };

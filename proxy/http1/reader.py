@@ -15,6 +15,11 @@
   **ambiguous framing** (Content-Length twice or with Transfer-Encoding, invalid lengths): all raise
   `ProtocolError`, the one protocol-error type.
 
+`READ_PLAIN` (the compiled build's C module `proxy.http1._fastresp`; None in the pure-Python one) reads a
+whole response of the commonest shape in one pass, and None for anything else: where a connection reads a
+response from its first byte, it asks `READ_PLAIN` first and does with its reading what the callbacks
+below would have done; whatever it does not take goes to llhttp.
+
 Events go out as method calls, not objects, because this runs for every forwarded request: a *sink*
 (`ResponseEvents`) receives the interim, head and body events, and the subclass's `_message_end` the end
 of each message, with its status, headers and keep-alive. The upstream connections (`UpConn`,
@@ -27,15 +32,17 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Generic, NamedTuple, TypeVar
+from typing import Final, Generic, NamedTuple, TypeVar
 
 import httptools
 
+from proxy import compiled
 from proxy.compiled import mypyc_attr
 from proxy.http1.errors import ProtocolError
 from proxy.http1.headers import Headers, declares_length
 
 __all__ = [
+    "READ_PLAIN",
     "Body",
     "End",
     "Event",
@@ -65,6 +72,22 @@ class ResponseEvents:
 
     def on_resp_body(self, chunk: bytes) -> None:
         raise NotImplementedError
+
+
+# (status, reason, headers, body, keep_alive, end) of the plain response at data[pos], or None.
+ReadPlain = Callable[[bytes, int, int], "tuple[int, bytes, Headers, bytes, bool, int] | None"]
+
+
+def _plain_reader() -> ReadPlain | None:
+    """`proxy.http1._fastresp.read_plain` where the compiled build runs; None in the pure-Python one."""
+    if not compiled.BUILD.compiled:
+        return None
+    from proxy.http1._fastresp import read_plain
+
+    return read_plain
+
+
+READ_PLAIN: Final = _plain_reader()
 
 
 def protocol_error(exc: httptools.HttpParserError) -> ProtocolError:

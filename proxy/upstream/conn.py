@@ -10,6 +10,7 @@ calls) with no call in between. It carries one request at a time, then returns t
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -18,7 +19,7 @@ import httptools
 from proxy.compiled import mypyc_attr
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers
-from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
+from proxy.http1.reader import READ_PLAIN, ResponseEvents, ResponseReader, protocol_error
 
 __all__ = ["ConnOwner", "ConnSource", "ResponseSink", "UpConn", "unconnected"]
 
@@ -138,18 +139,31 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         if sink is None:  # bytes on an idle connection: the upstream is confused, do not reuse
             self.abort()
             return
-        self.got_bytes = True
         self.last_io = self.pool.clock
+        read_plain = READ_PLAIN
+        if read_plain is not None and not self.got_bytes and not self.is_head and not self.upgrade_ok:
+            # The response's first read: when it is the whole response and plain, no llhttp.
+            plain = read_plain(data, 0, sys.maxsize)
+            if plain is not None and plain[5] == len(data):
+                self.got_bytes = True
+                status, reason, headers, body, keep_alive, _ = plain
+                try:
+                    self._plain(sink, status, reason, headers, body, keep_alive)
+                except Exception as e:  # as a callback's exception inside llhttp would end
+                    self._invalid(e)
+                    return
+                sink = self.sink
+                if sink is not None:
+                    sink.flush()
+                return
+        self.got_bytes = True
         try:  # ResponseReader.feed, inlined: one call less per read
             self._feed(data)
         except httptools.HttpParserUpgrade as e:
             self._upgrade(data[e.args[0] :])
             return
         except httptools.HttpParserError as e:
-            why = protocol_error(e)
-            self._fail(
-                UpstreamError("protocol", f"upstream {self.pool.name} sent an invalid response: {why}")
-            )
+            self._invalid(protocol_error(e))
             return
         sink = self.sink
         if sink is not None:
@@ -190,6 +204,25 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
             self.sink.up_resume_writing()
 
     # --- internals
+    def _plain(
+        self, sink: ResponseSink, status: int, reason: bytes, headers: Headers, body: bytes, keep_alive: bool
+    ) -> None:
+        """A whole plain response read by `READ_PLAIN` (a final one, not to a HEAD or an upgrade): what
+        llhttp's callbacks do with it (`ResponseReader`: head, body, message complete), in their order."""
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.got_head = True
+        sink.on_resp_head(status, reason, headers)
+        if len(body) != 0:
+            now = self.sink  # the sink may have let go of the response
+            if now is not None:
+                now.on_resp_body(body)
+        self.headers = []
+        self.reason = b""
+        self.got_head = False
+        self._message_end(status, headers, keep_alive)
+
     def _message_end(self, status: int, headers: Headers, keep_alive: bool) -> None:
         sink = self.sink
         if sink is None:  # detached while this read was parsed: the connection is already closed
@@ -209,6 +242,11 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
             return
         self.pool.active.discard(self)  # a tunnel has no deadline and never returns to the pool
         sink.on_upgrade(self, rest)
+
+    def _invalid(self, why: Exception) -> None:
+        """The response broke a framing rule (`ProtocolError`), or the sink failed while it was read."""
+        what = str(why) or type(why).__name__
+        self._fail(UpstreamError("protocol", f"upstream {self.pool.name} sent an invalid response: {what}"))
 
     def _fail(self, exc: UpstreamError) -> None:
         sink = self.sink

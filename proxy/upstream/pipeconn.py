@@ -10,31 +10,16 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Any, Final, Literal, cast
+from typing import Any, Literal, cast
 
 import httptools
 
-from proxy import compiled
 from proxy.http1.capped import overflow, whole
 from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
-from proxy.http1.reader import ResponseEvents, ResponseReader, protocol_error
+from proxy.http1.reader import READ_PLAIN, ReadPlain, ResponseEvents, ResponseReader, protocol_error
 
 __all__ = ["PipeCall", "PipeConn", "PipeOwner"]
-
-ReadPlain = Callable[[bytes, int, int], "tuple[int, Headers, bytes, bool, int] | None"]
-
-
-def _plain_reader() -> ReadPlain | None:
-    """`proxy.http1._fastresp.read_plain` where the compiled build runs; None in the pure-Python one."""
-    if not compiled.BUILD.compiled:
-        return None
-    from proxy.http1._fastresp import read_plain
-
-    return read_plain
-
-
-READ_PLAIN: Final = _plain_reader()
 
 
 class PipeOwner:
@@ -249,7 +234,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
             plain = read_plain(data, taken, cap)
             if plain is None:
                 break
-            status, headers, body, keep_alive, taken = plain
+            status, _, headers, body, keep_alive, taken = plain  # shadow results have no reason phrase
             self._answered(status, headers, body, keep_alive)
         return taken
 

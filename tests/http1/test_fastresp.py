@@ -21,7 +21,7 @@ if not compiled.BUILD.compiled:
 
 from proxy.http1._fastresp import read_plain  # after the skip: the pure run has no C module
 
-Reading = tuple[int, Headers, bytes, bool, int]
+Reading = tuple[int, bytes, Headers, bytes, bool, int]
 PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
 CAP = 1 << 20
 
@@ -32,10 +32,14 @@ def llhttp(data: bytes) -> Reading | None:
 
     class Sink:
         def __init__(self) -> None:
+            self.reason = b""
             self.headers: Headers = []
             self.body = b""
             self.done = False
             self.keep_alive = False
+
+        def on_status(self, reason: bytes) -> None:
+            self.reason += reason
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self.headers.append((name, value))
@@ -59,7 +63,7 @@ def llhttp(data: bytes) -> Reading | None:
         return None
     if not sink.done:
         return None
-    return parser.get_status_code(), sink.headers, sink.body, sink.keep_alive, end
+    return parser.get_status_code(), sink.reason, sink.headers, sink.body, sink.keep_alive, end
 
 
 def agrees(data: bytes, cap: int = CAP) -> Reading | None:
@@ -73,6 +77,7 @@ def agrees(data: bytes, cap: int = CAP) -> Reading | None:
 def test_the_commonest_response_is_read_whole() -> None:
     assert agrees(PLAIN) == (
         200,
+        b"OK",
         [(b"Content-Type", b"application/json"), (b"Content-Length", b"7")],
         b'{"a":1}',
         True,
@@ -95,7 +100,7 @@ def test_the_commonest_response_is_read_whole() -> None:
 )
 def test_plain_heads_are_read_as_llhttp_reads_them(head: bytes) -> None:
     read = agrees(head + b"ok")
-    assert read is not None and read[2] == b"ok"
+    assert read is not None and read[3] == b"ok"
     assert agrees(head + b"okHTTP/1.1 200") == read  # what follows is the next response's
 
 
@@ -148,9 +153,10 @@ def test_responses_are_read_one_after_another_from_an_offset() -> None:
     second = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     data = PLAIN + second + PLAIN[:20]
     first = read_plain(data, 0, CAP)
-    assert first is not None and first[4] == len(PLAIN)
-    assert read_plain(data, first[4], CAP) == (
+    assert first is not None and first[5] == len(PLAIN)
+    assert read_plain(data, first[5], CAP) == (
         404,
+        b"Not Found",
         [(b"Content-Length", b"0"), (b"Connection", b"close")],
         b"",
         False,

@@ -1,0 +1,184 @@
+"""`UpConn` reads a whole plain response without llhttp (compiled build) and its sink sees what llhttp's
+callbacks would have shown it; any other read goes to llhttp.
+
+Each test opens a real pooled connection to a loopback upstream that never answers, starts a request on
+it, and injects the response's reads itself (`data_received`), with the boundaries it chooses, counting
+what reaches llhttp. In the pure-Python build (`make test-pure`) every read reaches llhttp, with the same
+events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from support.upstreams import RawUpstream, read_request
+
+from proxy.http1.errors import UpstreamError
+from proxy.http1.headers import Headers
+from proxy.http1.reader import READ_PLAIN
+from proxy.routing.table import UpstreamSpec
+from proxy.upstream.conn import ResponseSink, UpConn
+from proxy.upstream.pool import UpstreamPool
+
+PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+HEADERS = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"5")]
+Event = tuple[object, ...]
+
+
+class Recorder(ResponseSink):
+    """A sink that records its events; ``raise_on_head`` makes its head callback fail."""
+
+    def __init__(self, raise_on_head: bool = False) -> None:
+        self.events: list[Event] = []
+        self.raise_on_head = raise_on_head
+
+    def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.events.append(("interim", status, reason, list(headers)))
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        if self.raise_on_head:
+            raise RuntimeError("the sink broke")
+        self.events.append(("head", status, reason, list(headers)))
+
+    def on_resp_body(self, chunk: bytes) -> None:
+        self.events.append(("body", chunk))
+
+    def on_resp_done(self) -> None:
+        self.events.append(("done",))
+
+    def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
+        self.events.append(("error", exc.kind, retryable))
+
+    def on_upgrade(self, conn: UpConn, rest: bytes) -> None:
+        self.events.append(("upgrade", rest))
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def on_tunnel_closed(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.events.append(("flush",))
+
+    def up_pause_writing(self) -> None:
+        pass
+
+    def up_resume_writing(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[UpstreamPool]:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # answers nothing: the test injects the response
+
+    upstream = await RawUpstream(silent).start()
+    spec = UpstreamSpec(
+        name="up", url=f"http://127.0.0.1:{upstream.port}", scheme="http", host="127.0.0.1",
+        port=upstream.port, base_path="", connect_timeout=1.0, total_timeout=5.0, pool_size=4,
+    )  # fmt: skip
+    made = UpstreamPool(spec)
+    yield made
+    made.close()
+    await upstream.close()
+
+
+async def respond(
+    pool: UpstreamPool, reads: list[bytes], *, is_head: bool = False, sink: Recorder | None = None,
+    conn: UpConn | None = None,
+) -> tuple[list[Event], list[bytes], UpConn]:  # fmt: skip
+    """Start a GET (or HEAD) on ``conn`` or a fresh connection, inject ``reads``; the sink's events, the
+    bytes llhttp was fed, the connection."""
+    conn = conn or await pool.connect(2.0)
+    fed: list[bytes] = []
+    feed = conn._feed
+
+    def counting(data: bytes) -> None:
+        fed.append(data)
+        feed(data)
+
+    conn._feed = counting
+    sink = sink or Recorder()
+    method = b"HEAD" if is_head else b"GET"
+    conn.start(sink, method + b" / HTTP/1.1\r\nHost: up\r\n\r\n", is_head, True, False)
+    for data in reads:
+        conn.data_received(data)
+    return sink.events, fed, conn
+
+
+def plain_or_not(reads: list[bytes], fed_when_compiled: list[bytes]) -> list[bytes]:
+    """What llhttp must have been fed: everything in the pure-Python build."""
+    return reads if READ_PLAIN is None else fed_when_compiled
+
+
+async def test_a_whole_plain_response_in_one_read_skips_llhttp(pool: UpstreamPool) -> None:
+    events, fed, conn = await respond(pool, [PLAIN])
+    assert events == [("head", 200, b"OK", HEADERS), ("body", b"hello"), ("done",)]
+    assert fed == plain_or_not([PLAIN], [])
+    assert conn in pool.idle and not conn.closed  # back in the pool, ready for the next request
+    assert (conn.headers, conn.reason, conn.got_head, conn.got_bytes) == ([], b"", False, True)
+    # The connection reads its next response the same way.
+    reused = pool.acquire()
+    assert reused is conn
+    second = PLAIN.replace(b"hello", b"world")
+    events, fed, _ = await respond(pool, [second], conn=reused)
+    assert fed == plain_or_not([second], [])
+    assert events == [("head", 200, b"OK", HEADERS), ("body", b"world"), ("done",)]
+
+
+async def test_the_same_response_in_two_reads_goes_to_llhttp_with_the_same_events(
+    pool: UpstreamPool,
+) -> None:
+    reads = [PLAIN[:30], PLAIN[30:]]
+    events, fed, conn = await respond(pool, reads)
+    assert fed == reads
+    assert [e for e in events if e != ("flush",)] == [
+        ("head", 200, b"OK", HEADERS),
+        ("body", b"hello"),
+        ("done",),
+    ]
+    assert conn in pool.idle
+
+
+async def test_an_empty_body_and_a_close_are_read_as_llhttp_reads_them(pool: UpstreamPool) -> None:
+    data = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    events, fed, conn = await respond(pool, [data])
+    assert fed == plain_or_not([data], [])
+    head = [(b"Content-Length", b"0"), (b"Connection", b"close")]
+    assert events == [("head", 404, b"Not Found", head), ("done",)]
+    assert conn.closed and conn not in pool.idle  # the upstream ends the connection: not reused
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        PLAIN + b"HTTP/1.1 200 OK\r\n",  # bytes after the response: llhttp's to judge
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" + PLAIN,
+    ],
+)
+async def test_other_reads_go_to_llhttp(pool: UpstreamPool, data: bytes) -> None:
+    events, fed, _ = await respond(pool, [data])
+    assert fed == [data]
+    headers = [(b"Transfer-Encoding", b"chunked")] if b"chunked" in data else HEADERS
+    assert ("head", 200, b"OK", headers) in events
+
+
+async def test_the_answer_to_a_head_goes_to_llhttp(pool: UpstreamPool) -> None:
+    events, fed, conn = await respond(pool, [PLAIN[: -len(b"hello")]], is_head=True)
+    assert fed == [PLAIN[: -len(b"hello")]]
+    assert events == [("head", 200, b"OK", HEADERS), ("done",)]
+    assert conn in pool.idle
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_a_failing_sink_fails_the_response_either_way(pool: UpstreamPool, split: bool) -> None:
+    reads = [PLAIN[:-2], PLAIN[-2:]] if split else [PLAIN]  # the head whole in the first read
+    events, fed, conn = await respond(pool, reads, sink=Recorder(raise_on_head=True))
+    assert events == [("error", "protocol", False)]
+    assert conn.closed and conn not in pool.idle
+    assert fed == (reads[:1] if split or READ_PLAIN is None else [])
