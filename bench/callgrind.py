@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadow", action="store_true", help="copy every GET to a second upstream")
     parser.add_argument("--pure", action="store_true", help="STRANGLER_PURE_PYTHON=1 (the .py sources)")
     parser.add_argument("--vary", action="store_true", help="a header that changes with every request")
+    parser.add_argument("--express-head", action="store_true",
+                        help="upstreams answer with an Express app's head: 7 headers, not 2")  # fmt: skip
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the checkout to run (built in place)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps into this directory")
     args = parser.parse_args(argv)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         env = shadow_storage(stack, tmp) if args.shadow else {}
         fleet = Fleet(tmp)
         try:
-            routes, other = start_upstreams(fleet, args.shadow)
+            routes, other = start_upstreams(fleet, args.shadow, args.express_head)
             before = upstream_count(other) if args.shadow else 0
             total = measure(fleet, tmp, routes, env, args)
             copies = upstream_count(other) - before if args.shadow else 0

@@ -56,18 +56,19 @@ routes:
 {shadow}"""
 
 
-def start_upstream(fleet: Fleet, name: str) -> tuple[int, int]:
-    """Start one bench/upstream.py; return (port, pid)."""
+def start_upstream(fleet: Fleet, name: str, express: bool = False) -> tuple[int, int]:
+    """Start one bench/upstream.py (``express``: answering with an Express app's head); return (port, pid)."""
     port = free_port()
-    pid = fleet.start(name, [sys.executable, str(BENCH / "upstream.py"), str(port)], port=port)
+    argv = [sys.executable, str(BENCH / "upstream.py"), str(port), *(["express"] if express else [])]
+    pid = fleet.start(name, argv, port=port)
     return port, pid
 
 
-def start_upstreams(fleet: Fleet, shadow: bool) -> tuple[str, int]:
+def start_upstreams(fleet: Fleet, shadow: bool, express: bool = False) -> tuple[str, int]:
     """The upstream (and, with `shadow`, a second one every GET is copied to) of a one-gateway run: the
     routes.yaml text and the port whose answers count the copies (the only upstream without `shadow`)."""
-    up, _ = start_upstream(fleet, "upstream")
-    other, _ = start_upstream(fleet, "upstream-shadow") if shadow else (up, 0)
+    up, _ = start_upstream(fleet, "upstream", express)
+    other, _ = start_upstream(fleet, "upstream-shadow", express) if shadow else (up, 0)
     return ROUTES.format(legacy=up, new=other, shadow="    shadow: {sample: 1.0}\n" if shadow else ""), other
 
 

@@ -4,7 +4,11 @@ It answers every request with the same 70-byte JSON body, as cheaply as Python c
 test and not the upstream dominates the CPU budget. `GET /__bench/count` returns how many requests it
 has answered (not counting itself), which the shadow benchmark uses to prove shadow copies arrived.
 
-    python bench/upstream.py PORT
+    python bench/upstream.py PORT [express]
+
+With ``express``, the answers carry the head an Express app sends with such a body (seven headers:
+X-Powered-By, Content-Type with a charset, Content-Length, ETag, Date, Connection, Keep-Alive) instead of
+the minimal two: what reading a real upstream's head costs (`bench/callgrind.py --express-head`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ import uvloop
 BODY = b'{"id":1,"email":"alice@example.com","name":"Alice","posts":[1,2,3,45]}'
 assert len(BODY) == 70, len(BODY)
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+_EXPRESS_HEAD = (
+    b"HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nETag: W/\"46-2T1a5bYtq0W3uXbNfAXzT5ZMvWc\"\r\n"
+    b"Date: Mon, 07 Dec 2026 16:00:00 GMT\r\n"
+    b"Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+)
 RESPONSE = _HEAD % len(BODY) + b"\r\n" + BODY
 RESPONSE_CLOSE = _HEAD % len(BODY) + b"Connection: close\r\n\r\n" + BODY
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -81,7 +91,10 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
-    """Entry point: `python bench/upstream.py PORT`."""
+    """Entry point: `python bench/upstream.py PORT [express]`."""
+    global RESPONSE
+    if sys.argv[2:] == ["express"]:
+        RESPONSE = _EXPRESS_HEAD % len(BODY) + b"\r\n" + BODY
     uvloop.run(serve(int(sys.argv[1])))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -21,9 +22,9 @@ from proxy.routing.table import parse_routes
 # bench/ is a directory of scripts, not an installed package: `python -m pytest` finds it through the
 # current directory, a bare `pytest` does not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import compiled_cpu, micro, timing
+from bench import compiled_cpu, micro, timing, upstream
 from bench.gateway import data_path_checks
-from bench.gw_targets import NGINX_CONF, ROUTES
+from bench.gw_targets import NGINX_CONF, ROUTES, start_upstream
 from bench.harness import Fleet
 from bench.report import Check
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
@@ -284,3 +285,23 @@ def test_a_fleet_gives_sigterm_back_when_closed(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
     fleet.close()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+@pytest.mark.parametrize("express", [False, True])
+def test_bench_upstream_answers_with_the_head_asked_for(tmp_path: Path, express: bool) -> None:
+    """bench/upstream.py's answer: the minimal two-header head, or an Express app's seven (--express-head)."""
+
+    fleet = Fleet(tmp_path)
+    try:
+        port, _ = start_upstream(fleet, "upstream", express)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/v1/users/1")
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+    finally:
+        fleet.close()
+    assert (resp.status, body) == (200, upstream.BODY)
+    names = [name.lower() for name, _ in resp.getheaders()]
+    express_head = "x-powered-by content-type content-length etag date connection keep-alive".split()
+    assert names == (express_head if express else ["content-type", "content-length"])

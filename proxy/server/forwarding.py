@@ -459,7 +459,8 @@ class Forwarder:
                 continue
             lname = lower_name(name)
             if lname in drop:
-                if lname == b"connection":
+                # Node's "keep-alive" (on every response) names only Keep-Alive, dropped anyway: no parse.
+                if lname == b"connection" and value != b"keep-alive":
                     connection = _tokens(value)
                 elif lname == b"transfer-encoding":
                     chunked = True
@@ -468,6 +469,7 @@ class Forwarder:
             else:
                 lines.append(b"%b: %b" % (name, value))
         if connection:
-            named = frozenset(connection)
-            lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+            named = frozenset(connection) - drop  # the hop-by-hop ones are gone already
+            if named:
+                lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
         return lines, length, chunked

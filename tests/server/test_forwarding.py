@@ -120,6 +120,32 @@ def test_response_headers_filtered() -> None:
     assert prepared.chunked and prepared.content_length is None
 
 
+@pytest.mark.parametrize(
+    "connection",
+    [b"keep-alive", b"Keep-Alive", b"keep-alive, Upgrade", b"close", b"keep-alive, x-hop", b"X-HOP"],
+)
+def test_response_connection_values_as_servers_send_them(connection: bytes) -> None:
+    """Express's head (Connection: keep-alive and Keep-Alive) keeps every end-to-end header in order; a
+    header a Connection token names goes, whatever the spelling; framing is reported either way."""
+    prepared = Forwarder(GatewaySettings()).response(
+        [
+            (b"X-Powered-By", b"Express"),
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", b"70"),
+            (b"X-Hop", b"1"),
+            (b"Connection", connection),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"ETag", b'W/"46-x"'),
+        ]
+    )
+    kept = [(b"X-Powered-By", b"Express"), (b"Content-Type", b"application/json"), (b"X-Hop", b"1")]
+    kept.append((b"ETag", b'W/"46-x"'))
+    if b"x-hop" in connection.lower():
+        kept.remove((b"X-Hop", b"1"))
+    assert prepared.headers == kept
+    assert prepared.content_length == b"70" and not prepared.chunked
+
+
 def test_settings_validated() -> None:
     """Bad settings fail fast naming the setting."""
     with pytest.raises(ValueError, match="trusted_hops"):
