@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per variant (default 2)")
     p.add_argument("--quick", action="store_true", help="2 rounds of 3 s: for development, not for figures")
     p.add_argument("--no-shadow", action="store_true", help="skip the shadowing variant")
+    p.add_argument("--express-head", action="store_true",
+                   help="upstreams answer with an Express app's head (7 headers, not 2)")  # fmt: skip
     p.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--profile", action="store_true",
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     results = checks(summaries, next((n for n in notes if n.startswith("shadow")), ""))
     compiled = data_path_checks(summaries)
     print(f"\nGateway benchmark, {started}: {args.rounds} rounds x {args.duration:.0f} s, wrk -t1 "
-          f"-c{args.connections}, GET {PATH} (70-byte JSON); p50/p99 are medians over rounds;\n"
+          f"-c{args.connections}, GET {PATH} (70-byte JSON{', Express head' if args.express_head else ''}); "
+          "p50/p99 are medians over rounds;\n"
           f"CPU is the measured process's user+system time per request (for `direct`, the upstream's).")
     print(table(ordered))
     print("\nTargets (ratio of means; per-round paired ratios in the detail):")

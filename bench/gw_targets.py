@@ -153,7 +153,7 @@ def start_all(fleet: Fleet, tmp: Path, args: argparse.Namespace, wanted: set[str
     def want(name: str) -> bool:
         return not wanted or name in wanted
 
-    up_port, up_pid = start_upstream(fleet, "upstream")
+    up_port, up_pid = start_upstream(fleet, "upstream", args.express_head)
     variants: list[Variant] = []
     if want("direct"):
         variants.append(Variant("direct", up_port, up_pid))
@@ -168,7 +168,7 @@ def start_all(fleet: Fleet, tmp: Path, args: argparse.Namespace, wanted: set[str
         notes.append(f"strangler: not measured: {why}")
         notes.append("shadow: not measured: strangler is not available")
         return variants, probe
-    shadow_port, _ = start_upstream(fleet, "upstream-shadow")
+    shadow_port, _ = start_upstream(fleet, "upstream-shadow", args.express_head)
     plain = ROUTES.format(legacy=up_port, new=shadow_port, shadow="")
     if want("strangler"):
         try:
