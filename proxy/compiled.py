@@ -148,6 +148,9 @@ def decide(root: Path = ROOT, environ: Mapping[str, str] = os.environ) -> Build:
         recorded = (root / MANIFEST).read_text(encoding="ascii").strip()
     except OSError:
         return Build(False, f"compiled modules without the build's {MANIFEST}; {REBUILD}")
+    missing = [m for m in (*HOT_MODULES, *C_MODULES) if not source_path(m, root).is_file()]
+    if missing:  # an install that left a source out: nothing to check the build against
+        return Build(False, f"a source is missing ({missing[0]}); {REBUILD}")
     if recorded != sources_digest(root):
         return Build(False, f"stale: the sources changed since they were compiled; {REBUILD}")
     return Build(True)
@@ -178,6 +181,6 @@ def choose() -> Build:
     if not BUILD.compiled:
         if not any(isinstance(f, SourceFirst) for f in sys.meta_path):
             sys.meta_path.insert(0, SourceFirst())
-        if BUILD.reason.startswith(("partial", "stale", "compiled modules")):
+        if BUILD.reason.startswith(("partial", "stale", "compiled modules", "a source")):
             log.warning("compiled data path: %s; running the pure-Python modules", BUILD.reason)
     return BUILD

@@ -89,6 +89,16 @@ def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
         assert not built.compiled and built.reason.startswith("stale"), edited
 
 
+def test_a_build_without_a_source_is_not_used(tmp_path: Path) -> None:
+    """An install that left a source out (a wheel without the C module's source) runs the sources, and
+    importing does not fail."""
+    root = _fake_package(tmp_path, EVERY)
+    (root / MANIFEST).write_text(sources_digest(root) + "\n")
+    compiled.source_path(C_MODULES[0], root).unlink()
+    built = decide(root, {})
+    assert not built.compiled and "missing" in built.reason and C_MODULES[0] in built.reason
+
+
 def test_a_partial_or_unrecorded_build_is_not_used(tmp_path: Path) -> None:
     root = _fake_package(tmp_path, len(HOT_MODULES))
     (root / MANIFEST).write_text(sources_digest(root) + "\n")
