@@ -4,9 +4,8 @@ still goes to llhttp."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from support.feeds import fed_to_parser
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
 from support.upstreams import EchoUpstream, RawClient
 
@@ -40,14 +39,7 @@ async def primed(gw: RunningGateway) -> tuple[RawClient, ClientProtocol, list[by
     here = client.writer.get_extra_info("sockname")
     (conn,) = [c for c in gw.server.connections if c.transport.get_extra_info("peername") == here]
     assert conn.tail == HEAD_TAIL
-    fed: list[bytes] = []
-    feed: Callable[[bytes], None] = conn._feed
-
-    def counting(data: bytes) -> None:
-        fed.append(data)
-        feed(data)
-
-    conn._feed = counting
+    fed = fed_to_parser(conn)
     return client, conn, fed
 
 

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from support.feeds import fed_to_parser
 from support.upstreams import RawUpstream, read_request
 
 from proxy.http1.errors import UpstreamError
@@ -94,14 +95,7 @@ async def respond(
     """Start a GET (or HEAD) on ``conn`` or a fresh connection, inject ``reads``; the sink's events, the
     bytes llhttp was fed, the connection."""
     conn = conn or await pool.connect(2.0)
-    fed: list[bytes] = []
-    feed = conn._feed
-
-    def counting(data: bytes) -> None:
-        fed.append(data)
-        feed(data)
-
-    conn._feed = counting
+    fed = fed_to_parser(conn)
     sink = sink or Recorder()
     method = b"HEAD" if is_head else b"GET"
     conn.start(sink, method + b" / HTTP/1.1\r\nHost: up\r\n\r\n", is_head, True, False)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import uvloop
 from support.clock import ManualClock
+from support.feeds import fed_to_parser
 from support.waiting import WITHIN, eventually
 
 from proxy.http1.errors import UpstreamError
@@ -971,14 +972,7 @@ async def test_plain_answers_skip_llhttp_between_responses_only(make: Make) -> N
     calls = [pool.call(get(p), 2.0, done) for p in paths]
     await eventually(lambda: len(upstream.requests) == 7, what="7 requests at the upstream")
     (conn,) = pool.conns
-    fed: list[bytes] = []
-    feed = conn._feed
-
-    def counting(data: bytes) -> None:
-        fed.append(data)
-        feed(data)
-
-    conn._feed = counting
+    fed = fed_to_parser(conn)
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Path: /p2\r\n\r\n"
     chunked += b"8\r\necho /p2\r\n0\r\n\r\n"
 
