@@ -461,7 +461,8 @@ class Forwarder:
             if lname in drop:
                 # Node's "keep-alive" (on every response) names only Keep-Alive, dropped anyway: no parse.
                 if lname == b"connection" and value != b"keep-alive":
-                    connection = _tokens(value)
+                    named = _tokens(value)  # every Connection header counts, as in a request
+                    connection = named if connection is None else connection + named
                 elif lname == b"transfer-encoding":
                     chunked = True
             elif lname == b"content-length":
@@ -469,7 +470,7 @@ class Forwarder:
             else:
                 lines.append(b"%b: %b" % (name, value))
         if connection:
-            named = frozenset(connection) - drop  # the hop-by-hop ones are gone already
-            if named:
-                lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+            hop = frozenset(connection) - drop  # the hop-by-hop ones are gone already
+            if hop:
+                lines = [line for line in lines if line.partition(b":")[0].lower() not in hop]
         return lines, length, chunked

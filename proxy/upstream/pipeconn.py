@@ -214,12 +214,16 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.read_at = self.now()
         read_plain = READ_PLAIN
         if read_plain is not None and not self.got_bytes:  # llhttp is between responses
-            taken = self._take_plain(data, read_plain)
+            try:
+                taken = self._take_plain(data, read_plain)
+            except Exception as e:  # a caller's done failed: as when it fails inside llhttp's callback
+                self._broken(f"sent an invalid response: {str(e) or type(e).__name__}")
+                return
             if taken != 0:
                 if taken == len(data) or self.closed:
                     return
                 data = data[taken:]
-        self.got_bytes = True
+        # got_bytes: set by on_message_begin, once llhttp starts a response (not for CRLFs between them)
         try:  # ResponseReader.feed, inlined: one call less per read (a 101 is refused by the reader)
             self._feed(data)
         except httptools.HttpParserError as e:

@@ -146,6 +146,15 @@ def test_response_connection_values_as_servers_send_them(connection: bytes) -> N
     assert prepared.content_length == b"70" and not prepared.chunked
 
 
+@pytest.mark.parametrize("second", [b"close", b"keep-alive", b"X-Other"])
+def test_response_headers_named_by_any_connection_header_go(second: bytes) -> None:
+    """Two Connection headers name the union of their tokens (RFC 9110 7.6.1), whichever comes last."""
+    prepared = Forwarder(GatewaySettings()).response(
+        [(b"Connection", b"X-Secret"), (b"X-Secret", b"s"), (b"Connection", second), (b"X-Other", b"o")]
+    )
+    assert prepared.headers == ([] if second == b"X-Other" else [(b"X-Other", b"o")])
+
+
 def test_settings_validated() -> None:
     """Bad settings fail fast naming the setting."""
     with pytest.raises(ValueError, match="trusted_hops"):

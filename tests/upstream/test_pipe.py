@@ -991,3 +991,52 @@ async def test_plain_answers_skip_llhttp_between_responses_only(make: Make) -> N
     else:
         assert fed == [chunked[:10], chunked[10:] + r3, interim, r5[:7], r5[7:]]
     assert conn.got_bytes is False and conn.served == 7 and not conn.closed
+
+
+@both_loops
+async def test_crlf_between_answers_is_not_a_response_begun(make: Make) -> None:
+    """CRLFs after an answer (llhttp skips them) start no response: a close then is the keep-alive race
+    (the next call is sent again), not a response cut off."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        return "hang"
+
+    upstream, pool = await make(respond)
+    done = Done()
+    calls = [pool.call(get(p), 2.0, done) for p in ("/a", "/b")]
+    await eventually(lambda: len(upstream.requests) == 2, what="2 requests at the upstream")
+    (conn,) = pool.conns
+    conn.data_received(ok("/a") + b"\r\n")
+    await done.wait(1)
+    assert answer(calls[0])[2] == echoed("/a")
+    assert conn.got_bytes is False
+
+
+@both_loops
+async def test_a_failing_done_fails_the_next_call_either_way(make: Make) -> None:
+    """A caller's ``done`` that raises while an answer is read breaks the connection as a callback error
+    inside llhttp does: the next call fails (protocol) and the connection closes, plain answer or not."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        return "hang"
+
+    async def check(reads: list[bytes]) -> None:
+        upstream, pool = await make(respond)
+        done = Done()
+
+        def boom(call: PipeCall) -> None:
+            done(call)
+            raise RuntimeError("the caller broke")
+
+        calls = [pool.call(get("/a"), 2.0, boom), pool.call(get("/b"), 2.0, done)]
+        await eventually(lambda: len(upstream.requests) == 2, what="2 requests at the upstream")
+        (conn,) = pool.conns
+        for data in reads:
+            conn.data_received(data)
+        await done.wait(2)
+        assert answer(calls[0])[2] == echoed("/a")
+        assert failure(calls[1]) == "protocol"
+        assert conn.closed and done.once(calls)
+
+    await check([ok("/a") + ok("/b")])  # read whole: plain in the compiled build
+    await check([ok("/a")[:-1], ok("/a")[-1:] + ok("/b")])  # split: llhttp either way
