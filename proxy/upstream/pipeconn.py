@@ -165,7 +165,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.body_size = 0
         self.cap = pool.body_cap
         self.hasher: Any = None  # the running sha256 of a body past the cap
-        self.got_bytes = False  # bytes of the head call's response have arrived
+        self.got_bytes = False  # llhttp is inside a response (from on_message_begin to on_message_complete)
         self.closed = False
         self.served = 0  # responses completed on this connection
         self.idle_since = 0.0
