@@ -254,7 +254,7 @@ class Judge:
             self.store.count(key, "generated")
             self.tally(name, "matched")
             return False
-        if all(p in gen for p in rest.paths) and learned.holds(rest.paths):
+        if all(p in gen for p in rest.paths) and learned.holds(rest.paths, case.status):
             self._learn(case)  # maybe generated: not known before MIN_GENERATED comparisons
             self.store.count(case.key, "learning")
             self.tally(name, "learning")

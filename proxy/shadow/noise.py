@@ -118,17 +118,20 @@ class Learned:
     counts: PathCounts = field(default_factory=PathCounts)
     read: bool = False
 
-    def holds(self, paths: tuple[str, ...]) -> bool:
-        """Whether a difference made only of same-shape generated values on ``paths`` is held (neither
-        matched nor differed): on a write, until each of those paths has MIN_GENERATED comparisons where
-        it could show (``PathCounts.present``: a login's tokens show in its 200s, not in its 401s), which
-        tell whether it is generated. Counting all comparisons instead judged a login's first tokens as
-        differences whenever a third of its answers were 401s."""
+    def holds(self, paths: tuple[str, ...], status: int) -> bool:
+        """Whether a difference made only of same-shape generated values on ``paths``, under a control that
+        answered ``status``, is held (neither matched nor differed): on a write, until each of those paths
+        has MIN_GENERATED comparisons where it could show (``PathCounts.present``: a login's tokens show in
+        its 200s, not in its 401s), which tell whether it is generated. A path never seen changing could
+        have shown in the comparisons answered ``status``. Counting all comparisons instead judged a
+        login's first tokens as differences whenever a third of its answers were 401s, or its first twenty
+        were."""
         if self.read:
             return False
         counts = self.counts
-        present, compared = counts.present, counts.compared
-        return any(present.get(p, compared) < MIN_GENERATED for p in paths)
+        present = counts.present
+        seen = counts.statuses.get(status, 0)
+        return any(present.get(p, seen) < MIN_GENERATED for p in paths)
 
 
 def learned_from(counts: PathCounts, method: str = "GET") -> Learned:

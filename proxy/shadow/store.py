@@ -180,6 +180,9 @@ class PathCounts:
     # Per path of ``same_shape``: the comparisons whose control answered with a status under which the path
     # changed with the same shape (a token of a 200 is never in a 401: its share is of the 200s).
     present: dict[str, int] = field(default_factory=dict)
+    # The comparisons by the control's status: a path not (yet) in ``present`` could have shown in those of
+    # the status it now changes under.
+    statuses: dict[int, int] = field(default_factory=dict)
 
     def share(self, path: str) -> float:
         """The share of comparisons where ``path`` changed with the same generated shape (see present)."""
@@ -203,14 +206,14 @@ def learning_counts(
     """``PathCounts`` from one recording key's counters and learning hashes (``shape`` fields are
     "<control status> <path>")."""
     compared = sum(counters.get(name, 0) for name in LEARNING_COUNTED)
-    by_status = {k[2:]: n for k, n in counters.items() if k.startswith("n@")}
+    by_status = {int(k[2:]): n for k, n in counters.items() if k.startswith("n@")}
     same: dict[str, int] = {}
     present: dict[str, int] = {}
     for name, n in shape.items():
         status, _, path = name.partition(" ")
         same[path] = same.get(path, 0) + n
-        present[path] = present.get(path, 0) + by_status.get(status, 0)
-    return PathCounts(compared, counters.get("aa_pairs", 0), dict(aa), dict(cand), same, present)
+        present[path] = present.get(path, 0) + by_status.get(int(status), 0)
+    return PathCounts(compared, counters.get("aa_pairs", 0), dict(aa), dict(cand), same, present, by_status)
 
 
 # The counters a comparison's learning is counted in: every compared one, and the two kinds of

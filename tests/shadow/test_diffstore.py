@@ -109,7 +109,7 @@ async def check_stats(store: Any) -> None:
     # $.id changed with its shape in 1 of the 2 comparisons answered 200 (not in the 404's: it cannot show).
     assert await store.path_counts(L_GET) == PathCounts(
         compared=3, aa_pairs=2, aa={"$.uptime_s": 1}, candidate={"$.id": 1, "$.uptime_s": 1, "$.name": 1},
-        same_shape={"$.id": 1}, present={"$.id": 2},
+        same_shape={"$.id": 1}, present={"$.id": 2}, statuses={200: 2, 404: 1},
     )  # fmt: skip
     assert (await store.path_counts(L_POST)).compared == 1
     assert await store.path_counts("l|e1|DELETE") == PathCounts()

@@ -257,6 +257,38 @@ async def test_a_write_holds_its_tokens_until_they_showed_in_enough_comparisons(
     assert (st.get("generated"), st.get("differed")) == (2, 0)
 
 
+async def test_a_write_holds_its_first_tokens_after_many_401s(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A login whose first answers are all 401s (a client retrying a bad password, say): when its first
+    tokens come, more than MIN_GENERATED comparisons are counted, none of them where a token could show:
+    those tokens are held as learning, not differences (the rehearsal's login once went "not READY" so)."""
+    legacy, new = backends
+    ok = [False]
+
+    async def login(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if not ok[0]:
+            return web.json_response({"error": "invalid credentials"}, status=401)
+        return web.json_response({"token": uuid.uuid4().hex + uuid.uuid4().hex})
+
+    legacy.handler = new.handler = login
+    now = [1000.0]
+    rig = await make_rig(routes_text(legacy, new, CREATE % "", "aa_sample: 0"), clock=lambda: now[0])
+
+    async def post(n: int) -> None:
+        for _ in range(n):
+            await rig.request("POST", "/things", data=b"{}")
+            await rig.shadower.drain()
+
+    await post(MIN_GENERATED + 5)  # 401s only
+    now[0] += NOISE_REFRESH_S + 1
+    ok[0] = True
+    await post(3)
+    st = (await rig.store.stats())["create"]
+    assert (st.get("matched"), st.get("learning"), st.get("differed")) == (MIN_GENERATED + 5, 3, 0)
+
+
 async def test_generated_values_learned_and_compared_by_shape(
     make_rig: RigFactory, backends: tuple[Backend, Backend]
 ) -> None:

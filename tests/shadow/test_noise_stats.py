@@ -77,21 +77,28 @@ def test_learned_from_counts_and_report_rows() -> None:
         compared=100, aa_pairs=40,
         aa={"$.uptime": 40, "$.id": 40, "$.title": 4},
         candidate={"$.uptime": 100, "$.id": 100, "$.title": 100},
-        same_shape={"$.id": 100}, present={"$.id": 100},
+        same_shape={"$.id": 100}, present={"$.id": 100}, statuses={200: 100},
     )  # fmt: skip
     learned = learned_from(counts, "GET")
     assert learned.generated == {"$.id"} and learned.noise == {"$.uptime"}
-    assert not learned.holds(("$.id",))  # reads never hold: they have A/A pairs and re-reads
+    assert not learned.holds(("$.id",), 200)  # reads never hold: they have A/A pairs and re-reads
+
+    def created(n: int) -> PathCounts:  # n creates, each with a new id
+        return PathCounts(n, same_shape={"$.id": n}, present={"$.id": n}, statuses={201: n})
+
     few = MIN_GENERATED - 1
-    write = learned_from(PathCounts(compared=few, same_shape={"$.id": few}), "POST")
-    assert write.holds(("$.id",)) and write.generated == frozenset()
-    enough = learned_from(PathCounts(compared=MIN_GENERATED, same_shape={"$.id": MIN_GENERATED}), "POST")
-    assert not enough.holds(("$.id",)) and enough.generated == {"$.id"}
-    # A login: 30 comparisons, a third of them 401s without tokens: the token showed in 19 of them.
-    tokens = PathCounts(compared=30, same_shape={"$.token": few}, present={"$.token": few})
+    write = learned_from(created(few), "POST")
+    assert write.holds(("$.id",), 201) and write.generated == frozenset()
+    enough = learned_from(created(MIN_GENERATED), "POST")
+    assert not enough.holds(("$.id",), 201) and enough.generated == {"$.id"}
+    # A login: 45 comparisons, 26 of them 401s without tokens: the token showed in the 19 others.
+    tokens = PathCounts(45, same_shape={"$.token": few}, present={"$.token": few},
+                        statuses={200: few, 401: 26})  # fmt: skip
     login = learned_from(tokens, "POST")
-    assert login.holds(("$.token",)) and login.generated == frozenset()
-    assert not login.holds(("$.other",))  # a path never seen changing: the comparisons' count decides
+    assert login.holds(("$.token",), 200) and login.generated == frozenset()
+    # A path never seen changing: the comparisons under the status it now changes under decide.
+    assert not login.holds(("$.other",), 401)
+    assert login.holds(("$.other",), 200) and login.holds(("$.other",), 500)
     get = RouteStats(
         "r", counters={"compared": 97, "raced": 3, "aa_pairs": 40, "n@200": 100},
         aa={"$.uptime": 40, "$.id": 40, "$.title": 4}, cand={"$.uptime": 100, "$.id": 100, "$.title": 100},
@@ -116,6 +123,6 @@ def test_generated_share_is_of_the_comparisons_where_the_path_shows() -> None:
     login = RouteStats("r", counters={"compared": 100, "n@200": 60, "n@401": 40},
                        shape={"200 $.access_token": 60, "200 $.id": 18})  # fmt: skip
     counts = login.path_counts()
-    assert counts.present == {"$.access_token": 60, "$.id": 60}
+    assert counts.present == {"$.access_token": 60, "$.id": 60} and counts.statuses == {200: 60, 401: 40}
     assert counts.share("$.access_token") == 1.0
     assert learned_from(counts, "POST").generated == {"$.access_token"}
