@@ -177,8 +177,8 @@ class ResponseReader(abc.ABC, Generic[SinkT]):
         status = self.status
         return status >= 200 and status not in (204, 304) and not declares_length(self.headers)
 
-    # --- httptools callbacks (no on_message_begin: the end of each message resets the head, which saves
-    # a callback per response)
+    # --- httptools callbacks (no on_message_begin here: the end of each message resets the head; the
+    # connections have one to tell a response that should not be there)
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 

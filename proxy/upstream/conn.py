@@ -172,6 +172,23 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # close our side too: HTTP/1.1 upstreams do not half-close
 
+    # --- the httptools callback the reader does not have
+    def on_message_begin(self) -> None:
+        if self.got_bytes and self.sink is not None:
+            return  # the answer to the request sent (or its interim head, or the real one after it)
+        # Bytes after the response's end, in its read: an upstream sending more than one response to one
+        # request. They would be read as the next request's answer (on this connection: it went back to
+        # the pool at that end, and may have been taken again meanwhile, by a sink's end starting the next
+        # request): close it instead, and that request, if any, fails as on a reused connection closed
+        # unanswered (retried).
+        sink = self.sink
+        self.abort()
+        if sink is not None:
+            sink.on_resp_error(
+                UpstreamError("connect", f"upstream {self.pool.name} sent bytes after the previous response"),
+                True,
+            )
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.active.discard(self)

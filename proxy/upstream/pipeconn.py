@@ -208,8 +208,8 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if not self.inflight:  # bytes nobody asked for: the upstream is confused
-            self._broken("sent bytes with no request outstanding")
+        if len(self.inflight) <= len(self.queued):  # bytes nobody asked for: the upstream is confused
+            self._stray()
             return
         self.read_at = self.now()
         read_plain = READ_PLAIN
@@ -234,7 +234,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         after the last one taken (0: none)."""
         taken = 0
         cap = self.cap
-        while self.inflight and not self.closed:
+        while len(self.inflight) > len(self.queued) and not self.closed:  # an answer is due: see _stray
             plain = read_plain(data, taken, cap)
             if plain is None:
                 break
@@ -265,6 +265,9 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
 
     # --- the reader's events
     def on_message_begin(self) -> None:
+        if len(self.inflight) <= len(self.queued):
+            self._stray()
+            raise ProtocolError("a response nobody asked for")  # llhttp reads no further
         self.got_bytes = True  # llhttp is inside a response until its on_message_complete
 
     def on_body(self, body: bytes) -> None:
@@ -345,7 +348,16 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         # The upstream ends the connection after this response: what is behind it goes elsewhere.
         self.pool._resend(self._shut("close"))
 
+    def _stray(self) -> None:
+        """Bytes while no call written is waiting for its answer (``queued`` are the calls not written
+        yet; a done sends one while the read that answered the last one is parsed): the upstream sent
+        more responses than it was asked for. The connection is closed, not read on: its bytes would be
+        taken for the next call's answer. The calls queued on it were never sent: they go elsewhere."""
+        self.pool._resend(self._shut("abort"))
+
     def _broken(self, why: str) -> None:
+        if self.closed:  # already shut (`_stray` stops llhttp so)
+            return
         calls = self._shut("abort")
         if calls:
             calls[0].fail(UpstreamError("protocol", f"upstream {self.pool.name} {why}"))

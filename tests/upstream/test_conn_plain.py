@@ -176,3 +176,58 @@ async def test_a_failing_sink_fails_the_response_either_way(pool: UpstreamPool, 
     assert events == [("error", "protocol", False)]
     assert conn.closed and conn not in pool.idle
     assert fed == (reads[:1] if split or READ_PLAIN is None else [])
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("first", "stray"),
+    [
+        (PLAIN, b"HTTP/1.1 200 OK\r\n"),  # the start of a second head
+        (PLAIN, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),  # a whole head: its body would be the next
+        (PLAIN, PLAIN),  # a whole second response
+        (CHUNKED, b"H"),
+    ],
+)
+async def test_bytes_after_the_response_in_its_read_end_the_connection(
+    pool: UpstreamPool, first: bytes, stray: bytes
+) -> None:
+    """An upstream that sends more than one response to one request: the response is delivered and the
+    connection closed, not reused (the rest would be read as the next request's answer: nginx closes such
+    a connection too)."""
+    events, _, conn = await respond(pool, [first + stray])
+    assert [e[:2] for e in events if e[0] != "flush"] == [("head", 200), ("body", b"hello"), ("done",)]
+    assert conn.closed and pool.acquire() is None  # (a closed connection in the idle list is skipped)
+
+
+class Chaining(Recorder):
+    """A sink whose end starts the next request at once on whatever idle connection the pool has (as a
+    client's pipelined request would)."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        super().__init__()
+        self.pool = pool
+        self.next = Recorder()
+        self.conn: UpConn | None = None
+
+    def on_resp_done(self) -> None:
+        super().on_resp_done()
+        self.conn = self.pool.acquire()
+        if self.conn is not None:
+            self.conn.start(self.next, b"GET /next HTTP/1.1\r\nHost: up\r\n\r\n", False, True, False)
+
+
+async def test_stray_bytes_never_reach_the_request_that_took_the_connection_meanwhile(
+    pool: UpstreamPool,
+) -> None:
+    """The connection went back to the pool at the first response's end and the next request took it,
+    within the same read: the stray bytes are not its answer; it fails retryably (sent again on another
+    connection), as when a reused connection closes unanswered."""
+    sink = Chaining(pool)
+    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    events, _, conn = await respond(pool, [PLAIN + stray], sink=sink)
+    assert [e[0] for e in events if e[0] != "flush"] == ["head", "body", "done"]
+    assert sink.conn is conn  # the connection was taken again
+    assert sink.next.events == [("error", "connect", True)]
+    assert conn.closed and pool.acquire() is None

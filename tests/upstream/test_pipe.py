@@ -1040,3 +1040,39 @@ async def test_a_failing_done_fails_the_next_call_either_way(make: Make) -> None
 
     await check([ok("/a") + ok("/b")])  # read whole: plain in the compiled build
     await check([ok("/a")[:-1], ok("/a")[-1:] + ok("/b")])  # split: llhttp either way
+
+
+@both_loops
+async def test_bytes_after_the_last_answer_never_answer_a_call_sent_meanwhile(make: Make) -> None:
+    """Bytes after the answer to the last call written, in its read (a response nobody asked for, whole or
+    begun), close the connection: a call the answer's ``done`` sent meanwhile, queued on that connection
+    but not yet written, is sent again on a new one and gets its own answer, not those bytes."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        if req.conn == 0:
+            return "hang"  # the test writes conn 0's answers itself
+        writer.write(ok(req.path))
+        return None
+
+    async def check(stray: bytes) -> None:
+        upstream, pool = await make(respond)
+        done = Done()
+        later: list[PipeCall] = []
+
+        def then_b(call: PipeCall) -> None:
+            done(call)
+            later.append(pool.call(get("/b"), 2.0, done))
+
+        first = pool.call(get("/a"), 2.0, then_b)
+        await eventually(lambda: len(upstream.requests) == 1, what="1 request at the upstream")
+        (conn,) = pool.conns
+        conn.data_received(ok("/a") + stray)
+        await done.wait(2)
+        assert answer(first)[2] == echoed("/a")
+        assert (answer(later[0])[1][b"x-path"], answer(later[0])[2]) == (b"/b", echoed("/b")), stray
+        assert conn.closed and upstream.paths(1) == ["/b"] and upstream.paths(0) == ["/a"]
+        assert done.once([first, *later])
+
+    await check(b"HTTP/1.1 200 OK\r\n")  # begun: llhttp
+    await check(ok("/stray"))  # whole and plain: READ_PLAIN in the compiled build
+    await check(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n")  # a head whose body would be the next
