@@ -122,8 +122,9 @@ class Learned:
         """Whether a difference made only of same-shape generated values on ``paths``, under a control that
         answered ``status``, is held (neither matched nor differed): on a write, until each of those paths
         has MIN_GENERATED comparisons where it could show (``PathCounts.present``: a login's tokens show in
-        its 200s, not in its 401s), which tell whether it is generated. A path never seen changing could
-        have shown in the comparisons answered ``status``. Counting all comparisons instead judged a
+        its 200s, not in its 401s), which tell whether it is generated. For a path never seen changing,
+        the comparisons answered ``status`` stand in for those (an estimate: a status whose bodies vary in
+        shape may not have shown it in all of them). Counting all comparisons instead judged a
         login's first tokens as differences whenever a third of its answers were 401s, or its first twenty
         were."""
         if self.read:

@@ -204,13 +204,16 @@ def learning_counts(
     counters: dict[str, int], aa: dict[str, int], cand: dict[str, int], shape: dict[str, int]
 ) -> PathCounts:
     """``PathCounts`` from one recording key's counters and learning hashes (``shape`` fields are
-    "<control status> <path>")."""
+    "<control status> <path>"; any other field is not a path's: a full hash's ``(other)``, and the bare
+    paths written before statuses were)."""
     compared = sum(counters.get(name, 0) for name in LEARNING_COUNTED)
-    by_status = {int(k[2:]): n for k, n in counters.items() if k.startswith("n@")}
+    by_status = {int(k[2:]): n for k, n in counters.items() if k.startswith("n@") and k[2:].isdigit()}
     same: dict[str, int] = {}
     present: dict[str, int] = {}
     for name, n in shape.items():
         status, _, path = name.partition(" ")
+        if not status.isdigit() or not path:
+            continue
         same[path] = same.get(path, 0) + n
         present[path] = present.get(path, 0) + by_status.get(int(status), 0)
     return PathCounts(compared, counters.get("aa_pairs", 0), dict(aa), dict(cand), same, present, by_status)

@@ -124,5 +124,8 @@ def test_generated_share_is_of_the_comparisons_where_the_path_shows() -> None:
                        shape={"200 $.access_token": 60, "200 $.id": 18})  # fmt: skip
     counts = login.path_counts()
     assert counts.present == {"$.access_token": 60, "$.id": 60} and counts.statuses == {200: 60, 401: 40}
+    # A full hash's "(other)" and a bare path (written before statuses were) are no status's path.
+    odd = RouteStats("r", counters=login.counters, shape={**login.shape, "(other)": 7, "$.old": 3})
+    assert odd.path_counts() == counts
     assert counts.share("$.access_token") == 1.0
     assert learned_from(counts, "POST").generated == {"$.access_token"}

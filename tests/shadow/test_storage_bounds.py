@@ -59,6 +59,10 @@ async def test_redis_fields_capped_with_other_bucket_and_ttl(store: RedisPgStore
         assert sum(fields.values()) == (6000 if kind in ("sigs", "paths") else 3000), kind
     stats = (await store.stats())["r"]
     assert stats.signatures["$.name"] == 3000
+    # Learning reads the full hashes: ``(other)`` is no path (nor a status).
+    counts = await store.path_counts("r")
+    assert len(counts.same_shape) == 100 and OTHER not in counts.same_shape and "" not in counts.same_shape
+    assert counts.statuses == {0: 3000}
     keys = [k async for k in redis.scan_iter(match=store.prefix + "*")]
     assert keys
     for k in keys:
