@@ -7,8 +7,9 @@
   the response names the new protocol (Upgrade); the bytes after its head are that protocol's (`feed`
   returns them);
 - a response to **HEAD** has no body whatever its headers say (``is_head``): the message ends with its
-  head. llhttp cannot be told so, hence HEAD requests are never pipelined: bytes after such a head in
-  the same read are dropped;
+  head. llhttp cannot be told so, hence HEAD requests are never pipelined: the bytes after such a head in
+  the same read go to the parser it leaves (a fresh one reads the next read), which reports them as
+  body with no sink (`UpConn` closes a connection whose upstream did so);
 - a body with neither Content-Length nor chunked coding is **delimited by the close** (`ends_at_close`);
 - **trailers** of a chunked body are dropped;
 - llhttp itself applies Content-Length, chunked coding, no body for 1xx/204/304, keep-alive, and rejects

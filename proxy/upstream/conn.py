@@ -99,13 +99,16 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         "_write",
         "closed",
         "deadline",
+        "feeding",
         "got_bytes",
         "idle_since",
         "last_io",
         "paused",
         "pool",
+        "release_due",
         "req_done",
         "reused",
+        "stray",
         "timeout",
         "transport",
     )
@@ -116,6 +119,11 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._write: Callable[[bytes], None] = unconnected
         self.got_bytes = False
+        # While llhttp parses a read, a response that ends in it goes back to the pool only after the
+        # read (`_fed`), and only if nothing followed it there (``stray``): see `on_message_begin`.
+        self.feeding = False
+        self.release_due = False
+        self.stray = False
         self.paused = False  # our reading is paused (`pause_reading`): its client is slow
         self.reused = False
         self.closed = False
@@ -157,14 +165,18 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
                     sink.flush()
                 return
         self.got_bytes = True
+        self.feeding = True
         try:  # ResponseReader.feed, inlined: one call less per read
             self._feed(data)
         except httptools.HttpParserUpgrade as e:
+            self._fed(False)
             self._upgrade(data[e.args[0] :])
             return
         except httptools.HttpParserError as e:
+            self._fed(False)
             self._invalid(protocol_error(e))
             return
+        self._fed(True)
         sink = self.sink
         if sink is not None:
             sink.flush()
@@ -172,22 +184,17 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # close our side too: HTTP/1.1 upstreams do not half-close
 
-    # --- the httptools callback the reader does not have
+    # --- httptools callbacks: what tells bytes after the response's end in its read
     def on_message_begin(self) -> None:
-        if self.got_bytes and self.sink is not None:
-            return  # the answer to the request sent (or its interim head, or the real one after it)
-        # Bytes after the response's end, in its read: an upstream sending more than one response to one
-        # request. They would be read as the next request's answer (on this connection: it went back to
-        # the pool at that end, and may have been taken again meanwhile, by a sink's end starting the next
-        # request): close it instead, and that request, if any, fails as on a reused connection closed
-        # unanswered (retried).
+        if self.sink is None:  # a second response to one request (the answer's end let go of the sink)
+            self.stray = True
+
+    def on_body(self, body: bytes) -> None:
         sink = self.sink
-        self.abort()
         if sink is not None:
-            sink.on_resp_error(
-                UpstreamError("connect", f"upstream {self.pool.name} sent bytes after the previous response"),
-                True,
-            )
+            sink.on_resp_body(body)
+        else:  # a body after a HEAD's answer, read by the parser that answer left (`ResponseReader`)
+            self.stray = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -247,10 +254,28 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.sink = None
         self.pool.active.discard(self)
         if keep_alive and self.req_done and not self.closed:
-            self.pool._release(self)
+            if self.feeding:
+                self.release_due = True  # once llhttp has read the rest of this read (`_fed`)
+            else:
+                self.pool._release(self)
         else:
             self.abort(graceful=True)
         sink.on_resp_done()
+
+    def _fed(self, parsed: bool) -> None:
+        """llhttp has read a read (``parsed``: without an error). A response that ended in it goes back to
+        the pool now, unless bytes followed it there: an upstream sending more than one response to one
+        request (or a body to a HEAD). Those would be read as the next request's answer; the connection is
+        closed instead. Until now it was in no pool, so no request (say one a sink's end started) took it
+        meanwhile."""
+        self.feeding = False
+        if self.release_due:
+            self.release_due = False
+            if parsed and not self.stray and not self.closed:
+                self.pool._release(self)
+            else:
+                self.abort()
+        self.stray = False
 
     def _upgrade(self, rest: bytes) -> None:
         sink = self.sink

@@ -218,16 +218,35 @@ class Chaining(Recorder):
             self.conn.start(self.next, b"GET /next HTTP/1.1\r\nHost: up\r\n\r\n", False, True, False)
 
 
-async def test_stray_bytes_never_reach_the_request_that_took_the_connection_meanwhile(
+@pytest.mark.parametrize(
+    ("is_head", "read"),
+    [
+        (False, PLAIN + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+        (False, CHUNKED + b"HTTP/1.1 200 OK\r\n"),
+        (True, PLAIN),  # a body after a HEAD's answer
+        (True, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + PLAIN),
+    ],
+)
+async def test_no_request_takes_the_connection_while_its_read_is_parsed(
+    pool: UpstreamPool, is_head: bool, read: bytes
+) -> None:
+    """A response's end lets go of its sink while llhttp still has the rest of the read to parse; a sink
+    whose end starts the next request at once finds no idle connection (this one goes back to the pool
+    only after the read, if nothing followed the response: here something did, so it closes). Before, that
+    request took the connection and was given the stray bytes as its answer."""
+    sink = Chaining(pool)
+    events, _, conn = await respond(pool, [read], is_head=is_head, sink=sink)
+    kinds = [e[0] for e in events if e[0] != "flush"]
+    assert kinds == (["head", "done"] if is_head else ["head", "body", "done"])
+    assert sink.conn is None and sink.next.events == []
+    assert conn.closed and pool.acquire() is None
+
+
+async def test_a_response_split_over_reads_goes_back_to_the_pool_after_its_last_read(
     pool: UpstreamPool,
 ) -> None:
-    """The connection went back to the pool at the first response's end and the next request took it,
-    within the same read: the stray bytes are not its answer; it fails retryably (sent again on another
-    connection), as when a reused connection closes unanswered."""
-    sink = Chaining(pool)
-    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
-    events, _, conn = await respond(pool, [PLAIN + stray], sink=sink)
+    """The usual case: the connection is idle in the pool once the read holding the response's end is
+    parsed, and a sink's end that starts the next request finds it then (here: after the read)."""
+    events, _, conn = await respond(pool, [CHUNKED[:20], CHUNKED[20:]])
     assert [e[0] for e in events if e[0] != "flush"] == ["head", "body", "done"]
-    assert sink.conn is conn  # the connection was taken again
-    assert sink.next.events == [("error", "connect", True)]
-    assert conn.closed and pool.acquire() is None
+    assert conn in pool.idle and not conn.closed and pool.acquire() is conn
