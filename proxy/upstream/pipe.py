@@ -200,12 +200,14 @@ class PipePool(PipeOwner):
             pass
         self._drain_waiting()
 
-    def _resend(self, calls: list[PipeCall]) -> None:
+    def _resend(self, calls: list[PipeCall], written: bool = True) -> None:
         for call in calls:
             if call.finished:
                 continue
             call.conn = None
-            if call.retried:
+            if not written:
+                self._send(call)
+            elif call.retried:
                 call.fail(UpstreamError("connect", f"upstream {self.name} closed the connection twice"))
             else:
                 call.retried = True

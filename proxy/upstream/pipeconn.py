@@ -45,8 +45,9 @@ class PipeOwner:
         """Forget a closed connection."""
         raise NotImplementedError
 
-    def _resend(self, calls: list[PipeCall]) -> None:
-        """Send again calls a closed connection did not answer."""
+    def _resend(self, calls: list[PipeCall], written: bool = True) -> None:
+        """Send again calls a closed connection did not answer (not ``written``: calls it never sent, which
+        do not count as the one retry a call gets)."""
         raise NotImplementedError
 
     def _drain_waiting(self) -> None:
@@ -353,7 +354,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         yet; a done sends one while the read that answered the last one is parsed): the upstream sent
         more responses than it was asked for. The connection is closed, not read on: its bytes would be
         taken for the next call's answer. The calls queued on it were never sent: they go elsewhere."""
-        self.pool._resend(self._shut("abort"))
+        self.pool._resend(self._shut("abort"), written=False)
 
     def _broken(self, why: str) -> None:
         if self.closed:  # already shut (`_stray` stops llhttp so)

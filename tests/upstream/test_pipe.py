@@ -1070,6 +1070,7 @@ async def test_bytes_after_the_last_answer_never_answer_a_call_sent_meanwhile(ma
         await done.wait(2)
         assert answer(first)[2] == echoed("/a")
         assert (answer(later[0])[1][b"x-path"], answer(later[0])[2]) == (b"/b", echoed("/b")), stray
+        assert not later[0].retried  # never sent on the confused connection: its one retry is left
         assert conn.closed and upstream.paths(1) == ["/b"] and upstream.paths(0) == ["/a"]
         assert done.once([first, *later])
 
