@@ -91,12 +91,15 @@ def _plain_reader() -> ReadPlain | None:
 READ_PLAIN: Final = _plain_reader()
 
 
-def protocol_error(exc: httptools.HttpParserError) -> ProtocolError:
-    """The `ProtocolError` for an httptools error: ours when one of our rules raised it in a callback."""
-    inner = exc.__context__
-    if isinstance(inner, ProtocolError):
-        return inner
-    return ProtocolError(str(exc) or type(exc).__name__)
+def protocol_error(exc: Exception) -> ProtocolError:
+    """The `ProtocolError` for an exception met while a response was read: an httptools error, or what a
+    callback raised (httptools wraps it: then the callback's own, ours when one of our rules raised it),
+    or what a reading without llhttp (`READ_PLAIN`) met, named alike either way."""
+    inner = exc.__context__ if isinstance(exc, httptools.HttpParserError) else None
+    found = inner if isinstance(inner, Exception) else exc
+    if isinstance(found, ProtocolError):
+        return found
+    return ProtocolError(str(found) or type(found).__name__)
 
 
 SinkT = TypeVar("SinkT", bound=ResponseEvents)

@@ -17,7 +17,7 @@ from typing import Protocol, cast
 import httptools
 
 from proxy.compiled import mypyc_attr
-from proxy.http1.errors import UpstreamError
+from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
 from proxy.http1.reader import READ_PLAIN, ResponseEvents, ResponseReader, protocol_error
 
@@ -158,7 +158,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
                 try:
                     self._plain(sink, status, reason, headers, body, keep_alive)
                 except Exception as e:  # as a callback's exception inside llhttp would end
-                    self._invalid(e)
+                    self._invalid(protocol_error(e))
                     return
                 sink = self.sink
                 if sink is not None:
@@ -285,10 +285,9 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.pool.active.discard(self)  # a tunnel has no deadline and never returns to the pool
         sink.on_upgrade(self, rest)
 
-    def _invalid(self, why: Exception) -> None:
-        """The response broke a framing rule (`ProtocolError`), or the sink failed while it was read."""
-        what = str(why) or type(why).__name__
-        self._fail(UpstreamError("protocol", f"upstream {self.pool.name} sent an invalid response: {what}"))
+    def _invalid(self, why: ProtocolError) -> None:
+        """The response broke a framing rule, or the sink failed while it was read (`protocol_error`)."""
+        self._fail(UpstreamError("protocol", f"upstream {self.pool.name} sent an invalid response: {why}"))
 
     def _fail(self, exc: UpstreamError) -> None:
         sink = self.sink

@@ -218,7 +218,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
             try:
                 taken = self._take_plain(data, read_plain)
             except Exception as e:  # a caller's done failed: as when it fails inside llhttp's callback
-                self._broken(f"sent an invalid response: {str(e) or type(e).__name__}")
+                self._broken(f"sent an invalid response: {protocol_error(e)}")
                 return
             if taken != 0:
                 if taken == len(data) or self.closed:

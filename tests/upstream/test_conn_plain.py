@@ -33,6 +33,7 @@ class Recorder(ResponseSink):
 
     def __init__(self, raise_on_head: bool = False) -> None:
         self.events: list[Event] = []
+        self.message = ""
         self.raise_on_head = raise_on_head
 
     def on_resp_interim(self, status: int, reason: bytes, headers: Headers) -> None:
@@ -51,6 +52,7 @@ class Recorder(ResponseSink):
 
     def on_resp_error(self, exc: UpstreamError, retryable: bool) -> None:
         self.events.append(("error", exc.kind, retryable))
+        self.message = str(exc)
 
     def on_upgrade(self, conn: UpConn, rest: bytes) -> None:
         self.events.append(("upgrade", rest))
@@ -172,8 +174,10 @@ async def test_the_answer_to_a_head_goes_to_llhttp(pool: UpstreamPool) -> None:
 @pytest.mark.parametrize("split", [False, True])
 async def test_a_failing_sink_fails_the_response_either_way(pool: UpstreamPool, split: bool) -> None:
     reads = [PLAIN[:-2], PLAIN[-2:]] if split else [PLAIN]  # the head whole in the first read
-    events, fed, conn = await respond(pool, reads, sink=Recorder(raise_on_head=True))
+    sink = Recorder(raise_on_head=True)
+    events, fed, conn = await respond(pool, reads, sink=sink)
     assert events == [("error", "protocol", False)]
+    assert sink.message == "upstream up sent an invalid response: the sink broke"  # its own words either way
     assert conn.closed and conn not in pool.idle
     assert fed == (reads[:1] if split or READ_PLAIN is None else [])
 
