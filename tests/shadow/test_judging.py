@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from proxy.report.model import build_report
 from proxy.shadow.noise import MIN_GENERATED, NOISE_REFRESH_S
 
-from .shadow_rig import Backend, RigFactory, routes_text
+from .shadow_rig import Backend, Rig, RigFactory, routes_text
 
 ITEM = "  - {name: item, match: {methods: [GET], path: /item}, target: %s, shadow: {sample: 1.0}}\n"
 CREATE = (
@@ -222,12 +223,13 @@ class Creator:
         return web.json_response(doc, status=201)
 
 
-async def test_a_write_holds_its_tokens_until_they_showed_in_enough_comparisons(
-    make_rig: RigFactory, backends: tuple[Backend, Backend]
-) -> None:
-    """A login answers a fresh token, or a 401 without one (the same on both sides): its first tokens are
-    held as learning until the token itself showed in MIN_GENERATED comparisons, however many 401s were
-    compared beside them; then it is generated. None of it ever counts as a difference."""
+OK, WRONG = b'{"ok": true}', b'{"ok": false}'
+Post = Callable[..., Awaitable[None]]
+
+
+async def login_rig(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> tuple[Rig, Post, list[float]]:
+    """A route both sides answer as a login (a fresh token to OK, a 401 without one to WRONG), shadowed on
+    a clock the test moves; ``post(*bodies)`` sends each and waits for its comparison."""
     legacy, new = backends
 
     async def login(request: web.Request) -> web.StreamResponse:
@@ -239,20 +241,30 @@ async def test_a_write_holds_its_tokens_until_they_showed_in_enough_comparisons(
     now = [1000.0]
     rig = await make_rig(routes_text(legacy, new, CREATE % "", "aa_sample: 0"), clock=lambda: now[0])
 
-    async def post(n: int) -> None:
-        for i in range(n):
-            body = b'{"ok": false}' if i % 3 == 2 else b'{"ok": true}'
+    async def post(*bodies: bytes) -> None:
+        for body in bodies:
             await rig.request("POST", "/things", data=body)
             await rig.shadower.drain()
 
-    await post(24)  # 16 tokens and 8 401s: 24 comparisons, the token shown in 16
+    return rig, post, now
+
+
+async def test_a_write_holds_its_tokens_until_they_showed_in_enough_comparisons(
+    make_rig: RigFactory, backends: tuple[Backend, Backend]
+) -> None:
+    """A login answers a fresh token, or a 401 without one (the same on both sides): its first tokens are
+    held as learning until the token itself showed in MIN_GENERATED comparisons, however many 401s were
+    compared beside them; then it is generated. None of it ever counts as a difference."""
+    rig, post, now = await login_rig(make_rig, backends)
+    mixed = [WRONG if i % 3 == 2 else OK for i in range(24)]
+    await post(*mixed)  # 16 tokens and 8 401s: 24 comparisons, the token shown in 16
     now[0] += NOISE_REFRESH_S + 1
-    await post(3)
+    await post(*mixed[:3])
     st = (await rig.store.stats())["create"]
     assert (st.get("learning"), st.get("matched"), st.get("differed")) == (18, 9, 0)
-    await post(6)
+    await post(*mixed[:6])
     now[0] += NOISE_REFRESH_S + 1
-    await post(3)
+    await post(*mixed[:3])
     st = (await rig.store.stats())["create"]
     assert (st.get("generated"), st.get("differed")) == (2, 0)
 
@@ -263,28 +275,10 @@ async def test_a_write_holds_its_first_tokens_after_many_401s(
     """A login whose first answers are all 401s (a client retrying a bad password, say): when its first
     tokens come, more than MIN_GENERATED comparisons are counted, none of them where a token could show:
     those tokens are held as learning, not differences (the rehearsal's login once went "not READY" so)."""
-    legacy, new = backends
-    ok = [False]
-
-    async def login(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        if not ok[0]:
-            return web.json_response({"error": "invalid credentials"}, status=401)
-        return web.json_response({"token": uuid.uuid4().hex + uuid.uuid4().hex})
-
-    legacy.handler = new.handler = login
-    now = [1000.0]
-    rig = await make_rig(routes_text(legacy, new, CREATE % "", "aa_sample: 0"), clock=lambda: now[0])
-
-    async def post(n: int) -> None:
-        for _ in range(n):
-            await rig.request("POST", "/things", data=b"{}")
-            await rig.shadower.drain()
-
-    await post(MIN_GENERATED + 5)  # 401s only
+    rig, post, now = await login_rig(make_rig, backends)
+    await post(*[WRONG] * (MIN_GENERATED + 5))
     now[0] += NOISE_REFRESH_S + 1
-    ok[0] = True
-    await post(3)
+    await post(OK, OK, OK)
     st = (await rig.store.stats())["create"]
     assert (st.get("matched"), st.get("learning"), st.get("differed")) == (MIN_GENERATED + 5, 3, 0)
 
