@@ -32,6 +32,7 @@ off the data path.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable
 from typing import Final, Generic, NamedTuple, TypeVar
 
@@ -91,15 +92,21 @@ def _plain_reader() -> ReadPlain | None:
 READ_PLAIN: Final = _plain_reader()
 
 
+log = logging.getLogger("strangler.http1")
+
+
 def protocol_error(exc: Exception) -> ProtocolError:
-    """The `ProtocolError` for an exception met while a response was read: an httptools error, or what a
-    callback raised (httptools wraps it: then the callback's own, ours when one of our rules raised it),
-    or what a reading without llhttp (`READ_PLAIN`) met, named alike either way."""
-    inner = exc.__context__ if isinstance(exc, httptools.HttpParserError) else None
-    found = inner if isinstance(inner, Exception) else exc
-    if isinstance(found, ProtocolError):
-        return found
-    return ProtocolError(str(found) or type(found).__name__)
+    """The `ProtocolError` for an exception met while a response was read: llhttp's own complaint, one of
+    our rules raised in a callback (httptools wraps what a callback raises), or a callback's own failure,
+    met on the llhttp path or the plain one (`READ_PLAIN`) alike. The last is the gateway's fault, not the
+    upstream's: logged with its traceback and named by its type only (the text reaches the client's 502)."""
+    inner = exc.__context__ if isinstance(exc, httptools.HttpParserError) else exc
+    if isinstance(inner, ProtocolError):
+        return inner
+    if not isinstance(inner, Exception):  # llhttp's own: the bytes broke HTTP/1.1
+        return ProtocolError(str(exc) or type(exc).__name__)
+    log.error("a callback failed while a response was read", exc_info=inner)
+    return ProtocolError(f"the gateway failed while reading it ({type(inner).__name__})")
 
 
 SinkT = TypeVar("SinkT", bound=ResponseEvents)

@@ -10,6 +10,7 @@ calls) with no call in between. It carries one request at a time, then returns t
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -22,6 +23,8 @@ from proxy.http1.headers import Headers
 from proxy.http1.reader import READ_PLAIN, ResponseEvents, ResponseReader, protocol_error
 
 __all__ = ["ConnOwner", "ConnSource", "ResponseSink", "UpConn", "unconnected"]
+
+log = logging.getLogger("strangler.upstream")
 
 
 def unconnected(data: bytes) -> None:
@@ -99,13 +102,13 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         "_write",
         "closed",
         "deadline",
+        "ended",
         "feeding",
         "got_bytes",
         "idle_since",
         "last_io",
         "paused",
         "pool",
-        "release_due",
         "req_done",
         "reused",
         "stray",
@@ -120,9 +123,10 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self._write: Callable[[bytes], None] = unconnected
         self.got_bytes = False
         # While llhttp parses a read, a response that ends in it goes back to the pool only after the
-        # read (`_fed`), and only if nothing followed it there (``stray``): see `on_message_begin`.
+        # read, and only if nothing followed it there (``stray``), and its sink's end waits till then
+        # (``ended``): see `_fed`.
         self.feeding = False
-        self.release_due = False
+        self.ended: ResponseSink | None = None
         self.stray = False
         self.paused = False  # our reading is paused (`pause_reading`): its client is slow
         self.reused = False
@@ -159,11 +163,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
                     self._plain(sink, status, reason, headers, body, keep_alive)
                 except Exception as e:  # as a callback's exception inside llhttp would end
                     self._invalid(protocol_error(e))
-                    return
-                sink = self.sink
-                if sink is not None:
-                    sink.flush()
-                return
+                return  # (no flush: the response's end wrote it; a sink here now is the next request's)
         self.got_bytes = True
         self.feeding = True
         try:  # ResponseReader.feed, inlined: one call less per read
@@ -176,8 +176,8 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
             self._fed(False)
             self._invalid(protocol_error(e))
             return
+        sink = self.sink  # the one mid-response, if any (not the next request's, which `_fed` may start)
         self._fed(True)
-        sink = self.sink
         if sink is not None:
             sink.flush()
 
@@ -255,27 +255,37 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.pool.active.discard(self)
         if keep_alive and self.req_done and not self.closed:
             if self.feeding:
-                self.release_due = True  # once llhttp has read the rest of this read (`_fed`)
-            else:
-                self.pool._release(self)
+                self.ended = sink  # the pool and the sink's end wait for the rest of this read (`_fed`)
+                return
+            self.pool._release(self)
         else:
             self.abort(graceful=True)
-        sink.on_resp_done()
+        self._end(sink)
 
     def _fed(self, parsed: bool) -> None:
         """llhttp has read a read (``parsed``: without an error). A response that ended in it goes back to
         the pool now, unless bytes followed it there: an upstream sending more than one response to one
         request (or a body to a HEAD). Those would be read as the next request's answer; the connection is
-        closed instead. Until now it was in no pool, so no request (say one a sink's end started) took it
-        meanwhile."""
+        closed instead. Then its sink's end, which may start the next request (a pipelining client's) on
+        this connection: until now it was in no pool, so nothing took it while the read was parsed."""
         self.feeding = False
-        if self.release_due:
-            self.release_due = False
+        sink = self.ended
+        if sink is not None:
+            self.ended = None
             if parsed and not self.stray and not self.closed:
                 self.pool._release(self)
             else:
                 self.abort()
+            self._end(sink)
         self.stray = False
+
+    def _end(self, sink: ResponseSink) -> None:
+        """The sink's end: its response is whole, the connection already back in the pool or closed. What
+        it raises is its own failure, not the upstream's nor that of a request it started here: logged."""
+        try:
+            sink.on_resp_done()
+        except Exception:
+            log.exception("upstream %s: a response's end failed in its sink", self.pool.name)
 
     def _upgrade(self, rest: bytes) -> None:
         sink = self.sink
@@ -302,6 +312,8 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         The response state was reset when the previous response ended (`ResponseReader`).
         """
         pool = self.pool
+        if self.paused:  # paused by its last client after its response had ended (its end's own write)
+            self.resume_reading()
         self.sink = sink
         self.is_head = is_head
         self.got_bytes = False

@@ -235,6 +235,23 @@ async def test_pipelined_requests_answered_in_order(gw: RunningGateway) -> None:
     client.close()
 
 
+async def test_pipelined_requests_reuse_one_upstream_connection(
+    gw: RunningGateway, echo: EchoUpstream
+) -> None:
+    """A pipelining client's requests go one after another over one upstream connection, whichever reader
+    read each answer (a HEAD's is llhttp's): a response's end hands the connection back before it starts
+    the client's next request."""
+    for method in (b"GET", b"HEAD"):
+        client = await RawClient.open(gw.port)
+        before = len(echo.seen.requests)
+        await client.send(b"".join(b"%s /p/%d HTTP/1.1\r\nHost: g\r\n\r\n" % (method, n) for n in range(6)))
+        for _ in range(6):
+            assert (await client.response(head=method == b"HEAD")).status == 200
+        conns = {r["conn"] for r in echo.seen.requests[before:]}
+        assert len(echo.seen.requests) - before == 6 and len(conns) == 1, (method, conns)
+        client.close()
+
+
 async def test_http10_client_gets_close_delimited_response(gw: RunningGateway) -> None:
     """An HTTP/1.0 client gets no chunked framing; the gateway closes after the body."""
     client = await RawClient.open(gw.port)

@@ -1,5 +1,7 @@
 """`UpConn` reads a whole plain response without llhttp (compiled build) and its sink sees what llhttp's
-callbacks would have shown it; any other read goes to llhttp.
+callbacks would have shown it; any other read goes to llhttp. And a response's end, either way: bytes after
+it close the connection, a clean end hands it back to the pool before the sink's end runs (which may start
+the next request on it), and the sink's failures are its own.
 
 Each test opens a real pooled connection to a loopback upstream that never answers, starts a request on
 it, and injects the response's reads itself (`data_received`), with the boundaries it chooses, counting
@@ -172,12 +174,16 @@ async def test_the_answer_to_a_head_goes_to_llhttp(pool: UpstreamPool) -> None:
 
 
 @pytest.mark.parametrize("split", [False, True])
-async def test_a_failing_sink_fails_the_response_either_way(pool: UpstreamPool, split: bool) -> None:
+async def test_a_failing_sink_fails_the_response_either_way(
+    pool: UpstreamPool, split: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     reads = [PLAIN[:-2], PLAIN[-2:]] if split else [PLAIN]  # the head whole in the first read
     sink = Recorder(raise_on_head=True)
     events, fed, conn = await respond(pool, reads, sink=sink)
     assert events == [("error", "protocol", False)]
-    assert sink.message == "upstream up sent an invalid response: the sink broke"  # its own words either way
+    # The gateway's own failure, named alike either way; its text stays in the log (it would reach a client).
+    assert sink.message.endswith("invalid response: the gateway failed while reading it (RuntimeError)")
+    assert "the sink broke" in caplog.text
     assert conn.closed and conn not in pool.idle
     assert fed == (reads[:1] if split or READ_PLAIN is None else [])
 
@@ -246,11 +252,53 @@ async def test_no_request_takes_the_connection_while_its_read_is_parsed(
     assert conn.closed and pool.acquire() is None
 
 
-async def test_a_response_split_over_reads_goes_back_to_the_pool_after_its_last_read(
-    pool: UpstreamPool,
+@pytest.mark.parametrize(
+    ("is_head", "reads"),
+    [
+        (False, [CHUNKED]),
+        (False, [CHUNKED[:20], CHUNKED[20:]]),  # split: the end in the second read
+        (False, [PLAIN]),
+        (True, [PLAIN[: -len(b"hello")]]),  # a HEAD's answer: ended by hand
+    ],
+)
+async def test_a_sink_end_that_starts_the_next_request_finds_the_connection_idle(
+    pool: UpstreamPool, is_head: bool, reads: list[bytes]
 ) -> None:
-    """The usual case: the connection is idle in the pool once the read holding the response's end is
-    parsed, and a sink's end that starts the next request finds it then (here: after the read)."""
-    events, _, conn = await respond(pool, [CHUNKED[:20], CHUNKED[20:]])
-    assert [e[0] for e in events if e[0] != "flush"] == ["head", "body", "done"]
-    assert conn in pool.idle and not conn.closed and pool.acquire() is conn
+    """The usual case: nothing follows the response, and by the time its sink's end runs the connection
+    is back in the pool, so a pipelining client's next request takes it again (not a second one)."""
+    sink = Chaining(pool)
+    events, _, conn = await respond(pool, reads, is_head=is_head, sink=sink)
+    assert [e[0] for e in events if e[0] != "flush"][-1] == "done"
+    assert sink.conn is conn and not conn.closed and sink.next.events == []
+
+
+class ChainingThenFailing(Chaining):
+    """A sink whose end starts the next request, then raises (a bug of the gateway's own)."""
+
+    def on_resp_done(self) -> None:
+        super().on_resp_done()
+        raise RuntimeError("the end broke")
+
+
+@pytest.mark.parametrize("reads", [[PLAIN], [CHUNKED], [PLAIN[:-2], PLAIN[-2:]]])
+async def test_a_failing_sink_end_is_logged_and_fails_no_request(
+    pool: UpstreamPool, reads: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sink's end raising is the sink's failure: logged; the request it started on the connection
+    goes on (before, on the plain path, it failed as if the upstream had sent an invalid response)."""
+    sink = ChainingThenFailing(pool)
+    events, _, conn = await respond(pool, reads, sink=sink)
+    kinds = [e[0] for e in events if e[0] != "flush"]
+    assert kinds[0] == "head" and kinds[-1] == "done" and "error" not in kinds
+    assert sink.conn is conn and not conn.closed and sink.next.events == []
+    assert "the end broke" in caplog.text
+
+
+async def test_a_connection_paused_after_its_response_reads_again_for_the_next(pool: UpstreamPool) -> None:
+    """A slow client can pause the upstream's reading from its response's end (the end's own write to it
+    crossing the high-water mark) after the connection is back in the pool: the next request on it reads."""
+    _, _, conn = await respond(pool, [PLAIN])
+    conn.pause_reading()  # as `ClientProtocol.pause_writing` does through its request's connection
+    assert pool.acquire() is conn and conn.transport is not None and not conn.transport.is_reading()
+    conn.start(Recorder(), b"GET / HTTP/1.1\r\nHost: up\r\n\r\n", False, True, False)
+    assert not conn.paused and conn.transport.is_reading()
