@@ -20,6 +20,11 @@ Returns (status, reason, headers, body, keep_alive, end): the headers as (name, 
 they were sent, the reason and the body copies, `end` the offset after the body. Used by the upstream
 connections (proxy/http1/reader.py's READ_PLAIN); built with the mypyc modules (setup.py), and not used
 by the pure-Python build.
+
+`same_at(data, pos, expect)` says whether `data[pos:]` starts with the bytes `expect` (without the slice
+`data[pos:pos + len(expect)]` a Python comparison would copy): a shadow copy's answer that is byte for
+byte its primary's, itself one whole plain response (proxy/upstream/pipeconn.py), is known to end where
+`expect` does without being read at all.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -215,10 +220,37 @@ fail:
     return NULL;
 }
 
+static PyObject *
+same_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "same_at(data, pos, expect) takes exactly 3 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0], *expect = args[2];
+    if (!PyBytes_Check(data) || !PyBytes_Check(expect)) {
+        PyErr_SetString(PyExc_TypeError, "same_at: data and expect must be bytes");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(data), n = PyBytes_GET_SIZE(expect);
+    if (pos < 0 || pos > size) {
+        PyErr_SetString(PyExc_ValueError, "same_at: pos outside data");
+        return NULL;
+    }
+    if (n > size - pos || memcmp(PyBytes_AS_STRING(data) + pos, PyBytes_AS_STRING(expect), (size_t)n) != 0)
+        Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"read_plain", (PyCFunction)(void (*)(void))read_plain, METH_FASTCALL,
      "read_plain(data, pos, cap): (status, reason, headers, body, keep_alive, end) of the plain response at "
      "data[pos], or None (see the module's source)."},
+    {"same_at", (PyCFunction)(void (*)(void))same_at, METH_FASTCALL,
+     "same_at(data, pos, expect): whether data[pos:] starts with expect, compared in place."},
     {NULL, NULL, 0, NULL},
 };
 

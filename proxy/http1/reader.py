@@ -19,7 +19,8 @@
 `READ_PLAIN` (the compiled build's C module `proxy.http1._fastresp`; None in the pure-Python one) reads a
 whole response of the commonest shape in one pass, and None for anything else: where a connection reads a
 response from its first byte, it asks `READ_PLAIN` first and does with its reading what the callbacks
-below would have done; whatever it does not take goes to llhttp.
+below would have done; whatever it does not take goes to llhttp. `SAME_AT` (the same module's, None
+beside it) compares bytes in place: a response known in advance, byte for byte, is not read at all.
 
 Events go out as method calls, not objects, because this runs for every forwarded request: a *sink*
 (`ResponseEvents`) receives the interim, head and body events, and the subclass's `_message_end` the end
@@ -45,6 +46,7 @@ from proxy.http1.headers import Headers, declares_length
 
 __all__ = [
     "READ_PLAIN",
+    "SAME_AT",
     "Body",
     "End",
     "Event",
@@ -90,6 +92,21 @@ def _plain_reader() -> ReadPlain | None:
 
 
 READ_PLAIN: Final = _plain_reader()
+
+# Whether data[pos:] starts with expect, compared in place (no slice made).
+SameAt = Callable[[bytes, int, bytes], bool]
+
+
+def _same_at() -> SameAt | None:
+    """`proxy.http1._fastresp.same_at` where the compiled build runs; None in the pure-Python one."""
+    if not compiled.BUILD.compiled:
+        return None
+    from proxy.http1._fastresp import same_at
+
+    return same_at
+
+
+SAME_AT: Final = _same_at()
 
 
 log = logging.getLogger("strangler.http1")

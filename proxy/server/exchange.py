@@ -24,7 +24,10 @@ class Exchange:
     client's Host, which a replaying pool sends instead of its own unless its upstream says
     ``host: upstream``. ``prewrite`` is, for a sampled write, the shadow's handle of new's dry run run
     *before* the primary was forwarded (`ShadowSink.prewrite`), None otherwise. ``key`` is shadowing's
-    own: its recording key once it has made it ("" until then).
+    own: its recording key once it has made it ("" until then). ``response_raw`` is the response's every
+    byte as the upstream sent them (status line, headers, body), when it came whole in one read, in the
+    commonest shape, with keep-alive, and its body was teed; b"" otherwise: a shadow copy's answer that is
+    these bytes is matched without being read (`proxy.upstream.pipeconn.PipeCall`'s ``expect``).
 
     A compiled class, not a NamedTuple: one is made per shadowed request, on the data path, and a
     NamedTuple's construction is an interpreted ``__new__`` (or ``tuple.__new__`` by name, ~1,100
@@ -33,8 +36,8 @@ class Exchange:
 
     __slots__ = (
         "client_host", "key", "latency_s", "method", "path", "prewrite", "primary", "query", "request_block",
-        "request_body", "request_id", "request_lines", "response_body", "response_headers", "route", "status",
-        "target",
+        "request_body", "request_id", "request_lines", "response_body", "response_headers", "response_raw",
+        "route", "status", "target",
     )  # fmt: skip
 
     def __init__(
@@ -55,6 +58,7 @@ class Exchange:
         prewrite: Any = None,  # proxy.shadow.prewrite.Prewrite (a layer above)
         request_block: bytes = b"",
         target: bytes = b"",
+        response_raw: bytes = b"",
     ) -> None:
         self.route = route
         self.method = method
@@ -72,6 +76,7 @@ class Exchange:
         self.prewrite = prewrite
         self.request_block = request_block
         self.target = target
+        self.response_raw = response_raw
         self.key = ""
 
     def __repr__(self) -> str:

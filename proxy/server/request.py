@@ -32,11 +32,14 @@ class Tee:
     run of it has answered (``WAIT_BODY``: its body is still arriving; ``ASKED``: the dry run is out), and
     ``prewrite`` is the shadow's handle of that dry run, handed back with the exchange; ``held`` the
     seconds the request waited for it, taken off the primary's latency in the exchange.
+
+    ``raw`` is the response's every byte as the upstream sent them, when it came whole in one read and
+    in the commonest shape (`proxy.upstream.conn.UpConn.raw`); b"" otherwise.
     """
 
     __slots__ = (
-        "cap", "held", "hold", "prewrite", "req", "req_over", "req_size", "resp", "resp_headers", "resp_over",
-        "resp_size",
+        "cap", "held", "hold", "prewrite", "raw", "req", "req_over", "req_size", "resp", "resp_headers",
+        "resp_over", "resp_size",
     )  # fmt: skip
 
     def __init__(self, cap: int) -> None:
@@ -48,6 +51,7 @@ class Tee:
         self.resp_size = 0
         self.resp_over = False
         self.resp_headers: Headers = []  # the upstream's, before hop-by-hop removal
+        self.raw = b""  # the whole response as sent, when it was one plain read
         self.hold = 0  # NO_HOLD, WAIT_BODY or ASKED (proxy.server.holding)
         self.prewrite: object = None  # the shadow's handle of the dry run run before the primary
         self.held = 0.0  # seconds held for it (not the primary's latency): while held, when it was asked

@@ -203,6 +203,9 @@ class Responder(ResponseSink):
             else:
                 tee.resp_headers = headers  # not copied: UpConn makes a new list for each response
                 tee.resp = []
+                conn = rq.conn
+                if conn is not None:
+                    tee.raw = conn.raw  # b"" unless this response is one whole plain read (UpConn._plain)
 
     def on_resp_body(self, chunk: bytes) -> None:
         rq = self.cur
@@ -418,6 +421,7 @@ class Responder(ResponseSink):
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
                             status, tee.resp_headers, resp_body, seconds - tee.held,
                             rq.request_id.decode("ascii"), rq.host, tee.prewrite, rq.header_block, rq.target,
+                            tee.raw if resp_body is not None else b"",
                         )
                     )  # fmt: skip
                 except Exception:

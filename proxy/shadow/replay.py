@@ -162,9 +162,12 @@ class Replayer:
         self._senders.clear()
         self._retired.clear()
 
-    def pipe_get(self, ex: Exchange, side: str, limit: float, done: Callable[[Sent], None]) -> bool:
+    def pipe_get(
+        self, ex: Exchange, side: str, limit: float, done: Callable[[Sent], None], expect: bytes = b""
+    ) -> bool:
         """Send a GET without a body to ``side`` from the forwarded header lines as they are; False when
-        there is no such upstream."""
+        there is no such upstream. ``expect``: the primary's answer, when ``done`` reads a `PipeCall`'s
+        ``same`` (`one_done` does)."""
         entry = self._senders.get(side)
         pools = self.pools
         if isinstance(pools, dict):  # a dict's get is native, a Mapping's by name (`open_pools` makes a dict)
@@ -180,27 +183,35 @@ class Replayer:
         head = ex.header_block
         target = ex.target_bytes
         if isinstance(sender, PoolSender):  # compiled, a native call (through the Protocol it is by name)
-            sender.send_get(target, head, limit, done, ex, ex.client_host)
+            sender.send_get(target, head, limit, done, ex, ex.client_host, expect)
         else:
-            sender.send_get(target, head, limit, done, ex, ex.client_host)
+            sender.send_get(target, head, limit, done, ex, ex.client_host, expect)
         return True
 
     def one_done(self, call: Sent) -> None:
         """The other side's answer to a job of one pipelined GET (``pipe_get``'s ``done``).
 
-        Identical answers (the common case) are counted here, with the judge's byte check inlined;
-        anything else goes the general way (``Judge.settle``).
+        Identical answers (the common case) are counted here: an answer that was the primary's bytes
+        exactly (a `PipeCall`'s ``same``: `pipe_get`'s ``expect``), or the judge's byte check, inlined,
+        says so; anything else goes the general way (``Judge.settle``).
         """
         # The same four reads either way: on a PipeCall (nearly always) compiled code reads them natively,
         # through the Sent Protocol it looks each up by name.
+        same = False
         if isinstance(call, PipeCall):
-            tag, result, exc, seconds = call.tag, call.result, call.error, call.latency
-        else:
+            tag, result, exc, seconds, same = call.tag, call.result, call.error, call.latency, call.same
+        else:  # another sender's: never given ``expect``
             tag, result, exc, seconds = call.tag, call.result, call.error, call.latency
         ex: Exchange = tag  # type: ignore[assignment]  # set by pipe_get
         other = CANDIDATE if ex.primary == CONTROL else CONTROL
         res: Fetched | Failed
-        if result is None:
+        if same:  # byte for byte the primary's answer: its status, headers and body
+            body = ex.response_body or b""  # (teed: `response_raw` is given only then)
+            if len(body) <= self._body_cap:
+                self._matched(ex, other, seconds)
+                return
+            res = (ex.status, ex.response_headers, body, seconds)  # the cap shrank since: by hash
+        elif result is None:
             assert exc is not None
             res = Failed(other, f"{exc.kind}: {exc.message}")
         else:
@@ -213,17 +224,21 @@ class Replayer:
                 and len(body) <= self._body_cap  # a capped body (over it) is compared by hash
                 and same_headers(ex.response_headers, headers, names, lengths)
             ):
-                tally = self._counts
-                key = ex.key or tally.key(ex.route, ex.method)  # made by `Shadower.submit`
-                if other == CANDIDATE:
-                    tally.matched(key, ex.latency_s, seconds, ex.status)
-                else:
-                    tally.matched(key, seconds, ex.latency_s, ex.status)
-                self._judge.tally(ex.route.name, "matched")
-                self._job_done()
+                self._matched(ex, other, seconds)
                 return
             res = (status, headers, body, seconds)
         self._judge.settle(Job(ex, other, 1), "other", res)
+
+    def _matched(self, ex: Exchange, other: str, seconds: float | None) -> None:
+        """Count the exchange's comparison as matched (``seconds``: the other side's latency)."""
+        tally = self._counts
+        key = ex.key or tally.key(ex.route, ex.method)  # made by `Shadower.submit`
+        if other == CANDIDATE:
+            tally.matched(key, ex.latency_s, seconds, ex.status)
+        else:
+            tally.matched(key, seconds, ex.latency_s, ex.status)
+        self._judge.tally(ex.route.name, "matched")
+        self._job_done()
 
     def call(self, job: Job, key: str, side: str, limit: float) -> None:
         """Send one of a job's calls to ``side``; its result is settled with the judge."""

@@ -109,6 +109,7 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         "last_io",
         "paused",
         "pool",
+        "raw",
         "req_done",
         "reused",
         "stray",
@@ -129,6 +130,9 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
         self.ended: ResponseSink | None = None
         self.stray = False
         self.paused = False  # our reading is paused (`pause_reading`): its client is slow
+        # While `_plain` hands a sink a keep-alive response that was one whole read: that read, the
+        # response's every byte (a shadow copy's answer is compared with it as is). b"" otherwise.
+        self.raw = b""
         self.reused = False
         self.closed = False
         self.req_done = True
@@ -159,10 +163,13 @@ class UpConn(ResponseReader[ResponseSink], asyncio.Protocol):
             if plain is not None and plain[5] == len(data):
                 self.got_bytes = True
                 status, reason, headers, body, keep_alive, _ = plain
+                if keep_alive:
+                    self.raw = data
                 try:
                     self._plain(sink, status, reason, headers, body, keep_alive)
                 except Exception as e:  # as a callback's exception inside llhttp would end
                     self._invalid(protocol_error(e))
+                self.raw = b""
                 return  # (no flush: the response's end wrote it; a sink here now is the next request's)
         self.got_bytes = True
         self.feeding = True

@@ -81,13 +81,14 @@ class PipePool(PipeOwner):
         return f"<PipePool {self.name} {self.spec.url} conns={len(self.conns)} waiting={len(self.waiting)}>"
 
     def call(
-        self, message: bytes, limit: float, done: Callable[[PipeCall], None], tag: object = None
-    ) -> PipeCall:
+        self, message: bytes, limit: float, done: Callable[[PipeCall], None], tag: object = None,
+        expect: bytes = b"",
+    ) -> PipeCall:  # fmt: skip
         """Start one GET (``message`` is the whole request); ``done(call)`` runs once, when it ends.
 
-        Deadlines are enforced by `sweep`, which the owner calls periodically.
+        Deadlines are enforced by `sweep`, which the owner calls periodically. ``expect``: see `PipeCall`.
         """
-        call = PipeCall(self, message, limit, done, self.now(), tag)
+        call = PipeCall(self, message, limit, done, self.now(), tag, expect)
         self._send(call)
         return call
 

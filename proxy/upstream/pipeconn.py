@@ -17,7 +17,7 @@ import httptools
 from proxy.http1.capped import overflow, whole
 from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
-from proxy.http1.reader import READ_PLAIN, ReadPlain, ResponseEvents, ResponseReader, protocol_error
+from proxy.http1.reader import READ_PLAIN, SAME_AT, ReadPlain, ResponseEvents, ResponseReader, protocol_error
 
 __all__ = ["PipeCall", "PipeConn", "PipeOwner"]
 
@@ -62,11 +62,16 @@ class PipeCall:
     out on a connection with nothing ahead of it; ``started`` is then when it was sent (a re-sent call
     or one that waited for room does not count the wait), so that ``done_at - started`` is its own
     latency. The deadline counts from when the call was made.
+
+    ``expect`` (b"": none) is an answer the caller expects byte for byte, itself one whole response of
+    the commonest shape with keep-alive (a shadow copy's primary answer, `Exchange.response_raw`): when
+    the answer is exactly those bytes it is not read: ``done`` then runs with ``same`` true and neither
+    ``result`` nor ``error`` set.
     """
 
     __slots__ = (
-        "conn", "deadline", "done", "done_at", "error", "finished", "limit", "message", "pool", "result",
-        "retried", "started", "tag", "timed",
+        "conn", "deadline", "done", "done_at", "error", "expect", "finished", "limit", "message", "pool",
+        "result", "retried", "same", "started", "tag", "timed",
     )  # fmt: skip
 
     def __init__(
@@ -77,10 +82,12 @@ class PipeCall:
         done: Callable[[PipeCall], None],
         now: float,
         tag: object = None,
+        expect: bytes = b"",
     ) -> None:
         self.pool = pool
         self.tag = tag  # the caller's
         self.message = message
+        self.expect = expect
         self.limit = limit
         self.done = done
         self.started = now
@@ -89,14 +96,15 @@ class PipeCall:
         self.timed = False
         self.retried = False
         self.finished = False
+        self.same = False
         self.conn: PipeConn | None = None
         self.result: tuple[int, Headers, bytes] | None = None
         self.error: UpstreamError | None = None
 
     @property
     def latency(self) -> float | None:
-        """Seconds from sending to the complete answer, for a timed call with a result; else None."""
-        return self.done_at - self.started if self.timed and self.result is not None else None
+        """Seconds from sending to the complete answer, for a timed call answered; else None."""
+        return self.done_at - self.started if self.timed and (self.result is not None or self.same) else None
 
     def expire(self, now: float) -> bool:
         """Fail the call with a timeout if its deadline has passed; True when it did."""
@@ -113,13 +121,17 @@ class PipeCall:
         """Give up without calling ``done`` (shutdown)."""
         self.finished = True
 
-    def complete(self, status: int, headers: Headers, body: bytes, now: float) -> None:
+    def complete(self, result: tuple[int, Headers, bytes] | None, now: float) -> None:
+        """The answer came in at ``now``: (status, headers, body), or None when it was ``expect``."""
         if self.finished:
             return  # expired while pipelined behind another call: the answer came too late
         self.finished = True
         self.conn = None
         self.done_at = now
-        self.result = (status, headers, body)
+        if result is None:
+            self.same = True
+        else:
+            self.result = result
         self.done(self)
 
     def fail(self, error: UpstreamError) -> None:
@@ -232,15 +244,22 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
 
     def _take_plain(self, data: bytes, read_plain: ReadPlain) -> int:
         """Complete the calls whose answers ``data`` holds whole and plain, in order; return the offset
-        after the last one taken (0: none)."""
+        after the last one taken (0: none). An answer that is its call's ``expect`` byte for byte is
+        compared in place, not read: it is one whole plain keep-alive response, so it ends where they do."""
         taken = 0
         cap = self.cap
+        same_at = SAME_AT
         while len(self.inflight) > len(self.queued) and not self.closed:  # an answer is due: see _stray
+            expect = self.inflight[0].expect
+            if len(expect) != 0 and same_at is not None and same_at(data, taken, expect):
+                taken += len(expect)
+                self._answered(None, True)
+                continue
             plain = read_plain(data, taken, cap)
             if plain is None:
                 break
             status, _, headers, body, keep_alive, taken = plain  # shadow results have no reason phrase
-            self._answered(status, headers, body, keep_alive)
+            self._answered((status, headers, body), keep_alive)
         return taken
 
     def eof_received(self) -> bool:
@@ -255,7 +274,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         head, rest = calls[0], calls[1:]
         name = self.pool.name
         if self.ends_at_close():  # a body delimited by the connection's end ends here
-            head.complete(self.status, self.headers, self._take_body(), self.pool.now())
+            head.complete((self.status, self.headers, self._take_body()), self.pool.now())
         elif self.got_bytes:
             head.fail(UpstreamError("protocol", f"upstream {name} closed the connection mid-response"))
         elif self.served and not head.retried:  # a reused connection closed unanswered: the keep-alive race
@@ -303,10 +322,10 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.got_bytes = False
-        self._answered(self.status, headers, body, self._keep_alive())
+        self._answered((self.status, headers, body), self._keep_alive())
 
-    def _answered(self, status: int, headers: Headers, body: bytes, keep_alive: bool) -> None:
-        """The head call's answer is complete (read by llhttp or `READ_PLAIN`)."""
+    def _answered(self, result: tuple[int, Headers, bytes] | None, keep_alive: bool) -> None:
+        """The head call's answer is complete: read by llhttp or `READ_PLAIN`, or None: its ``expect``."""
         call = self._pop()
         self.served += 1
         now = self.read_at
@@ -316,7 +335,7 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
             self.idle_since = now
             if self.pool.closed:
                 self._retire()
-        call.complete(status, headers, body, now)
+        call.complete(result, now)
         if self.waiting:
             self.pool._drain_waiting()
 

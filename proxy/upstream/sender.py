@@ -76,9 +76,12 @@ class Sender(Protocol):
         done: Done,
         tag: object = None,
         host: bytes | None = None,
+        expect: bytes = b"",
     ) -> None:
         """Send a GET without a body whose header lines are joined already (see `build_get`); ``target`` is
-        its path and query, encoded, without the upstream's base path."""
+        its path and query, encoded, without the upstream's base path. ``expect`` (b"": none) is the answer
+        expected byte for byte, one whole response of the commonest shape: a sender may then report an
+        answer of exactly those bytes without reading it (a `PipeCall` whose ``same`` is true)."""
 
     def sweep(self, now: float) -> None:
         """Fail the copies past their deadline (``now``: event-loop time); the owner calls it periodically."""
@@ -190,13 +193,14 @@ class PoolSender:
         done: Done,
         tag: object = None,
         host: bytes | None = None,
+        expect: bytes = b"",
     ) -> None:
         """Send a GET without a body, pipelined, from header lines joined already (see `build_get`)."""
         pipe = self._pipe
         message = build_get(
             self.base_path, self.hostport, target, header_block, host if self.pool.client_host else None
         )
-        pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag))  # PipePool.call, inlined
+        pipe._send(PipeCall(pipe, message, limit, done, pipe.now(), tag, expect))  # PipePool.call, inlined
 
     def set_body_cap(self, cap: int) -> None:
         """Keep at most ``cap`` + 1 bytes of each response body from now on."""
@@ -282,8 +286,9 @@ class FetcherSender:
         done: Done,
         tag: object = None,
         host: bytes | None = None,
+        expect: bytes = b"",
     ) -> None:
-        """Send a GET without a body from header lines joined already."""
+        """Send a GET without a body from header lines joined already (``expect`` unused: each is read)."""
         headers = header_pairs(header_block.split(b"\r\n")) if header_block else []
         self.send("GET", target.decode("utf-8"), headers, b"", limit, done, tag)
 

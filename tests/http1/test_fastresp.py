@@ -19,7 +19,7 @@ from proxy.http1.headers import Headers
 if not compiled.BUILD.compiled:
     pytest.skip("the C module is part of the compiled build", allow_module_level=True)
 
-from proxy.http1._fastresp import read_plain  # after the skip: the pure run has no C module
+from proxy.http1._fastresp import read_plain, same_at  # after the skip: the pure run has no C module
 
 Reading = tuple[int, bytes, Headers, bytes, bool, int]
 PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
@@ -168,6 +168,24 @@ def test_responses_are_read_one_after_another_from_an_offset() -> None:
         read_plain(data, len(data) + 1, CAP)
     with pytest.raises(TypeError):
         read_plain(bytearray(data), 0, CAP)  # type: ignore[arg-type]
+
+
+def test_same_at_compares_in_place_from_an_offset() -> None:
+    """`same_at(data, pos, expect)` is ``data[pos:].startswith(expect)``, every offset and length."""
+    data = PLAIN + PLAIN[:-1] + b"}" + PLAIN[:20]
+    for pos in range(len(data) + 1):
+        for expect in (PLAIN, PLAIN[:20], PLAIN[:-1] + b"!", b"", data[pos:], data[pos:] + b"x"):
+            assert same_at(data, pos, expect) is data[pos:].startswith(expect), (pos, expect)
+    with pytest.raises(ValueError):
+        same_at(data, len(data) + 1, b"")
+    with pytest.raises(ValueError):
+        same_at(data, -1, b"")
+    with pytest.raises(TypeError):
+        same_at(bytearray(data), 0, PLAIN)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        same_at(data, 0, memoryview(PLAIN))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        same_at(data, 0)  # type: ignore[call-arg]
 
 
 def test_every_byte_value_anywhere_in_a_response_is_read_as_llhttp_reads_it() -> None:

@@ -7,9 +7,10 @@ import json
 from typing import cast
 
 from support.gwkit import GatewayFactory, RunningGateway, routes_yaml
-from support.upstreams import EchoUpstream, RawClient
+from support.upstreams import EchoUpstream, RawClient, RawUpstream, read_request
 from support.waiting import eventually
 
+from proxy.http1.reader import READ_PLAIN
 from proxy.routing.table import Route, parse_routes
 from proxy.server.connection import ClientProtocol
 from proxy.server.exchange import Exchange
@@ -106,6 +107,51 @@ async def test_shadow_receives_exchange_with_teed_bodies(
     assert exchange.target == b"/users/9?q=a" == exchange.path_qs.encode()
     assert exchange.client_host is not None and exchange.key == ""  # the key is the shadow's to make
     client.close()
+
+
+async def test_exchange_carries_the_response_bytes_of_one_plain_read(make_gateway: GatewayFactory) -> None:
+    """A response that came whole in one read, in the plain shape and keep-alive, reaches shadowing as the
+    upstream's bytes too (`Exchange.response_raw`: a copy's answer is compared with them in place,
+    compiled build); one ending its connection, a HEAD's, or a body over the cap, never. Each answer is
+    one small write on loopback, which arrives as one read: a split one would carry b"" (allowed)."""
+    plain = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+    closing = plain.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line, _, _ = await read_request(reader)
+            if line.startswith(b"HEAD "):
+                writer.write(plain[:-5])  # the head alone
+            else:
+                writer.write(closing if b"/close" in line else plain)
+            await writer.drain()
+            if b"/close" in line:
+                return
+
+    upstream = await RawUpstream(answer).start()
+    shadow = Shadow(body_cap=1 << 20)
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, routes=SHADOWED), shadow=shadow)
+    client = await RawClient.open(handle.port)
+    for _ in range(5):
+        assert (await client.request("GET", "/users/1")).body == b"hello"
+    assert all(ex.response_raw in (b"", plain) for ex in shadow.exchanges)
+    if READ_PLAIN is None:  # the pure-Python build reads every response with llhttp
+        assert [ex.response_raw for ex in shadow.exchanges] == [b""] * 5
+    else:
+        assert plain in [ex.response_raw for ex in shadow.exchanges]
+    await client.request("HEAD", "/users/1")
+    await client.request("GET", "/users/close")
+    assert [ex.method for ex in shadow.exchanges[5:]] == ["HEAD", "GET"]
+    assert [ex.response_raw for ex in shadow.exchanges[5:]] == [b"", b""]
+    client.close()
+
+    small = Shadow(body_cap=4)  # the body is not teed: no bytes either
+    handle = await make_gateway(routes_yaml(upstream.port, upstream.port, routes=SHADOWED), shadow=small)
+    client = await RawClient.open(handle.port)
+    await client.request("GET", "/users/1")
+    assert [(ex.response_body, ex.response_raw) for ex in small.exchanges] == [(None, b"")]
+    client.close()
+    await upstream.close()
 
 
 async def test_shadow_bodies_over_cap_are_none(make_gateway: GatewayFactory, echo: EchoUpstream) -> None:

@@ -302,3 +302,33 @@ async def test_a_connection_paused_after_its_response_reads_again_for_the_next(p
     assert pool.acquire() is conn and conn.transport is not None and not conn.transport.is_reading()
     conn.start(Recorder(), b"GET / HTTP/1.1\r\nHost: up\r\n\r\n", False, True, False)
     assert not conn.paused and conn.transport.is_reading()
+
+
+class RawSeen(Recorder):
+    """Records, at each head, the bytes its connection says the response was (`UpConn.raw`)."""
+
+    def __init__(self, conn: UpConn) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def on_resp_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        self.events.append(("raw", self.conn.raw))
+
+
+async def test_a_sink_sees_the_bytes_of_a_response_that_was_one_plain_read(pool: UpstreamPool) -> None:
+    """While a whole plain keep-alive response is handed over, `UpConn.raw` is its bytes (compiled build;
+    shadowing compares a copy's answer with them); b"" after it, for one in two reads, one ending the
+    connection, and a HEAD's."""
+    closing = PLAIN.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    cases: list[tuple[list[bytes], bool, bytes]] = [
+        ([PLAIN], False, PLAIN if READ_PLAIN is not None else b""),
+        ([PLAIN[:20], PLAIN[20:]], False, b""),
+        ([closing], False, b""),
+        ([PLAIN[:-5]], True, b""),
+    ]
+    for reads, is_head, raw in cases:
+        conn = await pool.connect(2.0)
+        sink = RawSeen(conn)
+        events, _, _ = await respond(pool, reads, is_head=is_head, sink=sink, conn=conn)
+        assert [e for e in events if e[0] == "raw"] == [("raw", raw)] and events[-1] == ("done",), events
+        assert conn.raw == b""

@@ -156,7 +156,7 @@ class Done:
 
     def __call__(self, call: PipeCall) -> None:
         assert call.finished
-        assert (call.result is None) != (call.error is None)
+        assert (call.result is not None) + (call.error is not None) + call.same == 1
         self.calls.append(call)
         self.counts[id(call)] += 1
 
@@ -1077,3 +1077,70 @@ async def test_bytes_after_the_last_answer_never_answer_a_call_sent_meanwhile(ma
     await check(b"HTTP/1.1 200 OK\r\n")  # begun: llhttp
     await check(ok("/stray"))  # whole and plain: READ_PLAIN in the compiled build
     await check(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n")  # a head whose body would be the next
+
+
+@both_loops
+async def test_an_answer_that_is_its_expected_bytes_is_not_read(make: Make) -> None:
+    """A call given ``expect`` (a shadow copy's primary answer) whose answer is those bytes exactly
+    completes with ``same``, no result, and its latency, without being read (compiled build: compared in
+    place between responses); an answer one byte off, or one llhttp reads (cut by the read, or after one
+    it read), is read as any other. The pure-Python build reads every answer."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        return "hang"  # the test writes the answers itself
+
+    upstream, pool = await make(respond)
+    done = Done()
+    paths = [f"/p{n}" for n in range(6)]
+    answers = [ok(p) for p in paths]
+    answers[1] = ok("/p1", b"X-Extra: 1\r\n")  # expected without the extra header
+    expects = [ok(p) for p in paths]
+    expects[5] = b""  # no expectation: read
+    calls = [pool.call(get(p), 2.0, done, tag=p, expect=e) for p, e in zip(paths, expects, strict=True)]
+    await eventually(lambda: len(upstream.requests) == 6, what="6 requests at the upstream")
+    (conn,) = pool.conns
+    fed = fed_to_parser(conn)
+    r0, r1, r2, r3, r4, r5 = answers
+    reads = [r0 + r1, r2[:9], r2[9:] + r3, r4 + r5]
+    for data in reads:
+        conn.data_received(data)
+    await done.wait(6)
+    assert done.once(calls)
+    compiled = READ_PLAIN is not None
+    assert [c.same for c in calls] == [compiled, False, False, False, compiled, False]
+    for call, path in zip(calls, paths, strict=True):
+        if call.same:
+            assert call.result is None and call.error is None
+        else:
+            status, headers, body = answer(call)
+            assert (status, headers[b"x-path"], body) == (200, path.encode(), echoed(path))
+    assert calls[1].result is not None and (b"X-Extra", b"1") in calls[1].result[1]
+    assert calls[0].timed and calls[0].latency is not None and calls[0].latency >= 0
+    assert fed == (reads if not compiled else [r2[:9], r2[9:] + r3])
+    assert conn.served == 6 and not conn.closed and not conn.inflight
+
+
+@both_loops
+async def test_an_expected_answer_then_a_close_resends_the_rest(make: Make) -> None:
+    """An answer taken as its expected bytes leaves the connection as a read one would: the calls behind
+    it wait for theirs, and a close then sends them again on a new connection."""
+    closed_once = False
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        nonlocal closed_once
+        writer.write(ok(req.path))
+        if req.path == "/a" and not closed_once:
+            closed_once = True
+            return "close"
+        return None
+
+    upstream, pool = await make(respond)
+    done = Done()
+    calls = [pool.call(get(p), 2.0, done, expect=ok(p)) for p in ("/a", "/b", "/c")]
+    await done.wait(3)
+    assert done.once(calls)
+    compiled = READ_PLAIN is not None
+    assert [c.same for c in calls] == [compiled] * 3
+    if not compiled:
+        assert [answer(c)[2] for c in calls] == [echoed(p) for p in ("/a", "/b", "/c")]
+    assert upstream.conns == 2 and upstream.paths(1) == ["/b", "/c"]
