@@ -209,7 +209,7 @@ class Shadower(ShadowSink):
         if self._started and not self._waiting and self._running < self._concurrency and not self._closed:
             self._start(exchange)  # room to start it now (the common case): no queueing
             return
-        size = len(exchange.request_body or b"") + len(exchange.response_body or b"")
+        size = _size(exchange)
         # The queue is bounded in count and in bytes: 1000 jobs of 1 MiB bodies would be 2 GiB.
         if (
             self._closed
@@ -307,7 +307,7 @@ class Shadower(ShadowSink):
         try:
             while self._running < self._concurrency and self._waiting and self._started:
                 ex = self._waiting.popleft()
-                self._queued_bytes -= len(ex.request_body or b"") + len(ex.response_body or b"")
+                self._queued_bytes -= _size(ex)
                 self._start(ex)
         finally:
             self._pumping = False
@@ -385,3 +385,8 @@ class Shadower(ShadowSink):
         job = Job(ex, other, len(calls))
         for key, side in calls:
             self._replay.call(job, key, side, timeout)
+
+
+def _size(ex: Exchange) -> int:
+    """The bytes an exchange holds that the queue's bound counts: its bodies, and its response's bytes."""
+    return len(ex.request_body or b"") + len(ex.response_body or b"") + len(ex.response_raw)

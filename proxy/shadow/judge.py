@@ -79,6 +79,16 @@ class Job:
         self.case: _Case | None = None  # set while the race re-read is out
 
 
+class _Outcomes:
+    """One route's outcomes since the last flush: ``matched`` (nearly all of them) a native int."""
+
+    __slots__ = ("matched", "others")
+
+    def __init__(self) -> None:
+        self.matched = 0
+        self.others: dict[str, int] = {}  # any other result -> n
+
+
 class _Case:
     """A difference being judged: what its outcome needs once learning (and a re-read) are in."""
 
@@ -126,7 +136,9 @@ class Judge:
         self._samples = samples
         self._job_done = job_done
         self._spawn = spawn
-        self._tallies: dict[str, dict[str, int]] = {}  # route -> result -> n
+        self._tallies: dict[str, _Outcomes] = {}  # route -> its outcomes since the last flush
+        self._last_route = ""  # `_outcomes`' last answer: most outcomes are of the route before them
+        self._last_outcomes: _Outcomes | None = None
         self._reread: Call | None = None
         self._reread_due: Callable[[str], bool] = lambda route: False
         self.reread_timeout = 5.0
@@ -310,21 +322,41 @@ class Judge:
 
     def tally(self, route: str, result: str) -> None:
         """Count one outcome for the Prometheus counter (added at the next ``flush_tallies``)."""
-        # A prometheus_client inc takes a lock (and, with workers, a getpid and an mmap write): tally in a
-        # dict and add the sums at each flush instead.
-        # By route, then result: two look-ups by str (hashes cached), not a tuple made and hashed twice.
-        results = self._tallies.get(route)
-        if results is None:
-            results = self._tallies[route] = {}
-        results[result] = results.get(result, 0) + 1
+        # A prometheus_client inc takes a lock (and, with workers, a getpid and an mmap write): tally in
+        # memory and add the sums at each flush instead.
+        if result == "matched":
+            self._outcomes(route).matched += 1
+        else:
+            others = self._outcomes(route).others
+            others[result] = others.get(result, 0) + 1
         if self._down:  # every outcome tallied means the shadow side answered
             self.unanswered.answered(route)
+
+    def matched(self, route: str) -> None:
+        """`tally` of a matched comparison (the common outcome: a native add)."""
+        self._outcomes(route).matched += 1
+        if self._down:
+            self.unanswered.answered(route)
+
+    def _outcomes(self, route: str) -> _Outcomes:
+        last = self._last_outcomes
+        if last is not None and route is self._last_route:  # route names are the table's own strs
+            return last
+        outcomes = self._tallies.get(route)
+        if outcomes is None:
+            outcomes = self._tallies[route] = _Outcomes()
+        self._last_route = route
+        self._last_outcomes = outcomes
+        return outcomes
 
     def flush_tallies(self) -> None:
         """Add the tallied outcomes to ``strangler_shadow_comparisons``."""
         tallies, self._tallies = self._tallies, {}
-        for route, results in tallies.items():
-            for result, n in results.items():
+        self._last_outcomes = None
+        for route, outcomes in tallies.items():
+            if outcomes.matched:
+                COMPARISONS.labels(route, "matched").inc(outcomes.matched)
+            for result, n in outcomes.others.items():
                 COMPARISONS.labels(route, result).inc(n)
 
     def identity_names(self, rules: CompareRules) -> frozenset[bytes]:

@@ -237,7 +237,7 @@ class Replayer:
             tally.matched(key, ex.latency_s, seconds, ex.status)
         else:
             tally.matched(key, seconds, ex.latency_s, ex.status)
-        self._judge.tally(ex.route.name, "matched")
+        self._judge.matched(ex.route.name)
         self._job_done()
 
     def call(self, job: Job, key: str, side: str, limit: float) -> None:

@@ -344,10 +344,14 @@ class _KeyCounts:
     """The counters and latency buckets of one recording key since the last ``take`` (see `Tally`).
 
     The four every compared GET bumps are native ints (compiled: an add in place, no dict item boxed and
-    stored); the rest by name.
+    stored); the rest by name. So is the count of the last status matched (``status``, ``status_n``):
+    a route's answers mostly share one, and it joins ``statuses`` when another comes (`all_statuses`).
     """
 
-    __slots__ = ("candidate", "compared", "control", "matched", "names", "sampled", "seen", "statuses")
+    __slots__ = (
+        "candidate", "compared", "control", "matched", "names", "sampled", "seen", "status", "status_n",
+        "statuses",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.seen = 0
@@ -356,8 +360,28 @@ class _KeyCounts:
         self.matched = 0
         self.names: dict[str, int] = {}  # any other counter name -> n
         self.statuses: dict[int, int] = {}  # the control's status -> n (counter `status_counter(status)`)
+        self.status = 0  # the last status counted, and its count not yet in ``statuses``
+        self.status_n = 0
         self.control = [0] * _BUCKETS  # n per latency bucket (a list: an index, not a hashed key)
         self.candidate = [0] * _BUCKETS
+
+    def add_status(self, status: int) -> None:
+        """Count one comparison whose control answered ``status``."""
+        if status != self.status:
+            if self.status_n:
+                statuses = self.statuses
+                statuses[self.status] = statuses.get(self.status, 0) + self.status_n
+            self.status = status
+            self.status_n = 0
+        self.status_n += 1
+
+    def all_statuses(self) -> dict[int, int]:
+        """The comparisons by the control's status, all of them."""
+        if self.status_n:
+            statuses = self.statuses
+            statuses[self.status] = statuses.get(self.status, 0) + self.status_n
+            self.status_n = 0
+        return self.statuses
 
 
 @final
@@ -457,8 +481,7 @@ class Tally:
         counts.compared += 1
         counts.matched += 1
         if status:
-            statuses = counts.statuses
-            statuses[status] = statuses.get(status, 0) + 1
+            counts.add_status(status)
         if control_s is not None:
             hist = counts.control
             index = bucket_of(control_s)
@@ -481,7 +504,7 @@ class Tally:
                     _bump(incr, ("c", key, name), n)
             for name, n in counts.names.items():
                 _bump(incr, ("c", key, name), n)
-            for status, n in counts.statuses.items():
+            for status, n in counts.all_statuses().items():
                 _bump(incr, ("c", key, status_counter(status)), n)
             for kind, hist in (("lat:control", counts.control), ("lat:candidate", counts.candidate)):
                 for index, n in enumerate(hist):

@@ -149,6 +149,32 @@ def test_tally_counts_each_key_apart_while_it_remembers_the_last() -> None:
     assert {k: n for (_, k, name), n in batch.incr.items() if name == "seen"} == {ka: 1, ka2: 2}
 
 
+def test_tally_counts_statuses_in_runs_and_folds_them_all() -> None:
+    """The last status matched is counted as a native int until another comes: statuses in runs, switching
+    back and forth, and a fold in the middle of a run all reach the batch's ``n@<status>`` counters."""
+    table = parse_routes(
+        "upstreams:\n  legacy: {url: 'http://127.0.0.1:1'}\n  new: {url: 'http://127.0.0.1:2'}\n"
+        "default: legacy\nroutes:\n  - {name: a, match: {path: /a}, target: legacy}\n",
+        "t.yaml",
+    )
+    (a,) = table.routes
+    tally = Tally()
+    key = tally.key(a, "GET")
+
+    def folded() -> dict[str, int]:
+        batch = Batch()
+        tally.fold(batch)
+        return {name: n for (_, _, name), n in batch.incr.items() if name.startswith("n@")}
+
+    for status in (200, 200, 404, 200, 200, 200, 401, 0, 404):  # 0: no status given, none counted
+        tally.matched(key, None, None, status)
+    assert folded() == {"n@200": 5, "n@404": 2, "n@401": 1}
+    tally.matched(key, None, None, 404)  # the run goes on after the fold, counted from zero
+    tally.matched(key, None, None, 200)
+    assert folded() == {"n@404": 1, "n@200": 1}
+    assert folded() == {}
+
+
 async def test_memory_store_counts() -> None:
     """The in-memory store sums what was recorded."""
     store = MemoryStore()

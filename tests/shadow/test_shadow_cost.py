@@ -6,6 +6,7 @@ import asyncio
 import gzip
 
 from aiohttp import web
+from prometheus_client import REGISTRY
 from support.clock import ManualClock
 from support.memstore import MemoryStore
 from support.waiting import eventually
@@ -339,3 +340,35 @@ def test_judge_identity_follows_the_rules_object() -> None:
     for rules in [plain, typed, typed, plain, CompareRules(headers=("ETag",)), plain]:
         names, mask = judge.identity(rules)
         assert names == identity_headers(rules) and mask == name_lengths(names), rules
+
+
+def test_judge_tallies_reach_the_metric_by_route_and_result() -> None:
+    """Outcomes tallied in memory (matched as a native count, the last route's kept apart) reach
+    ``strangler_shadow_comparisons`` at each flush, each on its own route and result, once."""
+    store = MemoryStore()
+    judge = Judge(
+        store, 1 << 20, NoiseBook(store), SampleBuilder(ShadowSettings()), lambda: None, lambda coro: None
+    )
+
+    def metric(route: str, result: str) -> float:
+        labels = {"route": route, "result": result}
+        return REGISTRY.get_sample_value("strangler_shadow_comparisons_total", labels) or 0.0
+
+    pairs = [(r, res) for r in ("tally-a", "tally-b") for res in ("matched", "differed", "learning")]
+    before = {pair: metric(*pair) for pair in pairs}
+    outcomes = [("tally-a", "matched"), ("tally-b", "matched"), ("tally-a", "differed"),
+                ("tally-a", "matched"), ("tally-b", "learning"), ("tally-b", "matched")]  # fmt: skip
+    for route, result in outcomes:
+        if result == "matched" and route == "tally-b":
+            judge.matched(route)
+        else:
+            judge.tally(route, result)
+    judge.flush_tallies()
+    judge.tally("tally-a", "matched")  # after a flush: counted from zero, the route's outcomes made anew
+    judge.flush_tallies()
+    judge.flush_tallies()  # nothing more
+    added = {pair: metric(*pair) - before[pair] for pair in pairs}
+    assert added == {
+        ("tally-a", "matched"): 3, ("tally-a", "differed"): 1, ("tally-a", "learning"): 0,
+        ("tally-b", "matched"): 2, ("tally-b", "differed"): 0, ("tally-b", "learning"): 1,
+    }  # fmt: skip
