@@ -25,9 +25,10 @@ class Exchange:
     ``host: upstream``. ``prewrite`` is, for a sampled write, the shadow's handle of new's dry run run
     *before* the primary was forwarded (`ShadowSink.prewrite`), None otherwise. ``key`` is shadowing's
     own: its recording key once it has made it ("" until then). ``response_raw`` is the response's every
-    byte as the upstream sent them (status line, headers, body), when it came whole in one read, in the
-    commonest shape, with keep-alive, and its body was teed; b"" otherwise: a shadow copy's answer that is
-    these bytes is matched without being read (`proxy.upstream.pipeconn.PipeCall`'s ``expect``).
+    byte as the upstream sent them (status line, headers, body), when it answered a GET, came whole in one
+    read, in the commonest shape, with keep-alive, and its body was teed; b"" otherwise: a shadow copy's
+    answer that is these bytes is matched without being read (`proxy.upstream.pipeconn.PipeCall`'s
+    ``expect``).
 
     A compiled class, not a NamedTuple: one is made per shadowed request, on the data path, and a
     NamedTuple's construction is an interpreted ``__new__`` (or ``tuple.__new__`` by name, ~1,100

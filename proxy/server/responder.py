@@ -413,6 +413,8 @@ class Responder(ResponseSink):
             req_body = None if req is None else _joined(req) if req else b""  # a GET's: b"", no join
             resp = tee.resp
             resp_body = None if resp is None or tee.resp_over else _joined(resp) if resp else b""
+            # The response's bytes, for a GET's copy to be compared with in place (only a GET's is).
+            raw = tee.raw if resp_body is not None and rq.method_str == "GET" else b""
             shadow = gateway.shadow
             if shadow is not None:
                 try:  # shadowing's failure must not reach the data path
@@ -421,7 +423,7 @@ class Responder(ResponseSink):
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
                             status, tee.resp_headers, resp_body, seconds - tee.held,
                             rq.request_id.decode("ascii"), rq.host, tee.prewrite, rq.header_block, rq.target,
-                            tee.raw if resp_body is not None else b"",
+                            raw,
                         )
                     )  # fmt: skip
                 except Exception:

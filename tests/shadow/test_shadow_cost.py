@@ -9,8 +9,10 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 from support.clock import ManualClock
 from support.memstore import MemoryStore
+from support.upstreams import RawUpstream, read_request
 from support.waiting import eventually
 
+from proxy.http1.reader import READ_PLAIN
 from proxy.routing.model import ShadowSettings
 from proxy.routing.table import CompareRules
 from proxy.shadow.bytecheck import identical, identity_headers, name_lengths, same_headers
@@ -18,8 +20,9 @@ from proxy.shadow.compare import Observed, compare
 from proxy.shadow.judge import Judge
 from proxy.shadow.noise import NoiseBook
 from proxy.shadow.samples import SampleBuilder
+from proxy.upstream.sender import Sent
 
-from .shadow_rig import Backend, RigFactory, routes_text
+from .shadow_rig import Backend, Rig, RigFactory, routes_text
 
 USERS = "  - {name: users, match: {methods: [GET], path: /users}, target: %s, shadow: {sample: 1.0}}\n"
 JSON = [(b"Content-Type", b"application/json; charset=utf-8")]
@@ -372,3 +375,73 @@ def test_judge_tallies_reach_the_metric_by_route_and_result() -> None:
         ("tally-a", "matched"): 3, ("tally-a", "differed"): 1, ("tally-a", "learning"): 0,
         ("tally-b", "matched"): 2, ("tally-b", "differed"): 0, ("tally-b", "learning"): 1,
     }  # fmt: skip
+
+
+BODY = b'{"id":1,"name":"Alice","pad":"' + b"x" * 60 + b'"}'
+PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
+    len(BODY), BODY
+)
+
+
+async def raw_backend(answers: asyncio.Event | None = None) -> tuple[Backend, RawUpstream]:
+    """A backend answering every request with PLAIN, in one write (so one read on loopback); after
+    ``answers`` is set when given."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            if answers is not None:
+                await answers.wait()
+            writer.write(PLAIN)
+            await writer.drain()
+
+    upstream = await RawUpstream(answer).start()
+    return Backend("raw", port=upstream.port), upstream
+
+
+def spy_same(rig: Rig) -> list[bool]:
+    """Whether each pipelined copy the shadower is told about came back as its primary's bytes (`same`)."""
+    seen: list[bool] = []
+    real = rig.shadower._one_done
+
+    def wrapped(call: Sent) -> None:
+        seen.append(bool(getattr(call, "same", False)))
+        real(call)
+
+    rig.shadower._one_done = wrapped
+    return seen
+
+
+async def test_a_copy_answered_with_its_primarys_bytes_is_matched_unread(make_rig: RigFactory) -> None:
+    """Both sides answer the same bytes: each copy comes back `same` (compiled build; not read at all) and
+    is counted matched, with its latency, as the byte check would have counted it."""
+    (legacy, up1), (new, up2) = await raw_backend(), await raw_backend()
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0, body_cap: 1000"))
+    seen = spy_same(rig)
+    for _ in range(5):
+        assert (await rig.get("/users"))[2] == BODY
+    await rig.shadower.drain()
+    assert seen == [READ_PLAIN is not None] * 5
+    st = (await rig.store.stats())["users"]
+    assert (st.get("compared"), st.get("matched"), st.get("differed"), st.get("n@200")) == (5, 5, 0, 5)
+    assert sum(st.latency["control"].values()) == 5 and sum(st.latency["candidate"].values()) == 5
+    await up1.close()
+    await up2.close()
+
+
+async def test_a_same_copy_over_a_cap_lowered_meanwhile_is_compared_by_hash(make_rig: RigFactory) -> None:
+    """The body cap lowered (a reload) while a copy is out: its answer, the primary's bytes, is compared
+    by hash like any body over the cap (the primary's status, headers and body stand for it), and matches."""
+    release = asyncio.Event()
+    (legacy, up1), (new, up2) = await raw_backend(), await raw_backend(release)
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0, body_cap: 1000"))
+    seen = spy_same(rig)
+    assert (await rig.get("/users"))[2] == BODY
+    rig.shadower.set_settings(ShadowSettings(aa_sample=0.0, body_cap=10))
+    release.set()
+    await rig.shadower.drain()
+    assert seen == [READ_PLAIN is not None]
+    st = (await rig.store.stats())["users"]
+    assert (st.get("compared"), st.get("matched"), st.get("differed")) == (1, 1, 0)
+    await up1.close()
+    await up2.close()
