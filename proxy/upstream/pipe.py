@@ -21,6 +21,11 @@ calls behind it are sent again. When the call at the head of a connection passes
 connection is closed and the calls behind it are sent again. Deadlines need no timer per call: the
 owner calls `PipePool.sweep` periodically (`proxy.shadow.Shadower` does, every 0.1 s).
 
+Expected answers. A call may carry the answer its caller expects byte for byte (``expect``: a shadow copy's
+primary answer, itself one whole plain keep-alive response); between responses, the connection compares the
+next answer's bytes with it in place and, when they are equal, completes the call without reading it
+(``same``; see `PipeCall`).
+
 Only GETs without a body are pipelined (a HEAD answer's missing body cannot be told to llhttp in the
 middle of a pipeline); everything else goes through `proxy.upstream.call.Call` on an `UpstreamPool`.
 Responses are read by the one response reader (`proxy.http1.reader`), connections opened by the one
