@@ -19,8 +19,9 @@
 `READ_PLAIN` (the compiled build's C module `proxy.http1._fastresp`; None in the pure-Python one) reads a
 whole response of the commonest shape in one pass, and None for anything else: where a connection reads a
 response from its first byte, it asks `READ_PLAIN` first and does with its reading what the callbacks
-below would have done; whatever it does not take goes to llhttp. `SAME_AT` (the same module's, None
-beside it) compares bytes in place: a response known in advance, byte for byte, is not read at all.
+below would have done; whatever it does not take goes to llhttp. `SAME_AT` and `SAME_PLAIN` (the same
+module's, None beside it) tell whether the next response is one known in advance, without reading it into
+objects: its bytes exactly, or its status, body and some headers' values.
 
 Events go out as method calls, not objects, because this runs for every forwarded request: a *sink*
 (`ResponseEvents`) receives the interim, head and body events, and the subclass's `_message_end` the end
@@ -47,6 +48,7 @@ from proxy.http1.headers import Headers, declares_length
 __all__ = [
     "READ_PLAIN",
     "SAME_AT",
+    "SAME_PLAIN",
     "Body",
     "End",
     "Event",
@@ -107,6 +109,23 @@ def _same_at() -> SameAt | None:
 
 
 SAME_AT: Final = _same_at()
+
+# The offset after the plain response at data[pos] when it has keep-alive, the status and body given and,
+# for each of the names given (lower-case), the given headers' values in order; 0 when it is plain but not
+# so; None when it is not plain: (data, pos, cap, status, body, names, headers).
+SamePlain = Callable[[bytes, int, int, int, bytes, "tuple[bytes, ...]", Headers], "int | None"]
+
+
+def _same_plain() -> SamePlain | None:
+    """`proxy.http1._fastresp.same_plain` where the compiled build runs; None in the pure-Python one."""
+    if not compiled.BUILD.compiled:
+        return None
+    from proxy.http1._fastresp import same_plain
+
+    return same_plain
+
+
+SAME_PLAIN: Final = _same_plain()
 
 
 log = logging.getLogger("strangler.http1")

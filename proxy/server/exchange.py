@@ -6,11 +6,12 @@ from typing import Any
 
 from proxy.http1.headers import Headers, header_pairs
 from proxy.routing.table import Route
+from proxy.upstream.pipeconn import Expected
 
 __all__ = ["Exchange", "Headers", "header_pairs"]  # Headers and header_pairs re-exported (proxy.http1)
 
 
-class Exchange:
+class Exchange(Expected):
     """What the primary upstream was asked and answered, as the gateway saw it.
 
     ``path`` is the forwarded path (the upstream's base path not included) and ``query`` the query
@@ -27,18 +28,18 @@ class Exchange:
     own: its recording key once it has made it ("" until then). ``response_raw`` is the response's every
     byte as the upstream sent them (status line, headers, body), when it answered a GET, came whole in one
     read, in the commonest shape, with keep-alive, and its body was teed; b"" otherwise: a shadow copy's
-    answer that is these bytes is matched without being read (`proxy.upstream.pipeconn.PipeCall`'s
-    ``expect``).
+    answer that is these bytes is matched without being read. It is the `Expected` answer of its pipelined
+    copy (`proxy.upstream.pipeconn`): ``compared``, the header names its comparison compares, is
+    shadowing's to set.
 
     A compiled class, not a NamedTuple: one is made per shadowed request, on the data path, and a
     NamedTuple's construction is an interpreted ``__new__`` (or ``tuple.__new__`` by name, ~1,100
-    instructions); this is a native call. Treated as read-only, except ``key``.
+    instructions); this is a native call. Treated as read-only, except ``key`` and ``compared``.
     """
 
     __slots__ = (
         "client_host", "key", "latency_s", "method", "path", "prewrite", "primary", "query", "request_block",
-        "request_body", "request_id", "request_lines", "response_body", "response_headers", "response_raw",
-        "route", "status", "target",
+        "request_body", "request_id", "request_lines", "route", "target",
     )  # fmt: skip
 
     def __init__(
@@ -61,6 +62,7 @@ class Exchange:
         target: bytes = b"",
         response_raw: bytes = b"",
     ) -> None:
+        super().__init__(status, response_headers, response_body, response_raw)
         self.route = route
         self.method = method
         self.path = path
@@ -68,16 +70,12 @@ class Exchange:
         self.request_lines = request_lines
         self.request_body = request_body
         self.primary = primary
-        self.status = status
-        self.response_headers = response_headers
-        self.response_body = response_body
         self.latency_s = latency_s
         self.request_id = request_id
         self.client_host = client_host
         self.prewrite = prewrite
         self.request_block = request_block
         self.target = target
-        self.response_raw = response_raw
         self.key = ""
 
     def __repr__(self) -> str:

@@ -374,7 +374,7 @@ class Shadower(ShadowSink):
         aa = safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name)
         if (
             not aa and ex.method == "GET" and ex.response_body is not None and not ex.request_body
-            and self._replay.pipe_get(ex, other, timeout, self._one_done, ex.response_raw)  # see one_done
+            and self._replay.pipe_get(ex, other, timeout, self._one_done, True)  # see Replayer.one_done
         ):  # fmt: skip
             return
         calls = [("other", other)]

@@ -143,8 +143,8 @@ class Judge:
         self._reread_due: Callable[[str], bool] = lambda route: False
         self.reread_timeout = 5.0
         # By id() of the rules object: CompareRules hashes field by field, which costs more than the check.
-        self._names: dict[int, tuple[CompareRules, frozenset[bytes], int]] = {}
-        self._last: tuple[CompareRules, frozenset[bytes], int] | None = None  # `identity`'s last entry
+        self._names: dict[int, tuple[CompareRules, frozenset[bytes], int, tuple[bytes, ...]]] = {}
+        self._last: tuple[CompareRules, frozenset[bytes], int, tuple[bytes, ...]] | None = None  # `_entry`'s
 
     def enable_rereads(
         self, call: Call, timeout: float, clock: Callable[[], float], rate: float = REREAD_PER_SECOND
@@ -365,19 +365,28 @@ class Judge:
 
     def identity(self, rules: CompareRules) -> tuple[frozenset[bytes], int]:
         """The header names ``rules`` compare and the mask of their lengths (`name_lengths`), cached per
-        rules object. The last entry is kept apart: a run of one route's comparisons compares its rules by
-        identity, without boxing an id and looking it up."""
+        rules object."""
+        entry = self._entry(rules)
+        return entry[1], entry[2]
+
+    def compared_names(self, rules: CompareRules) -> tuple[bytes, ...]:
+        """The header names ``rules`` compare as a tuple (sorted), cached per rules object."""
+        return self._entry(rules)[3]
+
+    def _entry(self, rules: CompareRules) -> tuple[CompareRules, frozenset[bytes], int, tuple[bytes, ...]]:
+        # The last entry is kept apart: a run of one route's comparisons compares its rules by identity,
+        # without boxing an id and looking it up.
         entry = self._last
         if entry is not None and entry[0] is rules:
-            return entry[1], entry[2]
+            return entry
         entry = self._names.get(id(rules))
         if entry is None or entry[0] is not rules:
             if len(self._names) >= 1024:  # reloads make new rules objects: forget, rather than grow
                 self._names.clear()
             names = identity_headers(rules)
-            entry = self._names[id(rules)] = (rules, names, name_lengths(names))
+            entry = self._names[id(rules)] = (rules, names, name_lengths(names), tuple(sorted(names)))
         self._last = entry
-        return entry[1], entry[2]
+        return entry
 
     def record_error(self, ex: Exchange, failure: Failed) -> None:
         """Count a failed call of one side (the comparison is lost, the request was not).

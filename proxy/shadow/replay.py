@@ -22,7 +22,7 @@ from proxy.shadow import dryrun
 from proxy.shadow.bytecheck import same_headers
 from proxy.shadow.judge import CANDIDATE, CONTROL, SAFE, Failed, Fetched, Job, Judge
 from proxy.shadow.store import DiffStore
-from proxy.upstream.pipe import PipeCall
+from proxy.upstream.pipe import Expected, PipeCall
 from proxy.upstream.pool import UpstreamPool
 from proxy.upstream.sender import Fetcher, PoolSender, Sender, Sent, sender_for
 
@@ -163,11 +163,12 @@ class Replayer:
         self._retired.clear()
 
     def pipe_get(
-        self, ex: Exchange, side: str, limit: float, done: Callable[[Sent], None], expect: bytes = b""
+        self, ex: Exchange, side: str, limit: float, done: Callable[[Sent], None], compare: bool = False
     ) -> bool:
         """Send a GET without a body to ``side`` from the forwarded header lines as they are; False when
-        there is no such upstream. ``expect``: the primary's answer, when ``done`` reads a `PipeCall`'s
-        ``same`` (`one_done` does)."""
+        there is no such upstream. ``compare``: the copy expects the exchange's answer (`Expected`, with
+        the route's compared header names), for a ``done`` that reads a `PipeCall`'s ``same`` (`one_done`
+        does)."""
         entry = self._senders.get(side)
         pools = self.pools
         if isinstance(pools, dict):  # a dict's get is native, a Mapping's by name (`open_pools` makes a dict)
@@ -182,6 +183,10 @@ class Replayer:
         # The lines and target as the data path joined and encoded them for the primary.
         head = ex.header_block
         target = ex.target_bytes
+        expect: Expected | None = None
+        if compare:
+            ex.compared = self._judge.compared_names(ex.route.compare)
+            expect = ex
         if isinstance(sender, PoolSender):  # compiled, a native call (through the Protocol it is by name)
             sender.send_get(target, head, limit, done, ex, ex.client_host, expect)
         else:
@@ -191,9 +196,9 @@ class Replayer:
     def one_done(self, call: Sent) -> None:
         """The other side's answer to a job of one pipelined GET (``pipe_get``'s ``done``).
 
-        Identical answers (the common case) are counted here: an answer that was the primary's bytes
-        exactly (a `PipeCall`'s ``same``: `pipe_get`'s ``expect``), or the judge's byte check, inlined,
-        says so; anything else goes the general way (``Judge.settle``).
+        Identical answers (the common case) are counted here: an answer found to be the primary's where it
+        was read (a `PipeCall`'s ``same``: `pipe_get`'s ``compare``), or by the judge's byte check,
+        inlined; anything else goes the general way (``Judge.settle``).
         """
         # The same four reads either way: on a PipeCall (nearly always) compiled code reads them natively,
         # through the Sent Protocol it looks each up by name.
@@ -205,12 +210,14 @@ class Replayer:
         ex: Exchange = tag  # type: ignore[assignment]  # set by pipe_get
         other = CANDIDATE if ex.primary == CONTROL else CONTROL
         res: Fetched | Failed
-        if same:  # byte for byte the primary's answer: its status, headers and body
-            body = ex.response_body or b""  # (teed: `response_raw` is given only then)
+        if same:  # the primary's status, body and compared headers (its very bytes, maybe)
+            body = ex.response_body or b""  # (teed: a copy expects the answer only then)
             if len(body) <= self._body_cap:
                 self._matched(ex, other, seconds)
                 return
-            res = (ex.status, ex.response_headers, body, seconds)  # the cap shrank since: by hash
+            # The cap shrank since (a reload): compared by hash, the primary's answer standing for the
+            # copy's, which had its status, body and every header the comparison reads.
+            res = (ex.status, ex.response_headers, body, seconds)
         elif result is None:
             assert exc is not None
             res = Failed(other, f"{exc.kind}: {exc.message}")

@@ -21,10 +21,10 @@ calls behind it are sent again. When the call at the head of a connection passes
 connection is closed and the calls behind it are sent again. Deadlines need no timer per call: the
 owner calls `PipePool.sweep` periodically (`proxy.shadow.Shadower` does, every 0.1 s).
 
-Expected answers. A call may carry the answer its caller expects byte for byte (``expect``: a shadow copy's
-primary answer, itself one whole plain keep-alive response); between responses, the connection compares the
-next answer's bytes with it in place and, when they are equal, completes the call without reading it
-(``same``; see `PipeCall`).
+Expected answers. A call may carry the answer its caller expects (``expect``, an `Expected`: a shadow copy's
+primary answer); between responses, the connection compares the next answer with it in place (its bytes, or
+its status, body and compared headers, without making objects of them) and, when it is the same, completes
+the call without reading it (``same``; see `PipeCall`).
 
 Only GETs without a body are pipelined (a HEAD answer's missing body cannot be told to llhttp in the
 middle of a pipeline); everything else goes through `proxy.upstream.call.Call` on an `UpstreamPool`.
@@ -41,9 +41,9 @@ from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec
 from proxy.upstream.connect import open_connection, tls_context
-from proxy.upstream.pipeconn import PipeCall, PipeConn, PipeOwner
+from proxy.upstream.pipeconn import Expected, PipeCall, PipeConn, PipeOwner
 
-__all__ = ["DEPTH", "PipeCall", "PipeConn", "PipePool"]  # the call and connection are re-exported
+__all__ = ["DEPTH", "Expected", "PipeCall", "PipeConn", "PipePool"]  # re-exported: the call, connection...
 
 DEPTH = 16  # requests in flight per connection at most
 IDLE_TIMEOUT = 4.0  # below Node's 5 s keepAliveTimeout, so the upstream rarely closes under us
@@ -87,7 +87,7 @@ class PipePool(PipeOwner):
 
     def call(
         self, message: bytes, limit: float, done: Callable[[PipeCall], None], tag: object = None,
-        expect: bytes = b"",
+        expect: Expected | None = None,
     ) -> PipeCall:  # fmt: skip
         """Start one GET (``message`` is the whole request); ``done(call)`` runs once, when it ends.
 

@@ -17,9 +17,17 @@ import httptools
 from proxy.http1.capped import overflow, whole
 from proxy.http1.errors import ProtocolError, UpstreamError
 from proxy.http1.headers import Headers
-from proxy.http1.reader import READ_PLAIN, SAME_AT, ReadPlain, ResponseEvents, ResponseReader, protocol_error
+from proxy.http1.reader import (
+    READ_PLAIN,
+    SAME_AT,
+    SAME_PLAIN,
+    ReadPlain,
+    ResponseEvents,
+    ResponseReader,
+    protocol_error,
+)
 
-__all__ = ["PipeCall", "PipeConn", "PipeOwner"]
+__all__ = ["Expected", "PipeCall", "PipeConn", "PipeOwner"]
 
 
 class PipeOwner:
@@ -55,6 +63,28 @@ class PipeOwner:
         raise NotImplementedError
 
 
+class Expected:
+    """The answer a call expects (a shadow copy's: its primary's answer, `proxy.server.exchange.Exchange`
+    is one), so that an answer found to be it need not be read.
+
+    ``response_raw``: its every byte (b"": not known), one whole response of the commonest shape with
+    keep-alive; an answer that is those bytes is it. ``compared``: lower-case header names (None: only the
+    bytes count); an answer of the commonest shape with keep-alive, ``status``, ``response_body`` and, for
+    each of those names, the values of ``response_headers`` in their order, is it too: what
+    `proxy.shadow.bytecheck.identical` would find identical.
+    """
+
+    __slots__ = ("compared", "response_body", "response_headers", "response_raw", "status")
+
+    def __init__(self, status: int, response_headers: Headers, response_body: bytes | None,
+                 response_raw: bytes = b"") -> None:  # fmt: skip
+        self.status = status
+        self.response_headers = response_headers
+        self.response_body = response_body
+        self.response_raw = response_raw
+        self.compared: tuple[bytes, ...] | None = None
+
+
 class PipeCall:
     """One shadow GET; ``done(call)`` runs once, with ``result`` or ``error`` set.
 
@@ -63,10 +93,8 @@ class PipeCall:
     or one that waited for room does not count the wait), so that ``done_at - started`` is its own
     latency. The deadline counts from when the call was made.
 
-    ``expect`` (b"": none) is an answer the caller expects byte for byte, itself one whole response of
-    the commonest shape with keep-alive (a shadow copy's primary answer, `Exchange.response_raw`): when
-    the answer is exactly those bytes it is not read: ``done`` then runs with ``same`` true and neither
-    ``result`` nor ``error`` set.
+    ``expect`` (None: none) is the answer the caller expects (`Expected`): when the answer is it, it is
+    not read: ``done`` then runs with ``same`` true and neither ``result`` nor ``error`` set.
     """
 
     __slots__ = (
@@ -82,7 +110,7 @@ class PipeCall:
         done: Callable[[PipeCall], None],
         now: float,
         tag: object = None,
-        expect: bytes = b"",
+        expect: Expected | None = None,
     ) -> None:
         self.pool = pool
         self.tag = tag  # the caller's
@@ -244,17 +272,31 @@ class PipeConn(ResponseReader[ResponseEvents], asyncio.Protocol):
 
     def _take_plain(self, data: bytes, read_plain: ReadPlain) -> int:
         """Complete the calls whose answers ``data`` holds whole and plain, in order; return the offset
-        after the last one taken (0: none). An answer that is its call's ``expect`` byte for byte is
-        compared in place, not read: it is one whole plain keep-alive response, so it ends where they do."""
+        after the last one taken (0: none). An answer that is its call's ``expect`` is not read: its bytes
+        are compared in place (they are one whole plain keep-alive response, so it ends where they do), or
+        else its status, body and compared headers, scanned in place."""
         taken = 0
         cap = self.cap
         same_at = SAME_AT
+        same_plain = SAME_PLAIN
         while len(self.inflight) > len(self.queued) and not self.closed:  # an answer is due: see _stray
             expect = self.inflight[0].expect
-            if len(expect) != 0 and same_at is not None and same_at(data, taken, expect):
-                taken += len(expect)
-                self._answered(None, True)
-                continue
+            if expect is not None and same_at is not None and same_plain is not None:
+                raw = expect.response_raw
+                if len(raw) != 0 and same_at(data, taken, raw):
+                    taken += len(raw)
+                    self._answered(None, True)
+                    continue
+                names = expect.compared
+                body = expect.response_body
+                if names is not None and body is not None:
+                    end = same_plain(data, taken, cap, expect.status, body, names, expect.response_headers)
+                    if end is None:  # not plain: llhttp's
+                        break
+                    if end != 0:
+                        taken = end
+                        self._answered(None, True)
+                        continue
             plain = read_plain(data, taken, cap)
             if plain is None:
                 break

@@ -24,7 +24,7 @@ from proxy.http1.capped import NO_CAP
 from proxy.http1.errors import UpstreamError
 from proxy.http1.headers import Headers, header_pairs
 from proxy.upstream.call import Call
-from proxy.upstream.pipe import PipeCall, PipePool
+from proxy.upstream.pipe import Expected, PipeCall, PipePool
 from proxy.upstream.pool import UpstreamPool
 from proxy.upstream.request import build_get, build_request
 
@@ -76,12 +76,12 @@ class Sender(Protocol):
         done: Done,
         tag: object = None,
         host: bytes | None = None,
-        expect: bytes = b"",
+        expect: Expected | None = None,
     ) -> None:
         """Send a GET without a body whose header lines are joined already (see `build_get`); ``target`` is
-        its path and query, encoded, without the upstream's base path. ``expect`` (b"": none) is the answer
-        expected byte for byte, one whole response of the commonest shape: a sender may then report an
-        answer of exactly those bytes without reading it (a `PipeCall` whose ``same`` is true)."""
+        its path and query, encoded, without the upstream's base path. ``expect`` (None: none) is the answer
+        expected (`Expected`): a sender may then report an answer that is it without reading it (a
+        `PipeCall` whose ``same`` is true)."""
 
     def sweep(self, now: float) -> None:
         """Fail the copies past their deadline (``now``: event-loop time); the owner calls it periodically."""
@@ -193,7 +193,7 @@ class PoolSender:
         done: Done,
         tag: object = None,
         host: bytes | None = None,
-        expect: bytes = b"",
+        expect: Expected | None = None,
     ) -> None:
         """Send a GET without a body, pipelined, from header lines joined already (see `build_get`)."""
         pipe = self._pipe
@@ -286,7 +286,7 @@ class FetcherSender:
         done: Done,
         tag: object = None,
         host: bytes | None = None,
-        expect: bytes = b"",
+        expect: Expected | None = None,
     ) -> None:
         """Send a GET without a body from header lines joined already (``expect`` unused: each is read)."""
         headers = header_pairs(header_block.split(b"\r\n")) if header_block else []

@@ -8,6 +8,7 @@ build only: skipped where it is not built (`make test-pure` runs the shadow conn
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
 import httptools
@@ -15,11 +16,13 @@ import pytest
 
 from proxy import compiled
 from proxy.http1.headers import Headers
+from proxy.routing.table import CompareRules
+from proxy.shadow.bytecheck import identical, identity_headers
 
 if not compiled.BUILD.compiled:
     pytest.skip("the C module is part of the compiled build", allow_module_level=True)
 
-from proxy.http1._fastresp import read_plain, same_at  # after the skip: the pure run has no C module
+from proxy.http1._fastresp import read_plain, same_at, same_plain  # after the skip: the pure run has none
 
 Reading = tuple[int, bytes, Headers, bytes, bool, int]
 PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
@@ -207,3 +210,105 @@ def test_odd_arguments_are_errors_not_crashes() -> None:
     for args in bad:
         with pytest.raises((TypeError, ValueError)):
             read_plain(*args)
+
+
+def _response(status: int, headers: Headers, body: bytes) -> bytes:
+    head = b"".join(b"%b: %b\r\n" % pair for pair in headers)
+    return b"HTTP/1.1 %d X\r\n%bContent-Length: %d\r\n\r\n%b" % (status, head, len(body), body)
+
+
+def test_same_plain_says_what_read_plain_and_the_byte_check_say() -> None:
+    """`same_plain` against its reference, over many pairs of answers (seeded): None exactly when
+    `read_plain` reads nothing; the offset `read_plain` ends at exactly when that answer has keep-alive and
+    `proxy.shadow.bytecheck.identical` finds it identical to the primary's under the rules; else 0. The
+    pairs differ by status, body, a compared or an uncompared header's value, the names' case, the order of
+    headers of one name or of two, a header more or missing, Connection, the cap, the shape."""
+    rng = random.Random(1307)
+    pool = [
+        (b"Content-Type", [b"application/json", b"text/plain"]),
+        (b"Cache-Control", [b"no-store", b"max-age=5"]),
+        (b"ETag", [b'W/"1"', b'W/"2"']),
+        (b"Date", [b"Mon, 07 Dec 2026 22:00:00 GMT", b"Mon, 07 Dec 2026 22:00:01 GMT"]),
+        (b"Content-Encoding", [b"gzip", b"identity"]),
+        (b"X-A", [b"1", b"2"]),
+    ]
+    rule_sets = [CompareRules(), CompareRules(headers=()), CompareRules(headers=("ETag", "X-A")),
+                 CompareRules(headers=("x-a", "content-type", "date"))]  # fmt: skip
+
+    def headers_of() -> Headers:
+        out: Headers = []
+        for name, values in pool:
+            for _ in range(rng.choice([0, 1, 1, 2])):
+                out.append((rng.choice([name, name.lower(), name.upper()]), rng.choice(values)))
+        rng.shuffle(out)
+        return out
+
+    def mutate(headers: Headers) -> Headers:
+        out = list(headers)
+        kind = rng.randrange(6)
+        if kind == 0 and out:  # a value changed
+            i = rng.randrange(len(out))
+            name = out[i][0]
+            values = next(v for n, v in pool if n.lower() == name.lower())
+            out[i] = (name, rng.choice(values))
+        elif kind == 1 and out:  # a name's case changed
+            i = rng.randrange(len(out))
+            out[i] = (rng.choice([out[i][0].lower(), out[i][0].upper()]), out[i][1])
+        elif kind == 2:  # reordered
+            rng.shuffle(out)
+        elif kind == 3 and out:  # one missing
+            del out[rng.randrange(len(out))]
+        elif kind == 4:  # one more
+            name, values = rng.choice(pool)
+            out.insert(rng.randrange(len(out) + 1), (name, rng.choice(values)))
+        return out
+
+    counts = {"none": 0, "same": 0, "differ": 0}
+    for _ in range(4000):
+        rules = rng.choice(rule_sets)
+        names = identity_headers(rules)
+        status, body = rng.choice([200, 201, 404]), rng.choice([b"{}", b'{"a":1}', b""])
+        headers = headers_of()
+        other_status = status if rng.random() < 0.8 else rng.choice([200, 500])
+        other_body = body if rng.random() < 0.8 else rng.choice([b"{}", b"[]"])
+        other_headers = headers if rng.random() < 0.3 else mutate(headers)
+        if rng.random() < 0.05:
+            other_headers = [*other_headers, (b"Connection", rng.choice([b"close", b"keep-alive"]))]
+        data = _response(other_status, other_headers, other_body)
+        if rng.random() < 0.05:
+            data = data.replace(b"HTTP/1.1", b"HTTP/1.0")  # not plain
+        data += rng.choice([b"", b"HTTP/1.1 200 OK\r\n"])  # the next answer's start may follow
+        cap = rng.choice([CAP, 1])
+        got = same_plain(data, 0, cap, status, body, tuple(sorted(names)), headers)
+        read = read_plain(data, 0, cap)
+        if read is None:
+            assert got is None, data
+            counts["none"] += 1
+            continue
+        st, _, hs, b, keep_alive, end = read
+        same = keep_alive and identical((status, headers, body, None), (st, hs, b, None), rules, cap, names)
+        assert got == (end if same else 0), (rules, headers, data)
+        counts["same" if same else "differ"] += 1
+    assert min(counts.values()) > 200, counts  # every verdict reached often
+
+
+def test_same_plain_refuses_wrong_arguments() -> None:
+    data = _response(200, [(b"ETag", b"1")], b"{}")
+    assert same_plain(data, 0, CAP, 200, b"{}", (b"etag",), [(b"etag", b"1")]) == len(data)
+    assert same_plain(data, 0, CAP, 200, b"{}", (b"etag",), [(b"etag", b"2")]) == 0
+    assert same_plain(data, 0, CAP, 200, b"{}", (), []) == len(data)
+    bad: list[tuple[Any, ...]] = [
+        (bytearray(data), 0, CAP, 200, b"{}", (), []),
+        (data, 0, CAP, 200, "{}", (), []),
+        (data, 0, CAP, 200, b"{}", [b"etag"], []),
+        (data, 0, CAP, 200, b"{}", (), ()),
+        (data, 0, CAP, 200, b"{}", ("etag",), [(b"ETag", b"1")]),
+        (data, 0, CAP, 200, b"{}", (b"etag",), [(b"ETag",)]),
+        (data, 0, CAP, 200, b"{}", (b"etag",), [("ETag", b"1")]),
+        (data, 0, CAP, 200, b"{}", ()),
+    ]
+    for args in bad:
+        with pytest.raises(TypeError):
+            same_plain(*args)
+    with pytest.raises(ValueError):
+        same_plain(data, len(data) + 1, CAP, 200, b"{}", (), [])

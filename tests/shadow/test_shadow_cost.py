@@ -383,8 +383,10 @@ PLAIN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %
 )
 
 
-async def raw_backend(answers: asyncio.Event | None = None) -> tuple[Backend, RawUpstream]:
-    """A backend answering every request with PLAIN, in one write (so one read on loopback); after
+async def raw_backend(
+    answers: asyncio.Event | None = None, response: bytes = PLAIN
+) -> tuple[Backend, RawUpstream]:
+    """A backend answering every request with ``response``, in one write (so one read on loopback); after
     ``answers`` is set when given."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -392,7 +394,7 @@ async def raw_backend(answers: asyncio.Event | None = None) -> tuple[Backend, Ra
             await read_request(reader)
             if answers is not None:
                 await answers.wait()
-            writer.write(PLAIN)
+            writer.write(response)
             await writer.drain()
 
     upstream = await RawUpstream(answer).start()
@@ -445,3 +447,37 @@ async def test_a_same_copy_over_a_cap_lowered_meanwhile_is_compared_by_hash(make
     assert (st.get("compared"), st.get("matched"), st.get("differed")) == (1, 1, 0)
     await up1.close()
     await up2.close()
+
+
+async def test_a_copy_with_its_primarys_status_body_and_compared_headers_is_matched_unread(
+    make_rig: RigFactory,
+) -> None:
+    """Two services that answer alike but for headers the route does not compare (Date, X-Powered-By,
+    the names' case): each copy comes back `same` (compiled build: its status, body and compared headers
+    checked where it was read) and is counted matched; a compared header that differs is read, and
+    differs."""
+    other = PLAIN.replace(b"Content-Type:", b"content-type:").replace(
+        b"\r\n\r\n", b"\r\nDate: Tue, 08 Dec 2026 00:00:00 GMT\r\nX-Powered-By: Express\r\n\r\n"
+    )
+    (legacy, up1), (new, up2) = await raw_backend(), await raw_backend(response=other)
+    rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0, body_cap: 1000"))
+    seen = spy_same(rig)
+    for _ in range(3):
+        assert (await rig.get("/users"))[2] == BODY
+    await rig.shadower.drain()
+    assert seen == [READ_PLAIN is not None] * 3
+    st = (await rig.store.stats())["users"]
+    assert (st.get("compared"), st.get("matched"), st.get("differed")) == (3, 3, 0)
+    await up2.close()
+
+    typed = PLAIN.replace(b"application/json", b"application/json; charset=utf-8")
+    new2, up3 = await raw_backend(response=typed)
+    rig2 = await make_rig(routes_text(legacy, new2, USERS % "legacy", "aa_sample: 0, body_cap: 1000"))
+    seen2 = spy_same(rig2)
+    assert (await rig2.get("/users"))[2] == BODY
+    await rig2.shadower.drain()
+    assert seen2 == [False]
+    st = (await rig2.store.stats())["users"]
+    assert (st.get("compared"), st.get("differed")) == (1, 1)
+    await up1.close()
+    await up3.close()

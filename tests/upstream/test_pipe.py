@@ -24,7 +24,7 @@ from support.waiting import WITHIN, eventually
 
 from proxy.http1.errors import UpstreamError
 from proxy.routing.table import UpstreamSpec, parse_routes
-from proxy.upstream.pipe import PipeCall, PipePool
+from proxy.upstream.pipe import Expected, PipeCall, PipePool
 from proxy.upstream.pipeconn import READ_PLAIN
 
 
@@ -1079,6 +1079,11 @@ async def test_bytes_after_the_last_answer_never_answer_a_call_sent_meanwhile(ma
     await check(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n")  # a head whose body would be the next
 
 
+def bytes_of(answer: bytes) -> Expected:
+    """An expected answer known by its bytes only (no compared headers: anything else is read)."""
+    return Expected(0, [], None, answer)
+
+
 @both_loops
 async def test_an_answer_that_is_its_expected_bytes_is_not_read(make: Make) -> None:
     """A call given ``expect`` (a shadow copy's primary answer) whose answer is those bytes exactly
@@ -1094,8 +1099,8 @@ async def test_an_answer_that_is_its_expected_bytes_is_not_read(make: Make) -> N
     paths = [f"/p{n}" for n in range(6)]
     answers = [ok(p) for p in paths]
     answers[1] = ok("/p1", b"X-Extra: 1\r\n")  # expected without the extra header
-    expects = [ok(p) for p in paths]
-    expects[5] = b""  # no expectation: read
+    expects: list[Expected | None] = [bytes_of(ok(p)) for p in paths]
+    expects[5] = None  # no expectation: read
     calls = [pool.call(get(p), 2.0, done, tag=p, expect=e) for p, e in zip(paths, expects, strict=True)]
     await eventually(lambda: len(upstream.requests) == 6, what="6 requests at the upstream")
     (conn,) = pool.conns
@@ -1136,7 +1141,7 @@ async def test_an_expected_answer_then_a_close_resends_the_rest(make: Make) -> N
 
     upstream, pool = await make(respond)
     done = Done()
-    calls = [pool.call(get(p), 2.0, done, expect=ok(p)) for p in ("/a", "/b", "/c")]
+    calls = [pool.call(get(p), 2.0, done, expect=bytes_of(ok(p))) for p in ("/a", "/b", "/c")]
     await done.wait(3)
     assert done.once(calls)
     compiled = READ_PLAIN is not None
@@ -1144,3 +1149,40 @@ async def test_an_expected_answer_then_a_close_resends_the_rest(make: Make) -> N
     if not compiled:
         assert [answer(c)[2] for c in calls] == [echoed(p) for p in ("/a", "/b", "/c")]
     assert upstream.conns == 2 and upstream.paths(1) == ["/b", "/c"]
+
+
+@both_loops
+async def test_an_answer_with_the_expected_status_body_and_compared_headers_is_not_read(make: Make) -> None:
+    """A call expecting an answer by its status, body and compared headers (`Expected.compared`) takes an
+    answer that has them as its own without reading it, whatever its other headers, names' case or
+    bytes (compiled build: scanned in place); one differing in any of them, or ending the connection, is
+    read. The pure-Python build reads every answer."""
+
+    async def respond(req: Req, writer: asyncio.StreamWriter) -> str | None:
+        return "hang"  # the test writes the answers itself
+
+    def answer_of(headers: bytes, body: bytes = b'{"a":1}') -> bytes:
+        return b"HTTP/1.1 200 OK\r\n%bContent-Length: %d\r\n\r\n%b" % (headers, len(body), body)
+
+    upstream, pool = await make(respond)
+    done = Done()
+    expected = Expected(200, [(b"Content-Type", b"application/json"), (b"Date", b"Mon")], b'{"a":1}')
+    expected.compared = (b"content-encoding", b"content-type")
+    answers = [
+        answer_of(b"Content-Type: application/json\r\nDate: Tue\r\n"),  # another Date: not compared
+        answer_of(b"X-Other: 1\r\ncontent-type: application/json\r\n"),  # a header more, a name's case
+        answer_of(b"Content-Type: text/plain\r\n"),  # a compared header differs
+        answer_of(b"Content-Type: application/json\r\n", b'{"a":2}'),  # the body differs
+        answer_of(b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"),  # an encoding more
+        answer_of(b"Content-Type: application/json\r\nConnection: close\r\n"),  # ends the connection
+    ]
+    calls = [pool.call(get(f"/p{n}"), 2.0, done, expect=expected) for n in range(len(answers))]
+    await eventually(lambda: len(upstream.requests) == len(answers), what="every request at the upstream")
+    (conn,) = pool.conns
+    conn.data_received(b"".join(answers))
+    await done.wait(len(answers))
+    assert done.once(calls)
+    compiled = READ_PLAIN is not None
+    assert [c.same for c in calls] == [compiled, compiled, False, False, False, False]
+    assert [answer(c)[2] for c in calls[2:]] == [b'{"a":1}', b'{"a":2}', b'{"a":1}', b'{"a":1}']
+    assert conn.served == len(answers) and conn.closed  # the last answer ended it
