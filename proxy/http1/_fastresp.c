@@ -50,7 +50,7 @@ init_tables(void)
         is_tchar[(unsigned char)*e] = 1;
 }
 
-/* `s[0:n]` equals the lower-case `lower` ignoring ASCII case (s holds only token or value bytes). */
+/* `s[0:n]` equals the lower-case `lower` ignoring ASCII case (other bytes compare as they are). */
 static int
 same_name(const unsigned char *s, const char *lower, Py_ssize_t n)
 {
