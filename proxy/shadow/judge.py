@@ -325,10 +325,10 @@ class Judge:
         # A prometheus_client inc takes a lock (and, with workers, a getpid and an mmap write): tally in
         # memory and add the sums at each flush instead.
         if result == "matched":
-            self._outcomes(route).matched += 1
-        else:
-            others = self._outcomes(route).others
-            others[result] = others.get(result, 0) + 1
+            self.matched(route)
+            return
+        others = self._outcomes(route).others
+        others[result] = others.get(result, 0) + 1
         if self._down:  # every outcome tallied means the shadow side answered
             self.unanswered.answered(route)
 

@@ -368,20 +368,21 @@ class _KeyCounts:
     def add_status(self, status: int) -> None:
         """Count one comparison whose control answered ``status``."""
         if status != self.status:
-            if self.status_n:
-                statuses = self.statuses
-                statuses[self.status] = statuses.get(self.status, 0) + self.status_n
+            self._end_run()
             self.status = status
-            self.status_n = 0
         self.status_n += 1
 
     def all_statuses(self) -> dict[int, int]:
         """The comparisons by the control's status, all of them."""
+        self._end_run()
+        return self.statuses
+
+    def _end_run(self) -> None:
+        # The last status's run joins ``statuses``.
         if self.status_n:
             statuses = self.statuses
             statuses[self.status] = statuses.get(self.status, 0) + self.status_n
             self.status_n = 0
-        return self.statuses
 
 
 @final
