@@ -28,11 +28,12 @@ if __package__ in (None, ""):  # run as `python bench/gateway.py`: import from t
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (bench/ would shadow `services`)
 
 from bench import gw_targets, profile
-from bench.harness import BenchError, Fleet, Variant, ensure_apt_packages, log
+from bench.harness import BenchError, Fleet, Variant, ensure_apt_packages, log, process_tree, rss_mib
 from bench.report import RESULTS_DIR, Check, machine_state, spread, table, utc_now, write_json
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, run_wrk
 
 PATH = "/api/v1/users/1"  # a declared route in strangler's table (matching is part of the cost)
+WORKER_RSS_MIB = 60.0  # issue 13: a worker's RSS not above the pure-Python data path's (57-60 MB at e8c2e0d)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,10 +121,17 @@ def checks(s: dict[str, Summary], shadow_note: str) -> list[Check]:
     return out
 
 
-def data_path_checks(s: dict[str, Summary]) -> list[Check]:
+def worker_rss(variants: list[Variant]) -> dict[str, float]:
+    """The RSS (MiB) of each strangler variant's worker (its process, or a supervisor's one child), read
+    after its rounds."""
+    return {v.name: rss_mib(process_tree(v.pid)[-1]) for v in variants if v.name.startswith("strangler")}
+
+
+def data_path_checks(s: dict[str, Summary], rss: dict[str, float] | None = None) -> list[Check]:
     """Issue 13's targets for the compiled data path, from the same run: throughput and CPU per request
-    against nginx's, what shadowing every GET costs, and p99 against nginx's. Printed and kept in the JSON;
-    ``--check`` judges only `checks` (the acceptance these raise)."""
+    against nginx's, what shadowing every GET costs, p99 against nginx's and the unshadowed worker's RSS
+    after its rounds (the shadowing worker's is in the detail: it holds the store's clients besides).
+    Printed and kept in the JSON; ``--check`` judges only `checks` (the acceptance these raise)."""
     mine, nginx, shadow = s.get("strangler"), s.get("nginx"), s.get("strangler+shadow")
     rps: Callable[[Run], float] = lambda r: r.rps  # noqa: E731
     p99: Callable[[Run], float] = lambda r: r.p99_ms  # noqa: E731
@@ -153,6 +161,11 @@ def data_path_checks(s: dict[str, Summary]) -> list[Check]:
                          f"{shadow_cpu:.1f} vs {cpu:.1f} us", unit="us"))
     else:
         out.append(Check("CPU every shadowed GET adds", None, "<=", 8.0, "not measured", unit="us"))
+    rss = rss or {}
+    shadowed = rss.get("strangler+shadow")
+    detail = "" if shadowed is None else f"shadowing worker {shadowed:.1f} MiB"
+    out.append(Check("strangler worker RSS after its rounds", rss.get("strangler"), "<=", WORKER_RSS_MIB,
+                     detail or ("" if "strangler" in rss else "not measured"), unit="MiB"))
     return out
 
 
@@ -209,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         try:  # the fleet stops before `stack` drops the shadow storage it may still be writing to
             variants, shadow_probe = gw_targets.start_all(fleet, Path(tmp), args, wanted, notes, stack)
             summaries = measure(variants, args, shadow_probe)
+            rss = worker_rss(variants)
             if shadow_probe is not None:
                 notes.extend(shadow_probe.notes(summaries[shadow_probe.name].requests))
             profiles = profile_stranglers(variants, args) if args.profile else {}
@@ -217,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ordered = [summaries[v.name] for v in variants]
     notes.extend(cpu_notes(summaries))
     results = checks(summaries, next((n for n in notes if n.startswith("shadow")), ""))
-    compiled = data_path_checks(summaries)
+    compiled = data_path_checks(summaries, rss)
     print(f"\nGateway benchmark, {started}: {args.rounds} rounds x {args.duration:.0f} s, wrk -t1 "
           f"-c{args.connections}, GET {PATH} (70-byte JSON{', Express head' if args.express_head else ''}); "
           "p50/p99 are medians over rounds;\n"

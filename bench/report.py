@@ -24,7 +24,7 @@ class Check:
     op: str
     bound: float
     detail: str = ""
-    unit: str = "x"  # "x": a ratio; "%": a fraction shown as a percentage; "us": microseconds
+    unit: str = "x"  # "x": a ratio; "%": a fraction shown as a percentage; "us": microseconds; "MiB"
 
     @property
     def verdict(self) -> str:
@@ -39,8 +39,8 @@ class Check:
         return f"  {self.name:<44} {value}  {target}  {self.verdict:<4}  {self.detail}"
 
     def _fmt(self, v: float) -> str:
-        if self.unit == "us":
-            return f"{v:.1f} us".rjust(7)  # as wide as a ratio
+        if self.unit in ("us", "MiB"):
+            return f"{v:.1f} {self.unit}".rjust(7)  # as wide as a ratio
         return f"{v:6.2%}" if self.unit == "%" else f"{v:6.2f}x"
 
     def to_json(self) -> dict[str, Any]:

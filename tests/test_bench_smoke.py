@@ -58,12 +58,17 @@ def test_parse_wrk_reads_throughput_percentiles_and_errors() -> None:
 
 def test_data_path_checks_are_issue_13s_targets_from_one_run() -> None:
     """Throughput and CPU against nginx's, the shadowed ratio and what shadowing adds in microseconds, p99
-    against nginx's; SKIP for what the run did not measure."""
+    against nginx's, the unshadowed worker's RSS; SKIP for what the run did not measure."""
     nginx = Summary("nginx", [Run(100, 1000, 1, 1, 1, 1.0, cpu_s=0.010, round=0)])  # 10 us a request
     mine = Summary("strangler", [Run(85, 850, 1, 1, 1, 1.2, cpu_s=0.0119, round=0)])  # 14 us
     shadow = Summary("strangler+shadow", [Run(60, 600, 1, 1, 1, 1.5, cpu_s=0.0132, round=0)])  # 22 us
     summaries = {"nginx": nginx, "strangler": mine, "strangler+shadow": shadow}
-    got = {c.name: c for c in data_path_checks(summaries)}
+    got = {c.name: c for c in data_path_checks(summaries, {"strangler": 61.5, "strangler+shadow": 70.25})}
+    rss = got["strangler worker RSS after its rounds"]
+    assert (rss.value, rss.verdict) == (61.5, "FAIL")
+    line = rss.line()
+    assert "61.5 MiB" in line and "target <= 60.0 MiB" in line and "shadowing worker 70.2" in line
+    assert data_path_checks(summaries, {"strangler": 58.0})[-1].verdict == "PASS"
     assert got["strangler / nginx throughput"].value == pytest.approx(0.85)
     assert got["strangler / nginx throughput"].verdict == "PASS"
     assert got["strangler CPU per request / nginx's"].value == pytest.approx(1.4)
@@ -75,7 +80,7 @@ def test_data_path_checks_are_issue_13s_targets_from_one_run() -> None:
     assert "8.0 us" in added.line() and "target <= 8.0 us" in added.line()
     assert got["strangler p99 / nginx p99"].value == pytest.approx(1.2)
     alone = {c.name: c.verdict for c in data_path_checks({"strangler": mine})}
-    assert set(alone.values()) == {"SKIP"} and len(alone) == 5
+    assert set(alone.values()) == {"SKIP"} and len(alone) == 6
 
 
 def test_parse_wrk_refuses_a_report_without_results() -> None:
