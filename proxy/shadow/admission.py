@@ -37,7 +37,7 @@ from proxy.routing.table import Route, RouteTable, ShadowSettings
 from proxy.server.exchange import Exchange
 from proxy.server.gateway import ShadowSink
 from proxy.shadow.judge import CANDIDATE, COMPARISONS, CONTROL, SAFE, Failed, Job, Judge
-from proxy.shadow.noise import AA_PER_SECOND, REREAD_PER_SECOND, AaLimiter, NoiseBook
+from proxy.shadow.noise import AA_PER_SECOND, REREAD_PER_SECOND, AaLimiter, Countdown, NoiseBook
 from proxy.shadow.prewrite import Prewrite, Prewrites
 from proxy.shadow.replay import OwnPool, Pool, Replayer
 from proxy.shadow.samples import SampleBuilder
@@ -105,6 +105,7 @@ class Shadower(ShadowSink):
         self._queued_bytes = 0
         self._samples = SampleBuilder(settings, clock)
         self._aa_due = AaLimiter(aa_rate, clock).due
+        self._aa_drawn = Countdown(rand)  # which compared reads get an A/A call (settings.aa_sample)
         self._judge = Judge(store, settings.body_cap, NoiseBook(store, clock), self._samples,
                             self._job_done, self._spawn, Unanswered(store, clock))  # fmt: skip
         self._replay = Replayer(
@@ -347,7 +348,9 @@ class Shadower(ShadowSink):
         spec = route.shadow
         timeout = spec.timeout if spec is not None and spec.timeout > 0 else self.settings.timeout
         other = CANDIDATE if ex.primary == CONTROL else CONTROL
-        safe = ex.method in SAFE
+        method = ex.method
+        get = method == "GET"
+        safe = get or method == "HEAD"  # `in SAFE`, without a set look-up
         if ex.response_body is None and not ex.response_headers:
             # No upstream response at all: the gateway answered 502/504 itself. That is the primary's error.
             failure = Failed(ex.primary, f"no upstream response (gateway sent {ex.status})")
@@ -371,9 +374,9 @@ class Shadower(ShadowSink):
             self._job_done()
             return
         aa_share = self.settings.aa_sample
-        aa = safe and aa_share > 0 and self._rand() < aa_share and self._aa_due(name)
+        aa = safe and aa_share > 0 and self._aa_drawn.hit(aa_share) and self._aa_due(name)
         if (
-            not aa and ex.method == "GET" and ex.response_body is not None and not ex.request_body
+            not aa and get and ex.response_body is not None and not ex.request_body
             and self._replay.pipe_get(ex, other, timeout, self._one_done, True)  # see Replayer.one_done
         ):  # fmt: skip
             return

@@ -53,7 +53,8 @@ from proxy.shadow.store import DiffStore, PathCounts, RouteStats, split_key
 
 __all__ = [
     "AA_PER_SECOND", "GENERATED_SHARE", "MIN_AA_DIFFS", "MIN_AA_PAIRS", "MIN_COMPARED", "MIN_GENERATED",
-    "NOISE_REFRESH_S", "READS", "REREAD_PER_SECOND", "VOLATILE_SHARE", "Z_CRITICAL", "AaLimiter", "Learned",
+    "NOISE_REFRESH_S", "READS", "REREAD_PER_SECOND", "VOLATILE_SHARE", "Z_CRITICAL", "AaLimiter", "Countdown",
+    "Learned",
     "LearnedRows",
     "NoiseBook", "is_generated", "is_noise", "learned_from", "learned_rows", "volatile",
 ]  # fmt: skip
@@ -148,6 +149,54 @@ def learned_from(counts: PathCounts, method: str = "GET") -> Learned:
         if p not in generated and is_noise(counts.aa_pairs, n, counts.compared, counts.candidate.get(p, 0))
     )  # fmt: skip
     return Learned(noise, generated, counts, read)
+
+
+class Countdown:
+    """Independent draws that each hit with probability ``share``, made as a countdown: the gap to the next
+    hit is drawn (geometric, from one ``rand()`` in [0, 1)) when the last one hits, instead of a random
+    number every draw. The same sequence of hits in distribution; one random number a hit, not a draw (the
+    A/A choice is made for every compared read, and ``random.random`` called ~300 instructions of it).
+
+    ``share`` 1 hits every time and 0 (or below 1e-16) never; a ``share`` that changes (a reload) draws a
+    new gap.
+    """
+
+    __slots__ = ("_left", "_log_miss", "_rand", "_share")
+
+    def __init__(self, rand: Callable[[], float]) -> None:
+        self._rand = rand
+        self._share = -1.0  # no gap drawn yet
+        self._log_miss = 0.0  # log(1 - share): 0.0 when a draw never misses or never hits
+        self._left = 0
+
+    def hit(self, share: float) -> bool:
+        """One draw: True with probability ``share``."""
+        if share != self._share:
+            self._share = share
+            self._log_miss = math.log(1.0 - share) if 0.0 < share < 1.0 else 0.0
+            self._left = self._gap(share)
+        left = self._left - 1
+        if left > 0:
+            self._left = left
+            return False
+        self._left = self._gap(share)
+        return True
+
+    def _gap(self, share: float) -> int:
+        # P(gap = k) = (1 - share)^(k-1) * share: the draws up to and including the next hit. (math.log, not
+        # log1p: compiled, it is a C call on a native float; log1p is looked up by name.)
+        if share >= 1.0:
+            return 1
+        log_miss = self._log_miss
+        if log_miss == 0.0:  # 0, NaN, or a share too small to tell from 0 in 1 - share: never
+            return _NEVER
+        u = min(self._rand(), _BELOW_ONE)
+        misses = math.log(1.0 - u) / log_miss  # >= 0
+        return 1 + int(misses) if misses < _NEVER else _NEVER
+
+
+_NEVER: Final = 1 << 62  # a gap no process reaches
+_BELOW_ONE: Final = 1.0 - 2.0**-53  # the largest float below 1 (a rand() that returned 1.0)
 
 
 class AaLimiter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 import asyncpg
@@ -14,7 +15,7 @@ from aiohttp import web
 from support.memstore import MemoryStore
 
 from proxy.routing.table import ShadowSettings
-from proxy.shadow.noise import MIN_AA_PAIRS, NOISE_REFRESH_S, AaLimiter, NoiseBook
+from proxy.shadow.noise import MIN_AA_PAIRS, NOISE_REFRESH_S, AaLimiter, Countdown, NoiseBook
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.samples import SAMPLE_INTERVAL_S, SampleBuilder
 from proxy.shadow.store import Sample
@@ -46,6 +47,33 @@ def test_aa_limiter_allows_a_burst_then_refills_with_the_clock() -> None:
     assert [aa.due("r") for _ in range(2)] == [True, False]
     clock.now += 60.0  # a long pause refills no more than the burst
     assert [aa.due("r") for _ in range(3)] == [True, True, False]
+
+
+def test_countdown_draws_the_gap_to_each_hit() -> None:
+    """A hit's gap is 1 + floor(log(1 - u) / log(1 - share)) draws, one rand() a hit; share 1 hits every
+    draw and 0 none, without a rand(); a changed share draws a new gap; a rand() of 1.0 is taken."""
+    draws = iter([0.0, 0.5, 0.9, 0.3])
+    count = Countdown(lambda: next(draws))
+    # gaps 1 (u 0.0), 2 (u 0.5: log 0.5 / log 0.5 = 1), 4 (u 0.9: log 0.1 / log 0.5 = 3.32)
+    assert [count.hit(0.5) for _ in range(7)] == [True, False, True, False, False, False, True]
+
+    def no_draw() -> float:
+        raise AssertionError("drew a random number")
+
+    sure = Countdown(no_draw)
+    assert all(sure.hit(1.0) for _ in range(50)) and not any(sure.hit(0.0) for _ in range(50))
+    assert sure.hit(1.0) is True  # a changed share: a new gap at once
+    assert not any(Countdown(lambda: 1.0).hit(0.5) for _ in range(50))  # u 1.0: the longest gap (54)
+
+
+def test_countdown_hits_the_share_of_draws() -> None:
+    """Over many draws the hits are the share of them (seeded: the same draws every run)."""
+    rand = random.Random(13).random
+    for share, n in ((0.1, 100_000), (0.5, 20_000), (0.01, 200_000)):
+        count = Countdown(rand)
+        hits = sum(count.hit(share) for _ in range(n))
+        sigma = (share * (1 - share) / n) ** 0.5
+        assert abs(hits / n - share) < 4 * sigma, (share, hits / n)
 
 
 async def test_noise_book_reads_the_store_again_only_when_stale() -> None:
