@@ -99,7 +99,7 @@ def shadow_submit_full(n: int) -> float:
     # Not started, so nothing drains: after two queued jobs every submission is dropped and counted.
     shadower = Shadower(ShadowSettings(queue=2, concurrency=1), {}, MemoryStore())
     route = Route("q", frozenset({"GET"}), "/q", "legacy", ShadowSpec(1.0, False, 1.0), CompareRules(), 1)
-    ex = Exchange(route, "GET", "/q", "", [], b"", "legacy", 200, [], b"{}", 0.001, "rid")
+    ex = Exchange(route, "GET", "/q", "", [], b"", "legacy", 200, [], b"{}", 0.001, b"rid")
 
     def batch(count: int) -> None:
         for _ in range(count):

@@ -21,7 +21,8 @@ class Exchange(Expected):
     replaying pool sets for itself, and never a client's ``X-Strangler-Dry-Run`` (`request_headers` gives
     them as pairs); ``request_block`` is the same lines joined by CRLF, as the data path joined them for
     the primary (b"": not given). A body is None when it was larger than the shadow's ``body_cap`` (not
-    teed). ``response_headers`` are the upstream's, before hop-by-hop removal. ``client_host`` is the
+    teed). ``response_headers`` are the upstream's, before hop-by-hop removal. ``request_id`` is the
+    request's id as the gateway sent it (ASCII bytes: not decoded per copy). ``client_host`` is the
     client's Host, which a replaying pool sends instead of its own unless its upstream says
     ``host: upstream``. ``prewrite`` is, for a sampled write, the shadow's handle of new's dry run run
     *before* the primary was forwarded (`ShadowSink.prewrite`), None otherwise. ``key`` is shadowing's
@@ -55,7 +56,7 @@ class Exchange(Expected):
         response_headers: Headers,
         response_body: bytes | None,
         latency_s: float,
-        request_id: str,
+        request_id: bytes,
         client_host: bytes | None = None,
         prewrite: Any = None,  # proxy.shadow.prewrite.Prewrite (a layer above)
         request_block: bytes = b"",

@@ -422,7 +422,7 @@ class Responder(ResponseSink):
                         Exchange(
                             route, rq.method_str, rq.path, rq.query, rq.header_lines, req_body, pool.name,
                             status, tee.resp_headers, resp_body, seconds - tee.held,
-                            rq.request_id.decode("ascii"), rq.host, tee.prewrite, rq.header_block, rq.target,
+                            rq.request_id, rq.host, tee.prewrite, rq.header_block, rq.target,
                             raw,
                         )
                     )  # fmt: skip

@@ -94,7 +94,7 @@ async def test_shadow_receives_exchange_with_teed_bodies(
     assert (exchange.method, exchange.path, exchange.query, exchange.primary, exchange.status) == (
         "POST", "/users/9", "q=a", "new", 200,
     )  # fmt: skip
-    assert exchange.route.name == "users" and exchange.request_id == "sh-1"
+    assert exchange.route.name == "users" and exchange.request_id == b"sh-1"
     assert exchange.request_body == b"payload"
     assert exchange.response_body == response.body
     assert (b"X-Request-Id", b"sh-1") in exchange.request_headers

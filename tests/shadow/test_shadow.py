@@ -213,7 +213,7 @@ async def test_queue_full_drops_and_counts(backends: tuple[Backend, Backend]) ->
     store = MemoryStore()
     shadower = Shadower(ShadowSettings(queue=2, concurrency=1), {}, store)  # not started: nothing drains
     route = Route("q", frozenset({"GET"}), "/q", "legacy", ShadowSpec(1.0, False, 1.0), CompareRules(), 1)
-    ex = Exchange(route, "GET", "/q", "", [], b"", "legacy", 200, [], b"{}", 0.001, "rid")
+    ex = Exchange(route, "GET", "/q", "", [], b"", "legacy", 200, [], b"{}", 0.001, b"rid")
     before = metric("strangler_shadow_dropped_total", route="q")
     for _ in range(10):
         shadower.submit(ex)  # a plain call, no await: it cannot wait for room (its cost: bench/micro.py)
@@ -291,7 +291,7 @@ async def test_queue_bounded_in_bytes() -> None:
     shadower = Shadower(ShadowSettings(queue=1000, concurrency=1), {}, store)  # not started
     route = Route("b", frozenset({"GET"}), "/b", "legacy", ShadowSpec(1.0, False, 1.0), CompareRules(), 1)
     body = b"x" * (MAX_QUEUED_BYTES // 4)
-    ex = Exchange(route, "GET", "/b", "", [], b"", "legacy", 200, [], body, 0.001, "rid")
+    ex = Exchange(route, "GET", "/b", "", [], b"", "legacy", 200, [], body, 0.001, b"rid")
     for _ in range(6):
         shadower.submit(ex)
     await store.flush()
@@ -327,7 +327,7 @@ async def test_primary_failure_counts_as_that_sides_error(backends: tuple[Backen
     await shadower.start()
     try:
         route = parsed.routes[0]
-        shadower.submit(Exchange(route, "GET", "/users", "", [], b"", "legacy", 502, [], None, 0.001, "rid"))
+        shadower.submit(Exchange(route, "GET", "/users", "", [], b"", "legacy", 502, [], None, 0.001, b"rid"))
         await asyncio.wait_for(shadower.drain(), 5)
         st = (await store.stats())["users"]
         assert (st.get("errors_control"), st.get("compared"), st.get("differed")) == (1, 0, 0)

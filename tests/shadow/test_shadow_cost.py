@@ -315,7 +315,7 @@ async def test_other_fetchers_run_as_tasks_under_their_timeout(backends: tuple[B
     route = table.routes[0]
     body = b'{"id": 1, "name": "Alice"}'
     headers = [(b"Content-Type", b"application/json; charset=utf-8")]
-    ex = Exchange(route, "GET", "/users", "", [], b"", "legacy", 200, headers, body, 0.001, "rid")
+    ex = Exchange(route, "GET", "/users", "", [], b"", "legacy", 200, headers, body, 0.001, b"rid")
     try:
         shadower.submit(ex)
         await asyncio.wait_for(shadower.drain(), 5)
