@@ -123,8 +123,14 @@ def checks(s: dict[str, Summary], shadow_note: str) -> list[Check]:
 
 def worker_rss(variants: list[Variant]) -> dict[str, float]:
     """The RSS (MiB) of each strangler variant's worker (its process, or a supervisor's one child), read
-    after its rounds."""
-    return {v.name: rss_mib(process_tree(v.pid)[-1]) for v in variants if v.name.startswith("strangler")}
+    after its rounds; a variant whose worker has none (it died) is left out: its check says not measured."""
+    out = {}
+    for v in variants:
+        if v.name.startswith("strangler"):
+            rss = rss_mib(process_tree(v.pid)[-1])
+            if rss > 0:
+                out[v.name] = rss
+    return out
 
 
 def data_path_checks(s: dict[str, Summary], rss: dict[str, float] | None = None) -> list[Check]:

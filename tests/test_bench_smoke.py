@@ -23,9 +23,9 @@ from proxy.routing.table import parse_routes
 # current directory, a bare `pytest` does not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import compiled_cpu, micro, timing, upstream
-from bench.gateway import data_path_checks
+from bench.gateway import data_path_checks, worker_rss
 from bench.gw_targets import NGINX_CONF, ROUTES, start_upstream
-from bench.harness import Fleet
+from bench.harness import Fleet, Variant
 from bench.report import Check
 from bench.wrk import Run, Summary, WrkParseError, paired_ratios, parse_wrk, wrk_command
 
@@ -81,6 +81,23 @@ def test_data_path_checks_are_issue_13s_targets_from_one_run() -> None:
     assert got["strangler p99 / nginx p99"].value == pytest.approx(1.2)
     alone = {c.name: c.verdict for c in data_path_checks({"strangler": mine})}
     assert set(alone.values()) == {"SKIP"} and len(alone) == 6
+
+
+def test_worker_rss_reads_each_strangler_worker_and_leaves_out_a_dead_one() -> None:
+    """A running worker's RSS is read (anchors are not); a worker that is gone has none: left out, so its
+    check says "not measured" instead of passing with 0 MiB."""
+    alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid has no /proc entry (or, reused, not this variant's worker for long)
+    try:
+        rss = worker_rss([Variant("strangler", 0, alive.pid), Variant("strangler+shadow", 0, gone.pid),
+                          Variant("nginx", 0, alive.pid)])  # fmt: skip
+    finally:
+        assert alive.stdin is not None
+        alive.stdin.close()
+        alive.wait()
+    assert list(rss) == ["strangler"] and rss["strangler"] > 1.0
+    assert data_path_checks({}, rss)[-1].value == rss["strangler"]
 
 
 def test_parse_wrk_refuses_a_report_without_results() -> None:
@@ -249,7 +266,7 @@ def test_compiled_cpu_bench_compares_another_checkout(capsys: pytest.CaptureFixt
 STOPPED_BY_ID = """\
 import signal, sys
 from pathlib import Path
-from bench.harness import Fleet
+from bench.harness import Fleet, Variant
 fleet = Fleet(Path(sys.argv[1]))
 try:
     print(fleet.start("sleeper", ["sleep", "120"]), flush=True)

@@ -165,7 +165,7 @@ class Countdown:
 
     def __init__(self, rand: Callable[[], float]) -> None:
         self._rand = rand
-        self._share = -1.0  # no gap drawn yet
+        self._share = math.nan  # no gap drawn yet: equal to no share, so the first draw draws one
         self._log_miss = 0.0  # log(1 - share): 0.0 when a draw never misses or never hits
         self._left = 0
 

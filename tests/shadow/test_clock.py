@@ -4,6 +4,7 @@ once-a-minute jobs move with them, not with time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -63,17 +64,22 @@ def test_countdown_draws_the_gap_to_each_hit() -> None:
     sure = Countdown(no_draw)
     assert all(sure.hit(1.0) for _ in range(50)) and not any(sure.hit(0.0) for _ in range(50))
     assert sure.hit(1.0) is True  # a changed share: a new gap at once
-    assert not any(Countdown(lambda: 1.0).hit(0.5) for _ in range(50))  # u 1.0: the longest gap (54)
+    longest = Countdown(lambda: 1.0)  # u 1.0, taken as the float below it: log 2^-53 / log 0.5, the gap 54
+    assert [longest.hit(0.5) for _ in range(60)].index(True) == 53
 
 
 def test_countdown_hits_the_share_of_draws() -> None:
-    """Over many draws the hits are the share of them (seeded: the same draws every run)."""
+    """Over many draws the hits are the share of them, and so are the hits right after a hit: each draw on its
+    own, not one hit every 1 / share draws (seeded: the same draws every run)."""
     rand = random.Random(13).random
     for share, n in ((0.1, 100_000), (0.5, 20_000), (0.01, 200_000)):
         count = Countdown(rand)
-        hits = sum(count.hit(share) for _ in range(n))
+        hits = [count.hit(share) for _ in range(n)]
         sigma = (share * (1 - share) / n) ** 0.5
-        assert abs(hits / n - share) < 4 * sigma, (share, hits / n)
+        assert abs(sum(hits) / n - share) < 4 * sigma, (share, sum(hits) / n)
+        after_hit = [b for a, b in itertools.pairwise(hits) if a]
+        rate = sum(after_hit) / len(after_hit)
+        assert abs(rate - share) < 4 * (share * (1 - share) / len(after_hit)) ** 0.5, (share, rate)
 
 
 async def test_noise_book_reads_the_store_again_only_when_stale() -> None:
