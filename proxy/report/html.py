@@ -112,7 +112,9 @@ def _example(ex: dict[str, Any]) -> str:
     head = (
         f"<h3><code>{escape(ex['method'])} {escape(ex['path'])}</code></h3>"
         f"<p>legacy {answered(ex['control_status'], ex['control_ms'])}, new "
-        f"{answered(ex['candidate_status'], ex['candidate_ms'])}, served by {escape(ex['primary'])}</p>"
+        f"{answered(ex['candidate_status'], ex['candidate_ms'])}, served by {escape(ex['primary'])}"
+        + (f", request id <code>{escape(ex['request_id'])}</code>" if ex.get("request_id") else "")
+        + "</p>"
     )
     rows = "".join(
         f'<tr class="diff"><td class="l"><code>{escape(d["path"])}</code></td>'

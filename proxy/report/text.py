@@ -33,6 +33,13 @@ def answered(status: int | None, ms: float | None) -> str:
     return f"{status} in {ms:g} ms"
 
 
+def _request_id(ex: dict[str, Any], form: str) -> str:
+    """``form`` with an example's request id (its primary request's X-Request-Id), or "" when it has none
+    (stored before samples kept it)."""
+    rid = ex.get("request_id") or ""
+    return form.format(rid) if rid else ""
+
+
 def _fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -172,7 +179,7 @@ def _side_by_side(ex: dict[str, Any], width: int = 38) -> list[str]:
     lines = [
         f"  example: {ex['method']} {ex['path']}  (legacy "
         f"{answered(ex['control_status'], ex['control_ms'])}, new "
-        f"{answered(ex['candidate_status'], ex['candidate_ms'])})",
+        f"{answered(ex['candidate_status'], ex['candidate_ms'])}){_request_id(ex, '  request id {}')}",
         f"    {'PATH':<30} {'KIND':<8} {'LEGACY':<{width}} NEW",
     ]
     for d in ex["diff"]:
@@ -214,7 +221,7 @@ def render_markdown(report: Report) -> str:
                 out.append(f"- raced (data changed during the comparison): {r.raced}")
             out += [f"- {why}" for why in r.reasons]
         for ex in r.examples:
-            out += ["", f"`{ex['method']} {ex['path']}`", ""]
+            out += ["", f"`{ex['method']} {ex['path']}`{_request_id(ex, ' (request id `{}`)')}", ""]
             out += ["| path | kind | legacy | new |", "|---|---|---|---|"]
             for d in ex["diff"]:
                 c, n = orjson.dumps(d["control"]).decode(), orjson.dumps(d["candidate"]).decode()

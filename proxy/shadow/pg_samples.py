@@ -24,8 +24,8 @@ __all__ = ["expire", "read", "write"]
 _INSERT: Final = """
 INSERT INTO strangler.shadow_diffs (route, signature, method, path, primary_side, control_status,
     candidate_status, control_error, candidate_error, diff, control_body, candidate_body, control_ms,
-    candidate_ms, created_at, epoch)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, to_timestamp($15), $16)
+    candidate_ms, created_at, epoch, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, to_timestamp($15), $16, $17)
 """
 _LOCK_PREFIX: Final = "strangler.shadow_diffs:"  # advisory lock key: one per route (hashtext)
 _ROUTE_ROWS: Final = (
@@ -35,7 +35,7 @@ _DELETE: Final = "DELETE FROM strangler.shadow_diffs WHERE id = ANY($1::bigint[]
 _SELECT: Final = """
 SELECT route, signature, method, path, primary_side, control_status, candidate_status, diff::text AS diff,
        control_body, candidate_body, control_ms, candidate_ms, control_error, candidate_error,
-       extract(epoch FROM created_at)::float8 AS at, epoch
+       extract(epoch FROM created_at)::float8 AS at, epoch, request_id
 FROM strangler.shadow_diffs WHERE route = $1 {where} ORDER BY created_at DESC, id DESC LIMIT $2
 """
 
@@ -156,7 +156,7 @@ def _row(s: Sample) -> tuple[Any, ...]:
     return (
         s.route, s.signature, s.method, _text(s.path), s.primary, s.control_status, s.candidate_status,
         s.control_error, s.candidate_error, _text(diff), _text(s.control_body), _text(s.candidate_body),
-        s.control_ms, s.candidate_ms, s.at, s.epoch,
+        s.control_ms, s.candidate_ms, s.at, s.epoch, _text(s.request_id),
     )  # fmt: skip
 
 
@@ -166,5 +166,5 @@ def _sample(r: asyncpg.Record) -> Sample:
         primary=r["primary_side"], control_status=r["control_status"], candidate_status=r["candidate_status"],
         diff=orjson.loads(r["diff"]), control_body=r["control_body"], candidate_body=r["candidate_body"],
         control_ms=r["control_ms"], candidate_ms=r["candidate_ms"], control_error=r["control_error"],
-        candidate_error=r["candidate_error"], at=r["at"], epoch=r["epoch"],
+        candidate_error=r["candidate_error"], at=r["at"], epoch=r["epoch"], request_id=r["request_id"],
     )  # fmt: skip

@@ -75,6 +75,7 @@ class SampleBuilder:
             candidate_body=self._body(candidate, candidate_raw),
             control_ms=None if control_s is None else round(control_s * 1000, 3),
             candidate_ms=None if candidate_s is None else round(candidate_s * 1000, 3),
+            request_id=ex.request_id.decode("ascii", "replace"),
         )
 
     def _body(self, obs: Observed, raw: bytes) -> str:

@@ -147,6 +147,7 @@ class Sample:
     candidate_error: str | None = None
     at: float = field(default_factory=time.time)
     epoch: str = ""  # set by the store from the recording key
+    request_id: str = ""  # the primary request's id (X-Request-Id as forwarded): to find it in the logs
 
 
 @dataclass

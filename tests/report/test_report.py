@@ -15,7 +15,7 @@ from support.memstore import MemoryStore
 from proxy.report.cli import main, render, suggest
 from proxy.report.html import render_html
 from proxy.report.model import NOT_ENOUGH, NOT_READY, READY, build_report, gather
-from proxy.report.text import answered, render_terminal
+from proxy.report.text import answered, render_markdown, render_terminal
 from proxy.routing.table import parse_routes
 from proxy.shadow.redis_pg import RedisPgStore
 from proxy.shadow.store import RouteStats, Sample, bucket_of
@@ -193,7 +193,8 @@ def seed(redis_url: str, prefix: str, db: str | None) -> None:
             store.count("users-get", "matched", 11)
             store.differed("users-get", "$.name", ("$.name",))
             change = {"path": "$.name", "kind": "changed", "control": "Al", "candidate": "Al!"}
-            example = Sample("users-get", "$.name", "GET", "/users/1", "legacy", 200, 200, [change])
+            example = Sample("users-get", "$.name", "GET", "/users/1", "legacy", 200, 200, [change],
+                             request_id="rid-7")  # fmt: skip
             store.sample("users-get", example)
         finally:
             await store.aclose()
@@ -228,6 +229,11 @@ def test_cli_report_formats(redis_url: str, redis_prefix: str, shadow_db: str, r
     assert orjson.loads(out)["routes"][0]["paths"] == [["$.name", 1]]
     code, out, _ = run([*base, "--route", "users-get"])
     assert code == 0 and "example: GET /users/1" in out and '"Al!"' in out and "posts" not in out
+    assert "request id rid-7" in out  # the sample's request, kept through PostgreSQL
+    code, out, _ = run([*base, "--route", "users-get", "--format", "markdown"])
+    assert code == 0 and "`GET /users/1` (request id `rid-7`)" in out
+    code, out, _ = run([*base, "--route", "users-get", "--format", "json"])
+    assert orjson.loads(out)["routes"][0]["examples"][0]["request_id"] == "rid-7"
     code, _, err = run([*base, "--route", "nope"])
     assert code == 2 and "no route named 'nope'" in err
 
@@ -268,11 +274,14 @@ async def test_gather_includes_examples() -> None:
     """gather() reads stats and, for the requested route, its newest samples."""
     store = MemoryStore()
     store.count("posts", "compared")
-    store.sample("posts", Sample("posts", "$.a", "GET", "/posts", "legacy", 200, 500, []))
+    store.sample("posts", Sample("posts", "$.a", "GET", "/posts", "legacy", 200, 500, [], request_id="r-9"))
     await store.flush()
     report = await gather(store, TABLE, "posts")
     posts = report.route("posts")
     assert posts is not None and posts.examples[0]["candidate_status"] == 500
+    assert "served by legacy, request id <code>r-9</code></p>" in render_html(report, "posts")
+    posts.examples[0]["request_id"] = ""  # a sample stored before samples kept it
+    assert "request id" not in render_html(report, "posts") and "request id" not in render_markdown(report)
 
 
 class FakeTerminal(io.StringIO):

@@ -26,7 +26,7 @@ def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | Non
         control_status=200, candidate_status=200,
         diff=[{"path": "$.a", "kind": "changed", "control": 1, "candidate": 2}],
         control_body='{"a":1}', candidate_body='{"a":2}', control_ms=1.5, candidate_ms=2.5,
-        at=time.time() if at is None else at,
+        at=time.time() if at is None else at, request_id=f"rid-{n}",
     )  # fmt: skip
 
 
@@ -253,6 +253,7 @@ async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStor
     assert newest.signature == "$.d"
     assert newest.diff == [{"path": "$.a", "kind": "changed", "control": 1, "candidate": 2}]
     assert (newest.control_status, newest.control_ms, newest.candidate_ms) == (200, 1.5, 2.5)
+    assert newest.request_id == "rid-" + newest.path.rsplit("/", 1)[1]  # kept in its column (migration 0003)
 
 
 async def test_pg_retention_deletes_old_rows(real_store: RedisPgStore) -> None:

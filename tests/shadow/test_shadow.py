@@ -89,7 +89,8 @@ async def test_sampling_fraction_and_seen_count() -> None:
 
 
 async def test_difference_recorded_with_path(make_rig: RigFactory, backends: tuple[Backend, Backend]) -> None:
-    """A field difference is counted with its JSON path and stored as a sample."""
+    """A field difference is counted with its JSON path and stored as a sample, which names its request
+    (the id the client got back)."""
     legacy, new = backends
 
     async def renamed(request: web.Request) -> web.StreamResponse:
@@ -97,13 +98,15 @@ async def test_difference_recorded_with_path(make_rig: RigFactory, backends: tup
 
     new.handler = renamed
     rig = await make_rig(routes_text(legacy, new, USERS % "legacy", "aa_sample: 0"))
-    status, _, body = await rig.get("/users?limit=1")
+    status, headers, body = await rig.get("/users?limit=1")
     assert status == 200 and orjson.loads(body)["name"] == "Alice"  # the client gets legacy's answer
     await rig.shadower.drain()
     st = (await rig.store.stats())["users"]
     assert st.get("differed") == 1 and st.paths == {"$.name": 1} and st.signatures == {"$.name": 1}
     (sample,) = await rig.store.samples("users")
     assert sample.path == "/users?limit=1" and sample.primary == "legacy"
+    (rid,) = [v for k, v in headers.items() if k.lower() == "x-request-id"]
+    assert sample.request_id == rid and len(rid) == 36  # the UUID the gateway made for it
     assert sample.diff == [{"path": "$.name", "kind": "changed", "control": "Alice", "candidate": "Alice!"}]
     assert '"Alice!"' in sample.candidate_body
 
