@@ -139,6 +139,11 @@ async def read(pg: asyncpg.Pool, route: str, limit: int, epoch: str | None = Non
             "the database has no strangler.shadow_diffs table (the gateway's own schema, created when the"
             " gateway starts): run `strangler migrate --gateway` (or start the gateway once) and retry"
         ) from None
+    except asyncpg.UndefinedColumnError as e:  # a newer reader (a report) before a newer gateway started
+        raise StoreError(
+            f"the gateway's schema in this database is older than this strangler ({e}): run"
+            " `strangler migrate --gateway` (or start a gateway of this version once) and retry"
+        ) from None
     return [_sample(r) for r in rows]
 
 

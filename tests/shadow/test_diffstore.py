@@ -17,7 +17,16 @@ from support.memstore import MemoryStore
 
 from proxy.routing.table import parse_routes
 from proxy.shadow.redis_pg import RedisPgStore
-from proxy.shadow.store import Batch, PathCounts, RouteStats, Sample, Tally, bucket_of, bucket_upper
+from proxy.shadow.store import (
+    Batch,
+    PathCounts,
+    RouteStats,
+    Sample,
+    StoreError,
+    Tally,
+    bucket_of,
+    bucket_upper,
+)
 
 
 def sample(route: str = "r", signature: str = "$.a", n: int = 0, at: float | None = None) -> Sample:
@@ -254,6 +263,24 @@ async def test_pg_samples_capped_per_signature_and_route(real_store: RedisPgStor
     assert newest.diff == [{"path": "$.a", "kind": "changed", "control": 1, "candidate": 2}]
     assert (newest.control_status, newest.control_ms, newest.candidate_ms) == (200, 1.5, 2.5)
     assert newest.request_id == "rid-" + newest.path.rsplit("/", 1)[1]  # kept in its column (migration 0003)
+
+
+async def test_pg_samples_on_an_older_schema_say_to_migrate(real_store: RedisPgStore) -> None:
+    """A reader newer than the database's gateway schema (here: without migration 0003's column) is told to
+    migrate, not shown the database's error."""
+    real_store.sample("r", sample())
+    await real_store.flush()
+    async with real_store.pg.acquire() as conn:
+        await conn.execute("ALTER TABLE strangler.shadow_diffs DROP COLUMN request_id")
+    try:
+        with pytest.raises(StoreError, match=r"older than this strangler .*request_id.*migrate --gateway"):
+            await real_store.samples("r", 10)
+    finally:
+        async with real_store.pg.acquire() as conn:
+            await conn.execute(  # as migration 0003 made it
+                "ALTER TABLE strangler.shadow_diffs ADD COLUMN request_id text NOT NULL DEFAULT ''"
+            )
+    assert [s.path for s in await real_store.samples("r", 10)] == ["/x/0"]
 
 
 async def test_pg_retention_deletes_old_rows(real_store: RedisPgStore) -> None:
